@@ -1,0 +1,52 @@
+/* broker: the map. How the modules fit together, and the one struct that
+ * holds the broker's state.
+ *
+ *   main.c            flags and config (config.c) -> broker_new -> broker_run
+ *   broker.c          sockets, the event loop, the socket monitor, signals
+ *   wire.c            frames in and out of the ROUTER socket
+ *   json_scan.c       one validating pass over a message's JSON
+ *   envelope.c        the protocol's rules for one message
+ *   router.c          the message path: decide, deliver, or answer an error
+ *   broker_service.c  dst "broker": ping, list_services, stats
+ *   registry.c        peers (connections) and the names they hold
+ *   inflight.c        requests handed out and not yet answered
+ *   reply.c           messages the broker itself makes (cJSON)
+ *   names.c errors.c log.c    small shared rules
+ *
+ * Everything runs on one thread; the event loop never blocks on a peer. */
+#ifndef SMARTSHOP_BROKER_H
+#define SMARTSHOP_BROKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "inflight.h"
+#include "registry.h"
+#include "stats.h"
+
+typedef struct broker {
+    const config_t *cfg;
+    void *zmq_ctx;
+    void *router;               /* the ROUTER socket all peers talk to */
+    void *monitor;              /* PAIR socket receiving the ROUTER's connection events */
+    int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
+    registry_t *registry;
+    inflight_table_t *inflight;
+    stats_t stats;
+    uint64_t started_ms;
+    bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
+    uint64_t stop_deadline_ms;
+} broker_t;
+
+/* Creates the sockets and binds every endpoint. On failure returns NULL
+ * with a one-line reason in `err`. The caller must have blocked SIGINT,
+ * SIGTERM and SIGHUP in every thread (see main.c) before calling. */
+broker_t *broker_new(const config_t *cfg, char *err, size_t errlen);
+
+/* Runs until SIGINT or SIGTERM and the grace period. Returns the exit code. */
+int broker_run(broker_t *b);
+
+void broker_free(broker_t **self_p);
+
+#endif

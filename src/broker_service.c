@@ -1,0 +1,101 @@
+/* broker_service: dst "broker" (protocol B1). See broker_service.h. */
+#include "broker_service.h"
+
+#include <string.h>
+
+#include "clock.h"
+#include "reply.h"
+#include "router.h"
+
+static cJSON *ping(broker_t *b, peer_t *peer)
+{
+    (void)b;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON *names = cJSON_AddArrayToObject(payload, "registered");
+    for (int i = 0; i < peer->name_count; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(peer->names[i]));
+    return payload;
+}
+
+static cJSON *list_services(broker_t *b, peer_t *peer)
+{
+    (void)peer;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(payload, "services");
+    registry_sort_services(b->registry);
+    for (service_t *svc = b->registry->services; svc; svc = svc->hh.next) {
+        cJSON *entry = cJSON_CreateObject();
+        cJSON_AddStringToObject(entry, "name", svc->name);
+        cJSON_AddNumberToObject(entry, "instances", svc->count);
+        cJSON_AddItemToArray(list, entry);
+    }
+    return payload;
+}
+
+/* {"in": {"request": 3, ...}}: counters by message type, zeros left out. */
+static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT__COUNT])
+{
+    cJSON *obj = cJSON_AddObjectToObject(parent, key);
+    for (int t = 0; t < MT__COUNT; t++)
+        if (counts[t])
+            cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
+}
+
+static cJSON *stats(broker_t *b, peer_t *peer)
+{
+    (void)peer;
+    const stats_t *s = &b->stats;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "uptime_ms", (double)(clock_ms() - b->started_ms));
+    cJSON_AddNumberToObject(payload, "peers", b->registry->peer_count);
+    cJSON_AddNumberToObject(payload, "services", HASH_COUNT(b->registry->services));
+    cJSON_AddNumberToObject(payload, "inflight", (double)b->inflight->count);
+    add_by_type(payload, "in", s->in);
+    add_by_type(payload, "out", s->out);
+    add_by_type(payload, "errored", s->errored);
+    cJSON *errors = cJSON_AddObjectToObject(payload, "errors");
+    for (int c = 1; c < ERR__COUNT; c++)
+        if (s->errors[c])
+            cJSON_AddNumberToObject(errors, bus_err_name((bus_err_t)c), (double)s->errors[c]);
+    cJSON *dropped = cJSON_AddObjectToObject(payload, "dropped");
+    cJSON_AddNumberToObject(dropped, "late_or_unknown", (double)s->late_or_unknown);
+    cJSON_AddNumberToObject(dropped, "not_yours", (double)s->not_yours);
+    cJSON_AddNumberToObject(dropped, "requester_gone", (double)s->requester_gone);
+    cJSON_AddNumberToObject(dropped, "broadcast_undelivered", (double)s->broadcast_undelivered);
+    return payload;
+}
+
+typedef struct {
+    const char *name;
+    cJSON *(*run)(broker_t *b, peer_t *peer);
+} action_t;
+
+static const action_t actions[] = {
+    {"ping", ping},
+    {"list_services", list_services},
+    {"stats", stats},
+};
+
+void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    const env_value_t *action = &env->f[EF_ACTION];
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
+        if (!env_equals(action, actions[i].name))
+            continue;
+        char dst[NAME_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1];
+        reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
+        reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
+        size_t len = 0;
+        char *text = reply_response(dst, actions[i].name, corr, actions[i].run(b, peer), &len);
+        if (!text) {
+            router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+            return;
+        }
+        router_send_made(b, peer, text, len, MT_RESPONSE);
+        reply_free(text);
+        return;
+    }
+    router_send_error(b, peer, env, ERR_UNKNOWN_ACTION,
+                      "the broker's actions are ping, list_services and stats");
+}

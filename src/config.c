@@ -1,0 +1,370 @@
+/* config: defaults, Lua config file, flags. See config.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "version.h"
+
+/* One setting: its flag/key name and how to store it. The same table
+ * serves the flags (--max-message-bytes) and the file (max_message_bytes). */
+typedef enum { SET_STRING, SET_ENDPOINT, SET_LEVEL, SET_UINT } setting_kind_t;
+
+typedef struct {
+    const char *key;            /* config file key; the flag is the same with '-' */
+    setting_kind_t kind;
+    size_t offset;
+    unsigned long min, max;     /* for SET_UINT */
+    size_t width;               /* for SET_UINT: sizeof the field */
+} setting_t;
+
+#define UINT_SETTING(key, field, lo, hi) \
+    {key, SET_UINT, offsetof(config_t, field), lo, hi, sizeof(((config_t *)0)->field)}
+
+static const setting_t settings[] = {
+    {"endpoints", SET_ENDPOINT, 0, 0, 0, 0},
+    {"policy", SET_STRING, offsetof(config_t, policy_path), 0, 0, 0},
+    {"services", SET_STRING, offsetof(config_t, services_dir), 0, 0, 0},
+    {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0},
+    UINT_SETTING("max_message_bytes", max_message_bytes, 256, 256ul << 20),
+    UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
+    UINT_SETTING("shutdown_grace_ms", shutdown_grace_ms, 0, 600000),
+    UINT_SETTING("max_inflight", max_inflight, 1, 10000000),
+    UINT_SETTING("send_hwm", send_hwm, 1, 1000000),
+    UINT_SETTING("heartbeat_ivl_ms", heartbeat_ivl_ms, 100, 600000),
+    UINT_SETTING("heartbeat_timeout_ms", heartbeat_timeout_ms, 100, 600000),
+};
+#define SETTING_COUNT (sizeof settings / sizeof settings[0])
+
+static const char usage[] =
+    "Usage: smartshop-broker [options]\n"
+    "The Smartshop message bus: a ZeroMQ ROUTER broker with Lua policies and services.\n"
+    "\n"
+    "  -e, --endpoint EP           bind EP (tcp://, ipc://, inproc://); repeatable\n"
+    "                              (default tcp://127.0.0.1:5555)\n"
+    "  -p, --policy FILE           routing policy in Lua (default policies/routing.lua;\n"
+    "                              \"\" for none)\n"
+    "  -s, --services DIR          directory of Lua services (default services; \"\" for none)\n"
+    "  -c, --config FILE           Lua config file; flags given here win over it\n"
+    "  -l, --log-level LEVEL       error, warn, info or debug (default info)\n"
+    "      --max-message-bytes N   largest message accepted (default 1048576)\n"
+    "      --request-timeout-ms N  deadline of a request without ttl_ms (default 30000)\n"
+    "      --shutdown-grace-ms N   on SIGTERM, time left to requests in flight (default 2000)\n"
+    "      --max-inflight N        most requests in flight at once (default 100000)\n"
+    "      --send-hwm N            most messages queued to one peer (default 1000)\n"
+    "      --heartbeat-ivl-ms N    transport heartbeat interval (default 1000)\n"
+    "      --heartbeat-timeout-ms N  peer declared gone after this silence (default 3000)\n"
+    "  -h, --help                  show this help and exit\n"
+    "  -V, --version               show the version and exit\n"
+    "\n"
+    "Config file keys are the long flag names with '_' for '-' (endpoints is a list).\n"
+    "Docs: README.md, docs/protocol.md, docs/policies.md.\n";
+
+static void set_defaults(config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->policy_path = strdup("policies/routing.lua");
+    cfg->services_dir = strdup("services");
+    cfg->log_level = LOG_LEVEL_INFO;
+    cfg->max_message_bytes = 1048576;
+    cfg->request_timeout_ms = 30000;
+    cfg->shutdown_grace_ms = 2000;
+    cfg->max_inflight = 100000;
+    cfg->send_hwm = 1000;
+    cfg->heartbeat_ivl_ms = 1000;
+    cfg->heartbeat_timeout_ms = 3000;
+}
+
+static void clear_endpoints(config_t *cfg)
+{
+    for (int i = 0; i < cfg->endpoint_count; i++)
+        free(cfg->endpoints[i]);
+    cfg->endpoint_count = 0;
+}
+
+void config_free(config_t *cfg)
+{
+    clear_endpoints(cfg);
+    free(cfg->policy_path);
+    free(cfg->services_dir);
+    cfg->policy_path = cfg->services_dir = NULL;
+}
+
+static const setting_t *setting_named(const char *key)
+{
+    for (size_t i = 0; i < SETTING_COUNT; i++)
+        if (strcmp(settings[i].key, key) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+/* Stores one value given as text. `origin` names the flag or file key for
+ * the error line. `first_endpoint` says whether endpoints seen so far
+ * from this origin replace the defaults. */
+static int apply(config_t *cfg, const setting_t *s, const char *value,
+                 const char *origin, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + s->offset;
+    switch (s->kind) {
+    case SET_ENDPOINT:
+        if (!*value || !strstr(value, "://")) {
+            snprintf(err, errlen, "%s: '%s' is not an endpoint (try tcp://127.0.0.1:5555)", origin, value);
+            return -1;
+        }
+        if (cfg->endpoint_count == CONFIG_MAX_ENDPOINTS) {
+            snprintf(err, errlen, "%s: at most %d endpoints", origin, CONFIG_MAX_ENDPOINTS);
+            return -1;
+        }
+        cfg->endpoints[cfg->endpoint_count++] = strdup(value);
+        return 0;
+    case SET_STRING:
+        free(*(char **)field);
+        *(char **)field = strdup(value);
+        if (s->offset == offsetof(config_t, policy_path))
+            cfg->policy_explicit = true;
+        else
+            cfg->services_explicit = true;
+        return 0;
+    case SET_LEVEL:
+        if (log_level_parse(value, (log_level_t *)field) < 0) {
+            snprintf(err, errlen, "%s: '%s' is not a log level (error, warn, info, debug)", origin, value);
+            return -1;
+        }
+        return 0;
+    case SET_UINT: {
+        char *end;
+        errno = 0;
+        unsigned long n = strtoul(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || n < s->min || n > s->max) {
+            snprintf(err, errlen, "%s: '%s' is not a whole number from %lu to %lu", origin, value, s->min, s->max);
+            return -1;
+        }
+        if (s->width == sizeof(size_t))
+            *(size_t *)field = n;
+        else if (s->width == sizeof(uint32_t))
+            *(uint32_t *)field = (uint32_t)n;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* --- the Lua config file --- */
+
+static int apply_lua_value(config_t *cfg, lua_State *L, const setting_t *s,
+                           const char *origin, char *err, size_t errlen)
+{
+    int t = lua_type(L, -1);
+    if (s->kind == SET_ENDPOINT && t == LUA_TTABLE) {
+        lua_Integer n = luaL_len(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_geti(L, -1, i);
+            if (lua_type(L, -1) != LUA_TSTRING) {
+                snprintf(err, errlen, "%s[%lld] must be a string", origin, (long long)i);
+                return -1;
+            }
+            int rc = apply(cfg, s, lua_tostring(L, -1), origin, err, errlen);
+            lua_pop(L, 1);
+            if (rc < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (t == LUA_TNUMBER && s->kind == SET_UINT) {
+        if (!lua_isinteger(L, -1)) {
+            snprintf(err, errlen, "%s must be a whole number", origin);
+            return -1;
+        }
+        char text[32];
+        snprintf(text, sizeof text, "%lld", (long long)lua_tointeger(L, -1));
+        return apply(cfg, s, text, origin, err, errlen);
+    }
+    if (t != LUA_TSTRING) {
+        snprintf(err, errlen, "%s must be %s", origin,
+                 s->kind == SET_UINT ? "a number" : s->kind == SET_ENDPOINT ? "a list of strings" : "a string");
+        return -1;
+    }
+    return apply(cfg, s, lua_tostring(L, -1), origin, err, errlen);
+}
+
+/* Runs the file in an empty environment (no libraries: it only assigns
+ * settings) and reads back each global it set. */
+static int load_file(config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *probe = fopen(path, "r");
+    if (!probe) {
+        snprintf(err, errlen, "config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    fclose(probe);
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        snprintf(err, errlen, "config file %s: out of memory", path);
+        return -1;
+    }
+    int rc = -1;
+    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+        snprintf(err, errlen, "config file %s", lua_tostring(L, -1));
+        goto done;
+    }
+    lua_newtable(L);                /* the file's environment */
+    lua_pushvalue(L, -1);
+    lua_setupvalue(L, -3, 1);       /* _ENV of the chunk */
+    lua_insert(L, -2);              /* env, chunk */
+    lua_sethook(L, NULL, 0, 0);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        snprintf(err, errlen, "config file %s", lua_tostring(L, -1));
+        goto done;
+    }
+    bool endpoints_cleared = false;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        char origin[300];
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        const setting_t *s = setting_named(key);
+        snprintf(origin, sizeof origin, "config file %s: %s", path, key);
+        if (!s) {
+            snprintf(err, errlen, "config file %s: unknown setting '%s' (see --help)", path, key);
+            goto done;
+        }
+        if (s->kind == SET_ENDPOINT && !endpoints_cleared) {
+            clear_endpoints(cfg);
+            endpoints_cleared = true;
+        }
+        if (apply_lua_value(cfg, L, s, origin, err, errlen) < 0)
+            goto done;
+        lua_pop(L, 1);
+    }
+    rc = 0;
+done:
+    lua_close(L);
+    return rc;
+}
+
+/* --- flags --- */
+
+enum { OPT_FIRST_LONG = 256 };
+
+static const struct option long_options[] = {
+    {"endpoint", required_argument, 0, 'e'},
+    {"policy", required_argument, 0, 'p'},
+    {"services", required_argument, 0, 's'},
+    {"config", required_argument, 0, 'c'},
+    {"log-level", required_argument, 0, 'l'},
+    {"max-message-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"request-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"shutdown-grace-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"max-inflight", required_argument, 0, OPT_FIRST_LONG},
+    {"send-hwm", required_argument, 0, OPT_FIRST_LONG},
+    {"heartbeat-ivl-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"heartbeat-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'},
+    {0, 0, 0, 0},
+};
+
+static const char short_options[] = ":e:p:s:c:l:hV";
+
+/* The setting a flag stands for: its long name with '_' for '-'. */
+static const setting_t *setting_of_flag(int opt, int long_index)
+{
+    const char *name;
+    switch (opt) {
+    case 'e': name = "endpoints"; break;
+    case 'p': name = "policy"; break;
+    case 's': name = "services"; break;
+    case 'l': name = "log_level"; break;
+    default: {
+        static char key[64];
+        snprintf(key, sizeof key, "%s", long_options[long_index].name);
+        for (char *c = key; *c; c++)
+            if (*c == '-')
+                *c = '_';
+        name = key;
+    }
+    }
+    return setting_named(name);
+}
+
+/* The long name of the flag getopt just returned, for error lines. */
+static const char *flag_name(int opt, int long_index)
+{
+    if (opt == OPT_FIRST_LONG)
+        return long_options[long_index].name;
+    for (const struct option *o = long_options; o->name; o++)
+        if (o->val == opt)
+            return o->name;
+    return "?";
+}
+
+config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    set_defaults(cfg);
+    const char *config_path = NULL;
+
+    /* Pass 1: --help, --version, --config, and unknown flags. */
+    opterr = 0;
+    optind = 1;
+    int opt, long_index = 0;
+    while ((opt = getopt_long(argc, argv, short_options, long_options, &long_index)) != -1) {
+        if (opt == 'h') {
+            fputs(usage, stdout);
+            return CONFIG_EXIT_OK;
+        }
+        if (opt == 'V') {
+            printf("smartshop-broker %s (protocol %d)\n", SMARTSHOP_VERSION, SMARTSHOP_PROTOCOL_VERSION);
+            return CONFIG_EXIT_OK;
+        }
+        if (opt == 'c')
+            config_path = optarg;
+        if (opt == '?') {
+            if (optopt)
+                snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
+            else
+                snprintf(err, errlen, "unknown option '%s' (see --help)", argv[optind - 1]);
+            return CONFIG_ERROR;
+        }
+        if (opt == ':') {
+            snprintf(err, errlen, "option '%s' needs a value (see --help)", argv[optind - 1]);
+            return CONFIG_ERROR;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
+        return CONFIG_ERROR;
+    }
+    if (config_path && load_file(cfg, config_path, err, errlen) < 0)
+        return CONFIG_ERROR;
+
+    /* Pass 2: every other flag, over the file's values. */
+    bool endpoints_cleared = false;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, short_options, long_options, &long_index)) != -1) {
+        if (opt == 'c')
+            continue;
+        const setting_t *s = setting_of_flag(opt, long_index);
+        char origin[80];
+        snprintf(origin, sizeof origin, "--%s", flag_name(opt, long_index));
+        if (!s) {
+            snprintf(err, errlen, "unknown option (see --help)");
+            return CONFIG_ERROR;
+        }
+        if (s->kind == SET_ENDPOINT && !endpoints_cleared) {
+            clear_endpoints(cfg);
+            endpoints_cleared = true;
+        }
+        if (apply(cfg, s, optarg, origin, err, errlen) < 0)
+            return CONFIG_ERROR;
+    }
+    if (cfg->endpoint_count == 0)
+        cfg->endpoints[cfg->endpoint_count++] = strdup("tcp://127.0.0.1:5555");
+    return CONFIG_RUN;
+}

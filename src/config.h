@@ -1,0 +1,45 @@
+/* config: the broker's settings from defaults, a Lua config file and
+ * command-line flags, in that order (flags win).
+ *
+ * Owns parsing and validation only; reports every problem as one line
+ * naming the flag, key or file. */
+#ifndef SMARTSHOP_CONFIG_H
+#define SMARTSHOP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+
+#define CONFIG_MAX_ENDPOINTS 16
+
+typedef struct {
+    char *endpoints[CONFIG_MAX_ENDPOINTS];
+    int endpoint_count;
+    char *policy_path;          /* "" = no policy */
+    char *services_dir;         /* "" = no Lua services */
+    bool policy_explicit;       /* given by flag or file, so it must exist */
+    bool services_explicit;
+    log_level_t log_level;
+    size_t max_message_bytes;
+    uint32_t request_timeout_ms;
+    uint32_t shutdown_grace_ms;
+    size_t max_inflight;
+    int send_hwm;               /* per-peer outbound queue, in messages */
+    int heartbeat_ivl_ms;
+    int heartbeat_timeout_ms;
+} config_t;
+
+typedef enum {
+    CONFIG_RUN = 0,      /* settings ready: run the broker */
+    CONFIG_EXIT_OK,      /* --help or --version was printed */
+    CONFIG_ERROR         /* `err` says what is wrong; exit 2 */
+} config_result_t;
+
+/* Fills `cfg` from defaults, then --config FILE, then the other flags. */
+config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+void config_free(config_t *cfg);
+
+#endif

@@ -1,0 +1,241 @@
+/* envelope: protocol rules for one message. See envelope.h. */
+#include "envelope.h"
+
+#include <string.h>
+
+#include "names.h"
+
+static const char *const field_names[EF__COUNT] = {
+    [EF_MSG_ID] = "msg_id",     [EF_TYPE] = "type",
+    [EF_SRC] = "src",           [EF_DST] = "dst",
+    [EF_ACTION] = "action",     [EF_PAYLOAD] = "payload",
+    [EF_CORRELATION_ID] = "correlation_id",
+    [EF_TIMESTAMP] = "timestamp",
+    [EF_TTL_MS] = "ttl_ms",     [EF_V] = "v",
+};
+
+static const char *const type_names[MT__COUNT] = {
+    [MT_NONE] = "unknown",     [MT_REGISTER] = "register",
+    [MT_UNREGISTER] = "unregister", [MT_REQUEST] = "request",
+    [MT_RESPONSE] = "response", [MT_EVENT] = "event",
+    [MT_ERROR] = "error",
+};
+
+const char *msg_type_name(msg_type_t type)
+{
+    return (unsigned)type < MT__COUNT ? type_names[type] : "unknown";
+}
+
+bool env_is_plain_string(const env_value_t *v)
+{
+    return v->kind == JSON_STRING && !v->escaped;
+}
+
+bool env_equals(const env_value_t *v, const char *word)
+{
+    return env_is_plain_string(v) && name_equals(v->ptr, v->len, word);
+}
+
+bool env_id_is_valid(const env_value_t *v)
+{
+    if (!env_is_plain_string(v) || v->len == 0 || v->len > MSG_ID_MAX_LEN)
+        return false;
+    for (uint32_t i = 0; i < v->len; i++) {
+        unsigned char c = (unsigned char)v->ptr[i];
+        if (c < 0x21 || c > 0x7E)
+            return false;
+    }
+    return true;
+}
+
+/* Which envelope field a top-level key names, or -1. Dispatches on the
+ * length first: this runs for every member of every message. */
+static int field_of_key(const char *key, uint32_t len)
+{
+    /* candidates per key length, as field + 1 (0 ends a row) */
+    static const unsigned char by_len[15][3] = {
+        [1] = {EF_V + 1},
+        [3] = {EF_SRC + 1, EF_DST + 1},
+        [4] = {EF_TYPE + 1},
+        [6] = {EF_MSG_ID + 1, EF_ACTION + 1, EF_TTL_MS + 1},
+        [7] = {EF_PAYLOAD + 1},
+        [9] = {EF_TIMESTAMP + 1},
+        [14] = {EF_CORRELATION_ID + 1},
+    };
+    if (len >= 15)
+        return -1;
+    for (int i = 0; i < 3 && by_len[len][i]; i++) {
+        int fid = by_len[len][i] - 1;
+        if (memcmp(key, field_names[fid], len) == 0)
+            return fid;
+    }
+    return -1;
+}
+
+/* A small non-negative JSON integer (digits only), or -1. */
+static long small_integer(const env_value_t *v, long max)
+{
+    if (v->kind != JSON_NUMBER || v->len == 0 || v->len > 9)
+        return -1;
+    long n = 0;
+    for (uint32_t i = 0; i < v->len; i++) {
+        if (v->ptr[i] < '0' || v->ptr[i] > '9')
+            return -1;
+        n = n * 10 + (v->ptr[i] - '0');
+    }
+    return n <= max ? n : -1;
+}
+
+static msg_type_t type_of(const env_value_t *v)
+{
+    for (int t = MT_REGISTER; t < MT__COUNT; t++)
+        if (env_equals(v, type_names[t]))
+            return (msg_type_t)t;
+    return MT_NONE;
+}
+
+/* Finds the envelope fields among the members; rejects escaped and
+ * duplicated top-level keys (E3). */
+static bus_err_t collect_fields(envelope_t *env, const json_object_t *obj, const char **why)
+{
+    bus_err_t err = ERR_NONE;
+    for (int i = 0; i < obj->count; i++) {
+        const json_member_t *m = &obj->members[i];
+        const char *key = env->buf + m->key_off;
+        if (m->key_escaped) {
+            *why = "top-level keys must not contain escapes";
+            err = ERR_BAD_ENVELOPE;
+            continue;
+        }
+        for (int j = 0; j < i; j++) {
+            const json_member_t *o = &obj->members[j];
+            if (o->key_len == m->key_len && memcmp(env->buf + o->key_off, key, m->key_len) == 0) {
+                *why = "duplicated top-level key";
+                err = ERR_BAD_ENVELOPE;
+            }
+        }
+        int fid = field_of_key(key, m->key_len);
+        if (fid < 0)
+            continue;
+        if (env->f[fid].kind != JSON_ABSENT) {
+            /* a duplicated field is unreadable: forget it (no correlation) */
+            env->f[fid].kind = JSON_NULL;
+            continue;
+        }
+        env->f[fid] = (env_value_t){env->buf + m->val_off, m->val_len, m->kind, m->val_escaped};
+    }
+    return err;
+}
+
+static bool is_string_or_null_or_absent(const env_value_t *v)
+{
+    return v->kind == JSON_ABSENT || v->kind == JSON_NULL || v->kind == JSON_STRING;
+}
+
+/* src and dst: names (N1, N2); dst may also be broker or broadcast. */
+static bus_err_t check_name_field(const env_value_t *v, bool is_dst, const char **why)
+{
+    if (v->kind != JSON_STRING) {
+        *why = is_dst ? "dst must be a string" : "src must be a string";
+        return ERR_BAD_ENVELOPE;
+    }
+    if (v->escaped || !name_is_valid(v->ptr, v->len)) {
+        *why = is_dst ? "dst is not a valid name" : "src is not a valid name";
+        return ERR_BAD_NAME;
+    }
+    if (is_dst && (name_equals(v->ptr, v->len, "broker") || name_equals(v->ptr, v->len, "broadcast")))
+        return ERR_NONE;
+    if (name_is_reserved(v->ptr, v->len)) {
+        *why = is_dst ? "dst is a reserved name" : "src is a reserved name";
+        return ERR_RESERVED_NAME;
+    }
+    return ERR_NONE;
+}
+
+/* Required fields and JSON types per message type (E4, V1). */
+static bus_err_t check_fields(envelope_t *env, const char **why)
+{
+    const env_value_t *f = env->f;
+    if (f[EF_MSG_ID].kind == JSON_ABSENT)
+        return *why = "msg_id is missing", ERR_BAD_ENVELOPE;
+    if (!env->msg_id_ok)
+        return *why = "msg_id must be 1-128 printable ASCII characters", ERR_BAD_ENVELOPE;
+    if (f[EF_V].kind != JSON_ABSENT) {
+        long v = small_integer(&f[EF_V], 1000000);
+        if (v != 1)
+            return *why = "this broker speaks protocol version 1", ERR_UNSUPPORTED_VERSION;
+    }
+    if (f[EF_TYPE].kind != JSON_STRING)
+        return *why = "type is missing or not a string", ERR_BAD_ENVELOPE;
+    env->type = type_of(&f[EF_TYPE]);
+    if (env->type == MT_NONE)
+        return *why = "unknown type", ERR_BAD_ENVELOPE;
+
+    bus_err_t err = check_name_field(&f[EF_SRC], false, why);
+    if (err)
+        return err;
+
+    bool needs_dst = env->type != MT_REGISTER && env->type != MT_UNREGISTER;
+    if (needs_dst) {
+        if (f[EF_DST].kind == JSON_ABSENT)
+            return *why = "dst is missing", ERR_BAD_ENVELOPE;
+        if ((err = check_name_field(&f[EF_DST], true, why)))
+            return err;
+    } else if (!is_string_or_null_or_absent(&f[EF_DST])) {
+        return *why = "dst must be a string", ERR_BAD_ENVELOPE;
+    }
+
+    if (env->type == MT_REQUEST) {
+        if (f[EF_ACTION].kind != JSON_STRING)
+            return *why = "a request needs an action string", ERR_BAD_ENVELOPE;
+    } else if (!is_string_or_null_or_absent(&f[EF_ACTION])) {
+        return *why = "action must be a string", ERR_BAD_ENVELOPE;
+    }
+
+    if (env->type == MT_RESPONSE || env->type == MT_ERROR) {
+        if (!env_id_is_valid(&f[EF_CORRELATION_ID]))
+            return *why = "a response needs a correlation_id (1-128 printable ASCII)", ERR_BAD_ENVELOPE;
+    } else if (f[EF_CORRELATION_ID].kind == JSON_STRING) {
+        if (!env_id_is_valid(&f[EF_CORRELATION_ID]))
+            return *why = "correlation_id must be 1-128 printable ASCII characters", ERR_BAD_ENVELOPE;
+    } else if (!is_string_or_null_or_absent(&f[EF_CORRELATION_ID])) {
+        return *why = "correlation_id must be a string or null", ERR_BAD_ENVELOPE;
+    }
+
+    if (!is_string_or_null_or_absent(&f[EF_TIMESTAMP]))
+        return *why = "timestamp must be a string", ERR_BAD_ENVELOPE;
+
+    if (f[EF_TTL_MS].kind != JSON_ABSENT) {
+        long ttl = small_integer(&f[EF_TTL_MS], TTL_MS_MAX);
+        if (ttl < 1)
+            return *why = "ttl_ms must be an integer from 1 to 300000", ERR_BAD_ENVELOPE;
+        env->ttl_ms = (uint32_t)ttl;
+    }
+    return ERR_NONE;
+}
+
+bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why)
+{
+    json_object_t obj;
+    memset(env, 0, sizeof *env);
+    env->buf = buf;
+    env->len = len;
+    *why = NULL;
+
+    switch (json_scan_object(buf, len, &obj, why)) {
+    case JSON_SCAN_OK:
+        break;
+    case JSON_SCAN_BAD_JSON:
+        return ERR_BAD_JSON;
+    case JSON_SCAN_NOT_OBJECT:
+        return ERR_BAD_ENVELOPE;
+    case JSON_SCAN_TOO_MANY:
+        /* members past the limit were not recorded: fields may be missing */
+        return ERR_BAD_ENVELOPE;
+    }
+    bus_err_t err = collect_fields(env, &obj, why);
+    env->msg_id_ok = env_id_is_valid(&env->f[EF_MSG_ID]);
+    if (err)
+        return err;
+    return check_fields(env, why);
+}

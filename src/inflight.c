@@ -1,0 +1,158 @@
+/* inflight: requests in flight, by msg_id, by deadline and by peer. */
+#include "inflight.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <utlist.h>
+
+inflight_table_t *inflight_table_new(size_t limit)
+{
+    inflight_table_t *t = calloc(1, sizeof *t);
+    if (t)
+        t->limit = limit;
+    return t;
+}
+
+void inflight_table_free(inflight_table_t **self_p)
+{
+    inflight_table_t *t = *self_p;
+    if (!t)
+        return;
+    while (t->count > 0) {
+        inflight_t *rec = t->heap[0];
+        inflight_remove(t, &rec);
+    }
+    free(t->heap);
+    free(t);
+    *self_p = NULL;
+}
+
+/* --- the deadline heap --- */
+
+static void heap_swap(inflight_table_t *t, size_t a, size_t b)
+{
+    inflight_t *tmp = t->heap[a];
+    t->heap[a] = t->heap[b];
+    t->heap[b] = tmp;
+    t->heap[a]->heap_index = a;
+    t->heap[b]->heap_index = b;
+}
+
+static void heap_up(inflight_table_t *t, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (t->heap[parent]->deadline_ms <= t->heap[i]->deadline_ms)
+            break;
+        heap_swap(t, i, parent);
+        i = parent;
+    }
+}
+
+static void heap_down(inflight_table_t *t, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, least = i;
+        if (l < t->count && t->heap[l]->deadline_ms < t->heap[least]->deadline_ms)
+            least = l;
+        if (r < t->count && t->heap[r]->deadline_ms < t->heap[least]->deadline_ms)
+            least = r;
+        if (least == i)
+            return;
+        heap_swap(t, i, least);
+        i = least;
+    }
+}
+
+/* --- records --- */
+
+inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len)
+{
+    inflight_t *rec = NULL;
+    HASH_FIND(hh, t->by_id, msg_id, len, rec);
+    return rec;
+}
+
+static void copy_field(char *dst, size_t cap, const env_value_t *v)
+{
+    if (env_is_plain_string(v) && v->len < cap) {
+        memcpy(dst, v->ptr, v->len);
+        dst[v->len] = '\0';
+    } else {
+        dst[0] = '\0';
+    }
+}
+
+inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
+                         peer_t *requester, peer_t *handler, uint64_t deadline_ms)
+{
+    if (t->count >= t->limit)
+        return NULL;
+    if (t->count == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        inflight_t **grown = realloc(t->heap, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        t->heap = grown;
+        t->cap = cap;
+    }
+    inflight_t *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        return NULL;
+    copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
+    copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
+    copy_field(rec->action, sizeof rec->action, &env->f[EF_ACTION]);
+    rec->requester = requester;
+    rec->handler = handler;
+    rec->deadline_ms = deadline_ms;
+    HASH_ADD(hh, t->by_id, msg_id[0], strlen(rec->msg_id), rec);
+    rec->heap_index = t->count;
+    t->heap[t->count++] = rec;
+    heap_up(t, rec->heap_index);
+    if (requester)
+        DL_APPEND2(requester->waiting, rec, wait_prev, wait_next);
+    DL_APPEND2(handler->handling, rec, handle_prev, handle_next);
+    handler->handling_count++;
+    return rec;
+}
+
+void inflight_forget_requester(inflight_t *rec)
+{
+    if (!rec->requester)
+        return;
+    DL_DELETE2(rec->requester->waiting, rec, wait_prev, wait_next);
+    rec->requester = NULL;
+}
+
+void inflight_remove(inflight_table_t *t, inflight_t **rec_p)
+{
+    inflight_t *rec = *rec_p;
+    if (!rec)
+        return;
+    HASH_DEL(t->by_id, rec);
+    size_t i = rec->heap_index;
+    t->count--;
+    if (i != t->count) {
+        heap_swap(t, i, t->count);
+        heap_down(t, i);
+        heap_up(t, i);
+    }
+    inflight_forget_requester(rec);
+    DL_DELETE2(rec->handler->handling, rec, handle_prev, handle_next);
+    rec->handler->handling_count--;
+    free(rec);
+    *rec_p = NULL;
+}
+
+inflight_t *inflight_expired(inflight_table_t *t, uint64_t now_ms)
+{
+    if (t->count == 0 || t->heap[0]->deadline_ms > now_ms)
+        return NULL;
+    return t->heap[0];
+}
+
+uint64_t inflight_next_deadline(const inflight_table_t *t)
+{
+    return t->count ? t->heap[0]->deadline_ms : UINT64_MAX;
+}

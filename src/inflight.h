@@ -1,0 +1,63 @@
+/* inflight: requests the broker has handed to an instance and not yet seen
+ * answered (docs/protocol.md T3, T4, D1-D3).
+ *
+ * Each record ties a msg_id to the connection that asked and the instance
+ * that was handed the request, with a deadline. Records are found by
+ * msg_id (hash), by deadline (min-heap), and by peer (two lists per peer),
+ * so that a timeout, an answer or a disconnect each settle them in O(log n).
+ * Sends nothing itself: the router decides what each fate means. */
+#ifndef SMARTSHOP_INFLIGHT_H
+#define SMARTSHOP_INFLIGHT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+
+#include "envelope.h"
+#include "registry.h"
+
+typedef struct inflight {
+    peer_t *requester;          /* NULL once the requester is gone */
+    peer_t *handler;
+    uint64_t deadline_ms;
+    size_t heap_index;
+    struct inflight *wait_prev, *wait_next;     /* in requester->waiting */
+    struct inflight *handle_prev, *handle_next; /* in handler->handling */
+    char msg_id[MSG_ID_MAX_LEN + 1];
+    char src[NAME_MAX_LEN + 1]; /* requester's src, for error replies */
+    char action[MSG_ID_MAX_LEN + 1]; /* "" if not a plain short string */
+    UT_hash_handle hh;
+} inflight_t;
+
+typedef struct {
+    inflight_t *by_id;
+    inflight_t **heap;
+    size_t count, cap;
+    size_t limit;               /* most records at once */
+} inflight_table_t;
+
+inflight_table_t *inflight_table_new(size_t limit);
+/* Frees every record and the table. */
+void inflight_table_free(inflight_table_t **self_p);
+
+inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len);
+
+/* Records a request handed to `handler`. Returns NULL if the table is full
+ * or memory ran out. msg_id, src and action come from a checked envelope. */
+inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
+                         peer_t *requester, peer_t *handler, uint64_t deadline_ms);
+
+/* Forgets a record (hash, heap and both peer lists) and frees it. */
+void inflight_remove(inflight_table_t *t, inflight_t **rec_p);
+
+/* Unlinks a record from its requester's list, when the requester is gone. */
+void inflight_forget_requester(inflight_t *rec);
+
+/* The record with the earliest deadline if that deadline is <= now, else NULL. */
+inflight_t *inflight_expired(inflight_table_t *t, uint64_t now_ms);
+
+/* The earliest deadline, or UINT64_MAX when nothing is in flight. */
+uint64_t inflight_next_deadline(const inflight_table_t *t);
+
+#endif

@@ -1,0 +1,77 @@
+/* main: flags and config, then the broker. Exit codes: 0 clean stop,
+ * 1 runtime failure (e.g. an endpoint in use), 2 bad usage or config. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+#include "version.h"
+
+/* A path given explicitly must exist; the defaults may be absent. */
+static int check_path(const char *what, const char *path, bool explicit_, bool want_dir)
+{
+    struct stat st;
+    if (!path || !*path)
+        return 0;
+    if (stat(path, &st) == 0 && (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode)))
+        return 0;
+    const char *why = errno == ENOENT ? "no such file or directory"
+                      : want_dir      ? "not a directory" : "not a file";
+    if (explicit_) {
+        fprintf(stderr, "smartshop-broker: %s %s: %s\n", what, path, why);
+        return -1;
+    }
+    log_warn("%s %s: %s; running without it", what, path, why);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    config_t cfg;
+    char err[512];
+    switch (config_load(&cfg, argc, argv, err, sizeof err)) {
+    case CONFIG_EXIT_OK:
+        config_free(&cfg);
+        return 0;
+    case CONFIG_ERROR:
+        fprintf(stderr, "smartshop-broker: %s\n", err);
+        config_free(&cfg);
+        return 2;
+    case CONFIG_RUN:
+        break;
+    }
+    log_set_level(cfg.log_level);
+    if (check_path("policy file", cfg.policy_path, cfg.policy_explicit, false) < 0 ||
+        check_path("services directory", cfg.services_dir, cfg.services_explicit, true) < 0) {
+        config_free(&cfg);
+        return 2;
+    }
+
+    /* Block the signals the broker handles before libzmq starts its
+     * threads, so that they all inherit the mask and only the signalfd in
+     * the event loop receives them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_info("smartshop-broker %s starting (protocol %d)", SMARTSHOP_VERSION, SMARTSHOP_PROTOCOL_VERSION);
+    broker_t *broker = broker_new(&cfg, err, sizeof err);
+    if (!broker) {
+        log_error("%s", err);
+        config_free(&cfg);
+        return 1;
+    }
+    int rc = broker_run(broker);
+    broker_free(&broker);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,112 @@
+/* registry: who is connected and which names they hold.
+ *
+ * A peer is one connection (a ZeroMQ routing identity, or a Lua service
+ * hosted in-process). A service is a name with its instances, the peers
+ * that registered it. Registrations belong to the peer: removing the peer
+ * removes them. The registry knows nothing of sockets or messages. */
+#ifndef SMARTSHOP_REGISTRY_H
+#define SMARTSHOP_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uthash.h>
+
+#include "names.h"
+
+#define PEER_ID_MAX 255
+
+typedef enum { PEER_REMOTE = 0, PEER_LUA } peer_kind_t;
+
+struct inflight;
+
+typedef struct peer {
+    uint8_t id[PEER_ID_MAX];   /* routing identity */
+    uint8_t id_len;
+    peer_kind_t kind;
+    int fd;                    /* connection's descriptor (ZMQ_SRCFD), -1 if unknown */
+    bool delimiter;            /* answers carry an empty delimiter frame (F2) */
+    char (*names)[NAME_MAX_LEN + 1]; /* registered names */
+    int name_count, name_cap;
+    struct inflight *handling; /* requests handed to this peer */
+    struct inflight *waiting;  /* requests this peer sent, not yet answered */
+    uint32_t handling_count;   /* load, for least-loaded policies */
+    void *host;                /* PEER_LUA: the hosted service */
+    UT_hash_handle hh;
+} peer_t;
+
+typedef struct service {
+    char name[NAME_MAX_LEN + 1];
+    peer_t **instances;
+    int count, cap;
+    unsigned next;             /* round-robin cursor */
+    UT_hash_handle hh;
+} service_t;
+
+/* What the registry knows of one connection descriptor. */
+typedef struct {
+    peer_t *peer;              /* the peer last seen on it */
+    unsigned stale;            /* disconnect events still to come for connections
+                                  already known dead (see registry_fd_mark_stale) */
+} fd_slot_t;
+
+typedef struct registry {
+    peer_t *peers;             /* by routing identity */
+    service_t *services;       /* by name */
+    fd_slot_t *fds;            /* by connection descriptor */
+    int fd_cap;
+    int peer_count;
+    int registered_peer_count; /* peers holding at least one name */
+} registry_t;
+
+registry_t *registry_new(void);
+void registry_free(registry_t **self_p);
+
+/* The peer with this routing identity, or NULL. */
+peer_t *registry_find_peer(registry_t *reg, const void *id, size_t id_len);
+
+/* The peer last seen on this descriptor, or NULL. */
+peer_t *registry_peer_on_fd(registry_t *reg, int fd);
+
+/* A descriptor's connection was found dead before the socket monitor said
+ * so (its number came back on a new connection): the monitor's disconnect
+ * event for it, when it comes, is about the old connection and must not
+ * touch the new one. */
+void registry_fd_mark_stale(registry_t *reg, int fd);
+
+/* True (and consumes the mark) if a disconnect event on `fd` is about a
+ * connection already known dead. */
+bool registry_fd_take_stale(registry_t *reg, int fd);
+
+/* Adds a peer (its identity must be new). Returns NULL on allocation failure. */
+peer_t *registry_add_peer(registry_t *reg, const void *id, size_t id_len,
+                          peer_kind_t kind, int fd);
+
+/* Records that `peer` now uses descriptor `fd`. */
+void registry_set_fd(registry_t *reg, peer_t *peer, int fd);
+
+/* Drops the peer and all its registrations, and frees it. Requests it
+ * handles or waits for must have been settled by the caller. */
+void registry_remove_peer(registry_t *reg, peer_t **peer_p);
+
+/* Gives `name` to `peer`. Returns 0, 1 if it held it already, -1 on
+ * allocation failure. */
+int registry_register(registry_t *reg, peer_t *peer, const char *name, size_t len);
+
+/* Takes `name` from `peer`. Returns 0, or -1 if the peer did not hold it. */
+int registry_unregister(registry_t *reg, peer_t *peer, const char *name, size_t len);
+
+/* The service of this name, or NULL if nobody holds it. */
+service_t *registry_find_service(registry_t *reg, const char *name, size_t len);
+
+/* True if `peer` registered `name`. */
+bool peer_holds(const peer_t *peer, const char *name, size_t len);
+
+/* Next instance of `svc` in round-robin order (NULL if none). */
+peer_t *service_next_instance(service_t *svc);
+
+/* Orders the services by name, for listing. */
+void registry_sort_services(registry_t *reg);
+
+#endif

@@ -1,0 +1,114 @@
+/* reply: messages the broker itself makes. See reply.h. */
+#include "reply.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <uuid/uuid.h>
+
+#include "names.h"
+
+void reply_new_uuid(char out[37])
+{
+    uuid_t id;
+    uuid_generate_random(id);
+    uuid_unparse_lower(id, out);
+}
+
+void reply_timestamp(char out[32])
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    size_t used = strlen(out);
+    snprintf(out + used, 32 - used, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+}
+
+void reply_copy_plain(char *out, size_t cap, const env_value_t *v)
+{
+    if (env_is_plain_string(v) && v->len < cap) {
+        memcpy(out, v->ptr, v->len);
+        out[v->len] = '\0';
+    } else {
+        out[0] = '\0';
+    }
+}
+
+static void add_string_or_null(cJSON *obj, const char *key, const char *value)
+{
+    if (value && *value)
+        cJSON_AddStringToObject(obj, key, value);
+    else
+        cJSON_AddNullToObject(obj, key);
+}
+
+/* The common envelope of every broker-made message; takes `payload`. */
+static char *build(const char *type, const char *dst, const char *action,
+                   const char *correlation_id, cJSON *payload, size_t *len)
+{
+    char id[37], ts[32];
+    cJSON *msg = cJSON_CreateObject();
+    if (!msg) {
+        cJSON_Delete(payload);
+        return NULL;
+    }
+    reply_new_uuid(id);
+    reply_timestamp(ts);
+    cJSON_AddStringToObject(msg, "msg_id", id);
+    cJSON_AddStringToObject(msg, "type", type);
+    cJSON_AddStringToObject(msg, "src", "broker");
+    add_string_or_null(msg, "dst", dst);
+    add_string_or_null(msg, "action", action);
+    if (payload)
+        cJSON_AddItemToObject(msg, "payload", payload);
+    else
+        cJSON_AddNullToObject(msg, "payload");
+    add_string_or_null(msg, "correlation_id", correlation_id);
+    cJSON_AddStringToObject(msg, "timestamp", ts);
+    char *text = cJSON_PrintUnformatted(msg);
+    cJSON_Delete(msg);
+    if (text)
+        *len = strlen(text);
+    return text;
+}
+
+char *reply_error(const char *dst, const char *action, const char *correlation_id,
+                  bus_err_t code, const char *text, size_t *len)
+{
+    cJSON *payload = cJSON_CreateObject();
+    if (!payload)
+        return NULL;
+    cJSON_AddStringToObject(payload, "code", bus_err_name(code));
+    cJSON_AddStringToObject(payload, "message", text ? text : bus_err_name(code));
+    return build("error", dst, action, correlation_id, payload, len);
+}
+
+char *reply_error_about(const envelope_t *about, bus_err_t code, const char *text, size_t *len)
+{
+    char dst[NAME_MAX_LEN + 1] = "", action[MSG_ID_MAX_LEN + 1] = "",
+         corr[MSG_ID_MAX_LEN + 1] = "";
+    if (about) {
+        const env_value_t *src = &about->f[EF_SRC];
+        if (env_is_plain_string(src) && name_is_valid(src->ptr, src->len))
+            reply_copy_plain(dst, sizeof dst, src);
+        reply_copy_plain(action, sizeof action, &about->f[EF_ACTION]);
+        if (about->msg_id_ok)
+            reply_copy_plain(corr, sizeof corr, &about->f[EF_MSG_ID]);
+    }
+    return reply_error(dst, action, corr, code, text, len);
+}
+
+char *reply_response(const char *dst, const char *action, const char *correlation_id,
+                     cJSON *payload, size_t *len)
+{
+    return build("response", dst, action, correlation_id, payload, len);
+}
+
+void reply_free(char *text)
+{
+    cJSON_free(text);
+}

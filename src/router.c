@@ -1,0 +1,451 @@
+/* router: the message path. See router.h; the rules it applies are
+ * numbered in docs/protocol.md. */
+#include "router.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "broker_service.h"
+#include "clock.h"
+#include "log.h"
+#include "reply.h"
+
+static log_ratelimit_t send_failures_limit;
+
+const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3])
+{
+    bool printable = peer->id_len > 0;
+    for (int i = 0; i < peer->id_len; i++)
+        if (peer->id[i] < 0x21 || peer->id[i] > 0x7e)
+            printable = false;
+    if (printable) {
+        memcpy(buf, peer->id, peer->id_len);
+        buf[peer->id_len] = '\0';
+    } else {
+        buf[0] = '0';
+        buf[1] = 'x';
+        for (int i = 0; i < peer->id_len; i++)
+            snprintf(buf + 2 + 2 * i, 3, "%02x", peer->id[i]);
+        buf[2 + 2 * peer->id_len] = '\0';
+    }
+    return buf;
+}
+
+/* --- delivery --- */
+
+/* Hands a message to a peer. On success the message is consumed. Returns 0,
+ * or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH (gone). */
+static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data)
+{
+    return wire_send(b->router, to, data);
+}
+
+int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_type_t type)
+{
+    if (wire_send_bytes(b->router, to, text, len) < 0) {
+        char label[2 * PEER_ID_MAX + 3];
+        log_limited(&send_failures_limit, 10, LOG_LEVEL_WARN,
+                    "could not send a %s to peer %s: %s", msg_type_name(type),
+                    peer_label(to, label), zmq_strerror(errno));
+        return -1;
+    }
+    b->stats.out[type]++;
+    return 0;
+}
+
+static void send_error_text(broker_t *b, peer_t *to, char *text, size_t len,
+                            msg_type_t about_type, bus_err_t code)
+{
+    if (!text) {
+        log_error("out of memory building a %s error", bus_err_name(code));
+        return;
+    }
+    b->stats.errors[code]++;
+    b->stats.errored[about_type]++;
+    router_send_made(b, to, text, len, MT_ERROR);
+    reply_free(text);
+}
+
+void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
+                       bus_err_t code, const char *why)
+{
+    size_t len = 0;
+    char *text = reply_error_about(about, code, why, &len);
+    if (log_enabled(LOG_LEVEL_DEBUG)) {
+        char label[2 * PEER_ID_MAX + 3];
+        log_debug("error %s to peer %s: %s", bus_err_name(code), peer_label(to, label),
+                  why ? why : "");
+    }
+    send_error_text(b, to, text, len, about ? about->type : MT_NONE, code);
+}
+
+/* An error to the requester of a request in flight (timeout, service_gone). */
+static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
+{
+    if (!rec->requester)
+        return;
+    size_t len = 0;
+    char *text = reply_error(rec->src, rec->action, rec->msg_id, code, why, &len);
+    send_error_text(b, rec->requester, text, len, MT_REQUEST, code);
+}
+
+/* --- peers and their connections --- */
+
+void router_peer_gone(broker_t *b, peer_t *peer)
+{
+    char label[2 * PEER_ID_MAX + 3];
+    peer_label(peer, label);
+    while (peer->handling) {
+        inflight_t *rec = peer->handling;
+        fail_request(b, rec, ERR_SERVICE_GONE, "the instance handling this request disconnected");
+        inflight_remove(b->inflight, &rec);
+    }
+    while (peer->waiting)
+        inflight_forget_requester(peer->waiting);
+    if (peer->name_count > 0) {
+        char names[256] = "";
+        for (int i = 0; i < peer->name_count; i++) {
+            size_t used = strlen(names);
+            snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
+        }
+        log_info("peer %s disconnected; unregistered %s", label, names);
+    } else {
+        log_debug("peer %s disconnected", label);
+    }
+    registry_remove_peer(b->registry, &peer);
+}
+
+/* The peer record for the connection a message came on. A descriptor or an
+ * identity seen on a different connection than before means that earlier
+ * connection is gone, even if the socket monitor has not said so yet. */
+static peer_t *peer_of_message(broker_t *b, const wire_msg_t *m)
+{
+    const void *id = zmq_msg_data((zmq_msg_t *)&m->id);
+    size_t id_len = zmq_msg_size((zmq_msg_t *)&m->id);
+    peer_t *on_fd = registry_peer_on_fd(b->registry, m->fd);
+    if (on_fd && on_fd->id_len == id_len && memcmp(on_fd->id, id, id_len) == 0)
+        return on_fd;                           /* the common case */
+    if (on_fd) {
+        registry_fd_mark_stale(b->registry, m->fd);
+        router_peer_gone(b, on_fd);
+    }
+    peer_t *peer = registry_find_peer(b->registry, id, id_len);
+    if (peer && m->fd >= 0 && peer->fd != m->fd) {
+        if (peer->fd >= 0) {
+            /* same identity on a new connection: the old one is gone, and
+             * its registrations with it (L1) */
+            registry_fd_mark_stale(b->registry, peer->fd);
+            router_peer_gone(b, peer);
+            peer = NULL;
+        } else {
+            registry_set_fd(b->registry, peer, m->fd);
+        }
+    }
+    if (!peer)
+        peer = registry_add_peer(b->registry, id, id_len, PEER_REMOTE, m->fd);
+    return peer;
+}
+
+/* --- the rules --- */
+
+/* S1, S2: a peer that registered names sends as one of them; a peer that
+ * registered nothing may use a name nobody holds. */
+static bool src_allowed(broker_t *b, const peer_t *peer, const env_value_t *src)
+{
+    if (peer->name_count > 0)
+        return peer_holds(peer, src->ptr, src->len);
+    return registry_find_service(b->registry, src->ptr, src->len) == NULL;
+}
+
+static void answer_registration(broker_t *b, peer_t *peer, const envelope_t *env,
+                                const char *action)
+{
+    char name[NAME_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1];
+    reply_copy_plain(name, sizeof name, &env->f[EF_SRC]);
+    reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
+    cJSON *payload = cJSON_CreateObject();
+    if (payload) {
+        cJSON_AddStringToObject(payload, "status", "ok");
+        cJSON_AddStringToObject(payload, "name", name);
+    }
+    size_t len = 0;
+    char *text = reply_response(name, action, corr, payload, &len);
+    if (text)
+        router_send_made(b, peer, text, len, MT_RESPONSE);
+    reply_free(text);
+}
+
+static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    const env_value_t *name = &env->f[EF_SRC];
+    int rc = registry_register(b->registry, peer, name->ptr, name->len);
+    if (rc < 0) {
+        router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+        return;
+    }
+    if (rc == 0) {
+        char label[2 * PEER_ID_MAX + 3];
+        log_info("registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    }
+    answer_registration(b, peer, env, "register");
+}
+
+static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    const env_value_t *name = &env->f[EF_SRC];
+    if (registry_unregister(b->registry, peer, name->ptr, name->len) < 0) {
+        router_send_error(b, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
+        return;
+    }
+    char label[2 * PEER_ID_MAX + 3];
+    log_info("unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    answer_registration(b, peer, env, "unregister");
+}
+
+/* Hands `m` to one live instance of the service named by dst, round-robin,
+ * skipping instances whose queue is full and dropping those found gone.
+ * For a request, records it in flight first. Returns the chosen instance,
+ * or NULL with *err set (no_such_service, busy, internal). */
+static peer_t *deliver_to_service(broker_t *b, peer_t *sender, wire_msg_t *m,
+                                  const envelope_t *env, bool track, bus_err_t *err)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    int busy_tries = 0;
+    for (;;) {
+        service_t *svc = registry_find_service(b->registry, dst->ptr, dst->len);
+        if (!svc) {
+            *err = busy_tries ? ERR_BUSY : ERR_NO_SUCH_SERVICE;
+            return NULL;
+        }
+        if (busy_tries >= svc->count) {
+            *err = ERR_BUSY;
+            return NULL;
+        }
+        peer_t *instance = service_next_instance(svc);
+        inflight_t *rec = NULL;
+        if (track) {
+            uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
+            rec = inflight_add(b->inflight, env, sender, instance, clock_ms() + ttl);
+            if (!rec) {
+                *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
+                return NULL;
+            }
+        }
+        if (deliver(b, instance, &m->data) == 0)
+            return instance;
+        int why = errno;
+        if (rec)
+            inflight_remove(b->inflight, &rec);
+        if (why == EAGAIN) {
+            busy_tries++;
+        } else {
+            router_peer_gone(b, instance);   /* EHOSTUNREACH: connection gone */
+        }
+    }
+}
+
+static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (env_equals(dst, "broker")) {
+        broker_service_handle(b, peer, env);
+        return;
+    }
+    if (env_equals(dst, "broadcast")) {
+        router_send_error(b, peer, env, ERR_BAD_ENVELOPE, "broadcast carries events only");
+        return;
+    }
+    if (b->stopping) {
+        router_send_error(b, peer, env, ERR_SHUTTING_DOWN, "the broker is shutting down");
+        return;
+    }
+    const env_value_t *id = &env->f[EF_MSG_ID];
+    if (inflight_find(b->inflight, id->ptr, id->len)) {
+        router_send_error(b, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
+        return;
+    }
+    bus_err_t err = ERR_NONE;
+    if (deliver_to_service(b, peer, m, env, true, &err)) {
+        b->stats.out[MT_REQUEST]++;
+        return;
+    }
+    char why[128];
+    if (err == ERR_NO_SUCH_SERVICE)
+        snprintf(why, sizeof why, "no service named %.*s is registered", (int)dst->len, dst->ptr);
+    else if (err == ERR_BUSY)
+        snprintf(why, sizeof why, "%.*s cannot take more requests now", (int)dst->len, dst->ptr);
+    else
+        snprintf(why, sizeof why, "could not record the request");
+    router_send_error(b, peer, env, err, why);
+}
+
+/* T4: an answer goes back to whoever sent the request, and only from the
+ * instance the request was handed to. */
+static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+{
+    const env_value_t *corr = &env->f[EF_CORRELATION_ID];
+    inflight_t *rec = inflight_find(b->inflight, corr->ptr, corr->len);
+    if (!rec) {
+        b->stats.late_or_unknown++;
+        router_send_error(b, peer, env, ERR_UNKNOWN_REQUEST,
+                          peer->name_count == 0
+                              ? "no request in flight has this correlation_id; this broker "
+                                "does not know you (it may have restarted): register again"
+                              : "no request in flight has this correlation_id (already "
+                                "answered, timed out, or never sent)");
+        return;
+    }
+    if (rec->handler != peer) {
+        b->stats.not_yours++;
+        router_send_error(b, peer, env, ERR_NOT_YOUR_REQUEST,
+                          "that request was handed to another instance");
+        return;
+    }
+    if (!rec->requester) {
+        b->stats.requester_gone++;
+        inflight_remove(b->inflight, &rec);
+        return;
+    }
+    if (deliver(b, rec->requester, &m->data) == 0) {
+        b->stats.out[env->type]++;
+        inflight_remove(b->inflight, &rec);
+        return;
+    }
+    if (errno == EAGAIN) {
+        router_send_error(b, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
+        return;
+    }
+    b->stats.requester_gone++;
+    peer_t *requester = rec->requester;
+    inflight_remove(b->inflight, &rec);
+    router_peer_gone(b, requester);
+}
+
+/* T5: dst "broadcast" reaches every registered connection but the sender's,
+ * each once. */
+static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m)
+{
+    peer_t *peer, *tmp, *gone[64];
+    int gone_count = 0;
+    HASH_ITER(hh, b->registry->peers, peer, tmp) {
+        if (peer == sender || peer->name_count == 0)
+            continue;
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &m->data);
+        if (deliver(b, peer, &copy) == 0) {
+            b->stats.out[MT_EVENT]++;
+            continue;
+        }
+        b->stats.broadcast_undelivered++;
+        if (errno == EHOSTUNREACH && gone_count < 64)
+            gone[gone_count++] = peer;
+        zmq_msg_close(&copy);
+    }
+    for (int i = 0; i < gone_count; i++)
+        router_peer_gone(b, gone[i]);
+}
+
+static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (env_equals(dst, "broadcast")) {
+        broadcast(b, peer, m);
+        return;
+    }
+    if (env_equals(dst, "broker")) {
+        router_send_error(b, peer, env, ERR_BAD_ENVELOPE, "the broker service takes requests only");
+        return;
+    }
+    bus_err_t err = ERR_NONE;
+    if (deliver_to_service(b, peer, m, env, false, &err)) {
+        b->stats.out[MT_EVENT]++;
+        return;
+    }
+    char why[128];
+    snprintf(why, sizeof why, err == ERR_BUSY ? "%.*s cannot take more messages now"
+                                              : "no service named %.*s is registered",
+             (int)dst->len, dst->ptr);
+    router_send_error(b, peer, env, err, why);
+}
+
+void router_handle(broker_t *b, wire_msg_t *m)
+{
+    peer_t *peer = peer_of_message(b, m);
+    if (!peer) {
+        log_limited(&send_failures_limit, 10, LOG_LEVEL_ERROR,
+                    "out of memory: dropped a message from a new peer");
+        return;
+    }
+    peer->delimiter = m->delimiter;
+    if (m->bad_frames) {
+        b->stats.in[MT_NONE]++;
+        router_send_error(b, peer, NULL, ERR_BAD_FRAMES,
+                          "expected one JSON frame, optionally after an empty delimiter");
+        return;
+    }
+    size_t len = zmq_msg_size(&m->data);
+    if (len > b->cfg->max_message_bytes) {
+        char why[128];
+        snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu",
+                 len, b->cfg->max_message_bytes);
+        b->stats.in[MT_NONE]++;
+        router_send_error(b, peer, NULL, ERR_TOO_LARGE, why);
+        return;
+    }
+    envelope_t env;
+    const char *why = NULL;
+    bus_err_t err = envelope_parse(&env, zmq_msg_data(&m->data), len, &why);
+    b->stats.in[env.type]++;
+    if (err) {
+        router_send_error(b, peer, err == ERR_BAD_JSON ? NULL : &env, err, why);
+        return;
+    }
+    if (env.type == MT_REGISTER) {
+        handle_register(b, peer, &env);
+        return;
+    }
+    if (env.type == MT_UNREGISTER) {
+        handle_unregister(b, peer, &env);
+        return;
+    }
+    if (!src_allowed(b, peer, &env.f[EF_SRC])) {
+        router_send_error(b, peer, &env, ERR_SPOOFED_SRC,
+                          peer->name_count ? "src is not a name this connection registered"
+                                           : "src is a name another connection registered");
+        return;
+    }
+    switch (env.type) {
+    case MT_REQUEST:
+        handle_request(b, peer, m, &env);
+        break;
+    case MT_RESPONSE:
+    case MT_ERROR:
+        handle_answer(b, peer, m, &env);
+        break;
+    case MT_EVENT:
+        handle_event(b, peer, m, &env);
+        break;
+    default:
+        break;
+    }
+}
+
+void router_expire(broker_t *b, uint64_t now_ms)
+{
+    inflight_t *rec;
+    while ((rec = inflight_expired(b->inflight, now_ms))) {
+        fail_request(b, rec, ERR_TIMEOUT, "no answer before the request's deadline");
+        inflight_remove(b->inflight, &rec);
+    }
+}
+
+void router_fail_all(broker_t *b, bus_err_t code, const char *why)
+{
+    while (b->inflight->count > 0) {
+        inflight_t *rec = b->inflight->heap[0];
+        fail_request(b, rec, code, why);
+        inflight_remove(b->inflight, &rec);
+    }
+}

@@ -1,0 +1,35 @@
+/* router: the message path. For each message from a peer: read its
+ * envelope, check who may send it, and deliver it, or answer the sender
+ * with an error. Also settles requests whose deadline passed or whose
+ * instance went away. Never blocks, never re-encodes a forwarded message. */
+#ifndef SMARTSHOP_ROUTER_H
+#define SMARTSHOP_ROUTER_H
+
+#include "broker.h"
+#include "wire.h"
+
+/* Handles one message received on the ROUTER socket. */
+void router_handle(broker_t *b, wire_msg_t *m);
+
+/* Answers `timeout` for every request whose deadline is <= now. */
+void router_expire(broker_t *b, uint64_t now_ms);
+
+/* A connection went away: its names are dropped, requests handed to it get
+ * service_gone, answers to requests it sent will be dropped. Frees `peer`. */
+void router_peer_gone(broker_t *b, peer_t *peer);
+
+/* Answers every request in flight with `code` (at shutdown). */
+void router_fail_all(broker_t *b, bus_err_t code, const char *why);
+
+/* Sends a message the broker made to `to`, counting it as `type`. Returns
+ * 0, or -1 if the peer could not take it. */
+int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_type_t type);
+
+/* Answers `to` with an error about `about` (may be NULL). */
+void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
+                       bus_err_t code, const char *why);
+
+/* A printable label for a peer (its identity, or hex), for logs. */
+const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3]);
+
+#endif

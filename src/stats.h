@@ -1,0 +1,22 @@
+/* stats: the broker's counters, read by the broker service's stats action.
+ * Plain data: incremented on the message path, never locked (one thread). */
+#ifndef SMARTSHOP_STATS_H
+#define SMARTSHOP_STATS_H
+
+#include <stdint.h>
+
+#include "envelope.h"
+#include "errors.h"
+
+typedef struct {
+    uint64_t in[MT__COUNT];        /* received, by type (MT_NONE: unreadable) */
+    uint64_t out[MT__COUNT];       /* sent, by type */
+    uint64_t errored[MT__COUNT];   /* answered with an error, by the offending type */
+    uint64_t errors[ERR__COUNT];   /* error replies sent, by code */
+    uint64_t late_or_unknown;      /* answers naming no request in flight */
+    uint64_t not_yours;            /* answers from a peer the request was not handed to */
+    uint64_t requester_gone;       /* answers whose requester had disconnected */
+    uint64_t broadcast_undelivered;/* broadcast copies a receiver could not take */
+} stats_t;
+
+#endif

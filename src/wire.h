@@ -1,0 +1,38 @@
+/* wire: frames on the broker's ROUTER socket (docs/protocol.md F1-F4).
+ *
+ * Reads one message as [identity, json] or [identity, "", json] and sends
+ * to a peer in the shape it used. Knows nothing of JSON or routing. */
+#ifndef SMARTSHOP_WIRE_H
+#define SMARTSHOP_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <zmq.h>
+
+#include "registry.h"
+
+typedef struct {
+    zmq_msg_t id;       /* routing identity */
+    zmq_msg_t data;     /* the JSON frame (empty if bad_frames) */
+    bool delimiter;     /* the peer sent an empty delimiter first */
+    bool bad_frames;    /* not one of the two accepted shapes (F3) */
+    int fd;             /* descriptor it arrived on (ZMQ_SRCFD), -1 if none */
+} wire_msg_t;
+
+/* Receives one whole message without blocking. Returns 0, or -1 with errno
+ * (EAGAIN when nothing is waiting). On 0 the caller owns `m` and must
+ * wire_msg_close() it. */
+int wire_recv(void *socket, wire_msg_t *m);
+
+void wire_msg_close(wire_msg_t *m);
+
+/* Sends `data` to `to` in its shape; on success `data` is consumed (left
+ * empty). Returns 0, or -1 with errno: EHOSTUNREACH (no such connection)
+ * or EAGAIN (its queue is full). */
+int wire_send(void *socket, const peer_t *to, zmq_msg_t *data);
+
+/* Same, sending a copy of `len` bytes. */
+int wire_send_bytes(void *socket, const peer_t *to, const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,80 @@
+/* inflight: lookup by msg_id, deadline order, per-peer lists, limit. */
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "inflight.h"
+
+static envelope_t request(const char *text)
+{
+    envelope_t env;
+    const char *why;
+    envelope_parse(&env, text, strlen(text), &why);
+    return env;
+}
+
+static void finds_and_orders_by_deadline(void)
+{
+    registry_t *reg = registry_new();
+    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
+    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
+    inflight_table_t *t = inflight_table_new(100);
+    char texts[5][200];
+    uint64_t deadlines[5] = {500, 100, 400, 200, 300};
+    for (int i = 0; i < 5; i++) {
+        snprintf(texts[i], sizeof texts[i],
+                 "{\"msg_id\":\"m%d\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"a\"}", i);
+        envelope_t env = request(texts[i]);
+        CHECK(inflight_add(t, &env, client, svc, deadlines[i]) != NULL);
+    }
+    CHECK_EQ_INT(t->count, 5);
+    CHECK_EQ_INT(svc->handling_count, 5);
+    inflight_t *m2 = inflight_find(t, "m2", 2);
+    CHECK(m2 && strcmp(m2->src, "c") == 0 && strcmp(m2->action, "a") == 0);
+    inflight_remove(t, &m2);
+    CHECK(inflight_find(t, "m2", 2) == NULL);
+    CHECK_EQ_INT(inflight_next_deadline(t), 100);
+    CHECK(inflight_expired(t, 99) == NULL);
+    uint64_t expected[] = {100, 200, 300, 500};
+    for (int i = 0; i < 4; i++) {
+        inflight_t *rec = inflight_expired(t, 1000);
+        CHECK(rec != NULL);
+        if (!rec)
+            break;
+        CHECK_EQ_INT(rec->deadline_ms, expected[i]);
+        inflight_remove(t, &rec);
+    }
+    CHECK_EQ_INT(t->count, 0);
+    CHECK(client->waiting == NULL && svc->handling == NULL);
+    CHECK_EQ_INT(svc->handling_count, 0);
+    inflight_table_free(&t);
+    registry_free(&reg);
+}
+
+static void forgets_requesters_and_enforces_limit(void)
+{
+    registry_t *reg = registry_new();
+    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
+    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
+    inflight_table_t *t = inflight_table_new(2);
+    envelope_t e1 = request("{\"msg_id\":\"a\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
+    envelope_t e2 = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
+    envelope_t e3 = request("{\"msg_id\":\"c\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
+    CHECK(inflight_add(t, &e1, client, svc, 10) != NULL);
+    CHECK(inflight_add(t, &e2, client, svc, 10) != NULL);
+    CHECK(inflight_add(t, &e3, client, svc, 10) == NULL);   /* full */
+    while (client->waiting)
+        inflight_forget_requester(client->waiting);
+    inflight_t *rec = inflight_find(t, "a", 1);
+    CHECK(rec && rec->requester == NULL);
+    inflight_table_free(&t);
+    CHECK(svc->handling == NULL);
+    registry_free(&reg);
+}
+
+int main(void)
+{
+    finds_and_orders_by_deadline();
+    forgets_requesters_and_enforces_limit();
+    return check_done("inflight");
+}
