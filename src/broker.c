@@ -12,6 +12,8 @@
 
 #include <zmq.h>
 
+#include <libgen.h>
+
 #include "clock.h"
 #include "log.h"
 #include "router.h"
@@ -41,10 +43,13 @@ static void bind_hint(const char *endpoint, char *out, size_t cap)
 static int configure_router(broker_t *b, char *err, size_t errlen)
 {
     const config_t *cfg = b->cfg;
-    int64_t max_size = (int64_t)cfg->max_message_bytes * 4 + 65536;
-    /* Larger-than-allowed messages up to 4x the limit are read and answered
-     * too_large; past that libzmq drops the connection rather than buffer
-     * without end (docs/protocol.md E2). */
+    /* Messages over the limit are still read, so that they can be answered
+     * too_large; only past this ceiling (4x the limit, at least 16 MiB) does
+     * libzmq drop the connection instead of buffering without end
+     * (docs/protocol.md E2). */
+    int64_t max_size = (int64_t)cfg->max_message_bytes * 4;
+    if (max_size < (16 << 20))
+        max_size = 16 << 20;
     if (set_int(b->router, ZMQ_ROUTER_MANDATORY, 1) < 0 ||
         set_int(b->router, ZMQ_SNDHWM, cfg->send_hwm) < 0 ||
         set_int(b->router, ZMQ_HEARTBEAT_IVL, cfg->heartbeat_ivl_ms) < 0 ||
@@ -87,6 +92,72 @@ static int open_signal_fd(char *err, size_t errlen)
     return fd;
 }
 
+int broker_reload_policy(broker_t *b, char *err, size_t errlen)
+{
+    if (!b->policy) {
+        snprintf(err, errlen, "the broker runs without a policy file (--policy)");
+        return -1;
+    }
+    if (policy_load(b->policy, err, errlen) < 0) {
+        log_error("policy refused, the previous version keeps running: %s", err);
+        return -1;
+    }
+    char hooks[128];
+    policy_describe_hooks(b->policy, hooks, sizeof hooks);
+    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
+    return 0;
+}
+
+/* Loads the policy (a broken one stops the start: exit 2 is clearer than
+ * a broker routing without the rules its operator wrote) and watches its
+ * directory, so that saving the file reloads it. A policy file that does
+ * not exist yet is loaded when it appears. */
+static int start_policy(broker_t *b, char *err, size_t errlen)
+{
+    sandbox_limits_t limits = {b->cfg->lua_memory_limit, (long)b->cfg->lua_instruction_limit};
+    b->policy = policy_new(b->cfg->policy_path, limits, b->registry);
+    b->watch = watch_new();
+    if (!b->policy || !b->watch) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char *copy = strdup(b->cfg->policy_path);
+    if (!copy || watch_add_dir(b->watch, dirname(copy)) < 0)
+        log_warn("cannot watch %s for changes (%s): reload with SIGHUP", b->cfg->policy_path,
+                 strerror(errno));
+    free(copy);
+    if (access(b->cfg->policy_path, F_OK) != 0)
+        return 0;
+    if (broker_reload_policy(b, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
+/* A file changed in the policy's directory: if it is the policy, reload
+ * it shortly (editors write in steps; one reload covers them all). */
+static void on_file_changed(void *ctx, int dir_index, const char *name)
+{
+    broker_t *b = ctx;
+    (void)dir_index;
+    char *copy = strdup(b->policy->path);
+    if (copy && strcmp(basename(copy), name) == 0 && !b->policy_reload_due)
+        b->policy_reload_due = clock_ms() + 100;
+    free(copy);
+}
+
+static void reload_if_due(broker_t *b, uint64_t now)
+{
+    if (!b->policy_reload_due || now < b->policy_reload_due)
+        return;
+    b->policy_reload_due = 0;
+    if (access(b->policy->path, F_OK) != 0) {
+        log_warn("policy %s was removed; the loaded version keeps running", b->policy->path);
+        return;
+    }
+    char err[512];
+    broker_reload_policy(b, err, sizeof err);
+}
+
 broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
 {
     broker_t *b = calloc(1, sizeof *b);
@@ -113,6 +184,8 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
         goto fail;
+    if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0)
+        goto fail;
     return b;
 fail:
     broker_free(&b);
@@ -135,6 +208,8 @@ void broker_free(broker_t **self_p)
     if (b->signal_fd >= 0)
         close(b->signal_fd);
     inflight_table_free(&b->inflight);
+    policy_free(&b->policy);
+    watch_free(&b->watch);
     registry_free(&b->registry);
     free(b);
     *self_p = NULL;
@@ -181,9 +256,9 @@ static void begin_stop(broker_t *b, const char *signal_name)
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
              b->inflight->count, b->cfg->shutdown_grace_ms);
-    /* Stop accepting connections; the ones open keep their traffic. */
-    for (int i = 0; i < b->cfg->endpoint_count; i++)
-        zmq_unbind(b->router, b->cfg->endpoints[i]);
+    /* The endpoints stay bound until exit: in libzmq 4.3 zmq_unbind also
+     * closes the connections accepted on them, which would cut off the
+     * answers still owed (D5). New requests get shutting_down instead. */
 }
 
 static void handle_signals(broker_t *b)
@@ -193,7 +268,12 @@ static void handle_signals(broker_t *b)
         switch (info.ssi_signo) {
         case SIGINT: begin_stop(b, "SIGINT"); break;
         case SIGTERM: begin_stop(b, "SIGTERM"); break;
-        case SIGHUP: log_info("SIGHUP: nothing to reload yet"); break;
+        case SIGHUP: {
+            char err[512];
+            log_info("SIGHUP: reloading the policy");
+            broker_reload_policy(b, err, sizeof err);
+            break;
+        }
         default: break;
         }
     }
@@ -205,6 +285,8 @@ static long poll_timeout(broker_t *b, uint64_t now)
     uint64_t next = inflight_next_deadline(b->inflight);
     if (b->stopping && b->stop_deadline_ms < next)
         next = b->stop_deadline_ms;
+    if (b->policy_reload_due && b->policy_reload_due < next)
+        next = b->policy_reload_due;
     if (next <= now)
         return 0;
     return next - now > 1000 ? 1000 : (long)(next - now);
@@ -223,12 +305,14 @@ int broker_run(broker_t *b)
         {b->monitor, 0, ZMQ_POLLIN, 0},
         {b->router, 0, ZMQ_POLLIN, 0},
         {NULL, b->signal_fd, ZMQ_POLLIN, 0},
+        {NULL, b->watch ? b->watch->fd : -1, ZMQ_POLLIN, 0},
     };
+    int item_count = b->watch ? 4 : 3;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
             break;
-        if (zmq_poll(items, 3, poll_timeout(b, now)) < 0 && errno != EINTR) {
+        if (zmq_poll(items, item_count, poll_timeout(b, now)) < 0 && errno != EINTR) {
             log_error("poll failed: %s", zmq_strerror(errno));
             return 1;
         }
@@ -244,7 +328,11 @@ int broker_run(broker_t *b)
                 wire_msg_close(&m);
             }
         }
-        router_expire(b, clock_ms());
+        if (b->watch && items[3].revents)
+            watch_read(b->watch, on_file_changed, b);
+        now = clock_ms();
+        reload_if_due(b, now);
+        router_expire(b, now);
     }
     if (b->inflight->count > 0)
         log_info("grace period over: answering %zu request(s) shutting_down", b->inflight->count);

@@ -7,7 +7,11 @@
  *   json_scan.c       one validating pass over a message's JSON
  *   envelope.c        the protocol's rules for one message
  *   router.c          the message path: decide, deliver, or answer an error
- *   broker_service.c  dst "broker": ping, list_services, stats
+ *   broker_service.c  dst "broker": ping, list_services, stats, reload_policy
+ *   policy.c          routing.lua's hooks (filter, route, on_register, ...)
+ *   sandbox.c         a Lua state with a memory cap and an instruction budget
+ *   luamsg.c          envelopes between C and Lua (the lazy msg view)
+ *   watch.c           inotify: reload what operators edit
  *   registry.c        peers (connections) and the names they hold
  *   inflight.c        requests handed out and not yet answered
  *   reply.c           messages the broker itself makes (cJSON)
@@ -22,8 +26,10 @@
 
 #include "config.h"
 #include "inflight.h"
+#include "policy.h"
 #include "registry.h"
 #include "stats.h"
+#include "watch.h"
 
 typedef struct broker {
     const config_t *cfg;
@@ -37,12 +43,20 @@ typedef struct broker {
     uint64_t started_ms;
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
     uint64_t stop_deadline_ms;
+    policy_t *policy;           /* NULL when running without a policy file */
+    watch_t *watch;             /* the policy's directory, for live reload */
+    uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
 } broker_t;
 
 /* Creates the sockets and binds every endpoint. On failure returns NULL
  * with a one-line reason in `err`. The caller must have blocked SIGINT,
  * SIGTERM and SIGHUP in every thread (see main.c) before calling. */
 broker_t *broker_new(const config_t *cfg, char *err, size_t errlen);
+
+/* Loads the policy file again (SIGHUP, a change on disk, reload_policy).
+ * Returns 0, or -1 with the reason in `err`; either way it is logged, and
+ * on failure the running version stays. */
+int broker_reload_policy(broker_t *b, char *err, size_t errlen);
 
 /* Runs until SIGINT or SIGTERM and the grace period. Returns the exit code. */
 int broker_run(broker_t *b);

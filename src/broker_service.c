@@ -66,6 +66,25 @@ static cJSON *stats(broker_t *b, peer_t *peer)
     return payload;
 }
 
+/* reload_policy: the policy file again, now. A refused version comes back
+ * as {"status": "error", "message": "file:line: ..."}; the old one runs on. */
+static cJSON *reload_policy(broker_t *b, peer_t *peer)
+{
+    (void)peer;
+    char err[512];
+    cJSON *payload = cJSON_CreateObject();
+    if (broker_reload_policy(b, err, sizeof err) < 0) {
+        cJSON_AddStringToObject(payload, "status", "error");
+        cJSON_AddStringToObject(payload, "message", err);
+    } else {
+        char hooks[128];
+        policy_describe_hooks(b->policy, hooks, sizeof hooks);
+        cJSON_AddStringToObject(payload, "status", "ok");
+        cJSON_AddStringToObject(payload, "hooks", hooks);
+    }
+    return payload;
+}
+
 typedef struct {
     const char *name;
     cJSON *(*run)(broker_t *b, peer_t *peer);
@@ -75,6 +94,7 @@ static const action_t actions[] = {
     {"ping", ping},
     {"list_services", list_services},
     {"stats", stats},
+    {"reload_policy", reload_policy},
 };
 
 void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
@@ -97,5 +117,5 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
         return;
     }
     router_send_error(b, peer, env, ERR_UNKNOWN_ACTION,
-                      "the broker's actions are ping, list_services and stats");
+                      "the broker's actions are ping, list_services, stats and reload_policy");
 }

@@ -41,6 +41,8 @@ static const setting_t settings[] = {
     UINT_SETTING("send_hwm", send_hwm, 1, 1000000),
     UINT_SETTING("heartbeat_ivl_ms", heartbeat_ivl_ms, 100, 600000),
     UINT_SETTING("heartbeat_timeout_ms", heartbeat_timeout_ms, 100, 600000),
+    UINT_SETTING("lua_memory_limit", lua_memory_limit, 1ul << 20, 4096ul << 20),
+    UINT_SETTING("lua_instruction_limit", lua_instruction_limit, 10000, 1000000000),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -62,6 +64,9 @@ static const char usage[] =
     "      --send-hwm N            most messages queued to one peer (default 1000)\n"
     "      --heartbeat-ivl-ms N    transport heartbeat interval (default 1000)\n"
     "      --heartbeat-timeout-ms N  peer declared gone after this silence (default 3000)\n"
+    "      --lua-memory-limit N    bytes each Lua state may use (default 67108864)\n"
+    "      --lua-instruction-limit N  Lua instructions per hook or handler call\n"
+    "                              (default 1000000)\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
     "\n"
@@ -81,6 +86,8 @@ static void set_defaults(config_t *cfg)
     cfg->send_hwm = 1000;
     cfg->heartbeat_ivl_ms = 1000;
     cfg->heartbeat_timeout_ms = 3000;
+    cfg->lua_memory_limit = 64ul << 20;
+    cfg->lua_instruction_limit = 1000000;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -266,6 +273,8 @@ static const struct option long_options[] = {
     {"send-hwm", required_argument, 0, OPT_FIRST_LONG},
     {"heartbeat-ivl-ms", required_argument, 0, OPT_FIRST_LONG},
     {"heartbeat-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"lua-memory-limit", required_argument, 0, OPT_FIRST_LONG},
+    {"lua-instruction-limit", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

@@ -29,6 +29,8 @@ typedef struct {
     int send_hwm;               /* per-peer outbound queue, in messages */
     int heartbeat_ivl_ms;
     int heartbeat_timeout_ms;
+    size_t lua_memory_limit;    /* bytes per Lua state (policy, each service) */
+    size_t lua_instruction_limit; /* VM instructions per hook or handler call */
 } config_t;
 
 typedef enum {

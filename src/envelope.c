@@ -222,19 +222,19 @@ bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const cha
     env->len = len;
     *why = NULL;
 
-    switch (json_scan_object(buf, len, &obj, why)) {
-    case JSON_SCAN_OK:
-        break;
-    case JSON_SCAN_BAD_JSON:
+    json_scan_result_t scanned = json_scan_object(buf, len, &obj, why);
+    if (scanned == JSON_SCAN_BAD_JSON)
         return ERR_BAD_JSON;
-    case JSON_SCAN_NOT_OBJECT:
+    if (scanned == JSON_SCAN_NOT_OBJECT)
         return ERR_BAD_ENVELOPE;
-    case JSON_SCAN_TOO_MANY:
-        /* members past the limit were not recorded: fields may be missing */
-        return ERR_BAD_ENVELOPE;
-    }
+    /* with too many members, the first ones are still read: msg_id may be
+     * among them, for the error's correlation_id */
     bus_err_t err = collect_fields(env, &obj, why);
     env->msg_id_ok = env_id_is_valid(&env->f[EF_MSG_ID]);
+    if (scanned == JSON_SCAN_TOO_MANY) {
+        *why = "more than 64 top-level members";
+        return ERR_BAD_ENVELOPE;
+    }
     if (err)
         return err;
     return check_fields(env, why);

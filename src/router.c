@@ -4,11 +4,13 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "broker_service.h"
 #include "clock.h"
 #include "log.h"
+#include "policy.h"
 #include "reply.h"
 
 static log_ratelimit_t send_failures_limit;
@@ -33,6 +35,12 @@ const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3])
 }
 
 /* --- delivery --- */
+
+static void free_text(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
 
 /* Hands a message to a peer. On success the message is consumed. Returns 0,
  * or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH (gone). */
@@ -103,6 +111,9 @@ void router_peer_gone(broker_t *b, peer_t *peer)
     }
     while (peer->waiting)
         inflight_forget_requester(peer->waiting);
+    if (policy_has(b->policy, HOOK_ON_UNREGISTER))
+        for (int i = 0; i < peer->name_count; i++)
+            policy_on_unregister(b->policy, peer->names[i], peer);
     if (peer->name_count > 0) {
         char names[256] = "";
         for (int i = 0; i < peer->name_count; i++) {
@@ -179,15 +190,26 @@ static void answer_registration(broker_t *b, peer_t *peer, const envelope_t *env
 static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     const env_value_t *name = &env->f[EF_SRC];
-    int rc = registry_register(b->registry, peer, name->ptr, name->len);
-    if (rc < 0) {
+    if (peer_holds(peer, name->ptr, name->len)) {
+        answer_registration(b, peer, env, "register");      /* idempotent (T1) */
+        return;
+    }
+    if (policy_has(b->policy, HOOK_ON_REGISTER)) {
+        char text[NAME_MAX_LEN + 1], reason[512];
+        reply_copy_plain(text, sizeof text, name);
+        policy_verdict_t verdict = policy_on_register(b->policy, text, peer, reason, sizeof reason);
+        if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
+            router_send_error(b, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+                              verdict == POLICY_REJECT ? reason : "the policy's on_register hook failed");
+            return;
+        }
+    }
+    if (registry_register(b->registry, peer, name->ptr, name->len) < 0) {
         router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
         return;
     }
-    if (rc == 0) {
-        char label[2 * PEER_ID_MAX + 3];
-        log_info("registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
-    }
+    char label[2 * PEER_ID_MAX + 3];
+    log_info("registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
     answer_registration(b, peer, env, "register");
 }
 
@@ -198,51 +220,92 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
         router_send_error(b, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
         return;
     }
-    char label[2 * PEER_ID_MAX + 3];
+    char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
     log_info("unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    if (policy_has(b->policy, HOOK_ON_UNREGISTER)) {
+        reply_copy_plain(text, sizeof text, name);
+        policy_on_unregister(b->policy, text, peer);
+    }
     answer_registration(b, peer, env, "unregister");
 }
 
-/* Hands `m` to one live instance of the service named by dst, round-robin,
- * skipping instances whose queue is full and dropping those found gone.
- * For a request, records it in flight first. Returns the chosen instance,
- * or NULL with *err set (no_such_service, busy, internal). */
-static peer_t *deliver_to_service(broker_t *b, peer_t *sender, wire_msg_t *m,
-                                  const envelope_t *env, bool track, bus_err_t *err)
+/* Hands `data` to one live instance of service `name` (or to `instance`,
+ * if a policy chose one), round-robin, skipping instances whose queue is
+ * full and dropping those found gone. For a request, records it in flight
+ * first. Returns the chosen instance, or NULL with *err set
+ * (no_such_service, busy, internal). */
+static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
+                                  const envelope_t *env, const char *name, size_t len,
+                                  peer_t *instance, bool track, bus_err_t *err)
 {
-    const env_value_t *dst = &env->f[EF_DST];
     int busy_tries = 0;
     for (;;) {
-        service_t *svc = registry_find_service(b->registry, dst->ptr, dst->len);
+        service_t *svc = registry_find_service(b->registry, name, len);
         if (!svc) {
             *err = busy_tries ? ERR_BUSY : ERR_NO_SUCH_SERVICE;
             return NULL;
         }
-        if (busy_tries >= svc->count) {
+        if (busy_tries >= (instance ? 1 : svc->count)) {
             *err = ERR_BUSY;
             return NULL;
         }
-        peer_t *instance = service_next_instance(svc);
+        peer_t *to = instance ? instance : service_next_instance(svc);
         inflight_t *rec = NULL;
         if (track) {
             uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
-            rec = inflight_add(b->inflight, env, sender, instance, clock_ms() + ttl);
+            rec = inflight_add(b->inflight, env, sender, to, clock_ms() + ttl);
             if (!rec) {
                 *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
                 return NULL;
             }
         }
-        if (deliver(b, instance, &m->data) == 0)
-            return instance;
+        if (deliver(b, to, data) == 0)
+            return to;
         int why = errno;
         if (rec)
             inflight_remove(b->inflight, &rec);
         if (why == EAGAIN) {
             busy_tries++;
         } else {
-            router_peer_gone(b, instance);   /* EHOSTUNREACH: connection gone */
+            router_peer_gone(b, to);      /* EHOSTUNREACH: connection gone */
+            instance = NULL;
         }
     }
+}
+
+/* The services a request or event goes to: dst, unless route() says. */
+static bool choose_route(broker_t *b, peer_t *peer, const envelope_t *env, route_t *route)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (policy_has(b->policy, HOOK_ROUTE)) {
+        char err[512];
+        policy_verdict_t verdict = policy_route(b->policy, env, route, err, sizeof err);
+        if (verdict == POLICY_FAIL) {
+            router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
+            return false;
+        }
+        if (verdict == POLICY_DECIDED)
+            return true;
+    }
+    route->count = 1;
+    route->instance = NULL;
+    memcpy(route->names[0], dst->ptr, dst->len);
+    route->names[0][dst->len] = '\0';
+    return true;
+}
+
+static void refuse_delivery(broker_t *b, peer_t *peer, const envelope_t *env,
+                            const route_t *route, bus_err_t err)
+{
+    char why[160];
+    const char *name = route->names[0];
+    if (err == ERR_NO_SUCH_SERVICE)
+        snprintf(why, sizeof why, "no service named %s is registered", name);
+    else if (err == ERR_BUSY)
+        snprintf(why, sizeof why, "%s cannot take more messages now", name);
+    else
+        snprintf(why, sizeof why, "could not record the request");
+    router_send_error(b, peer, env, err, why);
 }
 
 static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
@@ -265,19 +328,22 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         router_send_error(b, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
         return;
     }
-    bus_err_t err = ERR_NONE;
-    if (deliver_to_service(b, peer, m, env, true, &err)) {
-        b->stats.out[MT_REQUEST]++;
+    route_t route;
+    if (!choose_route(b, peer, env, &route))
         return;
+    /* a list of names is an order of preference: the first with a live
+     * instance takes the request, so it still gets exactly one answer */
+    bus_err_t err = ERR_NO_SUCH_SERVICE;
+    for (int i = 0; i < route.count; i++) {
+        const char *name = route.names[i];
+        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, true, &err)) {
+            b->stats.out[MT_REQUEST]++;
+            return;
+        }
+        if (err != ERR_NO_SUCH_SERVICE)
+            break;
     }
-    char why[128];
-    if (err == ERR_NO_SUCH_SERVICE)
-        snprintf(why, sizeof why, "no service named %.*s is registered", (int)dst->len, dst->ptr);
-    else if (err == ERR_BUSY)
-        snprintf(why, sizeof why, "%.*s cannot take more requests now", (int)dst->len, dst->ptr);
-    else
-        snprintf(why, sizeof why, "could not record the request");
-    router_send_error(b, peer, env, err, why);
+    refuse_delivery(b, peer, env, &route, err);
 }
 
 /* T4: an answer goes back to whoever sent the request, and only from the
@@ -358,16 +424,73 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         router_send_error(b, peer, env, ERR_BAD_ENVELOPE, "the broker service takes requests only");
         return;
     }
-    bus_err_t err = ERR_NONE;
-    if (deliver_to_service(b, peer, m, env, false, &err)) {
-        b->stats.out[MT_EVENT]++;
+    route_t route;
+    if (!choose_route(b, peer, env, &route))
         return;
+    /* a list of names fans the event out: one instance of each gets it */
+    bus_err_t err = ERR_NONE;
+    int delivered = 0;
+    for (int i = 0; i < route.count; i++) {
+        const char *name = route.names[i];
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &m->data);
+        bus_err_t this_err = ERR_NONE;
+        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, false, &this_err)) {
+            b->stats.out[MT_EVENT]++;
+            delivered++;
+        } else if (!err) {
+            err = this_err;
+        }
+        zmq_msg_close(&copy);
     }
-    char why[128];
-    snprintf(why, sizeof why, err == ERR_BUSY ? "%.*s cannot take more messages now"
-                                              : "no service named %.*s is registered",
-             (int)dst->len, dst->ptr);
-    router_send_error(b, peer, env, err, why);
+    if (!delivered)
+        refuse_delivery(b, peer, env, &route, err);
+}
+
+/* filter(msg): the policy may refuse the message or hand back a changed
+ * one, which then replaces it (re-encoded, checked again, and still from
+ * the same sender: msg_id, type and src must not change). Returns false if
+ * the message was answered and must go no further. */
+static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *env)
+{
+    char *text = NULL, reason[512];
+    size_t len = 0;
+    switch (policy_filter(b->policy, env, &text, &len, reason, sizeof reason)) {
+    case POLICY_PASS:
+        return true;
+    case POLICY_REJECT:
+        router_send_error(b, peer, env, ERR_DENIED, reason);
+        return false;
+    case POLICY_FAIL:
+        router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
+        return false;
+    case POLICY_DECIDED:
+        break;
+    }
+    envelope_t changed;
+    const char *why = NULL;
+    bus_err_t err = envelope_parse(&changed, text, len, &why);
+    const env_field_t kept[] = {EF_MSG_ID, EF_TYPE, EF_SRC};
+    for (size_t i = 0; !err && i < sizeof kept / sizeof kept[0]; i++) {
+        const env_value_t *a = &env->f[kept[i]], *c = &changed.f[kept[i]];
+        if (a->len != c->len || memcmp(a->ptr, c->ptr, a->len) != 0) {
+            err = ERR_POLICY_ERROR;
+            why = "filter() may not change msg_id, type or src";
+        }
+    }
+    if (err) {
+        log_limited(&send_failures_limit, 20, LOG_LEVEL_WARN,
+                    "policy filter() returned a message the broker refuses: %s", why);
+        router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's filter hook returned a bad message");
+        free(text);
+        return false;
+    }
+    /* the frame now owns the new text; `changed` points into it */
+    zmq_msg_close(&m->data);
+    zmq_msg_init_data(&m->data, text, len, free_text, NULL);
+    *env = changed;
+    return true;
 }
 
 void router_handle(broker_t *b, wire_msg_t *m)
@@ -416,6 +539,8 @@ void router_handle(broker_t *b, wire_msg_t *m)
                                            : "src is a name another connection registered");
         return;
     }
+    if (policy_has(b->policy, HOOK_FILTER) && !apply_filter(b, peer, m, &env))
+        return;
     switch (env.type) {
     case MT_REQUEST:
         handle_request(b, peer, m, &env);

@@ -105,6 +105,7 @@ class Peer:
                  socket_type=zmq.DEALER):
         self.name = name
         self.shape = shape
+        self.held = set()    # names this connection registered (kept by BusTest.register)
         self.sock = CTX.socket(socket_type)
         self.sock.setsockopt(zmq.LINGER, 0)
         if identity is not None:
@@ -137,6 +138,13 @@ class Peer:
         self.send_bytes(enc(m), shape)
         return m
 
+    def src(self):
+        """A src this connection may use (S1/S2): a name it holds, else its
+        own name, else a fresh one."""
+        if self.held:
+            return min(self.held)
+        return self.name or uname("c")
+
     # receiving
     def recv(self, timeout=1.0):
         """The next message within timeout seconds (scaled), or None.
@@ -146,10 +154,8 @@ class Peer:
         """
         deadline = time.monotonic() + t(timeout)
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            if not self.poller.poll(int(left * 1000) + 1):
+            left = max(0.0, deadline - time.monotonic())
+            if not self.poller.poll(int(left * 1000)):
                 return None
             r = Received(self.sock.recv_multipart())
             m = r.msg
@@ -181,6 +187,14 @@ class BusTest(unittest.TestCase):
         if r is not None:
             self.fail("expected %s, got %r" % (what, r.frames))
 
+    def expect_nothing_all(self, peers, timeout=0.2, what="nothing"):
+        """None of peers receives anything within timeout (one shared wait)."""
+        time.sleep(t(timeout))
+        for p in peers:
+            r = p.recv(0)
+            if r is not None:
+                self.fail("expected %s, got %r" % (what, r.frames))
+
     def expect_error(self, p, code, corr=Ellipsis, timeout=1.0):
         """Receive a broker error with this code; corr=... means any."""
         r = self.expect(p, timeout, "error %s" % code)
@@ -209,10 +223,11 @@ class BusTest(unittest.TestCase):
         m = p.send(env("register", name, "broker", "register", {}), shape)
         r = self.expect_response(p, m["msg_id"], "register")
         self.assertEqual(r["payload"].get("status"), "ok", r.raw)
+        p.held.add(name)
         return r
 
     def call_broker(self, p, action, src=None, payload=None, shape=None):
-        src = src or p.name or uname("c")
+        src = src or p.src()
         m = p.send(env("request", src, "broker", action, payload), shape)
         return self.expect_response(p, m["msg_id"], action)
 
@@ -223,10 +238,10 @@ class BusTest(unittest.TestCase):
         return set(r["payload"]["registered"])
 
     def stats(self, p):
-        return self.call_broker(p, "stats", uname("s"))["payload"]
+        return self.call_broker(p, "stats")["payload"]
 
     def list_services(self, p):
-        return self.call_broker(p, "list_services", uname("l"))["payload"]["services"]
+        return self.call_broker(p, "list_services")["payload"]["services"]
 
     def instances(self, p, name):
         for s in self.list_services(p):

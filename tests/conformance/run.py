@@ -14,6 +14,7 @@ import os
 import sys
 import unittest
 
+sys.dont_write_bytecode = True     # leave no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 

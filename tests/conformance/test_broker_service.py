@@ -50,7 +50,8 @@ class BrokerService(BusTest):
             self.assertIsInstance(st.get(k), dict, k)
             for kk, v in st[k].items():
                 self.assertIsInstance(v, int, "%s.%s" % (k, kk))
-        self.assertEqual(set(st["dropped"]), {"late_or_unknown", "not_yours", "requester_gone"})
+        for k in ("late_or_unknown", "not_yours", "requester_gone"):   # a broker MAY add more
+            self.assertIsInstance(st["dropped"].get(k), int, "dropped.%s" % k)
         self.assertGreaterEqual(st["in"].get("request", 0), 1)
         self.assertGreaterEqual(st["peers"], 1)
         # counters move: an error shows in errors and errored
@@ -68,4 +69,4 @@ class BrokerService(BusTest):
             with self.subTest(action=action):
                 m = p.send(env("request", p.name, "broker", action))
                 r = self.expect_error(p, "unknown_action", corr=m["msg_id"])
-                self.assertEqual(r["action"], action)
+                self.assertEqual(r["action"], action or None)   # T6: "" is echoed as null

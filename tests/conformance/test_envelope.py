@@ -5,11 +5,11 @@ import json
 from bus import BusTest, env, enc, new_id, uname, CONFIG
 
 
-def nested(depth):
+def nested(depth, src):
     """A top-level object of the given nesting depth (the object itself is depth 1)."""
     inner = "[" * (depth - 1) + "]" * (depth - 1)
     return ('{"msg_id":"%s","type":"event","src":"%s","dst":"broadcast","payload":%s}'
-            % (new_id(), uname("e1"), inner or "0")).encode()
+            % (new_id(), src, inner or "0")).encode()
 
 
 class Envelope(BusTest):
@@ -34,9 +34,6 @@ class Envelope(BusTest):
             "leading zero": (head + ',"payload":01}').encode(),
             "bare word": (head + ',"payload":tru}').encode(),
             "not json": b"hello",
-            "array": b"[1,2]",
-            "string": b'"x"',
-            "number": b"1",
             "raw control char": (head + ',"payload":"a\x01b"}').encode(),
             "raw tab in string": (head + ',"payload":"a\tb"}').encode(),
             "raw NUL": (head + ',"payload":"a\x00b"}').encode(),
@@ -48,6 +45,11 @@ class Envelope(BusTest):
                 p.send_bytes(data)
                 r = self.expect_error(p, "bad_json", corr=None)
                 self.assertIsNone(r.get("dst"), r.raw)
+        # well-formed JSON that is not an object: the envelope is missing
+        for data in (b"[1,2]", b'"x"', b"1", b"null", b' [{"msg_id":"a"}] '):
+            with self.subTest(data=data):
+                p.send_bytes(data)
+                self.expect_error(p, "bad_envelope", corr=None)
         self.assert_alive()
 
     def test_E1_invalid_utf8_is_bad_json(self):
@@ -74,10 +76,10 @@ class Envelope(BusTest):
     def test_E1_nesting_depth_at_most_64(self):
         p = self.peer(uname("e1d"))
         self.register(p)
-        p.send_bytes(nested(65))
+        p.send_bytes(nested(65, p.name))
         self.expect_error(p, "bad_json", corr=None)
         # depth 64 is well-formed: a broadcast with no complaint
-        p.send_bytes(nested(64))
+        p.send_bytes(nested(64, p.name))
         self.expect_nothing(p, what="no error for depth 64")
 
     def test_E2_oversize_is_too_large(self):

@@ -36,7 +36,7 @@ DEFAULT_TIMEOUT = 2.0
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 READY_RE = re.compile(r"\bready\b", re.IGNORECASE)  # not "already"
-LOG_LINE_RE = re.compile(r"^\S+ (ERROR|WARN|INFO|DEBUG) \S.*$")
+LOG_LINE_RE = re.compile(r"^\S+ +(ERROR|WARN|INFO|DEBUG) +\S.*$")
 
 
 def broker_path():
@@ -376,6 +376,8 @@ class Peer:
 def services(peer):
     """{name: instances} from the broker's list_services."""
     body = peer.call_broker("list_services")
+    if body.get("type") != "response":
+        raise AssertionError("list_services failed: %s" % dump(body))
     return {s["name"]: s["instances"] for s in body["payload"]["services"]}
 
 

@@ -57,8 +57,8 @@ class BrokerServiceTest(bp.BrokerTestCase):
         self.assertTrue(STATS_KEYS <= set(payload), "missing %s" % (STATS_KEYS - set(payload)))
         for k in ("uptime_ms", "peers", "services", "inflight"):
             self.assertIsInstance(payload[k], int, k)
-        self.assertEqual(set(payload["dropped"]), {"late_or_unknown", "not_yours",
-                                                   "requester_gone"})
+        self.assertTrue({"late_or_unknown", "not_yours", "requester_gone"}
+                        <= set(payload["dropped"]), payload["dropped"])
 
     def test_stats_counts_messages_in_and_out_by_type(self):
         p = self.peer()

@@ -91,6 +91,8 @@ class CliTest(bp.BrokerTestCase):
             holder.close()
         self.assertEqual(res.returncode, 1, res.stderr)
         self.assertIn(ep, res.stderr)
+        self.assertRegex(res.stderr, r"\b(ss|lsof|fuser|netstat)\b",
+                         "no hint on how to find who holds the port")
         self.assertNotIn("ready", res.stderr.replace("already", ""))
 
     def test_endpoint_in_use_by_another_broker(self):
@@ -165,6 +167,8 @@ class CliTest(bp.BrokerTestCase):
                 try:
                     p.register("chatty-svc")
                     p.call_broker("ping", src="chatty-svc")
+                    p.send(b"{not json")  # an error reply: an event worth a debug line
+                    p.recv()
                 finally:
                     p.close()
             self.assertTrue(dbg.wait_for_log(r" DEBUG ", 2.0), dbg.log_text())

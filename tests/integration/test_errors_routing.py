@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Routing errors: no_such_service (T3, T5), duplicate_msg_id (T3),
-unknown_action (B1), unknown_request and not_your_request (T4)."""
+unknown_action (B1), unknown_request and not_your_request (T4), busy when the
+in-flight table is full (D4); answers are routed by correlation_id (T4)."""
 import os
 import sys
 
@@ -173,6 +174,53 @@ class NotYourRequestTest(bp.BrokerTestCase):
         self.expectError(meddler, "not_your_request", correlation_id=m["msg_id"])
         client.expect_nothing()
         self.assertTrue(req)
+
+
+class AnswerRoutingTest(bp.BrokerTestCase):
+    def test_answer_goes_to_the_requester_whatever_its_dst_says(self):
+        svc = self.peer(register="router-a")
+        bystander = self.peer(register="bystander-a")
+        client = self.peer()
+        req = client.request("router-a", "do", src="client-a")
+        _, got = svc.recv()
+        sent = svc.send(bp.msg("response", "router-a", "bystander-a", "do",
+                               correlation_id=got["msg_id"]))
+        frames, body = client.recv_answer(req["msg_id"])
+        self.assertEqual(frames[-1], bp.dumps(sent))
+        bystander.expect_nothing(0.2)
+
+    def test_answers_reach_each_of_two_clients_using_the_same_src(self):
+        svc = self.peer(register="router-b")
+        c1, c2 = self.peer(), self.peer()
+        r1 = c1.request("router-b", "do", src="same-client")
+        r2 = c2.request("router-b", "do", src="same-client")
+        for _ in range(2):
+            _, got = svc.recv()
+            svc.answer(got, payload=got["msg_id"])
+        self.assertEqual(c1.recv_answer(r1["msg_id"])[1]["payload"], r1["msg_id"])
+        self.assertEqual(c2.recv_answer(r2["msg_id"])[1]["payload"], r2["msg_id"])
+        c1.expect_nothing(0.1)
+        c2.expect_nothing(0.1)
+
+
+class BusyTest(bp.BrokerTestCase):
+    BROKER_ARGS = ("--max-inflight", "2")
+
+    def test_full_inflight_table_answers_busy(self):
+        svc = self.peer(register="hoarder")
+        client = self.peer()
+        held = [client.request("hoarder", "do", src="client-busy") for _ in range(2)]
+        for _ in held:
+            svc.recv()
+        extra = client.request("hoarder", "do", src="client-busy")
+        self.expectError(client, "busy", correlation_id=extra["msg_id"])
+        svc.expect_nothing(0.1)
+        # Room again once one is answered.
+        svc.answer(held[0])
+        client.recv_answer(held[0]["msg_id"])
+        again = client.request("hoarder", "do", src="client-busy")
+        _, got = svc.recv()
+        self.assertEqual(got["msg_id"], again["msg_id"])
 
 
 if __name__ == "__main__":

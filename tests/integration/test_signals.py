@@ -22,7 +22,7 @@ class SignalTest(bp.BrokerTestCase):
 
     def setUp(self):
         super().setUp()
-        self.b = bp.Broker()
+        self.b = bp.Broker(args=self.GRACE_ARGS.get(self._testMethodName, ()))
 
     def tearDown(self):
         super().tearDown()
@@ -56,6 +56,14 @@ class SignalTest(bp.BrokerTestCase):
 
     def test_sigint_exits_0_with_a_log_line(self):
         self.assertStopsCleanly(signal.SIGINT)
+
+    # The default grace period (2000 ms) is checked by the last test; these
+    # two only need some grace, so they use a short one.
+    GRACE_ARGS = {
+        "test_in_flight_request_answered_during_grace_is_delivered":
+            ("--shutdown-grace-ms", "1000"),
+        "test_new_request_during_grace_gets_shutting_down": ("--shutdown-grace-ms", "1000"),
+    }
 
     def test_in_flight_request_answered_during_grace_is_delivered(self):
         svc = self.peer(register="graceful-svc")

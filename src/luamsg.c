@@ -1,0 +1,196 @@
+/* luamsg: envelopes between C and Lua. See luamsg.h. */
+#include "luamsg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "sandbox.h"
+
+#define VIEW_METATABLE "smartshop.msg"
+#define VIEW_KEY "smartshop.msg_view"
+
+typedef struct {
+    const envelope_t *env;      /* NULL outside the call it was passed to */
+} view_t;
+
+/* Calls the kept lua-cjson function under `key` on one string; pushes its
+ * result, or nil if it raised. */
+static void call_json(lua_State *L, const char *key, const char *text, size_t len)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, key);
+    lua_pushlstring(L, text, len);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
+{
+    call_json(L, SANDBOX_JSON_DECODE, json, len);
+}
+
+/* A string field: its bytes, or, if it has escapes, its decoded value. */
+static void push_string_field(lua_State *L, const env_value_t *v)
+{
+    if (v->kind != JSON_STRING) {
+        lua_pushnil(L);
+    } else if (!v->escaped) {
+        lua_pushlstring(L, v->ptr, v->len);
+    } else {
+        /* the quotes around the content are in the frame: decode them too */
+        luamsg_push_decoded(L, v->ptr - 1, v->len + 2);
+    }
+}
+
+static const view_t *checked_view(lua_State *L)
+{
+    view_t *view = luaL_checkudata(L, 1, VIEW_METATABLE);
+    if (!view->env)
+        luaL_error(L, "a message is valid only during the hook it was passed to "
+                      "(copy the fields you need to keep)");
+    return view;
+}
+
+/* msg:table(): the whole message as a fresh Lua table, to change and return. */
+static int view_table(lua_State *L)
+{
+    const view_t *view = checked_view(L);
+    luamsg_push_decoded(L, view->env->buf, view->env->len);
+    return 1;
+}
+
+static const struct {
+    const char *name;
+    env_field_t field;
+} string_fields[] = {
+    {"msg_id", EF_MSG_ID}, {"type", EF_TYPE}, {"src", EF_SRC}, {"dst", EF_DST},
+    {"action", EF_ACTION}, {"correlation_id", EF_CORRELATION_ID}, {"timestamp", EF_TIMESTAMP},
+};
+
+static int view_index(lua_State *L)
+{
+    const view_t *view = checked_view(L);
+    const char *key = luaL_checkstring(L, 2);
+    const envelope_t *env = view->env;
+    for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
+        if (strcmp(key, string_fields[i].name) == 0) {
+            push_string_field(L, &env->f[string_fields[i].field]);
+            return 1;
+        }
+    }
+    if (strcmp(key, "payload") == 0) {
+        /* decoded once per message, cached in the view's user value */
+        lua_getiuservalue(L, 1, 1);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            const env_value_t *p = &env->f[EF_PAYLOAD];
+            if (p->kind == JSON_ABSENT || p->kind == JSON_NULL) {
+                lua_pushnil(L);
+                return 1;
+            }
+            const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
+            size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
+            luamsg_push_decoded(L, from, len);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, 1);
+        }
+        return 1;
+    }
+    if (strcmp(key, "ttl_ms") == 0) {
+        if (env->ttl_ms)
+            lua_pushinteger(L, env->ttl_ms);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    if (strcmp(key, "raw") == 0) {
+        lua_pushlstring(L, env->buf, env->len);
+        return 1;
+    }
+    if (strcmp(key, "table") == 0) {
+        lua_pushcfunction(L, view_table);
+        return 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int view_newindex(lua_State *L)
+{
+    return luaL_error(L, "a message is read-only: return msg:table() with your changes instead");
+}
+
+static int view_tostring(lua_State *L)
+{
+    view_t *view = luaL_checkudata(L, 1, VIEW_METATABLE);
+    if (view->env)
+        lua_pushlstring(L, view->env->buf, view->env->len);
+    else
+        lua_pushliteral(L, "message (released)");
+    return 1;
+}
+
+void luamsg_init(lua_State *L)
+{
+    luaL_newmetatable(L, VIEW_METATABLE);
+    lua_pushcfunction(L, view_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, view_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, view_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "message");
+    lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
+    lua_pop(L, 1);
+
+    view_t *view = lua_newuserdatauv(L, sizeof *view, 1);
+    view->env = NULL;
+    luaL_setmetatable(L, VIEW_METATABLE);
+    lua_setfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+}
+
+void luamsg_push(lua_State *L, const envelope_t *env)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    view_t *view = lua_touserdata(L, -1);
+    view->env = env;
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
+}
+
+void luamsg_release(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    view_t *view = lua_touserdata(L, -1);
+    view->env = NULL;
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 1);
+    lua_pop(L, 1);
+}
+
+char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen)
+{
+    index = lua_absindex(L, index);
+    lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
+    lua_pushvalue(L, index);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        snprintf(err, errlen, "cannot encode the message: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return NULL;
+    }
+    size_t n;
+    const char *text = lua_tolstring(L, -1, &n);
+    char *copy = malloc(n + 1);
+    if (copy) {
+        memcpy(copy, text, n + 1);
+        *len = n;
+    } else {
+        snprintf(err, errlen, "out of memory");
+    }
+    lua_pop(L, 1);
+    return copy;
+}
