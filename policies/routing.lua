@@ -1,0 +1,60 @@
+-- policies/routing.lua: the bus's routing policy.
+--
+-- The broker reloads this file within a second of your saving it, with no
+-- restart and no dropped connection (also on SIGHUP, or
+-- `smartshop-ctl reload`). A version with an error is refused and the
+-- previous one keeps running; the broker's log says file, line and error.
+--
+-- As shipped, the policy does what the seed's broker did: every message
+-- goes to its dst, round-robin across the instances of a service, and any
+-- well-formed name may register. That needs no hook at all, so all the
+-- hooks below are commented out: a message no hook looks at costs nothing.
+-- Uncomment and edit the ones you need; docs/policies.md has the contract
+-- and policies/examples/ has one ready file per common rule.
+--
+-- In a hook you have: string, table, math, utf8, os.time/clock/date,
+-- json (lua-cjson), log.debug/info/warn/error. Each call may run at most
+-- --lua-instruction-limit instructions; a hook that fails answers that one
+-- message with `policy_error` and the broker routes the rest.
+
+-- filter(msg): called for every request, response, error and event.
+--   return nothing (or true) to let it pass unchanged,
+--   return false, "reason" to refuse it (the sender gets `denied`),
+--   return a table (start from msg:table()) to replace it.
+--
+-- function filter(msg)
+--   if msg.action == "drop_all_tables" then
+--     return false, "not on this bus"
+--   end
+-- end
+
+-- route(msg, ctx): called for requests and events addressed to a service.
+--   return nothing for the default (dst, round-robin),
+--   return "name" to send it to another service instead (an alias),
+--   return "name", instance_id to pick one instance (see ctx.instances),
+--   return {"a", "b"}: a request goes to the first with a live instance,
+--   an event to one instance of each.
+-- ctx.instances(name) -> { {id = "...", load = requests_in_flight}, ... }
+-- ctx.has(name) -> true if the service has an instance
+-- ctx.services() -> { "name", ... }
+--
+-- function route(msg, ctx)
+--   if msg.dst == "inventory" and ctx.has("inventory-v2") then
+--     return "inventory-v2"
+--   end
+-- end
+
+-- on_register(name, peer): return false, "reason" to refuse a name
+-- (the peer gets `denied`). peer = { id = "...", names = { ... } }
+--
+-- function on_register(name, peer)
+--   if name:find("^test%-") then
+--     return false, "test services stay off this bus"
+--   end
+-- end
+
+-- on_unregister(name, peer): told when a name goes (unregister or disconnect).
+--
+-- function on_unregister(name, peer)
+--   log.info("service gone: " .. name)
+-- end
