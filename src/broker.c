@@ -116,13 +116,12 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
 {
     sandbox_limits_t limits = {b->cfg->lua_memory_limit, (long)b->cfg->lua_instruction_limit};
     b->policy = policy_new(b->cfg->policy_path, limits, b->registry);
-    b->watch = watch_new();
-    if (!b->policy || !b->watch) {
+    if (!b->policy) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     char *copy = strdup(b->cfg->policy_path);
-    if (!copy || watch_add_dir(b->watch, dirname(copy)) < 0)
+    if (!copy || (b->policy_watch = watch_add_dir(b->watch, dirname(copy))) < 0)
         log_warn("cannot watch %s for changes (%s): reload with SIGHUP", b->cfg->policy_path,
                  strerror(errno));
     free(copy);
@@ -133,12 +132,34 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
     return 0;
 }
 
-/* A file changed in the policy's directory: if it is the policy, reload
- * it shortly (editors write in steps; one reload covers them all). */
+/* Loads the Lua services and watches their directory, so that adding,
+ * editing or deleting a file adds, reloads or drops a service. */
+static int start_services(broker_t *b, char *err, size_t errlen)
+{
+    sandbox_limits_t limits = {b->cfg->lua_memory_limit, (long)b->cfg->lua_instruction_limit};
+    b->services = services_new(b, b->cfg->services_dir, limits, (uint32_t)b->cfg->send_hwm);
+    if (!b->services) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if ((b->services_watch = watch_add_dir(b->watch, b->cfg->services_dir)) < 0)
+        log_warn("cannot watch %s for changes (%s): services load at start only",
+                 b->cfg->services_dir, strerror(errno));
+    int loaded = services_load_all(b->services);
+    log_info("%d Lua service(s) loaded from %s", loaded, b->cfg->services_dir);
+    return 0;
+}
+
+/* A file changed in a watched directory: the policy reloads shortly
+ * (editors write in steps; one reload covers them all); a service file
+ * goes to the services host. */
 static void on_file_changed(void *ctx, int dir_index, const char *name)
 {
     broker_t *b = ctx;
-    (void)dir_index;
+    if (dir_index == b->services_watch && b->services)
+        services_file_changed(b->services, name);
+    if (dir_index != b->policy_watch || !b->policy)
+        return;
     char *copy = strdup(b->policy->path);
     if (copy && strcmp(basename(copy), name) == 0 && !b->policy_reload_due)
         b->policy_reload_due = clock_ms() + 100;
@@ -167,11 +188,13 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
     }
     b->cfg = cfg;
     b->signal_fd = -1;
+    b->policy_watch = b->services_watch = -1;
     b->started_ms = clock_ms();
     b->registry = registry_new();
     b->inflight = inflight_table_new(cfg->max_inflight);
     b->zmq_ctx = zmq_ctx_new();
-    if (!b->registry || !b->inflight || !b->zmq_ctx) {
+    b->watch = watch_new();
+    if (!b->registry || !b->inflight || !b->zmq_ctx || !b->watch) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -186,6 +209,8 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
         goto fail;
     if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0)
         goto fail;
+    if (cfg->services_dir && *cfg->services_dir && start_services(b, err, errlen) < 0)
+        goto fail;
     return b;
 fail:
     broker_free(&b);
@@ -197,6 +222,7 @@ void broker_free(broker_t **self_p)
     broker_t *b = *self_p;
     if (!b)
         return;
+    services_free(&b->services);        /* may still answer peers: before the socket closes */
     if (b->monitor) {
         zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->monitor);
@@ -287,6 +313,11 @@ static long poll_timeout(broker_t *b, uint64_t now)
         next = b->stop_deadline_ms;
     if (b->policy_reload_due && b->policy_reload_due < next)
         next = b->policy_reload_due;
+    if (b->services) {
+        uint64_t due = services_next_due(b->services);
+        if (due < next)
+            next = due;
+    }
     if (next <= now)
         return 0;
     return next - now > 1000 ? 1000 : (long)(next - now);
@@ -305,9 +336,9 @@ int broker_run(broker_t *b)
         {b->monitor, 0, ZMQ_POLLIN, 0},
         {b->router, 0, ZMQ_POLLIN, 0},
         {NULL, b->signal_fd, ZMQ_POLLIN, 0},
-        {NULL, b->watch ? b->watch->fd : -1, ZMQ_POLLIN, 0},
+        {NULL, b->watch->fd, ZMQ_POLLIN, 0},
     };
-    int item_count = b->watch ? 4 : 3;
+    int item_count = 4;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
@@ -328,10 +359,12 @@ int broker_run(broker_t *b)
                 wire_msg_close(&m);
             }
         }
-        if (b->watch && items[3].revents)
+        if (items[3].revents)
             watch_read(b->watch, on_file_changed, b);
         now = clock_ms();
         reload_if_due(b, now);
+        if (b->services)
+            services_run(b->services, now);
         router_expire(b, now);
     }
     if (b->inflight->count > 0)

@@ -9,6 +9,8 @@
  *   router.c          the message path: decide, deliver, or answer an error
  *   broker_service.c  dst "broker": ping, list_services, stats, reload_policy
  *   policy.c          routing.lua's hooks (filter, route, on_register, ...)
+ *   services.c        the Lua services in services/, as virtual peers
+ *   lua_service.c     one Lua service: its handlers, timers and `bus` API
  *   sandbox.c         a Lua state with a memory cap and an instruction budget
  *   luamsg.c          envelopes between C and Lua (the lazy msg view)
  *   watch.c           inotify: reload what operators edit
@@ -28,6 +30,7 @@
 #include "inflight.h"
 #include "policy.h"
 #include "registry.h"
+#include "services.h"
 #include "stats.h"
 #include "watch.h"
 
@@ -44,7 +47,9 @@ typedef struct broker {
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
     uint64_t stop_deadline_ms;
     policy_t *policy;           /* NULL when running without a policy file */
-    watch_t *watch;             /* the policy's directory, for live reload */
+    services_t *services;       /* NULL when running without a services directory */
+    watch_t *watch;             /* the policy's and services' directories, for live reload */
+    int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
     uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
 } broker_t;
 

@@ -143,10 +143,12 @@ static bus_err_t check_name_field(const env_value_t *v, bool is_dst, const char 
         *why = is_dst ? "dst is not a valid name" : "src is not a valid name";
         return ERR_BAD_NAME;
     }
-    if (is_dst && (name_equals(v->ptr, v->len, "broker") || name_equals(v->ptr, v->len, "broadcast")))
+    /* A reserved src is well-formed (the broker's own messages carry
+     * src "broker"); refusing it from peers is the router's rule (N2, S1). */
+    if (!is_dst || name_equals(v->ptr, v->len, "broker") || name_equals(v->ptr, v->len, "broadcast"))
         return ERR_NONE;
     if (name_is_reserved(v->ptr, v->len)) {
-        *why = is_dst ? "dst is a reserved name" : "src is a reserved name";
+        *why = "dst is a reserved name";
         return ERR_RESERVED_NAME;
     }
     return ERR_NONE;
@@ -181,9 +183,7 @@ static bus_err_t check_fields(envelope_t *env, const char **why)
             return *why = "dst is missing", ERR_BAD_ENVELOPE;
         if ((err = check_name_field(&f[EF_DST], true, why)))
             return err;
-    } else if (!is_string_or_null_or_absent(&f[EF_DST])) {
-        return *why = "dst must be a string", ERR_BAD_ENVELOPE;
-    }
+    }   /* register/unregister: dst is not read (the seed sends "broker") */
 
     if (env->type == MT_REQUEST) {
         if (f[EF_ACTION].kind != JSON_STRING)
@@ -205,7 +205,7 @@ static bus_err_t check_fields(envelope_t *env, const char **why)
     if (!is_string_or_null_or_absent(&f[EF_TIMESTAMP]))
         return *why = "timestamp must be a string", ERR_BAD_ENVELOPE;
 
-    if (f[EF_TTL_MS].kind != JSON_ABSENT) {
+    if (env->type == MT_REQUEST && f[EF_TTL_MS].kind != JSON_ABSENT) {   /* D1 */
         long ttl = small_integer(&f[EF_TTL_MS], TTL_MS_MAX);
         if (ttl < 1)
             return *why = "ttl_ms must be an integer from 1 to 300000", ERR_BAD_ENVELOPE;

@@ -24,6 +24,7 @@ static const char *const names[ERR__COUNT] = {
     [ERR_SHUTTING_DOWN] = "shutting_down",
     [ERR_DENIED] = "denied",
     [ERR_POLICY_ERROR] = "policy_error",
+    [ERR_SERVICE_ERROR] = "service_error",
     [ERR_INTERNAL] = "internal",
 };
 

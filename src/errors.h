@@ -28,6 +28,7 @@ typedef enum {
     ERR_SHUTTING_DOWN,
     ERR_DENIED,
     ERR_POLICY_ERROR,
+    ERR_SERVICE_ERROR,
     ERR_INTERNAL,
     ERR__COUNT
 } bus_err_t;

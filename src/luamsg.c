@@ -162,6 +162,18 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
 }
 
+bool luamsg_is_view_payload(lua_State *L, int index)
+{
+    index = lua_absindex(L, index);
+    if (!lua_istable(L, index))
+        return false;
+    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    lua_getiuservalue(L, -1, 1);
+    bool same = lua_rawequal(L, -1, index);
+    lua_pop(L, 2);
+    return same;
+}
+
 void luamsg_release(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);

@@ -8,6 +8,7 @@
 #ifndef SMARTSHOP_LUAMSG_H
 #define SMARTSHOP_LUAMSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <lua.h>
@@ -19,6 +20,11 @@ void luamsg_init(lua_State *L);
 
 /* Pushes the view of `env`. Call luamsg_release() when the call returns. */
 void luamsg_push(lua_State *L, const envelope_t *env);
+
+/* True if the value at `index` is the very payload table the view decoded
+ * for this call (so a handler that returns msg.payload unchanged can have
+ * its bytes forwarded instead of re-encoded). Call before luamsg_release. */
+bool luamsg_is_view_payload(lua_State *L, int index);
 
 /* Detaches the view from the envelope it showed. */
 void luamsg_release(lua_State *L);

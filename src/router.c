@@ -12,6 +12,7 @@
 #include "log.h"
 #include "policy.h"
 #include "reply.h"
+#include "services.h"
 
 static log_ratelimit_t send_failures_limit;
 
@@ -42,20 +43,30 @@ static void free_text(void *data, void *hint)
     free(data);
 }
 
-/* Hands a message to a peer. On success the message is consumed. Returns 0,
- * or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH (gone). */
+/* Hands a message to a peer: onto the wire, or into a hosted Lua service's
+ * queue. On success the message is consumed. Returns 0, or -1 with errno
+ * EAGAIN (its queue is full) or EHOSTUNREACH (gone). */
 static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data)
 {
+    if (to->kind == PEER_LUA)
+        return services_enqueue(b->services, to, data);
     return wire_send(b->router, to, data);
 }
 
 int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_type_t type)
 {
-    if (wire_send_bytes(b->router, to, text, len) < 0) {
+    zmq_msg_t data;
+    if (zmq_msg_init_size(&data, len) < 0)
+        return -1;
+    memcpy(zmq_msg_data(&data), text, len);
+    if (deliver(b, to, &data) < 0) {
+        int why = errno;
+        zmq_msg_close(&data);
         char label[2 * PEER_ID_MAX + 3];
         log_limited(&send_failures_limit, 10, LOG_LEVEL_WARN,
                     "could not send a %s to peer %s: %s", msg_type_name(type),
-                    peer_label(to, label), zmq_strerror(errno));
+                    peer_label(to, label), zmq_strerror(why));
+        errno = why;
         return -1;
     }
     b->stats.out[type]++;
@@ -525,6 +536,11 @@ void router_handle(broker_t *b, wire_msg_t *m)
         router_send_error(b, peer, err == ERR_BAD_JSON ? NULL : &env, err, why);
         return;
     }
+    const env_value_t *src = &env.f[EF_SRC];
+    if (name_is_reserved(src->ptr, src->len)) {
+        router_send_error(b, peer, &env, ERR_RESERVED_NAME, "src is a reserved name");
+        return;
+    }
     if (env.type == MT_REGISTER) {
         handle_register(b, peer, &env);
         return;
@@ -555,6 +571,17 @@ void router_handle(broker_t *b, wire_msg_t *m)
     default:
         break;
     }
+}
+
+void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)
+{
+    wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1};
+    zmq_msg_init_size(&m.id, from->id_len);
+    memcpy(zmq_msg_data(&m.id), from->id, from->id_len);
+    zmq_msg_init_size(&m.data, len);
+    memcpy(zmq_msg_data(&m.data), text, len);
+    router_handle(b, &m);
+    wire_msg_close(&m);
 }
 
 void router_expire(broker_t *b, uint64_t now_ms)

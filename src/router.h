@@ -11,6 +11,10 @@
 /* Handles one message received on the ROUTER socket. */
 void router_handle(broker_t *b, wire_msg_t *m);
 
+/* Handles a message a hosted Lua service sends, exactly as if it had come
+ * from a remote peer on the wire (same checks, same policy hooks). */
+void router_inject(broker_t *b, peer_t *from, const char *text, size_t len);
+
 /* Answers `timeout` for every request whose deadline is <= now. */
 void router_expire(broker_t *b, uint64_t now_ms);
 

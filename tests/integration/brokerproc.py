@@ -249,10 +249,12 @@ class Peer:
     recv(timeout) -> (frames, dict): the dict is the JSON of the last frame.
     """
 
-    def __init__(self, endpoint, identity=None, sock_type=zmq.DEALER, name=None):
+    def __init__(self, endpoint, identity=None, sock_type=zmq.DEALER, name=None, options=None):
         self.endpoint = endpoint
         self.sock = context().socket(sock_type)
         self.sock.setsockopt(zmq.LINGER, 0)
+        for opt, value in (options or {}).items():  # e.g. {zmq.RCVHWM: 1}
+            self.sock.setsockopt(opt, value)
         if identity is not None:
             self.sock.setsockopt(zmq.IDENTITY,
                                  identity.encode() if isinstance(identity, str) else identity)

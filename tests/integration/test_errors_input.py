@@ -102,16 +102,23 @@ class BadJsonTest(InputTestCase):
         raw = ping_bytes(extra_text=',"kX":1').replace(b'"kX"', b'"k\xff"')
         self.assertRawError(raw, "bad_json", correlation_id=None)
 
-    def test_json_that_is_not_an_object_is_refused(self):
-        # E1 says "one JSON object"; the decisions do not say which code a
-        # well-formed non-object gets, so either of the two is accepted.
-        for raw in (b"[1,2]", b"null", b"42", b'"str"', b"true"):
+    def test_json_that_is_not_an_object_is_bad_envelope(self):
+        # E1 (docs/protocol.md): well-formed JSON that is not an object.
+        for raw in (b"[1,2]", b"null", b"42", b'"str"', b"true", b"[]"):
             with self.subTest(raw=raw):
-                p = self.peer()
-                p.send(raw)
-                _, body = p.recv()
-                self.assertIn(bp.error_code(body), ("bad_json", "bad_envelope"), bp.dump(body))
-                self.assertIsNone(body.get("correlation_id"), bp.dump(body))
+                self.assertRawError(raw, "bad_envelope", correlation_id=None)
+
+    def test_nesting_depth_64_is_accepted_and_65_is_bad_json(self):
+        # The top-level object is depth 1; the payload adds the rest.
+        p = self.peer()
+        mid = str(uuid.uuid4())
+        p.send(ping_bytes(msg_id=mid, payload_text="[" * 63 + "]" * 63))
+        _, body = p.recv()
+        self.assertEqual(body["type"], "response", "depth 64 refused: " + bp.dump(body))
+        self.assertRawError(ping_bytes(payload_text="[" * 64 + "]" * 64), "bad_json",
+                            correlation_id=None)
+        self.assertRawError(ping_bytes(payload_text='{"a":' * 64 + "1" + "}" * 64), "bad_json",
+                            correlation_id=None)
 
     def test_valid_utf8_and_whitespace_are_accepted(self):
         p = self.peer()
@@ -166,6 +173,16 @@ class TooLargeTest(InputTestCase):
 
     def test_huge_message_is_too_large(self):
         self.assertRawError(self.padded_ping(2 * 1024 * 1024), "too_large", correlation_id=None)
+
+    def test_frame_over_the_hard_ceiling_does_not_hurt_the_broker(self):
+        # E2: past max(4x the limit, 16 MiB) libzmq closes the connection
+        # instead of reading the frame. The broker must live on.
+        p = self.peer()
+        p.send(self.padded_ping(16 * 1024 * 1024 + 1024))
+        frames = p.recv_raw(1.0)
+        if frames is not None:
+            self.assertError(bp.loads(frames[-1]), "too_large", correlation_id=None)
+        self.assertStillAnswers()
 
     def test_too_large_invalid_json_is_too_large(self):
         # The broker does not read an oversize message (E2): size is checked first.
@@ -308,6 +325,38 @@ class BadEnvelopeTest(InputTestCase):
         p, body = self.send_fields(m)
         self.assertEqual(body["type"], "response", bp.dump(body))
 
+    def test_dst_of_register_is_not_checked(self):
+        for dst in ("not a name", 5, None, "broadcast"):
+            with self.subTest(dst=dst):
+                m = {"msg_id": str(uuid.uuid4()), "type": "register", "src": "reg-any-dst",
+                     "dst": dst, "action": "register"}
+                p, body = self.send_fields(m)
+                self.assertEqual(body["type"], "response", bp.dump(body))
+
+    def test_ttl_ms_is_ignored_on_other_types(self):
+        svc = self.peer(register="ttl-ignorer")
+        p = self.peer()
+        m = p.send(bp.msg("event", "ttl-sender", "ttl-ignorer", "tick", ttl_ms="soon"))
+        frames, got = svc.recv()
+        self.assertEqual(got["msg_id"], m["msg_id"])
+        p.expect_nothing(0.2)
+
+    def test_error_action_is_null_unless_plain_short_string(self):
+        # T6: the offender's action only if a non-empty string of at most
+        # 128 bytes written without escapes.
+        for action, expected in (("get_info", "get_info"), ("", None), ("a" * 129, None),
+                                 ("a" * 128, "a" * 128)):
+            with self.subTest(action=action[:10]):
+                m = self.base(dst="nobody-here", action=action)
+                p, body = self.send_fields(m)
+                self.assertError(body, "no_such_service", correlation_id=m["msg_id"],
+                                 action=expected)
+        mid = str(uuid.uuid4())
+        raw = ('{"msg_id":"%s","type":"request","src":"env-client","dst":"nobody-here",'
+               '"action":"get\\u005finfo"}' % mid).encode()
+        p, body = self.send_fields({}, raw=raw)
+        self.assertError(body, "no_such_service", correlation_id=mid, action=None)
+
     def test_error_names_offenders_src_and_action(self):
         m = self.base(ttl_ms=0, action="ping")
         p, body = self.send_fields(m)
@@ -323,7 +372,7 @@ class VersionTest(InputTestCase):
         self.assertEqual(body["type"], "response", bp.dump(body))
 
     def test_other_version_is_unsupported_version(self):
-        for v in (0, 2, 99):
+        for v in (0, 2, 99, "1", None, 1.5, [1]):
             with self.subTest(v=v):
                 p = self.peer()
                 m = p.send(bp.msg("request", "v-client", "broker", "ping", v=v))

@@ -58,11 +58,12 @@ class SignalTest(bp.BrokerTestCase):
         self.assertStopsCleanly(signal.SIGINT)
 
     # The default grace period (2000 ms) is checked by the last test; these
-    # two only need some grace, so they use a short one.
+    # only need some grace, so they use a short one.
     GRACE_ARGS = {
         "test_in_flight_request_answered_during_grace_is_delivered":
             ("--shutdown-grace-ms", "1000"),
         "test_new_request_during_grace_gets_shutting_down": ("--shutdown-grace-ms", "1000"),
+        "test_peer_connecting_during_grace_gets_shutting_down": ("--shutdown-grace-ms", "1000"),
     }
 
     def test_in_flight_request_answered_during_grace_is_delivered(self):
@@ -87,6 +88,17 @@ class SignalTest(bp.BrokerTestCase):
         time.sleep(0.2)
         late = client.request("graceful-svc", "do", src="client-b")
         _, body = client.recv_answer(late["msg_id"])
+        self.assertError(body, "shutting_down", correlation_id=late["msg_id"])
+
+    def test_peer_connecting_during_grace_gets_shutting_down(self):
+        svc = self.peer(register="graceful-svc")
+        self.peer().request("graceful-svc", "do", src="client-d")  # keeps the broker in grace
+        svc.recv()
+        self.b.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        newcomer = self.peer()
+        late = newcomer.request("graceful-svc", "do", src="newcomer")
+        _, body = newcomer.recv_answer(late["msg_id"])
         self.assertError(body, "shutting_down", correlation_id=late["msg_id"])
 
     def test_unanswered_request_gets_shutting_down_after_grace(self):

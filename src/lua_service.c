@@ -1,0 +1,534 @@
+/* lua_service: one hosted Lua service. See lua_service.h. */
+#include "lua_service.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <cjson/cJSON.h>
+
+#include "broker.h"
+#include "clock.h"
+#include "log.h"
+#include "luamsg.h"
+#include "reply.h"
+#include "router.h"
+
+enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4 };
+
+static log_ratelimit_t handler_error_limit;
+
+static void handler_failed(const lua_version_t *v, const char *what, const char *err)
+{
+    char line[1024];
+    size_t n = 0;
+    for (const char *c = err; *c && n + 4 < sizeof line; c++) {
+        if (*c == '\n') {
+            memcpy(line + n, " | ", 3);
+            n += 3;
+        } else if (*c != '\t') {
+            line[n++] = *c;
+        }
+    }
+    line[n] = '\0';
+    log_limited(&handler_error_limit, 20, LOG_LEVEL_WARN, "service %s (%s): %s failed: %s",
+                v->name, v->service->file, what, line);
+}
+
+/* --- sending: every message goes through the router like a peer's --- */
+
+/* Builds an envelope from this service and hands it to the router.
+ * `payload` is JSON text or NULL. Writes the new msg_id to `id_out`. */
+static void send_from(lua_version_t *v, const char *type, const char *dst, const char *action,
+                      const char *payload, const char *correlation_id, uint32_t ttl_ms,
+                      char id_out[37])
+{
+    lua_service_t *svc = v->service;
+    char ts[32];
+    reply_new_uuid(id_out);
+    reply_timestamp(ts);
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddStringToObject(msg, "msg_id", id_out);
+    cJSON_AddStringToObject(msg, "type", type);
+    cJSON_AddStringToObject(msg, "src", v->name);
+    if (dst && *dst)
+        cJSON_AddStringToObject(msg, "dst", dst);
+    else
+        cJSON_AddNullToObject(msg, "dst");
+    if (action && *action)
+        cJSON_AddStringToObject(msg, "action", action);
+    else
+        cJSON_AddNullToObject(msg, "action");
+    cJSON_AddItemToObject(msg, "payload", payload ? cJSON_CreateRaw(payload) : cJSON_CreateNull());
+    if (correlation_id && *correlation_id)
+        cJSON_AddStringToObject(msg, "correlation_id", correlation_id);
+    else
+        cJSON_AddNullToObject(msg, "correlation_id");
+    cJSON_AddStringToObject(msg, "timestamp", ts);
+    if (ttl_ms)
+        cJSON_AddNumberToObject(msg, "ttl_ms", ttl_ms);
+    char *text = cJSON_PrintUnformatted(msg);
+    cJSON_Delete(msg);
+    if (!text) {
+        log_error("service %s: out of memory building a %s", v->name, type);
+        return;
+    }
+    if (svc->peer)
+        router_inject(svc->broker, svc->peer, text, strlen(text));
+    cJSON_free(text);
+}
+
+/* The Lua value at `index` as JSON text (malloc'd), or NULL with a Lua
+ * error raised. */
+static char *encode_arg(lua_State *L, int index)
+{
+    if (lua_isnoneornil(L, index))
+        return NULL;
+    char err[256];
+    size_t len;
+    char *text = luamsg_encode(L, index, &len, err, sizeof err);
+    if (!text)
+        luaL_error(L, "%s", err);
+    return text;
+}
+
+/* --- the `bus` API --- */
+
+static lua_version_t *bus_version(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* Sending is for handlers and timers of the running version, not for a
+ * file's top level while it loads, nor for a version already replaced. */
+static lua_version_t *bus_sender(lua_State *L, const char *fn)
+{
+    lua_version_t *v = bus_version(L);
+    if (v->service->version != v || !v->service->peer)
+        luaL_error(L, "bus.%s can be called from handlers and timers only", fn);
+    return v;
+}
+
+static const char *check_name(lua_State *L, int index, bool allow_broadcast)
+{
+    size_t len;
+    const char *name = luaL_checklstring(L, index, &len);
+    if (allow_broadcast && strcmp(name, "broadcast") == 0)
+        return name;
+    if (!name_is_valid(name, len) && strcmp(name, "broker") != 0)
+        luaL_error(L, "'%s' is not a service name", name);
+    return name;
+}
+
+/* bus.event(dst, action, payload) -> msg_id */
+static int bus_event(lua_State *L)
+{
+    lua_version_t *v = bus_sender(L, "event");
+    const char *dst = check_name(L, 1, true);
+    const char *action = luaL_checkstring(L, 2);
+    char *payload = encode_arg(L, 3), id[37];
+    send_from(v, "event", dst, action, payload, NULL, 0, id);
+    free(payload);
+    lua_pushstring(L, id);
+    return 1;
+}
+
+/* bus.broadcast(action, payload) -> msg_id */
+static int bus_broadcast(lua_State *L)
+{
+    lua_version_t *v = bus_sender(L, "broadcast");
+    const char *action = luaL_checkstring(L, 1);
+    char *payload = encode_arg(L, 2), id[37];
+    send_from(v, "event", "broadcast", action, payload, NULL, 0, id);
+    free(payload);
+    lua_pushstring(L, id);
+    return 1;
+}
+
+/* bus.request(dst, action, payload, callback [, {timeout_ms = N}]) -> msg_id
+ * callback(payload, nil) on a response, callback(nil, err) on an error,
+ * where err = {code = "...", message = "..."}. */
+static int bus_request(lua_State *L)
+{
+    lua_version_t *v = bus_sender(L, "request");
+    const char *dst = check_name(L, 1, false);
+    const char *action = luaL_checkstring(L, 2);
+    luaL_checktype(L, 4, LUA_TFUNCTION);
+    lua_Integer timeout = v->service->broker->cfg->request_timeout_ms;
+    if (lua_istable(L, 5)) {
+        lua_getfield(L, 5, "timeout_ms");
+        if (!lua_isnil(L, -1))
+            timeout = luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+        luaL_argcheck(L, timeout >= 1 && timeout <= TTL_MS_MAX, 5, "timeout_ms must be 1..300000");
+    }
+    char *payload = encode_arg(L, 3), id[37];
+    /* filing the callback after the send is safe: answers to a Lua service
+     * are queued, and handled only after this handler returns */
+    send_from(v, "request", dst, action, payload, NULL, (uint32_t)timeout, id);
+    free(payload);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);
+    lua_pushvalue(L, 4);
+    lua_setfield(L, -2, id);
+    lua_pop(L, 1);
+    lua_pushstring(L, id);
+    return 1;
+}
+
+static int add_timer(lua_State *L, uint32_t every)
+{
+    lua_version_t *v = bus_version(L);
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, ms >= 1 && ms <= 86400000, 1, "milliseconds must be 1..86400000");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (v->timer_count == v->timer_cap) {
+        int cap = v->timer_cap ? v->timer_cap * 2 : 4;
+        if (cap > 1024)
+            return luaL_error(L, "too many timers (1024 at most)");
+        lua_timer_t *grown = realloc(v->timers, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return luaL_error(L, "out of memory");
+        v->timers = grown;
+        v->timer_cap = cap;
+    }
+    lua_pushvalue(L, 2);
+    lua_timer_t *t = &v->timers[v->timer_count++];
+    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->due_ms = clock_ms() + (uint64_t)ms;
+    t->every_ms = every ? (uint32_t)ms : 0;
+    t->id = ++v->next_timer_id;
+    lua_pushinteger(L, t->id);
+    return 1;
+}
+
+/* bus.every(ms, fn) -> timer id; bus.after(ms, fn) -> timer id */
+static int bus_every(lua_State *L) { return add_timer(L, 1); }
+static int bus_after(lua_State *L) { return add_timer(L, 0); }
+
+/* bus.cancel(timer id) -> true if it was pending */
+static int bus_cancel(lua_State *L)
+{
+    lua_version_t *v = bus_version(L);
+    lua_Integer id = luaL_checkinteger(L, 1);
+    for (int i = 0; i < v->timer_count; i++) {
+        if (v->timers[i].id == id && v->timers[i].fn_ref != LUA_NOREF) {
+            luaL_unref(L, LUA_REGISTRYINDEX, v->timers[i].fn_ref);
+            v->timers[i].fn_ref = LUA_NOREF;
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+    }
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
+/* bus.now_ms() -> a monotonic clock in milliseconds */
+static int bus_now_ms(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)clock_ms());
+    return 1;
+}
+
+static void open_bus(lua_State *L, lua_version_t *v)
+{
+    static const luaL_Reg fns[] = {
+        {"event", bus_event},   {"broadcast", bus_broadcast}, {"request", bus_request},
+        {"every", bus_every},   {"after", bus_after},         {"cancel", bus_cancel},
+        {"now_ms", bus_now_ms}, {NULL, NULL},
+    };
+    lua_newtable(L);
+    lua_pushlightuserdata(L, v);
+    luaL_setfuncs(L, fns, 1);
+    lua_setglobal(L, "bus");
+}
+
+/* --- loading --- */
+
+/* "inventory.lua" -> "inventory"; false if too long for a name. */
+static bool name_from_file(const char *file, char out[NAME_MAX_LEN + 1])
+{
+    const char *dot = strrchr(file, '.');
+    size_t len = dot ? (size_t)(dot - file) : strlen(file);
+    if (len > NAME_MAX_LEN)
+        return false;
+    memcpy(out, file, len);
+    out[len] = '\0';
+    return true;
+}
+
+lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
+                                char *err, size_t errlen)
+{
+    char label[200];
+    snprintf(label, sizeof label, "service %s", svc->file);
+    lua_version_t *v = calloc(1, sizeof *v);
+    if (!v || !(v->sandbox = sandbox_new(label, limits))) {
+        snprintf(err, errlen, "%s: out of memory", svc->path);
+        free(v);
+        return NULL;
+    }
+    v->service = svc;
+    v->table_ref = v->pending_ref = LUA_NOREF;
+    lua_State *L = v->sandbox->L;
+    luamsg_init(L);
+    lua_newtable(L);
+    v->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    open_bus(L, v);
+
+    if (luaL_loadfilex(L, svc->path, "t") != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        goto fail;
+    }
+    if (sandbox_call(v->sandbox, 0, 1, err, errlen) < 0)
+        goto fail;
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: must return a service table (see docs/lua-services.md)", svc->path);
+        goto fail;
+    }
+    lua_getfield(L, -1, "name");
+    if (lua_isnil(L, -1)) {
+        if (!name_from_file(svc->file, v->name)) {
+            snprintf(err, errlen, "%s: file name too long for a service name: set name", svc->path);
+            goto fail;
+        }
+    } else if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) <= NAME_MAX_LEN) {
+        snprintf(v->name, sizeof v->name, "%s", lua_tostring(L, -1));
+    } else {
+        snprintf(err, errlen, "%s: name must be a string of at most %d characters", svc->path, NAME_MAX_LEN);
+        goto fail;
+    }
+    lua_pop(L, 1);
+    if (!name_is_valid(v->name, strlen(v->name)) || name_is_reserved(v->name, strlen(v->name))) {
+        snprintf(err, errlen, "%s: '%s' is not a name a service may register", svc->path, v->name);
+        goto fail;
+    }
+    static const struct { const char *name; unsigned bit; } handlers[] = {
+        {"on_request", ON_REQUEST}, {"on_event", ON_EVENT}, {"on_broadcast", ON_BROADCAST},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        int t = lua_getfield(L, -1, handlers[i].name);
+        lua_pop(L, 1);
+        if (t == LUA_TFUNCTION)
+            v->handlers |= handlers[i].bit;
+        else if (t != LUA_TNIL) {
+            snprintf(err, errlen, "%s: %s must be a function", svc->path, handlers[i].name);
+            goto fail;
+        }
+    }
+    lua_getglobal(L, "bus");
+    lua_pushstring(L, v->name);
+    lua_setfield(L, -2, "name");
+    lua_pop(L, 1);
+    v->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return v;
+fail:
+    lua_version_free(&v);
+    return NULL;
+}
+
+void lua_version_free(lua_version_t **self_p)
+{
+    lua_version_t *v = *self_p;
+    if (!v)
+        return;
+    sandbox_free(&v->sandbox);
+    free(v->timers);
+    free(v);
+    *self_p = NULL;
+}
+
+/* --- handling messages --- */
+
+/* Pushes handler `name` of the service table; false if it has none. */
+static bool push_handler(lua_version_t *v, const char *name)
+{
+    lua_State *L = v->sandbox->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+    if (lua_isfunction(L, -1))
+        return true;
+    lua_pop(L, 1);
+    return false;
+}
+
+static void answer_error(lua_version_t *v, const envelope_t *env, const char *code, const char *text)
+{
+    char dst[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1], id[37];
+    reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
+    reply_copy_plain(action, sizeof action, &env->f[EF_ACTION]);
+    reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "code", code);
+    cJSON_AddStringToObject(payload, "message", text);
+    char *json = cJSON_PrintUnformatted(payload);
+    cJSON_Delete(payload);
+    send_from(v, "error", dst, action, json, corr, 0, id);
+    cJSON_free(json);
+}
+
+/* on_request(msg) -> payload | nil, message [, code] */
+static void handle_request(lua_version_t *v, const envelope_t *env)
+{
+    lua_State *L = v->sandbox->L;
+    char err[1024];
+    if (!(v->handlers & ON_REQUEST) || !push_handler(v, "on_request")) {
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "this service takes no requests (no on_request)");
+        return;
+    }
+    luamsg_push(L, env);
+    if (sandbox_call(v->sandbox, 1, 3, err, sizeof err) < 0) {
+        luamsg_release(L);
+        handler_failed(v, "on_request", err);
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service failed while handling the request");
+        return;
+    }
+    if (lua_isnil(L, -3) && lua_type(L, -2) == LUA_TSTRING) {
+        const char *code = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : bus_err_name(ERR_SERVICE_ERROR);
+        answer_error(v, env, code, lua_tostring(L, -2));
+        luamsg_release(L);
+        lua_pop(L, 3);
+        return;
+    }
+    /* the response's payload: the request's own bytes if the handler gave
+     * back msg.payload untouched, else the returned value encoded */
+    char *payload = NULL;
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    if (luamsg_is_view_payload(L, -3) && p->kind != JSON_STRING) {
+        payload = malloc(p->len + 1);
+        if (payload) {
+            memcpy(payload, p->ptr, p->len);
+            payload[p->len] = '\0';
+        }
+    } else if (!lua_isnil(L, -3)) {
+        size_t len;
+        payload = luamsg_encode(L, -3, &len, err, sizeof err);
+        if (!payload) {
+            luamsg_release(L);
+            lua_pop(L, 3);
+            handler_failed(v, "on_request", err);
+            answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service returned a value that is not JSON");
+            return;
+        }
+    }
+    luamsg_release(L);
+    lua_pop(L, 3);
+    char dst[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1], id[37];
+    reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
+    reply_copy_plain(action, sizeof action, &env->f[EF_ACTION]);
+    reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
+    send_from(v, "response", dst, action, payload, corr, 0, id);
+    free(payload);
+}
+
+/* on_event(msg) / on_broadcast(msg): nothing to answer. */
+static void handle_event(lua_version_t *v, const envelope_t *env)
+{
+    bool broadcast = env_equals(&env->f[EF_DST], "broadcast");
+    const char *name = broadcast && (v->handlers & ON_BROADCAST) ? "on_broadcast" : "on_event";
+    if (!push_handler(v, name))
+        return;
+    lua_State *L = v->sandbox->L;
+    char err[1024];
+    luamsg_push(L, env);
+    if (sandbox_call(v->sandbox, 1, 0, err, sizeof err) < 0)
+        handler_failed(v, name, err);
+    luamsg_release(L);
+}
+
+/* A response or error for a request this service sent: its callback. */
+static void handle_answer(lua_version_t *v, const envelope_t *env)
+{
+    lua_State *L = v->sandbox->L;
+    char corr[MSG_ID_MAX_LEN + 1];
+    reply_copy_plain(corr, sizeof corr, &env->f[EF_CORRELATION_ID]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);
+    lua_getfield(L, -1, corr);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        if (env->type == MT_ERROR && log_enabled(LOG_LEVEL_WARN)) {
+            /* e.g. the broker refusing this service's registration */
+            log_warn("service %s: error from %.*s: %.*s", v->name, (int)env->f[EF_SRC].len,
+                     env->f[EF_SRC].ptr, (int)env->f[EF_PAYLOAD].len, env->f[EF_PAYLOAD].ptr);
+        }
+        return;
+    }
+    lua_pushnil(L);
+    lua_setfield(L, -3, corr);              /* answered: forget the callback */
+    lua_remove(L, -2);
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
+    size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
+    if (env->type == MT_RESPONSE) {
+        if (p->kind == JSON_ABSENT)
+            lua_pushnil(L);
+        else
+            luamsg_push_decoded(L, from, len);
+        lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+        if (p->kind == JSON_ABSENT)
+            lua_newtable(L);
+        else
+            luamsg_push_decoded(L, from, len);
+    }
+    char err[1024];
+    if (sandbox_call(v->sandbox, 2, 0, err, sizeof err) < 0)
+        handler_failed(v, "a request callback", err);
+}
+
+void lua_service_handle(lua_service_t *svc, const envelope_t *env)
+{
+    lua_version_t *v = svc->version;
+    switch (env->type) {
+    case MT_REQUEST: handle_request(v, env); break;
+    case MT_EVENT: handle_event(v, env); break;
+    case MT_RESPONSE:
+    case MT_ERROR: handle_answer(v, env); break;
+    default: break;
+    }
+}
+
+/* --- timers --- */
+
+void lua_service_run_timers(lua_service_t *svc, uint64_t now_ms)
+{
+    lua_version_t *v = svc->version;
+    lua_State *L = v->sandbox->L;
+    /* by index: a callback may add timers (and move the array) */
+    for (int i = 0; i < v->timer_count && svc->version == v; i++) {
+        if (v->timers[i].fn_ref == LUA_NOREF || v->timers[i].due_ms > now_ms)
+            continue;
+        int ref = v->timers[i].fn_ref;
+        if (v->timers[i].every_ms) {
+            v->timers[i].due_ms += v->timers[i].every_ms;
+            if (v->timers[i].due_ms <= now_ms)
+                v->timers[i].due_ms = now_ms + v->timers[i].every_ms;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        } else {
+            v->timers[i].fn_ref = LUA_NOREF;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+            luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        }
+        char err[1024];
+        if (sandbox_call(v->sandbox, 0, 0, err, sizeof err) < 0)
+            handler_failed(v, "a timer", err);
+    }
+    /* drop fired and cancelled timers */
+    int kept = 0;
+    for (int i = 0; i < v->timer_count; i++)
+        if (v->timers[i].fn_ref != LUA_NOREF)
+            v->timers[kept++] = v->timers[i];
+    v->timer_count = kept;
+}
+
+uint64_t lua_service_next_timer(const lua_service_t *svc)
+{
+    uint64_t next = UINT64_MAX;
+    const lua_version_t *v = svc->version;
+    for (int i = 0; v && i < v->timer_count; i++)
+        if (v->timers[i].fn_ref != LUA_NOREF && v->timers[i].due_ms < next)
+            next = v->timers[i].due_ms;
+    return next;
+}

@@ -1,0 +1,68 @@
+/* lua_service: one service written in Lua (services/NAME.lua), hosted by
+ * the broker as a virtual peer (docs/lua-services.md).
+ *
+ * Owns the service's sandboxed state, its handlers (on_request, on_event,
+ * on_broadcast), its timers and its pending outgoing requests, and the
+ * `bus` API it calls. A loaded version is replaced as a whole on reload.
+ * Sends through router_inject(), so what a Lua service sends passes the
+ * same checks and policy hooks as anything from the wire. */
+#ifndef SMARTSHOP_LUA_SERVICE_H
+#define SMARTSHOP_LUA_SERVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "envelope.h"
+#include "names.h"
+#include "sandbox.h"
+
+struct broker;
+struct peer;
+
+typedef struct lua_timer {
+    uint64_t due_ms;
+    uint32_t every_ms;           /* 0: once */
+    int fn_ref;                  /* LUA_NOREF once cancelled or fired */
+    int id;
+} lua_timer_t;
+
+/* One loaded version of a service file. */
+typedef struct lua_version {
+    struct lua_service *service; /* the service it belongs (or will belong) to */
+    sandbox_t *sandbox;
+    char name[NAME_MAX_LEN + 1];
+    int table_ref;               /* the table the file returned */
+    int pending_ref;             /* msg_id -> callback of requests it sent */
+    unsigned handlers;           /* which on_* the table defines */
+    lua_timer_t *timers;
+    int timer_count, timer_cap, next_timer_id;
+} lua_version_t;
+
+typedef struct lua_service {
+    struct broker *broker;
+    char path[512];
+    char file[128];              /* its file name in the services directory */
+    struct peer *peer;           /* its virtual peer (NULL until registered) */
+    lua_version_t *version;      /* the running version */
+    uint32_t queued;             /* messages waiting for it */
+    struct lua_service *next;
+} lua_service_t;
+
+/* Loads `path` into a new version for `svc`. Returns NULL with
+ * "file:line: error" in `err` if the file does not load or does not
+ * return a service table. */
+lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
+                                char *err, size_t errlen);
+void lua_version_free(lua_version_t **self_p);
+
+/* Handles one message delivered to the service (a request, an event or
+ * broadcast, or the answer to a request it sent). */
+void lua_service_handle(lua_service_t *svc, const envelope_t *env);
+
+/* Runs the timers that are due. */
+void lua_service_run_timers(lua_service_t *svc, uint64_t now_ms);
+
+/* The earliest timer, or UINT64_MAX. */
+uint64_t lua_service_next_timer(const lua_service_t *svc);
+
+#endif

@@ -1,0 +1,290 @@
+/* services: the Lua services host. See services.h. */
+#include "services.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "clock.h"
+#include "log.h"
+#include "reply.h"
+#include "router.h"
+
+#define RELOAD_DELAY_MS 100
+
+services_t *services_new(broker_t *b, const char *dir, sandbox_limits_t limits,
+                         uint32_t queue_limit)
+{
+    services_t *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        return NULL;
+    }
+    s->broker = b;
+    s->limits = limits;
+    s->queue_limit = queue_limit;
+    return s;
+}
+
+static bool is_service_file(const char *file)
+{
+    size_t n = strlen(file);
+    return n > 4 && n < 128 && file[0] != '.' && strcmp(file + n - 4, ".lua") == 0;
+}
+
+static lua_service_t *find_by_file(services_t *s, const char *file)
+{
+    for (lua_service_t *svc = s->list; svc; svc = svc->next)
+        if (strcmp(svc->file, file) == 0)
+            return svc;
+    return NULL;
+}
+
+/* Sends a register or unregister for the service's name, through the
+ * router like any peer's: policies' on_register hooks apply. */
+static void send_registration(lua_service_t *svc, const char *type, const char *name)
+{
+    cJSON *msg = cJSON_CreateObject();
+    char id[37], ts[32];
+    reply_new_uuid(id);
+    reply_timestamp(ts);
+    cJSON_AddStringToObject(msg, "msg_id", id);
+    cJSON_AddStringToObject(msg, "type", type);
+    cJSON_AddStringToObject(msg, "src", name);
+    cJSON_AddStringToObject(msg, "dst", "broker");
+    cJSON_AddStringToObject(msg, "action", type);
+    cJSON_AddStringToObject(msg, "timestamp", ts);
+    char *text = cJSON_PrintUnformatted(msg);
+    cJSON_Delete(msg);
+    if (text)
+        router_inject(svc->broker, svc->peer, text, strlen(text));
+    cJSON_free(text);
+}
+
+/* Drops a service: its registrations go, requests handed to it get
+ * service_gone, messages queued for it are dropped when reached. */
+static void drop_service(services_t *s, lua_service_t *svc)
+{
+    for (lua_service_t **p = &s->list; *p; p = &(*p)->next) {
+        if (*p == svc) {
+            *p = svc->next;
+            break;
+        }
+    }
+    if (svc->peer)
+        router_peer_gone(s->broker, svc->peer);
+    lua_version_free(&svc->version);
+    free(svc);
+}
+
+/* Loads (or reloads) one file. A version that fails to load leaves the
+ * running one, if any, in place. */
+static void load_file(services_t *s, const char *file)
+{
+    lua_service_t *svc = find_by_file(s, file);
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", s->dir, file);
+    if (access(path, F_OK) != 0) {
+        if (svc) {
+            log_info("service %s (%s): file removed; unregistering", svc->version->name, file);
+            drop_service(s, svc);
+        }
+        return;
+    }
+    bool is_new = svc == NULL;
+    if (is_new) {
+        svc = calloc(1, sizeof *svc);
+        if (!svc) {
+            log_error("service %s: out of memory", file);
+            return;
+        }
+        svc->broker = s->broker;
+        snprintf(svc->file, sizeof svc->file, "%s", file);
+        snprintf(svc->path, sizeof svc->path, "%s", path);
+    }
+    char err[1024];
+    lua_version_t *fresh = lua_version_load(svc, s->limits, err, sizeof err);
+    if (!fresh) {
+        if (is_new) {
+            log_error("service %s not loaded: %s", file, err);
+            free(svc);
+        } else {
+            log_error("service %s refused, the previous version keeps running: %s", file, err);
+        }
+        return;
+    }
+    lua_version_t *old = svc->version;
+    svc->version = fresh;
+    if (is_new) {
+        char id[PEER_ID_MAX];
+        int n = snprintf(id, sizeof id, "lua:%s", file);
+        svc->peer = registry_add_peer(s->broker->registry, id, (size_t)n, PEER_LUA, -1);
+        if (!svc->peer) {
+            log_error("service %s: cannot add its peer", file);
+            lua_version_free(&svc->version);
+            free(svc);
+            return;
+        }
+        svc->peer->host = svc;
+        svc->next = s->list;
+        s->list = svc;
+        send_registration(svc, "register", fresh->name);
+        log_info("service %s loaded from %s", fresh->name, file);
+        return;
+    }
+    if (strcmp(old->name, fresh->name) != 0) {
+        send_registration(svc, "unregister", old->name);
+        send_registration(svc, "register", fresh->name);
+    }
+    lua_version_free(&old);
+    log_info("service %s reloaded from %s", fresh->name, file);
+}
+
+int services_load_all(services_t *s)
+{
+    DIR *dir = opendir(s->dir);
+    if (!dir) {
+        log_warn("services directory %s: %s", s->dir, strerror(errno));
+        return 0;
+    }
+    int loaded = 0;
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        if (!is_service_file(entry->d_name))
+            continue;
+        load_file(s, entry->d_name);
+        loaded += find_by_file(s, entry->d_name) != NULL;
+    }
+    closedir(dir);
+    return loaded;
+}
+
+void services_free(services_t **self_p)
+{
+    services_t *s = *self_p;
+    if (!s)
+        return;
+    while (s->list)
+        drop_service(s, s->list);
+    while (s->head) {
+        queued_msg_t *q = s->head;
+        s->head = q->next;
+        zmq_msg_close(&q->data);
+        free(q);
+    }
+    free(s->dir);
+    free(s);
+    *self_p = NULL;
+}
+
+int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data)
+{
+    lua_service_t *svc = to->host;
+    if (svc->queued >= s->queue_limit) {
+        errno = EAGAIN;
+        return -1;
+    }
+    queued_msg_t *q = malloc(sizeof *q);
+    if (!q) {
+        errno = EAGAIN;
+        return -1;
+    }
+    q->next = NULL;
+    zmq_msg_init(&q->data);
+    zmq_msg_move(&q->data, data);
+    memcpy(q->to, to->id, to->id_len);
+    q->to_len = to->id_len;
+    if (s->tail)
+        s->tail->next = q;
+    else
+        s->head = q;
+    s->tail = q;
+    svc->queued++;
+    return 0;
+}
+
+void services_file_changed(services_t *s, const char *file)
+{
+    if (!is_service_file(file))
+        return;
+    uint64_t due = clock_ms() + RELOAD_DELAY_MS;
+    for (int i = 0; i < s->pending_count; i++)
+        if (strcmp(s->pending[i].file, file) == 0)
+            return;                         /* already due: one reload covers it */
+    if (s->pending_count == SERVICES_MAX_PENDING_FILES) {
+        log_warn("services: too many changes at once; %s reloads on the next change", file);
+        return;
+    }
+    snprintf(s->pending[s->pending_count].file, sizeof s->pending[0].file, "%s", file);
+    s->pending[s->pending_count].due_ms = due;
+    s->pending_count++;
+}
+
+/* One queued message: to its service, if that is still there. */
+static void deliver_queued(services_t *s, queued_msg_t *q)
+{
+    peer_t *peer = registry_find_peer(s->broker->registry, q->to, q->to_len);
+    if (!peer || peer->kind != PEER_LUA)
+        return;                             /* dropped meanwhile: already answered */
+    lua_service_t *svc = peer->host;
+    svc->queued--;
+    envelope_t env;
+    const char *why;
+    if (envelope_parse(&env, zmq_msg_data(&q->data), zmq_msg_size(&q->data), &why) != ERR_NONE) {
+        log_error("service %s: got a message the broker should have refused: %s",
+                  svc->version->name, why ? why : "");
+        return;
+    }
+    lua_service_handle(svc, &env);
+}
+
+void services_run(services_t *s, uint64_t now_ms)
+{
+    /* only what waits now: messages the handlers send are for the next run */
+    queued_msg_t *last = s->tail;
+    while (s->head) {
+        queued_msg_t *q = s->head;
+        s->head = q->next;
+        if (!s->head)
+            s->tail = NULL;
+        deliver_queued(s, q);
+        zmq_msg_close(&q->data);
+        bool was_last = q == last;
+        free(q);
+        if (was_last)
+            break;
+    }
+    for (lua_service_t *svc = s->list; svc; svc = svc->next)
+        if (lua_service_next_timer(svc) <= now_ms)
+            lua_service_run_timers(svc, now_ms);
+    for (int i = 0; i < s->pending_count;) {
+        if (s->pending[i].due_ms > now_ms) {
+            i++;
+            continue;
+        }
+        char file[128];
+        snprintf(file, sizeof file, "%s", s->pending[i].file);
+        s->pending[i] = s->pending[--s->pending_count];
+        load_file(s, file);
+    }
+}
+
+uint64_t services_next_due(const services_t *s)
+{
+    if (s->head)
+        return 0;
+    uint64_t next = UINT64_MAX;
+    for (const lua_service_t *svc = s->list; svc; svc = svc->next) {
+        uint64_t t = lua_service_next_timer(svc);
+        if (t < next)
+            next = t;
+    }
+    for (int i = 0; i < s->pending_count; i++)
+        if (s->pending[i].due_ms < next)
+            next = s->pending[i].due_ms;
+    return next;
+}

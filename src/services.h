@@ -1,0 +1,69 @@
+/* services: the host of the Lua services in services/ (issue 4).
+ *
+ * Owns the directory's services, loading, reloading and dropping them as
+ * their files change, and the queue of messages delivered to them. A
+ * message for a Lua service is queued, never handled inside the call that
+ * delivered it, so no Lua state is ever re-entered and a service that
+ * messages another (or itself) cannot recurse. */
+#ifndef SMARTSHOP_SERVICES_H
+#define SMARTSHOP_SERVICES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <zmq.h>
+
+#include "lua_service.h"
+#include "registry.h"
+#include "sandbox.h"
+
+struct broker;
+
+typedef struct queued_msg {
+    struct queued_msg *next;
+    zmq_msg_t data;
+    uint8_t to[PEER_ID_MAX];     /* by identity: the service may be gone by then */
+    uint8_t to_len;
+} queued_msg_t;
+
+#define SERVICES_MAX_PENDING_FILES 32
+
+typedef struct services {
+    struct broker *broker;
+    char *dir;
+    sandbox_limits_t limits;
+    uint32_t queue_limit;        /* messages waiting for one service, at most */
+    lua_service_t *list;
+    queued_msg_t *head, *tail;
+    struct {
+        char file[128];
+        uint64_t due_ms;
+    } pending[SERVICES_MAX_PENDING_FILES];   /* changed files, reloaded shortly */
+    int pending_count;
+} services_t;
+
+services_t *services_new(struct broker *b, const char *dir, sandbox_limits_t limits,
+                         uint32_t queue_limit);
+/* Drops every service (unregistering it) and frees the host. */
+void services_free(services_t **self_p);
+
+/* Loads every *.lua in the directory. A file that does not load is logged
+ * and skipped. Returns how many loaded. */
+int services_load_all(services_t *s);
+
+/* Queues `data` for the Lua service `to`; consumes it on success. Returns
+ * 0, or -1 with errno EAGAIN when that service's queue is full. */
+int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data);
+
+/* A file in the directory changed: (re)load or drop it shortly. */
+void services_file_changed(services_t *s, const char *file);
+
+/* Runs the queued messages (those waiting when called), due timers and
+ * due reloads. */
+void services_run(services_t *s, uint64_t now_ms);
+
+/* When services_run has work next: 0 if messages wait, else the earliest
+ * timer or reload, or UINT64_MAX. */
+uint64_t services_next_due(const services_t *s);
+
+#endif
