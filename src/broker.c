@@ -192,9 +192,10 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
     b->started_ms = clock_ms();
     b->registry = registry_new();
     b->inflight = inflight_table_new(cfg->max_inflight);
+    b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes);
     b->zmq_ctx = zmq_ctx_new();
     b->watch = watch_new();
-    if (!b->registry || !b->inflight || !b->zmq_ctx || !b->watch) {
+    if (!b->registry || !b->inflight || !b->dead || !b->zmq_ctx || !b->watch) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -234,6 +235,7 @@ void broker_free(broker_t **self_p)
     if (b->signal_fd >= 0)
         close(b->signal_fd);
     inflight_table_free(&b->inflight);
+    deadletters_free(&b->dead);
     policy_free(&b->policy);
     watch_free(&b->watch);
     registry_free(&b->registry);

@@ -17,6 +17,7 @@
  *   registry.c        peers (connections) and the names they hold
  *   inflight.c        requests handed out and not yet answered
  *   reply.c           messages the broker itself makes (cJSON)
+ *   deadletter.c      refused and undelivered messages, for list and replay
  *   names.c errors.c log.c    small shared rules
  *
  * Everything runs on one thread; the event loop never blocks on a peer. */
@@ -27,6 +28,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "deadletter.h"
 #include "inflight.h"
 #include "policy.h"
 #include "registry.h"
@@ -42,6 +44,7 @@ typedef struct broker {
     int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
     registry_t *registry;
     inflight_table_t *inflight;
+    deadletters_t *dead;        /* refused and undelivered messages */
     stats_t stats;
     uint64_t started_ms;
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */

@@ -1,13 +1,14 @@
 /* broker_service: dst "broker" (protocol B1). See broker_service.h. */
 #include "broker_service.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "reply.h"
 #include "router.h"
 
-static cJSON *ping(broker_t *b, peer_t *peer)
+static cJSON *ping(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     (void)b;
     cJSON *payload = cJSON_CreateObject();
@@ -18,7 +19,7 @@ static cJSON *ping(broker_t *b, peer_t *peer)
     return payload;
 }
 
-static cJSON *list_services(broker_t *b, peer_t *peer)
+static cJSON *list_services(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     cJSON *payload = cJSON_CreateObject();
@@ -42,7 +43,7 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
             cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
 }
 
-static cJSON *stats(broker_t *b, peer_t *peer)
+static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     const stats_t *s = &b->stats;
@@ -68,7 +69,7 @@ static cJSON *stats(broker_t *b, peer_t *peer)
 
 /* reload_policy: the policy file again, now. A refused version comes back
  * as {"status": "error", "message": "file:line: ..."}; the old one runs on. */
-static cJSON *reload_policy(broker_t *b, peer_t *peer)
+static cJSON *reload_policy(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     char err[512];
@@ -85,9 +86,70 @@ static cJSON *reload_policy(broker_t *b, peer_t *peer)
     return payload;
 }
 
+static cJSON *status_error(cJSON *payload, const char *message)
+{
+    cJSON_AddStringToObject(payload, "status", "error");
+    cJSON_AddStringToObject(payload, "message", message);
+    return payload;
+}
+
+/* The request's payload field `key` as a non-negative integer, or -1. */
+static double payload_number(const envelope_t *env, const char *key)
+{
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    if (p->kind != JSON_OBJECT)
+        return -1;
+    cJSON *obj = cJSON_ParseWithLength(p->ptr, p->len);
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    double n = cJSON_IsNumber(item) && item->valuedouble >= 0 ? item->valuedouble : -1;
+    cJSON_Delete(obj);
+    return n;
+}
+
+/* dead_letters {"limit": N}: the newest letters, newest first. */
+static cJSON *dead_letters(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    double limit = payload_number(env, "limit");
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON_AddNumberToObject(payload, "count", (double)b->dead->count);
+    cJSON_AddNumberToObject(payload, "evicted", (double)b->dead->dropped);
+    cJSON_AddItemToObject(payload, "dead_letters",
+                          deadletters_list(b->dead, limit < 0 ? 100 : (size_t)limit));
+    return payload;
+}
+
+/* replay {"id": N}: the letter's message again, as if its sender sent it
+ * now, through the whole path; only while that connection is there. */
+static cJSON *replay(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    cJSON *payload = cJSON_CreateObject();
+    double id = payload_number(env, "id");
+    const deadletter_t *d = id < 0 ? NULL : deadletters_find(b->dead, (uint64_t)id);
+    if (!d)
+        return status_error(payload, "no dead letter has that id (see dead_letters)");
+    if (!d->bytes)
+        return status_error(payload, "only the envelope of that letter was kept: nothing to replay");
+    peer_t *from = registry_find_peer(b->registry, d->from, d->from_len);
+    if (!from)
+        return status_error(payload, "the connection that sent it is gone");
+    char *bytes = malloc(d->len);      /* the ring may change while it is routed */
+    if (!bytes)
+        return status_error(payload, "out of memory");
+    memcpy(bytes, d->bytes, d->len);
+    size_t len = d->len;
+    router_inject(b, from, bytes, len);
+    free(bytes);
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON_AddNumberToObject(payload, "replayed", id);
+    return payload;
+}
+
 typedef struct {
     const char *name;
-    cJSON *(*run)(broker_t *b, peer_t *peer);
+    cJSON *(*run)(broker_t *b, peer_t *peer, const envelope_t *env);
 } action_t;
 
 static const action_t actions[] = {
@@ -95,6 +157,8 @@ static const action_t actions[] = {
     {"list_services", list_services},
     {"stats", stats},
     {"reload_policy", reload_policy},
+    {"dead_letters", dead_letters},
+    {"replay", replay},
 };
 
 void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
@@ -107,7 +171,7 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
         reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
         reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
         size_t len = 0;
-        char *text = reply_response(dst, actions[i].name, corr, actions[i].run(b, peer), &len);
+        char *text = reply_response(dst, actions[i].name, corr, actions[i].run(b, peer, env), &len);
         if (!text) {
             router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
             return;
@@ -117,5 +181,5 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
         return;
     }
     router_send_error(b, peer, env, ERR_UNKNOWN_ACTION,
-                      "the broker's actions are ping, list_services, stats and reload_policy");
+                      "the broker's actions are ping, list_services, stats, reload_policy, dead_letters and replay");
 }

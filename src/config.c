@@ -43,6 +43,11 @@ static const setting_t settings[] = {
     UINT_SETTING("heartbeat_timeout_ms", heartbeat_timeout_ms, 100, 600000),
     UINT_SETTING("lua_memory_limit", lua_memory_limit, 1ul << 20, 4096ul << 20),
     UINT_SETTING("lua_instruction_limit", lua_instruction_limit, 10000, 1000000000),
+    UINT_SETTING("max_peers", max_peers, 1, 10000000),
+    UINT_SETTING("max_names_per_peer", max_names_per_peer, 1, 100000),
+    UINT_SETTING("max_services", max_services, 1, 10000000),
+    UINT_SETTING("dead_letters", dead_letters, 1, 10000000),
+    UINT_SETTING("dead_letter_bytes", dead_letter_bytes, 0, 4096ul << 20),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -67,6 +72,11 @@ static const char usage[] =
     "      --lua-memory-limit N    bytes each Lua state may use (default 67108864)\n"
     "      --lua-instruction-limit N  Lua instructions per hook or handler call\n"
     "                              (default 1000000)\n"
+    "      --max-peers N           connections known at once (default 100000)\n"
+    "      --max-names-per-peer N  names one connection may register (default 64)\n"
+    "      --max-services N        distinct registered names (default 100000)\n"
+    "      --dead-letters N        refused or undelivered messages kept (default 1000)\n"
+    "      --dead-letter-bytes N   message bytes the dead letters keep (default 16777216)\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
     "\n"
@@ -88,6 +98,11 @@ static void set_defaults(config_t *cfg)
     cfg->heartbeat_timeout_ms = 3000;
     cfg->lua_memory_limit = 64ul << 20;
     cfg->lua_instruction_limit = 1000000;
+    cfg->max_peers = 100000;
+    cfg->max_names_per_peer = 64;
+    cfg->max_services = 100000;
+    cfg->dead_letters = 1000;
+    cfg->dead_letter_bytes = 16ul << 20;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -275,6 +290,11 @@ static const struct option long_options[] = {
     {"heartbeat-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
     {"lua-memory-limit", required_argument, 0, OPT_FIRST_LONG},
     {"lua-instruction-limit", required_argument, 0, OPT_FIRST_LONG},
+    {"max-peers", required_argument, 0, OPT_FIRST_LONG},
+    {"max-names-per-peer", required_argument, 0, OPT_FIRST_LONG},
+    {"max-services", required_argument, 0, OPT_FIRST_LONG},
+    {"dead-letters", required_argument, 0, OPT_FIRST_LONG},
+    {"dead-letter-bytes", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

@@ -31,6 +31,11 @@ typedef struct {
     int heartbeat_timeout_ms;
     size_t lua_memory_limit;    /* bytes per Lua state (policy, each service) */
     size_t lua_instruction_limit; /* VM instructions per hook or handler call */
+    size_t max_peers;           /* connections known at once */
+    size_t max_names_per_peer;
+    size_t max_services;        /* distinct registered names */
+    size_t dead_letters;        /* dead-letter ring: letters kept */
+    size_t dead_letter_bytes;   /* dead-letter ring: message bytes kept */
 } config_t;
 
 typedef enum {

@@ -25,6 +25,7 @@ static const char *const names[ERR__COUNT] = {
     [ERR_DENIED] = "denied",
     [ERR_POLICY_ERROR] = "policy_error",
     [ERR_SERVICE_ERROR] = "service_error",
+    [ERR_LIMIT_EXCEEDED] = "limit_exceeded",
     [ERR_INTERNAL] = "internal",
 };
 

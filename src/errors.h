@@ -29,6 +29,7 @@ typedef enum {
     ERR_DENIED,
     ERR_POLICY_ERROR,
     ERR_SERVICE_ERROR,
+    ERR_LIMIT_EXCEEDED,
     ERR_INTERNAL,
     ERR__COUNT
 } bus_err_t;

@@ -96,12 +96,15 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
         log_debug("error %s to peer %s: %s", bus_err_name(code), peer_label(to, label),
                   why ? why : "");
     }
+    if (about && about->type != MT_NONE)
+        deadletters_add(b->dead, code, to, about, NULL, NULL, NULL);
     send_error_text(b, to, text, len, about ? about->type : MT_NONE, code);
 }
 
 /* An error to the requester of a request in flight (timeout, service_gone). */
 static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
 {
+    deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->action);
     if (!rec->requester)
         return;
     size_t len = 0;
@@ -164,6 +167,13 @@ static peer_t *peer_of_message(broker_t *b, const wire_msg_t *m)
             registry_set_fd(b->registry, peer, m->fd);
         }
     }
+    if (!peer && (size_t)b->registry->peer_count >= b->cfg->max_peers) {
+        /* answered from a record on the stack: the table stays bounded */
+        peer_t stranger = {.id_len = (uint8_t)id_len, .delimiter = m->delimiter, .fd = -1};
+        memcpy(stranger.id, id, id_len);
+        router_send_error(b, &stranger, NULL, ERR_LIMIT_EXCEEDED, "the broker has as many connections as it may");
+        return NULL;
+    }
     if (!peer)
         peer = registry_add_peer(b->registry, id, id_len, PEER_REMOTE, m->fd);
     return peer;
@@ -214,6 +224,15 @@ static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
                               verdict == POLICY_REJECT ? reason : "the policy's on_register hook failed");
             return;
         }
+    }
+    if ((size_t)peer->name_count >= b->cfg->max_names_per_peer) {
+        router_send_error(b, peer, env, ERR_LIMIT_EXCEEDED, "this connection holds as many names as it may");
+        return;
+    }
+    if (!registry_find_service(b->registry, name->ptr, name->len) &&
+        (size_t)HASH_COUNT(b->registry->services) >= b->cfg->max_services) {
+        router_send_error(b, peer, env, ERR_LIMIT_EXCEEDED, "the broker holds as many service names as it may");
+        return;
     }
     if (registry_register(b->registry, peer, name->ptr, name->len) < 0) {
         router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
@@ -381,6 +400,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
     }
     if (!rec->requester) {
         b->stats.requester_gone++;
+        deadletters_add(b->dead, ERR_SERVICE_GONE, peer, env, NULL, NULL, NULL);
         inflight_remove(b->inflight, &rec);
         return;
     }
@@ -508,8 +528,8 @@ void router_handle(broker_t *b, wire_msg_t *m)
 {
     peer_t *peer = peer_of_message(b, m);
     if (!peer) {
-        log_limited(&send_failures_limit, 10, LOG_LEVEL_ERROR,
-                    "out of memory: dropped a message from a new peer");
+        log_limited(&send_failures_limit, 10, LOG_LEVEL_WARN,
+                    "refused a message from a new connection (peer limit or out of memory)");
         return;
     }
     peer->delimiter = m->delimiter;

@@ -7,8 +7,17 @@ Peer     a DEALER socket (identity optional, linger 0) that speaks the
          protocol: send(dict|bytes|frames, delimiter=False), recv(timeout),
          register(name), call_broker(action), ...
 
+BrokerTestCase  a unittest.TestCase with one broker per class (BROKER_ARGS),
+         peers closed after each test, assertError/expectError for the
+         broker's error messages (docs/protocol.md T6); at the end the broker
+         must still be running and must stop with exit code 0.
+
+Each tests/integration/test_*.py runs alone:
+    /usr/bin/python3 tests/integration/test_register.py
+with $SMARTSHOP_BROKER naming the binary when it is not build/smartshop-broker.
 Everything here uses the stdlib and pyzmq only; run with /usr/bin/python3.
 """
+import atexit
 import json
 import os
 import re
@@ -40,11 +49,17 @@ LOG_LINE_RE = re.compile(r"^\S+ +(ERROR|WARN|INFO|DEBUG) +\S.*$")
 
 
 def broker_path():
-    """The broker binary: $SMARTSHOP_BROKER, else build/smartshop-broker in the repo."""
-    path = os.environ.get("SMARTSHOP_BROKER") or os.path.join("build", "smartshop-broker")
-    if not os.path.isabs(path):
-        path = os.path.join(REPO_ROOT, path)
-    return path
+    """The broker binary: $SMARTSHOP_BROKER, else build/smartshop-broker in the repo.
+
+    A relative $SMARTSHOP_BROKER is taken from the current directory if it
+    exists there, else from the repository root.
+    """
+    env = os.environ.get("SMARTSHOP_BROKER")
+    if env:
+        if os.path.isabs(env) or os.path.exists(env):
+            return os.path.abspath(env)
+        return os.path.join(REPO_ROOT, env)
+    return os.path.join(REPO_ROOT, "build", "smartshop-broker")
 
 
 def free_port():
@@ -96,6 +111,18 @@ def run_broker_cli(args, timeout=5, cwd=None):
                                        err.decode("utf-8", "replace"))
 
 
+_STARTED = []  # every Broker started by this process
+
+
+@atexit.register
+def _kill_leftover_brokers():
+    """A test that failed before stopping its broker must not leave it running."""
+    for b in _STARTED:
+        if b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait()
+
+
 class Broker:
     """One running smartshop-broker process.
 
@@ -130,6 +157,7 @@ class Broker:
         self._log_file = os.fdopen(fd, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=self._log_file,
                                      stdin=subprocess.DEVNULL, cwd=cwd or REPO_ROOT)
+        _STARTED.append(self)
         self.returncode = None
         self._wait_ready(ready_timeout)
 

@@ -78,5 +78,41 @@ class DemoTest(bp.BrokerTestCase):
         self.assertTrue(gone)
 
 
+class MakeRunDefaultsDemoTest(DemoTest):
+    """The same demo against a broker on `make run`'s defaults: the shipped
+    policies/routing.lua and services/ loaded (services/echo.lua also serves
+    "echo-service", so the client may be answered by either instance)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = bp.Broker(core_only=False)
+
+    def start_echo(self, *args, env=None):
+        echo = SeedProcess([bp.PYTHON, ECHO] + list(args),
+                           env or bp.python_env(self.broker.endpoint))
+        self.addCleanup(echo.stop)
+        echo.wait_for("registered as echo-service")
+        return echo
+
+    def test_client_gets_the_echo_and_exits_0(self):
+        self.start_echo()
+        for i in range(4):  # round-robin: the Python and the Lua instance both answer
+            res = self.run_client("--payload", json.dumps({"hello": "world", "i": i}))
+            self.assertEqual(res.returncode, 0, res.stdout + res.stderr)
+            answer = json.loads(res.stdout.strip().splitlines()[-1])
+            self.assertEqual(answer["payload"], {"hello": "world", "i": i})
+            self.assertEqual(answer["src"], "echo-service")
+
+    def test_echo_service_stops_cleanly_on_ctrl_c(self):
+        echo = self.start_echo()
+        echo.proc.send_signal(signal.SIGINT)
+        self.assertEqual(echo.proc.wait(3), 0)
+
+    def test_client_without_echo_service_exits_1_with_the_error(self):
+        res = self.run_client("--dst", "no-echo-here")
+        self.assertEqual(res.returncode, 1, res.stdout + res.stderr)
+        self.assertIn("no_such_service", res.stderr)
+
+
 if __name__ == "__main__":
     bp.main()

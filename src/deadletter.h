@@ -1,0 +1,55 @@
+/* deadletter: a bounded ring of messages the broker could not deliver or
+ * refused (docs/protocol.md, "Dead letters"), for operators to list and
+ * replay through the broker service.
+ *
+ * Bounded in count and in bytes: the oldest letters go first. A letter
+ * keeps the message's bytes when the broker still had them (refused and
+ * undeliverable messages), and only its envelope fields otherwise (a
+ * request that expired in flight). Never sends anything itself. */
+#ifndef SMARTSHOP_DEADLETTER_H
+#define SMARTSHOP_DEADLETTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "envelope.h"
+#include "errors.h"
+#include "registry.h"
+
+typedef struct {
+    uint64_t id;                 /* increasing, never reused */
+    char at[32];                 /* ISO-8601 UTC */
+    bus_err_t code;
+    char *bytes;                 /* the message, or NULL */
+    size_t len;
+    uint8_t from[PEER_ID_MAX];   /* the sending connection's identity */
+    uint8_t from_len;
+    char msg_id[MSG_ID_MAX_LEN + 1], src[NAME_MAX_LEN + 1], dst[NAME_MAX_LEN + 1],
+        action[MSG_ID_MAX_LEN + 1];
+} deadletter_t;
+
+typedef struct {
+    deadletter_t *ring;
+    size_t cap, count, head;     /* head: the oldest */
+    size_t bytes, max_bytes;
+    uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
+} deadletters_t;
+
+deadletters_t *deadletters_new(size_t max_count, size_t max_bytes);
+void deadletters_free(deadletters_t **self_p);
+
+/* Keeps a letter. `env` and `bytes` may be NULL; the fields given
+ * explicitly (for requests that expired) win over the envelope's. */
+void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
+                     const envelope_t *env, const char *msg_id, const char *src,
+                     const char *action);
+
+/* The newest `limit` letters, newest first, as a JSON array. */
+cJSON *deadletters_list(const deadletters_t *dl, size_t limit);
+
+/* The letter with this id, or NULL. */
+const deadletter_t *deadletters_find(const deadletters_t *dl, uint64_t id);
+
+#endif
