@@ -179,7 +179,7 @@ static void reload_if_due(broker_t *b, uint64_t now)
     broker_reload_policy(b, err, sizeof err);
 }
 
-broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
+broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen)
 {
     broker_t *b = calloc(1, sizeof *b);
     if (!b) {
@@ -187,6 +187,7 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     b->cfg = cfg;
+    b->auth = auth;
     b->signal_fd = -1;
     b->policy_watch = b->services_watch = -1;
     b->started_ms = clock_ms();
@@ -204,6 +205,8 @@ broker_t *broker_new(const config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the ROUTER socket: %s", zmq_strerror(errno));
         goto fail;
     }
+    if (b->auth && auth_start(b->auth, b->zmq_ctx, b->router, err, errlen) < 0)
+        goto fail;
     if (configure_router(b, err, errlen) < 0)
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
@@ -224,6 +227,10 @@ void broker_free(broker_t **self_p)
     if (!b)
         return;
     services_free(&b->services);        /* may still answer peers: before the socket closes */
+    if (b->auth && b->auth->zap) {
+        zmq_close(b->auth->zap);
+        b->auth->zap = NULL;
+    }
     if (b->monitor) {
         zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->monitor);
@@ -339,8 +346,9 @@ int broker_run(broker_t *b)
         {b->router, 0, ZMQ_POLLIN, 0},
         {NULL, b->signal_fd, ZMQ_POLLIN, 0},
         {NULL, b->watch->fd, ZMQ_POLLIN, 0},
+        {b->auth ? b->auth->zap : NULL, 0, ZMQ_POLLIN, 0},
     };
-    int item_count = 4;
+    int item_count = b->auth ? 5 : 4;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
@@ -351,6 +359,8 @@ int broker_run(broker_t *b)
         }
         if (items[2].revents)
             handle_signals(b);
+        if (b->auth && items[4].revents)
+            auth_handle_zap(b->auth);
         drain_monitor(b);
         if (items[1].revents) {
             for (int i = 0; i < BATCH; i++) {

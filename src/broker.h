@@ -14,6 +14,7 @@
  *   sandbox.c         a Lua state with a memory cap and an instruction budget
  *   luamsg.c          envelopes between C and Lua (the lazy msg view)
  *   watch.c           inotify: reload what operators edit
+ *   auth.c            CURVE keys, the allow list, the ZAP handler
  *   registry.c        peers (connections) and the names they hold
  *   inflight.c        requests handed out and not yet answered
  *   reply.c           messages the broker itself makes (cJSON)
@@ -27,6 +28,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "config.h"
 #include "deadletter.h"
 #include "inflight.h"
@@ -45,6 +47,7 @@ typedef struct broker {
     registry_t *registry;
     inflight_table_t *inflight;
     deadletters_t *dead;        /* refused and undelivered messages */
+    auth_t *auth;               /* NULL in plain mode (not owned) */
     stats_t stats;
     uint64_t started_ms;
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
@@ -59,7 +62,7 @@ typedef struct broker {
 /* Creates the sockets and binds every endpoint. On failure returns NULL
  * with a one-line reason in `err`. The caller must have blocked SIGINT,
  * SIGTERM and SIGHUP in every thread (see main.c) before calling. */
-broker_t *broker_new(const config_t *cfg, char *err, size_t errlen);
+broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen);
 
 /* Loads the policy file again (SIGHUP, a change on disk, reload_policy).
  * Returns 0, or -1 with the reason in `err`; either way it is logged, and

@@ -33,6 +33,8 @@ static const setting_t settings[] = {
     {"endpoints", SET_ENDPOINT, 0, 0, 0, 0},
     {"policy", SET_STRING, offsetof(config_t, policy_path), 0, 0, 0},
     {"services", SET_STRING, offsetof(config_t, services_dir), 0, 0, 0},
+    {"curve_secret_key", SET_STRING, offsetof(config_t, curve_secret_key), 0, 0, 0},
+    {"curve_allow", SET_STRING, offsetof(config_t, curve_allow), 0, 0, 0},
     {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0},
     UINT_SETTING("max_message_bytes", max_message_bytes, 256, 256ul << 20),
     UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
@@ -77,6 +79,9 @@ static const char usage[] =
     "      --max-services N        distinct registered names (default 100000)\n"
     "      --dead-letters N        refused or undelivered messages kept (default 1000)\n"
     "      --dead-letter-bytes N   message bytes the dead letters keep (default 16777216)\n"
+    "      --curve-secret-key FILE  turn CURVE on with the broker's secret key file\n"
+    "      --curve-allow FILE      with CURVE: the client keys allowed, and their names\n"
+    "      --keygen PREFIX         write a CURVE key pair to PREFIX.key and PREFIX.pub, exit\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
     "\n"
@@ -88,6 +93,8 @@ static void set_defaults(config_t *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->policy_path = strdup("policies/routing.lua");
     cfg->services_dir = strdup("services");
+    cfg->curve_secret_key = strdup("");
+    cfg->curve_allow = strdup("");
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_message_bytes = 1048576;
     cfg->request_timeout_ms = 30000;
@@ -117,7 +124,9 @@ void config_free(config_t *cfg)
     clear_endpoints(cfg);
     free(cfg->policy_path);
     free(cfg->services_dir);
-    cfg->policy_path = cfg->services_dir = NULL;
+    free(cfg->curve_secret_key);
+    free(cfg->curve_allow);
+    cfg->policy_path = cfg->services_dir = cfg->curve_secret_key = cfg->curve_allow = NULL;
 }
 
 static const setting_t *setting_named(const char *key)
@@ -152,7 +161,7 @@ static int apply(config_t *cfg, const setting_t *s, const char *value,
         *(char **)field = strdup(value);
         if (s->offset == offsetof(config_t, policy_path))
             cfg->policy_explicit = true;
-        else
+        else if (s->offset == offsetof(config_t, services_dir))
             cfg->services_explicit = true;
         return 0;
     case SET_LEVEL:
@@ -291,6 +300,8 @@ static const struct option long_options[] = {
     {"lua-memory-limit", required_argument, 0, OPT_FIRST_LONG},
     {"lua-instruction-limit", required_argument, 0, OPT_FIRST_LONG},
     {"max-peers", required_argument, 0, OPT_FIRST_LONG},
+    {"curve-secret-key", required_argument, 0, OPT_FIRST_LONG},
+    {"curve-allow", required_argument, 0, OPT_FIRST_LONG},
     {"max-names-per-peer", required_argument, 0, OPT_FIRST_LONG},
     {"max-services", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letters", required_argument, 0, OPT_FIRST_LONG},

@@ -19,6 +19,8 @@ typedef struct {
     int endpoint_count;
     char *policy_path;          /* "" = no policy */
     char *services_dir;         /* "" = no Lua services */
+    char *curve_secret_key;     /* "" = plain mode; else the broker's secret key file */
+    char *curve_allow;          /* the allow list of client keys (with CURVE) */
     bool policy_explicit;       /* given by flag or file, so it must exist */
     bool services_explicit;
     log_level_t log_level;

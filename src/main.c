@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "auth.h"
 #include "broker.h"
 #include "config.h"
 #include "log.h"
@@ -34,6 +35,19 @@ int main(int argc, char **argv)
 {
     config_t cfg;
     char err[512];
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--keygen") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "smartshop-broker: --keygen needs a file prefix (see --help)\n");
+                return 2;
+            }
+            if (auth_keygen(argv[i + 1], err, sizeof err) < 0) {
+                fprintf(stderr, "smartshop-broker: %s\n", err);
+                return 2;
+            }
+            return 0;
+        }
+    }
     switch (config_load(&cfg, argc, argv, err, sizeof err)) {
     case CONFIG_EXIT_OK:
         config_free(&cfg);
@@ -52,6 +66,20 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    auth_t *auth = NULL;
+    if (*cfg.curve_secret_key) {
+        if (!(auth = auth_load(cfg.curve_secret_key, cfg.curve_allow, err, sizeof err))) {
+            fprintf(stderr, "smartshop-broker: %s\n", err);
+            config_free(&cfg);
+            return 2;
+        }
+    } else {
+        for (int i = 0; i < cfg.endpoint_count; i++)
+            if (auth_endpoint_is_public(cfg.endpoints[i]))
+                log_warn("%s is not a loopback address and CURVE is off: anyone who reaches it "
+                         "can register any name (see docs/security.md)", cfg.endpoints[i]);
+    }
+
     /* Block the signals the broker handles before libzmq starts its
      * threads, so that they all inherit the mask and only the signalfd in
      * the event loop receives them. */
@@ -64,14 +92,16 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("smartshop-broker %s starting (protocol %d)", SMARTSHOP_VERSION, SMARTSHOP_PROTOCOL_VERSION);
-    broker_t *broker = broker_new(&cfg, err, sizeof err);
+    broker_t *broker = broker_new(&cfg, auth, err, sizeof err);
     if (!broker) {
         log_error("%s", err);
+        auth_free(&auth);
         config_free(&cfg);
         return 1;
     }
     int rc = broker_run(broker);
     broker_free(&broker);
+    auth_free(&auth);
     config_free(&cfg);
     return rc;
 }

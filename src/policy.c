@@ -20,6 +20,7 @@ static const struct {
     {"route", HOOK_ROUTE},
     {"on_register", HOOK_ON_REGISTER},
     {"on_unregister", HOOK_ON_UNREGISTER},
+    {"authorize", HOOK_AUTHORIZE},
 };
 #define HOOK_COUNT (sizeof hook_names / sizeof hook_names[0])
 
@@ -301,10 +302,15 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
     return verdict;
 }
 
-/* The peer as hooks see it: { id = "...", names = {...} }. */
+/* The peer as hooks see it: { id = "...", names = {...}, key = "..." }
+ * (key: its CURVE public key, nil in plain mode). */
 static void push_peer(lua_State *L, const peer_t *peer)
 {
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
+    if (peer->key[0]) {
+        lua_pushstring(L, peer->key);
+        lua_setfield(L, -2, "key");
+    }
     lua_pushlstring(L, (const char *)peer->id, peer->id_len);
     lua_setfield(L, -2, "id");
     lua_createtable(L, peer->name_count, 0);
@@ -313,6 +319,27 @@ static void push_peer(lua_State *L, const peer_t *peer)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "names");
+}
+
+policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
+                                  char *reason, size_t reasonlen)
+{
+    lua_State *L = begin_hook(p, "authorize");
+    luamsg_push(L, env);
+    push_peer(L, peer);
+    int rc = sandbox_call(p->sandbox, 2, 2, reason, reasonlen);
+    luamsg_release(L);
+    if (rc < 0) {
+        hook_failed(p, "authorize", reason);
+        return POLICY_FAIL;
+    }
+    policy_verdict_t verdict = POLICY_PASS;
+    if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+        take_reason(L, -1, "not authorized", reason, reasonlen);
+        verdict = POLICY_REJECT;
+    }
+    lua_pop(L, 2);
+    return verdict;
 }
 
 policy_verdict_t policy_on_register(policy_t *p, const char *name, const peer_t *peer,

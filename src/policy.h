@@ -21,6 +21,7 @@ typedef enum {
     HOOK_ROUTE = 1 << 1,
     HOOK_ON_REGISTER = 1 << 2,
     HOOK_ON_UNREGISTER = 1 << 3,
+    HOOK_AUTHORIZE = 1 << 4,
 } policy_hook_t;
 
 typedef enum {
@@ -67,6 +68,11 @@ static inline bool policy_has(const policy_t *p, policy_hook_t hook)
  * rewritten message in *rewritten (malloc'd JSON; caller frees). */
 policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewritten,
                                size_t *rewritten_len, char *reason, size_t reasonlen);
+
+/* authorize(msg, peer): PASS, REJECT (reason) or FAIL. `peer` is the
+ * sending connection (its names and CURVE key). */
+policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
+                                  char *reason, size_t reasonlen);
 
 /* route(msg, ctx): PASS (default route), DECIDED (see `out`), FAIL. */
 policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,

@@ -32,6 +32,7 @@ typedef struct peer {
     struct inflight *handling; /* requests handed to this peer */
     struct inflight *waiting;  /* requests this peer sent, not yet answered */
     uint32_t handling_count;   /* load, for least-loaded policies */
+    char key[41];              /* CURVE public key it authenticated with ("" in plain mode) */
     void *host;                /* PEER_LUA: the hosted service */
     UT_hash_handle hh;
 } peer_t;

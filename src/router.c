@@ -208,6 +208,28 @@ static void answer_registration(broker_t *b, peer_t *peer, const envelope_t *env
     reply_free(text);
 }
 
+/* With CURVE (N3, docs/security.md): a key registers only the names the
+ * allow list gives it, and never a name that peers with another key hold.
+ * Lua services are in-process and trusted. Returns true if refused. */
+static bool refuse_by_key(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    char name[NAME_MAX_LEN + 1];
+    reply_copy_plain(name, sizeof name, &env->f[EF_SRC]);
+    if (!auth_may_register(b->auth, peer->key, name)) {
+        router_send_error(b, peer, env, ERR_DENIED, "your key may not register that name");
+        return true;
+    }
+    service_t *svc = registry_find_service(b->registry, name, strlen(name));
+    for (int i = 0; svc && i < svc->count; i++) {
+        const peer_t *holder = svc->instances[i];
+        if (holder->kind == PEER_REMOTE && strcmp(holder->key, peer->key) != 0) {
+            router_send_error(b, peer, env, ERR_NAME_TAKEN, "a peer with another key holds that name");
+            return true;
+        }
+    }
+    return false;
+}
+
 static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     const env_value_t *name = &env->f[EF_SRC];
@@ -225,6 +247,8 @@ static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
             return;
         }
     }
+    if (b->auth && peer->kind == PEER_REMOTE && refuse_by_key(b, peer, env))
+        return;
     if ((size_t)peer->name_count >= b->cfg->max_names_per_peer) {
         router_send_error(b, peer, env, ERR_LIMIT_EXCEEDED, "this connection holds as many names as it may");
         return;
@@ -533,6 +557,12 @@ void router_handle(broker_t *b, wire_msg_t *m)
         return;
     }
     peer->delimiter = m->delimiter;
+    if (b->auth && !peer->key[0] && peer->kind == PEER_REMOTE) {
+        /* the key ZAP accepted for this connection (auth.c sets it as User-Id) */
+        const char *key = zmq_msg_gets(&m->data, "User-Id");
+        if (key)
+            snprintf(peer->key, sizeof peer->key, "%s", key);
+    }
     if (m->bad_frames) {
         b->stats.in[MT_NONE]++;
         router_send_error(b, peer, NULL, ERR_BAD_FRAMES,
@@ -574,6 +604,15 @@ void router_handle(broker_t *b, wire_msg_t *m)
                           peer->name_count ? "src is not a name this connection registered"
                                            : "src is a name another connection registered");
         return;
+    }
+    if (policy_has(b->policy, HOOK_AUTHORIZE)) {
+        char reason[512];
+        policy_verdict_t verdict = policy_authorize(b->policy, &env, peer, reason, sizeof reason);
+        if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
+            router_send_error(b, peer, &env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+                              verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
+            return;
+        }
     }
     if (policy_has(b->policy, HOOK_FILTER) && !apply_filter(b, peer, m, &env))
         return;

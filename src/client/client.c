@@ -101,6 +101,14 @@ static int open_socket(ss_client_t *c)
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
     if (c->opt.identity)
         zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->opt.identity, strlen(c->opt.identity));
+    if (c->opt.curve_server_key &&
+        (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->opt.curve_server_key, 40) < 0 ||
+         zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->opt.curve_public_key, 40) < 0 ||
+         zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->opt.curve_secret_key, 40) < 0)) {
+        zmq_close(c->sock);
+        c->sock = NULL;
+        return -1;
+    }
     char *list = strdup(c->endpoints), *save = NULL;
     int rc = list ? 0 : -1;
     for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save)) {
@@ -148,6 +156,13 @@ ss_client_t *ss_client_new(const char *endpoints, const ss_options_t *options)
         c->opt.dead_after_ms = 3500;
     if (c->opt.reconnect_max_ms <= 0)
         c->opt.reconnect_max_ms = 5000;
+    bool some_keys = c->opt.curve_server_key || c->opt.curve_public_key || c->opt.curve_secret_key;
+    bool all_keys = c->opt.curve_server_key && c->opt.curve_public_key && c->opt.curve_secret_key;
+    if (some_keys && (!all_keys || strlen(c->opt.curve_server_key) != 40 ||
+                      strlen(c->opt.curve_public_key) != 40 || strlen(c->opt.curve_secret_key) != 40)) {
+        free(c);
+        return NULL;                        /* CURVE needs all three keys, in Z85 */
+    }
     c->endpoints = strdup(endpoints);
     c->ctx = zmq_ctx_new();
     if (!c->endpoints || !c->ctx || open_socket(c) < 0) {

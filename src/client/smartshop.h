@@ -60,6 +60,11 @@ typedef struct {
     int reconnect_max_ms;        /* backoff between reconnects grows to this (default 5000) */
     bool quiet;                  /* no log lines on stderr (default false: one line per
                                     reconnect) */
+    /* CURVE (docs/security.md): all three, as 40-character Z85 text, or
+     * none for plain mode. */
+    const char *curve_server_key;   /* the broker's public key */
+    const char *curve_public_key;   /* this client's key pair */
+    const char *curve_secret_key;
 } ss_options_t;
 
 /* --- the client --- */

@@ -1,0 +1,313 @@
+/* auth: CURVE keys, the allow list and the ZAP handler. See auth.h. */
+#include "auth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "log.h"
+
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+
+static bool is_z85_key(const char *text)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (strlen(text) != AUTH_KEY_LEN)
+        return false;
+    for (const char *c = text; *c; c++)
+        if (!strchr(z85, *c))
+            return false;
+    return true;
+}
+
+/* Reads the one key a key file holds (comment lines start with '#'). */
+static int read_key_file(const char *path, bool secret, char out[AUTH_KEY_LEN + 1],
+                         char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (secret && (st.st_mode & 077)) {
+        snprintf(err, errlen, "key file %s: permissions %03o are too open: only its owner may "
+                 "read a secret key (chmod 600 %s)", path, st.st_mode & 0777, path);
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[256];
+    int rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        if (is_z85_key(line)) {
+            memcpy(out, line, AUTH_KEY_LEN + 1);
+            rc = 0;
+        }
+        break;
+    }
+    fclose(f);
+    if (rc < 0)
+        snprintf(err, errlen, "key file %s: no CURVE key in it (expected one line of 40 Z85 "
+                 "characters, as --keygen writes)", path);
+    return rc;
+}
+
+/* The allow list: one line per client key, "KEY name name-prefix* ...";
+ * '#' starts a comment. A key with no names may connect but register
+ * nothing; "*" lets it register any name. */
+static int read_allow_list(auth_t *a, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "allow list %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL, *word = strtok_r(line, " \t\r\n", &save);
+        if (!word)
+            continue;
+        if (!is_z85_key(word)) {
+            snprintf(err, errlen, "allow list %s:%d: '%s' is not a CURVE public key (40 Z85 "
+                     "characters)", path, lineno, word);
+            rc = -1;
+            break;
+        }
+        auth_entry_t *grown = realloc(a->entries, (size_t)(a->entry_count + 1) * sizeof *grown);
+        if (!grown) {
+            snprintf(err, errlen, "allow list %s: out of memory", path);
+            rc = -1;
+            break;
+        }
+        a->entries = grown;
+        auth_entry_t *e = &a->entries[a->entry_count++];
+        memset(e, 0, sizeof *e);
+        memcpy(e->key, word, AUTH_KEY_LEN + 1);
+        while ((word = strtok_r(NULL, " \t\r\n", &save))) {
+            char **more = realloc(e->patterns, (size_t)(e->pattern_count + 1) * sizeof *more);
+            if (!more || !(more[e->pattern_count] = strdup(word))) {
+                if (more)
+                    e->patterns = more;
+                snprintf(err, errlen, "allow list %s: out of memory", path);
+                rc = -1;
+                break;
+            }
+            e->patterns = more;
+            e->pattern_count++;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+auth_t *auth_load(const char *secret_key_path, const char *allow_path, char *err, size_t errlen)
+{
+    auth_t *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!allow_path || !*allow_path) {
+        snprintf(err, errlen, "CURVE needs an allow list (--curve-allow FILE): without one, "
+                 "any key could connect");
+        goto fail;
+    }
+    if (read_key_file(secret_key_path, true, a->secret_key, err, errlen) < 0 ||
+        read_allow_list(a, allow_path, err, errlen) < 0)
+        goto fail;
+    if (zmq_curve_public(a->public_key, a->secret_key) != 0) {
+        snprintf(err, errlen, "key file %s: not a valid CURVE secret key", secret_key_path);
+        goto fail;
+    }
+    a->allow_path = strdup(allow_path);
+    return a;
+fail:
+    auth_free(&a);
+    return NULL;
+}
+
+void auth_free(auth_t **self_p)
+{
+    auth_t *a = *self_p;
+    if (!a)
+        return;
+    if (a->zap)
+        zmq_close(a->zap);
+    for (int i = 0; i < a->entry_count; i++) {
+        for (int j = 0; j < a->entries[i].pattern_count; j++)
+            free(a->entries[i].patterns[j]);
+        free(a->entries[i].patterns);
+    }
+    free(a->entries);
+    free(a->allow_path);
+    memset(a->secret_key, 0, sizeof a->secret_key);
+    free(a);
+    *self_p = NULL;
+}
+
+int auth_start(auth_t *a, void *zmq_ctx, void *router, char *err, size_t errlen)
+{
+    int one = 1;
+    a->zap = zmq_socket(zmq_ctx, ZMQ_REP);
+    if (!a->zap || zmq_bind(a->zap, ZAP_ENDPOINT) < 0 ||
+        zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) < 0 ||
+        zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, a->secret_key, AUTH_KEY_LEN) < 0 ||
+        zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, "smartshop", 9) < 0) {
+        snprintf(err, errlen, "cannot set up CURVE: %s", zmq_strerror(errno));
+        return -1;
+    }
+    log_info("CURVE on: broker public key %s, %d client key(s) allowed by %s", a->public_key,
+             a->entry_count, a->allow_path);
+    return 0;
+}
+
+static const auth_entry_t *find_entry(const auth_t *a, const char *key)
+{
+    for (int i = 0; i < a->entry_count; i++)
+        if (strcmp(a->entries[i].key, key) == 0)
+            return &a->entries[i];
+    return NULL;
+}
+
+bool auth_may_register(const auth_t *a, const char *key, const char *name)
+{
+    const auth_entry_t *e = find_entry(a, key);
+    if (!e)
+        return false;
+    for (int i = 0; i < e->pattern_count; i++) {
+        const char *p = e->patterns[i];
+        size_t n = strlen(p);
+        if (strcmp(p, name) == 0 || (n > 0 && p[n - 1] == '*' && strncmp(p, name, n - 1) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* One ZAP request (RFC 27): version, request id, domain, address, routing
+ * id, mechanism, credentials. The answer names the key as the User-Id, so
+ * every message from that connection carries it. */
+void auth_handle_zap(auth_t *a)
+{
+    for (;;) {
+        zmq_msg_t frames[7];
+        int count = 0, more = 1;
+        size_t more_size = sizeof more;
+        while (more && count < 7) {
+            zmq_msg_init(&frames[count]);
+            if (zmq_msg_recv(&frames[count], a->zap, count ? 0 : ZMQ_DONTWAIT) < 0) {
+                zmq_msg_close(&frames[count]);
+                if (count == 0)
+                    return;
+                break;
+            }
+            count++;
+            zmq_getsockopt(a->zap, ZMQ_RCVMORE, &more, &more_size);
+        }
+        while (more) {                                   /* ignore extra frames */
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, a->zap, 0);
+            zmq_getsockopt(a->zap, ZMQ_RCVMORE, &more, &more_size);
+            zmq_msg_close(&extra);
+        }
+        char key[AUTH_KEY_LEN + 1] = "", address[64] = "?";
+        bool curve = count == 7 && zmq_msg_size(&frames[5]) == 5 &&
+                     memcmp(zmq_msg_data(&frames[5]), "CURVE", 5) == 0 &&
+                     zmq_msg_size(&frames[6]) == 32;
+        if (curve)
+            zmq_z85_encode(key, zmq_msg_data(&frames[6]), 32);
+        if (count >= 4)
+            snprintf(address, sizeof address, "%.*s", (int)zmq_msg_size(&frames[3]),
+                     (const char *)zmq_msg_data(&frames[3]));
+        bool ok = curve && find_entry(a, key) != NULL;
+        if (ok) {
+            a->accepted++;
+            log_debug("CURVE: key %s from %s accepted", key, address);
+        } else {
+            a->refused++;
+            log_warn("CURVE: refused %s from %s: %s", curve ? key : "a connection", address,
+                     curve ? "key not in the allow list" : "not a CURVE handshake");
+        }
+        /* reply: version, request id, status code, status text, user id, metadata */
+        const void *request_id = count > 1 ? zmq_msg_data(&frames[1]) : "";
+        size_t request_id_len = count > 1 ? zmq_msg_size(&frames[1]) : 0;
+        zmq_send(a->zap, "1.0", 3, ZMQ_SNDMORE);
+        zmq_send(a->zap, request_id, request_id_len, ZMQ_SNDMORE);
+        zmq_send(a->zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
+        zmq_send(a->zap, ok ? "OK" : "key not allowed", ok ? 2 : 15, ZMQ_SNDMORE);
+        zmq_send(a->zap, ok ? key : "", ok ? AUTH_KEY_LEN : 0, ZMQ_SNDMORE);
+        zmq_send(a->zap, "", 0, 0);
+        for (int i = 0; i < count; i++)
+            zmq_msg_close(&frames[i]);
+    }
+}
+
+static int write_file(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path,
+                 errno == EEXIST ? "exists already (keys are never overwritten)" : strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(text);
+    bool ok = write(fd, text, len) == (ssize_t)len && fchmod(fd, mode) == 0;
+    close(fd);
+    if (!ok) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(path);
+        return -1;
+    }
+    return 0;
+}
+
+int auth_keygen(const char *prefix, char *err, size_t errlen)
+{
+    char public_key[AUTH_KEY_LEN + 1], secret_key[AUTH_KEY_LEN + 1];
+    if (zmq_curve_keypair(public_key, secret_key) != 0) {
+        snprintf(err, errlen, "cannot make a key pair: %s", zmq_strerror(errno));
+        return -1;
+    }
+    char key_path[1024], pub_path[1024], text[256];
+    snprintf(key_path, sizeof key_path, "%s.key", prefix);
+    snprintf(pub_path, sizeof pub_path, "%s.pub", prefix);
+    snprintf(text, sizeof text, "# CURVE secret key (smartshop-broker --keygen). Keep it secret.\n%s\n",
+             secret_key);
+    if (write_file(key_path, text, 0600, err, errlen) < 0)
+        return -1;
+    snprintf(text, sizeof text, "# CURVE public key (smartshop-broker --keygen).\n%s\n", public_key);
+    if (write_file(pub_path, text, 0644, err, errlen) < 0) {
+        unlink(key_path);
+        return -1;
+    }
+    memset(secret_key, 0, sizeof secret_key);
+    printf("wrote %s (secret, mode 600) and %s (public): %s\n", key_path, pub_path, public_key);
+    return 0;
+}
+
+bool auth_endpoint_is_public(const char *endpoint)
+{
+    if (strncmp(endpoint, "tcp://", 6) != 0)
+        return false;
+    const char *host = endpoint + 6;
+    return !(strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 ||
+             strncmp(host, "[::1]:", 6) == 0);
+}

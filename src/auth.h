@@ -1,0 +1,54 @@
+/* auth: who may be on the bus (docs/security.md).
+ *
+ * Owns the broker's CURVE key pair, the allow list (which client public
+ * keys may connect, and which names each may register), the ZAP handler
+ * that libzmq asks at every CURVE handshake, and key generation. Reads
+ * key files only if nobody else can (0600), like ssh. Plain mode (no
+ * CURVE) needs none of this. */
+#ifndef SMARTSHOP_AUTH_H
+#define SMARTSHOP_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define AUTH_KEY_LEN 40          /* a CURVE key in Z85 text */
+
+typedef struct auth_entry {
+    char key[AUTH_KEY_LEN + 1];
+    char **patterns;             /* "name", "prefix*" or "*" */
+    int pattern_count;
+} auth_entry_t;
+
+typedef struct auth {
+    char public_key[AUTH_KEY_LEN + 1];
+    char secret_key[AUTH_KEY_LEN + 1];
+    auth_entry_t *entries;
+    int entry_count;
+    char *allow_path;
+    void *zap;                   /* REP socket on inproc://zeromq.zap.01 */
+    unsigned long accepted, refused;
+} auth_t;
+
+/* Loads the broker's secret key file and the allow list. Returns NULL with
+ * a one-line reason (naming the file and line) in `err`. */
+auth_t *auth_load(const char *secret_key_path, const char *allow_path, char *err, size_t errlen);
+void auth_free(auth_t **self_p);
+
+/* Binds the ZAP handler in `zmq_ctx` and makes `router` a CURVE server.
+ * Call before the router binds. Returns 0, or -1 with `err`. */
+int auth_start(auth_t *a, void *zmq_ctx, void *router, char *err, size_t errlen);
+
+/* Answers every ZAP request waiting (never blocks). */
+void auth_handle_zap(auth_t *a);
+
+/* True if `key` (Z85) may register `name`. */
+bool auth_may_register(const auth_t *a, const char *key, const char *name);
+
+/* Writes PREFIX.key (secret, 0600) and PREFIX.pub (public, 0644); refuses
+ * to overwrite. Returns 0, or -1 with `err`. */
+int auth_keygen(const char *prefix, char *err, size_t errlen);
+
+/* True if a tcp endpoint's host is not loopback (for the plain-mode warning). */
+bool auth_endpoint_is_public(const char *endpoint);
+
+#endif
