@@ -14,7 +14,10 @@
 
 #include <libgen.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "clock.h"
+#include "metrics_http.h"
 #include "log.h"
 #include "router.h"
 #include "wire.h"
@@ -98,7 +101,10 @@ int broker_reload_policy(broker_t *b, char *err, size_t errlen)
         snprintf(err, errlen, "the broker runs without a policy file (--policy)");
         return -1;
     }
-    if (policy_load(b->policy, err, errlen) < 0) {
+    sd_notify(0, "RELOADING=1");
+    int rc = policy_load(b->policy, err, errlen);
+    sd_notify(0, "READY=1");
+    if (rc < 0) {
         log_error("policy refused, the previous version keeps running: %s", err);
         return -1;
     }
@@ -127,8 +133,11 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
     free(copy);
     if (access(b->cfg->policy_path, F_OK) != 0)
         return 0;
-    if (broker_reload_policy(b, err, errlen) < 0)
-        return -1;
+    if (policy_load(b->policy, err, errlen) < 0)
+        return -1;                  /* main says it once, and exits 2 */
+    char hooks[128];
+    policy_describe_hooks(b->policy, hooks, sizeof hooks);
+    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
     return 0;
 }
 
@@ -179,8 +188,10 @@ static void reload_if_due(broker_t *b, uint64_t now)
     broker_reload_policy(b, err, sizeof err);
 }
 
-broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen)
+broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen,
+                     int *exit_code)
 {
+    *exit_code = 1;
     broker_t *b = calloc(1, sizeof *b);
     if (!b) {
         snprintf(err, errlen, "out of memory");
@@ -194,9 +205,10 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
     b->registry = registry_new();
     b->inflight = inflight_table_new(cfg->max_inflight);
     b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes);
+    b->metrics = metrics_new();
     b->zmq_ctx = zmq_ctx_new();
     b->watch = watch_new();
-    if (!b->registry || !b->inflight || !b->dead || !b->zmq_ctx || !b->watch) {
+    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->zmq_ctx || !b->watch) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -211,8 +223,12 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
         goto fail;
-    if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0)
+    if (*cfg->metrics_endpoint && metrics_http_start(b, err, errlen) < 0)
         goto fail;
+    if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0) {
+        *exit_code = 2;
+        goto fail;
+    }
     if (cfg->services_dir && *cfg->services_dir && start_services(b, err, errlen) < 0)
         goto fail;
     return b;
@@ -235,6 +251,8 @@ void broker_free(broker_t **self_p)
         zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->monitor);
     }
+    if (b->metrics_http)
+        zmq_close(b->metrics_http);
     if (b->router)
         zmq_close(b->router);
     if (b->zmq_ctx)
@@ -243,6 +261,7 @@ void broker_free(broker_t **self_p)
         close(b->signal_fd);
     inflight_table_free(&b->inflight);
     deadletters_free(&b->dead);
+    metrics_free(&b->metrics);          /* after the requests that point at its series */
     policy_free(&b->policy);
     watch_free(&b->watch);
     registry_free(&b->registry);
@@ -340,15 +359,25 @@ int broker_run(broker_t *b)
         snprintf(endpoints + used, sizeof endpoints - used, "%s%s", i ? " " : "", b->cfg->endpoints[i]);
     }
     log_info("ready: listening on %s", endpoints);
+    sd_notifyf(0, "READY=1\nSTATUS=listening on %s", endpoints);
 
     zmq_pollitem_t items[] = {
         {b->monitor, 0, ZMQ_POLLIN, 0},
         {b->router, 0, ZMQ_POLLIN, 0},
         {NULL, b->signal_fd, ZMQ_POLLIN, 0},
         {NULL, b->watch->fd, ZMQ_POLLIN, 0},
+        {b->metrics_http, 0, ZMQ_POLLIN, 0},
         {b->auth ? b->auth->zap : NULL, 0, ZMQ_POLLIN, 0},
     };
-    int item_count = b->auth ? 5 : 4;
+    /* optional sockets last; a NULL one ends the list */
+    int item_count = 4;
+    if (b->metrics_http)
+        item_count = 5;
+    if (b->auth) {
+        if (!b->metrics_http)
+            items[4] = items[5];
+        item_count++;
+    }
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
@@ -359,8 +388,14 @@ int broker_run(broker_t *b)
         }
         if (items[2].revents)
             handle_signals(b);
-        if (b->auth && items[4].revents)
-            auth_handle_zap(b->auth);
+        for (int i = 4; i < item_count; i++) {
+            if (!items[i].revents)
+                continue;
+            if (items[i].socket == b->metrics_http)
+                metrics_http_handle(b);
+            else
+                auth_handle_zap(b->auth);
+        }
         drain_monitor(b);
         if (items[1].revents) {
             for (int i = 0; i < BATCH; i++) {
@@ -379,6 +414,7 @@ int broker_run(broker_t *b)
             services_run(b->services, now);
         router_expire(b, now);
     }
+    sd_notify(0, "STOPPING=1");
     if (b->inflight->count > 0)
         log_info("grace period over: answering %zu request(s) shutting_down", b->inflight->count);
     router_fail_all(b, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");

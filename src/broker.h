@@ -19,6 +19,8 @@
  *   inflight.c        requests handed out and not yet answered
  *   reply.c           messages the broker itself makes (cJSON)
  *   deadletter.c      refused and undelivered messages, for list and replay
+ *   metrics.c         per service/action counters and latency; Prometheus text
+ *   metrics_http.c    the --metrics HTTP endpoint (a ZMQ_STREAM socket)
  *   names.c errors.c log.c    small shared rules
  *
  * Everything runs on one thread; the event loop never blocks on a peer. */
@@ -32,6 +34,7 @@
 #include "config.h"
 #include "deadletter.h"
 #include "inflight.h"
+#include "metrics.h"
 #include "policy.h"
 #include "registry.h"
 #include "services.h"
@@ -48,6 +51,9 @@ typedef struct broker {
     inflight_table_t *inflight;
     deadletters_t *dead;        /* refused and undelivered messages */
     auth_t *auth;               /* NULL in plain mode (not owned) */
+    metrics_t *metrics;
+    void *metrics_http;         /* ZMQ_STREAM socket of --metrics, or NULL */
+    int watchers;               /* peers that asked for a copy of every event */
     stats_t stats;
     uint64_t started_ms;
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
@@ -60,9 +66,11 @@ typedef struct broker {
 } broker_t;
 
 /* Creates the sockets and binds every endpoint. On failure returns NULL
- * with a one-line reason in `err`. The caller must have blocked SIGINT,
+ * with a one-line reason in `err` and the exit code in *exit_code (2 for
+ * a bad policy, 1 for a runtime failure such as an endpoint in use). The caller must have blocked SIGINT,
  * SIGTERM and SIGHUP in every thread (see main.c) before calling. */
-broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen);
+broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen,
+                     int *exit_code);
 
 /* Loads the policy file again (SIGHUP, a change on disk, reload_policy).
  * Returns 0, or -1 with the reason in `err`; either way it is logged, and

@@ -147,6 +147,40 @@ static cJSON *replay(broker_t *b, peer_t *peer, const envelope_t *env)
     return payload;
 }
 
+/* watch / unwatch: a copy of every event and broadcast, for operators'
+ * tools (smartshop-ctl watch), until unwatch or disconnect. */
+static cJSON *watch(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)env;
+    if (!peer->watching) {
+        peer->watching = true;
+        b->watchers++;
+    }
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    return payload;
+}
+
+static cJSON *unwatch(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)env;
+    if (peer->watching) {
+        peer->watching = false;
+        b->watchers--;
+    }
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    return payload;
+}
+
+/* metrics: per service and action, requests and latency. */
+static cJSON *metrics(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    (void)env;
+    return metrics_json(b->metrics);
+}
+
 typedef struct {
     const char *name;
     cJSON *(*run)(broker_t *b, peer_t *peer, const envelope_t *env);
@@ -159,6 +193,9 @@ static const action_t actions[] = {
     {"reload_policy", reload_policy},
     {"dead_letters", dead_letters},
     {"replay", replay},
+    {"watch", watch},
+    {"unwatch", unwatch},
+    {"metrics", metrics},
 };
 
 void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
@@ -181,5 +218,6 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
         return;
     }
     router_send_error(b, peer, env, ERR_UNKNOWN_ACTION,
-                      "the broker's actions are ping, list_services, stats, reload_policy, dead_letters and replay");
+                      "the broker's actions are ping, list_services, stats, metrics, reload_policy, "
+                      "dead_letters, replay, watch and unwatch");
 }

@@ -35,6 +35,7 @@ static const setting_t settings[] = {
     {"services", SET_STRING, offsetof(config_t, services_dir), 0, 0, 0},
     {"curve_secret_key", SET_STRING, offsetof(config_t, curve_secret_key), 0, 0, 0},
     {"curve_allow", SET_STRING, offsetof(config_t, curve_allow), 0, 0, 0},
+    {"metrics", SET_STRING, offsetof(config_t, metrics_endpoint), 0, 0, 0},
     {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0},
     UINT_SETTING("max_message_bytes", max_message_bytes, 256, 256ul << 20),
     UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
@@ -81,6 +82,8 @@ static const char usage[] =
     "      --dead-letter-bytes N   message bytes the dead letters keep (default 16777216)\n"
     "      --curve-secret-key FILE  turn CURVE on with the broker's secret key file\n"
     "      --curve-allow FILE      with CURVE: the client keys allowed, and their names\n"
+    "      --metrics EP            serve Prometheus metrics over HTTP at EP\n"
+    "                              (e.g. tcp://127.0.0.1:9100; default off)\n"
     "      --keygen PREFIX         write a CURVE key pair to PREFIX.key and PREFIX.pub, exit\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
@@ -95,6 +98,7 @@ static void set_defaults(config_t *cfg)
     cfg->services_dir = strdup("services");
     cfg->curve_secret_key = strdup("");
     cfg->curve_allow = strdup("");
+    cfg->metrics_endpoint = strdup("");
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_message_bytes = 1048576;
     cfg->request_timeout_ms = 30000;
@@ -126,6 +130,8 @@ void config_free(config_t *cfg)
     free(cfg->services_dir);
     free(cfg->curve_secret_key);
     free(cfg->curve_allow);
+    free(cfg->metrics_endpoint);
+    cfg->metrics_endpoint = NULL;
     cfg->policy_path = cfg->services_dir = cfg->curve_secret_key = cfg->curve_allow = NULL;
 }
 
@@ -302,6 +308,7 @@ static const struct option long_options[] = {
     {"max-peers", required_argument, 0, OPT_FIRST_LONG},
     {"curve-secret-key", required_argument, 0, OPT_FIRST_LONG},
     {"curve-allow", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics", required_argument, 0, OPT_FIRST_LONG},
     {"max-names-per-peer", required_argument, 0, OPT_FIRST_LONG},
     {"max-services", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letters", required_argument, 0, OPT_FIRST_LONG},

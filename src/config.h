@@ -21,6 +21,7 @@ typedef struct {
     char *services_dir;         /* "" = no Lua services */
     char *curve_secret_key;     /* "" = plain mode; else the broker's secret key file */
     char *curve_allow;          /* the allow list of client keys (with CURVE) */
+    char *metrics_endpoint;     /* "" = no Prometheus endpoint */
     bool policy_explicit;       /* given by flag or file, so it must exist */
     bool services_explicit;
     log_level_t log_level;

@@ -15,12 +15,15 @@
 #include <uthash.h>
 
 #include "envelope.h"
+#include "metrics.h"
 #include "registry.h"
 
 typedef struct inflight {
     peer_t *requester;          /* NULL once the requester is gone */
     peer_t *handler;
     uint64_t deadline_ms;
+    uint64_t started_us;        /* arrival, for the latency metrics */
+    metric_series_t *series;    /* its service/action metrics (may be NULL) */
     size_t heap_index;
     struct inflight *wait_prev, *wait_next;     /* in requester->waiting */
     struct inflight *handle_prev, *handle_next; /* in handler->handling */

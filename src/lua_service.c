@@ -21,19 +21,8 @@ static log_ratelimit_t handler_error_limit;
 
 static void handler_failed(const lua_version_t *v, const char *what, const char *err)
 {
-    char line[1024];
-    size_t n = 0;
-    for (const char *c = err; *c && n + 4 < sizeof line; c++) {
-        if (*c == '\n') {
-            memcpy(line + n, " | ", 3);
-            n += 3;
-        } else if (*c != '\t') {
-            line[n++] = *c;
-        }
-    }
-    line[n] = '\0';
     log_limited(&handler_error_limit, 20, LOG_LEVEL_WARN, "service %s (%s): %s failed: %s",
-                v->name, v->service->file, what, line);
+                v->name, v->service->file, what, err);
 }
 
 /* --- sending: every message goes through the router like a peer's --- */

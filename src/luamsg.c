@@ -198,8 +198,20 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
     const char *text = lua_tolstring(L, -1, &n);
     char *copy = malloc(n + 1);
     if (copy) {
-        memcpy(copy, text, n + 1);
-        *len = n;
+        /* lua-cjson writes '/' as "\/"; JSON does not ask for it, and the
+         * broker compares ids by their bytes: write '/' plain */
+        size_t out = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (text[i] == '\\' && i + 1 < n) {
+                if (text[i + 1] != '/')
+                    copy[out++] = text[i];
+                copy[out++] = text[++i];
+            } else {
+                copy[out++] = text[i];
+            }
+        }
+        copy[out] = '\0';
+        *len = out;
     } else {
         snprintf(err, errlen, "out of memory");
     }

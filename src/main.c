@@ -92,12 +92,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("smartshop-broker %s starting (protocol %d)", SMARTSHOP_VERSION, SMARTSHOP_PROTOCOL_VERSION);
-    broker_t *broker = broker_new(&cfg, auth, err, sizeof err);
+    int exit_code = 1;
+    broker_t *broker = broker_new(&cfg, auth, err, sizeof err, &exit_code);
     if (!broker) {
         log_error("%s", err);
         auth_free(&auth);
         config_free(&cfg);
-        return 1;
+        return exit_code;
     }
     int rc = broker_run(broker);
     broker_free(&broker);

@@ -164,24 +164,13 @@ int policy_load(policy_t *p, char *err, size_t errlen)
 
 /* --- calling hooks --- */
 
-/* Logs a hook's failure on one line (the traceback's lines joined with
- * " | "), at most 20 lines a minute. */
+/* Logs a hook's failure (one line: sandbox_call made it so), at most 20
+ * lines a minute. */
 static void hook_failed(policy_t *p, const char *hook, const char *err)
 {
-    char line[1024];
-    size_t n = 0;
-    for (const char *c = err; *c && n + 4 < sizeof line; c++) {
-        if (*c == '\n') {
-            memcpy(line + n, " | ", 3);
-            n += 3;
-        } else if (*c != '\t') {
-            line[n++] = *c;
-        }
-    }
-    line[n] = '\0';
     p->hook_errors++;
     log_limited(&hook_error_limit, 20, LOG_LEVEL_WARN, "policy %s: %s() failed: %s",
-                p->path, hook, line);
+                p->path, hook, err);
 }
 
 /* Pushes the hook function; the caller pushes its arguments and calls. */

@@ -33,6 +33,7 @@ typedef struct peer {
     struct inflight *waiting;  /* requests this peer sent, not yet answered */
     uint32_t handling_count;   /* load, for least-loaded policies */
     char key[41];              /* CURVE public key it authenticated with ("" in plain mode) */
+    bool watching;             /* gets a copy of every event (broker action watch) */
     void *host;                /* PEER_LUA: the hosted service */
     UT_hash_handle hh;
 } peer_t;

@@ -104,6 +104,7 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
 /* An error to the requester of a request in flight (timeout, service_gone). */
 static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
 {
+    metrics_failed(rec->series);
     deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->action);
     if (!rec->requester)
         return;
@@ -125,6 +126,8 @@ void router_peer_gone(broker_t *b, peer_t *peer)
     }
     while (peer->waiting)
         inflight_forget_requester(peer->waiting);
+    if (peer->watching)
+        b->watchers--;
     if (policy_has(b->policy, HOOK_ON_UNREGISTER))
         for (int i = 0; i < peer->name_count; i++)
             policy_on_unregister(b->policy, peer->names[i], peer);
@@ -387,16 +390,25 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer */
+    metric_series_t *series = metrics_series(b->metrics, env);
+    if (series)
+        series->requests++;
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     for (int i = 0; i < route.count; i++) {
         const char *name = route.names[i];
         if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, true, &err)) {
             b->stats.out[MT_REQUEST]++;
+            inflight_t *rec = inflight_find(b->inflight, env->f[EF_MSG_ID].ptr, env->f[EF_MSG_ID].len);
+            if (rec) {
+                rec->series = series;
+                rec->started_us = clock_us();
+            }
             return;
         }
         if (err != ERR_NO_SUCH_SERVICE)
             break;
     }
+    metrics_failed(series);
     refuse_delivery(b, peer, env, &route, err);
 }
 
@@ -430,6 +442,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
     }
     if (deliver(b, rec->requester, &m->data) == 0) {
         b->stats.out[env->type]++;
+        metrics_answered(rec->series, clock_us() - rec->started_us);
         inflight_remove(b->inflight, &rec);
         return;
     }
@@ -468,9 +481,29 @@ static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m)
         router_peer_gone(b, gone[i]);
 }
 
+/* A copy of an event for every connection that asked to watch (the
+ * broker action watch); costs nothing while nobody watches. */
+static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m)
+{
+    peer_t *peer, *tmp;
+    HASH_ITER(hh, b->registry->peers, peer, tmp) {
+        if (!peer->watching || peer == sender)
+            continue;
+        zmq_msg_t copy;
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &m->data);
+        if (deliver(b, peer, &copy) == 0)
+            b->stats.out[MT_EVENT]++;
+        else
+            zmq_msg_close(&copy);
+    }
+}
+
 static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *dst = &env->f[EF_DST];
+    if (b->watchers > 0)
+        copy_to_watchers(b, peer, m);
     if (env_equals(dst, "broadcast")) {
         broadcast(b, peer, m);
         return;
@@ -525,7 +558,11 @@ static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *e
     }
     envelope_t changed;
     const char *why = NULL;
-    bus_err_t err = envelope_parse(&changed, text, len, &why);
+    bus_err_t err = len > b->cfg->max_message_bytes ? ERR_TOO_LARGE : ERR_NONE;
+    if (err)
+        why = "the rewritten message is over --max-message-bytes";
+    else
+        err = envelope_parse(&changed, text, len, &why);
     const env_field_t kept[] = {EF_MSG_ID, EF_TYPE, EF_SRC};
     for (size_t i = 0; !err && i < sizeof kept / sizeof kept[0]; i++) {
         const env_value_t *a = &env->f[kept[i]], *c = &changed.f[kept[i]];

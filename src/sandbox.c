@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -113,6 +114,28 @@ static int safe_xpcall(lua_State *L)
     return finish_pcall(L, status, 2);
 }
 
+/* setmetatable that refuses __gc: Lua runs finalizers with hooks off, so
+ * an endless finalizer would escape the instruction budget. */
+static int safe_setmetatable(lua_State *L)
+{
+    if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+        return luaL_error(L, "finalizers (__gc) are not allowed here");
+    lua_settop(L, 2);
+    lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.setmetatable");
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* now_ms(): a monotonic clock in milliseconds (os.clock is CPU time). */
+static int now_ms_fn(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return 1;
+}
+
 static void open_lib(lua_State *L, const char *name, lua_CFunction open)
 {
     luaL_requiref(L, name, open, 1);
@@ -164,6 +187,13 @@ static void open_libraries(lua_State *L)
     remove_field(L, LUA_STRLIBNAME, "dump");
     lua_pushcfunction(L, safe_pcall);
     lua_setglobal(L, "pcall");
+    /* the original setmetatable, kept where scripts cannot reach it */
+    lua_getglobal(L, "setmetatable");
+    lua_setfield(L, LUA_REGISTRYINDEX, "smartshop.setmetatable");
+    lua_pushcfunction(L, safe_setmetatable);
+    lua_setglobal(L, "setmetatable");
+    lua_pushcfunction(L, now_ms_fn);
+    lua_setglobal(L, "now_ms");
     lua_pushcfunction(L, safe_xpcall);
     lua_setglobal(L, "xpcall");
 
@@ -222,6 +252,22 @@ static int traceback(lua_State *L)
     return 1;
 }
 
+/* Copies a Lua error into `err` on one line: the traceback's lines joined
+ * with " | " (the broker logs one line per event). */
+static void one_line(char *err, size_t errlen, const char *text)
+{
+    size_t n = 0;
+    for (const char *c = text; *c && n + 4 < errlen; c++) {
+        if (*c == '\n') {
+            memcpy(err + n, " | ", 3);
+            n += 3;
+        } else if (*c != '\t') {
+            err[n++] = *c;
+        }
+    }
+    err[n] = '\0';
+}
+
 int sandbox_call(sandbox_t *sb, int nargs, int nresults, char *err, size_t errlen)
 {
     lua_State *L = sb->L;
@@ -243,7 +289,7 @@ int sandbox_call(sandbox_t *sb, int nargs, int nresults, char *err, size_t errle
     else if (status == LUA_ERRMEM)
         snprintf(err, errlen, "memory limit of %zu bytes reached", sb->limits.memory_limit);
     else
-        snprintf(err, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+        one_line(err, errlen, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
     lua_settop(L, base - 1);
     lua_gc(L, LUA_GCCOLLECT);
     return -1;
@@ -252,9 +298,17 @@ int sandbox_call(sandbox_t *sb, int nargs, int nresults, char *err, size_t errle
 int sandbox_run_file(sandbox_t *sb, const char *path, char *err, size_t errlen)
 {
     if (luaL_loadfilex(sb->L, path, "t") != LUA_OK) {
-        snprintf(err, errlen, "%s", lua_tostring(sb->L, -1));
+        one_line(err, errlen, lua_tostring(sb->L, -1));
         lua_pop(sb->L, 1);
         return -1;
     }
-    return sandbox_call(sb, 0, 0, err, errlen);
+    if (sandbox_call(sb, 0, 0, err, errlen) == 0)
+        return 0;
+    /* a limit hit while the file ran has no file:line of its own */
+    if (strncmp(err, path, strlen(path)) != 0) {
+        char copy[1024];
+        snprintf(copy, sizeof copy, "%s", err);
+        snprintf(err, errlen, "%s: %s", path, copy);
+    }
+    return -1;
 }

@@ -1,0 +1,1051 @@
+/* smartshop-ctl: the operator's tool for a running Smartshop broker.
+ *
+ * Talks to the broker's own service (dst "broker", docs/protocol.md B1)
+ * and to any service, through the client library (libsmartshop). One
+ * subcommand per run; human-readable tables by default, the reply's
+ * payload as JSON with --json.
+ *
+ * Exit codes: 0 ok; 1 the broker or the service answered with an error
+ * (or a service did not answer in time while the broker did); 2 bad usage;
+ * 3 the broker did not answer at all (not running, wrong endpoint, CURVE
+ * keys it refuses). */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "smartshop.h"
+
+#define PROG "smartshop-ctl"
+#define DEFAULT_ENDPOINT "tcp://127.0.0.1:5555"
+#define DEFAULT_TIMEOUT_MS 5000
+#define KEY_LEN 40
+
+enum { EXIT_OK = 0, EXIT_REMOTE = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3, EXIT_INTERRUPTED = 130 };
+
+typedef struct {
+    const char *endpoint;
+    bool json;
+    int timeout_ms;
+    const char *server_key_file;
+    const char *key_prefix;
+    long limit;                 /* dead-letters --limit; -1: the broker's default */
+    char server_key[KEY_LEN + 1], public_key[KEY_LEN + 1], secret_key[KEY_LEN + 1];
+} opts_t;
+
+static opts_t opt = {.timeout_ms = DEFAULT_TIMEOUT_MS, .limit = -1};
+static ss_client_t *client;
+static volatile sig_atomic_t interrupted;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+        "Usage: " PROG " [options] COMMAND [ARGS]\n"
+        "Control and inspect a running Smartshop broker.\n"
+        "\n"
+        "Commands:\n"
+        "  ping                        ask the broker whether it is there\n"
+        "  services                    list the registered services and their instances\n"
+        "  stats                       the broker's counters\n"
+        "  metrics                     per-service and per-action counters and latencies\n"
+        "  request DST ACTION [JSON]   send a request and print the response's payload\n"
+        "                              (JSON: the payload, '-' to read it from stdin)\n"
+        "  watch                       print every event and broadcast live, one a line,\n"
+        "                              until Ctrl-C\n"
+        "  reload                      reload the routing policy now\n"
+        "  dead-letters [--limit N]    the newest refused or undelivered messages\n"
+        "  replay ID                   send dead letter ID again, as its sender did\n"
+        "\n"
+        "Options:\n"
+        "  -e, --endpoint EP           the broker (default $SMARTSHOP_ENDPOINT, else\n"
+        "                              " DEFAULT_ENDPOINT ")\n"
+        "  -j, --json                  print the reply's payload as JSON (watch: each\n"
+        "                              message as one JSON line)\n"
+        "  -t, --timeout MS            wait this long for an answer (default %d)\n"
+        "  -n, --limit N               dead-letters: at most N letters (default 100)\n"
+        "      --server-key FILE       CURVE: the broker's public key file (BROKER.pub);\n"
+        "                              default $SMARTSHOP_SERVER_KEY\n"
+        "      --key PREFIX            CURVE: this client's key pair, PREFIX.pub and\n"
+        "                              PREFIX.key as `smartshop-broker --keygen PREFIX`\n"
+        "                              writes them; default $SMARTSHOP_KEY\n"
+        "  -h, --help                  show this help and exit\n"
+        "  -V, --version               show the version and exit\n"
+        "\n"
+        "Exit codes: 0 ok, 1 the broker or the service answered with an error,\n"
+        "2 bad usage, 3 the broker did not answer (not running, wrong endpoint or keys).\n"
+        "Docs: docs/operations.md, docs/protocol.md (the broker's actions: B1).\n",
+        DEFAULT_TIMEOUT_MS);
+}
+
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, PROG ": ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nTry '" PROG " --help'.\n");
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+/* --- numbers and keys --- */
+
+static bool parse_long(const char *text, long min, long max, long *out)
+{
+    if (!text || !*text)
+        return false;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool is_z85_key(const char *text)
+{
+    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              ".-:+=^!/*?&<>()[]{}@%$#";
+    if (strlen(text) != KEY_LEN)
+        return false;
+    for (const char *c = text; *c; c++)
+        if (!strchr(z85, *c))
+            return false;
+    return true;
+}
+
+/* The one key a key file holds ('#' lines are comments), as --keygen writes. */
+static int read_key(const char *path, char out[KEY_LEN + 1])
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        say("key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[256];
+    int rc = -1;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        if (is_z85_key(line)) {
+            memcpy(out, line, KEY_LEN + 1);
+            rc = 0;
+        }
+        break;
+    }
+    fclose(f);
+    if (rc < 0)
+        say("key file %s: no CURVE key in it (expected a line of 40 Z85 characters, as "
+            "smartshop-broker --keygen writes)", path);
+    return rc;
+}
+
+static int load_keys(void)
+{
+    if (!opt.server_key_file && !opt.key_prefix)
+        return 0;
+    if (!opt.server_key_file || !opt.key_prefix)
+        return usage_error("CURVE needs both --server-key FILE (the broker's public key) and "
+                           "--key PREFIX (this client's key pair)");
+    char path[PATH_MAX];
+    if (read_key(opt.server_key_file, opt.server_key) < 0)
+        return EXIT_USAGE;
+    snprintf(path, sizeof path, "%s.pub", opt.key_prefix);
+    if (read_key(path, opt.public_key) < 0)
+        return EXIT_USAGE;
+    snprintf(path, sizeof path, "%s.key", opt.key_prefix);
+    if (read_key(path, opt.secret_key) < 0)
+        return EXIT_USAGE;
+    return 0;
+}
+
+/* --- talking to the broker --- */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+    if (client)
+        ss_client_stop(client);
+}
+
+static int connect_broker(void)
+{
+    ss_options_t o;
+    memset(&o, 0, sizeof o);
+    o.quiet = true;
+    if (opt.server_key[0]) {
+        o.curve_server_key = opt.server_key;
+        o.curve_public_key = opt.public_key;
+        o.curve_secret_key = opt.secret_key;
+    }
+    client = ss_client_new(opt.endpoint, &o);
+    if (!client)
+        return usage_error("cannot use endpoint '%s' (expected e.g. " DEFAULT_ENDPOINT ")",
+                           opt.endpoint);
+    return 0;
+}
+
+/* What went wrong, for the caller's exit code and message. */
+typedef struct {
+    char code[64];
+    char message[512];
+} failure_t;
+
+static void set_failure(failure_t *f, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    snprintf(f->code, sizeof f->code, "%s", code);
+    vsnprintf(f->message, sizeof f->message, fmt, ap);
+    va_end(ap);
+}
+
+static bool broker_answers(int timeout_ms)
+{
+    cJSON *pong = NULL;
+    int rc = ss_request(client, "broker", "ping", NULL, timeout_ms, &pong);
+    cJSON_Delete(pong);
+    return rc == SS_OK;
+}
+
+/* Sends a request and waits. Returns an exit code: 0 with *response set,
+ * or 1/3/130 with *f filled. A request that timed out is told apart by a
+ * ping: a broker that answers it is up (the service was slow: 1), one that
+ * does not is unreachable (3). */
+static int call(const char *dst, const char *action, const cJSON *payload, cJSON **response,
+                failure_t *f)
+{
+    *response = NULL;
+    int rc = ss_request(client, dst, action, payload, opt.timeout_ms, response);
+    if (rc == SS_OK)
+        return EXIT_OK;
+    const ss_error_t *e = ss_last_error(client);
+    switch (rc) {
+    case SS_EREMOTE:
+        set_failure(f, e->code, "%s", e->message);
+        return EXIT_REMOTE;
+    case SS_ETIMEOUT: {
+        bool from_broker = strcmp(e->message, "no answer within the timeout") != 0;
+        char broker_says[256];
+        snprintf(broker_says, sizeof broker_says, "%s", e->message);
+        if (from_broker || (!interrupted && broker_answers(opt.timeout_ms < 1000 ? opt.timeout_ms : 1000))) {
+            if (from_broker)
+                set_failure(f, "timeout", "%s", broker_says);
+            else
+                set_failure(f, "timeout", "no answer from %s (action %s) within %d ms; the broker "
+                            "at %s is up", dst, action, opt.timeout_ms, opt.endpoint);
+            return EXIT_REMOTE;
+        }
+        if (interrupted)
+            break;
+        set_failure(f, "unreachable", "no answer from the broker at %s within %d ms: is it "
+                    "running there%s? (systemctl status smartshop-broker)", opt.endpoint,
+                    opt.timeout_ms, opt.server_key[0] ? ", and does it accept these CURVE keys" : "");
+        return EXIT_UNREACHABLE;
+    }
+    case SS_ESTOPPED:
+        break;
+    case SS_EINVAL:
+        set_failure(f, e->code[0] ? e->code : "invalid", "%s", e->message);
+        return EXIT_USAGE;
+    default:
+        set_failure(f, e->code[0] ? e->code : "failed", "%s: %s", ss_strerror(rc), e->message);
+        return EXIT_UNREACHABLE;
+    }
+    set_failure(f, "interrupted", "interrupted");
+    return EXIT_INTERRUPTED;
+}
+
+/* A failure on stderr, and with --json as {"error": {...}} on stdout. */
+static int report_failure(int code, const char *what, const failure_t *f)
+{
+    if (code == EXIT_INTERRUPTED)
+        return code;
+    if (opt.json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *err = cJSON_AddObjectToObject(root, "error");
+        cJSON_AddStringToObject(err, "code", f->code);
+        cJSON_AddStringToObject(err, "message", f->message);
+        char *text = cJSON_PrintUnformatted(root);
+        if (text)
+            printf("%s\n", text);
+        cJSON_free(text);
+        cJSON_Delete(root);
+    }
+    if (code == EXIT_REMOTE && strcmp(f->code, "unknown_action") == 0 && what)
+        say("%s: %s: %s (an older broker without this action?)", what, f->code, f->message);
+    else if (what)
+        say("%s: %s: %s", what, f->code, f->message);
+    else
+        say("%s: %s", f->code, f->message);
+    return code;
+}
+
+/* Broker actions answer {"status":"error","message":...} in a response. */
+static bool status_error(const cJSON *payload, failure_t *f)
+{
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(payload, "status");
+    if (!cJSON_IsString(status) || strcmp(status->valuestring, "error") != 0)
+        return false;
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(payload, "message");
+    set_failure(f, "error", "%s", cJSON_IsString(message) ? message->valuestring : "(no message)");
+    return true;
+}
+
+static void print_json(const cJSON *value, bool pretty)
+{
+    char *text = pretty ? cJSON_Print(value) : cJSON_PrintUnformatted(value);
+    if (text)
+        printf("%s\n", text);
+    cJSON_free(text);
+}
+
+/* A broker action: the request, the error handling, --json. Returns 0 and
+ * the payload in *out (yours), or an exit code (already reported). */
+static int broker_action(const char *action, const cJSON *payload, const char *what, cJSON **out)
+{
+    failure_t f;
+    int code = call("broker", action, payload, out, &f);
+    if (code != EXIT_OK)
+        return report_failure(code, what, &f);
+    if (status_error(*out, &f)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        return report_failure(EXIT_REMOTE, what, &f);
+    }
+    return EXIT_OK;
+}
+
+/* --- human output --- */
+
+static const char *str_or(const cJSON *obj, const char *key, const char *dflt)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsString(item) ? item->valuestring : dflt;
+}
+
+static double num_or(const cJSON *obj, const char *key, double dflt)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(item) ? item->valuedouble : dflt;
+}
+
+/* A scalar as table text: integers without ".0", strings bare. */
+static void scalar_text(const cJSON *v, char *out, size_t len)
+{
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == floor(d) && fabs(d) < 9.007199254740992e15)
+            snprintf(out, len, "%.0f", d);
+        else
+            snprintf(out, len, "%.3f", d);
+    } else if (cJSON_IsString(v)) {
+        snprintf(out, len, "%s", v->valuestring);
+    } else if (cJSON_IsBool(v)) {
+        snprintf(out, len, "%s", cJSON_IsTrue(v) ? "yes" : "no");
+    } else if (cJSON_IsNull(v)) {
+        snprintf(out, len, "-");
+    } else {
+        char *text = cJSON_PrintUnformatted(v);
+        snprintf(out, len, "%s", text ? text : "?");
+        cJSON_free(text);
+    }
+}
+
+/* A table of rows of cells, columns padded to their widest cell. */
+typedef struct {
+    int cols, rows, cap;
+    char **cells;               /* rows * cols */
+    bool *right;                /* per column: right-aligned (numbers) */
+} table_t;
+
+static void table_init(table_t *t, int cols)
+{
+    memset(t, 0, sizeof *t);
+    t->cols = cols;
+    t->right = calloc((size_t)cols, sizeof *t->right);
+}
+
+static void table_row(table_t *t, ...)
+{
+    if (t->rows == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 16;
+        t->cells = realloc(t->cells, (size_t)t->cap * (size_t)t->cols * sizeof *t->cells);
+        if (!t->cells) {
+            say("out of memory");
+            exit(EXIT_REMOTE);
+        }
+    }
+    va_list ap;
+    va_start(ap, t);
+    for (int c = 0; c < t->cols; c++) {
+        const char *s = va_arg(ap, const char *);
+        t->cells[t->rows * t->cols + c] = strdup(s ? s : "");
+    }
+    va_end(ap);
+    t->rows++;
+}
+
+static void table_print(table_t *t)
+{
+    int *width = calloc((size_t)t->cols, sizeof *width);
+    for (int r = 0; r < t->rows; r++)
+        for (int c = 0; c < t->cols; c++) {
+            int w = (int)strlen(t->cells[r * t->cols + c]);
+            if (w > width[c])
+                width[c] = w;
+        }
+    for (int r = 0; r < t->rows; r++) {
+        for (int c = 0; c < t->cols; c++) {
+            const char *cell = t->cells[r * t->cols + c];
+            bool last = c == t->cols - 1;
+            if (t->right[c])
+                printf("%*s", width[c], cell);
+            else
+                printf("%-*s", last ? 0 : width[c], cell);
+            if (!last)
+                printf("  ");
+        }
+        putchar('\n');
+    }
+    for (int i = 0; i < t->rows * t->cols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    free(t->right);
+    free(width);
+}
+
+static void duration_text(double ms, char *out, size_t len)
+{
+    long long s = (long long)(ms / 1000);
+    long long d = s / 86400, h = s % 86400 / 3600, m = s % 3600 / 60, sec = s % 60;
+    if (d)
+        snprintf(out, len, "%lldd %lldh %lldm %llds", d, h, m, sec);
+    else if (h)
+        snprintf(out, len, "%lldh %lldm %llds", h, m, sec);
+    else if (m)
+        snprintf(out, len, "%lldm %llds", m, sec);
+    else
+        snprintf(out, len, "%.1fs", ms / 1000);
+}
+
+/* Nested objects as dotted keys: {"in":{"request":3}} -> in.request 3. */
+static void flatten(table_t *t, const cJSON *obj, const char *prefix)
+{
+    const cJSON *item;
+    cJSON_ArrayForEach(item, obj)
+    {
+        char key[256], value[512];
+        if (prefix)
+            snprintf(key, sizeof key, "%s.%s", prefix, item->string);
+        else
+            snprintf(key, sizeof key, "%s", item->string);
+        if (cJSON_IsObject(item)) {
+            if (item->child)
+                flatten(t, item, key);
+            else
+                table_row(t, key, "-");
+            continue;
+        }
+        scalar_text(item, value, sizeof value);
+        if (strcmp(key, "uptime_ms") == 0 && cJSON_IsNumber(item)) {
+            char d[64];
+            duration_text(item->valuedouble, d, sizeof d);
+            snprintf(value + strlen(value), sizeof value - strlen(value), "  (%s)", d);
+        }
+        table_row(t, key, value);
+    }
+}
+
+/* --- the commands --- */
+
+static int cmd_ping(void)
+{
+    cJSON *payload = NULL;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = broker_action("ping", NULL, "ping", &payload);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(payload, false);
+    } else {
+        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+        printf("broker at %s answered in %.1f ms\n", opt.endpoint, ms);
+    }
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+static int cmd_services(void)
+{
+    cJSON *payload = NULL;
+    int rc = broker_action("list_services", NULL, "services", &payload);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(payload, false);
+    } else {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "services");
+        if (!cJSON_GetArraySize(list)) {
+            printf("no services registered\n");
+        } else {
+            table_t t;
+            table_init(&t, 2);
+            t.right[1] = true;
+            table_row(&t, "SERVICE", "INSTANCES");
+            const cJSON *svc;
+            cJSON_ArrayForEach(svc, list)
+            {
+                char n[32];
+                snprintf(n, sizeof n, "%.0f", num_or(svc, "instances", 0));
+                table_row(&t, str_or(svc, "name", "?"), n);
+            }
+            table_print(&t);
+        }
+    }
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+static int cmd_stats(void)
+{
+    cJSON *payload = NULL;
+    int rc = broker_action("stats", NULL, "stats", &payload);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(payload, false);
+    } else {
+        table_t t;
+        table_init(&t, 2);
+        flatten(&t, payload, NULL);
+        table_print(&t);
+    }
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+/* metrics: for each service and action, its counters and latencies; any
+ * shape the broker sends is shown (dotted keys), the known one as a table. */
+static void latency_text(const cJSON *row, const char *key, char *out, size_t len)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, key);
+    if (cJSON_IsNumber(v))
+        snprintf(out, len, "%.1f", v->valuedouble);
+    else
+        snprintf(out, len, "-");
+}
+
+static bool metrics_table(const cJSON *payload)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "actions");
+    if (!cJSON_IsArray(list))
+        return false;
+    table_t t;
+    table_init(&t, 8);
+    for (int c = 2; c < 8; c++)
+        t.right[c] = true;
+    table_row(&t, "SERVICE", "ACTION", "REQUESTS", "ERRORS", "INFLIGHT", "P50_MS", "P90_MS", "P99_MS");
+    const cJSON *row;
+    cJSON_ArrayForEach(row, list)
+    {
+        char req[32], errs[32], infl[32], p50[32], p90[32], p99[32];
+        snprintf(req, sizeof req, "%.0f", num_or(row, "requests", 0));
+        snprintf(errs, sizeof errs, "%.0f", num_or(row, "errors", 0));
+        snprintf(infl, sizeof infl, "%.0f", num_or(row, "inflight", 0));
+        latency_text(row, "p50_ms", p50, sizeof p50);
+        latency_text(row, "p90_ms", p90, sizeof p90);
+        latency_text(row, "p99_ms", p99, sizeof p99);
+        table_row(&t, str_or(row, "service", "?"), str_or(row, "action", "?"), req, errs, infl,
+                  p50, p90, p99);
+    }
+    table_print(&t);
+    return true;
+}
+
+static int cmd_metrics(void)
+{
+    cJSON *payload = NULL;
+    int rc = broker_action("metrics", NULL, "metrics", &payload);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(payload, false);
+    } else if (!metrics_table(payload)) {
+        table_t t;
+        table_init(&t, 2);
+        flatten(&t, payload, NULL);
+        table_print(&t);
+    }
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+/* The payload argument: JSON text, or '-' for stdin. */
+static int read_payload(const char *arg, cJSON **out)
+{
+    *out = NULL;
+    if (!arg)
+        return 0;
+    char *buf = NULL;
+    if (strcmp(arg, "-") == 0) {
+        size_t len = 0, cap = 0;
+        int ch;
+        while ((ch = getchar()) != EOF) {
+            if (len + 2 > cap) {
+                cap = cap ? cap * 2 : 4096;
+                char *grown = realloc(buf, cap);
+                if (!grown) {
+                    free(buf);
+                    say("out of memory reading the payload");
+                    return EXIT_USAGE;
+                }
+                buf = grown;
+            }
+            buf[len++] = (char)ch;
+        }
+        if (!buf)
+            return usage_error("no payload on stdin");
+        buf[len] = '\0';
+        arg = buf;
+    }
+    *out = cJSON_Parse(arg);
+    if (!*out) {
+        const char *where = cJSON_GetErrorPtr();
+        int rc = usage_error("the payload is not valid JSON%s%.20s%s: %s",
+                             where && *where ? " near '" : "", where && *where ? where : "",
+                             where && *where ? "'" : "",
+                             "quote it for the shell, e.g. '{\"key\": \"value\"}'");
+        free(buf);
+        return rc;
+    }
+    free(buf);
+    return 0;
+}
+
+static int cmd_request(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage_error("request needs DST and ACTION (and optionally a JSON payload)");
+    if (argc > 3)
+        return usage_error("request takes DST ACTION [JSON]; got %d arguments (quote the JSON "
+                           "payload for the shell)", argc);
+    cJSON *payload = NULL, *response = NULL;
+    int rc = read_payload(argc > 2 ? argv[2] : NULL, &payload);
+    if (rc)
+        return rc;
+    failure_t f;
+    char what[300];
+    snprintf(what, sizeof what, "%s %s", argv[0], argv[1]);
+    rc = call(argv[0], argv[1], payload, &response, &f);
+    cJSON_Delete(payload);
+    if (rc)
+        return report_failure(rc, what, &f);
+    print_json(response, !opt.json);
+    cJSON_Delete(response);
+    return EXIT_OK;
+}
+
+static int cmd_reload(void)
+{
+    cJSON *payload = NULL;
+    int rc = broker_action("reload_policy", NULL, "reload: the policy was refused and the "
+                           "previous version keeps running", &payload);
+    if (rc)
+        return rc;
+    if (opt.json)
+        print_json(payload, false);
+    else
+        printf("policy reloaded (hooks: %s)\n", str_or(payload, "hooks", "?"));
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+static int cmd_dead_letters(void)
+{
+    cJSON *req = NULL, *payload = NULL;
+    if (opt.limit >= 0) {
+        req = cJSON_CreateObject();
+        cJSON_AddNumberToObject(req, "limit", (double)opt.limit);
+    }
+    int rc = broker_action("dead_letters", req, "dead-letters", &payload);
+    cJSON_Delete(req);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(payload, false);
+        cJSON_Delete(payload);
+        return EXIT_OK;
+    }
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "dead_letters");
+    printf("%.0f dead letter(s) kept, %.0f evicted; newest first:\n", num_or(payload, "count", 0),
+           num_or(payload, "evicted", 0));
+    if (cJSON_GetArraySize(list)) {
+        table_t t;
+        table_init(&t, 9);
+        t.right[0] = t.right[7] = true;
+        table_row(&t, "ID", "AT", "CODE", "SRC", "DST", "ACTION", "MSG_ID", "BYTES", "REPLAYABLE");
+        const cJSON *d;
+        cJSON_ArrayForEach(d, list)
+        {
+            char cells[9][160];
+            const char *keys[9] = {"id", "at", "code", "src", "dst", "action", "msg_id", "bytes",
+                                   "replayable"};
+            for (int i = 0; i < 9; i++)
+                scalar_text(cJSON_GetObjectItemCaseSensitive(d, keys[i]), cells[i], sizeof cells[i]);
+            table_row(&t, cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6],
+                      cells[7], cells[8]);
+        }
+        table_print(&t);
+    }
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    long id;
+    if (argc != 1)
+        return usage_error("replay takes one dead letter ID (see dead-letters)");
+    if (!parse_long(argv[0], 0, LONG_MAX, &id))
+        return usage_error("replay: '%s' is not a dead letter ID (a number: see dead-letters)",
+                           argv[0]);
+    cJSON *req = cJSON_CreateObject(), *payload = NULL;
+    cJSON_AddNumberToObject(req, "id", (double)id);
+    char what[64];
+    snprintf(what, sizeof what, "replay %ld", id);
+    int rc = broker_action("replay", req, what, &payload);
+    cJSON_Delete(req);
+    if (rc)
+        return rc;
+    if (opt.json)
+        print_json(payload, false);
+    else
+        printf("dead letter %ld sent again\n", id);
+    cJSON_Delete(payload);
+    return EXIT_OK;
+}
+
+/* --- watch --- */
+
+typedef struct {
+    bool watching;              /* the broker accepted our watch */
+    bool lost;                  /* the last ping went unanswered */
+    bool ping_out;              /* a check is on its way */
+    double started_ms;          /* when the broker started (our wall clock), 0: unknown */
+    int failed;                 /* exit code of a refused watch */
+    failure_t f;
+} watch_state_t;
+
+static void print_watched(ss_client_t *c, const ss_msg_t *m, void *arg)
+{
+    (void)c;
+    (void)arg;
+    if (opt.json) {
+        print_json(ss_msg_json(m), false);
+    } else {
+        const char *ts = str_or(ss_msg_json(m), "timestamp", NULL);
+        char now[32];
+        if (!ts) {
+            struct timespec t;
+            struct tm tm;
+            clock_gettime(CLOCK_REALTIME, &t);
+            gmtime_r(&t.tv_sec, &tm);
+            strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(now + strlen(now), sizeof now - strlen(now), ".%03dZ", (int)(t.tv_nsec / 1000000));
+            ts = now;
+        }
+        const char *dst = ss_msg_dst(m) ? ss_msg_dst(m) : "-";
+        const cJSON *payload = ss_msg_payload(m);
+        char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
+        printf("%s  %-9s  %s -> %s  %s  %s\n", ts,
+               strcmp(dst, "broadcast") == 0 ? "broadcast" : (ss_msg_type(m) ? ss_msg_type(m) : "?"),
+               ss_msg_src(m) ? ss_msg_src(m) : "-", dst, ss_msg_action(m) ? ss_msg_action(m) : "-",
+               body ? body : "null");
+        cJSON_free(body);
+    }
+    fflush(stdout);
+}
+
+static void on_watch_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
+{
+    watch_state_t *w = arg;
+    if (err) {
+        if (strcmp(err->code, "timeout") == 0)
+            return;             /* the pings tell whether the broker is gone */
+        set_failure(&w->f, err->code, "%s", err->message);
+        w->failed = EXIT_REMOTE;
+        ss_client_stop(c);
+        return;
+    }
+    failure_t f;
+    if (status_error(ss_msg_payload(response), &f)) {
+        w->f = f;
+        w->failed = EXIT_REMOTE;
+        ss_client_stop(c);
+        return;
+    }
+    if (!w->watching && w->lost)
+        say("watching again");
+    w->watching = true;
+    w->lost = false;
+}
+
+static void send_watch(watch_state_t *w)
+{
+    int rc = ss_request_async(client, "broker", "watch", NULL, opt.timeout_ms, on_watch_answer, w);
+    if (rc != SS_OK)
+        say("cannot send the watch request: %s", ss_strerror(rc));
+}
+
+static double wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* Every second the broker's uptime: a stats request that goes unanswered
+ * means the broker is gone; a start time that moved means it restarted
+ * (and forgot our watch, as it does whenever our connection is new). */
+static void on_watch_check(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
+{
+    (void)c;
+    watch_state_t *w = arg;
+    w->ping_out = false;
+    if (err) {
+        if (strcmp(err->code, "timeout") == 0) {
+            if (!w->lost)
+                say("lost the broker at %s; waiting for it to come back", opt.endpoint);
+            w->lost = true;
+            w->watching = false;
+        }
+        return;
+    }
+    /* when the broker started, by our clock: it moves only on a restart */
+    double uptime = num_or(ss_msg_payload(response), "uptime_ms", -1);
+    bool restarted = false;
+    if (uptime >= 0) {
+        double started = wall_ms() - uptime;
+        restarted = w->started_ms > 0 && fabs(started - w->started_ms) > 500;
+        w->started_ms = started;
+    }
+    if (restarted && !w->lost)
+        say("the broker at %s restarted", opt.endpoint);
+    if (w->lost || restarted || !w->watching) {
+        w->watching = false;
+        w->lost = true;         /* "watching again" once it accepts */
+        send_watch(w);
+    }
+}
+
+static int cmd_watch(void)
+{
+    watch_state_t w;
+    memset(&w, 0, sizeof w);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (ss_on_event(client, NULL, print_watched, NULL) != SS_OK) {
+        say("out of memory");
+        return EXIT_REMOTE;
+    }
+    /* The first answer decides: a broker that refuses or cannot be
+     * reached ends the command; later, losing it only waits. */
+    cJSON *first = NULL;
+    int rc = broker_action("stats", NULL, "watch", &first);
+    if (rc)
+        return rc;
+    double uptime = num_or(first, "uptime_ms", -1);
+    if (uptime >= 0)
+        w.started_ms = wall_ms() - uptime;
+    cJSON_Delete(first);
+    rc = broker_action("watch", NULL, "watch", &first);
+    if (rc)
+        return rc;
+    cJSON_Delete(first);
+    w.watching = true;
+    if (!opt.json)
+        say("watching events and broadcasts at %s; Ctrl-C to stop", opt.endpoint);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double next_ping = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6 + 1000;
+    while (!interrupted) {
+        rc = ss_client_process(client, 500);
+        if (rc == SS_ESTOPPED)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double t = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+        if (t >= next_ping && !w.ping_out) {
+            w.ping_out = ss_request_async(client, "broker", "stats", NULL, 2000, on_watch_check, &w) == SS_OK;
+            next_ping = t + 1000;
+        }
+    }
+    if (w.failed)
+        return report_failure(w.failed, "watch", &w.f);
+    return EXIT_OK;
+}
+
+/* --- main --- */
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"endpoint", required_argument, 0, 'e'},
+        {"json", no_argument, 0, 'j'},
+        {"timeout", required_argument, 0, 't'},
+        {"limit", required_argument, 0, 'n'},
+        {"server-key", required_argument, 0, 'S'},
+        {"key", required_argument, 0, 'K'},
+        {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},
+        {0, 0, 0, 0},
+    };
+    opt.endpoint = getenv("SMARTSHOP_ENDPOINT");
+    if (!opt.endpoint || !*opt.endpoint)
+        opt.endpoint = DEFAULT_ENDPOINT;
+    opt.server_key_file = getenv("SMARTSHOP_SERVER_KEY");
+    opt.key_prefix = getenv("SMARTSHOP_KEY");
+    if (opt.server_key_file && !*opt.server_key_file)
+        opt.server_key_file = NULL;
+    if (opt.key_prefix && !*opt.key_prefix)
+        opt.key_prefix = NULL;
+    bool limit_given = false;
+    opterr = 0;
+    int ch;
+    long n;
+    while ((ch = getopt_long(argc, argv, ":e:jt:n:hV", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'e':
+            if (!*optarg)
+                return usage_error("--endpoint needs an address, e.g. " DEFAULT_ENDPOINT);
+            opt.endpoint = optarg;
+            break;
+        case 'j':
+            opt.json = true;
+            break;
+        case 't':
+            if (!parse_long(optarg, 1, 3600000, &n))
+                return usage_error("--timeout: '%s' is not a number of milliseconds (1..3600000)",
+                                   optarg);
+            opt.timeout_ms = (int)n;
+            break;
+        case 'n':
+            if (!parse_long(optarg, 0, 10000000, &n))
+                return usage_error("--limit: '%s' is not a count (0..10000000)", optarg);
+            opt.limit = n;
+            limit_given = true;
+            break;
+        case 'S':
+            opt.server_key_file = optarg;
+            break;
+        case 'K':
+            opt.key_prefix = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case 'V':
+            printf(PROG " %s\n", SMARTSHOP_CLIENT_VERSION);
+            return EXIT_OK;
+        case ':':
+            return usage_error("%s needs a value", argv[optind - 1]);
+        default:
+            if (optopt)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error("no command given (ping, services, stats, metrics, request, watch, "
+                           "reload, dead-letters, replay)");
+    const char *cmd = argv[optind];
+    int nargs = argc - optind - 1;
+    char **args = argv + optind + 1;
+
+    static const struct {
+        const char *name;
+        int min_args, max_args;
+    } commands[] = {
+        {"ping", 0, 0},     {"services", 0, 0}, {"stats", 0, 0},  {"metrics", 0, 0},
+        {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 0},
+        {"replay", 0, 99},
+    };
+    int which = -1;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            which = (int)i;
+    if (which < 0) {
+        if (strcmp(cmd, "help") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        }
+        return usage_error("unknown command '%s'", cmd);
+    }
+    if (nargs > commands[which].max_args)
+        return usage_error("%s takes no arguments (got '%s')", cmd, args[0]);
+    if (limit_given && strcmp(cmd, "dead-letters") != 0)
+        return usage_error("--limit goes with dead-letters only");
+
+    int rc = load_keys();
+    if (rc)
+        return rc;
+    rc = connect_broker();
+    if (rc)
+        return rc;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (strcmp(cmd, "ping") == 0)
+        rc = cmd_ping();
+    else if (strcmp(cmd, "services") == 0)
+        rc = cmd_services();
+    else if (strcmp(cmd, "stats") == 0)
+        rc = cmd_stats();
+    else if (strcmp(cmd, "metrics") == 0)
+        rc = cmd_metrics();
+    else if (strcmp(cmd, "request") == 0)
+        rc = cmd_request(nargs, args);
+    else if (strcmp(cmd, "watch") == 0)
+        rc = cmd_watch();
+    else if (strcmp(cmd, "reload") == 0)
+        rc = cmd_reload();
+    else if (strcmp(cmd, "dead-letters") == 0)
+        rc = cmd_dead_letters();
+    else
+        rc = cmd_replay(nargs, args);
+
+    ss_client_destroy(&client);
+    if (fflush(stdout) != 0 && rc == EXIT_OK)
+        rc = EXIT_REMOTE;       /* stdout closed or full: do not claim success */
+    if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0)
+        rc = EXIT_INTERRUPTED;
+    return rc;
+}
