@@ -166,5 +166,36 @@ class KeyFileTest(bp.BrokerTestCase):
             b.cleanup()
 
 
+class AclExampleTest(bp.BrokerTestCase):
+    """policies/examples/acl.lua, as shipped."""
+    BROKER_ARGS = ("--policy", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            "..", "..", "policies", "examples", "acl.lua"))
+
+    def test_rules_allow_and_deny_by_sender(self):
+        ledger = self.peer(register="ledger")
+        inventory = self.peer(register="inventory")
+        payment = self.peer(register="payment-service")
+        shop = self.peer(register="shop-frontend")
+        m = payment.request("ledger", "refund", payload={"order": 1})
+        self.assertEqual(ledger.recv()[1]["msg_id"], m["msg_id"])
+        m = shop.request("ledger", "refund")
+        body = self.expectError(shop, "denied", correlation_id=m["msg_id"])
+        self.assertIn("shop-frontend may not call ledger refund", body["payload"]["message"])
+        m = shop.request("ledger", "balance")              # "*": any sender
+        self.assertEqual(ledger.recv()[1]["msg_id"], m["msg_id"])
+        m = shop.request("inventory", "restock")
+        self.expectError(shop, "denied", correlation_id=m["msg_id"])
+        m = shop.request("inventory", "reserve")           # no rule for it: closed
+        self.expectError(shop, "denied", correlation_id=m["msg_id"])
+        m = shop.request("inventory", "stock")
+        self.assertEqual(inventory.recv()[1]["msg_id"], m["msg_id"])
+
+    def test_unlisted_services_are_open(self):
+        other = self.peer(register="acl-open")
+        shop = self.peer(register="acl-shop")
+        m = shop.request("acl-open", "anything")
+        self.assertEqual(other.recv()[1]["msg_id"], m["msg_id"])
+
+
 if __name__ == "__main__":
     bp.main()
