@@ -27,7 +27,22 @@ static bool is_z85_key(const char *text)
     return true;
 }
 
-/* Reads the one key a key file holds (comment lines start with '#'). */
+/* Cuts a comment off a line. '#' is a Z85 character, so a comment starts
+ * only at a '#' that begins the line or follows white space, and is
+ * followed by white space or the end of the line ("# like this"). */
+static void strip_comment(char *line)
+{
+    for (char *c = line; *c; c++) {
+        bool starts = c == line || *(c - 1) == ' ' || *(c - 1) == '\t';
+        bool ends = c[1] == '\0' || c[1] == ' ' || c[1] == '\t' || c[1] == '\r' || c[1] == '\n';
+        if (*c == '#' && starts && ends) {
+            *c = '\0';
+            return;
+        }
+    }
+}
+
+/* Reads the one key a key file holds ("# " starts a comment). */
 static int read_key_file(const char *path, bool secret, char out[AUTH_KEY_LEN + 1],
                          char *err, size_t errlen)
 {
@@ -50,7 +65,8 @@ static int read_key_file(const char *path, bool secret, char out[AUTH_KEY_LEN + 
     int rc = -1;
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] == '#' || line[0] == '\0')
+        strip_comment(line);
+        if (strspn(line, " \t") == strlen(line))
             continue;
         if (is_z85_key(line)) {
             memcpy(out, line, AUTH_KEY_LEN + 1);
@@ -66,7 +82,7 @@ static int read_key_file(const char *path, bool secret, char out[AUTH_KEY_LEN + 
 }
 
 /* The allow list: one line per client key, "KEY name name-prefix* ...";
- * '#' starts a comment. A key with no names may connect but register
+ * "# " starts a comment. A key with no names may connect but register
  * nothing; "*" lets it register any name. */
 static int read_allow_list(auth_t *a, const char *path, char *err, size_t errlen)
 {
@@ -79,9 +95,7 @@ static int read_allow_list(auth_t *a, const char *path, char *err, size_t errlen
     int lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
         lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
+        strip_comment(line);
         char *save = NULL, *word = strtok_r(line, " \t\r\n", &save);
         if (!word)
             continue;
@@ -187,6 +201,15 @@ static const auth_entry_t *find_entry(const auth_t *a, const char *key)
     return NULL;
 }
 
+bool auth_is_admin(const auth_t *a, const char *key)
+{
+    const auth_entry_t *e = find_entry(a, key);
+    for (int i = 0; e && i < e->pattern_count; i++)
+        if (strcmp(e->patterns[i], "@admin") == 0)
+            return true;
+    return false;
+}
+
 bool auth_may_register(const auth_t *a, const char *key, const char *name)
 {
     const auth_entry_t *e = find_entry(a, key);
@@ -195,6 +218,8 @@ bool auth_may_register(const auth_t *a, const char *key, const char *name)
     for (int i = 0; i < e->pattern_count; i++) {
         const char *p = e->patterns[i];
         size_t n = strlen(p);
+        if (p[0] == '@')
+            continue;                       /* a mark such as @admin, not a name */
         if (strcmp(p, name) == 0 || (n > 0 && p[n - 1] == '*' && strncmp(p, name, n - 1) == 0))
             return true;
     }

@@ -41,6 +41,10 @@ int auth_start(auth_t *a, void *zmq_ctx, void *router, char *err, size_t errlen)
 /* Answers every ZAP request waiting (never blocks). */
 void auth_handle_zap(auth_t *a);
 
+/* True if the allow list marks `key` "@admin": it may use the broker's
+ * operator actions (reload_policy, dead_letters, replay, watch). */
+bool auth_is_admin(const auth_t *a, const char *key);
+
 /* True if `key` (Z85) may register `name`. */
 bool auth_may_register(const auth_t *a, const char *key, const char *name);
 

@@ -54,6 +54,7 @@ typedef struct broker {
     metrics_t *metrics;
     void *metrics_http;         /* ZMQ_STREAM socket of --metrics, or NULL */
     int watchers;               /* peers that asked for a copy of every event */
+    bool replaying;             /* a dead letter is being re-injected (no replay inside) */
     stats_t stats;
     uint64_t started_ms;
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */

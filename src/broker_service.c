@@ -135,12 +135,16 @@ static cJSON *replay(broker_t *b, peer_t *peer, const envelope_t *env)
     peer_t *from = registry_find_peer(b->registry, d->from, d->from_len);
     if (!from)
         return status_error(payload, "the connection that sent it is gone");
+    if (b->replaying)    /* a letter that replays a letter: never recurse */
+        return status_error(payload, "a replay cannot start another replay");
     char *bytes = malloc(d->len);      /* the ring may change while it is routed */
     if (!bytes)
         return status_error(payload, "out of memory");
     memcpy(bytes, d->bytes, d->len);
     size_t len = d->len;
+    b->replaying = true;
     router_inject(b, from, bytes, len);
+    b->replaying = false;
     free(bytes);
     cJSON_AddStringToObject(payload, "status", "ok");
     cJSON_AddNumberToObject(payload, "replayed", id);
@@ -184,18 +188,20 @@ static cJSON *metrics(broker_t *b, peer_t *peer, const envelope_t *env)
 typedef struct {
     const char *name;
     cJSON *(*run)(broker_t *b, peer_t *peer, const envelope_t *env);
+    bool admin;                 /* with CURVE: only for keys marked @admin */
 } action_t;
 
 static const action_t actions[] = {
-    {"ping", ping},
-    {"list_services", list_services},
-    {"stats", stats},
-    {"reload_policy", reload_policy},
-    {"dead_letters", dead_letters},
-    {"replay", replay},
-    {"watch", watch},
-    {"unwatch", unwatch},
-    {"metrics", metrics},
+    {"ping", ping, false},
+    {"list_services", list_services, false},
+    {"stats", stats, false},
+    {"metrics", metrics, false},
+    {"unwatch", unwatch, false},
+    /* these act on the bus or see others' traffic */
+    {"reload_policy", reload_policy, true},
+    {"dead_letters", dead_letters, true},
+    {"replay", replay, true},
+    {"watch", watch, true},
 };
 
 void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
@@ -204,6 +210,12 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
         if (!env_equals(action, actions[i].name))
             continue;
+        if (actions[i].admin && b->auth && peer->kind == PEER_REMOTE &&
+            !auth_is_admin(b->auth, peer->key)) {
+            router_send_error(b, peer, env, ERR_DENIED,
+                              "this broker action needs a key marked @admin in the allow list");
+            return;
+        }
         char dst[NAME_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1];
         reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
         reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);

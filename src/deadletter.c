@@ -53,7 +53,7 @@ static void copy_text(char *out, size_t cap, const char *text)
 
 void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
                      const envelope_t *env, const char *msg_id, const char *src,
-                     const char *action)
+                     const char *dst, const char *action)
 {
     size_t len = env && env->len <= dl->max_bytes ? env->len : 0;
     while (dl->count > 0 && (dl->count == dl->cap || dl->bytes + len > dl->max_bytes))
@@ -82,6 +82,8 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
         copy_text(d->msg_id, sizeof d->msg_id, msg_id);
     if (src)
         copy_text(d->src, sizeof d->src, src);
+    if (dst)
+        copy_text(d->dst, sizeof d->dst, dst);
     if (action)
         copy_text(d->action, sizeof d->action, action);
     dl->count++;

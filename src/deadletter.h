@@ -44,7 +44,7 @@ void deadletters_free(deadletters_t **self_p);
  * explicitly (for requests that expired) win over the envelope's. */
 void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
                      const envelope_t *env, const char *msg_id, const char *src,
-                     const char *action);
+                     const char *dst, const char *action);
 
 /* The newest `limit` letters, newest first, as a JSON array. */
 cJSON *deadletters_list(const deadletters_t *dl, size_t limit);

@@ -30,6 +30,7 @@ typedef enum {
     ERR_POLICY_ERROR,
     ERR_SERVICE_ERROR,
     ERR_LIMIT_EXCEEDED,
+    ERR_REQUESTER_GONE,     /* a dead letter's reason only: never sent */
     ERR_INTERNAL,
     ERR__COUNT
 } bus_err_t;

@@ -102,6 +102,7 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
         return NULL;
     copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
     copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
+    copy_field(rec->dst, sizeof rec->dst, &env->f[EF_DST]);
     copy_field(rec->action, sizeof rec->action, &env->f[EF_ACTION]);
     rec->requester = requester;
     rec->handler = handler;

@@ -29,6 +29,7 @@ typedef struct inflight {
     struct inflight *handle_prev, *handle_next; /* in handler->handling */
     char msg_id[MSG_ID_MAX_LEN + 1];
     char src[NAME_MAX_LEN + 1]; /* requester's src, for error replies */
+    char dst[NAME_MAX_LEN + 1]; /* the name it was sent to, for dead letters */
     char action[MSG_ID_MAX_LEN + 1]; /* "" if not a plain short string */
     UT_hash_handle hh;
 } inflight_t;

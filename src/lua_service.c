@@ -426,45 +426,75 @@ static void handle_event(lua_version_t *v, const envelope_t *env)
     luamsg_release(L);
 }
 
+/* Runs inside the protected call: finding the callback and decoding the
+ * answer both allocate, and an allocation that fails outside a protected
+ * call would abort the broker. Arguments: the version, correlation_id
+ * (pointer, length), payload (pointer or NULL, length), is_error. Returns
+ * whether the answer was for a request this service sent. */
+static int run_answer(lua_State *L)
+{
+    lua_version_t *v = lua_touserdata(L, 1);
+    const char *corr = lua_touserdata(L, 2);
+    size_t corr_len = (size_t)lua_tointeger(L, 3);
+    const char *payload = lua_touserdata(L, 4);
+    size_t payload_len = (size_t)lua_tointeger(L, 5);
+    bool is_error = lua_toboolean(L, 6);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);     /* 7: pending */
+    lua_pushlstring(L, corr, corr_len);
+    lua_rawget(L, 7);                                       /* 8: the callback */
+    if (!lua_isfunction(L, 8)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_pushlstring(L, corr, corr_len);
+    lua_pushnil(L);
+    lua_rawset(L, 7);                                       /* answered: forget it */
+    if (!is_error) {
+        if (payload)
+            luamsg_push_decoded(L, payload, payload_len);
+        else
+            lua_pushnil(L);
+        lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+        if (payload)
+            luamsg_push_decoded(L, payload, payload_len);
+        else
+            lua_newtable(L);
+    }
+    lua_call(L, 2, 0);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static log_ratelimit_t stray_error_limit;
+
 /* A response or error for a request this service sent: its callback. */
 static void handle_answer(lua_version_t *v, const envelope_t *env)
 {
     lua_State *L = v->sandbox->L;
-    char corr[MSG_ID_MAX_LEN + 1];
-    reply_copy_plain(corr, sizeof corr, &env->f[EF_CORRELATION_ID]);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);
-    lua_getfield(L, -1, corr);
-    if (!lua_isfunction(L, -1)) {
-        lua_pop(L, 2);
-        if (env->type == MT_ERROR && log_enabled(LOG_LEVEL_WARN)) {
-            /* e.g. the broker refusing this service's registration */
-            log_warn("service %s: error from %.*s: %.*s", v->name, (int)env->f[EF_SRC].len,
-                     env->f[EF_SRC].ptr, (int)env->f[EF_PAYLOAD].len, env->f[EF_PAYLOAD].ptr);
-        }
+    const env_value_t *corr = &env->f[EF_CORRELATION_ID], *p = &env->f[EF_PAYLOAD];
+    bool has_payload = p->kind != JSON_ABSENT;
+    lua_pushcfunction(L, run_answer);
+    lua_pushlightuserdata(L, v);
+    lua_pushlightuserdata(L, (void *)corr->ptr);
+    lua_pushinteger(L, corr->len);
+    lua_pushlightuserdata(L, has_payload ? (void *)(p->kind == JSON_STRING ? p->ptr - 1 : p->ptr) : NULL);
+    lua_pushinteger(L, p->kind == JSON_STRING ? p->len + 2 : p->len);
+    lua_pushboolean(L, env->type == MT_ERROR);
+    char err[1024];
+    if (sandbox_call(v->sandbox, 6, 1, err, sizeof err) < 0) {
+        handler_failed(v, "a request callback", err);
         return;
     }
-    lua_pushnil(L);
-    lua_setfield(L, -3, corr);              /* answered: forget the callback */
-    lua_remove(L, -2);
-    const env_value_t *p = &env->f[EF_PAYLOAD];
-    const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
-    size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
-    if (env->type == MT_RESPONSE) {
-        if (p->kind == JSON_ABSENT)
-            lua_pushnil(L);
-        else
-            luamsg_push_decoded(L, from, len);
-        lua_pushnil(L);
-    } else {
-        lua_pushnil(L);
-        if (p->kind == JSON_ABSENT)
-            lua_newtable(L);
-        else
-            luamsg_push_decoded(L, from, len);
+    bool ours = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!ours && env->type == MT_ERROR) {
+        /* e.g. the broker refusing this service's registration */
+        log_limited(&stray_error_limit, 20, LOG_LEVEL_WARN, "service %s: error from %.*s: %.*s",
+                    v->name, (int)env->f[EF_SRC].len, env->f[EF_SRC].ptr,
+                    (int)(p->len > 200 ? 200 : p->len), p->ptr);
     }
-    char err[1024];
-    if (sandbox_call(v->sandbox, 2, 0, err, sizeof err) < 0)
-        handler_failed(v, "a request callback", err);
 }
 
 void lua_service_handle(lua_service_t *svc, const envelope_t *env)

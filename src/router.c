@@ -97,7 +97,7 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
                   why ? why : "");
     }
     if (about && about->type != MT_NONE)
-        deadletters_add(b->dead, code, to, about, NULL, NULL, NULL);
+        deadletters_add(b->dead, code, to, about, NULL, NULL, NULL, NULL);
     send_error_text(b, to, text, len, about ? about->type : MT_NONE, code);
 }
 
@@ -105,7 +105,8 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
 static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
 {
     metrics_failed(rec->series);
-    deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->action);
+    deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
+                    rec->action);
     if (!rec->requester)
         return;
     size_t len = 0;
@@ -288,12 +289,13 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
 
 /* Hands `data` to one live instance of service `name` (or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
- * full and dropping those found gone. For a request, records it in flight
- * first. Returns the chosen instance, or NULL with *err set
- * (no_such_service, busy, internal). */
+ * full and dropping those found gone. A request (`track`) is recorded in
+ * flight first, with its metrics series. Returns the chosen instance, or
+ * NULL with *err set (no_such_service, busy, internal). */
 static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                                   const envelope_t *env, const char *name, size_t len,
-                                  peer_t *instance, bool track, bus_err_t *err)
+                                  peer_t *instance, bool track, metric_series_t *series,
+                                  bus_err_t *err)
 {
     int busy_tries = 0;
     for (;;) {
@@ -315,6 +317,8 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                 *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
                 return NULL;
             }
+            rec->series = series;
+            rec->started_us = clock_us();
         }
         if (deliver(b, to, data) == 0)
             return to;
@@ -396,13 +400,9 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     for (int i = 0; i < route.count; i++) {
         const char *name = route.names[i];
-        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, true, &err)) {
+        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, true,
+                               series, &err)) {
             b->stats.out[MT_REQUEST]++;
-            inflight_t *rec = inflight_find(b->inflight, env->f[EF_MSG_ID].ptr, env->f[EF_MSG_ID].len);
-            if (rec) {
-                rec->series = series;
-                rec->started_us = clock_us();
-            }
             return;
         }
         if (err != ERR_NO_SUCH_SERVICE)
@@ -436,7 +436,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
     }
     if (!rec->requester) {
         b->stats.requester_gone++;
-        deadletters_add(b->dead, ERR_SERVICE_GONE, peer, env, NULL, NULL, NULL);
+        deadletters_add(b->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
         inflight_remove(b->inflight, &rec);
         return;
     }
@@ -451,6 +451,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
         return;
     }
     b->stats.requester_gone++;
+    deadletters_add(b->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
     inflight_remove(b->inflight, &rec);
     router_peer_gone(b, requester);
@@ -524,7 +525,8 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
         bus_err_t this_err = ERR_NONE;
-        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, false, &this_err)) {
+        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, false, NULL,
+                               &this_err)) {
             b->stats.out[MT_EVENT]++;
             delivered++;
         } else if (!err) {
@@ -593,7 +595,8 @@ void router_handle(broker_t *b, wire_msg_t *m)
                     "refused a message from a new connection (peer limit or out of memory)");
         return;
     }
-    peer->delimiter = m->delimiter;
+    if (!m->injected)
+        peer->delimiter = m->delimiter;
     if (b->auth && !peer->key[0] && peer->kind == PEER_REMOTE) {
         /* the key ZAP accepted for this connection (auth.c sets it as User-Id) */
         const char *key = zmq_msg_gets(&m->data, "User-Id");
@@ -671,7 +674,7 @@ void router_handle(broker_t *b, wire_msg_t *m)
 
 void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)
 {
-    wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1};
+    wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
     zmq_msg_init_size(&m.id, from->id_len);
     memcpy(zmq_msg_data(&m.id), from->id, from->id_len);
     zmq_msg_init_size(&m.data, len);

@@ -12,6 +12,7 @@
 #include <lua-cjson.h>
 
 #include "log.h"
+#include "lua_patterns.h"
 
 /* How often (in VM instructions) the count hook checks the budget. */
 #define HOOK_EVERY 1000
@@ -84,6 +85,8 @@ static int log_error_fn(lua_State *L) { return log_at(L, LOG_LEVEL_ERROR); }
 static int finish_pcall(lua_State *L, int status, lua_KContext extra)
 {
     sandbox_t *sb = sandbox_of(L);
+    if (sb->in_call && sb->instructions_left < 0)
+        sb->over_budget = true;         /* also spent by pattern matching */
     if (sb->over_budget)
         return luaL_error(L, BUDGET_ERROR);
     if (status != LUA_OK && status != LUA_YIELD) {
@@ -230,6 +233,9 @@ sandbox_t *sandbox_new(const char *label, sandbox_limits_t limits)
     }
     lua_sethook(sb->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
     open_libraries(sb->L);
+    /* pattern matching runs in C, where the count hook never fires: it
+     * draws on the same budget through its own step counter */
+    lua_patterns_open(sb->L, &sb->instructions_left);
     return sb;
 }
 
@@ -279,6 +285,8 @@ int sandbox_call(sandbox_t *sb, int nargs, int nresults, char *err, size_t errle
     sb->in_call = true;
     int status = lua_pcall(L, nargs, nresults, base);
     sb->in_call = false;
+    if (sb->instructions_left < 0)
+        sb->over_budget = true;         /* also spent by pattern matching */
     if (status == LUA_OK) {
         lua_remove(L, base);
         return 0;

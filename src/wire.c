@@ -28,6 +28,7 @@ int wire_recv(void *socket, wire_msg_t *m)
     zmq_msg_init(&m->data);
     m->delimiter = false;
     m->bad_frames = false;
+    m->injected = false;
     m->fd = -1;
     if (zmq_msg_recv(&m->id, socket, ZMQ_DONTWAIT) < 0) {
         int saved = errno;

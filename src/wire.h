@@ -18,6 +18,8 @@ typedef struct {
     bool delimiter;     /* the peer sent an empty delimiter first */
     bool bad_frames;    /* not one of the two accepted shapes (F3) */
     int fd;             /* descriptor it arrived on (ZMQ_SRCFD), -1 if none */
+    bool injected;      /* made inside the broker (a Lua service, a replay), not read
+                           from the wire: says nothing of the peer's frame shape */
 } wire_msg_t;
 
 /* Receives one whole message without blocking. Returns 0, or -1 with errno

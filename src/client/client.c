@@ -8,6 +8,7 @@
  * (and counted in the log). */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,9 @@ struct ss_client {
     uint64_t last_heard_ms, next_ping_ms, next_reconnect_ms;
     int backoff_ms;
     char ping_id[37];
+    char *identity;              /* our copy of options->identity */
     ss_error_t last_error;
-    volatile sig_atomic_t stopped;
+    atomic_int stopped;
 };
 
 static void say(const ss_client_t *c, const char *fmt, const char *arg)
@@ -99,8 +101,8 @@ static int open_socket(ss_client_t *c)
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
-    if (c->opt.identity)
-        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->opt.identity, strlen(c->opt.identity));
+    if (c->identity)
+        zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->identity, strlen(c->identity));
     if (c->opt.curve_server_key &&
         (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->opt.curve_server_key, 40) < 0 ||
          zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->opt.curve_public_key, 40) < 0 ||
@@ -164,8 +166,11 @@ ss_client_t *ss_client_new(const char *endpoints, const ss_options_t *options)
         return NULL;                        /* CURVE needs all three keys, in Z85 */
     }
     c->endpoints = strdup(endpoints);
+    c->identity = c->opt.identity ? strdup(c->opt.identity) : NULL;
+    c->opt.identity = NULL;              /* the caller's string need not outlive this call */
     c->ctx = zmq_ctx_new();
-    if (!c->endpoints || !c->ctx || open_socket(c) < 0) {
+    if (!c->endpoints || (options && options->identity && !c->identity) || !c->ctx ||
+        open_socket(c) < 0) {
         ss_client_destroy(&c);
         return NULL;
     }
@@ -202,6 +207,7 @@ void ss_client_destroy(ss_client_t **self_p)
     if (c->ctx)
         zmq_ctx_term(c->ctx);
     free(c->endpoints);
+    free(c->identity);
     free(c);
     *self_p = NULL;
 }
@@ -334,6 +340,8 @@ static void expire(ss_client_t *c, uint64_t now)
 static handler_t *find_handler(ss_client_t *c, const char *action, bool for_requests)
 {
     handler_t *any = NULL;
+    /* the list is newest first: the last named handler wins, and for the
+     * catch-all the one registered first (the last one met here) */
     for (handler_t *h = c->handlers; h; h = h->next) {
         if (for_requests ? !h->on_request : !h->on_event)
             continue;
@@ -439,8 +447,11 @@ int ss_client_next_timeout(ss_client_t *c)
     for (pending_t *p = c->pending; p; p = p->next)
         if (!p->done && p->deadline_ms < next)
             next = p->deadline_ms;
-    if (c->last_heard_ms + (uint64_t)c->opt.dead_after_ms < next)
-        next = c->last_heard_ms + (uint64_t)c->opt.dead_after_ms;
+    uint64_t dead_at = c->last_heard_ms + (uint64_t)c->opt.dead_after_ms;
+    if (dead_at < c->next_reconnect_ms)
+        dead_at = c->next_reconnect_ms;     /* no point waking before a reconnect may happen */
+    if (dead_at < next)
+        next = dead_at;
     return next <= now ? 0 : (int)(next - now);
 }
 
@@ -477,6 +488,7 @@ int ss_client_process(ss_client_t *c, int timeout_ms)
             dispatch(c, &m);
             msg_release(&m);
             handled++;
+            c->last_heard_ms = now_ms();    /* a slow handler is not the broker's silence */
         }
         zmq_msg_close(&frame);
         if (c->stopped)
@@ -593,6 +605,8 @@ static int registration(ss_client_t *c, const char *type, const char *name, int 
 
 int ss_register(ss_client_t *c, const char *name, int timeout_ms)
 {
+    if (!name || !*name)
+        return fail(c, SS_EINVAL, "bad_name", "a name is 1 to 64 characters");
     if (c->name_count == MAX_NAMES && !holds(c, name))
         return fail(c, SS_EINVAL, "too_many_names", "at most 16 names per client");
     int rc = registration(c, "register", name, timeout_ms);
@@ -603,6 +617,8 @@ int ss_register(ss_client_t *c, const char *name, int timeout_ms)
 
 int ss_unregister(ss_client_t *c, const char *name, int timeout_ms)
 {
+    if (!name || !*name)
+        return fail(c, SS_EINVAL, "bad_name", "a name is 1 to 64 characters");
     int rc = registration(c, "unregister", name, timeout_ms);
     for (int i = 0; i < c->name_count; i++) {
         if (strcmp(c->names[i], name) == 0) {

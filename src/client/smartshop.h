@@ -123,7 +123,7 @@ typedef cJSON *(ss_handler_fn)(ss_client_t *c, const ss_msg_t *request, ss_error
                                void *arg);
 
 /* Serves requests for `action` (NULL: any action without a handler of its
- * own) with `fn`. A request nobody handles is answered with an error. */
+ * own; the first such catch-all registered wins) with `fn`. A request nobody handles is answered with an error. */
 SMARTSHOP_API int ss_handle(ss_client_t *c, const char *action, ss_handler_fn *fn, void *arg);
 
 /* Receives events (and broadcasts) for `action` (NULL: any). */
@@ -146,8 +146,9 @@ SMARTSHOP_API int ss_client_process(ss_client_t *c, int timeout_ms);
 /* ss_client_process() until ss_client_stop(). Returns SS_OK after a stop. */
 SMARTSHOP_API int ss_client_run(ss_client_t *c);
 
-/* Makes ss_client_run() (and a waiting ss_request()) return. Safe to call
- * from a handler or a signal handler. */
+/* Makes ss_client_run() (and a waiting ss_request()) return, for good:
+ * afterwards they return SS_ESTOPPED at once. Safe to call from a handler,
+ * a signal handler or another thread. */
 SMARTSHOP_API void ss_client_stop(ss_client_t *c);
 
 /* For your own poll loop: a descriptor that becomes readable when the
@@ -158,7 +159,7 @@ SMARTSHOP_API int ss_client_fd(ss_client_t *c);
 SMARTSHOP_API int ss_client_next_timeout(ss_client_t *c);
 
 /* The ZeroMQ socket itself, for zmq_poll(). */
-void *ss_client_socket(ss_client_t *c);
+SMARTSHOP_API void *ss_client_socket(ss_client_t *c);
 
 /* --- reading a message --- */
 

@@ -133,7 +133,22 @@ static bool is_z85_key(const char *text)
     return true;
 }
 
-/* The one key a key file holds ('#' lines are comments), as --keygen writes. */
+/* A comment starts at a '#' at the start of the line or after white
+ * space, followed by white space or the end ('#' is also a Z85 character),
+ * as the broker reads key files. */
+static void strip_comment(char *line)
+{
+    for (char *c = line; *c; c++) {
+        bool starts = c == line || c[-1] == ' ' || c[-1] == '\t';
+        bool ends = c[1] == '\0' || c[1] == ' ' || c[1] == '\t';
+        if (*c == '#' && starts && ends) {
+            *c = '\0';
+            return;
+        }
+    }
+}
+
+/* The one key a key file holds, as smartshop-broker --keygen writes it. */
 static int read_key(const char *path, char out[KEY_LEN + 1])
 {
     FILE *f = fopen(path, "r");
@@ -145,10 +160,14 @@ static int read_key(const char *path, char out[KEY_LEN + 1])
     int rc = -1;
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] == '#' || line[0] == '\0')
+        strip_comment(line);
+        char *start = line + strspn(line, " \t");
+        size_t len = strcspn(start, " \t");
+        if (len == 0)
             continue;
-        if (is_z85_key(line)) {
-            memcpy(out, line, KEY_LEN + 1);
+        start[len] = '\0';
+        if (is_z85_key(start)) {
+            memcpy(out, start, KEY_LEN + 1);
             rc = 0;
         }
         break;
@@ -313,9 +332,41 @@ static bool status_error(const cJSON *payload, failure_t *f)
     return true;
 }
 
+/* JSON indented by two spaces (cJSON_Print indents with tabs). */
+static void print_indented(const cJSON *v, int depth)
+{
+    bool obj = cJSON_IsObject(v);
+    if ((!obj && !cJSON_IsArray(v)) || !v->child) {
+        char *text = cJSON_PrintUnformatted(v);
+        fputs(text ? text : "null", stdout);
+        cJSON_free(text);
+        return;
+    }
+    putchar(obj ? '{' : '[');
+    for (const cJSON *item = v->child; item; item = item->next) {
+        printf("\n%*s", 2 * (depth + 1), "");
+        if (obj) {
+            cJSON *key = cJSON_CreateString(item->string);
+            char *text = cJSON_PrintUnformatted(key);
+            printf("%s: ", text ? text : "\"?\"");
+            cJSON_free(text);
+            cJSON_Delete(key);
+        }
+        print_indented(item, depth + 1);
+        if (item->next)
+            putchar(',');
+    }
+    printf("\n%*s%c", 2 * depth, "", obj ? '}' : ']');
+}
+
 static void print_json(const cJSON *value, bool pretty)
 {
-    char *text = pretty ? cJSON_Print(value) : cJSON_PrintUnformatted(value);
+    if (pretty) {
+        print_indented(value, 0);
+        putchar('\n');
+        return;
+    }
+    char *text = cJSON_PrintUnformatted(value);
     if (text)
         printf("%s\n", text);
     cJSON_free(text);
@@ -387,7 +438,7 @@ static void table_init(table_t *t, int cols)
     t->right = calloc((size_t)cols, sizeof *t->right);
 }
 
-static void table_row(table_t *t, ...)
+static void table_add(table_t *t, char **cells)
 {
     if (t->rows == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 16;
@@ -397,16 +448,32 @@ static void table_row(table_t *t, ...)
             exit(EXIT_REMOTE);
         }
     }
-    va_list ap;
-    va_start(ap, t);
-    for (int c = 0; c < t->cols; c++) {
-        const char *s = va_arg(ap, const char *);
-        t->cells[t->rows * t->cols + c] = strdup(s ? s : "");
-    }
-    va_end(ap);
+    for (int c = 0; c < t->cols; c++)
+        t->cells[t->rows * t->cols + c] = strdup(cells[c] ? cells[c] : "");
     t->rows++;
 }
 
+static void table_row(table_t *t, ...)
+{
+    char *cells[16];
+    va_list ap;
+    va_start(ap, t);
+    for (int c = 0; c < t->cols && c < 16; c++)
+        cells[c] = va_arg(ap, char *);
+    va_end(ap);
+    table_add(t, cells);
+}
+
+static void table_free(table_t *t)
+{
+    for (int i = 0; i < t->rows * t->cols; i++)
+        free(t->cells[i]);
+    free(t->cells);
+    free(t->right);
+    memset(t, 0, sizeof *t);
+}
+
+/* Prints the table and frees it. */
 static void table_print(table_t *t)
 {
     int *width = calloc((size_t)t->cols, sizeof *width);
@@ -429,11 +496,8 @@ static void table_print(table_t *t)
         }
         putchar('\n');
     }
-    for (int i = 0; i < t->rows * t->cols; i++)
-        free(t->cells[i]);
-    free(t->cells);
-    free(t->right);
     free(width);
+    table_free(t);
 }
 
 static void duration_text(double ms, char *out, size_t len)
@@ -548,41 +612,105 @@ static int cmd_stats(void)
     return EXIT_OK;
 }
 
-/* metrics: for each service and action, its counters and latencies; any
- * shape the broker sends is shown (dotted keys), the known one as a table. */
-static void latency_text(const cJSON *row, const char *key, char *out, size_t len)
+/* metrics: the broker's rows (one per service and action) as a table
+ * whose columns are the rows' keys, nested ones dotted (latency_ms.p99_le);
+ * other top-level values as "key value" lines above it. */
+#define MAX_COLS 32
+
+static void collect_columns(const cJSON *obj, const char *prefix, char cols[][64], int *n)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, key);
-    if (cJSON_IsNumber(v))
-        snprintf(out, len, "%.1f", v->valuedouble);
-    else
-        snprintf(out, len, "-");
+    const cJSON *item;
+    cJSON_ArrayForEach(item, obj)
+    {
+        char key[64];
+        snprintf(key, sizeof key, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", item->string);
+        if (cJSON_IsObject(item)) {
+            collect_columns(item, key, cols, n);
+            continue;
+        }
+        bool seen = false;
+        for (int i = 0; i < *n && !seen; i++)
+            seen = strcmp(cols[i], key) == 0;
+        if (!seen && *n < MAX_COLS)
+            snprintf(cols[(*n)++], 64, "%s", key);
+    }
+}
+
+static const cJSON *dotted(const cJSON *obj, const char *key)
+{
+    char copy[64];
+    snprintf(copy, sizeof copy, "%s", key);
+    char *save = NULL;
+    const cJSON *cur = obj;
+    for (char *part = strtok_r(copy, ".", &save); part && cur; part = strtok_r(NULL, ".", &save))
+        cur = cJSON_GetObjectItemCaseSensitive(cur, part);
+    return cur;
 }
 
 static bool metrics_table(const cJSON *payload)
 {
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "actions");
-    if (!cJSON_IsArray(list))
+    const cJSON *rows = NULL, *item;
+    cJSON_ArrayForEach(item, payload)
+        if (!rows && cJSON_IsArray(item) && cJSON_IsObject(item->child))
+            rows = item;
+    if (!rows)
         return false;
-    table_t t;
-    table_init(&t, 8);
-    for (int c = 2; c < 8; c++)
-        t.right[c] = true;
-    table_row(&t, "SERVICE", "ACTION", "REQUESTS", "ERRORS", "INFLIGHT", "P50_MS", "P90_MS", "P99_MS");
-    const cJSON *row;
-    cJSON_ArrayForEach(row, list)
+    table_t top;
+    table_init(&top, 2);
+    cJSON_ArrayForEach(item, payload)
     {
-        char req[32], errs[32], infl[32], p50[32], p90[32], p99[32];
-        snprintf(req, sizeof req, "%.0f", num_or(row, "requests", 0));
-        snprintf(errs, sizeof errs, "%.0f", num_or(row, "errors", 0));
-        snprintf(infl, sizeof infl, "%.0f", num_or(row, "inflight", 0));
-        latency_text(row, "p50_ms", p50, sizeof p50);
-        latency_text(row, "p90_ms", p90, sizeof p90);
-        latency_text(row, "p99_ms", p99, sizeof p99);
-        table_row(&t, str_or(row, "service", "?"), str_or(row, "action", "?"), req, errs, infl,
-                  p50, p90, p99);
+        if (item == rows)
+            continue;
+        char value[256];
+        if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+            char *text = cJSON_PrintUnformatted(item);
+            snprintf(value, sizeof value, "%s", text ? text : "?");
+            cJSON_free(text);
+        } else {
+            scalar_text(item, value, sizeof value);
+        }
+        table_row(&top, item->string, value);
     }
-    table_print(&t);
+    bool any_top = top.rows > 0;
+    table_print(&top);
+    if (any_top)
+        putchar('\n');
+
+    static char cols[MAX_COLS][64];
+    int n = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows)
+        collect_columns(row, NULL, cols, &n);
+    table_t t;
+    table_init(&t, n);
+    static char cellbuf[MAX_COLS][64];
+    char *cells[MAX_COLS];
+    for (int c = 0; c < n; c++) {
+        cells[c] = cellbuf[c];
+        memcpy(cells[c], cols[c], 64);
+        for (char *p = cells[c]; *p; p++)
+            *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+    }
+    table_add(&t, cells);
+    bool numeric[MAX_COLS] = {false};
+    cJSON_ArrayForEach(row, rows)
+    {
+        for (int c = 0; c < n; c++) {
+            const cJSON *v = dotted(row, cols[c]);
+            scalar_text(v, cells[c], 64);
+            if (cJSON_IsNumber(v))
+                numeric[c] = true;
+        }
+        table_add(&t, cells);
+    }
+    for (int c = 0; c < n; c++)
+        t.right[c] = numeric[c];
+    if (cJSON_GetArraySize(rows)) {
+        table_print(&t);
+    } else {
+        printf("no %s yet\n", rows->string);
+        table_free(&t);
+    }
     return true;
 }
 
@@ -751,11 +879,13 @@ static int cmd_replay(int argc, char **argv)
 
 /* --- watch --- */
 
+/* The broker forgets a watch when our connection goes (a restart, or
+ * ZeroMQ reconnecting under us), so the tool sends `watch` again every
+ * second: the action is idempotent, and its answer doubles as a check
+ * that the broker is there. */
 typedef struct {
-    bool watching;              /* the broker accepted our watch */
-    bool lost;                  /* the last ping went unanswered */
-    bool ping_out;              /* a check is on its way */
-    double started_ms;          /* when the broker started (our wall clock), 0: unknown */
+    bool lost;                  /* the last watch went unanswered */
+    bool out;                   /* a watch request is on its way */
     int failed;                 /* exit code of a refused watch */
     failure_t f;
 } watch_state_t;
@@ -793,73 +923,33 @@ static void print_watched(ss_client_t *c, const ss_msg_t *m, void *arg)
 static void on_watch_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
 {
     watch_state_t *w = arg;
-    if (err) {
-        if (strcmp(err->code, "timeout") == 0)
-            return;             /* the pings tell whether the broker is gone */
-        set_failure(&w->f, err->code, "%s", err->message);
-        w->failed = EXIT_REMOTE;
-        ss_client_stop(c);
+    w->out = false;
+    if (err && strcmp(err->code, "timeout") == 0) {
+        if (!w->lost)
+            say("lost the broker at %s; waiting for it to come back", opt.endpoint);
+        w->lost = true;
         return;
     }
     failure_t f;
-    if (status_error(ss_msg_payload(response), &f)) {
-        w->f = f;
+    if (err || status_error(ss_msg_payload(response), &f)) {
+        if (err)
+            set_failure(&w->f, err->code, "%s", err->message);
+        else
+            w->f = f;
         w->failed = EXIT_REMOTE;
         ss_client_stop(c);
         return;
     }
-    if (!w->watching && w->lost)
+    if (w->lost)
         say("watching again");
-    w->watching = true;
     w->lost = false;
 }
 
-static void send_watch(watch_state_t *w)
-{
-    int rc = ss_request_async(client, "broker", "watch", NULL, opt.timeout_ms, on_watch_answer, w);
-    if (rc != SS_OK)
-        say("cannot send the watch request: %s", ss_strerror(rc));
-}
-
-static double wall_ms(void)
+static double mono_ms(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
+    clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
-/* Every second the broker's uptime: a stats request that goes unanswered
- * means the broker is gone; a start time that moved means it restarted
- * (and forgot our watch, as it does whenever our connection is new). */
-static void on_watch_check(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
-{
-    (void)c;
-    watch_state_t *w = arg;
-    w->ping_out = false;
-    if (err) {
-        if (strcmp(err->code, "timeout") == 0) {
-            if (!w->lost)
-                say("lost the broker at %s; waiting for it to come back", opt.endpoint);
-            w->lost = true;
-            w->watching = false;
-        }
-        return;
-    }
-    /* when the broker started, by our clock: it moves only on a restart */
-    double uptime = num_or(ss_msg_payload(response), "uptime_ms", -1);
-    bool restarted = false;
-    if (uptime >= 0) {
-        double started = wall_ms() - uptime;
-        restarted = w->started_ms > 0 && fabs(started - w->started_ms) > 500;
-        w->started_ms = started;
-    }
-    if (restarted && !w->lost)
-        say("the broker at %s restarted", opt.endpoint);
-    if (w->lost || restarted || !w->watching) {
-        w->watching = false;
-        w->lost = true;         /* "watching again" once it accepts */
-        send_watch(w);
-    }
 }
 
 static int cmd_watch(void)
@@ -874,32 +964,20 @@ static int cmd_watch(void)
     /* The first answer decides: a broker that refuses or cannot be
      * reached ends the command; later, losing it only waits. */
     cJSON *first = NULL;
-    int rc = broker_action("stats", NULL, "watch", &first);
-    if (rc)
-        return rc;
-    double uptime = num_or(first, "uptime_ms", -1);
-    if (uptime >= 0)
-        w.started_ms = wall_ms() - uptime;
-    cJSON_Delete(first);
-    rc = broker_action("watch", NULL, "watch", &first);
+    int rc = broker_action("watch", NULL, "watch", &first);
     if (rc)
         return rc;
     cJSON_Delete(first);
-    w.watching = true;
-    if (!opt.json)
-        say("watching events and broadcasts at %s; Ctrl-C to stop", opt.endpoint);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double next_ping = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6 + 1000;
+    say("watching events and broadcasts at %s; Ctrl-C to stop", opt.endpoint);
+    double next = mono_ms() + 1000;
     while (!interrupted) {
-        rc = ss_client_process(client, 500);
+        rc = ss_client_process(client, 250);
         if (rc == SS_ESTOPPED)
             break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double t = (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
-        if (t >= next_ping && !w.ping_out) {
-            w.ping_out = ss_request_async(client, "broker", "stats", NULL, 2000, on_watch_check, &w) == SS_OK;
-            next_ping = t + 1000;
+        double t = mono_ms();
+        if (t >= next && !w.out) {
+            w.out = ss_request_async(client, "broker", "watch", NULL, 2000, on_watch_answer, &w) == SS_OK;
+            next = t + 1000;
         }
     }
     if (w.failed)

@@ -32,6 +32,13 @@ TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 ERROR_KEYS = {"msg_id", "type", "src", "dst", "action", "correlation_id", "timestamp", "payload"}
 
 
+def run_last(test):
+    """Marks a test that may crash a non-conforming broker: run.py runs it
+    after the others (before D5), so one failure does not take the rest."""
+    test.run_last = True
+    return test
+
+
 def t(seconds):
     """A wait, scaled by --time-scale."""
     return seconds * CONFIG.scale
@@ -248,6 +255,23 @@ class BusTest(unittest.TestCase):
             if s["name"] == name:
                 return s["instances"]
         return 0
+
+    def dead_letters(self, p, limit=None):
+        """The dead_letters answer's payload (B2)."""
+        r = self.call_broker(p, "dead_letters", payload=None if limit is None else {"limit": limit})
+        self.assertEqual(r["payload"].get("status"), "ok", r.raw)
+        return r["payload"]
+
+    def find_letter(self, p, msg_id, code=None, limit=100):
+        """The newest letter with this msg_id (and code), or None."""
+        for d in self.dead_letters(p, limit)["dead_letters"]:
+            if d.get("msg_id") == msg_id and (code is None or d.get("code") == code):
+                return d
+        return None
+
+    def replay(self, p, letter_id):
+        """The replay answer's payload (B2)."""
+        return self.call_broker(p, "replay", payload={"id": letter_id})["payload"]
 
     def wait_until(self, cond, timeout=2.0, step=0.05):
         deadline = time.monotonic() + t(timeout)

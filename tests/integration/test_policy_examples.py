@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
 EXAMPLES = os.path.join(bp.REPO_ROOT, "policies", "examples")
-HOOKS = {"filter", "route", "on_register", "on_unregister"}
+HOOKS = {"filter", "route", "on_register", "on_unregister", "authorize"}
 # What the sandbox gives a policy (docs/policies.md).
 SANDBOX_GLOBALS = {
     "assert", "error", "getmetatable", "ipairs", "next", "pairs", "pcall", "print", "rawequal",

@@ -35,6 +35,7 @@ class CurveTest(bp.BrokerTestCase):
         cls.pay = keygen(os.path.join(d, "payment"))
         cls.any = keygen(os.path.join(d, "anyname"))
         cls.stranger = keygen(os.path.join(d, "stranger"))
+        cls.admin = keygen(os.path.join(d, "admin"))
         cls.policy = os.path.join(d, "routing.lua")
         with open(cls.policy, "w") as f:
             f.write('function authorize(msg, peer)\n'
@@ -42,7 +43,8 @@ class CurveTest(bp.BrokerTestCase):
                     '    return false, "only payment may refund"\n'
                     '  end\nend\n' % cls.pay[0])
         with open(os.path.join(d, "allow"), "w") as f:
-            f.write("# key  names\n%s payment-service payment-*\n%s *\n" % (cls.pay[0], cls.any[0]))
+            f.write("# key  names\n%s payment-service payment-*\n%s *\n%s @admin\n"
+                    % (cls.pay[0], cls.any[0], cls.admin[0]))
         cls.BROKER_ARGS = ("--curve-secret-key", os.path.join(d, "broker.key"),
                            "--curve-allow", os.path.join(d, "allow"), "--policy", cls.policy)
         super().setUpClass()
@@ -97,6 +99,18 @@ class CurveTest(bp.BrokerTestCase):
         b = self.curve_peer(self.any)
         m = b.request("somewhere", "x", src="payment-ca")
         self.expectError(b, "spoofed_src", correlation_id=m["msg_id"])
+
+    def test_operator_actions_need_an_admin_key(self):
+        for action in ("reload_policy", "dead_letters", "replay", "watch"):
+            p = self.curve_peer(self.any)
+            body = p.call_broker(action, src="curve-user")
+            self.assertEqual(bp.error_code(body), "denied", action)
+        admin = self.curve_peer(self.admin)
+        self.assertEqual(admin.call_broker("reload_policy", src="ops")["payload"]["status"], "ok")
+        self.assertEqual(admin.call_broker("dead_letters", src="ops")["payload"]["status"], "ok")
+        # reading the bus's health stays open
+        p = self.curve_peer(self.any)
+        self.assertEqual(p.call_broker("stats", src="curve-user")["type"], "response")
 
     def test_authorize_hook_sees_the_key(self):
         svc = self.curve_peer(self.any)

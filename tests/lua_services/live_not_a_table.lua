@@ -1,0 +1,2 @@
+-- Test fixture: a broken edit (returns no service table).
+return "lua-live"

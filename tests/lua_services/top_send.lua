@@ -1,0 +1,3 @@
+-- Test fixture: sends at top level, which is refused: not loaded.
+bus.broadcast("hello", {})
+return { name = "lua-top-send" }
