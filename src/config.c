@@ -194,6 +194,16 @@ static int apply(config_t *cfg, const setting_t *s, const char *value,
     return -1;
 }
 
+/* The first endpoint a source (the file, the flags) gives replaces those
+ * it came with (the defaults, the file's) rather than adding to them. */
+static void replace_endpoints_once(config_t *cfg, const setting_t *s, bool *cleared)
+{
+    if (s->kind == SET_ENDPOINT && !*cleared) {
+        clear_endpoints(cfg);
+        *cleared = true;
+    }
+}
+
 /* --- the Lua config file --- */
 
 static int apply_lua_value(config_t *cfg, lua_State *L, const setting_t *s,
@@ -272,10 +282,7 @@ static int load_file(config_t *cfg, const char *path, char *err, size_t errlen)
             snprintf(err, errlen, "config file %s: unknown setting '%s' (see --help)", path, key);
             goto done;
         }
-        if (s->kind == SET_ENDPOINT && !endpoints_cleared) {
-            clear_endpoints(cfg);
-            endpoints_cleared = true;
-        }
+        replace_endpoints_once(cfg, s, &endpoints_cleared);
         if (apply_lua_value(cfg, L, s, origin, err, errlen) < 0)
             goto done;
         lua_pop(L, 1);
@@ -404,10 +411,7 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
             snprintf(err, errlen, "unknown option (see --help)");
             return CONFIG_ERROR;
         }
-        if (s->kind == SET_ENDPOINT && !endpoints_cleared) {
-            clear_endpoints(cfg);
-            endpoints_cleared = true;
-        }
+        replace_endpoints_once(cfg, s, &endpoints_cleared);
         if (apply(cfg, s, optarg, origin, err, errlen) < 0)
             return CONFIG_ERROR;
     }

@@ -8,6 +8,7 @@
 
 #include <uuid/uuid.h>
 
+#include "iso_time.h"
 #include "names.h"
 
 void reply_new_uuid(char out[37])
@@ -19,13 +20,7 @@ void reply_new_uuid(char out[37])
 
 void reply_timestamp(char out[32])
 {
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    size_t used = strlen(out);
-    snprintf(out + used, 32 - used, ".%03dZ", (int)(ts.tv_nsec / 1000000));
+    iso_time_now(out);
 }
 
 void reply_copy_plain(char *out, size_t cap, const env_value_t *v)

@@ -556,18 +556,28 @@ static int send_request(ss_client_t *c, const char *type, const char *src, const
                                   strcmp(type, "request") == 0 ? timeout_ms : 0, id));
 }
 
+/* Sends a request and files it as waiting for its answer. */
+static int start_request(ss_client_t *c, const char *dst, const char *action,
+                         const cJSON *payload, int timeout_ms, pending_t **out)
+{
+    char id[37];
+    int rc = send_request(c, "request", ss_name(c), dst, action, payload, timeout_ms, id);
+    if (rc != SS_OK)
+        return rc;
+    if (!(*out = add_pending(c, id, timeout_ms)))
+        return fail(c, SS_ENOMEM, "nomem", "out of memory");
+    return SS_OK;
+}
+
 int ss_request(ss_client_t *c, const char *dst, const char *action, const cJSON *payload,
                int timeout_ms, cJSON **response)
 {
     if (!dst || !action || timeout_ms <= 0)
         return fail(c, SS_EINVAL, "invalid", "ss_request needs dst, action and a timeout");
-    char id[37];
-    int rc = send_request(c, "request", ss_name(c), dst, action, payload, timeout_ms, id);
+    pending_t *p;
+    int rc = start_request(c, dst, action, payload, timeout_ms, &p);
     if (rc != SS_OK)
         return rc;
-    pending_t *p = add_pending(c, id, timeout_ms);
-    if (!p)
-        return fail(c, SS_ENOMEM, "nomem", "out of memory");
     p->blocking = true;
     return wait_for(c, p, response);
 }
@@ -577,13 +587,10 @@ int ss_request_async(ss_client_t *c, const char *dst, const char *action, const 
 {
     if (!dst || !action || timeout_ms <= 0 || !fn)
         return fail(c, SS_EINVAL, "invalid", "ss_request_async needs dst, action, a timeout and fn");
-    char id[37];
-    int rc = send_request(c, "request", ss_name(c), dst, action, payload, timeout_ms, id);
+    pending_t *p;
+    int rc = start_request(c, dst, action, payload, timeout_ms, &p);
     if (rc != SS_OK)
         return rc;
-    pending_t *p = add_pending(c, id, timeout_ms);
-    if (!p)
-        return fail(c, SS_ENOMEM, "nomem", "out of memory");
     p->fn = fn;
     p->arg = arg;
     return SS_OK;

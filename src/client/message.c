@@ -7,23 +7,13 @@
 #include <uuid/uuid.h>
 
 #include "internal.h"
+#include "../iso_time.h"
 
 uint64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void timestamp(char out[32])
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    size_t used = strlen(out);
-    snprintf(out + used, 32 - used, ".%03dZ", (int)(ts.tv_nsec / 1000000));
 }
 
 static void add_string_or_null(cJSON *obj, const char *key, const char *value)
@@ -41,7 +31,7 @@ char *msg_build(const char *type, const char *src, const char *dst, const char *
     char ts[32];
     uuid_generate_random(id);
     uuid_unparse_lower(id, id_out);
-    timestamp(ts);
+    iso_time_now(ts);
     cJSON *msg = cJSON_CreateObject();
     if (!msg)
         return NULL;
