@@ -41,6 +41,8 @@ if EXAMPLES not in sys.path:
 from core.message import build_message, dumps, loads  # noqa: E402,F401
 
 PYTHON = "/usr/bin/python3"
+# Sanitizer builds run several times slower: time bounds in tests scale by this.
+SLOW = 4.0 if os.environ.get("SMARTSHOP_SANITIZED") == "1" else 1.0
 DEFAULT_TIMEOUT = 2.0
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -153,7 +153,9 @@ class SoakTest(bp.BrokerTestCase):
         self.assertLessEqual(set(errors), ALLOWED_ERRORS)
         self.assertEqual(chaos.answered, chaos.sent)
         self.assertEqual(chaos.unexpected, [])
-        self.assertLess(rss_after - rss_before, 64 * 1024, "broker memory grew by more than 64 MB")
+        if os.environ.get("SMARTSHOP_SANITIZED") != "1":
+            # (under ASan, freed memory waits in its quarantine: RSS says nothing)
+            self.assertLess(rss_after - rss_before, 64 * 1024, "broker memory grew by more than 64 MB")
         stats = self.peer().call_broker("stats")["payload"]
         self.assertEqual(stats["inflight"], 0)
         self.assertAlive()
