@@ -1,6 +1,7 @@
 # The two commands of the README's quick start, and their set-up.
 #   make run   - install what is missing, build, start the broker on its defaults
-#   make test  - install what is missing, build, run every test (ctest)
+#   make test  - install what is missing, build, run every test (ctest),
+#                then all of them again under ASan and UBSan
 # Everything a fresh Debian 12 lacks is installed here (as root, or through sudo).
 
 BUILD      ?= build
@@ -37,14 +38,16 @@ build: deps $(BUILD)/CMakeCache.txt
 run: build
 	./$(BUILD)/smartshop-broker
 
+# Every test against the normal build, then again against a build with
+# AddressSanitizer and UBSan (the fuzzers run once, in the first pass).
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	$(MAKE) --no-print-directory test-asan
 
-# The same tests against a build with AddressSanitizer and UBSan.
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSMARTSHOP_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
-	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS) -E '^(fuzz|bench)\.'
 
 # The broker, smartshop-ctl and libsmartshop (header, pkg-config file,
 # CMake package) under PREFIX (default /usr/local).
