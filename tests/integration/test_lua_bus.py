@@ -3,6 +3,9 @@
 events and broadcasts reach its handlers; bus.event, bus.broadcast and
 bus.request go through the broker like a remote peer's messages; request
 callbacks get answers, errors and timeouts; timers fire.
+Rules of docs/protocol.md checked: T8 (a hosted service is a peer like any
+other), S1 (it sends as its own name), T3/T4 (its requests are tracked and
+answered), T5 (events and broadcasts), D1 (timeouts).
 
 Observed through tests/lua_services/relay.lua ("lua-relay"), which reports
 what it gets as events to a remote test peer, the "probe", and

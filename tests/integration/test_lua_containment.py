@@ -2,6 +2,8 @@
 """A Lua service with a bug, an endless loop or a memory bomb answers its
 requester with error service_error, logs one line, and disturbs neither the
 broker nor other services, Lua or remote (issue 4, docs/lua-services.md).
+Rules of docs/protocol.md checked: T8 (a failing handler answers
+service_error), T4 (exactly one answer to the requester).
 Fixture: tests/lua_services/faulty.lua."""
 import os
 import shutil

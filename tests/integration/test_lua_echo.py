@@ -2,7 +2,9 @@
 """Lua services as seen from the wire (issue 4, docs/lua-services.md): the
 seed's test client gets its answer from services/echo.lua with only the
 broker running; Lua services show in list_services like remote ones; an
-answer that returns msg.payload forwards the request's very bytes."""
+answer that returns msg.payload forwards the request's very bytes.
+Rules of docs/protocol.md checked: T8, T1 (it registers), B1
+(list_services), E5 (bytes forwarded untouched), F2 (REQ-style peers)."""
 import json
 import os
 import shutil

@@ -2,7 +2,9 @@
 """services/inventory.lua end to end (issue 4's "useful example"): stock,
 reserve and restock requests; a timer that publishes a low_stock event when
 a SKU drops below the threshold, priced by the "pricing" service when one
-answers, and sent without a price when none does (absent, or too slow)."""
+answers, and sent without a price when none does (absent, or too slow).
+Rules of docs/protocol.md checked: T8, T5 (the low_stock broadcast), T3/D1
+(its request to pricing, answered or timed out)."""
 import os
 import shutil
 import sys

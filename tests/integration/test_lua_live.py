@@ -3,7 +3,9 @@
 the broker runs adds a service within a second; editing it reloads it (new
 behaviour, fresh state); a broken edit keeps the old version running and
 logs why; deleting it unregisters it. Fixtures: tests/lua_services/live_*.lua
-("lua-live", answering {version, calls})."""
+("lua-live", answering {version, calls}).
+Rules of docs/protocol.md checked: T8, T1/T2 (register on load, unregister
+on delete), N2 (reserved names refused), T3 (no_such_service once gone)."""
 import os
 import shutil
 import sys
