@@ -95,6 +95,19 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
+/* Text from the wire, made safe for a terminal: control characters (C0,
+ * DEL, and C1 as UTF-8) become '?', so that a name, an action or an error
+ * message cannot move the cursor or retitle the operator's terminal. */
+static void sanitize(char *text)
+{
+    for (unsigned char *c = (unsigned char *)text; *c; c++) {
+        if (*c < 0x20 || *c == 0x7f)
+            *c = '?';
+        else if (*c == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f)
+            c[0] = c[1] = '?';
+    }
+}
+
 static int usage_error(const char *fmt, ...)
 {
     va_list ap;
@@ -238,6 +251,8 @@ static void set_failure(failure_t *f, const char *code, const char *fmt, ...)
     snprintf(f->code, sizeof f->code, "%s", code);
     vsnprintf(f->message, sizeof f->message, fmt, ap);
     va_end(ap);
+    sanitize(f->code);
+    sanitize(f->message);
 }
 
 static bool broker_answers(int timeout_ms)
@@ -312,9 +327,7 @@ static int report_failure(int code, const char *what, const failure_t *f)
         cJSON_free(text);
         cJSON_Delete(root);
     }
-    if (code == EXIT_REMOTE && strcmp(f->code, "unknown_action") == 0 && what)
-        say("%s: %s: %s (an older broker without this action?)", what, f->code, f->message);
-    else if (what)
+    if (what)
         say("%s: %s: %s", what, f->code, f->message);
     else
         say("%s: %s", f->code, f->message);
@@ -338,6 +351,8 @@ static void print_indented(const cJSON *v, int depth)
     bool obj = cJSON_IsObject(v);
     if ((!obj && !cJSON_IsArray(v)) || !v->child) {
         char *text = cJSON_PrintUnformatted(v);
+        if (text)
+            sanitize(text);     /* cJSON leaves DEL and C1 unescaped */
         fputs(text ? text : "null", stdout);
         cJSON_free(text);
         return;
@@ -348,6 +363,8 @@ static void print_indented(const cJSON *v, int depth)
         if (obj) {
             cJSON *key = cJSON_CreateString(item->string);
             char *text = cJSON_PrintUnformatted(key);
+            if (text)
+                sanitize(text);
             printf("%s: ", text ? text : "\"?\"");
             cJSON_free(text);
             cJSON_Delete(key);
@@ -448,8 +465,15 @@ static void table_add(table_t *t, char **cells)
             exit(EXIT_REMOTE);
         }
     }
-    for (int c = 0; c < t->cols; c++)
-        t->cells[t->rows * t->cols + c] = strdup(cells[c] ? cells[c] : "");
+    for (int c = 0; c < t->cols; c++) {
+        char *cell = strdup(cells[c] ? cells[c] : "");
+        if (!cell) {
+            say("out of memory");
+            exit(EXIT_REMOTE);
+        }
+        sanitize(cell);
+        t->cells[t->rows * t->cols + c] = cell;
+    }
     t->rows++;
 }
 
@@ -651,7 +675,7 @@ static bool metrics_table(const cJSON *payload)
 {
     const cJSON *rows = NULL, *item;
     cJSON_ArrayForEach(item, payload)
-        if (!rows && cJSON_IsArray(item) && cJSON_IsObject(item->child))
+        if (!rows && cJSON_IsArray(item) && (!item->child || cJSON_IsObject(item->child)))
             rows = item;
     if (!rows)
         return false;
@@ -911,10 +935,14 @@ static void print_watched(ss_client_t *c, const ss_msg_t *m, void *arg)
         const char *dst = ss_msg_dst(m) ? ss_msg_dst(m) : "-";
         const cJSON *payload = ss_msg_payload(m);
         char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
-        printf("%s  %-9s  %s -> %s  %s  %s\n", ts,
-               strcmp(dst, "broadcast") == 0 ? "broadcast" : (ss_msg_type(m) ? ss_msg_type(m) : "?"),
-               ss_msg_src(m) ? ss_msg_src(m) : "-", dst, ss_msg_action(m) ? ss_msg_action(m) : "-",
-               body ? body : "null");
+        char line[4096];
+        snprintf(line, sizeof line, "%s  %-9s  %s -> %s  %s  ", ts,
+                 strcmp(dst, "broadcast") == 0 ? "broadcast" : (ss_msg_type(m) ? ss_msg_type(m) : "?"),
+                 ss_msg_src(m) ? ss_msg_src(m) : "-", dst, ss_msg_action(m) ? ss_msg_action(m) : "-");
+        sanitize(line);
+        if (body)
+            sanitize(body);
+        printf("%s%s\n", line, body ? body : "null");
         cJSON_free(body);
     }
     fflush(stdout);

@@ -1,0 +1,40 @@
+-- /etc/smartshop/broker.lua: the settings of smartshop-broker when it runs
+-- as the system service (smartshop-broker.service). Every flag of
+-- `smartshop-broker --help` can be set here, with '_' for '-'; a flag given
+-- on the command line wins over this file.
+--
+-- After editing: `systemctl restart smartshop-broker` (a new policy only
+-- needs `systemctl reload smartshop-broker`, or just saving the file).
+-- install_broker.sh never overwrites this file once you have edited it: a
+-- newer shipped version lands next to it as broker.lua.dist.
+
+-- Where services and clients connect. Loopback only by default; to accept
+-- other machines, bind a routable address and turn CURVE on (see
+-- docs/security.md): without it, anyone who reaches the port can register
+-- any name.
+endpoints = { "tcp://127.0.0.1:5555" }
+
+-- The routing policy: edit it on the live broker; a saved change reloads
+-- within a second, a broken one is refused (see the journal).
+policy = "/etc/smartshop/policies/routing.lua"
+
+-- Lua services the broker hosts (one file each, e.g. echo.lua).
+services = "/etc/smartshop/services"
+
+-- error, warn, info or debug. Logs go to the journal:
+--   journalctl -u smartshop-broker -f
+log_level = "info"
+
+-- Prometheus metrics over HTTP (off unless set), e.g. for a scrape of
+-- http://127.0.0.1:9100/metrics:
+-- metrics = "tcp://127.0.0.1:9100"
+
+-- CURVE encryption and authentication (docs/security.md); the secret key
+-- file must belong to the user smartshop, mode 600:
+-- curve_secret_key = "/etc/smartshop/broker.key"
+-- curve_allow = "/etc/smartshop/clients.allow"
+
+-- Limits (the defaults shown):
+-- max_message_bytes = 1048576
+-- request_timeout_ms = 30000
+-- shutdown_grace_ms = 2000
