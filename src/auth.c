@@ -11,75 +11,10 @@
 
 #include <zmq.h>
 
+#include "keyfile.h"
 #include "log.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
-
-static bool is_z85_key(const char *text)
-{
-    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                              ".-:+=^!/*?&<>()[]{}@%$#";
-    if (strlen(text) != AUTH_KEY_LEN)
-        return false;
-    for (const char *c = text; *c; c++)
-        if (!strchr(z85, *c))
-            return false;
-    return true;
-}
-
-/* Cuts a comment off a line. '#' is a Z85 character, so a comment starts
- * only at a '#' that begins the line or follows white space, and is
- * followed by white space or the end of the line ("# like this"). */
-static void strip_comment(char *line)
-{
-    for (char *c = line; *c; c++) {
-        bool starts = c == line || *(c - 1) == ' ' || *(c - 1) == '\t';
-        bool ends = c[1] == '\0' || c[1] == ' ' || c[1] == '\t' || c[1] == '\r' || c[1] == '\n';
-        if (*c == '#' && starts && ends) {
-            *c = '\0';
-            return;
-        }
-    }
-}
-
-/* Reads the one key a key file holds ("# " starts a comment). */
-static int read_key_file(const char *path, bool secret, char out[AUTH_KEY_LEN + 1],
-                         char *err, size_t errlen)
-{
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (secret && (st.st_mode & 077)) {
-        snprintf(err, errlen, "key file %s: permissions %03o are too open: only its owner may "
-                 "read a secret key (chmod 600 %s)", path, st.st_mode & 0777, path);
-        return -1;
-    }
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "key file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char line[256];
-    int rc = -1;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        strip_comment(line);
-        if (strspn(line, " \t") == strlen(line))
-            continue;
-        if (is_z85_key(line)) {
-            memcpy(out, line, AUTH_KEY_LEN + 1);
-            rc = 0;
-        }
-        break;
-    }
-    fclose(f);
-    if (rc < 0)
-        snprintf(err, errlen, "key file %s: no CURVE key in it (expected one line of 40 Z85 "
-                 "characters, as --keygen writes)", path);
-    return rc;
-}
 
 /* The allow list: one line per client key, "KEY name name-prefix* ...";
  * "# " starts a comment. A key with no names may connect but register
@@ -95,11 +30,11 @@ static int read_allow_list(auth_t *a, const char *path, char *err, size_t errlen
     int lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
         lineno++;
-        strip_comment(line);
+        keyfile_strip_comment(line);
         char *save = NULL, *word = strtok_r(line, " \t\r\n", &save);
         if (!word)
             continue;
-        if (!is_z85_key(word)) {
+        if (!keyfile_is_key(word)) {
             snprintf(err, errlen, "allow list %s:%d: '%s' is not a CURVE public key (40 Z85 "
                      "characters)", path, lineno, word);
             rc = -1;
@@ -144,7 +79,7 @@ auth_t *auth_load(const char *secret_key_path, const char *allow_path, char *err
                  "any key could connect");
         goto fail;
     }
-    if (read_key_file(secret_key_path, true, a->secret_key, err, errlen) < 0 ||
+    if (keyfile_read(secret_key_path, true, a->secret_key, err, errlen) < 0 ||
         read_allow_list(a, allow_path, err, errlen) < 0)
         goto fail;
     if (zmq_curve_public(a->public_key, a->secret_key) != 0) {

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../keyfile.h"
 #include "smartshop.h"
 
 #define PROG "smartshop-ctl"
@@ -134,62 +135,15 @@ static bool parse_long(const char *text, long min, long max, long *out)
     return true;
 }
 
-static bool is_z85_key(const char *text)
-{
-    static const char z85[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                              ".-:+=^!/*?&<>()[]{}@%$#";
-    if (strlen(text) != KEY_LEN)
-        return false;
-    for (const char *c = text; *c; c++)
-        if (!strchr(z85, *c))
-            return false;
-    return true;
-}
-
-/* A comment starts at a '#' at the start of the line or after white
- * space, followed by white space or the end ('#' is also a Z85 character),
- * as the broker reads key files. */
-static void strip_comment(char *line)
-{
-    for (char *c = line; *c; c++) {
-        bool starts = c == line || c[-1] == ' ' || c[-1] == '\t';
-        bool ends = c[1] == '\0' || c[1] == ' ' || c[1] == '\t';
-        if (*c == '#' && starts && ends) {
-            *c = '\0';
-            return;
-        }
-    }
-}
-
 /* The one key a key file holds, as smartshop-broker --keygen writes it. */
-static int read_key(const char *path, char out[KEY_LEN + 1])
+static int read_key(const char *path, bool secret, char out[KEY_LEN + 1])
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        say("key file %s: %s", path, strerror(errno));
+    char err[512];
+    if (keyfile_read(path, secret, out, err, sizeof err) < 0) {
+        say("%s", err);
         return -1;
     }
-    char line[256];
-    int rc = -1;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        strip_comment(line);
-        char *start = line + strspn(line, " \t");
-        size_t len = strcspn(start, " \t");
-        if (len == 0)
-            continue;
-        start[len] = '\0';
-        if (is_z85_key(start)) {
-            memcpy(out, start, KEY_LEN + 1);
-            rc = 0;
-        }
-        break;
-    }
-    fclose(f);
-    if (rc < 0)
-        say("key file %s: no CURVE key in it (expected a line of 40 Z85 characters, as "
-            "smartshop-broker --keygen writes)", path);
-    return rc;
+    return 0;
 }
 
 static int load_keys(void)
@@ -200,13 +154,13 @@ static int load_keys(void)
         return usage_error("CURVE needs both --server-key FILE (the broker's public key) and "
                            "--key PREFIX (this client's key pair)");
     char path[PATH_MAX];
-    if (read_key(opt.server_key_file, opt.server_key) < 0)
+    if (read_key(opt.server_key_file, false, opt.server_key) < 0)
         return EXIT_USAGE;
     snprintf(path, sizeof path, "%s.pub", opt.key_prefix);
-    if (read_key(path, opt.public_key) < 0)
+    if (read_key(path, false, opt.public_key) < 0)
         return EXIT_USAGE;
     snprintf(path, sizeof path, "%s.key", opt.key_prefix);
-    if (read_key(path, opt.secret_key) < 0)
+    if (read_key(path, true, opt.secret_key) < 0)
         return EXIT_USAGE;
     return 0;
 }
