@@ -5,14 +5,6 @@
 
 #include "names.h"
 
-static const char *const field_names[EF__COUNT] = {
-    [EF_MSG_ID] = "msg_id",     [EF_TYPE] = "type",
-    [EF_SRC] = "src",           [EF_DST] = "dst",
-    [EF_ACTION] = "action",     [EF_PAYLOAD] = "payload",
-    [EF_CORRELATION_ID] = "correlation_id",
-    [EF_TIMESTAMP] = "timestamp",
-    [EF_TTL_MS] = "ttl_ms",     [EF_V] = "v",
-};
 
 static const char *const type_names[MT__COUNT] = {
     [MT_NONE] = "unknown",     [MT_REGISTER] = "register",
@@ -52,24 +44,20 @@ bool env_id_is_valid(const env_value_t *v)
  * length first: this runs for every member of every message. */
 static int field_of_key(const char *key, uint32_t len)
 {
-    /* candidates per key length, as field + 1 (0 ends a row) */
-    static const unsigned char by_len[15][3] = {
-        [1] = {EF_V + 1},
-        [3] = {EF_SRC + 1, EF_DST + 1},
-        [4] = {EF_TYPE + 1},
-        [6] = {EF_MSG_ID + 1, EF_ACTION + 1, EF_TTL_MS + 1},
-        [7] = {EF_PAYLOAD + 1},
-        [9] = {EF_TIMESTAMP + 1},
-        [14] = {EF_CORRELATION_ID + 1},
-    };
-    if (len >= 15)
-        return -1;
-    for (int i = 0; i < 3 && by_len[len][i]; i++) {
-        int fid = by_len[len][i] - 1;
-        if (memcmp(key, field_names[fid], len) == 0)
-            return fid;
+    /* constant-length compares: the compiler turns each into a load or two */
+#define KEY_IS(word) (memcmp(key, word, sizeof word - 1) == 0)
+    switch (len) {
+    case 1: return key[0] == 'v' ? EF_V : -1;
+    case 3: return KEY_IS("src") ? EF_SRC : KEY_IS("dst") ? EF_DST : -1;
+    case 4: return KEY_IS("type") ? EF_TYPE : -1;
+    case 6: return KEY_IS("msg_id") ? EF_MSG_ID : KEY_IS("action") ? EF_ACTION
+                 : KEY_IS("ttl_ms") ? EF_TTL_MS : -1;
+    case 7: return KEY_IS("payload") ? EF_PAYLOAD : -1;
+    case 9: return KEY_IS("timestamp") ? EF_TIMESTAMP : -1;
+    case 14: return KEY_IS("correlation_id") ? EF_CORRELATION_ID : -1;
+    default: return -1;
     }
-    return -1;
+#undef KEY_IS
 }
 
 /* A small non-negative JSON integer (digits only), or -1. */
@@ -99,6 +87,7 @@ static msg_type_t type_of(const env_value_t *v)
 static bus_err_t collect_fields(envelope_t *env, const json_object_t *obj, const char **why)
 {
     bus_err_t err = ERR_NONE;
+    int unknown[JSON_SCAN_MAX_MEMBERS], unknown_count = 0;
     for (int i = 0; i < obj->count; i++) {
         const json_member_t *m = &obj->members[i];
         const char *key = env->buf + m->key_off;
@@ -107,22 +96,27 @@ static bus_err_t collect_fields(envelope_t *env, const json_object_t *obj, const
             err = ERR_BAD_ENVELOPE;
             continue;
         }
-        for (int j = 0; j < i; j++) {
-            const json_member_t *o = &obj->members[j];
+        int fid = field_of_key(key, m->key_len);
+        if (fid >= 0) {
+            if (env->f[fid].kind != JSON_ABSENT) {
+                /* a duplicated field is unreadable: forget it (no correlation) */
+                *why = "duplicated top-level key";
+                err = ERR_BAD_ENVELOPE;
+                env->f[fid].kind = JSON_NULL;
+                continue;
+            }
+            env->f[fid] = (env_value_t){env->buf + m->val_off, m->val_len, m->kind, m->val_escaped};
+            continue;
+        }
+        /* an unknown key can only repeat another unknown key */
+        for (int j = 0; j < unknown_count; j++) {
+            const json_member_t *o = &obj->members[unknown[j]];
             if (o->key_len == m->key_len && memcmp(env->buf + o->key_off, key, m->key_len) == 0) {
                 *why = "duplicated top-level key";
                 err = ERR_BAD_ENVELOPE;
             }
         }
-        int fid = field_of_key(key, m->key_len);
-        if (fid < 0)
-            continue;
-        if (env->f[fid].kind != JSON_ABSENT) {
-            /* a duplicated field is unreadable: forget it (no correlation) */
-            env->f[fid].kind = JSON_NULL;
-            continue;
-        }
-        env->f[fid] = (env_value_t){env->buf + m->val_off, m->val_len, m->kind, m->val_escaped};
+        unknown[unknown_count++] = i;
     }
     return err;
 }

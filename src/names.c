@@ -3,20 +3,20 @@
 
 #include <string.h>
 
-static bool is_alnum(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
+/* 2: may start a name (letter, digit); 1: may follow (also . _ : -). A
+ * table: names are checked on every message. */
+static const unsigned char name_chars[256] = {
+    ['0' ... '9'] = 2, ['A' ... 'Z'] = 2, ['a' ... 'z'] = 2,
+    ['.'] = 1, ['_'] = 1, [':'] = 1, ['-'] = 1,
+};
 
 bool name_is_valid(const char *s, size_t len)
 {
-    if (len == 0 || len > NAME_MAX_LEN || !is_alnum((unsigned char)s[0]))
+    if (len == 0 || len > NAME_MAX_LEN || name_chars[(unsigned char)s[0]] != 2)
         return false;
-    for (size_t i = 1; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!is_alnum(c) && c != '.' && c != '_' && c != ':' && c != '-')
+    for (size_t i = 1; i < len; i++)
+        if (!name_chars[(unsigned char)s[i]])
             return false;
-    }
     return true;
 }
 

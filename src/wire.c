@@ -4,21 +4,20 @@
 #include <errno.h>
 #include <string.h>
 
-static bool more_follows(void *socket)
+/* Whether another frame follows `msg` (zmq_msg_more: no socket call). */
+static bool more_follows(zmq_msg_t *msg)
 {
-    int more = 0;
-    size_t size = sizeof more;
-    zmq_getsockopt(socket, ZMQ_RCVMORE, &more, &size);
-    return more != 0;
+    return zmq_msg_more(msg) != 0;
 }
 
-/* Reads and drops what is left of a multipart message. */
-static void drain(void *socket)
+/* Reads and drops what is left of a multipart message after `last`. */
+static void drain(void *socket, zmq_msg_t *last)
 {
     zmq_msg_t extra;
     zmq_msg_init(&extra);
-    while (more_follows(socket) && zmq_msg_recv(&extra, socket, 0) >= 0)
-        ;
+    bool more = more_follows(last);
+    while (more && zmq_msg_recv(&extra, socket, 0) >= 0)
+        more = more_follows(&extra);
     zmq_msg_close(&extra);
 }
 
@@ -37,21 +36,21 @@ int wire_recv(void *socket, wire_msg_t *m)
         return -1;
     }
     /* A ROUTER always delivers the identity and then at least one frame. */
-    if (!more_follows(socket) || zmq_msg_recv(&m->data, socket, 0) < 0) {
+    if (!more_follows(&m->id) || zmq_msg_recv(&m->data, socket, 0) < 0) {
         m->bad_frames = true;
         return 0;
     }
     m->fd = zmq_msg_get(&m->data, ZMQ_SRCFD);
-    if (zmq_msg_size(&m->data) == 0 && more_follows(socket)) {
+    if (zmq_msg_size(&m->data) == 0 && more_follows(&m->data)) {
         m->delimiter = true;
         if (zmq_msg_recv(&m->data, socket, 0) < 0) {
             m->bad_frames = true;
             return 0;
         }
     }
-    if (more_follows(socket)) {
+    if (more_follows(&m->data)) {
         m->bad_frames = true;
-        drain(socket);
+        drain(socket, &m->data);
     } else if (zmq_msg_size(&m->data) == 0) {
         m->bad_frames = true; /* an empty frame carries no message */
     }
