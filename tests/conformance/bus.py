@@ -7,12 +7,23 @@ broker; every socket is closed with linger 0 when its test ends.
 """
 
 import json
+import os
 import re
 import time
 import unittest
 import uuid
 
 import zmq
+
+# The configurations a broker under test may have been started with, besides
+# the default one (docs/protocol.md section 17). A test that needs one runs
+# only when run.py is given --profile NAME; otherwise it is skipped.
+PROFILES = {
+    "limits": "small --max-peers, --max-names-per-peer and --max-services",
+    "curve": "CURVE with the suite's allow list",
+    "policy": "the suite's policy, fixtures/policy.lua",
+    "lua": "the suite's hosted Lua services, fixtures/services/",
+}
 
 
 class Config:
@@ -21,6 +32,13 @@ class Config:
     slow = False         # run the multi-second liveness tests (--slow)
     broker_pid = None    # enables D5 (--broker-pid)
     max_bytes = 1048576  # the broker's --max-message-bytes (E2 default)
+    profiles = set()     # --profile: how the broker under test was configured
+    max_peers = None     # profile limits: the broker's --max-peers,
+    max_names = None     #   --max-names-per-peer
+    max_services = None  #   and --max-services
+    curve_server = None  # profile curve: the broker's public key (Z85 bytes)
+    curve_keys = {}      #   client key pairs by name: {"alice": (public, secret)}
+    curve_default = None #   the pair a Peer uses unless told otherwise
 
 
 CONFIG = Config()
@@ -37,6 +55,41 @@ def run_last(test):
     after the others (before D5), so one failure does not take the rest."""
     test.run_last = True
     return test
+
+
+def profile(name):
+    """Marks a test that needs a broker configured as profile `name`: it runs
+    only when run.py is given --profile NAME (and then only such tests run);
+    otherwise it is skipped, naming its rule and the profile."""
+    assert name in PROFILES, name
+
+    def mark(test):
+        rule = test.__name__.split("_")[1]
+        test.profile = name
+        return unittest.skipUnless(
+            name in CONFIG.profiles,
+            "%s: needs a broker configured for profile %s (%s); run with --profile %s"
+            % (rule, name, PROFILES[name], name))(test)
+    return mark
+
+
+def read_key_file(path):
+    """The one CURVE key (40 Z85 characters) in a file written by
+    `smartshop-broker --keygen`: "# " starts a comment line."""
+    with open(path, encoding="ascii") as f:
+        for line in f:
+            words = line.split()
+            if not words or words[0] == "#":
+                continue
+            return words[0].encode("ascii")
+    raise ValueError("%s: no CURVE key in it" % path)
+
+
+def curve_key(text_or_path):
+    """A Z85 key given as itself or as the path of a key file."""
+    if len(text_or_path) == 40 and not os.path.exists(text_or_path):
+        return text_or_path.encode("ascii")
+    return read_key_file(text_or_path)
 
 
 def t(seconds):
@@ -106,15 +159,25 @@ class Peer:
     """One DEALER connection to the broker.
 
     shape 2 sends [json]; shape 3 sends ["", json] (F1).
+    key (profile curve): None for the default client key pair, the name of a
+    pair in --curve-client-keys ("alice"), a (public, secret) pair, or False
+    for no CURVE at all.
     """
 
     def __init__(self, name=None, shape=2, identity=None, rcvhwm=None, sndhwm=None,
-                 socket_type=zmq.DEALER):
+                 socket_type=zmq.DEALER, key=None):
         self.name = name
         self.shape = shape
         self.held = set()    # names this connection registered (kept by BusTest.register)
         self.sock = CTX.socket(socket_type)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if key is None:
+            key = CONFIG.curve_default
+        if isinstance(key, str):
+            key = CONFIG.curve_keys[key]
+        if key:
+            self.sock.curve_serverkey = CONFIG.curve_server
+            self.sock.curve_publickey, self.sock.curve_secretkey = key
         if identity is not None:
             self.sock.setsockopt(zmq.IDENTITY, identity)
         if rcvhwm is not None:
@@ -231,6 +294,13 @@ class BusTest(unittest.TestCase):
         r = self.expect_response(p, m["msg_id"], "register")
         self.assertEqual(r["payload"].get("status"), "ok", r.raw)
         p.held.add(name)
+        return r
+
+    def unregister(self, p, name):
+        m = p.send(env("unregister", name, "broker", "unregister", {}))
+        r = self.expect_response(p, m["msg_id"], "unregister")
+        self.assertEqual(r["payload"].get("status"), "ok", r.raw)
+        p.held.discard(name)
         return r
 
     def call_broker(self, p, action, src=None, payload=None, shape=None):

@@ -1,4 +1,4 @@
-"""L1-L5: connections, liveness and limits (docs/protocol.md section 10), and P1 (section 11)."""
+"""L1-L4: connections and liveness (docs/protocol.md section 10); L5 (limits): test_profile_limits.py."""
 
 import socket
 import struct
@@ -139,32 +139,3 @@ class Liveness(BusTest):
         a = p.send(env("response", p.name, uname("x"), "work", correlation_id=new_id()))
         self.expect_error(p, "unknown_request", corr=a["msg_id"])
 
-
-class Limits(BusTest):
-
-    @unittest.skip("L5: limit_exceeded for connections needs a broker started with a small --max-peers")
-    def test_L5_max_peers(self):
-        pass
-
-    @unittest.skip("L5: limit_exceeded for names needs a broker started with a small --max-names-per-peer")
-    def test_L5_max_names_per_peer(self):
-        pass
-
-    @unittest.skip("L5: limit_exceeded for service names needs a broker started with a small --max-services")
-    def test_L5_max_services(self):
-        pass
-
-
-class Policies(BusTest):
-
-    @unittest.skip("P1: the order src check, authorize, filter, route needs a policy with those hooks (configuration)")
-    def test_P1_hook_order(self):
-        pass
-
-    @unittest.skip("P1: needs a broker started with an aliasing/fan-out policy (configuration)")
-    def test_P1_aliased_message_forwarded_as_its_bytes(self):
-        pass
-
-    @unittest.skip("P1: denied/policy_error need a policy that refuses or fails (configuration)")
-    def test_P1_policy_error_and_denied_not_delivered(self):
-        pass

@@ -1,6 +1,4 @@
-"""N1-N4: names (docs/protocol.md section 5)."""
-
-import unittest
+"""N1-N2: names (docs/protocol.md section 5); N3, N4: test_profile_curve.py, test_profile_policy.py."""
 
 from bus import BusTest, env, new_id, uname
 
@@ -99,15 +97,3 @@ class Names(BusTest):
                 with self.subTest(type=m["type"], dst=name):
                     p.send(m)
                     self.expect_error(p, "reserved_name", corr=m["msg_id"])
-
-    @unittest.skip("N3: needs a broker configured with CURVE keys and an allow list (not black-box)")
-    def test_N3_name_taken_under_another_key(self):
-        pass
-
-    @unittest.skip("N3: denied for a name the allow list does not give the key needs CURVE (not black-box)")
-    def test_N3_allow_list_denies_a_name(self):
-        pass
-
-    @unittest.skip("N4: needs a policy with an on_register hook (broker configuration)")
-    def test_N4_policy_denies_a_name(self):
-        pass

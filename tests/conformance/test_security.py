@@ -1,6 +1,6 @@
-"""S1-S3: who may send as whom (docs/protocol.md section 7)."""
+"""S1-S3: who may send as whom (docs/protocol.md section 7); error texts (section 15)."""
 
-from bus import BusTest, env, uname
+from bus import BusTest, env, new_id, uname
 
 
 class WhoMaySend(BusTest):
@@ -49,3 +49,31 @@ class WhoMaySend(BusTest):
         self.expect_nothing(cli, what="no spoofed answer delivered")
         self.answer(svc, got.msg)      # the request is still in flight
         self.expect_response(cli, m["msg_id"])
+
+    def test_SEC_error_messages_never_echo_payloads(self):
+        # section 15: error message texts are for humans and MUST NOT echo payloads
+        mark = "ct-secret-" + new_id()
+        held = self.peer(uname("sec"))
+        self.register(held)
+        c = self.peer(uname("secc"))
+        cases = [
+            (env("request", c.name, uname("nobody"), "w", {"k": mark}), "no_such_service"),
+            (env("event", c.name, uname("nobody"), "w", {"k": mark}), "no_such_service"),
+            (env("request", held.name, "broker", "ping", {"k": mark}), "spoofed_src"),
+            (env("request", c.name, "broker", "no-such-action", {"k": mark}), "unknown_action"),
+            (env("response", c.name, held.name, "w", {"k": mark}, correlation_id=new_id()),
+             "unknown_request"),
+            (env("request", c.name, "broadcast", "w", {"k": mark}), "bad_envelope"),
+            (env("request", c.name, "bad name", "w", {"k": mark}), "bad_name"),
+        ]
+        for m, code in cases:
+            with self.subTest(code=code, type=m["type"]):
+                c.send(m)
+                r = self.expect_error(c, code, corr=m["msg_id"])
+                self.assertNotIn(mark, r["payload"]["message"], r.raw)
+        for data, code in ((('{"msg_id":"%s","payload":"%s"' % (new_id(), mark)).encode(), "bad_json"),
+                           (('{"msg_id":1,"type":"event","payload":"%s"}' % mark).encode(), "bad_envelope")):
+            with self.subTest(code=code):
+                c.send_bytes(data)
+                r = self.expect_error(c, code)
+                self.assertNotIn(mark, r["payload"]["message"], r.raw)
