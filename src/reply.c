@@ -11,41 +11,12 @@
 #include <uuid/uuid.h>
 
 #include "iso_time.h"
+#include "msg_id.h"
 #include "names.h"
 
-/* splitmix64: spreads a counter's bits over the whole word. */
-static uint64_t mix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ull;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-/* Version-4 UUIDs from one random seed (libuuid) and a counter.
- * uuid_generate_random reseeds and reads the kernel's random source on
- * every call, some 15,000 instructions here, more than the rest of a
- * message's path (docs/performance.md). Ids made this way are unique (the
- * counter never repeats within a run, the seed differs between runs) but
- * not unpredictable; nothing relies on that: who may answer a request is
- * checked by connection (T4), not by knowing its id. */
 void reply_new_uuid(char out[37])
 {
-    static uint64_t seed[2], counter;
-    static bool seeded;
-    if (!seeded) {
-        uuid_t random;
-        uuid_generate_random(random);
-        memcpy(seed, random, sizeof seed);
-        seeded = true;
-    }
-    counter++;
-    uint64_t words[2] = {seed[0] ^ mix64(counter), seed[1] ^ mix64(counter ^ seed[0])};
-    uuid_t id;
-    memcpy(id, words, sizeof id);
-    id[6] = (unsigned char)((id[6] & 0x0f) | 0x40);   /* version 4 */
-    id[8] = (unsigned char)((id[8] & 0x3f) | 0x80);   /* RFC 4122 variant */
-    uuid_unparse_lower(id, out);
+    msg_id_new(out);
 }
 
 void reply_timestamp(char out[32])

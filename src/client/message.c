@@ -8,6 +8,7 @@
 
 #include "internal.h"
 #include "../iso_time.h"
+#include "../msg_id.h"
 
 uint64_t now_ms(void)
 {
@@ -27,10 +28,8 @@ static void add_string_or_null(cJSON *obj, const char *key, const char *value)
 char *msg_build(const char *type, const char *src, const char *dst, const char *action,
                 const cJSON *payload, const char *correlation_id, int ttl_ms, char id_out[37])
 {
-    uuid_t id;
     char ts[32];
-    uuid_generate_random(id);
-    uuid_unparse_lower(id, id_out);
+    msg_id_new(id_out);
     iso_time_now(ts);
     cJSON *msg = cJSON_CreateObject();
     if (!msg)
