@@ -27,6 +27,21 @@ static bool is_hex(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* The value of the \uXXXX escape at p (p[0] == '\\'), or -1. */
+static long u_escape(const unsigned char *p, const unsigned char *end)
+{
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+        return -1;
+    long v = 0;
+    for (int i = 2; i < 6; i++) {
+        if (!is_hex(p[i]))
+            return -1;
+        unsigned char c = p[i];
+        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
 static bool in_range(unsigned char c, unsigned char lo, unsigned char hi)
 {
     return c >= lo && c <= hi;
@@ -105,12 +120,25 @@ static bool scan_string(scanner_t *s, bool *escaped)
             case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
                 s->p += 2;
                 break;
-            case 'u':
-                if (s->end - s->p < 6 || !is_hex(s->p[2]) || !is_hex(s->p[3]) ||
-                    !is_hex(s->p[4]) || !is_hex(s->p[5]))
+            case 'u': {
+                /* a surrogate escape must come as a pair (as I-JSON, RFC
+                 * 7493, asks): a lone one decodes to no character, and
+                 * lua-cjson refuses it, so a policy would see nothing where
+                 * a lenient receiver reads text (docs/protocol.md E1) */
+                long v = u_escape(s->p, s->end);
+                if (v < 0)
                     return fail(s, "bad \\u escape");
+                if (v >= 0xDC00 && v <= 0xDFFF)
+                    return fail(s, "unpaired surrogate escape");
+                if (v >= 0xD800 && v <= 0xDBFF) {
+                    long low = u_escape(s->p + 6, s->end);
+                    if (low < 0xDC00 || low > 0xDFFF)
+                        return fail(s, "unpaired surrogate escape");
+                    s->p += 6;
+                }
                 s->p += 6;
                 break;
+            }
             default:
                 return fail(s, "bad escape in string");
             }

@@ -14,7 +14,7 @@
 
 typedef struct {
     zmq_msg_t id;       /* routing identity */
-    zmq_msg_t data;     /* the JSON frame (empty if bad_frames) */
+    zmq_msg_t data;     /* the JSON frame (not to be read if bad_frames) */
     bool delimiter;     /* the peer sent an empty delimiter first */
     bool bad_frames;    /* not one of the two accepted shapes (F3) */
     int fd;             /* descriptor it arrived on (ZMQ_SRCFD), -1 if none */

@@ -16,6 +16,7 @@ static void accepts_well_formed_objects(void)
     CHECK_EQ_INT(scan(" \t\r\n{ } \n"), JSON_SCAN_OK);
     CHECK_EQ_INT(scan("{\"a\":1,\"b\":-0.5e+10,\"c\":[true,false,null],\"d\":{\"e\":\"\\u00e9\\n\"}}"), JSON_SCAN_OK);
     CHECK_EQ_INT(scan("{\"s\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}"), JSON_SCAN_OK);
+    CHECK_EQ_INT(scan("{\"s\":\"\\ud83d\\ude00\"}"), JSON_SCAN_OK);   /* a surrogate pair */
     CHECK_EQ_INT(scan("{\"n\":0}"), JSON_SCAN_OK);
     CHECK_EQ_INT(scan("{\"n\":[]}"), JSON_SCAN_OK);
 }
@@ -48,6 +49,9 @@ static void rejects_invalid_utf8(void)
         "{\"a\":\"\xc3\"}",             /* truncated */
         "{\"a\":\"\xff\"}",
         "{\"\xc3\x28\":1}",             /* bad UTF-8 in a key */
+        "{\"a\":\"\\ud800\"}",           /* lone high surrogate escape */
+        "{\"a\":\"\\udc00\"}",           /* lone low surrogate escape */
+        "{\"a\":\"\\ud800\\u0041\"}",    /* high surrogate, then no low one */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         CHECK_EQ_INT(scan(bad[i]), JSON_SCAN_BAD_JSON);
