@@ -36,6 +36,9 @@ class Envelope(BusTest):
             "not json": b"hello",
             "raw control char": (head + ',"payload":"a\x01b"}').encode(),
             "raw tab in string": (head + ',"payload":"a\tb"}').encode(),
+            "lone high surrogate escape": (head + ',"payload":"\\ud800"}').encode(),
+            "lone low surrogate escape": (head + ',"payload":"\\udc00x"}').encode(),
+            "high surrogate without its low half": (head + ',"payload":"\\ud800\\u0041"}').encode(),
             "raw NUL": (head + ',"payload":"a\x00b"}').encode(),
             "bad escape": (head + ',"payload":"\\x41"}').encode(),
         }
