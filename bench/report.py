@@ -1,0 +1,164 @@
+#!/usr/bin/python3
+"""bench/report.py RESULTS: the benchmark's summary (bench/run.sh calls it).
+
+Reads the key=value lines smartshop-loadgen printed, one per run, and
+prints medians, ours/ceiling ratios and the issue's targets, met or missed.
+Exit status 1 if a run failed or lost a request.
+"""
+import statistics
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    runs = defaultdict(list)
+    with open(path) as f:
+        for line in f:
+            kv = dict(item.split("=", 1) for item in line.split() if "=" in item)
+            if "label" in kv:
+                runs[kv["label"]].append(kv)
+    return runs
+
+
+def med(runs, label, key):
+    vals = [float(r[key]) for r in runs.get(label, []) if key in r and float(r[key]) >= 0]
+    return statistics.median(vals) if vals else None
+
+
+def spread(runs, label, key):
+    vals = [float(r[key]) for r in runs.get(label, []) if key in r]
+    return (min(vals), max(vals)) if vals else (None, None)
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def verdict(ok):
+    return "met" if ok else "MISSED"
+
+
+def main():
+    runs = load(sys.argv[1])
+    n_main = len(runs.get("main/ceil", []))
+    print(f"== main: 4 clients x 64 in flight, 64 B payload; median of {n_main} interleaved rounds")
+    print(f"{'target':34} {'rt/s':>9} {'(min-max)':>19} {'x ceil':>6} {'p50 us':>7} {'p99 us':>7}"
+          f" {'broker CPU us/rt':>16} {'x ceil':>6} {'echo CPU us/rt':>14}")
+    names = {"ceil": "ceiling + C echo", "brk": "broker (routing.lua) + C echo",
+             "lua": "broker (routing.lua) + Lua echo"}
+    c_rate = med(runs, "main/ceil", "rt_per_s")
+    c_cpu = med(runs, "main/ceil", "broker_sched_us_per_rt")
+    for t, name in names.items():
+        lab = f"main/{t}"
+        rate = med(runs, lab, "rt_per_s")
+        lo, hi = spread(runs, lab, "rt_per_s")
+        cpu = med(runs, lab, "broker_sched_us_per_rt")
+        print(f"{name:34} {fmt(rate):>9} {fmt(lo) + '-' + fmt(hi):>19} {fmt(ratio(rate, c_rate), 2):>6}"
+              f" {fmt(med(runs, lab, 'p50_us'), 0):>7} {fmt(med(runs, lab, 'p99_us'), 0):>7}"
+              f" {fmt(cpu, 2):>16} {fmt(ratio(cpu, c_cpu), 2):>6}"
+              f" {fmt(med(runs, lab, 'echo_sched_us_per_rt'), 2):>14}")
+    print("   (CPU: utime+stime of all the broker's threads over the window, per round trip;"
+          " the Lua echo's CPU is inside the broker's)")
+
+    if runs.get("rate/ceil"):
+        print()
+        rate = runs["rate/ceil"][0].get("rate", "?")
+        print(f"== rate: 4 clients x 64 in flight, 64 B, held at {rate} round trips/s: CPU per round trip")
+        print(f"{'target':34} {'rt/s':>9} {'p50 us':>7} {'broker CPU us/rt':>16} {'x ceil':>6} {'echo CPU us/rt':>14}")
+        r_cpu = med(runs, "rate/ceil", "broker_sched_us_per_rt")
+        for t in ("ceil", "brk"):
+            lab = f"rate/{t}"
+            cpu = med(runs, lab, "broker_sched_us_per_rt")
+            print(f"{names[t]:34} {fmt(med(runs, lab, 'rt_per_s')):>9} {fmt(med(runs, lab, 'p50_us'), 0):>7}"
+                  f" {fmt(cpu, 2):>16} {fmt(ratio(cpu, r_cpu), 2):>6}"
+                  f" {fmt(med(runs, lab, 'echo_sched_us_per_rt'), 2):>14}")
+
+    print()
+    print("== w1: 1 client x 1 in flight, 64 B, all on CPU 0: latency (median of the rounds' p50/p99)")
+    print(f"{'target':34} {'p50 us':>7} {'x ceil':>6} {'p99 us':>7} {'rt/s':>8} {'broker CPU us/rt':>16}")
+    c_p50 = med(runs, "w1/ceil", "p50_us")
+    for t, name in names.items():
+        lab = f"w1/{t}"
+        p50 = med(runs, lab, "p50_us")
+        print(f"{name:34} {fmt(p50, 1):>7} {fmt(ratio(p50, c_p50), 2):>6}"
+              f" {fmt(med(runs, lab, 'p99_us'), 1):>7} {fmt(med(runs, lab, 'rt_per_s')):>8}"
+              f" {fmt(med(runs, lab, 'broker_sched_us_per_rt'), 2):>16}")
+
+    mx = sorted({tuple(l.split("/")[2:]) for l in runs if l.startswith("mx/")},
+                key=lambda cp: (int(cp[0][1:]), int(cp[1][1:])))
+    if mx:
+        print()
+        print("== matrix: x 64 in flight each; rt/s (x ceiling) and broker CPU us/rt (x ceiling)")
+        cols = [("ceil", "ceiling"), ("def", "routing.lua"), ("hooks", "hooks.lua"), ("pay", "payload.lua")]
+        print(f"{'clients payload':16}" + "".join(f" {n:>26}" for _, n in cols))
+        for c, p in mx:
+            base = f"mx/ceil/{c}/{p}"
+            b_rate = med(runs, base, "rt_per_s")
+            b_cpu = med(runs, base, "broker_sched_us_per_rt")
+            cells = []
+            for t, _ in cols:
+                lab = f"mx/{t}/{c}/{p}"
+                rate = med(runs, lab, "rt_per_s")
+                cpu = med(runs, lab, "broker_sched_us_per_rt")
+                if t == "ceil":
+                    cells.append(f"{fmt(rate)} / {fmt(cpu, 2)} us")
+                else:
+                    cells.append(f"{fmt(ratio(rate, b_rate), 2)}x / {fmt(cpu, 2)} ({fmt(ratio(cpu, b_cpu), 2)}x)")
+            print(f"{c[1:] + ' x ' + p[1:] + ' B':16}" + "".join(f" {cell:>26}" for cell in cells))
+
+    scale = sorted({int(l.split("/")[1]) for l in runs if l.startswith("scale/")})
+    if scale:
+        print()
+        print("== scale: broker (routing.lua) + C echo, 4 x 64, 64 B, with K registered idle peers")
+        print(f"{'K':>6} {'rt/s':>9} {'(min-max)':>19} {'p50 us':>7} {'broker CPU us/rt':>16}")
+        for k in scale:
+            lab = f"scale/{k}"
+            lo, hi = spread(runs, lab, "rt_per_s")
+            print(f"{k:>6} {fmt(med(runs, lab, 'rt_per_s')):>9} {fmt(lo) + '-' + fmt(hi):>19}"
+                  f" {fmt(med(runs, lab, 'p50_us'), 0):>7} {fmt(med(runs, lab, 'broker_sched_us_per_rt'), 2):>16}")
+
+    print()
+    print("== targets (issue 9)")
+    b_rate, b_cpu = med(runs, "main/brk", "rt_per_s"), med(runs, "main/brk", "broker_sched_us_per_rt")
+    l_rate = med(runs, "main/lua", "rt_per_s")
+    checks = []
+    r = ratio(b_rate, c_rate)
+    checks.append(("throughput, routing.lua + C echo, >= 0.85 x ceiling", r, r is not None and r >= 0.85))
+    r = ratio(b_cpu, c_cpu)
+    checks.append(("broker CPU per round trip <= 1.3 x ceiling's", r, r is not None and r <= 1.3))
+    r = ratio(l_rate, c_rate)
+    checks.append(("throughput with the Lua echo > ceiling's (with its C echo)", r, r is not None and r > 1.0))
+    r = ratio(med(runs, "w1/brk", "p50_us"), c_p50)
+    checks.append(("window 1 latency p50 <= 1.15 x ceiling's", r, r is not None and r <= 1.15))
+    if scale:
+        lo_k, hi_k = scale[0], scale[-1]
+        r = ratio(med(runs, f"scale/{hi_k}", "rt_per_s"), med(runs, f"scale/{lo_k}", "rt_per_s"))
+        checks.append((f"throughput with {hi_k} peers >= 0.9 x with {lo_k}", r, r is not None and r >= 0.9))
+    for text, r, ok in checks:
+        print(f"  {text:62} {fmt(r, 3):>6}  {verdict(ok)}")
+
+    bad = False
+    print()
+    for label, rs in sorted(runs.items()):
+        for kv in rs:
+            if kv.get("failed"):
+                print(f"  run {label}: FAILED to run")
+                bad = True
+            elif int(kv.get("lost", "0")) > 0:
+                print(f"  run {label}: lost {kv['lost']} request(s)")
+                bad = True
+            elif int(kv.get("errors", "0")) > 0 or int(kv.get("stray", "0")) > 0:
+                print(f"  run {label}: {kv['errors']} error answer(s), {kv['stray']} stray")
+    total = sum(len(rs) for rs in runs.values())
+    print(f"{total} runs; " + ("some lost requests or failed" if bad else "none lost a request"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

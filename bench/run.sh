@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# bench/run.sh: the whole benchmark in one run (docs/performance.md).
+#
+#   bench/run.sh            full run, about 4-5 minutes on a 2-core machine
+#   bench/run.sh --quick    a smoke run of a few seconds (CTest bench.smoke)
+#
+# Options:
+#   --build-dir DIR   where smartshop-broker, -ceiling, -loadgen and
+#                     -bench-echo are (default: build/ of the repository)
+#   --rounds N        interleaved rounds of the main comparison (default 5)
+#   --duration S      measured seconds of each main run (default 4)
+#   --pin             broker/ceiling on CPU 0, load generator and echo on CPU 1
+#                     (default: not pinned; the scheduler shares both cores)
+#   --out DIR         keep the raw results and logs there (default: a temp dir)
+#   --port N          first TCP port to use (default: random in 20000-39999)
+#   --rate R          round trips/s of the fixed-rate runs (default 100000)
+#
+# What it runs (each a fresh process set unless said otherwise):
+#   main     4 clients x 64 in flight, 64 B: the ceiling (bench/ceiling.c) with
+#            the C echo, the broker with policies/routing.lua and the C echo,
+#            the broker with the in-process Lua echo (services/echo.lua);
+#            interleaved, --rounds rounds, rotating the order each round
+#   rate     4 x 64, 64 B, held at --rate round trips/s (default 100000),
+#            ceiling and broker: CPU per round trip at one rate
+#   w1       1 client x 1 in flight, 64 B, on the same processes, all pinned
+#            to CPU 0 for this run: latency
+#   matrix   1, 4, 8 clients x 64 in flight, payloads 64 B and 4 KB, against
+#            the ceiling, the broker with routing.lua, with
+#            bench/policies/hooks.lua (filter+route reading dst/action) and
+#            with bench/policies/payload.lua (filter also reads msg.payload)
+#   scale    the broker with 10 and with 1,000 registered idle peers
+#            (distinct names), 4 x 64, 64 B; interleaved rounds
+# Then bench/report.py prints medians and ours/ceiling ratios. Exit status
+# 1 if any run lost a request or could not run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BUILD=$ROOT/build
+QUICK=0
+ROUNDS=5
+DURATION=4
+PIN=0
+OUT=
+PORT=$((20000 + RANDOM % 20000))
+RATE=100000
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --build-dir) BUILD=$(cd "$2" && pwd); shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --duration) DURATION=$2; shift ;;
+    --pin) PIN=1 ;;
+    --out) OUT=$2; shift ;;
+    --port) PORT=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+for tool in smartshop-broker smartshop-ceiling smartshop-loadgen smartshop-bench-echo; do
+  if [ ! -x "$BUILD/$tool" ]; then
+    echo "run.sh: $BUILD/$tool not found: build first (cmake --build build -j2)" >&2
+    exit 2
+  fi
+done
+
+if [ -z "$OUT" ]; then
+  OUT=$(mktemp -d /tmp/smartshop-bench.XXXXXX)
+fi
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+LOG=$OUT/servers.log
+: > "$RESULTS"
+: > "$LOG"
+
+if [ $QUICK = 1 ]; then
+  ROUNDS=1
+  WARMUP=0.3; DURATION=0.7
+  W1_WARMUP=0.2; W1_DURATION=0.5
+  MX_WARMUP=0.2; MX_DURATION=0.5
+  MX_CLIENTS="4"; MX_PAYLOADS="4096"
+  SCALE_ROUNDS=1; SCALE_PEERS="10 100"; SC_WARMUP=0.3; SC_DURATION=0.7
+else
+  WARMUP=1
+  W1_WARMUP=0.5; W1_DURATION=2
+  MX_WARMUP=0.5; MX_DURATION=2
+  MX_CLIENTS="1 4 8"; MX_PAYLOADS="64 4096"
+  SCALE_ROUNDS=3; SCALE_PEERS="10 1000"; SC_WARMUP=1; SC_DURATION=3
+fi
+
+if [ $PIN = 1 ]; then
+  SERVER_CPU=(taskset -c 0)
+  CLIENT_CPU=(taskset -c 1)
+else
+  SERVER_CPU=()
+  CLIENT_CPU=()
+fi
+
+# Every process this script starts, so that it stops exactly those.
+STARTED=()
+cleanup() {
+  for pid in "${STARTED[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+
+FAILED=0
+
+# start_server NAME KIND [broker args...] -> sets PID_<NAME>, PORT_<NAME>
+#   KIND: ceiling | broker; with KIND broker and no --services in the args,
+#   the broker runs without Lua services.
+start_server() {
+  local name=$1 kind=$2 ep pid try
+  shift 2
+  for try in 1 2 3 4 5; do       # a port someone else holds: take the next
+    PORT=$((PORT + 1))
+    ep=tcp://127.0.0.1:$PORT
+    echo "== $name ($kind) on $ep $*" >> "$LOG"
+    if [ "$kind" = ceiling ]; then
+      "${SERVER_CPU[@]}" "$BUILD/smartshop-ceiling" --endpoint "$ep" 2>> "$LOG" &
+    else
+      "${SERVER_CPU[@]}" "$BUILD/smartshop-broker" --endpoint "$ep" --log-level warn "$@" 2>> "$LOG" &
+    fi
+    pid=$!
+    STARTED+=("$pid")
+    sleep 0.15
+    kill -0 "$pid" 2>/dev/null && break
+    wait "$pid" 2>/dev/null || true
+  done
+  printf -v "PID_$name" %s "$pid"
+  printf -v "PORT_$name" %s "$PORT"
+}
+
+# start_echo NAME: the C echo service on NAME's port -> sets ECHO_<NAME>
+start_echo() {
+  local name=$1 port_var=PORT_$1 pid out=$OUT/echo.$1.$RANDOM
+  "${CLIENT_CPU[@]}" "$BUILD/smartshop-bench-echo" --endpoint "tcp://127.0.0.1:${!port_var}" > "$out" 2>> "$LOG" &
+  pid=$!
+  STARTED+=("$pid")
+  printf -v "ECHO_$name" %s "$pid"
+  for _ in $(seq 100); do
+    grep -q registered "$out" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "run.sh: the echo service for $name did not register" >&2
+  FAILED=1
+  return 1
+}
+
+# stop NAME...: stops the server NAME and its echo, if any
+stop() {
+  local name var pid
+  for name in "$@"; do
+    for var in ECHO_$name PID_$name; do
+      pid=${!var:-}
+      [ -n "$pid" ] || continue
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "run.sh: $var ($pid) did not stop on SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      wait "$pid" 2>/dev/null || true
+      printf -v "$var" %s ""
+    done
+  done
+}
+
+# lg NAME LABEL [loadgen args...]: one load run against server NAME
+lg() {
+  local name=$1 label=$2
+  shift 2
+  local port_var=PORT_$name pid_var=PID_$name echo_var=ECHO_$name line
+  local echo_args=()
+  [ -n "${!echo_var:-}" ] && echo_args=(--echo-pid "${!echo_var}")
+  if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-loadgen" --endpoint "tcp://127.0.0.1:${!port_var}" \
+              --broker-pid "${!pid_var}" "${echo_args[@]}" --label "$label" "$@"); then
+    echo "$line" >> "$RESULTS"
+    printf '  %-26s %s\n' "$label" "$(echo "$line" | tr ' ' '\n' |
+      grep -E '^(rt_per_s|p50_us|p99_us|errors|lost|broker_cpu_us_per_rt)=' | tr '\n' ' ')"
+  else
+    echo "run.sh: load run $label against $name failed" >&2
+    echo "label=$label failed=1" >> "$RESULTS"
+    FAILED=1
+  fi
+}
+
+# How busy the machine is without us: CPU time used by anything over one
+# second, in percent of all CPUs. Others' load skews every number here.
+machine_busy() {
+  local a b
+  a=$(awk '/^cpu /{printf "%.0f %.0f\n", $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu /{printf "%.0f %.0f\n", $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  echo "$a $b" | awk '{d = $4 - $2; printf "%.0f", (d > 0 ? 100 * ($3 - $1) / d : 0)}'
+}
+
+REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$ROOT" status --porcelain -- src 2>/dev/null)" ]; then REV="$REV+dirty-src"; fi
+if [ $QUICK = 1 ]; then BUSY_BEFORE=0; else BUSY_BEFORE=$(machine_busy); fi
+echo "smartshop benchmark: $(nproc) CPUs, pin=$PIN, quick=$QUICK, broker $REV; raw results in $RESULTS"
+echo "machine busy before the run: ${BUSY_BEFORE}% of all CPUs"
+if [ "$BUSY_BEFORE" -gt 10 ]; then
+  echo "run.sh: WARNING: other processes use ${BUSY_BEFORE}% of the CPUs: the numbers will be skewed" >&2
+fi
+echo "rev=$REV busy_before=$BUSY_BEFORE pin=$PIN quick=$QUICK" > "$OUT/meta.txt"
+
+# --- main and w1: interleaved rounds --------------------------------------
+TARGETS=(ceil brk lua)
+for ((r = 1; r <= ROUNDS; r++)); do
+  echo "round $r/$ROUNDS"
+  start_server ceil ceiling
+  start_server brk broker --policy "$ROOT/policies/routing.lua" --services ''
+  start_server lua broker --policy "$ROOT/policies/routing.lua" --services "$ROOT/services"
+  start_echo ceil || true
+  start_echo brk || true
+  # rotate the order each round, so no target always runs first
+  order=()
+  for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+    order+=("${TARGETS[$(((i + r - 1) % ${#TARGETS[@]}))]}")
+  done
+  for t in "${order[@]}"; do
+    lg "$t" "main/$t" --clients 4 --window 64 --payload 64 --warmup "$WARMUP" --duration "$DURATION"
+  done
+  # the same 4 x 64 load held at one rate both can carry: CPU per round
+  # trip without the effect of batching (a saturated forwarder batches more)
+  for t in "${order[@]}"; do
+    [ "$t" = lua ] && continue
+    lg "$t" "rate/$t" --clients 4 --window 64 --payload 64 --rate "$RATE" \
+      --warmup "$W1_WARMUP" --duration "$W1_DURATION"
+  done
+  # window 1 on one CPU: every process of the run on CPU 0. Across the two
+  # vCPUs of this VM each wake-up of a sleeping peer costs ~50 us (an IPI to
+  # an idle vCPU), at random, which would swamp what the forwarder does.
+  for var in PID_ceil PID_brk PID_lua ECHO_ceil ECHO_brk; do
+    if [ -n "${!var:-}" ]; then taskset -a -p -c 0 "${!var}" > /dev/null || true; fi
+  done
+  for t in "${order[@]}"; do
+    CLIENT_CPU_SAVED=("${CLIENT_CPU[@]}")
+    CLIENT_CPU=(taskset -c 0)
+    lg "$t" "w1/$t" --clients 1 --window 1 --payload 64 --warmup "$W1_WARMUP" --duration "$W1_DURATION"
+    CLIENT_CPU=("${CLIENT_CPU_SAVED[@]}")
+  done
+  stop ceil brk lua
+done
+
+# --- matrix: policies x clients x payloads --------------------------------
+echo "matrix"
+start_server ceil ceiling
+start_server def broker --policy "$ROOT/policies/routing.lua" --services ''
+start_server hooks broker --policy "$ROOT/bench/policies/hooks.lua" --services ''
+start_server pay broker --policy "$ROOT/bench/policies/payload.lua" --services ''
+for t in ceil def hooks pay; do start_echo "$t" || true; done
+for c in $MX_CLIENTS; do
+  for p in $MX_PAYLOADS; do
+    for t in ceil def hooks pay; do
+      lg "$t" "mx/$t/c$c/p$p" --clients "$c" --window 64 --payload "$p" \
+        --warmup "$MX_WARMUP" --duration "$MX_DURATION"
+    done
+  done
+done
+stop ceil def hooks pay
+
+# --- scale: 10 vs 1,000 registered peers -----------------------------------
+echo "scale"
+for ((r = 1; r <= SCALE_ROUNDS; r++)); do
+  peers_order=($SCALE_PEERS)
+  if [ $((r % 2)) = 0 ]; then peers_order=($(printf '%s\n' $SCALE_PEERS | tac)); fi
+  for k in "${peers_order[@]}"; do
+    start_server sc broker --policy "$ROOT/policies/routing.lua" --services ''
+    start_echo sc || true
+    lg sc "scale/$k" --clients 4 --window 64 --payload 64 --idle-peers "$k" \
+      --warmup "$SC_WARMUP" --duration "$SC_DURATION"
+    stop sc
+  done
+done
+
+if [ $QUICK = 1 ]; then BUSY_AFTER=0; else BUSY_AFTER=$(machine_busy); fi
+echo "machine busy after the run: ${BUSY_AFTER}% of all CPUs"
+echo "busy_after=$BUSY_AFTER" >> "$OUT/meta.txt"
+echo
+/usr/bin/python3 "$ROOT/bench/report.py" "$RESULTS" || FAILED=1
+if [ $FAILED != 0 ]; then
+  echo "run.sh: FAILED (see above and $LOG)" >&2
+  exit 1
+fi
