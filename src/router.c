@@ -327,6 +327,11 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             inflight_remove(b->inflight, &rec);
         if (why == EAGAIN) {
             busy_tries++;
+        } else if (to == sender) {
+            /* the sender asked a name it holds itself and is gone already:
+             * its record is still in use up the stack; the monitor drops it */
+            *err = ERR_NO_SUCH_SERVICE;
+            return NULL;
         } else {
             router_peer_gone(b, to);      /* EHOSTUNREACH: connection gone */
             instance = NULL;
