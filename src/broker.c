@@ -436,6 +436,7 @@ int broker_run(broker_t *b)
     if (b->inflight->count > 0)
         log_info("grace period over: answering %zu request(s) shutting_down", b->inflight->count);
     router_fail_all(b, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");
+    services_free(&b->services);        /* unloads them: their lines come before "stopped" */
     log_info("stopped");
     return 0;
 }

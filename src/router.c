@@ -138,7 +138,8 @@ void router_peer_gone(broker_t *b, peer_t *peer)
             size_t used = strlen(names);
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
         }
-        log_info("peer %s disconnected; unregistered %s", label, names);
+        log_info(peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
+                                        : "peer %s disconnected; unregistered %s", label, names);
     } else {
         log_debug("peer %s disconnected", label);
     }
