@@ -522,72 +522,81 @@ static void flatten(table_t *t, const cJSON *obj, const char *prefix)
 
 /* --- the commands --- */
 
-static int cmd_ping(void)
+/* A broker action as most commands show it: its payload as JSON with
+ * --json, else as text(payload, arg) prints it. Returns the exit code
+ * (a failure already reported). */
+static int show_broker_action(const char *action, const cJSON *req, const char *what,
+                              void (*text)(const cJSON *payload, void *arg), void *arg)
 {
     cJSON *payload = NULL;
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    int rc = broker_action("ping", NULL, "ping", &payload);
-    clock_gettime(CLOCK_MONOTONIC, &b);
+    int rc = broker_action(action, req, what, &payload);
     if (rc)
         return rc;
-    if (opt.json) {
+    if (opt.json)
         print_json(payload, false);
-    } else {
-        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
-        printf("broker at %s answered in %.1f ms\n", opt.endpoint, ms);
-    }
+    else
+        text(payload, arg);
     cJSON_Delete(payload);
     return EXIT_OK;
+}
+
+/* Every value of the payload, nested ones dotted, as "key value" lines. */
+static void flat_text(const cJSON *payload, void *arg)
+{
+    (void)arg;
+    table_t t;
+    table_init(&t, 2);
+    flatten(&t, payload, NULL);
+    table_print(&t);
+}
+
+static void ping_text(const cJSON *payload, void *arg)
+{
+    (void)payload;
+    const struct timespec *a = arg;
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ms = (double)(b.tv_sec - a->tv_sec) * 1e3 + (double)(b.tv_nsec - a->tv_nsec) / 1e6;
+    printf("broker at %s answered in %.1f ms\n", opt.endpoint, ms);
+}
+
+static int cmd_ping(void)
+{
+    struct timespec a;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    return show_broker_action("ping", NULL, "ping", ping_text, &a);
+}
+
+static void services_text(const cJSON *payload, void *arg)
+{
+    (void)arg;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "services");
+    if (!cJSON_GetArraySize(list)) {
+        printf("no services registered\n");
+        return;
+    }
+    table_t t;
+    table_init(&t, 2);
+    t.right[1] = true;
+    table_row(&t, "SERVICE", "INSTANCES");
+    const cJSON *svc;
+    cJSON_ArrayForEach(svc, list)
+    {
+        char n[32];
+        snprintf(n, sizeof n, "%.0f", num_or(svc, "instances", 0));
+        table_row(&t, str_or(svc, "name", "?"), n);
+    }
+    table_print(&t);
 }
 
 static int cmd_services(void)
 {
-    cJSON *payload = NULL;
-    int rc = broker_action("list_services", NULL, "services", &payload);
-    if (rc)
-        return rc;
-    if (opt.json) {
-        print_json(payload, false);
-    } else {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "services");
-        if (!cJSON_GetArraySize(list)) {
-            printf("no services registered\n");
-        } else {
-            table_t t;
-            table_init(&t, 2);
-            t.right[1] = true;
-            table_row(&t, "SERVICE", "INSTANCES");
-            const cJSON *svc;
-            cJSON_ArrayForEach(svc, list)
-            {
-                char n[32];
-                snprintf(n, sizeof n, "%.0f", num_or(svc, "instances", 0));
-                table_row(&t, str_or(svc, "name", "?"), n);
-            }
-            table_print(&t);
-        }
-    }
-    cJSON_Delete(payload);
-    return EXIT_OK;
+    return show_broker_action("list_services", NULL, "services", services_text, NULL);
 }
 
 static int cmd_stats(void)
 {
-    cJSON *payload = NULL;
-    int rc = broker_action("stats", NULL, "stats", &payload);
-    if (rc)
-        return rc;
-    if (opt.json) {
-        print_json(payload, false);
-    } else {
-        table_t t;
-        table_init(&t, 2);
-        flatten(&t, payload, NULL);
-        table_print(&t);
-    }
-    cJSON_Delete(payload);
-    return EXIT_OK;
+    return show_broker_action("stats", NULL, "stats", flat_text, NULL);
 }
 
 /* metrics: the broker's rows (one per service and action) as a table
@@ -692,22 +701,15 @@ static bool metrics_table(const cJSON *payload)
     return true;
 }
 
+static void metrics_text(const cJSON *payload, void *arg)
+{
+    if (!metrics_table(payload))
+        flat_text(payload, arg);
+}
+
 static int cmd_metrics(void)
 {
-    cJSON *payload = NULL;
-    int rc = broker_action("metrics", NULL, "metrics", &payload);
-    if (rc)
-        return rc;
-    if (opt.json) {
-        print_json(payload, false);
-    } else if (!metrics_table(payload)) {
-        table_t t;
-        table_init(&t, 2);
-        flatten(&t, payload, NULL);
-        table_print(&t);
-    }
-    cJSON_Delete(payload);
-    return EXIT_OK;
+    return show_broker_action("metrics", NULL, "metrics", metrics_text, NULL);
 }
 
 /* The payload argument: JSON text, or '-' for stdin. */
@@ -775,37 +777,21 @@ static int cmd_request(int argc, char **argv)
     return EXIT_OK;
 }
 
-static int cmd_reload(void)
+static void reload_text(const cJSON *payload, void *arg)
 {
-    cJSON *payload = NULL;
-    int rc = broker_action("reload_policy", NULL, "reload: the policy was refused and the "
-                           "previous version keeps running", &payload);
-    if (rc)
-        return rc;
-    if (opt.json)
-        print_json(payload, false);
-    else
-        printf("policy reloaded (hooks: %s)\n", str_or(payload, "hooks", "?"));
-    cJSON_Delete(payload);
-    return EXIT_OK;
+    (void)arg;
+    printf("policy reloaded (hooks: %s)\n", str_or(payload, "hooks", "?"));
 }
 
-static int cmd_dead_letters(void)
+static int cmd_reload(void)
 {
-    cJSON *req = NULL, *payload = NULL;
-    if (opt.limit >= 0) {
-        req = cJSON_CreateObject();
-        cJSON_AddNumberToObject(req, "limit", (double)opt.limit);
-    }
-    int rc = broker_action("dead_letters", req, "dead-letters", &payload);
-    cJSON_Delete(req);
-    if (rc)
-        return rc;
-    if (opt.json) {
-        print_json(payload, false);
-        cJSON_Delete(payload);
-        return EXIT_OK;
-    }
+    return show_broker_action("reload_policy", NULL, "reload: the policy was refused and the "
+                              "previous version keeps running", reload_text, NULL);
+}
+
+static void dead_letters_text(const cJSON *payload, void *arg)
+{
+    (void)arg;
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "dead_letters");
     printf("%.0f dead letter(s) kept, %.0f evicted; newest first:\n", num_or(payload, "count", 0),
            num_or(payload, "evicted", 0));
@@ -827,8 +813,24 @@ static int cmd_dead_letters(void)
         }
         table_print(&t);
     }
-    cJSON_Delete(payload);
-    return EXIT_OK;
+}
+
+static int cmd_dead_letters(void)
+{
+    cJSON *req = NULL;
+    if (opt.limit >= 0) {
+        req = cJSON_CreateObject();
+        cJSON_AddNumberToObject(req, "limit", (double)opt.limit);
+    }
+    int rc = show_broker_action("dead_letters", req, "dead-letters", dead_letters_text, NULL);
+    cJSON_Delete(req);
+    return rc;
+}
+
+static void replay_text(const cJSON *payload, void *arg)
+{
+    (void)payload;
+    printf("dead letter %ld sent again\n", *(const long *)arg);
 }
 
 static int cmd_replay(int argc, char **argv)
@@ -839,20 +841,13 @@ static int cmd_replay(int argc, char **argv)
     if (!parse_long(argv[0], 0, LONG_MAX, &id))
         return usage_error("replay: '%s' is not a dead letter ID (a number: see dead-letters)",
                            argv[0]);
-    cJSON *req = cJSON_CreateObject(), *payload = NULL;
+    cJSON *req = cJSON_CreateObject();
     cJSON_AddNumberToObject(req, "id", (double)id);
     char what[64];
     snprintf(what, sizeof what, "replay %ld", id);
-    int rc = broker_action("replay", req, what, &payload);
+    int rc = show_broker_action("replay", req, what, replay_text, &id);
     cJSON_Delete(req);
-    if (rc)
-        return rc;
-    if (opt.json)
-        print_json(payload, false);
-    else
-        printf("dead letter %ld sent again\n", id);
-    cJSON_Delete(payload);
-    return EXIT_OK;
+    return rc;
 }
 
 /* --- watch --- */

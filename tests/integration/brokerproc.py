@@ -11,6 +11,12 @@ BrokerTestCase  a unittest.TestCase with one broker per class (BROKER_ARGS),
          peers closed after each test, assertError/expectError for the
          broker's error messages (docs/protocol.md T6); at the end the broker
          must still be running and must stop with exit code 0.
+LuaServicesTestCase  a BrokerTestCase hosting copies of SERVICE_FILES in a
+         temp --services directory (no policy); services_dir(files) makes one.
+PolicyTestCase  a BrokerTestCase running POLICY from a temp policy.lua;
+         policy_dir(text) makes such a directory.
+FreshBrokerTestCase  a BrokerTestCase with a broker per test (self.b) in
+         place of the class's one.
 
 Each tests/integration/test_*.py runs alone:
     /usr/bin/python3 tests/integration/test_register.py
@@ -21,6 +27,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +42,8 @@ import zmq
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLES = os.path.join(REPO_ROOT, "examples", "python")
+SERVICES_DIR = os.path.join(REPO_ROOT, "services")                 # the shipped Lua services
+LUA_FIXTURES = os.path.join(REPO_ROOT, "tests", "lua_services")    # Lua services for tests
 if EXAMPLES not in sys.path:
     sys.path.insert(0, EXAMPLES)
 
@@ -511,6 +520,118 @@ class BrokerTestCase(unittest.TestCase):
         _, body = p.recv(timeout)
         self.assertError(body, code, correlation_id=correlation_id, **kw)
         return body
+
+
+def services_dir(files):
+    """A temp directory holding copies of `files` ({name in dir: source path})."""
+    d = tempfile.mkdtemp(prefix="smartshop-lua-")
+    for name, src in files.items():
+        shutil.copy(src, os.path.join(d, name))
+    return d
+
+
+class LuaServicesTestCase(BrokerTestCase):
+    """A BrokerTestCase whose broker hosts Lua services and runs no policy.
+
+    SERVICE_FILES ({name in dir: source path}) are copied into a temp
+    directory, cls.dir, which the broker gets as --services; EXTRA_ARGS are
+    appended to its command line. cls.dir is removed after the class.
+    """
+
+    SERVICE_FILES = {}
+    EXTRA_ARGS = ()
+
+    @classmethod
+    def make_services_dir(cls):
+        """The services directory for this class (override to add more)."""
+        return services_dir(cls.SERVICE_FILES)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = cls.make_services_dir()
+        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir) + tuple(cls.EXTRA_ARGS)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.dir, ignore_errors=True)
+
+
+def policy_dir(text=None, name="policy.lua"):
+    """A temp directory for a policy; with `text`, the file `name` in it holds it.
+
+    Returns (directory, path of the policy file)."""
+    d = tempfile.mkdtemp(prefix="smartshop-policy-")
+    path = os.path.join(d, name)
+    if text is not None:
+        with open(path, "w") as f:
+            f.write(text)
+    return d, path
+
+
+class PolicyTestCase(BrokerTestCase):
+    """A BrokerTestCase whose broker runs the policy POLICY (--policy on
+    cls.policy, a policy.lua in the temp directory cls.tmp) with EXTRA_ARGS.
+    Override policy_text() to build the text (cls.tmp exists by then).
+    cls.tmp is removed after the class.
+    """
+
+    POLICY = None
+    EXTRA_ARGS = ()
+
+    @classmethod
+    def policy_text(cls):
+        return cls.POLICY
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp, cls.policy = policy_dir()
+        with open(cls.policy, "w") as f:
+            f.write(cls.policy_text())
+        cls.BROKER_ARGS = ("--policy", cls.policy) + tuple(cls.EXTRA_ARGS)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+
+class FreshBrokerTestCase(BrokerTestCase):
+    """No broker for the class: each test starts its own as self.b (in setUp),
+    and self.peer() connects to it. After each test self.b must still be
+    running and must stop with exit code 0.
+    """
+
+    b = None
+
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def tearDown(self):
+        super().tearDown()
+        try:
+            self.assertTrue(self.b.alive(), "broker died:\n" + self.b.log_text())
+            self.assertEqual(self.b.stop(), 0, self.b.log_text())
+        finally:
+            self.b.cleanup()
+
+    def peer(self, identity=None, name=None, register=None, **kw):
+        p = self.b.peer(identity=identity, name=name, **kw)
+        self._peers.append(p)
+        if register:
+            p.register(register)
+        return p
 
 
 def main():

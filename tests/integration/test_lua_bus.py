@@ -11,36 +11,20 @@ Observed through tests/lua_services/relay.lua ("lua-relay"), which reports
 what it gets as events to a remote test peer, the "probe", and
 tests/lua_services/fallback.lua ("lua-fallback", on_event only)."""
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-SERVICES = os.path.join(bp.REPO_ROOT, "services")
-FIXTURES = os.path.join(bp.REPO_ROOT, "tests", "lua_services")
 DEFAULT_TIMEOUT_MS = 400  # the broker's --request-timeout-ms here
 
 
-class LuaBusTest(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="smartshop-lua-")
-        shutil.copy(os.path.join(SERVICES, "echo.lua"), cls.dir)
-        for f in ("relay.lua", "fallback.lua"):
-            shutil.copy(os.path.join(FIXTURES, f), cls.dir)
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir,
-                           "--request-timeout-ms", str(DEFAULT_TIMEOUT_MS))
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+class LuaBusTest(bp.LuaServicesTestCase):
+    SERVICE_FILES = {"echo.lua": os.path.join(bp.SERVICES_DIR, "echo.lua"),
+                     "relay.lua": os.path.join(bp.LUA_FIXTURES, "relay.lua"),
+                     "fallback.lua": os.path.join(bp.LUA_FIXTURES, "fallback.lua")}
+    EXTRA_ARGS = ("--request-timeout-ms", str(DEFAULT_TIMEOUT_MS))
 
     def setUp(self):
         super().setUp()

@@ -8,45 +8,24 @@ Fixture: tests/lua_services/faulty.lua."""
 import os
 import shutil
 import sys
-import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-SERVICES = os.path.join(bp.REPO_ROOT, "services")
-FIXTURES = os.path.join(bp.REPO_ROOT, "tests", "lua_services")
+SERVICES = bp.SERVICES_DIR
+FIXTURES = bp.LUA_FIXTURES
 MEMORY_LIMIT = 8388608
 
 
-def services_dir(files):
-    """A temp directory holding copies of `files` ({name in dir: source path})."""
-    d = tempfile.mkdtemp(prefix="smartshop-lua-")
-    for name, src in files.items():
-        shutil.copy(src, os.path.join(d, name))
-    return d
-
-
-class FaultyServiceCase(bp.BrokerTestCase):
+class FaultyServiceCase(bp.LuaServicesTestCase):
     """A broker with echo.lua, faulty.lua and on_event_only.lua, a client
     and a remote service "remote-svc"; no tests of its own."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = services_dir({"echo.lua": os.path.join(SERVICES, "echo.lua"),
-                                "faulty.lua": os.path.join(FIXTURES, "faulty.lua"),
-                                "on_event_only.lua": os.path.join(FIXTURES, "on_event_only.lua")})
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir,
-                           "--lua-memory-limit", str(MEMORY_LIMIT))
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+    SERVICE_FILES = {"echo.lua": os.path.join(SERVICES, "echo.lua"),
+                     "faulty.lua": os.path.join(FIXTURES, "faulty.lua"),
+                     "on_event_only.lua": os.path.join(FIXTURES, "on_event_only.lua")}
+    EXTRA_ARGS = ("--lua-memory-limit", str(MEMORY_LIMIT))
 
     def setUp(self):
         super().setUp()
@@ -212,21 +191,10 @@ class BurstTest(FaultyServiceCase):
         self.assertEqual(self.ask("lua-faulty", "count")[0]["payload"]["count"], first + 1)
 
 
-class RateLimitTest(bp.BrokerTestCase):
+class RateLimitTest(bp.LuaServicesTestCase):
     """Many failures write at most 20 lines a minute (one per failure)."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = services_dir({"faulty.lua": os.path.join(FIXTURES, "faulty.lua")})
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+    SERVICE_FILES = {"faulty.lua": os.path.join(FIXTURES, "faulty.lua")}
 
     def test_failures_are_logged_one_line_each_and_rate_limited(self):
         client = self.peer(name="rl-client")
@@ -251,8 +219,8 @@ class AnswerBeyondTheMemoryLimitTest(bp.BrokerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = services_dir({"echo.lua": os.path.join(SERVICES, "echo.lua"),
-                                "relay.lua": os.path.join(FIXTURES, "relay.lua")})
+        cls.dir = bp.services_dir({"echo.lua": os.path.join(SERVICES, "echo.lua"),
+                                   "relay.lua": os.path.join(FIXTURES, "relay.lua")})
 
     @classmethod
     def tearDownClass(cls):

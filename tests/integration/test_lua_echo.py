@@ -7,25 +7,13 @@ Rules of docs/protocol.md checked: T8, T1 (it registers), B1
 (list_services), E5 (bytes forwarded untouched), F2 (REQ-style peers)."""
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-SERVICES = os.path.join(bp.REPO_ROOT, "services")
-FIXTURES = os.path.join(bp.REPO_ROOT, "tests", "lua_services")
 CLIENT = os.path.join(bp.EXAMPLES, "test_client.py")
-
-
-def services_dir(files):
-    """A temp directory holding copies of `files` ({name in dir: source path})."""
-    d = tempfile.mkdtemp(prefix="smartshop-lua-")
-    for name, src in files.items():
-        shutil.copy(src, os.path.join(d, name))
-    return d
 
 
 def run_client(endpoint, *args):
@@ -58,7 +46,7 @@ class ShippedServicesTest(bp.BrokerTestCase):
         names = bp.services(self.peer())
         self.assertEqual(names.get("echo-service"), 1, names)
         self.assertEqual(names.get("inventory"), 1, names)
-        files = sorted(f for f in os.listdir(SERVICES) if f.endswith(".lua"))
+        files = sorted(f for f in os.listdir(bp.SERVICES_DIR) if f.endswith(".lua"))
         log = self.broker.log_text()
         for f in files:
             self.assertRegex(log, r"service \S+ loaded from %s" % f.replace(".", r"\."))
@@ -67,20 +55,9 @@ class ShippedServicesTest(bp.BrokerTestCase):
         self.assertRegex(log, r"%d Lua service\(s\) loaded from services" % len(files))
 
 
-class EchoTest(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = services_dir({"echo.lua": os.path.join(SERVICES, "echo.lua"),
-                                "shared.lua": os.path.join(FIXTURES, "shared.lua")})
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+class EchoTest(bp.LuaServicesTestCase):
+    SERVICE_FILES = {"echo.lua": os.path.join(bp.SERVICES_DIR, "echo.lua"),
+                     "shared.lua": os.path.join(bp.LUA_FIXTURES, "shared.lua")}
 
     def test_seed_test_client_gets_the_echo(self):
         res = run_client(self.broker.endpoint, "--payload", '{"n": [1, 2, 3], "s": "h\\u00e9"}')

@@ -6,15 +6,13 @@ answers, and sent without a price when none does (absent, or too slow).
 Rules of docs/protocol.md checked: T8, T5 (the low_stock broadcast), T3/D1
 (its request to pricing, answered or timed out)."""
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-INVENTORY = os.path.join(bp.REPO_ROOT, "services", "inventory.lua")
+INVENTORY = os.path.join(bp.SERVICES_DIR, "inventory.lua")
 THRESHOLD = 5
 CHECK = 0.5            # the file's CHECK_MS, in seconds
 PRICING_TIMEOUT = 0.3  # its timeout_ms for the pricing request
@@ -30,26 +28,17 @@ def with_alert_to(name):
     return text.replace(line, 'local ALERT_TO = "%s"' % name)
 
 
-class InventoryCase(bp.BrokerTestCase):
+class InventoryCase(bp.LuaServicesTestCase):
     SOURCE = None  # the file's text, if not inventory.lua as shipped
 
     @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="smartshop-lua-")
+    def make_services_dir(cls):
         if cls.SOURCE is None:
-            shutil.copy(INVENTORY, cls.dir)
-        else:
-            with open(os.path.join(cls.dir, "inventory.lua"), "w") as f:
-                f.write(cls.SOURCE)
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+            return bp.services_dir({"inventory.lua": INVENTORY})
+        d = bp.services_dir({})
+        with open(os.path.join(d, "inventory.lua"), "w") as f:
+            f.write(cls.SOURCE)
+        return d
 
     def setUp(self):
         super().setUp()

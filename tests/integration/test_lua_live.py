@@ -7,38 +7,22 @@ logs why; deleting it unregisters it. Fixtures: tests/lua_services/live_*.lua
 Rules of docs/protocol.md checked: T8, T1/T2 (register on load, unregister
 on delete), N2 (reserved names refused), T3 (no_such_service once gone)."""
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-FIXTURES = os.path.join(bp.REPO_ROOT, "tests", "lua_services")
-SERVICES = os.path.join(bp.REPO_ROOT, "services")
 LIVE = 1.0  # seconds a change may take (issue 4: "within a second")
 
 
 def fixture(name):
-    with open(os.path.join(FIXTURES, name), "rb") as f:
+    with open(os.path.join(bp.LUA_FIXTURES, name), "rb") as f:
         return f.read()
 
 
-class LiveServicesTest(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="smartshop-lua-")
-        shutil.copy(os.path.join(SERVICES, "echo.lua"), cls.dir)
-        cls.BROKER_ARGS = ("--policy", "", "--services", cls.dir)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.dir, ignore_errors=True)
+class LiveServicesTest(bp.LuaServicesTestCase):
+    SERVICE_FILES = {"echo.lua": os.path.join(bp.SERVICES_DIR, "echo.lua")}
 
     def setUp(self):
         super().setUp()

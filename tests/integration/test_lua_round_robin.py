@@ -6,23 +6,21 @@ instances of one service: requests and named events alternate between them
 import os
 import shutil
 import sys
-import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
-FIXTURES = os.path.join(bp.REPO_ROOT, "tests", "lua_services")
+FIXTURES = bp.LUA_FIXTURES
 NAME = "shared-svc"
 
 
 class LuaAndRemoteInstancesTest(unittest.TestCase):
     def setUp(self):
         # a fresh broker each test: the rotation starts from a known state
-        self.dir = tempfile.mkdtemp(prefix="smartshop-lua-")
+        self.dir = bp.services_dir({"shared.lua": os.path.join(FIXTURES, "shared.lua")})
         self.addCleanup(shutil.rmtree, self.dir, True)
-        shutil.copy(os.path.join(FIXTURES, "shared.lua"), self.dir)
         self.b = bp.Broker(args=("--policy", "", "--services", self.dir))
         self.addCleanup(self.stop_broker)
 

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,15 +86,12 @@ end
 """
 
 
-class ContainmentCase(bp.BrokerTestCase):
+class ContainmentCase(bp.FreshBrokerTestCase):
     """A fresh broker per test (the hook-failure log limit is per process)."""
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
-        cls.policy = os.path.join(cls.tmp, "policy.lua")
-        with open(cls.policy, "w") as f:
-            f.write(POLICY)
+        cls.tmp, cls.policy = bp.policy_dir(POLICY)
 
     @classmethod
     def tearDownClass(cls):
@@ -107,21 +103,6 @@ class ContainmentCase(bp.BrokerTestCase):
                                  "--lua-memory-limit", str(MEMORY_LIMIT)])
         self.echo = self.peer(register="echo")
         self.client = self.peer(name="shop-ui")
-
-    def tearDown(self):
-        super().tearDown()
-        try:
-            self.assertTrue(self.b.alive(), "broker died:\n" + self.b.log_text())
-            self.assertEqual(self.b.stop(), 0, self.b.log_text())
-        finally:
-            self.b.cleanup()
-
-    def peer(self, identity=None, name=None, register=None, **kw):
-        p = self.b.peer(identity=identity, name=name, **kw)
-        self._peers.append(p)
-        if register:
-            p.register(register)
-        return p
 
     def assertRoutes(self):
         """A plain request still reaches echo and its answer comes back."""

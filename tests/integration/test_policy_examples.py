@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 
@@ -26,41 +25,17 @@ SANDBOX_GLOBALS = {
 }
 
 
-class ExampleCase(bp.BrokerTestCase):
+class ExampleCase(bp.FreshBrokerTestCase):
     """A fresh broker per test, running a copy of policies/examples/<EXAMPLE>."""
 
     EXAMPLE = None
 
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
     def setUp(self):
         super().setUp()
-        self.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
-        self.policy = os.path.join(self.tmp, self.EXAMPLE)
+        self.tmp, self.policy = bp.policy_dir(name=self.EXAMPLE)
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         shutil.copy(os.path.join(EXAMPLES, self.EXAMPLE), self.policy)
         self.b = bp.Broker(args=["--policy", self.policy])
-
-    def tearDown(self):
-        super().tearDown()
-        try:
-            self.assertTrue(self.b.alive(), "broker died:\n" + self.b.log_text())
-            self.assertEqual(self.b.stop(), 0, self.b.log_text())
-        finally:
-            self.b.cleanup()
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def peer(self, identity=None, name=None, register=None, **kw):
-        p = self.b.peer(identity=identity, name=name, **kw)
-        self._peers.append(p)
-        if register:
-            p.register(register)
-        return p
 
     def receive_on(self, peers, count, timeout=2.0):
         """`count` messages arriving at any of `peers`: a list of (peer, frames, body)."""

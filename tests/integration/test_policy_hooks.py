@@ -4,9 +4,7 @@ route, on_register and on_unregister see, what they may return, and what
 the wire then shows (P1: bytes forwarded unchanged unless filter rewrote)."""
 import json
 import os
-import shutil
 import sys
-import tempfile
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,22 +87,8 @@ def uid(prefix):
     return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
 
 
-class HooksCase(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
-        cls.policy = os.path.join(cls.tmp, "policy.lua")
-        with open(cls.policy, "w") as f:
-            f.write(POLICY)
-        cls.BROKER_ARGS = ("--policy", cls.policy)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+class HooksCase(bp.PolicyTestCase):
+    POLICY = POLICY
 
     def denied_reason(self, client, req):
         body = self.expectError(client, "denied", correlation_id=req["msg_id"])

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 import zmq
@@ -125,41 +124,16 @@ class Traffic:
         return None
 
 
-class ReloadCase(bp.BrokerTestCase):
+class ReloadCase(bp.FreshBrokerTestCase):
     """A fresh broker per test running policy.lua in a temp dir."""
 
     INITIAL = ROUTE_TO % "blue"
 
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
     def setUp(self):
         super().setUp()
-        self.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
-        self.policy = os.path.join(self.tmp, "policy.lua")
-        self.write(self.INITIAL)
+        self.tmp, self.policy = bp.policy_dir(self.INITIAL)
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.b = bp.Broker(args=["--policy", self.policy])
-
-    def tearDown(self):
-        super().tearDown()
-        try:
-            self.assertTrue(self.b.alive(), "broker died:\n" + self.b.log_text())
-            self.assertEqual(self.b.stop(), 0, self.b.log_text())
-        finally:
-            self.b.cleanup()
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def peer(self, identity=None, name=None, register=None, **kw):
-        p = self.b.peer(identity=identity, name=name, **kw)
-        self._peers.append(p)
-        if register:
-            p.register(register)
-        return p
 
     def write(self, text):
         """Rewrites the policy in place (open, truncate, write, close)."""

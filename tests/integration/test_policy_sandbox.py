@@ -6,9 +6,7 @@ sandbox does give (string, table, math, utf8, os.time/clock/date/difftime,
 json, log, print) works."""
 import json
 import os
-import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
@@ -98,25 +96,13 @@ ALLOWED_GLOBALS = {
 }
 
 
-class SandboxTest(bp.BrokerTestCase):
+class SandboxTest(bp.PolicyTestCase):
     @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
+    def policy_text(cls):
         cls.secret = os.path.join(cls.tmp, "secret.lua")
         with open(cls.secret, "w") as f:
             f.write("return 'the secret'\n")
-        cls.policy = os.path.join(cls.tmp, "policy.lua")
-        with open(cls.policy, "w") as f:
-            f.write(POLICY % {"secret": cls.secret})
-        cls.BROKER_ARGS = ("--policy", cls.policy)
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+        return POLICY % {"secret": cls.secret}
 
     def ask(self, action, payload=None):
         """The policy's answer: the reason of the `denied` error it returns."""

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,22 +43,14 @@ function filter(msg) end
 """
 
 
-class UncountedCpuTest(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
+class UncountedCpuTest(bp.FreshBrokerTestCase):
     def setUp(self):
         super().setUp()
-        self.tmp = tempfile.mkdtemp(prefix="smartshop-policy-")
+        self.tmp = bp.policy_dir()[0]
         self.b = None
 
     def tearDown(self):
-        super().tearDown()
+        bp.BrokerTestCase.tearDown(self)  # not FreshBrokerTestCase's: a stuck broker is expected
         if self.b:
             self.b.kill()                   # a stuck broker ignores SIGTERM
             self.b.cleanup()
@@ -76,13 +67,6 @@ class UncountedCpuTest(bp.BrokerTestCase):
             self.assertIn("exited with 2", str(e))
             return None
         return self.b
-
-    def peer(self, identity=None, name=None, register=None, **kw):
-        p = self.b.peer(identity=identity, name=name, **kw)
-        self._peers.append(p)
-        if register:
-            p.register(register)
-        return p
 
     def assertResponsive(self, client, echo):
         req = client.request("echo", action="plain")
