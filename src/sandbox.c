@@ -17,6 +17,8 @@
 /* How often (in VM instructions) the count hook checks the budget. */
 #define HOOK_EVERY 1000
 #define BUDGET_ERROR "instruction budget exhausted"
+/* A script that logs on every message must not flood the journal. */
+#define SCRIPT_LOG_LINES_PER_MINUTE 600
 
 static void *capped_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
 {
@@ -73,7 +75,8 @@ static int log_at(lua_State *L, log_level_t level)
         luaL_addvalue(&buf);
     }
     luaL_pushresult(&buf);
-    log_msg(level, "[%s] %s", sb->label, lua_tostring(L, -1));
+    log_limited(&sb->log_limit, SCRIPT_LOG_LINES_PER_MINUTE, level, "[%s] %s", sb->label,
+                lua_tostring(L, -1));
     return 0;
 }
 static int log_debug_fn(lua_State *L) { return log_enabled(LOG_LEVEL_DEBUG) ? log_at(L, LOG_LEVEL_DEBUG) : 0; }
@@ -217,6 +220,9 @@ static void open_libraries(lua_State *L)
     lua_setglobal(L, "log");
     lua_pushcfunction(L, log_info_fn);
     lua_setglobal(L, "print");
+    /* Lua's own warn writes to stderr unbounded once "@on": make it log.warn */
+    lua_pushcfunction(L, log_warn_fn);
+    lua_setglobal(L, "warn");
 }
 
 sandbox_t *sandbox_new(const char *label, sandbox_limits_t limits)

@@ -14,6 +14,8 @@
 
 #include <lua.h>
 
+#include "log.h"
+
 /* Registry keys of lua-cjson's decode and encode, kept where scripts
  * cannot replace them. */
 #define SANDBOX_JSON_DECODE "smartshop.json_decode"
@@ -32,6 +34,7 @@ typedef struct sandbox {
     long instructions_left;
     bool over_budget;           /* the current call ran out of instructions */
     bool in_call;               /* the budget counts only inside sandbox_call */
+    log_ratelimit_t log_limit;  /* a script's log lines: bounded, like everything */
 } sandbox_t;
 
 /* A new sandboxed state. Returns NULL on allocation failure. */
