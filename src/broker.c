@@ -99,6 +99,19 @@ static int open_signal_fd(char *err, size_t errlen)
     return fd;
 }
 
+static void log_policy_loaded(const broker_t *b)
+{
+    char hooks[128];
+    policy_describe_hooks(b->policy, hooks, sizeof hooks);
+    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
+}
+
+/* The limits every Lua state gets, policy and services alike. */
+static sandbox_limits_t lua_limits(const config_t *cfg)
+{
+    return (sandbox_limits_t){cfg->lua_memory_limit, (long)cfg->lua_instruction_limit};
+}
+
 int broker_reload_policy(broker_t *b, char *err, size_t errlen)
 {
     if (!b->policy) {
@@ -112,9 +125,7 @@ int broker_reload_policy(broker_t *b, char *err, size_t errlen)
         log_error("policy refused, the previous version keeps running: %s", err);
         return -1;
     }
-    char hooks[128];
-    policy_describe_hooks(b->policy, hooks, sizeof hooks);
-    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
+    log_policy_loaded(b);
     return 0;
 }
 
@@ -124,8 +135,7 @@ int broker_reload_policy(broker_t *b, char *err, size_t errlen)
  * not exist yet is loaded when it appears. */
 static int start_policy(broker_t *b, char *err, size_t errlen)
 {
-    sandbox_limits_t limits = {b->cfg->lua_memory_limit, (long)b->cfg->lua_instruction_limit};
-    b->policy = policy_new(b->cfg->policy_path, limits, b->registry);
+    b->policy = policy_new(b->cfg->policy_path, lua_limits(b->cfg), b->registry);
     if (!b->policy) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -139,9 +149,7 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
         return 0;
     if (policy_load(b->policy, err, errlen) < 0)
         return -1;                  /* main says it once, and exits 2 */
-    char hooks[128];
-    policy_describe_hooks(b->policy, hooks, sizeof hooks);
-    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
+    log_policy_loaded(b);
     return 0;
 }
 
@@ -149,8 +157,8 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
  * editing or deleting a file adds, reloads or drops a service. */
 static int start_services(broker_t *b, char *err, size_t errlen)
 {
-    sandbox_limits_t limits = {b->cfg->lua_memory_limit, (long)b->cfg->lua_instruction_limit};
-    b->services = services_new(b, b->cfg->services_dir, limits, (uint32_t)b->cfg->send_hwm);
+    b->services = services_new(b, b->cfg->services_dir, lua_limits(b->cfg),
+                               (uint32_t)b->cfg->send_hwm);
     if (!b->services) {
         snprintf(err, errlen, "out of memory");
         return -1;
