@@ -11,29 +11,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
 
-class SignalTest(bp.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        pass  # each test runs its own broker
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
+class SignalTest(bp.FreshBrokerTestCase):
+    """Each test runs its own broker, self.b, and stops it with a signal."""
 
     def setUp(self):
         super().setUp()
         self.b = bp.Broker(args=self.GRACE_ARGS.get(self._testMethodName, ()))
 
     def tearDown(self):
-        super().tearDown()
+        # the tests stop the broker themselves: no "still alive" check here
+        bp.BrokerTestCase.tearDown(self)
         self.b.cleanup()
-
-    def peer(self, identity=None, name=None, register=None, **kw):
-        p = self.b.peer(identity=identity, name=name, **kw)
-        self._peers.append(p)
-        if register:
-            p.register(register)
-        return p
 
     def assertStopsCleanly(self, signum, within=3.0):
         before = len(self.b.log_lines())
