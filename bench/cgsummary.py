@@ -2,8 +2,9 @@
 """bench/cgsummary.py CALLGRIND_FILE TARGET: instructions per round trip.
 
 bench/profile.sh calls it. Messages are counted from the profile itself:
-calls of router_handle (the broker handles each message once, a Lua
-service's answers included) or, for the ceiling, calls of zmq_msg_send (it
+calls of router_handle and router_inject_made (the broker handles each
+message from the wire once in router_handle; a Lua service's responses
+come in through router_inject_made) or, for the ceiling, calls of zmq_msg_send (it
 forwards each message once). A round trip is two messages.
 """
 import re
@@ -19,6 +20,7 @@ BROKER_PARTS = [
     ("  zmq_poll (waiting, socket events)", "zmq_poll"),
     ("  receive: wire_recv (frames in, SRCFD)", "wire_recv"),
     ("  router_handle: the whole message path", "router_handle"),
+    ("  router_inject_made: a Lua service's responses", "router_inject_made"),
     ("    decode+validate: envelope_parse", "envelope_parse"),
     ("      of it json_scan_object (UTF-8, JSON)", "json_scan_object"),
     ("    policy hook filter()", "policy_filter"),
@@ -91,8 +93,9 @@ def main():
         elif m.group(2) == "*":
             calls.setdefault(short(m.group(3)), pending)
             pending = 0
-    counter = "zmq_msg_send" if target == "ceiling" else "router_handle"
-    messages = calls.get(counter, 0)
+    counters = ["zmq_msg_send"] if target == "ceiling" else ["router_handle", "router_inject_made"]
+    counter = " + ".join(counters)
+    messages = sum(calls.get(c, 0) for c in counters)
     if not messages:
         print(f"cgsummary: no calls of {counter} in the profile", file=sys.stderr)
         return 1

@@ -28,11 +28,28 @@ bool env_equals(const env_value_t *v, const char *word)
     return env_is_plain_string(v) && name_equals(v->ptr, v->len, word);
 }
 
+/* Whether all 8 bytes at p are printable ASCII (0x21-0x7E): the classic
+ * "has a byte less than / more than n" word tricks, exact for these n. */
+static bool printable8(const char *p)
+{
+    uint64_t x;
+    memcpy(&x, p, 8);
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t below = (x - ones * 0x21) & ~x;         /* a byte < 0x21 */
+    uint64_t above = (x + ones * (127 - 0x7E)) | x;  /* a byte > 0x7E */
+    return ((below | above) & highs) == 0;
+}
+
 bool env_id_is_valid(const env_value_t *v)
 {
     if (!env_is_plain_string(v) || v->len == 0 || v->len > MSG_ID_MAX_LEN)
         return false;
-    for (uint32_t i = 0; i < v->len; i++) {
+    /* eight bytes at a time: every message has a 36-byte msg_id to check */
+    uint32_t i = 0;
+    for (; i + 8 <= v->len; i += 8)
+        if (!printable8(v->ptr + i))
+            return false;
+    for (; i < v->len; i++) {
         unsigned char c = (unsigned char)v->ptr[i];
         if (c < 0x21 || c > 0x7E)
             return false;
@@ -76,10 +93,18 @@ static long small_integer(const env_value_t *v, long max)
 
 static msg_type_t type_of(const env_value_t *v)
 {
-    for (int t = MT_REGISTER; t < MT__COUNT; t++)
-        if (env_equals(v, type_names[t]))
-            return (msg_type_t)t;
-    return MT_NONE;
+    if (!env_is_plain_string(v))
+        return MT_NONE;
+    /* by length first, as field_of_key: this runs for every message */
+#define TYPE_IS(word) (memcmp(v->ptr, word, sizeof word - 1) == 0)
+    switch (v->len) {
+    case 5: return TYPE_IS("event") ? MT_EVENT : TYPE_IS("error") ? MT_ERROR : MT_NONE;
+    case 7: return TYPE_IS("request") ? MT_REQUEST : MT_NONE;
+    case 8: return TYPE_IS("response") ? MT_RESPONSE : TYPE_IS("register") ? MT_REGISTER : MT_NONE;
+    case 10: return TYPE_IS("unregister") ? MT_UNREGISTER : MT_NONE;
+    default: return MT_NONE;
+    }
+#undef TYPE_IS
 }
 
 /* Finds the envelope fields among the members; rejects escaped and
@@ -211,25 +236,41 @@ static bus_err_t check_fields(envelope_t *env, const char **why)
 bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why)
 {
     json_object_t obj;
+    *why = NULL;
+    json_scan_result_t scanned = json_scan_object(buf, len, &obj, why);
+    if (scanned == JSON_SCAN_BAD_JSON || scanned == JSON_SCAN_NOT_OBJECT) {
+        memset(env, 0, sizeof *env);
+        env->buf = buf;
+        env->len = len;
+        return scanned == JSON_SCAN_BAD_JSON ? ERR_BAD_JSON : ERR_BAD_ENVELOPE;
+    }
+    return envelope_read(env, buf, len, &obj, scanned == JSON_SCAN_TOO_MANY, why);
+}
+
+bus_err_t envelope_read(envelope_t *env, const char *buf, size_t len, const json_object_t *obj,
+                        bool too_many, const char **why)
+{
     memset(env, 0, sizeof *env);
     env->buf = buf;
     env->len = len;
     *why = NULL;
-
-    json_scan_result_t scanned = json_scan_object(buf, len, &obj, why);
-    if (scanned == JSON_SCAN_BAD_JSON)
-        return ERR_BAD_JSON;
-    if (scanned == JSON_SCAN_NOT_OBJECT)
-        return ERR_BAD_ENVELOPE;
     /* with too many members, the first ones are still read: msg_id may be
      * among them, for the error's correlation_id */
-    bus_err_t err = collect_fields(env, &obj, why);
+    bus_err_t err = collect_fields(env, obj, why);
     env->msg_id_ok = env_id_is_valid(&env->f[EF_MSG_ID]);
-    if (scanned == JSON_SCAN_TOO_MANY) {
+    if (too_many) {
         *why = "more than 64 top-level members";
         return ERR_BAD_ENVELOPE;
     }
     if (err)
         return err;
     return check_fields(env, why);
+}
+
+void envelope_rebase(envelope_t *env, const char *buf)
+{
+    for (int i = 0; i < EF__COUNT; i++)
+        if (env->f[i].kind != JSON_ABSENT)
+            env->f[i].ptr = buf + (env->f[i].ptr - env->buf);
+    env->buf = buf;
 }

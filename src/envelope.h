@@ -68,6 +68,15 @@ typedef struct {
  * be read, for the error reply. */
 bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why);
 
+/* The rules of envelope_parse for a message whose members are already
+ * known (`obj`, as json_scan_object gives them, offsets into buf): for
+ * messages the broker writes itself (msg_writer.c), which need no scan. */
+bus_err_t envelope_read(envelope_t *env, const char *buf, size_t len, const json_object_t *obj,
+                        bool too_many, const char **why);
+
+/* Points env at a copy of its message now at `buf` (same bytes). */
+void envelope_rebase(envelope_t *env, const char *buf);
+
 /* The wire name of a message type ("request"), or "unknown". */
 const char *msg_type_name(msg_type_t type);
 

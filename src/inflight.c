@@ -1,6 +1,7 @@
 /* inflight: requests in flight, by msg_id, by deadline and by peer. */
 #include "inflight.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,11 @@ void inflight_table_free(inflight_table_t **self_p)
     while (t->count > 0) {
         inflight_t *rec = t->heap[0];
         inflight_remove(t, &rec);
+    }
+    while (t->spare) {
+        inflight_t *rec = t->spare;
+        t->spare = rec->wait_next;
+        free(rec);
     }
     free(t->heap);
     free(t);
@@ -97,9 +103,15 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
         t->heap = grown;
         t->cap = cap;
     }
-    inflight_t *rec = calloc(1, sizeof *rec);
-    if (!rec)
+    /* a record from the spares if there is one: one request each round
+     * trip, and a fresh calloc of the record cost more than filling it */
+    inflight_t *rec = t->spare;
+    if (rec) {
+        t->spare = rec->wait_next;
+        t->spare_count--;
+    } else if (!(rec = malloc(sizeof *rec)))
         return NULL;
+    memset(rec, 0, offsetof(inflight_t, msg_id));
     copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
     copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
     copy_field(rec->dst, sizeof rec->dst, &env->f[EF_DST]);
@@ -142,7 +154,13 @@ void inflight_remove(inflight_table_t *t, inflight_t **rec_p)
     inflight_forget_requester(rec);
     DL_DELETE2(rec->handler->handling, rec, handle_prev, handle_next);
     rec->handler->handling_count--;
-    free(rec);
+    if (t->spare_count < INFLIGHT_SPARES_MAX) {
+        rec->wait_next = t->spare;  /* kept for the next request */
+        t->spare = rec;
+        t->spare_count++;
+    } else {
+        free(rec);
+    }
     *rec_p = NULL;
 }
 

@@ -18,6 +18,10 @@
 #include "metrics.h"
 #include "registry.h"
 
+/* Freed records kept for the next requests: enough for a busy broker's
+ * usual window, without holding a burst's worth of memory for ever. */
+#define INFLIGHT_SPARES_MAX 4096
+
 typedef struct inflight {
     peer_t *requester;          /* NULL once the requester is gone */
     peer_t *handler;
@@ -39,6 +43,8 @@ typedef struct {
     inflight_t **heap;
     size_t count, cap;
     size_t limit;               /* most records at once */
+    inflight_t *spare;          /* freed records kept for reuse */
+    size_t spare_count;
 } inflight_table_t;
 
 inflight_table_t *inflight_table_new(size_t limit);

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "log.h"
 #include "luamsg.h"
+#include "msg_writer.h"
 #include "reply.h"
 #include "router.h"
 
@@ -68,32 +69,40 @@ static void send_from(lua_version_t *v, const char *type, const char *dst, const
     cJSON_free(text);
 }
 
-/* A response to a request, formatted directly: every string in it is
- * already known safe inside JSON quotes (a checked name, a msg_id, an
- * action the sender wrote without escapes, so without '"', '\\' or
- * control bytes), and the payload is JSON text. This is the hot path of a
- * Lua service; cJSON's tree costs more than everything else in it. */
-static void send_response(lua_version_t *v, const char *dst, const char *action,
-                          const char *payload, const char *correlation_id)
+/* The response to `request`, written straight into a frame (msg_writer:
+ * the hot path of a Lua service): dst, action and correlation_id come
+ * from the request as read, the payload is checked JSON text. */
+static void send_response(lua_version_t *v, const envelope_t *request, const char *payload,
+                          size_t payload_len)
 {
     lua_service_t *svc = v->service;
+    if (!svc->peer)
+        return;
     char id[37], ts[32];
     reply_new_uuid(id);
     reply_timestamp(ts);
-    size_t cap = (payload ? strlen(payload) : 4) + strlen(action) + 400;
-    char *text = malloc(cap);
-    if (!text) {
-        log_error("service %s: out of memory building a response", v->name);
+    msg_field_t fields[EF__COUNT] = {
+        [EF_MSG_ID] = msg_plain(id),
+        [EF_TYPE] = msg_plain("response"),
+        [EF_SRC] = msg_plain(v->name),
+        [EF_DST] = msg_copy(&request->f[EF_SRC]),
+        [EF_ACTION] = msg_copy(&request->f[EF_ACTION]),
+        [EF_PAYLOAD] = payload ? msg_json(payload, payload_len) : msg_null(),
+        [EF_CORRELATION_ID] = msg_copy(&request->f[EF_MSG_ID]),
+        [EF_TIMESTAMP] = msg_plain(ts),
+    };
+    zmq_msg_t frame;
+    envelope_t env;
+    const char *why = NULL;
+    bus_err_t err = msg_write(&frame, fields, &env, &why);
+    if (err != ERR_NONE) {
+        log_error("service %s: could not write a response (%s): %s", v->name,
+                  bus_err_name(err), why ? why : "");
+        zmq_msg_close(&frame);
         return;
     }
-    int n = snprintf(text, cap,
-                     "{\"msg_id\":\"%s\",\"type\":\"response\",\"src\":\"%s\",\"dst\":\"%s\","
-                     "\"action\":%s%s%s,\"payload\":%s,\"correlation_id\":\"%s\",\"timestamp\":\"%s\"}",
-                     id, v->name, dst, *action ? "\"" : "", *action ? action : "null",
-                     *action ? "\"" : "", payload ? payload : "null", correlation_id, ts);
-    if (svc->peer && n > 0 && (size_t)n < cap)
-        router_inject(svc->broker, svc->peer, text, (size_t)n);
-    free(text);
+    router_inject_made(svc->broker, svc->peer, &frame, &env);
+    zmq_msg_close(&frame);
 }
 
 /* The Lua value at `index` as JSON text (malloc'd), or NULL with a Lua
@@ -257,6 +266,8 @@ static void open_bus(lua_State *L, lua_version_t *v)
     lua_newtable(L);
     lua_pushlightuserdata(L, v);
     luaL_setfuncs(L, fns, 1);
+    luamsg_push_json_maker(L);
+    lua_setfield(L, -2, "json");
     lua_setglobal(L, "bus");
 }
 
@@ -408,20 +419,15 @@ static void handle_request(lua_version_t *v, const envelope_t *env)
         lua_pop(L, 3);
         return;
     }
-    /* the response's payload: the request's own bytes if the handler gave
-     * back msg.payload untouched, else the returned value encoded */
-    char *payload = NULL;
-    const env_value_t *p = &env->f[EF_PAYLOAD];
-    if (luamsg_is_view_payload(L, -3) && p->kind != JSON_STRING) {
-        payload = malloc(p->len + 1);
-        if (payload) {
-            memcpy(payload, p->ptr, p->len);
-            payload[p->len] = '\0';
-        }
-    } else if (!lua_isnil(L, -3)) {
-        size_t len;
-        payload = luamsg_encode(L, -3, &len, err, sizeof err);
-        if (!payload) {
+    /* the response's payload: a bus.json() value's text as it is (held by
+     * the value, on the stack until the response is written), any other
+     * value encoded */
+    size_t len = 0;
+    const char *payload = luamsg_raw_json(L, -3, &len);
+    char *encoded = NULL;
+    if (!payload && !lua_isnil(L, -3)) {
+        payload = encoded = luamsg_encode(L, -3, &len, err, sizeof err);
+        if (!encoded) {
             luamsg_release(L);
             lua_pop(L, 3);
             handler_failed(v, "on_request", err);
@@ -430,13 +436,9 @@ static void handle_request(lua_version_t *v, const envelope_t *env)
         }
     }
     luamsg_release(L);
+    send_response(v, env, payload, len);
     lua_pop(L, 3);
-    char dst[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1];
-    reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
-    reply_copy_plain(action, sizeof action, &env->f[EF_ACTION]);
-    reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
-    send_response(v, dst, action, payload, corr);
-    free(payload);
+    free(encoded);
 }
 
 /* on_event(msg) / on_broadcast(msg): nothing to answer. */

@@ -7,9 +7,11 @@
 
 #include <lauxlib.h>
 
+#include "json_scan.h"
 #include "sandbox.h"
 
 #define VIEW_METATABLE "smartshop.msg"
+#define JSON_METATABLE "smartshop.json"
 #define VIEW_KEY "smartshop.msg_view"
 
 typedef struct {
@@ -100,6 +102,18 @@ static int view_index(lua_State *L)
         }
         return 1;
     }
+    if (strcmp(key, "payload_json") == 0) {
+        /* the payload's bytes as they came: no decode (bus.json() sends
+         * them on unchanged) */
+        const env_value_t *p = &env->f[EF_PAYLOAD];
+        if (p->kind == JSON_ABSENT)
+            lua_pushliteral(L, "null");
+        else if (p->kind == JSON_STRING)
+            lua_pushlstring(L, p->ptr - 1, p->len + 2);
+        else
+            lua_pushlstring(L, p->ptr, p->len);
+        return 1;
+    }
     if (strcmp(key, "ttl_ms") == 0) {
         if (env->ttl_ms)
             lua_pushinteger(L, env->ttl_ms);
@@ -134,8 +148,80 @@ static int view_tostring(lua_State *L)
     return 1;
 }
 
+/* --- JSON text as a value: bus.json(text) --- */
+
+/* Whether text[0..len) is one JSON value in valid UTF-8 (the scanner the
+ * broker reads every message with; a top-level non-object is fine here). */
+static bool json_text_is_valid(const char *text, size_t len)
+{
+    json_object_t members;
+    return json_scan_object(text, len, &members, NULL) != JSON_SCAN_BAD_JSON;
+}
+
+static bool is_json_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* The text without JSON's whitespace around it. */
+static void trim_ws(const char **text, size_t *len)
+{
+    while (*len && is_json_ws((*text)[0]))
+        (*text)++, (*len)--;
+    while (*len && is_json_ws((*text)[*len - 1]))
+        (*len)--;
+}
+
+/* json(text) -> a value that is sent as the JSON text itself */
+static int raw_json_new(lua_State *L)
+{
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    const char *trimmed = text;
+    trim_ws(&trimmed, &len);
+    if (len == 0 || !json_text_is_valid(trimmed, len))
+        return luaL_error(L, "bus.json: the text is not one JSON value in valid UTF-8");
+    lua_newuserdatauv(L, 0, 1);
+    if (trimmed == text && len == lua_rawlen(L, 1))
+        lua_pushvalue(L, 1);
+    else
+        lua_pushlstring(L, trimmed, len);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, JSON_METATABLE);
+    return 1;
+}
+
+static int raw_json_tostring(lua_State *L)
+{
+    luaL_checkudata(L, 1, JSON_METATABLE);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+const char *luamsg_raw_json(lua_State *L, int index, size_t *len)
+{
+    if (!luaL_testudata(L, index, JSON_METATABLE))
+        return NULL;
+    lua_getiuservalue(L, index, 1);
+    const char *text = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);          /* the userdata still holds the string */
+    return text;
+}
+
+void luamsg_push_json_maker(lua_State *L)
+{
+    lua_pushcfunction(L, raw_json_new);
+}
+
 void luamsg_init(lua_State *L)
 {
+    luaL_newmetatable(L, JSON_METATABLE);
+    lua_pushcfunction(L, raw_json_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "json");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+
     luaL_newmetatable(L, VIEW_METATABLE);
     lua_pushcfunction(L, view_index);
     lua_setfield(L, -2, "__index");
@@ -162,18 +248,6 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
 }
 
-bool luamsg_is_view_payload(lua_State *L, int index)
-{
-    index = lua_absindex(L, index);
-    if (!lua_istable(L, index))
-        return false;
-    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
-    lua_getiuservalue(L, -1, 1);
-    bool same = lua_rawequal(L, -1, index);
-    lua_pop(L, 2);
-    return same;
-}
-
 void luamsg_release(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
@@ -184,9 +258,28 @@ void luamsg_release(lua_State *L)
     lua_pop(L, 1);
 }
 
+static char *copy_text(const char *text, size_t n, size_t *len)
+{
+    char *copy = malloc(n + 1);
+    if (copy) {
+        memcpy(copy, text, n);
+        copy[n] = '\0';
+        *len = n;
+    }
+    return copy;
+}
+
 char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen)
 {
     index = lua_absindex(L, index);
+    size_t raw_len;
+    const char *raw = luamsg_raw_json(L, index, &raw_len);
+    if (raw) {
+        char *copy = copy_text(raw, raw_len, len);
+        if (!copy)
+            snprintf(err, errlen, "out of memory");
+        return copy;
+    }
     lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
     lua_pushvalue(L, index);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
@@ -212,6 +305,13 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
         }
         copy[out] = '\0';
         *len = out;
+        /* lua-cjson copies a Lua string's bytes as they are: refuse what
+         * is not UTF-8 here, not as a bad_json from the far end */
+        if (!json_text_is_valid(copy, out)) {
+            snprintf(err, errlen, "cannot encode the message: a string is not valid UTF-8");
+            free(copy);
+            copy = NULL;
+        }
     } else {
         snprintf(err, errlen, "out of memory");
     }

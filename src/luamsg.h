@@ -21,17 +21,21 @@ void luamsg_init(lua_State *L);
 /* Pushes the view of `env`. Call luamsg_release() when the call returns. */
 void luamsg_push(lua_State *L, const envelope_t *env);
 
-/* True if the value at `index` is the very payload table the view decoded
- * for this call (so a handler that returns msg.payload unchanged can have
- * its bytes forwarded instead of re-encoded). Call before luamsg_release. */
-bool luamsg_is_view_payload(lua_State *L, int index);
-
 /* Detaches the view from the envelope it showed. */
 void luamsg_release(lua_State *L);
 
-/* Encodes the Lua table at `index` as JSON with lua-cjson. Returns a
+/* Encodes the Lua value at `index` as JSON with lua-cjson (a bus.json()
+ * value as its text), checked to be valid JSON in UTF-8. Returns a
  * malloc'd text (caller frees) or NULL with the reason in `err`. */
 char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen);
+
+/* Pushes the function behind bus.json(text): checks that the text is one
+ * JSON value and returns a value that is sent as that text, unencoded. */
+void luamsg_push_json_maker(lua_State *L);
+
+/* The JSON text of a bus.json() value at `index`, or NULL if it is not
+ * one. The text lives as long as the value. */
+const char *luamsg_raw_json(lua_State *L, int index, size_t *len);
 
 /* Pushes a JSON text decoded with lua-cjson (nil if it does not decode). */
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len);

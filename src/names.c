@@ -20,11 +20,6 @@ bool name_is_valid(const char *s, size_t len)
     return true;
 }
 
-bool name_equals(const char *s, size_t len, const char *word)
-{
-    return strlen(word) == len && memcmp(s, word, len) == 0;
-}
-
 static bool has_prefix(const char *s, size_t len, const char *prefix)
 {
     size_t n = strlen(prefix);
@@ -33,6 +28,8 @@ static bool has_prefix(const char *s, size_t len, const char *prefix)
 
 bool name_is_reserved(const char *s, size_t len)
 {
+    if (len == 0 || (s[0] != 'b' && s[0] != 's'))
+        return false;       /* the common case, decided by one byte */
     return name_equals(s, len, "broker") || name_equals(s, len, "broadcast") ||
            has_prefix(s, len, "broker.") || has_prefix(s, len, "smartshop.");
 }

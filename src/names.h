@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #define NAME_MAX_LEN 64
 
@@ -17,7 +18,11 @@ bool name_is_valid(const char *s, size_t len);
 /* True for "broker", "broadcast", and names under "broker." or "smartshop.". */
 bool name_is_reserved(const char *s, size_t len);
 
-/* True if `s[0..len)` equals the NUL-terminated `word`. */
-bool name_equals(const char *s, size_t len, const char *word);
+/* True if `s[0..len)` equals the NUL-terminated `word`. Inline: with a
+ * literal word the compiler turns it into a length test and a load or two. */
+static inline bool name_equals(const char *s, size_t len, const char *word)
+{
+    return strlen(word) == len && memcmp(s, word, len) == 0;
+}
 
 #endif

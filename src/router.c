@@ -44,12 +44,14 @@ static void free_text(void *data, void *hint)
 }
 
 /* Hands a message to a peer: onto the wire, or into a hosted Lua service's
- * queue. On success the message is consumed. Returns 0, or -1 with errno
- * EAGAIN (its queue is full) or EHOSTUNREACH (gone). */
-static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data)
+ * queue, with its envelope when known (`env` may be NULL) so that the
+ * service need not read it again. On success the message is consumed.
+ * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
+ * (gone). */
+static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     if (to->kind == PEER_LUA)
-        return services_enqueue(b->services, to, data);
+        return services_enqueue(b->services, to, data, env);
     return wire_send(b->router, to, data);
 }
 
@@ -59,7 +61,7 @@ int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_
     if (zmq_msg_init_size(&data, len) < 0)
         return -1;
     memcpy(zmq_msg_data(&data), text, len);
-    if (deliver(b, to, &data) < 0) {
+    if (deliver(b, to, &data, NULL) < 0) {
         int why = errno;
         zmq_msg_close(&data);
         char label[2 * PEER_ID_MAX + 3];
@@ -321,7 +323,7 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             rec->series = series;
             rec->started_us = clock_us();
         }
-        if (deliver(b, to, data) == 0)
+        if (deliver(b, to, data, env) == 0)
             return to;
         int why = errno;
         if (rec)
@@ -446,7 +448,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
         inflight_remove(b->inflight, &rec);
         return;
     }
-    if (deliver(b, rec->requester, &m->data) == 0) {
+    if (deliver(b, rec->requester, &m->data, env) == 0) {
         b->stats.out[env->type]++;
         metrics_answered(rec->series, clock_us() - rec->started_us);
         inflight_remove(b->inflight, &rec);
@@ -465,7 +467,7 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
 
 /* T5: dst "broadcast" reaches every registered connection but the sender's,
  * each once. */
-static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m)
+static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
     peer_t *peer, *tmp, *gone[64];
     int gone_count = 0;
@@ -475,7 +477,7 @@ static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m)
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
-        if (deliver(b, peer, &copy) == 0) {
+        if (deliver(b, peer, &copy, env) == 0) {
             b->stats.out[MT_EVENT]++;
             continue;
         }
@@ -490,7 +492,7 @@ static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m)
 
 /* A copy of an event for every connection that asked to watch (the
  * broker action watch); costs nothing while nobody watches. */
-static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m)
+static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
     peer_t *peer, *tmp;
     HASH_ITER(hh, b->registry->peers, peer, tmp) {
@@ -499,7 +501,7 @@ static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m)
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
-        if (deliver(b, peer, &copy) == 0)
+        if (deliver(b, peer, &copy, env) == 0)
             b->stats.out[MT_EVENT]++;
         else
             zmq_msg_close(&copy);
@@ -510,9 +512,9 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (b->watchers > 0)
-        copy_to_watchers(b, peer, m);
+        copy_to_watchers(b, peer, m, env);
     if (env_equals(dst, "broadcast")) {
-        broadcast(b, peer, m);
+        broadcast(b, peer, m, env);
         return;
     }
     if (env_equals(dst, "broker")) {
@@ -593,6 +595,69 @@ static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *e
     return true;
 }
 
+/* Answers too_large for a message over --max-message-bytes (E2). */
+static bool refuse_too_large(broker_t *b, peer_t *peer, size_t len)
+{
+    if (len <= b->cfg->max_message_bytes)
+        return false;
+    char why[128];
+    snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu",
+             len, b->cfg->max_message_bytes);
+    b->stats.in[MT_NONE]++;
+    router_send_error(b, peer, NULL, ERR_TOO_LARGE, why);
+    return true;
+}
+
+/* The rules after the envelope is read: who may send it, the policy's
+ * say, and where it goes. */
+static void route_message(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *env)
+{
+    const env_value_t *src = &env->f[EF_SRC];
+    if (name_is_reserved(src->ptr, src->len)) {
+        router_send_error(b, peer, env, ERR_RESERVED_NAME, "src is a reserved name");
+        return;
+    }
+    if (env->type == MT_REGISTER) {
+        handle_register(b, peer, env);
+        return;
+    }
+    if (env->type == MT_UNREGISTER) {
+        handle_unregister(b, peer, env);
+        return;
+    }
+    if (!src_allowed(b, peer, src)) {
+        router_send_error(b, peer, env, ERR_SPOOFED_SRC,
+                          peer->name_count ? "src is not a name this connection registered"
+                                           : "src is a name another connection registered");
+        return;
+    }
+    if (policy_has(b->policy, HOOK_AUTHORIZE)) {
+        char reason[512];
+        policy_verdict_t verdict = policy_authorize(b->policy, env, peer, reason, sizeof reason);
+        if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
+            router_send_error(b, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+                              verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
+            return;
+        }
+    }
+    if (policy_has(b->policy, HOOK_FILTER) && !apply_filter(b, peer, m, env))
+        return;
+    switch (env->type) {
+    case MT_REQUEST:
+        handle_request(b, peer, m, env);
+        break;
+    case MT_RESPONSE:
+    case MT_ERROR:
+        handle_answer(b, peer, m, env);
+        break;
+    case MT_EVENT:
+        handle_event(b, peer, m, env);
+        break;
+    default:
+        break;
+    }
+}
+
 void router_handle(broker_t *b, wire_msg_t *m)
 {
     peer_t *peer = peer_of_message(b, m);
@@ -616,14 +681,8 @@ void router_handle(broker_t *b, wire_msg_t *m)
         return;
     }
     size_t len = zmq_msg_size(&m->data);
-    if (len > b->cfg->max_message_bytes) {
-        char why[128];
-        snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu",
-                 len, b->cfg->max_message_bytes);
-        b->stats.in[MT_NONE]++;
-        router_send_error(b, peer, NULL, ERR_TOO_LARGE, why);
+    if (refuse_too_large(b, peer, len))
         return;
-    }
     envelope_t env;
     const char *why = NULL;
     bus_err_t err = envelope_parse(&env, zmq_msg_data(&m->data), len, &why);
@@ -632,50 +691,24 @@ void router_handle(broker_t *b, wire_msg_t *m)
         router_send_error(b, peer, err == ERR_BAD_JSON ? NULL : &env, err, why);
         return;
     }
-    const env_value_t *src = &env.f[EF_SRC];
-    if (name_is_reserved(src->ptr, src->len)) {
-        router_send_error(b, peer, &env, ERR_RESERVED_NAME, "src is a reserved name");
+    route_message(b, peer, m, &env);
+}
+
+void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env)
+{
+    if (refuse_too_large(b, from, zmq_msg_size(data))) {
+        zmq_msg_close(data);
+        zmq_msg_init(data);
         return;
     }
-    if (env.type == MT_REGISTER) {
-        handle_register(b, peer, &env);
-        return;
-    }
-    if (env.type == MT_UNREGISTER) {
-        handle_unregister(b, peer, &env);
-        return;
-    }
-    if (!src_allowed(b, peer, &env.f[EF_SRC])) {
-        router_send_error(b, peer, &env, ERR_SPOOFED_SRC,
-                          peer->name_count ? "src is not a name this connection registered"
-                                           : "src is a name another connection registered");
-        return;
-    }
-    if (policy_has(b->policy, HOOK_AUTHORIZE)) {
-        char reason[512];
-        policy_verdict_t verdict = policy_authorize(b->policy, &env, peer, reason, sizeof reason);
-        if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(b, peer, &env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
-                              verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
-            return;
-        }
-    }
-    if (policy_has(b->policy, HOOK_FILTER) && !apply_filter(b, peer, m, &env))
-        return;
-    switch (env.type) {
-    case MT_REQUEST:
-        handle_request(b, peer, m, &env);
-        break;
-    case MT_RESPONSE:
-    case MT_ERROR:
-        handle_answer(b, peer, m, &env);
-        break;
-    case MT_EVENT:
-        handle_event(b, peer, m, &env);
-        break;
-    default:
-        break;
-    }
+    wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
+    zmq_msg_init(&m.id);
+    zmq_msg_init(&m.data);
+    zmq_msg_move(&m.data, data);
+    envelope_rebase(env, zmq_msg_data(&m.data));
+    b->stats.in[env->type]++;
+    route_message(b, from, &m, env);
+    wire_msg_close(&m);
 }
 
 void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)

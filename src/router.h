@@ -15,6 +15,11 @@ void router_handle(broker_t *b, wire_msg_t *m);
  * from a remote peer on the wire (same checks, same policy hooks). */
 void router_inject(broker_t *b, peer_t *from, const char *text, size_t len);
 
+/* The same for a message a hosted Lua service wrote with msg_writer, whose
+ * envelope is already read (`env`, pointing into `data`): the same rules
+ * from the sender check on. Consumes `data`. */
+void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env);
+
 /* Answers `timeout` for every request whose deadline is <= now. */
 void router_expire(broker_t *b, uint64_t now_ms);
 

@@ -176,26 +176,39 @@ void services_free(services_t **self_p)
         zmq_msg_close(&q->data);
         free(q);
     }
+    while (s->spare) {
+        queued_msg_t *q = s->spare;
+        s->spare = q->next;
+        free(q);
+    }
     free(s->dir);
     free(s);
     *self_p = NULL;
 }
 
-int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data)
+int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     lua_service_t *svc = to->host;
     if (svc->queued >= s->queue_limit) {
         errno = EAGAIN;
         return -1;
     }
-    queued_msg_t *q = malloc(sizeof *q);
-    if (!q) {
+    queued_msg_t *q = s->spare;
+    if (q) {
+        s->spare = q->next;
+        s->spare_count--;
+    } else if (!(q = malloc(sizeof *q))) {
         errno = EAGAIN;
         return -1;
     }
     q->next = NULL;
     zmq_msg_init(&q->data);
     zmq_msg_move(&q->data, data);
+    q->has_env = env != NULL;
+    if (env) {
+        q->env = *env;
+        envelope_rebase(&q->env, zmq_msg_data(&q->data));
+    }
     memcpy(q->to, to->id, to->id_len);
     q->to_len = to->id_len;
     if (s->tail)
@@ -232,14 +245,14 @@ static void deliver_queued(services_t *s, queued_msg_t *q)
         return;                             /* dropped meanwhile: already answered */
     lua_service_t *svc = peer->host;
     svc->queued--;
-    envelope_t env;
     const char *why;
-    if (envelope_parse(&env, zmq_msg_data(&q->data), zmq_msg_size(&q->data), &why) != ERR_NONE) {
+    if (!q->has_env &&
+        envelope_parse(&q->env, zmq_msg_data(&q->data), zmq_msg_size(&q->data), &why) != ERR_NONE) {
         log_error("service %s: got a message the broker should have refused: %s",
                   svc->version->name, why ? why : "");
         return;
     }
-    lua_service_handle(svc, &env);
+    lua_service_handle(svc, &q->env);
 }
 
 void services_run(services_t *s, uint64_t now_ms)
@@ -254,7 +267,13 @@ void services_run(services_t *s, uint64_t now_ms)
         deliver_queued(s, q);
         zmq_msg_close(&q->data);
         bool was_last = q == last;
-        free(q);
+        if (s->spare_count < SERVICES_SPARES_MAX) {
+            q->next = s->spare;
+            s->spare = q;
+            s->spare_count++;
+        } else {
+            free(q);
+        }
         if (was_last)
             break;
     }

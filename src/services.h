@@ -22,9 +22,15 @@ struct broker;
 typedef struct queued_msg {
     struct queued_msg *next;
     zmq_msg_t data;
+    envelope_t env;              /* read already, when has_env: points into data */
+    bool has_env;
     uint8_t to[PEER_ID_MAX];     /* by identity: the service may be gone by then */
     uint8_t to_len;
 } queued_msg_t;
+
+/* Emptied queue entries kept for the next messages (one per message
+ * otherwise costs a malloc and a free). */
+#define SERVICES_SPARES_MAX 1024
 
 #define SERVICES_MAX_PENDING_FILES 32
 
@@ -35,6 +41,8 @@ typedef struct services {
     uint32_t queue_limit;        /* messages waiting for one service, at most */
     lua_service_t *list;
     queued_msg_t *head, *tail;
+    queued_msg_t *spare;
+    int spare_count;
     struct {
         char file[128];
         uint64_t due_ms;
@@ -51,9 +59,11 @@ void services_free(services_t **self_p);
  * and skipped. Returns how many loaded. */
 int services_load_all(services_t *s);
 
-/* Queues `data` for the Lua service `to`; consumes it on success. Returns
- * 0, or -1 with errno EAGAIN when that service's queue is full. */
-int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data);
+/* Queues `data` for the Lua service `to`, with its envelope if the router
+ * read it (`env`, else NULL: read when delivered); consumes `data` on
+ * success. Returns 0, or -1 with errno EAGAIN when that service's queue is
+ * full. */
+int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env);
 
 /* A file in the directory changed: (re)load or drop it shortly. */
 void services_file_changed(services_t *s, const char *file);

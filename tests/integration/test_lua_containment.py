@@ -146,14 +146,28 @@ class ContainmentTest(FaultyServiceCase):
         self.assertIn("payload", body)
         self.assertIsNone(body["payload"])
 
-    def test_returning_msg_payload_forwards_its_bytes(self):
-        payload = '{"z":1,   "a" : [true,false]}'
-        raw = ('{"msg_id":"%s","type":"request","src":"contain-client","dst":"lua-faulty",'
-               '"action":"forward","payload":%s}' % (bp.new_id(), payload))
-        self.client.send(raw)
-        frames, body = self.client.recv()
-        self.assertEqual(body["type"], "response", bp.dump(body))
-        self.assertIn(b'"payload":' + payload.encode(), frames[-1])
+    def test_bus_json_of_payload_json_forwards_its_bytes(self):
+        for payload in ('{"z":1,   "a" : [true,false]}', '"a \\"quoted\\" text"', '[1, 2.5e3]', '7'):
+            raw = ('{"msg_id":"%s","type":"request","src":"contain-client","dst":"lua-faulty",'
+                   '"action":"forward","payload":%s}' % (bp.new_id(), payload))
+            self.client.send(raw)
+            frames, body = self.client.recv()
+            self.assertEqual(body["type"], "response", bp.dump(body))
+            self.assertIn(b'"payload":' + payload.encode() + b',', frames[-1])
+
+    def test_a_changed_msg_payload_is_sent_as_changed(self):
+        # the decoded payload is the handler's to change: what it returns is
+        # encoded, never mistaken for the request's bytes
+        body, _ = self.ask("lua-faulty", "change", {"kept": [1, 2]})
+        self.assertEqual(body["payload"], {"kept": [1, 2], "added": True}, bp.dump(body))
+
+    def test_bus_json_refuses_text_that_is_not_json(self):
+        self.assertServiceError("bad_raw", "failed while handling")
+        self.assertOthersAnswer()
+
+    def test_a_string_that_is_not_utf8_is_refused_not_sent(self):
+        self.assertServiceError("bad_utf8", "not JSON")
+        self.assertOthersAnswer()
 
     def test_a_service_without_on_request_answers_service_error(self):
         m = self.client.request("on_event_only", "anything")

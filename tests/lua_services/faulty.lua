@@ -21,7 +21,10 @@ function actions.not_json() return {f = function() end} end  -- cannot be encode
 function actions.fail() return nil, "refused on purpose" end
 function actions.fail_code() return nil, "no such thing", "not_found" end
 function actions.nothing() end                              -- nil -> payload null
-function actions.forward(_, msg) return msg.payload end      -- the request's bytes back
+function actions.forward(_, msg) return bus.json(msg.payload_json) end  -- the request's bytes back
+function actions.change(p) p.added = true; return p end      -- msg.payload changed, then returned
+function actions.bad_raw() return bus.json('{"a":') end      -- not JSON: bus.json raises
+function actions.bad_utf8() return {s = "\xff\xfe"} end     -- lua-cjson would send bytes that are not UTF-8
 
 return {
   name = "lua-faulty",
