@@ -14,6 +14,9 @@
 #   --out DIR         keep the raw results and logs there (default: a temp dir)
 #   --port N          first TCP port to use (default: random in 20000-39999)
 #   --rate R          round trips/s of the fixed-rate runs (default 100000)
+#   --main-only       only the interleaved main, rate and w1 rounds (no
+#                     matrix, no scale): the quick check while working on
+#                     the hot path
 #
 # What it runs (each a fresh process set unless said otherwise):
 #   main     4 clients x 64 in flight, 64 B: the ceiling (bench/ceiling.c) with
@@ -40,6 +43,7 @@ QUICK=0
 ROUNDS=5
 DURATION=4
 PIN=0
+MAIN_ONLY=0
 OUT=
 PORT=$((20000 + RANDOM % 20000))
 RATE=100000
@@ -51,10 +55,11 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --pin) PIN=1 ;;
+    --main-only) MAIN_ONLY=1 ;;
     --out) OUT=$2; shift ;;
     --port) PORT=$2; shift ;;
     --rate) RATE=$2; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -255,22 +260,28 @@ for ((r = 1; r <= ROUNDS; r++)); do
   stop ceil brk lua
 done
 
+if [ $MAIN_ONLY = 1 ]; then
+  MX_CLIENTS=""; SCALE_ROUNDS=0
+fi
+
 # --- matrix: policies x clients x payloads --------------------------------
-echo "matrix"
-start_server ceil ceiling
-start_server def broker --policy "$ROOT/policies/routing.lua" --services ''
-start_server hooks broker --policy "$ROOT/bench/policies/hooks.lua" --services ''
-start_server pay broker --policy "$ROOT/bench/policies/payload.lua" --services ''
-for t in ceil def hooks pay; do start_echo "$t" || true; done
-for c in $MX_CLIENTS; do
-  for p in $MX_PAYLOADS; do
-    for t in ceil def hooks pay; do
-      lg "$t" "mx/$t/c$c/p$p" --clients "$c" --window 64 --payload "$p" \
-        --warmup "$MX_WARMUP" --duration "$MX_DURATION"
+if [ -n "$MX_CLIENTS" ]; then
+  echo "matrix"
+  start_server ceil ceiling
+  start_server def broker --policy "$ROOT/policies/routing.lua" --services ''
+  start_server hooks broker --policy "$ROOT/bench/policies/hooks.lua" --services ''
+  start_server pay broker --policy "$ROOT/bench/policies/payload.lua" --services ''
+  for t in ceil def hooks pay; do start_echo "$t" || true; done
+  for c in $MX_CLIENTS; do
+    for p in $MX_PAYLOADS; do
+      for t in ceil def hooks pay; do
+        lg "$t" "mx/$t/c$c/p$p" --clients "$c" --window 64 --payload "$p" \
+          --warmup "$MX_WARMUP" --duration "$MX_DURATION"
+      done
     done
   done
-done
-stop ceil def hooks pay
+  stop ceil def hooks pay
+fi
 
 # --- scale: 10 vs 1,000 registered peers -----------------------------------
 echo "scale"

@@ -315,13 +315,14 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
         inflight_t *rec = NULL;
         if (track) {
             uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
-            rec = inflight_add(b->inflight, env, sender, to, clock_ms() + ttl);
+            uint64_t now_us = clock_us();     /* one clock read for both */
+            rec = inflight_add(b->inflight, env, sender, to, now_us / 1000 + ttl);
             if (!rec) {
                 *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
                 return NULL;
             }
             rec->series = series;
-            rec->started_us = clock_us();
+            rec->started_us = now_us;
         }
         if (deliver(b, to, data, env) == 0)
             return to;
