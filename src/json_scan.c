@@ -1,8 +1,19 @@
 /* json_scan: a validating single-pass JSON scanner for the envelope.
- * See json_scan.h for why it exists and what it must never do. */
+ * See json_scan.h for why it exists and what it must never do.
+ *
+ * Cost: every message goes through here once, so the common path is kept
+ * short (docs/performance.md): compact JSON (no whitespace), short ASCII
+ * strings. Whitespace, escapes, non-ASCII text and errors take slower,
+ * out-of-line paths that check the same rules. */
 #include "json_scan.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 typedef struct {
     const unsigned char *start, *p, *end;
@@ -16,10 +27,40 @@ static bool fail(scanner_t *s, const char *why)
     return false;
 }
 
-static void skip_ws(scanner_t *s)
+static bool is_ws(unsigned char c)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static __attribute__((noinline)) int skip_ws_slow(scanner_t *s)
+{
+    while (s->p < s->end && is_ws(*s->p))
         s->p++;
+    return s->p < s->end ? *s->p : -1;
+}
+
+/* Skips whitespace; returns the byte s->p is then on, or -1 at the end.
+ * Clients send compact JSON, so the test for "no whitespace here" (any
+ * byte above ' ') is inline and the loop is not. */
+static inline int peek(scanner_t *s)
+{
+    if (LIKELY(s->p < s->end && *s->p > ' '))
+        return *s->p;
+    return skip_ws_slow(s);
+}
+
+/* Whether the next byte after whitespace is c; if so, moves past it.
+ * For punctuation, which in compact JSON comes right away. */
+static inline bool accept(scanner_t *s, unsigned char c)
+{
+    if (LIKELY(s->p < s->end && *s->p == c)) {
+        s->p++;
+        return true;
+    }
+    if (peek(s) != c)
+        return false;
+    s->p++;
+    return true;
 }
 
 static bool is_hex(unsigned char c)
@@ -79,7 +120,7 @@ static bool scan_utf8(scanner_t *s)
  * and '\\' (the bytes a string can hold with nothing to check). Eight at
  * a time, because string bytes are most of every message: a byte loop
  * costs ~13 instructions a byte here, this ~2 (docs/performance.md). */
-static size_t plain_run8(const unsigned char *p)
+static inline size_t plain_run8(const unsigned char *p)
 {
     uint64_t x;
     memcpy(&x, p, 8);
@@ -95,224 +136,281 @@ static size_t plain_run8(const unsigned char *p)
     return (size_t)__builtin_ctzll(special) / 8;   /* the first special byte (little-endian) */
 }
 
-/* A string starting at the opening quote. Leaves s->p after the closing
- * quote; reports whether any escape was present. */
-static bool scan_string(scanner_t *s, bool *escaped)
+#if defined(__SSE2__)
+/* The same, 16 bytes at a time with SSE2 (every x86-64): half the
+ * instructions a byte again, and most keys and short values end within
+ * the first 16. */
+#define PLAIN_BLOCK 16
+static inline size_t plain_run(const unsigned char *p)
 {
-    s->p++; /* opening quote */
-    while (s->p < s->end) {
-        if (s->end - s->p >= 8) {
-            size_t plain = plain_run8(s->p);
-            s->p += plain;
-            if (plain == 8)
-                continue;
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i special = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+        _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));   /* signed: < 0x20, and >= 0x80 too */
+    /* bit 16 stands for "none in these 16": a count of 16 without a branch */
+    return (size_t)__builtin_ctz((unsigned)_mm_movemask_epi8(special) | 1u << 16);
+}
+#else
+#define PLAIN_BLOCK 8
+#define plain_run plain_run8
+#endif
+
+/* The first byte in [p, end) that is not plain, or end. Whole blocks
+ * first, then 8 bytes, then one at a time: no load ever reaches past end. */
+static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
+{
+    while (end - p >= PLAIN_BLOCK) {
+        size_t plain = plain_run(p);
+        p += plain;
+        if (plain < PLAIN_BLOCK)
+            return p;
+    }
+    if (PLAIN_BLOCK > 8 && end - p >= 8) {
+        size_t plain = plain_run8(p);
+        p += plain;
+        if (plain < 8)
+            return p;
+    }
+    while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+        p++;
+    return p;
+}
+
+/* The byte at s->p inside a string is an escape, a control character or
+ * the start of a UTF-8 sequence: checks it and moves past it. */
+static bool scan_string_special(scanner_t *s, bool *escaped)
+{
+    unsigned char c = *s->p;
+    if (c == '\\') {
+        *escaped = true;
+        if (s->end - s->p < 2)
+            return fail(s, "unterminated string");
+        switch (s->p[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            s->p += 2;
+            return true;
+        case 'u': {
+            /* a surrogate escape must come as a pair (as I-JSON, RFC
+             * 7493, asks): a lone one decodes to no character, and
+             * lua-cjson refuses it, so a policy would see nothing where
+             * a lenient receiver reads text (docs/protocol.md E1) */
+            long v = u_escape(s->p, s->end);
+            if (v < 0)
+                return fail(s, "bad \\u escape");
+            if (v >= 0xDC00 && v <= 0xDFFF)
+                return fail(s, "unpaired surrogate escape");
+            if (v >= 0xD800 && v <= 0xDBFF) {
+                long low = u_escape(s->p + 6, s->end);
+                if (low < 0xDC00 || low > 0xDFFF)
+                    return fail(s, "unpaired surrogate escape");
+                s->p += 6;
+            }
+            s->p += 6;
+            return true;
         }
-        unsigned char c = *s->p;
-        if (c == '"') {
+        default:
+            return fail(s, "bad escape in string");
+        }
+    }
+    if (c < 0x20)
+        return fail(s, "control character in string");
+    /* c >= 0x80 (skip_plain stops on nothing else). Text that is not
+     * ASCII comes in runs: check the whole run here. */
+    do {
+        if (!scan_utf8(s))
+            return false;
+    } while (s->p < s->end && *s->p >= 0x80);
+    return true;
+}
+
+/* The rest of a string from s->p (where scan_string() stopped) to after
+ * the closing quote. Out of line: most strings never get here, and the
+ * inline part stays small without it. */
+static __attribute__((noinline)) bool scan_string_rest(scanner_t *s, bool *escaped)
+{
+    for (;;) {
+        s->p = skip_plain(s->p, s->end);
+        if (s->p == s->end)
+            return fail(s, "unterminated string");
+        if (*s->p == '"') {
             s->p++;
             return true;
         }
-        if (c == '\\') {
-            *escaped = true;
-            if (s->end - s->p < 2)
-                break;
-            switch (s->p[1]) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-                s->p += 2;
-                break;
-            case 'u': {
-                /* a surrogate escape must come as a pair (as I-JSON, RFC
-                 * 7493, asks): a lone one decodes to no character, and
-                 * lua-cjson refuses it, so a policy would see nothing where
-                 * a lenient receiver reads text (docs/protocol.md E1) */
-                long v = u_escape(s->p, s->end);
-                if (v < 0)
-                    return fail(s, "bad \\u escape");
-                if (v >= 0xDC00 && v <= 0xDFFF)
-                    return fail(s, "unpaired surrogate escape");
-                if (v >= 0xD800 && v <= 0xDBFF) {
-                    long low = u_escape(s->p + 6, s->end);
-                    if (low < 0xDC00 || low > 0xDFFF)
-                        return fail(s, "unpaired surrogate escape");
-                    s->p += 6;
-                }
-                s->p += 6;
-                break;
-            }
-            default:
-                return fail(s, "bad escape in string");
-            }
-        } else if (c < 0x20) {
-            return fail(s, "control character in string");
-        } else if (c < 0x80) {
-            s->p++;
-        } else if (!scan_utf8(s)) {
+        if (!scan_string_special(s, escaped))
             return false;
-        }
     }
-    return fail(s, "unterminated string");
 }
 
-static bool scan_digits(scanner_t *s)
+/* A string starting at the opening quote. Leaves s->p after the closing
+ * quote; sets *escaped if any escape was present. Inline, and only for
+ * the common string: plain bytes, then the quote, with a whole block
+ * left to read. Anything else goes on in scan_string_rest(). */
+static inline __attribute__((always_inline)) bool scan_string(scanner_t *s, bool *escaped)
 {
-    const unsigned char *from = s->p;
-    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
-        s->p++;
-    return s->p > from;
+    const unsigned char *p = s->p + 1;   /* after the opening quote */
+    while (s->end - p >= PLAIN_BLOCK) {
+        size_t plain = plain_run(p);
+        p += plain;
+        if (plain < PLAIN_BLOCK) {
+            if (LIKELY(*p == '"')) {
+                s->p = p + 1;
+                return true;
+            }
+            break;
+        }
+    }
+    s->p = p;
+    return scan_string_rest(s, escaped);
+}
+
+/* The digits from p on; NULL if there are none. */
+static const unsigned char *scan_digits(const unsigned char *p, const unsigned char *end)
+{
+    const unsigned char *from = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p > from ? p : NULL;
 }
 
 /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
 static bool scan_number(scanner_t *s)
 {
-    if (s->p < s->end && *s->p == '-')
-        s->p++;
-    if (s->p >= s->end)
+    const unsigned char *p = s->p, *end = s->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end)
         return fail(s, "bad number");
-    if (*s->p == '0')
-        s->p++;
-    else if (!scan_digits(s))
+    if (*p == '0')
+        p++;
+    else if (!(p = scan_digits(p, end)))
         return fail(s, "bad number");
-    if (s->p < s->end && *s->p == '.') {
-        s->p++;
-        if (!scan_digits(s))
+    if (p < end && *p == '.') {
+        if (!(p = scan_digits(p + 1, end)))
             return fail(s, "bad number");
     }
-    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
-        s->p++;
-        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
-            s->p++;
-        if (!scan_digits(s))
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p = scan_digits(p, end)))
             return fail(s, "bad number");
     }
+    s->p = p;
     return true;
 }
 
 static bool scan_literal(scanner_t *s, const char *word, size_t n)
 {
-    if ((size_t)(s->end - s->p) < n)
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
         return fail(s, "bad literal");
-    for (size_t i = 0; i < n; i++)
-        if (s->p[i] != (unsigned char)word[i])
-            return fail(s, "bad literal");
     s->p += n;
     return true;
 }
 
-static bool scan_value(scanner_t *s, int depth, json_kind_t *kind, bool *escaped);
+static bool scan_container(scanner_t *s, int depth, unsigned char close);
 
-/* Object or array after its opening bracket; `close` is '}' or ']'. */
-static bool scan_container(scanner_t *s, int depth, unsigned char close)
+/* One value; s->p is on its first byte, c (-1 at the end: see peek()). */
+static bool scan_value_at(scanner_t *s, int c, int depth, json_kind_t *kind, bool *escaped)
 {
-    if (depth > JSON_SCAN_MAX_DEPTH)
-        return fail(s, "nesting too deep");
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == close) {
-        s->p++;
-        return true;
-    }
-    for (;;) {
-        json_kind_t kind;
-        bool escaped = false;
-        if (close == '}') {
-            skip_ws(s);
-            if (s->p >= s->end || *s->p != '"')
-                return fail(s, "expected a member name");
-            if (!scan_string(s, &escaped))
-                return false;
-            skip_ws(s);
-            if (s->p >= s->end || *s->p != ':')
-                return fail(s, "expected ':'");
-            s->p++;
-        }
-        if (!scan_value(s, depth, &kind, &escaped))
-            return false;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return fail(s, "unterminated object or array");
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p == close) {
-            s->p++;
-            return true;
-        }
-        return fail(s, "expected ',' or a closing bracket");
-    }
-}
-
-static bool scan_value(scanner_t *s, int depth, json_kind_t *kind, bool *escaped)
-{
-    skip_ws(s);
-    if (s->p >= s->end)
-        return fail(s, "expected a value");
-    switch (*s->p) {
+    switch (c) {
     case '"': *kind = JSON_STRING; return scan_string(s, escaped);
     case '{': *kind = JSON_OBJECT; return scan_container(s, depth + 1, '}');
     case '[': *kind = JSON_ARRAY; return scan_container(s, depth + 1, ']');
     case 't': *kind = JSON_TRUE; return scan_literal(s, "true", 4);
     case 'f': *kind = JSON_FALSE; return scan_literal(s, "false", 5);
     case 'n': *kind = JSON_NULL; return scan_literal(s, "null", 4);
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        *kind = JSON_NUMBER;
+        return scan_number(s);
+    case -1:
+        return fail(s, "expected a value");
     default:
-        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) {
-            *kind = JSON_NUMBER;
-            return scan_number(s);
-        }
         return fail(s, "unexpected character");
+    }
+}
+
+/* Object or array after its opening bracket; `close` is '}' or ']'. The
+ * depth limit keeps the recursion (and the stack) bounded. */
+static bool scan_container(scanner_t *s, int depth, unsigned char close)
+{
+    if (depth > JSON_SCAN_MAX_DEPTH)
+        return fail(s, "nesting too deep");
+    s->p++;
+    if (accept(s, close))
+        return true;
+    for (;;) {
+        json_kind_t kind;
+        bool escaped = false;
+        if (close == '}') {
+            if (peek(s) != '"')
+                return fail(s, "expected a member name");
+            if (!scan_string(s, &escaped))
+                return false;
+            if (!accept(s, ':'))
+                return fail(s, "expected ':'");
+        }
+        int c = peek(s);
+        if (c == '"') {   /* most values: the string case inline */
+            if (!scan_string(s, &escaped))
+                return false;
+        } else if (!scan_value_at(s, c, depth, &kind, &escaped)) {
+            return false;
+        }
+        if (accept(s, ','))
+            continue;
+        if (accept(s, close))
+            return true;
+        return fail(s, s->p == s->end ? "unterminated object or array"
+                                      : "expected ',' or a closing bracket");
     }
 }
 
 /* The top-level object: like scan_container, but records each member. */
 static json_scan_result_t scan_top_object(scanner_t *s, json_object_t *out)
 {
+    const unsigned char *start = s->start;
+    json_member_t spare;   /* members past the limit: scanned and counted, not kept */
     bool too_many = false;
     s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
+    if (accept(s, '}'))
         return JSON_SCAN_OK;
-    }
-    for (;;) {
-        json_member_t m = {0};
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != '"')
+    for (int n = 0;;) {
+        json_member_t *m = n < JSON_SCAN_MAX_MEMBERS ? &out->members[n] : &spare;
+        m->key_escaped = m->val_escaped = false;
+        if (peek(s) != '"')
             return fail(s, "expected a member name"), JSON_SCAN_BAD_JSON;
-        m.key_off = (uint32_t)(s->p - s->start + 1);
-        if (!scan_string(s, &m.key_escaped))
+        const unsigned char *kstart = s->p;
+        if (!scan_string(s, &m->key_escaped))
             return JSON_SCAN_BAD_JSON;
-        m.key_len = (uint32_t)(s->p - s->start - 1) - m.key_off;
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != ':')
+        m->key_off = (uint32_t)(kstart + 1 - start);   /* between the quotes */
+        m->key_len = (uint32_t)(s->p - kstart - 2);
+        if (!accept(s, ':'))
             return fail(s, "expected ':'"), JSON_SCAN_BAD_JSON;
-        s->p++;
-        skip_ws(s);
+        int c = peek(s);
         const unsigned char *vstart = s->p;
-        if (!scan_value(s, 1, &m.kind, &m.val_escaped))
-            return JSON_SCAN_BAD_JSON;
-        if (m.kind == JSON_STRING) {
-            m.val_off = (uint32_t)(vstart - s->start + 1);
-            m.val_len = (uint32_t)(s->p - vstart - 2);
+        if (c == '"') {   /* most values: the string case inline */
+            m->kind = JSON_STRING;
+            if (!scan_string(s, &m->val_escaped))
+                return JSON_SCAN_BAD_JSON;
+            m->val_off = (uint32_t)(vstart + 1 - start);   /* between the quotes */
+            m->val_len = (uint32_t)(s->p - vstart - 2);
         } else {
-            m.val_off = (uint32_t)(vstart - s->start);
-            m.val_len = (uint32_t)(s->p - vstart);
+            if (!scan_value_at(s, c, 1, &m->kind, &m->val_escaped))
+                return JSON_SCAN_BAD_JSON;
+            m->val_off = (uint32_t)(vstart - start);
+            m->val_len = (uint32_t)(s->p - vstart);
         }
-        if (out->count < JSON_SCAN_MAX_MEMBERS)
-            out->members[out->count++] = m;
-        else
+        if (m == &spare)
             too_many = true;
-        skip_ws(s);
-        if (s->p >= s->end)
-            return fail(s, "unterminated object"), JSON_SCAN_BAD_JSON;
-        if (*s->p == ',') {
-            s->p++;
+        else
+            out->count = ++n;
+        if (accept(s, ','))
             continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
+        if (accept(s, '}'))
             return too_many ? JSON_SCAN_TOO_MANY : JSON_SCAN_OK;
-        }
-        return fail(s, "expected ',' or '}'"), JSON_SCAN_BAD_JSON;
+        return fail(s, s->p == s->end ? "unterminated object" : "expected ',' or '}'"),
+               JSON_SCAN_BAD_JSON;
     }
 }
 
@@ -328,22 +426,19 @@ json_scan_result_t json_scan_object(const char *buf, size_t len,
         result = JSON_SCAN_BAD_JSON;
         goto done;
     }
-    skip_ws(&s);
-    if (s.p < s.end && *s.p == '{') {
+    int c = peek(&s);
+    if (c == '{') {
         result = scan_top_object(&s, out);
     } else {
         /* Valid JSON that is not an object is a different error from
          * invalid JSON: tell them apart. */
         json_kind_t kind;
         bool escaped = false;
-        result = scan_value(&s, 0, &kind, &escaped) ? JSON_SCAN_NOT_OBJECT : JSON_SCAN_BAD_JSON;
+        result = scan_value_at(&s, c, 0, &kind, &escaped) ? JSON_SCAN_NOT_OBJECT : JSON_SCAN_BAD_JSON;
     }
-    if (result != JSON_SCAN_BAD_JSON) {
-        skip_ws(&s);
-        if (s.p != s.end) {
-            fail(&s, "trailing data after the JSON value");
-            result = JSON_SCAN_BAD_JSON;
-        }
+    if (result != JSON_SCAN_BAD_JSON && peek(&s) >= 0) {
+        fail(&s, "trailing data after the JSON value");
+        result = JSON_SCAN_BAD_JSON;
     }
 done:
     if (why)
