@@ -3,6 +3,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -312,7 +313,7 @@ static void drain_monitor(broker_t *b)
     }
 }
 
-/* Whether a ZeroMQ socket has a message waiting (ZMQ_EVENTS: no system call). */
+/* Whether a ZeroMQ socket has a message waiting (ZMQ_EVENTS). */
 static bool socket_readable(void *socket)
 {
     int events = 0;
@@ -382,63 +383,78 @@ int broker_run(broker_t *b)
     log_info("ready: listening on %s", endpoints);
     sd_notifyf(0, "READY=1\nSTATUS=listening on %s", endpoints);
 
-    zmq_pollitem_t items[] = {
-        {b->monitor, 0, ZMQ_POLLIN, 0},
-        {b->router, 0, ZMQ_POLLIN, 0},
-        {NULL, b->signal_fd, ZMQ_POLLIN, 0},
-        {NULL, b->watch->fd, ZMQ_POLLIN, 0},
-        {b->metrics_http, 0, ZMQ_POLLIN, 0},
-        {b->auth ? b->auth->zap : NULL, 0, ZMQ_POLLIN, 0},
-    };
-    /* optional sockets last; a NULL one ends the list */
-    int item_count = 4;
-    if (b->metrics_http)
-        item_count = 5;
-    if (b->auth) {
-        if (!b->metrics_http)
-            items[4] = items[5];
-        item_count++;
+    /* Waited on with poll(2) over the sockets' ZMQ_FD descriptors rather
+     * than zmq_poll: zmq_poll polls once without waiting, then again, and
+     * asks every socket for ZMQ_EVENTS each time, each a system call; at
+     * full load that was a third of the broker's kernel time
+     * (docs/performance.md, "The event loop"). A ZMQ_FD only says "look at
+     * this socket": it is reliable when the socket was last left with a
+     * receive that found nothing, so every socket here is always read
+     * until EAGAIN, and the loop does not sleep after sending on the
+     * ROUTER since its last empty receive (a send may take in the very
+     * notice that a message arrived). */
+    enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_METRICS, P_ZAP, P__COUNT };
+    struct pollfd fds[P__COUNT];
+    int fd_count = 0;
+    int slot[P__COUNT];
+    void *zsock[P__COUNT] = {b->router, b->monitor, NULL, NULL, b->metrics_http,
+                             b->auth ? b->auth->zap : NULL};
+    int raw[P__COUNT] = {-1, -1, b->signal_fd, b->watch->fd, -1, -1};
+    for (int i = 0; i < P__COUNT; i++) {
+        slot[i] = -1;
+        int fd = raw[i];
+        size_t size = sizeof fd;
+        if (zsock[i] && zmq_getsockopt(zsock[i], ZMQ_FD, &fd, &size) < 0)
+            fd = -1;
+        if (fd < 0)
+            continue;
+        slot[i] = fd_count;
+        fds[fd_count++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
+    bool first = true, wake_now = false;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
             break;
-        if (zmq_poll(items, item_count, poll_timeout(b, now)) < 0 && errno != EINTR) {
-            log_error("poll failed: %s", zmq_strerror(errno));
+        if (poll(fds, (nfds_t)fd_count, wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
+            errno != EINTR) {
+            log_error("poll failed: %s", strerror(errno));
             return 1;
         }
-        if (items[2].revents)
+#define FIRED(i) (first || (slot[i] >= 0 && fds[slot[i]].revents))
+        if (FIRED(P_SIGNALS))
             handle_signals(b);
-        for (int i = 4; i < item_count; i++) {
-            if (!items[i].revents)
-                continue;
-            if (items[i].socket == b->metrics_http)
-                metrics_http_handle(b);
-            else
-                auth_handle_zap(b->auth);
-        }
-        /* connection events first, and only when there are some: an empty
-         * drain costs system calls on every pass (docs/performance.md) */
-        if (items[0].revents)
+        if (b->metrics_http && FIRED(P_METRICS))
+            metrics_http_handle(b);
+        if (b->auth && FIRED(P_ZAP))
+            auth_handle_zap(b->auth);
+        /* connection events before the messages that follow them */
+        if (FIRED(P_MONITOR))
             drain_monitor(b);
-        if (items[1].revents) {
-            for (int i = 1; i <= BATCH_MAX; i++) {
-                wire_msg_t m;
-                if (wire_recv(b->router, &m) < 0)
-                    break;
-                router_handle(b, &m);
-                wire_msg_close(&m);
-                if (i % MONITOR_EVERY == 0 && socket_readable(b->monitor))
-                    drain_monitor(b);
+        /* the ROUTER on every pass: a pass is rare when it is idle */
+        bool batch_full = true;
+        for (int i = 1; i <= BATCH_MAX; i++) {
+            wire_msg_t m;
+            if (wire_recv(b->router, &m) < 0) {
+                batch_full = false;
+                break;
             }
+            router_handle(b, &m);
+            wire_msg_close(&m);
+            if (i % MONITOR_EVERY == 0 && socket_readable(b->monitor))
+                drain_monitor(b);
         }
-        if (items[3].revents)
+        uint64_t sends_after_read = b->router_sends;
+        if (FIRED(P_WATCH))
             watch_read(b->watch, on_file_changed, b);
+#undef FIRED
+        first = false;
         now = clock_ms();
         reload_if_due(b, now);
         if (b->services)
             services_run(b->services, now);
         router_expire(b, now);
+        wake_now = batch_full || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");
     if (b->inflight->count > 0)

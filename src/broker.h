@@ -45,6 +45,7 @@ typedef struct broker {
     const config_t *cfg;
     void *zmq_ctx;
     void *router;               /* the ROUTER socket all peers talk to */
+    uint64_t router_sends;      /* messages sent on it (the loop's wake-up rule, broker_run) */
     void *monitor;              /* PAIR socket receiving the ROUTER's connection events */
     int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
     registry_t *registry;

@@ -52,6 +52,7 @@ static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data, const envelope_t *e
 {
     if (to->kind == PEER_LUA)
         return services_enqueue(b->services, to, data, env);
+    b->router_sends++;
     return wire_send(b->router, to, data);
 }
 

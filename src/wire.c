@@ -81,10 +81,3 @@ int wire_send(void *socket, const peer_t *to, zmq_msg_t *data)
         return -1;
     return zmq_msg_send(data, socket, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
-
-int wire_send_bytes(void *socket, const peer_t *to, const void *buf, size_t len)
-{
-    if (send_head(socket, to) < 0)
-        return -1;
-    return zmq_send(socket, buf, len, ZMQ_DONTWAIT) < 0 ? -1 : 0;
-}

@@ -34,7 +34,4 @@ void wire_msg_close(wire_msg_t *m);
  * or EAGAIN (its queue is full). */
 int wire_send(void *socket, const peer_t *to, zmq_msg_t *data);
 
-/* Same, sending a copy of `len` bytes. */
-int wire_send_bytes(void *socket, const peer_t *to, const void *buf, size_t len);
-
 #endif
