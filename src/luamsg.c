@@ -16,6 +16,8 @@
 
 typedef struct {
     const envelope_t *env;      /* NULL outside the call it was passed to */
+    const char *payload_text;   /* the string msg.payload_json gave in this call (kept
+                                   alive in user value 2), or NULL */
 } view_t;
 
 /* Calls the kept lua-cjson function under `key` on one string; pushes its
@@ -65,68 +67,82 @@ static int view_table(lua_State *L)
     return 1;
 }
 
+/* The fields a view has. Found by length first: a handler reads a few
+ * fields of every message, and a chain of strcmp cost more than the read. */
+typedef enum { K_STRING, K_PAYLOAD, K_PAYLOAD_JSON, K_TTL_MS, K_RAW, K_TABLE } view_key_kind_t;
+
 static const struct {
     const char *name;
-    env_field_t field;
-} string_fields[] = {
-    {"msg_id", EF_MSG_ID}, {"type", EF_TYPE}, {"src", EF_SRC}, {"dst", EF_DST},
-    {"action", EF_ACTION}, {"correlation_id", EF_CORRELATION_ID}, {"timestamp", EF_TIMESTAMP},
+    size_t len;
+    view_key_kind_t kind;
+    env_field_t field;          /* for K_STRING */
+} view_keys[] = {
+    {"payload", 7, K_PAYLOAD, 0},     {"payload_json", 12, K_PAYLOAD_JSON, 0},
+    {"action", 6, K_STRING, EF_ACTION}, {"msg_id", 6, K_STRING, EF_MSG_ID},
+    {"src", 3, K_STRING, EF_SRC},     {"dst", 3, K_STRING, EF_DST},
+    {"type", 4, K_STRING, EF_TYPE},   {"correlation_id", 14, K_STRING, EF_CORRELATION_ID},
+    {"timestamp", 9, K_STRING, EF_TIMESTAMP}, {"ttl_ms", 6, K_TTL_MS, 0},
+    {"raw", 3, K_RAW, 0},             {"table", 5, K_TABLE, 0},
 };
+
+/* msg.payload: decoded once per message, cached in user value 1 */
+static void push_payload(lua_State *L, const envelope_t *env)
+{
+    lua_getiuservalue(L, 1, 1);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    if (p->kind == JSON_ABSENT || p->kind == JSON_NULL) {
+        lua_pushnil(L);
+        return;
+    }
+    const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
+    size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
+    luamsg_push_decoded(L, from, len);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+}
+
+/* msg.payload_json: the payload's bytes as they came, not decoded. The
+ * string is remembered (and kept alive) for the call, so that
+ * bus.json(msg.payload_json) need not check it again. */
+static void push_payload_json(lua_State *L, view_t *view)
+{
+    const env_value_t *p = &view->env->f[EF_PAYLOAD];
+    if (p->kind == JSON_ABSENT)
+        lua_pushliteral(L, "null");
+    else if (p->kind == JSON_STRING)
+        lua_pushlstring(L, p->ptr - 1, p->len + 2);
+    else
+        lua_pushlstring(L, p->ptr, p->len);
+    view->payload_text = lua_tostring(L, -1);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 2);
+}
 
 static int view_index(lua_State *L)
 {
-    const view_t *view = checked_view(L);
-    const char *key = luaL_checkstring(L, 2);
+    view_t *view = (view_t *)checked_view(L);
+    size_t len;
+    const char *key = luaL_checklstring(L, 2, &len);
     const envelope_t *env = view->env;
-    for (size_t i = 0; i < sizeof string_fields / sizeof string_fields[0]; i++) {
-        if (strcmp(key, string_fields[i].name) == 0) {
-            push_string_field(L, &env->f[string_fields[i].field]);
-            return 1;
-        }
-    }
-    if (strcmp(key, "payload") == 0) {
-        /* decoded once per message, cached in the view's user value */
-        lua_getiuservalue(L, 1, 1);
-        if (lua_isnil(L, -1)) {
-            lua_pop(L, 1);
-            const env_value_t *p = &env->f[EF_PAYLOAD];
-            if (p->kind == JSON_ABSENT || p->kind == JSON_NULL) {
+    for (size_t i = 0; i < sizeof view_keys / sizeof view_keys[0]; i++) {
+        if (view_keys[i].len != len || memcmp(key, view_keys[i].name, len) != 0)
+            continue;
+        switch (view_keys[i].kind) {
+        case K_STRING: push_string_field(L, &env->f[view_keys[i].field]); break;
+        case K_PAYLOAD: push_payload(L, env); break;
+        case K_PAYLOAD_JSON: push_payload_json(L, view); break;
+        case K_TTL_MS:
+            if (env->ttl_ms)
+                lua_pushinteger(L, env->ttl_ms);
+            else
                 lua_pushnil(L);
-                return 1;
-            }
-            const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
-            size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
-            luamsg_push_decoded(L, from, len);
-            lua_pushvalue(L, -1);
-            lua_setiuservalue(L, 1, 1);
+            break;
+        case K_RAW: lua_pushlstring(L, env->buf, env->len); break;
+        case K_TABLE: lua_pushcfunction(L, view_table); break;
         }
-        return 1;
-    }
-    if (strcmp(key, "payload_json") == 0) {
-        /* the payload's bytes as they came: no decode (bus.json() sends
-         * them on unchanged) */
-        const env_value_t *p = &env->f[EF_PAYLOAD];
-        if (p->kind == JSON_ABSENT)
-            lua_pushliteral(L, "null");
-        else if (p->kind == JSON_STRING)
-            lua_pushlstring(L, p->ptr - 1, p->len + 2);
-        else
-            lua_pushlstring(L, p->ptr, p->len);
-        return 1;
-    }
-    if (strcmp(key, "ttl_ms") == 0) {
-        if (env->ttl_ms)
-            lua_pushinteger(L, env->ttl_ms);
-        else
-            lua_pushnil(L);
-        return 1;
-    }
-    if (strcmp(key, "raw") == 0) {
-        lua_pushlstring(L, env->buf, env->len);
-        return 1;
-    }
-    if (strcmp(key, "table") == 0) {
-        lua_pushcfunction(L, view_table);
         return 1;
     }
     lua_pushnil(L);
@@ -172,15 +188,21 @@ static void trim_ws(const char **text, size_t *len)
         (*len)--;
 }
 
-/* json(text) -> a value that is sent as the JSON text itself */
+/* json(text) -> a value that is sent as the JSON text itself. Upvalue 1:
+ * the state's message view. */
 static int raw_json_new(lua_State *L)
 {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     const char *trimmed = text;
-    trim_ws(&trimmed, &len);
-    if (len == 0 || !json_text_is_valid(trimmed, len))
-        return luaL_error(L, "bus.json: the text is not one JSON value in valid UTF-8");
+    const view_t *view = lua_touserdata(L, lua_upvalueindex(1));
+    /* the very string msg.payload_json gave in this call is a payload the
+     * broker checked already: the same object, so the same bytes */
+    if (!(view->env && view->payload_text == text)) {
+        trim_ws(&trimmed, &len);
+        if (len == 0 || !json_text_is_valid(trimmed, len))
+            return luaL_error(L, "bus.json: the text is not one JSON value in valid UTF-8");
+    }
     lua_newuserdatauv(L, 0, 1);
     if (trimmed == text && len == lua_rawlen(L, 1))
         lua_pushvalue(L, 1);
@@ -210,7 +232,8 @@ const char *luamsg_raw_json(lua_State *L, int index, size_t *len)
 
 void luamsg_push_json_maker(lua_State *L)
 {
-    lua_pushcfunction(L, raw_json_new);
+    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    lua_pushcclosure(L, raw_json_new, 1);
 }
 
 void luamsg_init(lua_State *L)
@@ -233,8 +256,9 @@ void luamsg_init(lua_State *L)
     lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
     lua_pop(L, 1);
 
-    view_t *view = lua_newuserdatauv(L, sizeof *view, 1);
+    view_t *view = lua_newuserdatauv(L, sizeof *view, 2);
     view->env = NULL;
+    view->payload_text = NULL;
     luaL_setmetatable(L, VIEW_METATABLE);
     lua_setfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
 }
@@ -244,6 +268,7 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
     view_t *view = lua_touserdata(L, -1);
     view->env = env;
+    view->payload_text = NULL;
     lua_pushnil(L);
     lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
 }
@@ -255,6 +280,11 @@ void luamsg_release(lua_State *L)
     view->env = NULL;
     lua_pushnil(L);
     lua_setiuservalue(L, -2, 1);
+    if (view->payload_text) {
+        view->payload_text = NULL;
+        lua_pushnil(L);
+        lua_setiuservalue(L, -2, 2);
+    }
     lua_pop(L, 1);
 }
 

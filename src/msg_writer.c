@@ -4,12 +4,17 @@
 #include <string.h>
 
 /* The keys, by env_field_t: the order a message is written in. */
-static const char *const keys[EF__COUNT] = {
-    [EF_MSG_ID] = "msg_id",   [EF_TYPE] = "type",     [EF_SRC] = "src",
-    [EF_DST] = "dst",         [EF_ACTION] = "action", [EF_PAYLOAD] = "payload",
-    [EF_CORRELATION_ID] = "correlation_id",           [EF_TIMESTAMP] = "timestamp",
-    [EF_TTL_MS] = "ttl_ms",   [EF_V] = "v",
+#define KEY(word) {word, sizeof word - 1}
+static const struct {
+    const char *text;
+    size_t len;
+} keys[EF__COUNT] = {
+    [EF_MSG_ID] = KEY("msg_id"),   [EF_TYPE] = KEY("type"),     [EF_SRC] = KEY("src"),
+    [EF_DST] = KEY("dst"),         [EF_ACTION] = KEY("action"), [EF_PAYLOAD] = KEY("payload"),
+    [EF_CORRELATION_ID] = KEY("correlation_id"),                [EF_TIMESTAMP] = KEY("timestamp"),
+    [EF_TTL_MS] = KEY("ttl_ms"),   [EF_V] = KEY("v"),
 };
+#undef KEY
 
 msg_field_t msg_plain(const char *s)
 {
@@ -64,7 +69,7 @@ bus_err_t msg_write(zmq_msg_t *frame, const msg_field_t fields[EF__COUNT], envel
         const msg_field_t *f = &fields[i];
         if (f->kind == JSON_ABSENT)
             continue;
-        size += (count++ ? 1 : 0) + strlen(keys[i]) + 3 + f->len + (f->kind == JSON_STRING ? 2 : 0);
+        size += (count++ ? 1 : 0) + keys[i].len + 3 + f->len + (f->kind == JSON_STRING ? 2 : 0);
     }
     if (zmq_msg_init_size(frame, size) < 0) {
         *why = "out of memory";
@@ -81,12 +86,12 @@ bus_err_t msg_write(zmq_msg_t *frame, const msg_field_t fields[EF__COUNT], envel
         if (obj.count)
             *at++ = ',';
         json_member_t *m = &obj.members[obj.count++];
-        size_t key_len = strlen(keys[i]);
+        size_t key_len = keys[i].len;
         *at++ = '"';
         m->key_off = (uint32_t)(at - start);
         m->key_len = (uint32_t)key_len;
         m->key_escaped = false;
-        at = put(at, keys[i], key_len);
+        at = put(at, keys[i].text, key_len);
         at = put(at, "\":", 2);
         if (f->kind == JSON_STRING)
             *at++ = '"';
