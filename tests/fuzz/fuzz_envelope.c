@@ -26,6 +26,7 @@
 #include <lua.h>
 
 #include "envelope.h"
+#include "msg_writer.h"
 #include "names.h"
 #include "reply.h"
 
@@ -269,6 +270,47 @@ static void check_reply(const envelope_t *env, bus_err_t err, const char *why)
     reply_free(text);
 }
 
+/* A hosted Lua service answers an accepted request with msg_writer: the
+ * members it records must be exactly those the scanner finds in the text
+ * it wrote (dst, action and correlation_id copied from this request as
+ * read, escapes and all; its payload given back as JSON text). */
+static void check_written_response(const envelope_t *req)
+{
+    const env_value_t *p = &req->f[EF_PAYLOAD];
+    msg_field_t payload = msg_null();
+    if (p->kind == JSON_STRING)
+        payload = msg_json(p->ptr - 1, p->len + 2);
+    else if (p->kind != JSON_ABSENT)
+        payload = msg_json(p->ptr, p->len);
+    msg_field_t fields[EF__COUNT] = {
+        [EF_MSG_ID] = msg_plain("5c6a2f1e-0000-4000-8000-000000000001"),
+        [EF_TYPE] = msg_plain("response"),
+        [EF_SRC] = msg_plain("fuzz-service"),
+        [EF_DST] = msg_copy(&req->f[EF_SRC]),
+        [EF_ACTION] = msg_copy(&req->f[EF_ACTION]),
+        [EF_PAYLOAD] = payload,
+        [EF_CORRELATION_ID] = msg_copy(&req->f[EF_MSG_ID]),
+        [EF_TIMESTAMP] = msg_plain("2026-11-25T00:00:00.000Z"),
+    };
+    zmq_msg_t frame;
+    envelope_t written, scanned;
+    const char *why = NULL, *why2 = NULL;
+    bus_err_t err = msg_write(&frame, fields, &written, &why);
+    FUZZ_ASSERT(err == ERR_NONE, "msg_write refused a response to an accepted request: %s", why);
+    const char *text = zmq_msg_data(&frame);
+    size_t len = zmq_msg_size(&frame);
+    FUZZ_ASSERT(envelope_parse(&scanned, text, len, &why2) == ERR_NONE,
+                "the written response does not parse: %s", why2);
+    for (int i = 0; i < EF__COUNT; i++) {
+        const env_value_t *a = &written.f[i], *b = &scanned.f[i];
+        FUZZ_ASSERT(a->kind == b->kind && a->len == b->len && a->escaped == b->escaped &&
+                        (a->kind == JSON_ABSENT || a->ptr - text == b->ptr - text),
+                    "field %d: written and scanned members differ", i);
+    }
+    FUZZ_ASSERT(written.type == MT_RESPONSE && scanned.type == MT_RESPONSE, "type");
+    zmq_msg_close(&frame);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_reference_t ref;
@@ -331,6 +373,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 "not deterministic");
 
     check_reply(&env, err, why);
+    if (err == ERR_NONE && env.type == MT_REQUEST)
+        check_written_response(&env);
     cJSON_Delete(ref.root);
     return 0;
 }

@@ -7,7 +7,7 @@
  *
  *   byte 0   bits 0-2: frame count - 1 (1..8 frames)
  *            bit 3:    lengths are 2 bytes (little-endian), else 1 byte
- *            bit 4:    answer with wire_send() (a zmq_msg), else wire_send_bytes()
+ *            bit 4:    unused (it chose between two send functions once)
  *   then     the lengths of every frame but the last (clamped to what is left)
  *   then     the frames' bytes; the last frame takes the rest.
  *
@@ -21,7 +21,7 @@
  * wire_recv() returns, intact, then EAGAIN), that the
  * identity is the DEALER's, that the data frame holds exactly the bytes
  * sent, and that envelope_parse() on it gives the same result as on a copy.
- * Then it answers through wire_send*() in the peer's shape (F2) and the
+ * Then it answers through wire_send() in the peer's shape (F2) and the
  * DEALER checks it gets ["", answer] or [answer]. */
 #include <errno.h>
 
@@ -128,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t pos = 0;
     unsigned ctl = size ? data[pos++] : 0;
     int count = (int)(ctl & 7) + 1;
-    bool wide = ctl & 8, use_msg = ctl & 16;
+    bool wide = ctl & 8;
     size_t len[MAX_FRAMES];
     for (int i = 0; i < count - 1; i++) {
         size_t l = 0;
@@ -215,17 +215,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer.fd = -1;
     const void *answer = m.bad_frames ? "bad_frames" : zmq_msg_data(&m.data);
     size_t answer_len = m.bad_frames ? strlen("bad_frames") : zmq_msg_size(&m.data);
-    if (use_msg) {
-        zmq_msg_t out;
-        zmq_msg_init_size(&out, answer_len);
-        memcpy(zmq_msg_data(&out), answer, answer_len);
-        FUZZ_ASSERT(wire_send(router, &peer, &out) == 0, "wire_send: %s", zmq_strerror(errno));
-        FUZZ_ASSERT(zmq_msg_size(&out) == 0, "wire_send did not consume the message");
-        zmq_msg_close(&out);
-    } else {
-        FUZZ_ASSERT(wire_send_bytes(router, &peer, answer, answer_len) == 0, "wire_send_bytes: %s",
-                    zmq_strerror(errno));
-    }
+    zmq_msg_t out;
+    zmq_msg_init_size(&out, answer_len);
+    memcpy(zmq_msg_data(&out), answer, answer_len);
+    FUZZ_ASSERT(wire_send(router, &peer, &out) == 0, "wire_send: %s", zmq_strerror(errno));
+    FUZZ_ASSERT(zmq_msg_size(&out) == 0, "wire_send did not consume the message");
+    zmq_msg_close(&out);
     expect_answer(m.delimiter, answer, answer_len);
     wire_msg_close(&m);
     return 0;

@@ -38,7 +38,7 @@ TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames)
 sources_of() {
     case "$1" in
     fuzz_json_scan) echo "json_scan.c" ;;
-    fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c" ;;
+    fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
