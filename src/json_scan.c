@@ -446,3 +446,18 @@ done:
                                 : result == JSON_SCAN_TOO_MANY ? "too many top-level members" : NULL);
     return result;
 }
+
+bool json_scan_member_value(const char *buf, size_t len, const char **why)
+{
+    scanner_t s = {(const unsigned char *)buf, (const unsigned char *)buf,
+                   (const unsigned char *)buf + len, 0};
+    json_kind_t kind;
+    bool escaped = false;
+    if (len > UINT32_MAX)
+        fail(&s, "message too large to scan");
+    else if (scan_value_at(&s, peek(&s), 1, &kind, &escaped) && peek(&s) >= 0)
+        fail(&s, "trailing data after the JSON value");
+    if (why)
+        *why = s.why;
+    return s.why == NULL;
+}

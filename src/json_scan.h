@@ -58,4 +58,10 @@ typedef enum {
 json_scan_result_t json_scan_object(const char *buf, size_t len,
                                     json_object_t *out, const char **why);
 
+/* Validates buf[0..len) as one JSON value (whitespace around it allowed)
+ * at the nesting depth of a top-level member's value: true if it may stand
+ * as a message's payload, else false with the reason in `*why`. For the
+ * payloads the broker writes itself (msg_writer.c). */
+bool json_scan_member_value(const char *buf, size_t len, const char **why);
+
 #endif

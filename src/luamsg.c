@@ -109,6 +109,10 @@ static void push_payload(lua_State *L, const envelope_t *env)
  * bus.json(msg.payload_json) need not check it again. */
 static void push_payload_json(lua_State *L, view_t *view)
 {
+    if (view->payload_text) {            /* read before in this call: the same string */
+        lua_getiuservalue(L, 1, 2);
+        return;
+    }
     const env_value_t *p = &view->env->f[EF_PAYLOAD];
     if (p->kind == JSON_ABSENT)
         lua_pushliteral(L, "null");
@@ -166,14 +170,6 @@ static int view_tostring(lua_State *L)
 
 /* --- JSON text as a value: bus.json(text) --- */
 
-/* Whether text[0..len) is one JSON value in valid UTF-8 (the scanner the
- * broker reads every message with; a top-level non-object is fine here). */
-static bool json_text_is_valid(const char *text, size_t len)
-{
-    json_object_t members;
-    return json_scan_object(text, len, &members, NULL) != JSON_SCAN_BAD_JSON;
-}
-
 static bool is_json_ws(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
@@ -200,8 +196,9 @@ static int raw_json_new(lua_State *L)
      * broker checked already: the same object, so the same bytes */
     if (!(view->env && view->payload_text == text)) {
         trim_ws(&trimmed, &len);
-        if (len == 0 || !json_text_is_valid(trimmed, len))
-            return luaL_error(L, "bus.json: the text is not one JSON value in valid UTF-8");
+        const char *why = NULL;
+        if (!json_scan_member_value(trimmed, len, &why))
+            return luaL_error(L, "bus.json: not a payload the broker can send: %s", why);
     }
     lua_newuserdatauv(L, 0, 1);
     if (trimmed == text && len == lua_rawlen(L, 1))
@@ -335,10 +332,12 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
         }
         copy[out] = '\0';
         *len = out;
-        /* lua-cjson copies a Lua string's bytes as they are: refuse what
-         * is not UTF-8 here, not as a bad_json from the far end */
-        if (!json_text_is_valid(copy, out)) {
-            snprintf(err, errlen, "cannot encode the message: a string is not valid UTF-8");
+        /* lua-cjson copies a Lua string's bytes as they are and nests
+         * deeper than a message may: refuse here what the broker would
+         * refuse as bad_json from anyone else */
+        const char *why = NULL;
+        if (!json_scan_member_value(copy, out, &why)) {
+            snprintf(err, errlen, "cannot send the encoded value: %s", why);
             free(copy);
             copy = NULL;
         }

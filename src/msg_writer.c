@@ -28,8 +28,8 @@ msg_field_t msg_null(void)
 
 msg_field_t msg_copy(const env_value_t *v)
 {
-    if (v->kind == JSON_ABSENT)
-        return msg_null();
+    if (v->kind == JSON_ABSENT || v->kind == JSON_NULL)
+        return msg_null();      /* also a field read as duplicated (its bytes are not a value) */
     return (msg_field_t){v->ptr, v->len, v->kind, v->escaped};
 }
 

@@ -20,7 +20,9 @@ MEMORY_LIMIT = 8388608
 
 class FaultyServiceCase(bp.LuaServicesTestCase):
     """A broker with echo.lua, faulty.lua and on_event_only.lua, a client
-    and a remote service "remote-svc"; no tests of its own."""
+    and a remote service "remote-svc-N" (a name of its own for each test:
+    the previous test's instance may not be seen gone yet, and round-robin
+    would hand it the ping); no tests of its own."""
 
     SERVICE_FILES = {"echo.lua": os.path.join(SERVICES, "echo.lua"),
                      "faulty.lua": os.path.join(FIXTURES, "faulty.lua"),
@@ -30,7 +32,9 @@ class FaultyServiceCase(bp.LuaServicesTestCase):
     def setUp(self):
         super().setUp()
         self.client = self.peer(name="contain-client")
-        self.remote = self.peer(register="remote-svc")
+        FaultyServiceCase.remote_count = getattr(FaultyServiceCase, "remote_count", 0) + 1
+        self.remote_name = "remote-svc-%d" % FaultyServiceCase.remote_count
+        self.remote = self.peer(register=self.remote_name)
 
     def ask(self, dst, action, payload=None, timeout=2.0):
         m = self.client.request(dst, action, payload=payload)
@@ -57,7 +61,7 @@ class FaultyServiceCase(bp.LuaServicesTestCase):
         """The echo (Lua), the remote service and the faulty one itself still answer."""
         body, _ = self.ask("echo-service", "echo", {"still": "here"})
         self.assertEqual(body.get("payload"), {"still": "here"}, bp.dump(body))
-        m = self.client.request("remote-svc", "ping", payload=1)
+        m = self.client.request(self.remote_name, "ping", payload=1)
         _, req = self.remote.recv()
         self.assertEqual(req["msg_id"], m["msg_id"])
         self.remote.answer(req, payload={"pong": True})
@@ -165,6 +169,12 @@ class ContainmentTest(FaultyServiceCase):
         self.assertServiceError("bad_raw", "failed while handling")
         self.assertOthersAnswer()
 
+    def test_a_payload_nested_deeper_than_a_message_may_is_refused_not_sent(self):
+        # the broker would answer bad_json to anyone sending it (E1, depth 64)
+        self.assertServiceError("too_deep_raw", "failed while handling")
+        self.assertServiceError("too_deep_table", "not JSON")
+        self.assertOthersAnswer()
+
     def test_a_string_that_is_not_utf8_is_refused_not_sent(self):
         self.assertServiceError("bad_utf8", "not JSON")
         self.assertOthersAnswer()
@@ -182,7 +192,7 @@ class BurstTest(FaultyServiceCase):
 
     def test_a_burst_of_loops_does_not_stall_a_remote_service(self):
         loops = [self.client.request("lua-faulty", "loop") for _ in range(20)]
-        m = self.client.request("remote-svc", "ping")
+        m = self.client.request(self.remote_name, "ping")
         _, req = self.remote.recv(timeout=2.0)
         self.assertEqual(req["msg_id"], m["msg_id"])
         self.remote.answer(req, payload="pong")

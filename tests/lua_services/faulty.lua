@@ -24,6 +24,12 @@ function actions.nothing() end                              -- nil -> payload nu
 function actions.forward(_, msg) return bus.json(msg.payload_json) end  -- the request's bytes back
 function actions.change(p) p.added = true; return p end      -- msg.payload changed, then returned
 function actions.bad_raw() return bus.json('{"a":') end      -- not JSON: bus.json raises
+function actions.too_deep_raw() return bus.json(string.rep("[", 64) .. string.rep("]", 64)) end
+function actions.too_deep_table()                           -- deeper than a message may nest
+  local t = {}
+  for _ = 1, 63 do t = {t} end
+  return t
+end
 function actions.bad_utf8() return {s = "\xff\xfe"} end     -- lua-cjson would send bytes that are not UTF-8
 
 return {

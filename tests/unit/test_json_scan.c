@@ -475,8 +475,38 @@ static void keeps_the_first_members_when_too_many(void)
     CHECK_EQ_INT(scan_exact(text, (size_t)n, &obj, NULL), JSON_SCAN_BAD_JSON);
 }
 
+/* A payload checked on its own is held to the depth it has inside a
+ * message: what json_scan_member_value() accepts, an envelope carrying it
+ * as a member's value is accepted with, and the other way round. */
+static void checks_a_member_value_at_its_depth(void)
+{
+    for (int depth = 60; depth <= 66; depth++) {
+        char value[200], message[300];
+        int n = 0;
+        for (int i = 0; i < depth; i++)
+            value[n++] = '[';
+        for (int i = 0; i < depth; i++)
+            value[n++] = ']';
+        value[n] = '\0';
+        snprintf(message, sizeof message, "{\"msg_id\":\"m\",\"payload\":%s}", value);
+        json_object_t obj;
+        bool in_message = json_scan_object(message, strlen(message), &obj, NULL) == JSON_SCAN_OK;
+        const char *why = NULL;
+        CHECK_EQ_INT(json_scan_member_value(value, (size_t)n, &why), in_message);
+        CHECK(in_message || (why && strcmp(why, "nesting too deep") == 0));
+    }
+    const char *why = NULL;
+    const char *spaced = " {\"a\":[1,\"\xc3\xa9\"]} ";
+    CHECK(json_scan_member_value(spaced, strlen(spaced), &why) && why == NULL);
+    CHECK(json_scan_member_value("\"text\"", 6, &why));
+    CHECK(!json_scan_member_value("\"\xff\"", 3, &why) && why != NULL);
+    CHECK(!json_scan_member_value("1 2", 3, &why) && strcmp(why, "trailing data after the JSON value") == 0);
+    CHECK(!json_scan_member_value("", 0, &why) && strcmp(why, "expected a value") == 0);
+}
+
 int main(void)
 {
+    checks_a_member_value_at_its_depth();
     accepts_well_formed_objects();
     rejects_malformed_json();
     rejects_invalid_utf8();
