@@ -12,7 +12,17 @@
 
 #define VIEW_METATABLE "smartshop.msg"
 #define JSON_METATABLE "smartshop.json"
-#define VIEW_KEY "smartshop.msg_view"
+
+/* The state's one view, in the registry under this address (lua_rawgetp:
+ * no string to intern on every message). */
+static const char view_key;
+
+/* What a bus.json() userdata holds, so that it is told apart from other
+ * userdata by a compare, not by a metatable lookup by name. */
+typedef struct {
+    const void *magic;          /* &json_magic */
+} raw_json_t;
+static const char json_magic;
 
 typedef struct {
     const envelope_t *env;      /* NULL outside the call it was passed to */
@@ -50,9 +60,14 @@ static void push_string_field(lua_State *L, const env_value_t *v)
     }
 }
 
-static const view_t *checked_view(lua_State *L)
+/* The view these methods were made for (their upvalue 1), if argument 1
+ * is it: the metatable is hidden (__metatable), so nothing else reaches
+ * them, but msg.table can be called on anything. */
+static view_t *checked_view(lua_State *L)
 {
-    view_t *view = luaL_checkudata(L, 1, VIEW_METATABLE);
+    view_t *view = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_touserdata(L, 1) != view)
+        luaL_error(L, "expected the message (msg:table())");
     if (!view->env)
         luaL_error(L, "a message is valid only during the hook it was passed to "
                       "(copy the fields you need to keep)");
@@ -127,7 +142,7 @@ static void push_payload_json(lua_State *L, view_t *view)
 
 static int view_index(lua_State *L)
 {
-    view_t *view = (view_t *)checked_view(L);
+    view_t *view = checked_view(L);
     size_t len;
     const char *key = luaL_checklstring(L, 2, &len);
     const envelope_t *env = view->env;
@@ -145,7 +160,10 @@ static int view_index(lua_State *L)
                 lua_pushnil(L);
             break;
         case K_RAW: lua_pushlstring(L, env->buf, env->len); break;
-        case K_TABLE: lua_pushcfunction(L, view_table); break;
+        case K_TABLE:
+            lua_pushvalue(L, lua_upvalueindex(1));
+            lua_pushcclosure(L, view_table, 1);
+            break;
         }
         return 1;
     }
@@ -160,8 +178,8 @@ static int view_newindex(lua_State *L)
 
 static int view_tostring(lua_State *L)
 {
-    view_t *view = luaL_checkudata(L, 1, VIEW_METATABLE);
-    if (view->env)
+    view_t *view = lua_touserdata(L, lua_upvalueindex(1));
+    if (view->env && lua_touserdata(L, 1) == view)
         lua_pushlstring(L, view->env->buf, view->env->len);
     else
         lua_pushliteral(L, "message (released)");
@@ -200,7 +218,8 @@ static int raw_json_new(lua_State *L)
         if (!json_scan_member_value(trimmed, len, &why))
             return luaL_error(L, "bus.json: not a payload the broker can send: %s", why);
     }
-    lua_newuserdatauv(L, 0, 1);
+    raw_json_t *raw = lua_newuserdatauv(L, sizeof *raw, 1);
+    raw->magic = &json_magic;
     if (trimmed == text && len == lua_rawlen(L, 1))
         lua_pushvalue(L, 1);
     else
@@ -219,7 +238,9 @@ static int raw_json_tostring(lua_State *L)
 
 const char *luamsg_raw_json(lua_State *L, int index, size_t *len)
 {
-    if (!luaL_testudata(L, index, JSON_METATABLE))
+    const raw_json_t *raw = lua_touserdata(L, index);
+    if (lua_type(L, index) != LUA_TUSERDATA || lua_rawlen(L, index) != sizeof *raw ||
+        raw->magic != &json_magic)
         return NULL;
     lua_getiuservalue(L, index, 1);
     const char *text = lua_tolstring(L, -1, len);
@@ -229,7 +250,7 @@ const char *luamsg_raw_json(lua_State *L, int index, size_t *len)
 
 void luamsg_push_json_maker(lua_State *L)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
     lua_pushcclosure(L, raw_json_new, 1);
 }
 
@@ -242,27 +263,28 @@ void luamsg_init(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, VIEW_METATABLE);
-    lua_pushcfunction(L, view_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, view_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, view_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "message");
-    lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
-    lua_pop(L, 1);
-
     view_t *view = lua_newuserdatauv(L, sizeof *view, 2);
     view->env = NULL;
     view->payload_text = NULL;
-    luaL_setmetatable(L, VIEW_METATABLE);
-    lua_setfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    /* its methods hold the view itself (upvalue 1): checked by a compare */
+    luaL_newmetatable(L, VIEW_METATABLE);
+    static const struct { const char *name; lua_CFunction fn; } methods[] = {
+        {"__index", view_index}, {"__newindex", view_newindex}, {"__tostring", view_tostring},
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        lua_pushvalue(L, -2);
+        lua_pushcclosure(L, methods[i].fn, 1);
+        lua_setfield(L, -2, methods[i].name);
+    }
+    lua_pushliteral(L, "message");
+    lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &view_key);
 }
 
 void luamsg_push(lua_State *L, const envelope_t *env)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
     view_t *view = lua_touserdata(L, -1);
     view->env = env;
     view->payload_text = NULL;
@@ -272,7 +294,7 @@ void luamsg_push(lua_State *L, const envelope_t *env)
 
 void luamsg_release(lua_State *L)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, VIEW_KEY);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
     view_t *view = lua_touserdata(L, -1);
     view->env = NULL;
     lua_pushnil(L);
