@@ -387,7 +387,7 @@ int broker_run(broker_t *b)
      * than zmq_poll: zmq_poll polls once without waiting, then again, and
      * asks every socket for ZMQ_EVENTS each time, each a system call; at
      * full load that was a third of the broker's kernel time
-     * (docs/performance.md, "The event loop"). A ZMQ_FD only says "look at
+     * (docs/performance.md, "What changed"). A ZMQ_FD only says "look at
      * this socket": it is reliable when the socket was last left with a
      * receive that found nothing, so every socket here is always read
      * until EAGAIN, and the loop does not sleep after sending on the
