@@ -25,11 +25,17 @@
 
 #define MONITOR_ENDPOINT "inproc://smartshop-router-monitor"
 /* Messages read per wake-up at most (then timers, signals and files get
- * their turn), and how often connection events are looked at meanwhile:
- * reading until the socket is empty saves a poll() per few messages under
- * load, the main cost the benchmark found beyond the message path itself. */
+ * their turn): reading until the socket is empty saves a poll() per few
+ * messages under load. */
 #define BATCH_MAX 1024
-#define MONITOR_EVERY 64
+/* Messages read, then all their envelopes read, then all handled, at a
+ * time; connection events are looked at between groups. Reading every
+ * envelope first brings a group's sends close together: libzmq's I/O
+ * thread then finds several messages per wake-up instead of being woken
+ * for each (an eventfd write, an epoll round, a context switch). Measured:
+ * 10 % more round trips a second and 12 % less CPU per round trip at
+ * 4 x 64 (docs/performance.md). */
+#define GROUP_MAX 64
 
 static int set_int(void *socket, int option, int value)
 {
@@ -432,17 +438,28 @@ int broker_run(broker_t *b)
         if (FIRED(P_MONITOR))
             drain_monitor(b);
         /* the ROUTER on every pass: a pass is rare when it is idle */
-        bool batch_full = true;
-        for (int i = 1; i <= BATCH_MAX; i++) {
-            wire_msg_t m;
-            if (wire_recv(b->router, &m) < 0) {
-                batch_full = false;
+        bool batch_full = false;
+        for (int done = 0;;) {
+            static wire_msg_t group[GROUP_MAX];
+            static router_read_t reads[GROUP_MAX];
+            int n = 0;
+            while (n < GROUP_MAX && wire_recv(b->router, &group[n]) == 0)
+                n++;
+            if (n == 0)
+                break;                  /* the ROUTER was left with an empty receive */
+            for (int i = 0; i < n; i++)
+                router_read(b, &group[i], &reads[i]);
+            for (int i = 0; i < n; i++) {
+                router_handle_read(b, &group[i], &reads[i]);
+                wire_msg_close(&group[i]);
+            }
+            done += n;
+            if (socket_readable(b->monitor))
+                drain_monitor(b);
+            if (done >= BATCH_MAX) {
+                batch_full = true;
                 break;
             }
-            router_handle(b, &m);
-            wire_msg_close(&m);
-            if (i % MONITOR_EVERY == 0 && socket_readable(b->monitor))
-                drain_monitor(b);
         }
         uint64_t sends_after_read = b->router_sends;
         if (FIRED(P_WATCH))

@@ -14,7 +14,7 @@
 #include "luamsg.h"
 #include "msg_writer.h"
 #include "reply.h"
-#include "router.h"
+#include "services.h"
 
 enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4 };
 
@@ -64,8 +64,12 @@ static void send_from(lua_version_t *v, const char *type, const char *dst, const
         log_error("service %s: out of memory building a %s", v->name, type);
         return;
     }
-    if (svc->peer)
-        router_inject(svc->broker, svc->peer, text, strlen(text));
+    zmq_msg_t frame;
+    if (svc->peer && zmq_msg_init_size(&frame, strlen(text)) == 0) {
+        memcpy(zmq_msg_data(&frame), text, strlen(text));
+        services_send(svc->broker->services, svc->peer, &frame, NULL);
+        zmq_msg_close(&frame);
+    }
     cJSON_free(text);
 }
 
@@ -101,7 +105,7 @@ static void send_response(lua_version_t *v, const envelope_t *request, const cha
         zmq_msg_close(&frame);
         return;
     }
-    router_inject_made(svc->broker, svc->peer, &frame, &env);
+    services_send(svc->broker->services, svc->peer, &frame, &env);
     zmq_msg_close(&frame);
 }
 

@@ -660,7 +660,16 @@ static void route_message(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *
     }
 }
 
-void router_handle(broker_t *b, wire_msg_t *m)
+void router_read(broker_t *b, const wire_msg_t *m, router_read_t *r)
+{
+    size_t len = m->bad_frames ? 0 : zmq_msg_size((zmq_msg_t *)&m->data);
+    r->read = !m->bad_frames && len <= b->cfg->max_message_bytes;
+    r->why = NULL;
+    r->err = r->read ? envelope_parse(&r->env, zmq_msg_data((zmq_msg_t *)&m->data), len, &r->why)
+                     : ERR_NONE;
+}
+
+void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
 {
     peer_t *peer = peer_of_message(b, m);
     if (!peer) {
@@ -682,18 +691,23 @@ void router_handle(broker_t *b, wire_msg_t *m)
                           "expected one JSON frame, optionally after an empty delimiter");
         return;
     }
-    size_t len = zmq_msg_size(&m->data);
-    if (refuse_too_large(b, peer, len))
-        return;
-    envelope_t env;
-    const char *why = NULL;
-    bus_err_t err = envelope_parse(&env, zmq_msg_data(&m->data), len, &why);
-    b->stats.in[env.type]++;
-    if (err) {
-        router_send_error(b, peer, err == ERR_BAD_JSON ? NULL : &env, err, why);
+    if (!r->read) {
+        refuse_too_large(b, peer, zmq_msg_size(&m->data));
         return;
     }
-    route_message(b, peer, m, &env);
+    b->stats.in[r->env.type]++;
+    if (r->err) {
+        router_send_error(b, peer, r->err == ERR_BAD_JSON ? NULL : &r->env, r->err, r->why);
+        return;
+    }
+    route_message(b, peer, m, &r->env);
+}
+
+void router_handle(broker_t *b, wire_msg_t *m)
+{
+    router_read_t r;
+    router_read(b, m, &r);
+    router_handle_read(b, m, &r);
 }
 
 void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env)

@@ -8,8 +8,25 @@
 #include "broker.h"
 #include "wire.h"
 
-/* Handles one message received on the ROUTER socket. */
+/* Handles one message received on the ROUTER socket: router_read, then
+ * router_handle_read. */
 void router_handle(broker_t *b, wire_msg_t *m);
+
+/* A message's envelope, read ahead of handling it. */
+typedef struct {
+    bool read;              /* false: bad frames or over the size limit, not read */
+    bus_err_t err;          /* what envelope_parse said, when read */
+    const char *why;
+    envelope_t env;         /* points into the message's frame */
+} router_read_t;
+
+/* Reads a message's envelope; no side effects, so that a batch's messages
+ * can all be read before any is handled (broker.c: the sends then come
+ * close together, and libzmq's I/O thread takes them in one wake-up). */
+void router_read(broker_t *b, const wire_msg_t *m, router_read_t *r);
+
+/* Handles a message read with router_read. */
+void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r);
 
 /* Handles a message a hosted Lua service sends, exactly as if it had come
  * from a remote peer on the wire (same checks, same policy hooks). */

@@ -176,6 +176,12 @@ void services_free(services_t **self_p)
         zmq_msg_close(&q->data);
         free(q);
     }
+    while (s->out_head) {
+        queued_msg_t *q = s->out_head;
+        s->out_head = q->next;
+        zmq_msg_close(&q->data);
+        free(q);
+    }
     while (s->spare) {
         queued_msg_t *q = s->spare;
         s->spare = q->next;
@@ -186,20 +192,17 @@ void services_free(services_t **self_p)
     *self_p = NULL;
 }
 
-int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env)
+/* An entry holding `data` (moved in) and its envelope, tagged with `peer`'s
+ * identity; NULL if memory ran out. */
+static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *data,
+                               const envelope_t *env)
 {
-    lua_service_t *svc = to->host;
-    if (svc->queued >= s->queue_limit) {
-        errno = EAGAIN;
-        return -1;
-    }
     queued_msg_t *q = s->spare;
     if (q) {
         s->spare = q->next;
         s->spare_count--;
     } else if (!(q = malloc(sizeof *q))) {
-        errno = EAGAIN;
-        return -1;
+        return NULL;
     }
     q->next = NULL;
     zmq_msg_init(&q->data);
@@ -209,8 +212,35 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
         q->env = *env;
         envelope_rebase(&q->env, zmq_msg_data(&q->data));
     }
-    memcpy(q->to, to->id, to->id_len);
-    q->to_len = to->id_len;
+    memcpy(q->to, peer->id, peer->id_len);
+    q->to_len = peer->id_len;
+    return q;
+}
+
+static void entry_free(services_t *s, queued_msg_t *q)
+{
+    zmq_msg_close(&q->data);
+    if (s->spare_count < SERVICES_SPARES_MAX) {
+        q->next = s->spare;
+        s->spare = q;
+        s->spare_count++;
+    } else {
+        free(q);
+    }
+}
+
+int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env)
+{
+    lua_service_t *svc = to->host;
+    if (svc->queued >= s->queue_limit) {
+        errno = EAGAIN;
+        return -1;
+    }
+    queued_msg_t *q = entry_new(s, to, data, env);
+    if (!q) {
+        errno = EAGAIN;
+        return -1;
+    }
     if (s->tail)
         s->tail->next = q;
     else
@@ -218,6 +248,47 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
     s->tail = q;
     svc->queued++;
     return 0;
+}
+
+/* Hands one sent message to the router, if its service is still there. */
+static void route_sent(services_t *s, queued_msg_t *q)
+{
+    peer_t *from = registry_find_peer(s->broker->registry, q->to, q->to_len);
+    if (!from || from->kind != PEER_LUA)
+        return;
+    if (q->has_env)
+        router_inject_made(s->broker, from, &q->data, &q->env);
+    else
+        router_inject(s->broker, from, zmq_msg_data(&q->data), zmq_msg_size(&q->data));
+}
+
+void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env)
+{
+    queued_msg_t *q = s->running ? entry_new(s, from, data, env) : NULL;
+    if (!q) {       /* outside a run (or out of memory): at once */
+        if (env)
+            router_inject_made(s->broker, from, data, env);
+        else
+            router_inject(s->broker, from, zmq_msg_data(data), zmq_msg_size(data));
+        return;
+    }
+    if (s->out_tail)
+        s->out_tail->next = q;
+    else
+        s->out_head = q;
+    s->out_tail = q;
+}
+
+static void flush_outbox(services_t *s)
+{
+    while (s->out_head) {
+        queued_msg_t *q = s->out_head;
+        s->out_head = q->next;
+        if (!s->out_head)
+            s->out_tail = NULL;
+        route_sent(s, q);
+        entry_free(s, q);
+    }
 }
 
 void services_file_changed(services_t *s, const char *file)
@@ -259,27 +330,23 @@ void services_run(services_t *s, uint64_t now_ms)
 {
     /* only what waits now: messages the handlers send are for the next run */
     queued_msg_t *last = s->tail;
+    s->running = true;
     while (s->head) {
         queued_msg_t *q = s->head;
         s->head = q->next;
         if (!s->head)
             s->tail = NULL;
         deliver_queued(s, q);
-        zmq_msg_close(&q->data);
         bool was_last = q == last;
-        if (s->spare_count < SERVICES_SPARES_MAX) {
-            q->next = s->spare;
-            s->spare = q;
-            s->spare_count++;
-        } else {
-            free(q);
-        }
+        entry_free(s, q);
         if (was_last)
             break;
     }
     for (lua_service_t *svc = s->list; svc; svc = svc->next)
         if (lua_service_next_timer(svc) <= now_ms)
             lua_service_run_timers(svc, now_ms);
+    s->running = false;
+    flush_outbox(s);        /* before any service is reloaded or dropped */
     for (int i = 0; i < s->pending_count;) {
         if (s->pending[i].due_ms > now_ms) {
             i++;

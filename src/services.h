@@ -19,12 +19,15 @@
 
 struct broker;
 
+/* A message waiting for a hosted service (in the queue), or one a service
+ * sent during a run, waiting to be handed to the router (in the outbox). */
 typedef struct queued_msg {
     struct queued_msg *next;
     zmq_msg_t data;
     envelope_t env;              /* read already, when has_env: points into data */
     bool has_env;
-    uint8_t to[PEER_ID_MAX];     /* by identity: the service may be gone by then */
+    uint8_t to[PEER_ID_MAX];     /* by identity (the queue: the service it is for;
+                                    the outbox: the one that sent it) */
     uint8_t to_len;
 } queued_msg_t;
 
@@ -41,6 +44,8 @@ typedef struct services {
     uint32_t queue_limit;        /* messages waiting for one service, at most */
     lua_service_t *list;
     queued_msg_t *head, *tail;
+    queued_msg_t *out_head, *out_tail;  /* what the services sent during this run */
+    bool running;                /* inside services_run: sends go to the outbox */
     queued_msg_t *spare;
     int spare_count;
     struct {
@@ -64,6 +69,14 @@ int services_load_all(services_t *s);
  * success. Returns 0, or -1 with errno EAGAIN when that service's queue is
  * full. */
 int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env);
+
+/* Sends `data` from the hosted service whose peer is `from`, through the
+ * router like any peer's message, with its envelope if already read (`env`
+ * pointing into `data`, else NULL). Consumes `data`. Inside services_run
+ * the message waits in the outbox, in order, until the run's handlers and
+ * timers are done: a run's messages then leave together, and libzmq's I/O
+ * thread takes them in one wake-up instead of one each (docs/performance.md). */
+void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env);
 
 /* A file in the directory changed: (re)load or drop it shortly. */
 void services_file_changed(services_t *s, const char *file);
