@@ -23,7 +23,8 @@ DEFAULT_TIMEOUT_MS = 400  # the broker's --request-timeout-ms here
 class LuaBusTest(bp.LuaServicesTestCase):
     SERVICE_FILES = {"echo.lua": os.path.join(bp.SERVICES_DIR, "echo.lua"),
                      "relay.lua": os.path.join(bp.LUA_FIXTURES, "relay.lua"),
-                     "fallback.lua": os.path.join(bp.LUA_FIXTURES, "fallback.lua")}
+                     "fallback.lua": os.path.join(bp.LUA_FIXTURES, "fallback.lua"),
+                     "ordered.lua": os.path.join(bp.LUA_FIXTURES, "ordered.lua")}
     EXTRA_ARGS = ("--request-timeout-ms", str(DEFAULT_TIMEOUT_MS))
 
     def setUp(self):
@@ -38,6 +39,18 @@ class LuaBusTest(bp.LuaServicesTestCase):
     def tearDown(self):
         self.relay("ticks", {"on": False})
         super().tearDown()
+
+    def test_what_a_service_sends_leaves_in_the_order_it_was_sent(self):
+        # three events, then the response, to the same peer: in that order,
+        # for several requests in one run of the services
+        client = self.peer(register="order-client-" + bp.new_id()[2:10])
+        ids = [client.request("lua-ordered", "go")["msg_id"] for _ in range(5)]
+        got = [client.recv()[1] for _ in range(20)]
+        for k, msg_id in enumerate(ids):
+            part = got[4 * k:4 * k + 4]
+            self.assertEqual([b["type"] for b in part], ["event"] * 3 + ["response"], bp.dump(part))
+            self.assertEqual([b["payload"]["i"] for b in part[:3]], [1, 2, 3])
+            self.assertEqual(part[3]["correlation_id"], msg_id)
 
     # -- helpers ---------------------------------------------------------
 
