@@ -2,9 +2,9 @@
 """bench/cgsummary.py CALLGRIND_FILE TARGET: instructions per round trip.
 
 bench/profile.sh calls it. Messages are counted from the profile itself:
-calls of router_handle and router_inject_made (the broker handles each
-message from the wire once in router_handle; a Lua service's responses
-come in through router_inject_made) or, for the ceiling, calls of zmq_msg_send (it
+calls of router_handle_read and router_inject_made (the broker handles
+each message from the wire once in router_handle_read; a Lua service's
+responses come in through router_inject_made) or, for the ceiling, calls of zmq_msg_send (it
 forwards each message once). A round trip is two messages.
 """
 import re
@@ -19,9 +19,10 @@ BROKER_PARTS = [
     ("event loop, all of it (main thread)", "broker_run"),
     ("  zmq_poll (waiting, socket events)", "zmq_poll"),
     ("  receive: wire_recv (frames in, SRCFD)", "wire_recv"),
-    ("  router_handle: the whole message path", "router_handle"),
+    ("  router_read: a message's envelope, read ahead", "router_read"),
+    ("  router_handle_read: the rest of the message path", "router_handle_read"),
     ("  router_inject_made: a Lua service's responses", "router_inject_made"),
-    ("    decode+validate: envelope_parse", "envelope_parse"),
+    ("    decode+validate: envelope_parse (in router_read)", "envelope_parse"),
     ("      of it json_scan_object (UTF-8, JSON)", "json_scan_object"),
     ("    policy hook filter()", "policy_filter"),
     ("    policy hook route()", "policy_route"),
@@ -93,7 +94,7 @@ def main():
         elif m.group(2) == "*":
             calls.setdefault(short(m.group(3)), pending)
             pending = 0
-    counters = ["zmq_msg_send"] if target == "ceiling" else ["router_handle", "router_inject_made"]
+    counters = ["zmq_msg_send"] if target == "ceiling" else ["router_handle_read", "router_inject_made"]
     counter = " + ".join(counters)
     messages = sum(calls.get(c, 0) for c in counters)
     if not messages:
