@@ -703,13 +703,6 @@ void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
     route_message(b, peer, m, &r->env);
 }
 
-void router_handle(broker_t *b, wire_msg_t *m)
-{
-    router_read_t r;
-    router_read(b, m, &r);
-    router_handle_read(b, m, &r);
-}
-
 void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env)
 {
     if (refuse_too_large(b, from, zmq_msg_size(data))) {
@@ -727,15 +720,27 @@ void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *
     wire_msg_close(&m);
 }
 
-void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)
+void router_inject_frame(broker_t *b, peer_t *from, zmq_msg_t *data)
 {
     wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
     zmq_msg_init_size(&m.id, from->id_len);
     memcpy(zmq_msg_data(&m.id), from->id, from->id_len);
-    zmq_msg_init_size(&m.data, len);
-    memcpy(zmq_msg_data(&m.data), text, len);
-    router_handle(b, &m);
+    zmq_msg_init(&m.data);
+    zmq_msg_move(&m.data, data);
+    router_read_t r;
+    router_read(b, &m, &r);
+    router_handle_read(b, &m, &r);
     wire_msg_close(&m);
+}
+
+void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)
+{
+    zmq_msg_t data;
+    if (zmq_msg_init_size(&data, len) < 0)
+        return;
+    memcpy(zmq_msg_data(&data), text, len);
+    router_inject_frame(b, from, &data);
+    zmq_msg_close(&data);
 }
 
 void router_expire(broker_t *b, uint64_t now_ms)

@@ -8,9 +8,8 @@
 #include "broker.h"
 #include "wire.h"
 
-/* Handles one message received on the ROUTER socket: router_read, then
- * router_handle_read. */
-void router_handle(broker_t *b, wire_msg_t *m);
+/* A message received on the ROUTER socket is handled in two steps:
+ * router_read, then router_handle_read. */
 
 /* A message's envelope, read ahead of handling it. */
 typedef struct {
@@ -25,12 +24,16 @@ typedef struct {
  * close together, and libzmq's I/O thread takes them in one wake-up). */
 void router_read(broker_t *b, const wire_msg_t *m, router_read_t *r);
 
-/* Handles a message read with router_read. */
+/* Handles a message read with router_read: who sent it, the rules, the
+ * policy's say, and delivery or an error answer. */
 void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r);
 
 /* Handles a message a hosted Lua service sends, exactly as if it had come
  * from a remote peer on the wire (same checks, same policy hooks). */
 void router_inject(broker_t *b, peer_t *from, const char *text, size_t len);
+
+/* The same for a frame (consumed). */
+void router_inject_frame(broker_t *b, peer_t *from, zmq_msg_t *data);
 
 /* The same for a message a hosted Lua service wrote with msg_writer, whose
  * envelope is already read (`env`, pointing into `data`): the same rules

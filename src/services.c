@@ -212,8 +212,8 @@ static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *dat
         q->env = *env;
         envelope_rebase(&q->env, zmq_msg_data(&q->data));
     }
-    memcpy(q->to, peer->id, peer->id_len);
-    q->to_len = peer->id_len;
+    memcpy(q->peer_id, peer->id, peer->id_len);
+    q->peer_id_len = peer->id_len;
     return q;
 }
 
@@ -250,26 +250,28 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
     return 0;
 }
 
+/* A message a service sent, to the router: read already or not. */
+static void hand_to_router(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env)
+{
+    if (env)
+        router_inject_made(s->broker, from, data, env);
+    else
+        router_inject_frame(s->broker, from, data);
+}
+
 /* Hands one sent message to the router, if its service is still there. */
 static void route_sent(services_t *s, queued_msg_t *q)
 {
-    peer_t *from = registry_find_peer(s->broker->registry, q->to, q->to_len);
-    if (!from || from->kind != PEER_LUA)
-        return;
-    if (q->has_env)
-        router_inject_made(s->broker, from, &q->data, &q->env);
-    else
-        router_inject(s->broker, from, zmq_msg_data(&q->data), zmq_msg_size(&q->data));
+    peer_t *from = registry_find_peer(s->broker->registry, q->peer_id, q->peer_id_len);
+    if (from && from->kind == PEER_LUA)
+        hand_to_router(s, from, &q->data, q->has_env ? &q->env : NULL);
 }
 
 void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env)
 {
     queued_msg_t *q = s->running ? entry_new(s, from, data, env) : NULL;
     if (!q) {       /* outside a run (or out of memory): at once */
-        if (env)
-            router_inject_made(s->broker, from, data, env);
-        else
-            router_inject(s->broker, from, zmq_msg_data(data), zmq_msg_size(data));
+        hand_to_router(s, from, data, env);
         return;
     }
     if (s->out_tail)
@@ -311,7 +313,7 @@ void services_file_changed(services_t *s, const char *file)
 /* One queued message: to its service, if that is still there. */
 static void deliver_queued(services_t *s, queued_msg_t *q)
 {
-    peer_t *peer = registry_find_peer(s->broker->registry, q->to, q->to_len);
+    peer_t *peer = registry_find_peer(s->broker->registry, q->peer_id, q->peer_id_len);
     if (!peer || peer->kind != PEER_LUA)
         return;                             /* dropped meanwhile: already answered */
     lua_service_t *svc = peer->host;

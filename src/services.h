@@ -26,9 +26,9 @@ typedef struct queued_msg {
     zmq_msg_t data;
     envelope_t env;              /* read already, when has_env: points into data */
     bool has_env;
-    uint8_t to[PEER_ID_MAX];     /* by identity (the queue: the service it is for;
-                                    the outbox: the one that sent it) */
-    uint8_t to_len;
+    uint8_t peer_id[PEER_ID_MAX]; /* by identity (the queue: the service it is for;
+                                     the outbox: the one that sent it) */
+    uint8_t peer_id_len;
 } queued_msg_t;
 
 /* Emptied queue entries kept for the next messages (one per message

@@ -223,7 +223,7 @@ static void check_accepted(const envelope_t *env, const fz_reference_t *ref)
 
 static void check_reply(const envelope_t *env, bus_err_t err, const char *why)
 {
-    const envelope_t *about = err == ERR_BAD_JSON ? NULL : env;   /* as router_handle() */
+    const envelope_t *about = err == ERR_BAD_JSON ? NULL : env;   /* as router_handle_read() */
     size_t len = 0;
     char *text = reply_error_about(about, err == ERR_NONE ? ERR_SPOOFED_SRC : err, why, &len);
     FUZZ_ASSERT(text && len == strlen(text), "no reply");
