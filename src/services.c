@@ -163,6 +163,36 @@ int services_load_all(services_t *s)
     return loaded;
 }
 
+static void list_push(msg_list_t *list, queued_msg_t *q)
+{
+    q->next = NULL;
+    if (list->tail)
+        list->tail->next = q;
+    else
+        list->head = q;
+    list->tail = q;
+}
+
+static queued_msg_t *list_pop(msg_list_t *list)
+{
+    queued_msg_t *q = list->head;
+    if (q) {
+        list->head = q->next;
+        if (!list->head)
+            list->tail = NULL;
+    }
+    return q;
+}
+
+static void list_free(msg_list_t *list)
+{
+    queued_msg_t *q;
+    while ((q = list_pop(list))) {
+        zmq_msg_close(&q->data);
+        free(q);
+    }
+}
+
 void services_free(services_t **self_p)
 {
     services_t *s = *self_p;
@@ -170,18 +200,8 @@ void services_free(services_t **self_p)
         return;
     while (s->list)
         drop_service(s, s->list);
-    while (s->head) {
-        queued_msg_t *q = s->head;
-        s->head = q->next;
-        zmq_msg_close(&q->data);
-        free(q);
-    }
-    while (s->out_head) {
-        queued_msg_t *q = s->out_head;
-        s->out_head = q->next;
-        zmq_msg_close(&q->data);
-        free(q);
-    }
+    list_free(&s->queue);
+    list_free(&s->outbox);
     while (s->spare) {
         queued_msg_t *q = s->spare;
         s->spare = q->next;
@@ -204,7 +224,6 @@ static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *dat
     } else if (!(q = malloc(sizeof *q))) {
         return NULL;
     }
-    q->next = NULL;
     zmq_msg_init(&q->data);
     zmq_msg_move(&q->data, data);
     q->has_env = env != NULL;
@@ -241,11 +260,7 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
         errno = EAGAIN;
         return -1;
     }
-    if (s->tail)
-        s->tail->next = q;
-    else
-        s->head = q;
-    s->tail = q;
+    list_push(&s->queue, q);
     svc->queued++;
     return 0;
 }
@@ -274,20 +289,13 @@ void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env
         hand_to_router(s, from, data, env);
         return;
     }
-    if (s->out_tail)
-        s->out_tail->next = q;
-    else
-        s->out_head = q;
-    s->out_tail = q;
+    list_push(&s->outbox, q);
 }
 
 static void flush_outbox(services_t *s)
 {
-    while (s->out_head) {
-        queued_msg_t *q = s->out_head;
-        s->out_head = q->next;
-        if (!s->out_head)
-            s->out_tail = NULL;
+    queued_msg_t *q;
+    while ((q = list_pop(&s->outbox))) {
         route_sent(s, q);
         entry_free(s, q);
     }
@@ -331,13 +339,9 @@ static void deliver_queued(services_t *s, queued_msg_t *q)
 void services_run(services_t *s, uint64_t now_ms)
 {
     /* only what waits now: messages the handlers send are for the next run */
-    queued_msg_t *last = s->tail;
+    queued_msg_t *last = s->queue.tail, *q;
     s->running = true;
-    while (s->head) {
-        queued_msg_t *q = s->head;
-        s->head = q->next;
-        if (!s->head)
-            s->tail = NULL;
+    while ((q = list_pop(&s->queue))) {
         deliver_queued(s, q);
         bool was_last = q == last;
         entry_free(s, q);
@@ -363,7 +367,7 @@ void services_run(services_t *s, uint64_t now_ms)
 
 uint64_t services_next_due(const services_t *s)
 {
-    if (s->head)
+    if (s->queue.head)
         return 0;
     uint64_t next = UINT64_MAX;
     for (const lua_service_t *svc = s->list; svc; svc = svc->next) {

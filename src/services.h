@@ -31,6 +31,11 @@ typedef struct queued_msg {
     uint8_t peer_id_len;
 } queued_msg_t;
 
+/* A first-in first-out list of entries. */
+typedef struct {
+    queued_msg_t *head, *tail;
+} msg_list_t;
+
 /* Emptied queue entries kept for the next messages (one per message
  * otherwise costs a malloc and a free). */
 #define SERVICES_SPARES_MAX 1024
@@ -43,8 +48,8 @@ typedef struct services {
     sandbox_limits_t limits;
     uint32_t queue_limit;        /* messages waiting for one service, at most */
     lua_service_t *list;
-    queued_msg_t *head, *tail;
-    queued_msg_t *out_head, *out_tail;  /* what the services sent during this run */
+    msg_list_t queue;            /* messages waiting for the services */
+    msg_list_t outbox;           /* what the services sent during this run */
     bool running;                /* inside services_run: sends go to the outbox */
     queued_msg_t *spare;
     int spare_count;
