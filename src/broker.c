@@ -454,6 +454,9 @@ int broker_run(broker_t *b)
                 router_handle_read(b, &group[i], &reads[i]);
                 wire_msg_close(&group[i]);
             }
+            /* hosted services answer this group now, not after the batch */
+            if (b->services && services_have_queued(b->services))
+                services_run_queued(b->services);
             done += n;
             /* every GROUP_MAX messages, not every group: at a low rate a
              * group is one message, and the check is a system call */

@@ -21,7 +21,7 @@ void inflight_table_free(inflight_table_t **self_p)
     if (!t)
         return;
     while (t->count > 0) {
-        inflight_t *rec = t->heap[0];
+        inflight_t *rec = t->heap[0].rec;
         inflight_remove(t, &rec);
     }
     while (t->spare) {
@@ -38,18 +38,18 @@ void inflight_table_free(inflight_table_t **self_p)
 
 static void heap_swap(inflight_table_t *t, size_t a, size_t b)
 {
-    inflight_t *tmp = t->heap[a];
+    inflight_deadline_t tmp = t->heap[a];
     t->heap[a] = t->heap[b];
     t->heap[b] = tmp;
-    t->heap[a]->heap_index = a;
-    t->heap[b]->heap_index = b;
+    t->heap[a].rec->heap_index = a;
+    t->heap[b].rec->heap_index = b;
 }
 
 static void heap_up(inflight_table_t *t, size_t i)
 {
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (t->heap[parent]->deadline_ms <= t->heap[i]->deadline_ms)
+        if (t->heap[parent].deadline_ms <= t->heap[i].deadline_ms)
             break;
         heap_swap(t, i, parent);
         i = parent;
@@ -60,9 +60,9 @@ static void heap_down(inflight_table_t *t, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, least = i;
-        if (l < t->count && t->heap[l]->deadline_ms < t->heap[least]->deadline_ms)
+        if (l < t->count && t->heap[l].deadline_ms < t->heap[least].deadline_ms)
             least = l;
-        if (r < t->count && t->heap[r]->deadline_ms < t->heap[least]->deadline_ms)
+        if (r < t->count && t->heap[r].deadline_ms < t->heap[least].deadline_ms)
             least = r;
         if (least == i)
             return;
@@ -73,31 +73,46 @@ static void heap_down(inflight_table_t *t, size_t i)
 
 /* --- records --- */
 
-inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len)
+unsigned inflight_hash(const char *msg_id, size_t len)
+{
+    unsigned hash;
+    HASH_VALUE(msg_id, len, hash);
+    return hash;
+}
+
+inflight_t *inflight_find_hashed(inflight_table_t *t, const char *msg_id, size_t len,
+                                 unsigned hash)
 {
     inflight_t *rec = NULL;
-    HASH_FIND(hh, t->by_id, msg_id, len, rec);
+    HASH_FIND_BYHASHVALUE(hh, t->by_id, msg_id, len, hash, rec);
     return rec;
 }
 
-static void copy_field(char *dst, size_t cap, const env_value_t *v)
+inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len)
+{
+    return inflight_find_hashed(t, msg_id, len, inflight_hash(msg_id, len));
+}
+
+/* Copies a plain string field; returns its length (0 if not copied). */
+static size_t copy_field(char *dst, size_t cap, const env_value_t *v)
 {
     if (env_is_plain_string(v) && v->len < cap) {
         memcpy(dst, v->ptr, v->len);
         dst[v->len] = '\0';
-    } else {
-        dst[0] = '\0';
+        return v->len;
     }
+    dst[0] = '\0';
+    return 0;
 }
 
-inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
+inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
                          peer_t *requester, peer_t *handler, uint64_t deadline_ms)
 {
     if (t->count >= t->limit)
         return NULL;
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 256;
-        inflight_t **grown = realloc(t->heap, cap * sizeof *grown);
+        inflight_deadline_t *grown = realloc(t->heap, cap * sizeof *grown);
         if (!grown)
             return NULL;
         t->heap = grown;
@@ -112,16 +127,16 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
     } else if (!(rec = malloc(sizeof *rec)))
         return NULL;
     memset(rec, 0, offsetof(inflight_t, msg_id));
-    copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
+    size_t id_len = copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
     copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
     copy_field(rec->dst, sizeof rec->dst, &env->f[EF_DST]);
     copy_field(rec->action, sizeof rec->action, &env->f[EF_ACTION]);
     rec->requester = requester;
     rec->handler = handler;
     rec->deadline_ms = deadline_ms;
-    HASH_ADD(hh, t->by_id, msg_id[0], strlen(rec->msg_id), rec);
+    HASH_ADD_BYHASHVALUE(hh, t->by_id, msg_id[0], id_len, hash, rec);
     rec->heap_index = t->count;
-    t->heap[t->count++] = rec;
+    t->heap[t->count++] = (inflight_deadline_t){deadline_ms, rec};
     heap_up(t, rec->heap_index);
     if (requester)
         DL_APPEND2(requester->waiting, rec, wait_prev, wait_next);
@@ -166,12 +181,17 @@ void inflight_remove(inflight_table_t *t, inflight_t **rec_p)
 
 inflight_t *inflight_expired(inflight_table_t *t, uint64_t now_ms)
 {
-    if (t->count == 0 || t->heap[0]->deadline_ms > now_ms)
+    if (t->count == 0 || t->heap[0].deadline_ms > now_ms)
         return NULL;
-    return t->heap[0];
+    return t->heap[0].rec;
+}
+
+inflight_t *inflight_first(const inflight_table_t *t)
+{
+    return t->count ? t->heap[0].rec : NULL;
 }
 
 uint64_t inflight_next_deadline(const inflight_table_t *t)
 {
-    return t->count ? t->heap[0]->deadline_ms : UINT64_MAX;
+    return t->count ? t->heap[0].deadline_ms : UINT64_MAX;
 }

@@ -38,9 +38,16 @@ typedef struct inflight {
     UT_hash_handle hh;
 } inflight_t;
 
+/* A deadline heap entry: the deadline beside its record, so that ordering
+ * the heap reads one array and not a record per comparison. */
+typedef struct {
+    uint64_t deadline_ms;
+    inflight_t *rec;
+} inflight_deadline_t;
+
 typedef struct {
     inflight_t *by_id;
-    inflight_t **heap;
+    inflight_deadline_t *heap;
     size_t count, cap;
     size_t limit;               /* most records at once */
     inflight_t *spare;          /* freed records kept for reuse */
@@ -51,11 +58,19 @@ inflight_table_t *inflight_table_new(size_t limit);
 /* Frees every record and the table. */
 void inflight_table_free(inflight_table_t **self_p);
 
-inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len);
+/* The hash of a msg_id, as the table keys it: a request's is computed once
+ * and serves both the duplicate check and the insertion. */
+unsigned inflight_hash(const char *msg_id, size_t len);
 
-/* Records a request handed to `handler`. Returns NULL if the table is full
- * or memory ran out. msg_id, src and action come from a checked envelope. */
-inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env,
+inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len);
+/* The same, with the hash already known (inflight_hash). */
+inflight_t *inflight_find_hashed(inflight_table_t *t, const char *msg_id, size_t len,
+                                 unsigned hash);
+
+/* Records a request handed to `handler`; `hash` is inflight_hash() of its
+ * msg_id. Returns NULL if the table is full or memory ran out. msg_id, src
+ * and action come from a checked envelope. */
+inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
                          peer_t *requester, peer_t *handler, uint64_t deadline_ms);
 
 /* Forgets a record (hash, heap and both peer lists) and frees it. */
@@ -66,6 +81,9 @@ void inflight_forget_requester(inflight_t *rec);
 
 /* The record with the earliest deadline if that deadline is <= now, else NULL. */
 inflight_t *inflight_expired(inflight_table_t *t, uint64_t now_ms);
+
+/* The record with the earliest deadline, or NULL when nothing is in flight. */
+inflight_t *inflight_first(const inflight_table_t *t);
 
 /* The earliest deadline, or UINT64_MAX when nothing is in flight. */
 uint64_t inflight_next_deadline(const inflight_table_t *t);

@@ -291,15 +291,20 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
     answer_registration(b, peer, env, "unregister");
 }
 
+/* What a request's record in flight needs besides its envelope. */
+typedef struct {
+    unsigned id_hash;           /* inflight_hash() of its msg_id */
+    metric_series_t *series;    /* its metrics series (may be NULL) */
+} tracking_t;
+
 /* Hands `data` to one live instance of service `name` (or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
- * full and dropping those found gone. A request (`track`) is recorded in
- * flight first, with its metrics series. Returns the chosen instance, or
- * NULL with *err set (no_such_service, busy, internal). */
+ * full and dropping those found gone. A request (`track` not NULL) is
+ * recorded in flight first. Returns the chosen instance, or NULL with *err
+ * set (no_such_service, busy, internal). */
 static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                                   const envelope_t *env, const char *name, size_t len,
-                                  peer_t *instance, bool track, metric_series_t *series,
-                                  bus_err_t *err)
+                                  peer_t *instance, const tracking_t *track, bus_err_t *err)
 {
     int busy_tries = 0;
     for (;;) {
@@ -317,12 +322,12 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
         if (track) {
             uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
             uint64_t now_us = clock_us();     /* one clock read for both */
-            rec = inflight_add(b->inflight, env, sender, to, now_us / 1000 + ttl);
+            rec = inflight_add(b->inflight, env, track->id_hash, sender, to, now_us / 1000 + ttl);
             if (!rec) {
                 *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
                 return NULL;
             }
-            rec->series = series;
+            rec->series = track->series;
             rec->started_us = now_us;
         }
         if (deliver(b, to, data, env) == 0)
@@ -395,7 +400,8 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         return;
     }
     const env_value_t *id = &env->f[EF_MSG_ID];
-    if (inflight_find(b->inflight, id->ptr, id->len)) {
+    tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len)};
+    if (inflight_find_hashed(b->inflight, id->ptr, id->len, track.id_hash)) {
         router_send_error(b, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
         return;
     }
@@ -404,21 +410,21 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer */
-    metric_series_t *series = metrics_series(b->metrics, env);
-    if (series)
-        series->requests++;
+    track.series = metrics_series(b->metrics, env);
+    if (track.series)
+        track.series->requests++;
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     for (int i = 0; i < route.count; i++) {
         const char *name = route.names[i];
-        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, true,
-                               series, &err)) {
+        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, &track,
+                               &err)) {
             b->stats.out[MT_REQUEST]++;
             return;
         }
         if (err != ERR_NO_SUCH_SERVICE)
             break;
     }
-    metrics_failed(series);
+    metrics_failed(track.series);
     refuse_delivery(b, peer, env, &route, err);
 }
 
@@ -535,7 +541,7 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
         bus_err_t this_err = ERR_NONE;
-        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, false, NULL,
+        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, NULL,
                                &this_err)) {
             b->stats.out[MT_EVENT]++;
             delivered++;
@@ -755,7 +761,7 @@ void router_expire(broker_t *b, uint64_t now_ms)
 void router_fail_all(broker_t *b, bus_err_t code, const char *why)
 {
     while (b->inflight->count > 0) {
-        inflight_t *rec = b->inflight->heap[0];
+        inflight_t *rec = inflight_first(b->inflight);
         fail_request(b, rec, code, why);
         inflight_remove(b->inflight, &rec);
     }

@@ -336,11 +336,10 @@ static void deliver_queued(services_t *s, queued_msg_t *q)
     lua_service_handle(svc, &q->env);
 }
 
-void services_run(services_t *s, uint64_t now_ms)
+/* Delivers what waits now: messages the handlers send are for the next run. */
+static void deliver_all_queued(services_t *s)
 {
-    /* only what waits now: messages the handlers send are for the next run */
     queued_msg_t *last = s->queue.tail, *q;
-    s->running = true;
     while ((q = list_pop(&s->queue))) {
         deliver_queued(s, q);
         bool was_last = q == last;
@@ -348,6 +347,25 @@ void services_run(services_t *s, uint64_t now_ms)
         if (was_last)
             break;
     }
+}
+
+bool services_have_queued(const services_t *s)
+{
+    return s->queue.head != NULL;
+}
+
+void services_run_queued(services_t *s)
+{
+    s->running = true;
+    deliver_all_queued(s);
+    s->running = false;
+    flush_outbox(s);
+}
+
+void services_run(services_t *s, uint64_t now_ms)
+{
+    s->running = true;
+    deliver_all_queued(s);
     for (lua_service_t *svc = s->list; svc; svc = svc->next)
         if (lua_service_next_timer(svc) <= now_ms)
             lua_service_run_timers(svc, now_ms);

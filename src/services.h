@@ -90,6 +90,16 @@ void services_file_changed(services_t *s, const char *file);
  * due reloads. */
 void services_run(services_t *s, uint64_t now_ms);
 
+/* Runs the handlers of the messages queued so far, and sends what they
+ * sent: no timers, no reloads. The event loop calls it after each group
+ * of messages it reads, so that answers leave while the next group waits
+ * and the requesters work on them meanwhile, instead of every answer of a
+ * busy wake-up waiting for its last request (docs/performance.md). */
+void services_run_queued(services_t *s);
+
+/* Whether messages wait for services_run_queued. */
+bool services_have_queued(const services_t *s);
+
 /* When services_run has work next: 0 if messages wait, else the earliest
  * timer or reload, or UINT64_MAX. */
 uint64_t services_next_due(const services_t *s);

@@ -13,6 +13,14 @@ static envelope_t request(const char *text)
     return env;
 }
 
+/* inflight_add with the hash of the envelope's msg_id, as the router does */
+static inflight_t *add(inflight_table_t *t, const envelope_t *env, peer_t *requester,
+                       peer_t *handler, uint64_t deadline_ms)
+{
+    const env_value_t *id = &env->f[EF_MSG_ID];
+    return inflight_add(t, env, inflight_hash(id->ptr, id->len), requester, handler, deadline_ms);
+}
+
 static void finds_and_orders_by_deadline(void)
 {
     registry_t *reg = registry_new();
@@ -25,7 +33,7 @@ static void finds_and_orders_by_deadline(void)
         snprintf(texts[i], sizeof texts[i],
                  "{\"msg_id\":\"m%d\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"a\"}", i);
         envelope_t env = request(texts[i]);
-        CHECK(inflight_add(t, &env, client, svc, deadlines[i]) != NULL);
+        CHECK(add(t, &env, client, svc, deadlines[i]) != NULL);
     }
     CHECK_EQ_INT(t->count, 5);
     CHECK_EQ_INT(svc->handling_count, 5);
@@ -60,9 +68,9 @@ static void forgets_requesters_and_enforces_limit(void)
     envelope_t e1 = request("{\"msg_id\":\"a\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     envelope_t e2 = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     envelope_t e3 = request("{\"msg_id\":\"c\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
-    CHECK(inflight_add(t, &e1, client, svc, 10) != NULL);
-    CHECK(inflight_add(t, &e2, client, svc, 10) != NULL);
-    CHECK(inflight_add(t, &e3, client, svc, 10) == NULL);   /* full */
+    CHECK(add(t, &e1, client, svc, 10) != NULL);
+    CHECK(add(t, &e2, client, svc, 10) != NULL);
+    CHECK(add(t, &e3, client, svc, 10) == NULL);   /* full */
     while (client->waiting)
         inflight_forget_requester(client->waiting);
     inflight_t *rec = inflight_find(t, "a", 1);
@@ -72,9 +80,58 @@ static void forgets_requesters_and_enforces_limit(void)
     registry_free(&reg);
 }
 
+/* Many records with scattered deadlines, removed in a scattered order:
+ * what is left always comes out earliest first, and each is still found. */
+static void keeps_deadline_order_under_removal(void)
+{
+    enum { N = 600 };
+    registry_t *reg = registry_new();
+    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
+    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
+    inflight_table_t *t = inflight_table_new(N);
+    static char texts[N][120];
+    bool removed[N] = {false};
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], sizeof texts[i],
+                 "{\"msg_id\":\"id-%d\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"a\"}", i);
+        envelope_t env = request(texts[i]);
+        CHECK(add(t, &env, client, svc, (uint64_t)(i * 7919 % 1000)) != NULL);
+    }
+    for (int i = 0; i < N; i += 3) {        /* a third, from all over the heap */
+        char id[16];
+        snprintf(id, sizeof id, "id-%d", (i * 37) % N);
+        inflight_t *rec = inflight_find(t, id, strlen(id));
+        if (rec) {
+            removed[(i * 37) % N] = true;
+            inflight_remove(t, &rec);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "id-%d", i);
+        CHECK((inflight_find(t, id, strlen(id)) == NULL) == removed[i]);
+    }
+    uint64_t last = 0;
+    size_t left = t->count;
+    for (size_t k = 0; k < left; k++) {
+        inflight_t *rec = inflight_first(t);
+        CHECK(rec != NULL && rec->deadline_ms >= last);
+        if (!rec)
+            break;
+        CHECK_EQ_INT(inflight_next_deadline(t), rec->deadline_ms);
+        last = rec->deadline_ms;
+        inflight_remove(t, &rec);
+    }
+    CHECK_EQ_INT(t->count, 0);
+    CHECK(inflight_first(t) == NULL);
+    inflight_table_free(&t);
+    registry_free(&reg);
+}
+
 int main(void)
 {
     finds_and_orders_by_deadline();
+    keeps_deadline_order_under_removal();
     forgets_requesters_and_enforces_limit();
     return check_done("inflight");
 }
