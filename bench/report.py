@@ -30,6 +30,23 @@ def spread(runs, label, key):
     return (min(vals), max(vals)) if vals else (None, None)
 
 
+def paired(runs, label, base, key):
+    """The ratio label/base of `key` round by round (run.sh runs each once a
+    round, in order): the median and range of those ratios. Both sides of a
+    pair ran within seconds of each other, so a slow minute of the machine
+    moves both; the ratio of the medians does not have that protection."""
+    pairs = [float(a[key]) / float(b[key]) for a, b in zip(runs.get(label, []), runs.get(base, []))
+             if key in a and key in b and float(a[key]) >= 0 and float(b[key]) > 0]
+    if not pairs:
+        return None, None, None
+    return statistics.median(pairs), min(pairs), max(pairs)
+
+
+def fmt_paired(p, digits=2):
+    m, lo, hi = p
+    return "-" if m is None else f"{m:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
 def fmt(v, digits=0):
     if v is None:
         return "-"
@@ -65,6 +82,10 @@ def main():
               f" {fmt(med(runs, lab, 'echo_sched_us_per_rt'), 2):>14}")
     print("   (CPU: utime+stime of all the broker's threads over the window, per round trip;"
           " the Lua echo's CPU is inside the broker's)")
+    print("   paired, round by round (median, range of the rounds' ratios to the ceiling's run):")
+    for t in ("brk", "lua"):
+        print(f"     {names[t]:32} throughput {fmt_paired(paired(runs, f'main/{t}', 'main/ceil', 'rt_per_s'))}"
+              f"   CPU/rt {fmt_paired(paired(runs, f'main/{t}', 'main/ceil', 'broker_sched_us_per_rt'))}")
 
     if runs.get("rate/ceil"):
         print()

@@ -42,10 +42,12 @@ class LuaBusTest(bp.LuaServicesTestCase):
 
     def test_what_a_service_sends_leaves_in_the_order_it_was_sent(self):
         # three events, then the response, to the same peer: in that order,
-        # for several requests in one run of the services
+        # for several requests in one run of the services, and for a burst
+        # longer than the event loop's group of 64 messages (the services
+        # answer each group as it is handled: services_run_queued)
         client = self.peer(register="order-client-" + bp.new_id()[2:10])
-        ids = [client.request("lua-ordered", "go")["msg_id"] for _ in range(5)]
-        got = [client.recv()[1] for _ in range(20)]
+        ids = [client.request("lua-ordered", "go")["msg_id"] for _ in range(150)]
+        got = [client.recv()[1] for _ in range(4 * len(ids))]
         for k, msg_id in enumerate(ids):
             part = got[4 * k:4 * k + 4]
             self.assertEqual([b["type"] for b in part], ["event"] * 3 + ["response"], bp.dump(part))
