@@ -108,8 +108,11 @@ static size_t copy_field(char *dst, size_t cap, const env_value_t *v)
 inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
                          peer_t *requester, peer_t *handler, uint64_t deadline_ms)
 {
+    const env_value_t *id = &env->f[EF_MSG_ID];
     if (t->count >= t->limit)
         return NULL;
+    if (!env_is_plain_string(id) || id->len == 0 || id->len >= MSG_ID_MAX_LEN + 1)
+        return NULL;    /* not a checked msg_id: its key would not match `hash` */
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 256;
         inflight_deadline_t *grown = realloc(t->heap, cap * sizeof *grown);

@@ -50,7 +50,7 @@ typedef struct services {
     lua_service_t *list;
     msg_list_t queue;            /* messages waiting for the services */
     msg_list_t outbox;           /* what the services sent during this run */
-    bool running;                /* inside services_run: sends go to the outbox */
+    bool running;                /* handlers or timers running: sends go to the outbox */
     queued_msg_t *spare;
     int spare_count;
     struct {
@@ -78,8 +78,8 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
 /* Sends `data` from the hosted service whose peer is `from`, through the
  * router like any peer's message, with its envelope if already read (`env`
  * pointing into `data`, else NULL). Consumes `data`. Inside services_run
- * the message waits in the outbox, in order, until the run's handlers and
- * timers are done: a run's messages then leave together, and libzmq's I/O
+ * or services_run_queued the message waits in the outbox, in order, until
+ * the run's handlers (and timers) are done: a run's messages then leave together, and libzmq's I/O
  * thread takes them in one wake-up instead of one each (docs/performance.md). */
 void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env);
 

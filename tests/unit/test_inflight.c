@@ -97,15 +97,20 @@ static void keeps_deadline_order_under_removal(void)
         envelope_t env = request(texts[i]);
         CHECK(add(t, &env, client, svc, (uint64_t)(i * 7919 % 1000)) != NULL);
     }
+    int removed_count = 0;
     for (int i = 0; i < N; i += 3) {        /* a third, from all over the heap */
         char id[16];
         snprintf(id, sizeof id, "id-%d", (i * 37) % N);
         inflight_t *rec = inflight_find(t, id, strlen(id));
+        CHECK(rec != NULL);
         if (rec) {
             removed[(i * 37) % N] = true;
+            removed_count++;
             inflight_remove(t, &rec);
         }
     }
+    CHECK_EQ_INT(removed_count, N / 3);
+    CHECK_EQ_INT(t->count, N - N / 3);
     for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof id, "id-%d", i);
@@ -122,8 +127,27 @@ static void keeps_deadline_order_under_removal(void)
         last = rec->deadline_ms;
         inflight_remove(t, &rec);
     }
-    CHECK_EQ_INT(t->count, 0);
     CHECK(inflight_first(t) == NULL);
+    CHECK_EQ_INT(inflight_next_deadline(t), UINT64_MAX);
+    inflight_table_free(&t);
+    registry_free(&reg);
+}
+
+/* A record is refused, not stored under a key its hash does not match,
+ * when the envelope's msg_id is not one the table can hold. */
+static void refuses_an_unchecked_msg_id(void)
+{
+    registry_t *reg = registry_new();
+    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
+    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
+    inflight_table_t *t = inflight_table_new(10);
+    envelope_t env = request("{\"msg_id\":\"a\\u0062\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
+    CHECK(add(t, &env, client, svc, 10) == NULL);      /* escaped: not copied */
+    CHECK_EQ_INT(t->count, 0);
+    CHECK(client->waiting == NULL && svc->handling == NULL);
+    envelope_t ok = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
+    CHECK(add(t, &ok, client, svc, 10) != NULL);       /* the spare is reused */
+    CHECK(inflight_find(t, "b", 1) != NULL);
     inflight_table_free(&t);
     registry_free(&reg);
 }
@@ -132,6 +156,7 @@ int main(void)
 {
     finds_and_orders_by_deadline();
     keeps_deadline_order_under_removal();
+    refuses_an_unchecked_msg_id();
     forgets_requesters_and_enforces_limit();
     return check_done("inflight");
 }
