@@ -13,6 +13,29 @@ static envelope_t request(const char *text)
     return env;
 }
 
+/* A registry with a client and a service peer, and a table of `limit`. */
+typedef struct {
+    registry_t *reg;
+    peer_t *client, *svc;
+    inflight_table_t *t;
+} fixture_t;
+
+static fixture_t fixture(size_t limit)
+{
+    fixture_t f = {.reg = registry_new()};
+    f.client = registry_add_peer(f.reg, "c", 1, PEER_REMOTE, -1);
+    f.svc = registry_add_peer(f.reg, "s", 1, PEER_REMOTE, -1);
+    f.t = inflight_table_new(limit);
+    return f;
+}
+
+/* The table first: freeing its records unlinks them from the peers. */
+static void fixture_free(fixture_t *f)
+{
+    inflight_table_free(&f->t);
+    registry_free(&f->reg);
+}
+
 /* inflight_add with the hash of the envelope's msg_id, as the router does */
 static inflight_t *add(inflight_table_t *t, const envelope_t *env, peer_t *requester,
                        peer_t *handler, uint64_t deadline_ms)
@@ -23,10 +46,9 @@ static inflight_t *add(inflight_table_t *t, const envelope_t *env, peer_t *reque
 
 static void finds_and_orders_by_deadline(void)
 {
-    registry_t *reg = registry_new();
-    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
-    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
-    inflight_table_t *t = inflight_table_new(100);
+    fixture_t f = fixture(100);
+    peer_t *client = f.client, *svc = f.svc;
+    inflight_table_t *t = f.t;
     char texts[5][200];
     uint64_t deadlines[5] = {500, 100, 400, 200, 300};
     for (int i = 0; i < 5; i++) {
@@ -55,16 +77,14 @@ static void finds_and_orders_by_deadline(void)
     CHECK_EQ_INT(t->count, 0);
     CHECK(client->waiting == NULL && svc->handling == NULL);
     CHECK_EQ_INT(svc->handling_count, 0);
-    inflight_table_free(&t);
-    registry_free(&reg);
+    fixture_free(&f);
 }
 
 static void forgets_requesters_and_enforces_limit(void)
 {
-    registry_t *reg = registry_new();
-    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
-    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
-    inflight_table_t *t = inflight_table_new(2);
+    fixture_t f = fixture(2);
+    peer_t *client = f.client, *svc = f.svc;
+    inflight_table_t *t = f.t;
     envelope_t e1 = request("{\"msg_id\":\"a\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     envelope_t e2 = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     envelope_t e3 = request("{\"msg_id\":\"c\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
@@ -75,9 +95,9 @@ static void forgets_requesters_and_enforces_limit(void)
         inflight_forget_requester(client->waiting);
     inflight_t *rec = inflight_find(t, "a", 1);
     CHECK(rec && rec->requester == NULL);
-    inflight_table_free(&t);
+    inflight_table_free(&f.t);
     CHECK(svc->handling == NULL);
-    registry_free(&reg);
+    fixture_free(&f);
 }
 
 /* Many records with scattered deadlines, removed in a scattered order:
@@ -85,10 +105,9 @@ static void forgets_requesters_and_enforces_limit(void)
 static void keeps_deadline_order_under_removal(void)
 {
     enum { N = 600 };
-    registry_t *reg = registry_new();
-    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
-    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
-    inflight_table_t *t = inflight_table_new(N);
+    fixture_t f = fixture(N);
+    peer_t *client = f.client, *svc = f.svc;
+    inflight_table_t *t = f.t;
     static char texts[N][120];
     bool removed[N] = {false};
     for (int i = 0; i < N; i++) {
@@ -129,18 +148,16 @@ static void keeps_deadline_order_under_removal(void)
     }
     CHECK(inflight_first(t) == NULL);
     CHECK_EQ_INT(inflight_next_deadline(t), UINT64_MAX);
-    inflight_table_free(&t);
-    registry_free(&reg);
+    fixture_free(&f);
 }
 
 /* A record is refused, not stored under a key its hash does not match,
  * when the envelope's msg_id is not one the table can hold. */
 static void refuses_an_unchecked_msg_id(void)
 {
-    registry_t *reg = registry_new();
-    peer_t *client = registry_add_peer(reg, "c", 1, PEER_REMOTE, -1);
-    peer_t *svc = registry_add_peer(reg, "s", 1, PEER_REMOTE, -1);
-    inflight_table_t *t = inflight_table_new(10);
+    fixture_t f = fixture(10);
+    peer_t *client = f.client, *svc = f.svc;
+    inflight_table_t *t = f.t;
     envelope_t env = request("{\"msg_id\":\"a\\u0062\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     CHECK(add(t, &env, client, svc, 10) == NULL);      /* escaped: not copied */
     CHECK_EQ_INT(t->count, 0);
@@ -148,8 +165,7 @@ static void refuses_an_unchecked_msg_id(void)
     envelope_t ok = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     CHECK(add(t, &ok, client, svc, 10) != NULL);       /* the spare is reused */
     CHECK(inflight_find(t, "b", 1) != NULL);
-    inflight_table_free(&t);
-    registry_free(&reg);
+    fixture_free(&f);
 }
 
 int main(void)
