@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "json_scan_top.h"
 #include "names.h"
 
 
@@ -107,43 +108,61 @@ static msg_type_t type_of(const env_value_t *v)
 #undef TYPE_IS
 }
 
-/* Finds the envelope fields among the members; rejects escaped and
- * duplicated top-level keys (E3). */
-static bus_err_t collect_fields(envelope_t *env, const json_object_t *obj, const char **why)
+/* Gathers the envelope fields from the members, one at a time: as
+ * envelope_parse scans them, or from a json_object_t (envelope_read).
+ * Rejects escaped and duplicated top-level keys (E3). */
+typedef struct {
+    envelope_t *env;
+    bus_err_t err;
+    const char *why;
+    int unknown_count;
+    struct { uint32_t off, len; } unknown[JSON_SCAN_MAX_MEMBERS];   /* keys not in field_names */
+} collector_t;
+
+static void collector_init(collector_t *c, envelope_t *env, const char *buf, size_t len)
 {
-    bus_err_t err = ERR_NONE;
-    int unknown[JSON_SCAN_MAX_MEMBERS], unknown_count = 0;
-    for (int i = 0; i < obj->count; i++) {
-        const json_member_t *m = &obj->members[i];
-        const char *key = env->buf + m->key_off;
-        if (m->key_escaped) {
-            *why = "top-level keys must not contain escapes";
-            err = ERR_BAD_ENVELOPE;
-            continue;
-        }
-        int fid = field_of_key(key, m->key_len);
-        if (fid >= 0) {
-            if (env->f[fid].kind != JSON_ABSENT) {
-                /* a duplicated field is unreadable: forget it (no correlation) */
-                *why = "duplicated top-level key";
-                err = ERR_BAD_ENVELOPE;
-                env->f[fid].kind = JSON_NULL;
-                continue;
-            }
-            env->f[fid] = (env_value_t){env->buf + m->val_off, m->val_len, m->kind, m->val_escaped};
-            continue;
-        }
-        /* an unknown key can only repeat another unknown key */
-        for (int j = 0; j < unknown_count; j++) {
-            const json_member_t *o = &obj->members[unknown[j]];
-            if (o->key_len == m->key_len && memcmp(env->buf + o->key_off, key, m->key_len) == 0) {
-                *why = "duplicated top-level key";
-                err = ERR_BAD_ENVELOPE;
-            }
-        }
-        unknown[unknown_count++] = i;
+    memset(env, 0, sizeof *env);
+    env->buf = buf;
+    env->len = len;
+    c->env = env;
+    c->err = ERR_NONE;
+    c->why = NULL;
+    c->unknown_count = 0;
+}
+
+static inline void collect_member(void *ctx, const json_member_t *m)
+{
+    collector_t *c = ctx;
+    envelope_t *env = c->env;
+    const char *key = env->buf + m->key_off;
+    if (m->key_escaped) {
+        c->why = "top-level keys must not contain escapes";
+        c->err = ERR_BAD_ENVELOPE;
+        return;
     }
-    return err;
+    int fid = field_of_key(key, m->key_len);
+    if (JS_LIKELY(fid >= 0)) {
+        if (env->f[fid].kind != JSON_ABSENT) {
+            /* a duplicated field is unreadable: forget it (no correlation) */
+            c->why = "duplicated top-level key";
+            c->err = ERR_BAD_ENVELOPE;
+            env->f[fid].kind = JSON_NULL;
+            return;
+        }
+        env->f[fid] = (env_value_t){env->buf + m->val_off, m->val_len, m->kind, m->val_escaped};
+        return;
+    }
+    /* an unknown key can only repeat another unknown key */
+    for (int j = 0; j < c->unknown_count; j++) {
+        if (c->unknown[j].len == m->key_len &&
+            memcmp(env->buf + c->unknown[j].off, key, m->key_len) == 0) {
+            c->why = "duplicated top-level key";
+            c->err = ERR_BAD_ENVELOPE;
+        }
+    }
+    c->unknown[c->unknown_count].off = m->key_off;
+    c->unknown[c->unknown_count].len = m->key_len;
+    c->unknown_count++;
 }
 
 static bool is_string_or_null_or_absent(const env_value_t *v)
@@ -233,38 +252,48 @@ static bus_err_t check_fields(envelope_t *env, const char **why)
     return ERR_NONE;
 }
 
-bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why)
-{
-    json_object_t obj;
-    *why = NULL;
-    json_scan_result_t scanned = json_scan_object(buf, len, &obj, why);
-    if (scanned == JSON_SCAN_BAD_JSON || scanned == JSON_SCAN_NOT_OBJECT) {
-        memset(env, 0, sizeof *env);
-        env->buf = buf;
-        env->len = len;
-        return scanned == JSON_SCAN_BAD_JSON ? ERR_BAD_JSON : ERR_BAD_ENVELOPE;
-    }
-    return envelope_read(env, buf, len, &obj, scanned == JSON_SCAN_TOO_MANY, why);
-}
 
-bus_err_t envelope_read(envelope_t *env, const char *buf, size_t len, const json_object_t *obj,
-                        bool too_many, const char **why)
+/* The rules once the members are collected. */
+static bus_err_t envelope_finish(collector_t *c, bool too_many, const char **why)
 {
-    memset(env, 0, sizeof *env);
-    env->buf = buf;
-    env->len = len;
-    *why = NULL;
+    envelope_t *env = c->env;
+    *why = c->why;
     /* with too many members, the first ones are still read: msg_id may be
      * among them, for the error's correlation_id */
-    bus_err_t err = collect_fields(env, obj, why);
     env->msg_id_ok = env_id_is_valid(&env->f[EF_MSG_ID]);
     if (too_many) {
         *why = "more than 64 top-level members";
         return ERR_BAD_ENVELOPE;
     }
-    if (err)
-        return err;
+    if (c->err)
+        return c->err;
     return check_fields(env, why);
+}
+
+bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why)
+{
+    collector_t c;
+    collector_init(&c, env, buf, len);
+    /* one pass: each member goes to collect_member as it is scanned */
+    json_scan_result_t scanned = json_scan_top(buf, len, collect_member, &c, why);
+    if (scanned == JSON_SCAN_BAD_JSON || scanned == JSON_SCAN_NOT_OBJECT) {
+        /* what was collected before the error is not an envelope */
+        memset(env, 0, sizeof *env);
+        env->buf = buf;
+        env->len = len;
+        return scanned == JSON_SCAN_BAD_JSON ? ERR_BAD_JSON : ERR_BAD_ENVELOPE;
+    }
+    return envelope_finish(&c, scanned == JSON_SCAN_TOO_MANY, why);
+}
+
+bus_err_t envelope_read(envelope_t *env, const char *buf, size_t len, const json_object_t *obj,
+                        bool too_many, const char **why)
+{
+    collector_t c;
+    collector_init(&c, env, buf, len);
+    for (int i = 0; i < obj->count; i++)
+        collect_member(&c, &obj->members[i]);
+    return envelope_finish(&c, too_many, why);
 }
 
 void envelope_rebase(envelope_t *env, const char *buf)
