@@ -112,7 +112,7 @@ static inline js_pos_t js_fail(const char **why, const char *reason)
 }
 
 /* Called for each of the first JSON_SCAN_MAX_MEMBERS members, in order. */
-typedef void js_member_fn(void *ctx, const json_member_t *m);
+typedef void js_member_fn(void *ctx, const char *buf, const json_member_t *m);
 
 /* Validates buf[0..len) as one JSON text, as json_scan_object() (same
  * results, same reasons in *why, NULL on JSON_SCAN_OK), handing each
@@ -133,42 +133,60 @@ json_scan_top(const char *buf, size_t len, js_member_fn *on_member, void *ctx, c
     if (p < end && *p == '}') {
         p++;
     } else {
+        /* each step tests for the byte compact JSON has next, and only
+         * then for whitespace before it */
         for (;;) {
-            json_member_t m;
-            m.key_escaped = m.val_escaped = false;
-            if (JS_UNLIKELY(p == end || *p != '"'))
-                return js_fail(why, "expected a member name"), JSON_SCAN_BAD_JSON;
+            /* not fields of a json_member_t: their addresses go to the
+             * slow paths, which would keep the whole member in memory */
+            bool key_escaped = false, val_escaped = false;
+            json_kind_t kind;
+            uint32_t val_off, val_len;
+            if (JS_UNLIKELY(p == end || *p != '"')) {
+                p = js_ws(p, end);
+                if (p == end || *p != '"')
+                    return js_fail(why, "expected a member name"), JSON_SCAN_BAD_JSON;
+            }
             js_pos_t k = p;
-            if (!(p = js_string(p, end, &m.key_escaped, why)))
+            if (!(p = js_string(p, end, &key_escaped, why)))
                 return JSON_SCAN_BAD_JSON;
-            m.key_off = (uint32_t)(k + 1 - start);   /* between the quotes */
-            m.key_len = (uint32_t)(p - k - 2);
+            uint32_t key_len = (uint32_t)(p - k - 2);   /* between the quotes */
             if (JS_UNLIKELY(p == end || *p != ':')) {
                 p = js_ws(p, end);
                 if (p == end || *p != ':')
                     return js_fail(why, "expected ':'"), JSON_SCAN_BAD_JSON;
             }
-            p = js_ws(p + 1, end);
+            p++;
             js_pos_t v = p;
             if (JS_LIKELY(p < end && *p == '"')) {   /* most values: the string case inline */
-                m.kind = JSON_STRING;
-                if (!(p = js_string(p, end, &m.val_escaped, why)))
+                kind = JSON_STRING;
+                if (!(p = js_string(p, end, &val_escaped, why)))
                     return JSON_SCAN_BAD_JSON;
-                m.val_off = (uint32_t)(v + 1 - start);   /* between the quotes */
-                m.val_len = (uint32_t)(p - v - 2);
             } else {
-                if (!(p = json_scan__value(p, end, 1, &m.kind, &m.val_escaped, why)))
+                v = p = js_ws(p, end);
+                if (!(p = json_scan__value(p, end, 1, &kind, &val_escaped, why)))
                     return JSON_SCAN_BAD_JSON;
-                m.val_off = (uint32_t)(v - start);
-                m.val_len = (uint32_t)(p - v);
+            }
+            if (kind == JSON_STRING) {
+                val_off = (uint32_t)(v + 1 - start);   /* between the quotes */
+                val_len = (uint32_t)(p - v - 2);
+            } else {
+                val_off = (uint32_t)(v - start);
+                val_len = (uint32_t)(p - v);
             }
             /* members past the limit: scanned and counted, not handed on */
-            if (JS_LIKELY(n < JSON_SCAN_MAX_MEMBERS))
-                on_member(ctx, &m);
+            if (JS_LIKELY(n < JSON_SCAN_MAX_MEMBERS)) {
+                json_member_t m = {(uint32_t)(k + 1 - start), key_len,
+                                   val_off, val_len, kind, key_escaped, val_escaped};
+                on_member(ctx, buf, &m);
+            }
             n++;
-            p = js_ws(p, end);
             if (JS_LIKELY(p < end && *p == ',')) {
-                p = js_ws(p + 1, end);
+                p++;
+                continue;
+            }
+            p = js_ws(p, end);
+            if (p < end && *p == ',') {
+                p++;
                 continue;
             }
             if (p < end && *p == '}') {
