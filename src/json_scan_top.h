@@ -70,10 +70,11 @@ static inline size_t js_plain_run8(const unsigned char *p)
 static inline unsigned js_special_mask(const unsigned char *p)
 {
     __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
-    __m128i special = _mm_or_si128(
-        _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')), _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
-        _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));   /* signed: < 0x20, and >= 0x80 too */
-    return (unsigned)_mm_movemask_epi8(special);
+    /* x ^ 2 is below 0x21 as a signed byte exactly when x is '"' (0x22
+     * becomes 0x20), below 0x20 or at least 0x80: three tests in one
+     * compare; then '\\' */
+    __m128i low = _mm_cmplt_epi8(_mm_xor_si128(x, _mm_set1_epi8(2)), _mm_set1_epi8(0x21));
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(low, _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))));
 }
 static inline size_t js_plain_run(const unsigned char *p)
 {
@@ -93,6 +94,18 @@ static inline __attribute__((always_inline)) js_pos_t
 js_string(js_pos_t p, js_pos_t end, bool *escaped, const char **why)
 {
     p++;   /* the opening quote */
+#if defined(__SSE2__)
+    while (end - p >= JS_PLAIN_BLOCK) {
+        unsigned special = js_special_mask(p);
+        if (special) {
+            p += __builtin_ctz(special);
+            if (JS_LIKELY(*p == '"'))
+                return p + 1;
+            break;
+        }
+        p += JS_PLAIN_BLOCK;
+    }
+#else
     while (end - p >= JS_PLAIN_BLOCK) {
         size_t plain = js_plain_run(p);
         p += plain;
@@ -102,6 +115,7 @@ js_string(js_pos_t p, js_pos_t end, bool *escaped, const char **why)
             break;
         }
     }
+#endif
     return json_scan__string_rest(p, end, escaped, why);
 }
 
