@@ -145,11 +145,23 @@ typedef struct {
     struct { uint32_t off, len; } unknown[JSON_SCAN_MAX_MEMBERS];   /* keys not in field_names */
 } collector_t;
 
-static void collector_init(collector_t *c, envelope_t *env, const char *buf, size_t len)
+/* env all zero but buf and len. Field by field, not memset: gcc makes
+ * that a `rep stos`, ~45 instructions a message under callgrind. */
+static inline void envelope_clear(envelope_t *env, const char *buf, size_t len)
 {
-    memset(env, 0, sizeof *env);
     env->buf = buf;
     env->len = len;
+#pragma GCC unroll 10
+    for (int i = 0; i < EF__COUNT; i++)
+        env->f[i] = (env_value_t){NULL, 0, JSON_ABSENT, false};
+    env->type = MT_NONE;
+    env->ttl_ms = 0;
+    env->msg_id_ok = false;
+}
+
+static void collector_init(collector_t *c, envelope_t *env, const char *buf, size_t len)
+{
+    envelope_clear(env, buf, len);
     c->env = env;
     c->err = ERR_NONE;
     c->why = NULL;
@@ -305,9 +317,7 @@ bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const cha
     json_scan_result_t scanned = json_scan_top(buf, len, collect_member, &c, why);
     if (scanned == JSON_SCAN_BAD_JSON || scanned == JSON_SCAN_NOT_OBJECT) {
         /* what was collected before the error is not an envelope */
-        memset(env, 0, sizeof *env);
-        env->buf = buf;
-        env->len = len;
+        envelope_clear(env, buf, len);
         return scanned == JSON_SCAN_BAD_JSON ? ERR_BAD_JSON : ERR_BAD_ENVELOPE;
     }
     return envelope_finish(&c, scanned == JSON_SCAN_TOO_MANY, why);

@@ -210,7 +210,7 @@ js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind
                           bool *escaped, const char **why)
 {
     switch (p < end ? *p : -1) {
-    case '"': *kind = JSON_STRING; return js_string(p, end, escaped, why);
+    case '"': *kind = JSON_STRING; return js_string(p, end, js_blocks_end(p, end), escaped, why);
     case '{': *kind = JSON_OBJECT; return scan_container(p, end, depth + 1, '}', why);
     case '[': *kind = JSON_ARRAY; return scan_container(p, end, depth + 1, ']', why);
     case 't': *kind = JSON_TRUE; return scan_literal(p, end, "true", 4, why);
@@ -234,31 +234,39 @@ static js_pos_t scan_container(js_pos_t p, js_pos_t end, int depth, unsigned cha
 {
     if (depth > JSON_SCAN_MAX_DEPTH)
         return js_fail(why, "nesting too deep");
+    js_pos_t blocks = js_blocks_end(p, end);
     p = js_ws(p + 1, end);
     if (p < end && *p == close)
         return p + 1;
+    /* as the top-level loop: the byte compact JSON has next, then whitespace */
     for (;;) {
         json_kind_t kind;
         bool escaped = false;
         if (close == '}') {
-            if (p == end || *p != '"')
-                return js_fail(why, "expected a member name");
-            if (!(p = js_string(p, end, &escaped, why)))
+            if (JS_UNLIKELY(p == end || *p != '"')) {
+                p = js_ws(p, end);
+                if (p == end || *p != '"')
+                    return js_fail(why, "expected a member name");
+            }
+            if (!(p = js_string(p, end, blocks, &escaped, why)))
                 return NULL;
-            p = js_ws(p, end);
-            if (p == end || *p != ':')
-                return js_fail(why, "expected ':'");
-            p = js_ws(p + 1, end);
+            if (JS_UNLIKELY(p == end || *p != ':')) {
+                p = js_ws(p, end);
+                if (p == end || *p != ':')
+                    return js_fail(why, "expected ':'");
+            }
+            p++;
         }
-        if (p < end && *p == '"')   /* most values: the string case inline */
-            p = js_string(p, end, &escaped, why);
+        if (JS_LIKELY(p < end && *p == '"'))   /* most values: the string case inline */
+            p = js_string(p, end, blocks, &escaped, why);
         else
-            p = json_scan__value(p, end, depth, &kind, &escaped, why);
+            p = json_scan__value(js_ws(p, end), end, depth, &kind, &escaped, why);
         if (!p)
             return NULL;
-        p = js_ws(p, end);
+        if (JS_UNLIKELY(p == end || (*p != ',' && *p != close)))
+            p = js_ws(p, end);
         if (p < end && *p == ',') {
-            p = js_ws(p + 1, end);
+            p++;
             continue;
         }
         if (p < end && *p == close)

@@ -90,12 +90,20 @@ static inline size_t js_plain_run(const unsigned char *p)
  * *escaped if it holds an escape. Inline only for the common string:
  * plain bytes, then the quote, with a whole block left to read. Anything
  * else goes on out of line, with the same checks. */
+/* Where no whole block is left to read from (p < blocks: 16 bytes are),
+ * for the block loops to test one compare instead of a difference. From
+ * `from` on, a position known to lie in [buf, end). */
+static inline js_pos_t js_blocks_end(js_pos_t from, js_pos_t end)
+{
+    return end - from >= JS_PLAIN_BLOCK - 1 ? end - (JS_PLAIN_BLOCK - 1) : from;
+}
+
 static inline __attribute__((always_inline)) js_pos_t
-js_string(js_pos_t p, js_pos_t end, bool *escaped, const char **why)
+js_string(js_pos_t p, js_pos_t end, js_pos_t blocks, bool *escaped, const char **why)
 {
     p++;   /* the opening quote */
 #if defined(__SSE2__)
-    while (end - p >= JS_PLAIN_BLOCK) {
+    while (p < blocks) {
         unsigned special = js_special_mask(p);
         if (special) {
             p += __builtin_ctz(special);
@@ -106,7 +114,7 @@ js_string(js_pos_t p, js_pos_t end, bool *escaped, const char **why)
         p += JS_PLAIN_BLOCK;
     }
 #else
-    while (end - p >= JS_PLAIN_BLOCK) {
+    while (p < blocks) {
         size_t plain = js_plain_run(p);
         p += plain;
         if (plain < JS_PLAIN_BLOCK) {
@@ -139,6 +147,7 @@ json_scan_top(const char *buf, size_t len, js_member_fn *on_member, void *ctx, c
     js_pos_t start = (js_pos_t)buf, end = start + len, p;
     if (JS_UNLIKELY(len > UINT32_MAX))
         return js_fail(why, "message too large to scan"), JSON_SCAN_BAD_JSON;
+    js_pos_t blocks = js_blocks_end(start, end);
     p = js_ws(start, end);
     if (JS_UNLIKELY(p == end || *p != '{'))
         return json_scan__not_object(p, end, why);
@@ -161,7 +170,7 @@ json_scan_top(const char *buf, size_t len, js_member_fn *on_member, void *ctx, c
                     return js_fail(why, "expected a member name"), JSON_SCAN_BAD_JSON;
             }
             js_pos_t k = p;
-            if (!(p = js_string(p, end, &key_escaped, why)))
+            if (!(p = js_string(p, end, blocks, &key_escaped, why)))
                 return JSON_SCAN_BAD_JSON;
             uint32_t key_len = (uint32_t)(p - k - 2);   /* between the quotes */
             if (JS_UNLIKELY(p == end || *p != ':')) {
@@ -173,7 +182,7 @@ json_scan_top(const char *buf, size_t len, js_member_fn *on_member, void *ctx, c
             js_pos_t v = p;
             if (JS_LIKELY(p < end && *p == '"')) {   /* most values: the string case inline */
                 kind = JSON_STRING;
-                if (!(p = js_string(p, end, &val_escaped, why)))
+                if (!(p = js_string(p, end, blocks, &val_escaped, why)))
                     return JSON_SCAN_BAD_JSON;
             } else {
                 v = p = js_ws(p, end);
