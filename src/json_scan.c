@@ -202,8 +202,6 @@ static inline __attribute__((always_inline)) js_pos_t scan_literal(js_pos_t p, j
     return p + n;
 }
 
-static js_pos_t scan_container(js_pos_t p, js_pos_t end, int depth, unsigned char close,
-                               const char **why);
 
 /* One value; p is on its first byte (or at the end). */
 js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind,
@@ -211,8 +209,8 @@ js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind
 {
     switch (p < end ? *p : -1) {
     case '"': *kind = JSON_STRING; return js_string(p, end, js_blocks_end(p, end), escaped, why);
-    case '{': *kind = JSON_OBJECT; return scan_container(p, end, depth + 1, '}', why);
-    case '[': *kind = JSON_ARRAY; return scan_container(p, end, depth + 1, ']', why);
+    case '{': *kind = JSON_OBJECT; return json_scan__container(p, end, depth + 1, '}', why);
+    case '[': *kind = JSON_ARRAY; return json_scan__container(p, end, depth + 1, ']', why);
     case 't': *kind = JSON_TRUE; return scan_literal(p, end, "true", 4, why);
     case 'f': *kind = JSON_FALSE; return scan_literal(p, end, "false", 5, why);
     case 'n': *kind = JSON_NULL; return scan_literal(p, end, "null", 4, why);
@@ -229,8 +227,8 @@ js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind
 
 /* Object or array from its opening bracket; `close` is '}' or ']'. The
  * depth limit keeps the recursion (and the stack) bounded. */
-static js_pos_t scan_container(js_pos_t p, js_pos_t end, int depth, unsigned char close,
-                               const char **why)
+js_pos_t json_scan__container(js_pos_t p, js_pos_t end, int depth, unsigned char close,
+                              const char **why)
 {
     if (depth > JSON_SCAN_MAX_DEPTH)
         return js_fail(why, "nesting too deep");

@@ -25,12 +25,14 @@
 typedef const unsigned char *js_pos_t;
 
 /* Out of line, in json_scan.c: whitespace, the rest of a string after
- * its first special byte, any value but a string, and a top-level value
- * that is not an object. */
+ * its first special byte, any value but a string, an object or array
+ * after its opening bracket, and a top-level value that is not an object. */
 js_pos_t json_scan__ws(js_pos_t p, js_pos_t end);
 js_pos_t json_scan__string_rest(js_pos_t p, js_pos_t end, bool *escaped, const char **why);
 js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind,
                           bool *escaped, const char **why);
+js_pos_t json_scan__container(js_pos_t p, js_pos_t end, int depth, unsigned char close,
+                              const char **why);
 json_scan_result_t json_scan__not_object(js_pos_t p, js_pos_t end, const char **why);
 
 /* Skips whitespace. Clients send compact JSON, so "no whitespace here"
@@ -183,6 +185,10 @@ json_scan_top(const char *buf, size_t len, js_member_fn *on_member, void *ctx, c
             if (JS_LIKELY(p < end && *p == '"')) {   /* most values: the string case inline */
                 kind = JSON_STRING;
                 if (!(p = js_string(p, end, blocks, &val_escaped, why)))
+                    return JSON_SCAN_BAD_JSON;
+            } else if (JS_LIKELY(p < end && *p == '{')) {   /* the payload, mostly: straight there */
+                kind = JSON_OBJECT;
+                if (!(p = json_scan__container(p, end, 2, '}', why)))
                     return JSON_SCAN_BAD_JSON;
             } else {
                 v = p = js_ws(p, end);
