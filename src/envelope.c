@@ -210,7 +210,8 @@ static bool is_string_or_null_or_absent(const env_value_t *v)
 }
 
 /* src and dst: names (N1, N2); dst may also be broker or broadcast. */
-static bus_err_t check_name_field(const env_value_t *v, bool is_dst, const char **why)
+static inline __attribute__((always_inline)) bus_err_t check_name_field(const env_value_t *v, bool is_dst,
+                                                                        const char **why)
 {
     if (v->kind != JSON_STRING) {
         *why = is_dst ? "dst must be a string" : "src must be a string";
@@ -222,13 +223,12 @@ static bus_err_t check_name_field(const env_value_t *v, bool is_dst, const char 
     }
     /* A reserved src is well-formed (the broker's own messages carry
      * src "broker"); refusing it from peers is the router's rule (N2, S1). */
-    if (!is_dst || name_equals(v->ptr, v->len, "broker") || name_equals(v->ptr, v->len, "broadcast"))
+    if (!is_dst || !name_is_reserved(v->ptr, v->len))   /* the common case first */
         return ERR_NONE;
-    if (name_is_reserved(v->ptr, v->len)) {
-        *why = "dst is a reserved name";
-        return ERR_RESERVED_NAME;
-    }
-    return ERR_NONE;
+    if (name_equals(v->ptr, v->len, "broker") || name_equals(v->ptr, v->len, "broadcast"))
+        return ERR_NONE;   /* reserved, but addressable */
+    *why = "dst is a reserved name";
+    return ERR_RESERVED_NAME;
 }
 
 /* Required fields and JSON types per message type (E4, V1). */
