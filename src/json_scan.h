@@ -4,7 +4,9 @@
  * Why hand-written: the broker must know that every message is well-formed
  * JSON in valid UTF-8 and where its few envelope fields are, within about
  * 0.5 us a message; a full tree (lua-cjson, cJSON, jansson) costs 2-15x that
- * (docs/performance.md). This file is fuzzed (tests/fuzz/) and runs under
+ * (docs/performance.md). The scanner (json_scan.c, and json_scan_top.h:
+ * the top-level loop, which envelope_parse also runs to collect the
+ * envelope fields in the same pass) is fuzzed (tests/fuzz/) and runs under
  * ASan/UBSan in CI.
  *
  * It must never read outside [buf, buf+len), never allocate, and never

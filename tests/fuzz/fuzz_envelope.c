@@ -7,6 +7,8 @@
  *    tells the truth;
  *  - bad_json exactly when json_scan_object() says BAD_JSON, and the scan
  *    itself agrees with cJSON (fuzz_common.h);
+ *  - the one-pass envelope_parse gives what json_scan_object followed by
+ *    envelope_read gives: result, reason and every field;
  *  - ERR_NONE only for what docs/protocol.md E1-E4, N1, V1, D1 allow: a
  *    known type, a valid msg_id, src a valid name, dst where required, the
  *    required action / correlation_id, ttl_ms 1..300000, v absent or 1;
@@ -311,6 +313,47 @@ static void check_written_response(const envelope_t *req)
     zmq_msg_close(&frame);
 }
 
+/* envelope_parse collects the fields as it scans (json_scan_top.h); the
+ * two passes it replaced, json_scan_object then envelope_read over the
+ * members (what msg_writer.c still runs), must give the same result, the
+ * same reason and the same fields. */
+/* Reasons are compared as text: the scanner's come from an inline
+ * function, so each file that runs it has its own copies of the literals. */
+static bool same_reason(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static void check_two_passes(const envelope_t *env, bus_err_t err, const char *why,
+                             const uint8_t *data, size_t size, json_scan_result_t scanned)
+{
+    json_object_t obj;
+    const char *swhy = NULL;
+    FUZZ_ASSERT(json_scan_object((const char *)data, size, &obj, &swhy) == scanned, "scan not stable");
+    if (scanned == JSON_SCAN_BAD_JSON || scanned == JSON_SCAN_NOT_OBJECT) {
+        FUZZ_ASSERT(same_reason(why, swhy), "reason %s, the scan says %s", why, swhy);
+        for (int i = 0; i < EF__COUNT; i++)
+            FUZZ_ASSERT(env->f[i].kind == JSON_ABSENT && env->f[i].ptr == NULL && env->f[i].len == 0,
+                        "field %d kept after a failed scan", i);
+        FUZZ_ASSERT(!env->msg_id_ok && env->type == MT_NONE && env->ttl_ms == 0, "state after a failed scan");
+        return;
+    }
+    envelope_t two;
+    const char *why2 = (const char *)1;
+    memset(&two, 0xA5, sizeof two);
+    bus_err_t err2 = envelope_read(&two, (const char *)data, size, &obj,
+                                   scanned == JSON_SCAN_TOO_MANY, &why2);
+    FUZZ_ASSERT(err2 == err && same_reason(why2, why), "one pass: %s (%s), two passes: %s (%s)",
+                bus_err_name(err), why ? why : "-", bus_err_name(err2), why2 ? why2 : "-");
+    FUZZ_ASSERT(two.type == env->type && two.ttl_ms == env->ttl_ms && two.msg_id_ok == env->msg_id_ok &&
+                    two.buf == env->buf && two.len == env->len,
+                "one pass and two passes disagree on type/ttl_ms/msg_id_ok");
+    for (int i = 0; i < EF__COUNT; i++)
+        FUZZ_ASSERT(two.f[i].kind == env->f[i].kind && two.f[i].ptr == env->f[i].ptr &&
+                        two.f[i].len == env->f[i].len && two.f[i].escaped == env->f[i].escaped,
+                    "field %d: one pass and two passes disagree", i);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_reference_t ref;
@@ -372,6 +415,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(envelope_parse(&again, (const char *)data, size, &why2) == err && why2 == why,
                 "not deterministic");
 
+    check_two_passes(&env, err, why, data, size, scanned);
     check_reply(&env, err, why);
     if (err == ERR_NONE && env.type == MT_REQUEST)
         check_written_response(&env);
