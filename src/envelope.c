@@ -74,8 +74,14 @@ bool env_id_is_valid(const env_value_t *v)
         }
     }
 #endif
-    if (len >= 8)   /* two 8-byte words, overlapping */
-        return printable8(s) && printable8(s + len - 8);
+    if (len >= 8) {
+        /* 8-byte words, the last overlapping rather than reaching past
+         * the id (with SSE2 only ids of 8-15 bytes get here) */
+        for (uint32_t i = 0; i + 8 < len; i += 8)
+            if (!printable8(s + i))
+                return false;
+        return printable8(s + len - 8);
+    }
     for (uint32_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x21 || c > 0x7E)

@@ -63,9 +63,10 @@ typedef struct {
 
 /* Scans and checks one message. Returns ERR_NONE, or the error code to
  * answer with (bad_json, bad_envelope, bad_name, reserved_name,
- * unsupported_version) and a static explanation in *why. Whatever the
- * result, env->msg_id_ok, src and action are filled as far as they could
- * be read, for the error reply. */
+ * unsupported_version) and a static explanation in *why. For an object
+ * that breaks the envelope's rules, env->msg_id_ok, src and action are
+ * filled as far as they could be read, for the error reply; after
+ * bad_json, or for a text that is not an object, every field is absent. */
 bus_err_t envelope_parse(envelope_t *env, const char *buf, size_t len, const char **why);
 
 /* The rules of envelope_parse for a message whose members are already

@@ -313,10 +313,13 @@ static void check_written_response(const envelope_t *req)
     zmq_msg_close(&frame);
 }
 
-/* envelope_parse collects the fields as it scans (json_scan_top.h); the
- * two passes it replaced, json_scan_object then envelope_read over the
- * members (what msg_writer.c still runs), must give the same result, the
- * same reason and the same fields. */
+/* envelope_parse collects the fields as it scans (json_scan_top.h);
+ * json_scan_object then envelope_read over the members (what msg_writer.c
+ * runs) must give the same result, reason and fields. Both share the
+ * collector (collect_member, envelope_finish), so what this compares is
+ * the two instances of the top-level loop: the one that records members
+ * and the one that collects them as it goes. The rules themselves are
+ * checked against the cJSON reference in LLVMFuzzerTestOneInput. */
 /* Reasons are compared as text: the scanner's come from an inline
  * function, so each file that runs it has its own copies of the literals. */
 static bool same_reason(const char *a, const char *b)
@@ -339,14 +342,12 @@ static void check_two_passes(const envelope_t *env, bus_err_t err, const char *w
         return;
     }
     envelope_t two;
-    const char *why2 = (const char *)1;
-    memset(&two, 0xA5, sizeof two);
+    const char *why2 = NULL;
     bus_err_t err2 = envelope_read(&two, (const char *)data, size, &obj,
                                    scanned == JSON_SCAN_TOO_MANY, &why2);
     FUZZ_ASSERT(err2 == err && same_reason(why2, why), "one pass: %s (%s), two passes: %s (%s)",
                 bus_err_name(err), why ? why : "-", bus_err_name(err2), why2 ? why2 : "-");
-    FUZZ_ASSERT(two.type == env->type && two.ttl_ms == env->ttl_ms && two.msg_id_ok == env->msg_id_ok &&
-                    two.buf == env->buf && two.len == env->len,
+    FUZZ_ASSERT(two.type == env->type && two.ttl_ms == env->ttl_ms && two.msg_id_ok == env->msg_id_ok,
                 "one pass and two passes disagree on type/ttl_ms/msg_id_ok");
     for (int i = 0; i < EF__COUNT; i++)
         FUZZ_ASSERT(two.f[i].kind == env->f[i].kind && two.f[i].ptr == env->f[i].ptr &&

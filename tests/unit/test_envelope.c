@@ -3,6 +3,7 @@
 
 #include "check.h"
 #include "envelope.h"
+#include "names.h"
 
 static bus_err_t parse(const char *text, envelope_t *env)
 {
@@ -119,6 +120,43 @@ static void checks_ids(void)
     CHECK_EQ_INT(code_of(text), ERR_BAD_ENVELOPE);
 }
 
+/* Every length an id or a name may have, with one byte it may not hold at
+ * every position: the checks go 8 or 16 bytes at a time, and each word
+ * (the last one overlapping) must be looked at. */
+static void checks_every_byte_of_ids_and_names(void)
+{
+    const char bad_in_id[] = {' ', 0x7f};               /* allowed in JSON, not in an id */
+    const char *bad_in_name[] = {" ", "/", "@", "\xc3\xa9", "~"};
+    char id[MSG_ID_MAX_LEN + 1], text[600];
+    for (int len = 1; len <= MSG_ID_MAX_LEN; len++) {
+        memset(id, 'k', (size_t)len);
+        id[len] = '\0';
+        snprintf(text, sizeof text, "{\"msg_id\":\"%s\",\"type\":\"register\",\"src\":\"a\"}", id);
+        CHECK_EQ_INT(code_of(text), ERR_NONE);
+        for (int at = 0; at < len; at++)
+            for (size_t b = 0; b < sizeof bad_in_id; b++) {
+                id[at] = bad_in_id[b];
+                snprintf(text, sizeof text, "{\"msg_id\":\"%s\",\"type\":\"register\",\"src\":\"a\"}", id);
+                CHECK_EQ_INT(code_of(text), ERR_BAD_ENVELOPE);
+                id[at] = 'k';
+            }
+    }
+    char name[NAME_MAX_LEN + 3];
+    for (int len = 1; len <= NAME_MAX_LEN; len++) {
+        memset(name, 'n', (size_t)len);
+        name[len] = '\0';
+        snprintf(text, sizeof text, "{\"msg_id\":\"m\",\"type\":\"register\",\"src\":\"%s\"}", name);
+        CHECK_EQ_INT(code_of(text), ERR_NONE);
+        for (int at = 1; at < len; at++)
+            for (size_t b = 0; b < sizeof bad_in_name / sizeof *bad_in_name; b++) {
+                char bad[NAME_MAX_LEN + 8];
+                snprintf(bad, sizeof bad, "%.*s%s%s", at, name, bad_in_name[b], name + at + 1);
+                snprintf(text, sizeof text, "{\"msg_id\":\"m\",\"type\":\"register\",\"src\":\"%s\"}", bad);
+                CHECK_EQ_INT(code_of(text), ERR_BAD_NAME);
+            }
+    }
+}
+
 static void keeps_unknown_fields(void)
 {
     envelope_t env;
@@ -134,6 +172,7 @@ int main(void)
     checks_names();
     refuses_duplicate_and_escaped_keys();
     checks_ids();
+    checks_every_byte_of_ids_and_names();
     keeps_unknown_fields();
     return check_done("envelope");
 }
