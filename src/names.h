@@ -29,12 +29,14 @@ static inline unsigned names__char_bits(__m128i v)
     _mm_cmplt_epi8(_mm_add_epi8((x), _mm_set1_epi8((char)(0x80 - (lo)))), \
                    _mm_set1_epi8((char)(-128 + (n))))
     __m128i letter = NAMES_IN_RANGE(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 26);   /* A-Z a-z */
-    __m128i digit_colon = NAMES_IN_RANGE(v, '0', 11);                                 /* 0-9 : */
-    __m128i dash_dot = NAMES_IN_RANGE(v, '-', 2);                                     /* - . */
+    /* - . / 0-9 : are one range (0x2D-0x3A): one range test and not '/',
+     * rather than two range tests (a constant and an add fewer) */
+    __m128i punct_digit = _mm_andnot_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
+                                           NAMES_IN_RANGE(v, '-', 14));
     __m128i underscore = _mm_cmpeq_epi8(v, _mm_set1_epi8('_'));
 #undef NAMES_IN_RANGE
     return (unsigned)_mm_movemask_epi8(
-        _mm_or_si128(_mm_or_si128(letter, digit_colon), _mm_or_si128(dash_dot, underscore)));
+        _mm_or_si128(letter, _mm_or_si128(punct_digit, underscore)));
 }
 #endif
 
