@@ -208,7 +208,7 @@ js_pos_t json_scan__value(js_pos_t p, js_pos_t end, int depth, json_kind_t *kind
                           bool *escaped, const char **why)
 {
     switch (p < end ? *p : -1) {
-    case '"': *kind = JSON_STRING; return js_string(p, end, js_blocks_end(p, end), escaped, why);
+    case '"': *kind = JSON_STRING; return js_string(p, end, js_blocks_end(p, end), p, escaped, why);
     case '{': *kind = JSON_OBJECT; return json_scan__container(p, end, depth + 1, '}', why);
     case '[': *kind = JSON_ARRAY; return json_scan__container(p, end, depth + 1, ']', why);
     case 't': *kind = JSON_TRUE; return scan_literal(p, end, "true", 4, why);
@@ -232,7 +232,7 @@ js_pos_t json_scan__container(js_pos_t p, js_pos_t end, int depth, unsigned char
 {
     if (depth > JSON_SCAN_MAX_DEPTH)
         return js_fail(why, "nesting too deep");
-    js_pos_t blocks = js_blocks_end(p, end);
+    js_pos_t from = p, blocks = js_blocks_end(p, end);
     p = js_ws(p + 1, end);
     if (p < end && *p == close)
         return p + 1;
@@ -246,7 +246,7 @@ js_pos_t json_scan__container(js_pos_t p, js_pos_t end, int depth, unsigned char
                 if (p == end || *p != '"')
                     return js_fail(why, "expected a member name");
             }
-            if (!(p = js_string(p, end, blocks, &escaped, why)))
+            if (!(p = js_string(p, end, blocks, from, &escaped, why)))
                 return NULL;
             if (JS_UNLIKELY(p == end || *p != ':')) {
                 p = js_ws(p, end);
@@ -256,7 +256,7 @@ js_pos_t json_scan__container(js_pos_t p, js_pos_t end, int depth, unsigned char
             p++;
         }
         if (JS_LIKELY(p < end && *p == '"'))   /* most values: the string case inline */
-            p = js_string(p, end, blocks, &escaped, why);
+            p = js_string(p, end, blocks, from, &escaped, why);
         else
             p = json_scan__value(js_ws(p, end), end, depth, &kind, &escaped, why);
         if (!p)

@@ -157,6 +157,41 @@ static void checks_every_byte_of_ids_and_names(void)
     }
 }
 
+/* name_is_valid against the rule, byte by byte: every byte value at
+ * every position of every length (the vector range tests have edges). */
+static bool name_rule(const char *s, size_t len)
+{
+    if (len == 0 || len > NAME_MAX_LEN)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool alnum = (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != ':' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+static void names_match_the_rule_for_every_byte(void)
+{
+    char name[NAME_MAX_LEN + 1];
+    for (size_t len = 1; len <= NAME_MAX_LEN; len++) {
+        memset(name, 'n', len);
+        for (size_t at = 0; at < len; at++) {
+            for (int c = 0; c < 256; c++) {
+                name[at] = (char)c;
+                if (name_is_valid(name, len) != name_rule(name, len)) {
+                    fprintf(stderr, "  name of %zu bytes, byte 0x%02x at %zu\n", len, c, at);
+                    CHECK(false);
+                }
+            }
+            name[at] = 'n';
+        }
+    }
+    memset(name, 'n', sizeof name);
+    CHECK(!name_is_valid(name, NAME_MAX_LEN + 1));
+}
+
 static void keeps_unknown_fields(void)
 {
     envelope_t env;
@@ -173,6 +208,7 @@ int main(void)
     refuses_duplicate_and_escaped_keys();
     checks_ids();
     checks_every_byte_of_ids_and_names();
+    names_match_the_rule_for_every_byte();
     keeps_unknown_fields();
     return check_done("envelope");
 }
