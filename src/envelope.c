@@ -2,10 +2,8 @@
 #include "envelope.h"
 
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
+#include "bytes16.h"
 #include "json_scan_top.h"
 #include "names.h"
 
@@ -33,12 +31,10 @@ bool env_equals(const env_value_t *v, const char *word)
 }
 
 #if defined(__SSE2__)
-/* Whether all 16 bytes of v are printable ASCII (0x21-0x7E): x - 0x21 +
- * 0x80, as a signed byte, is below 94 - 128 exactly for those. */
-static inline bool printable16(__m128i v)
+/* The bytes of v that are printable ASCII (0x21-0x7E), as bits. */
+static inline unsigned printable_bits(__m128i v)
 {
-    __m128i shifted = _mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - 0x21)));
-    return _mm_movemask_epi8(_mm_cmplt_epi8(shifted, _mm_set1_epi8((char)(-128 + 94)))) == 0xFFFF;
+    return (unsigned)_mm_movemask_epi8(bytes16_in_range(v, 0x21, 94));
 }
 #endif
 
@@ -62,22 +58,9 @@ static inline __attribute__((always_inline)) bool id_is_valid(const env_value_t 
     const char *s = v->ptr;
     uint32_t len = v->len;
 #if defined(__SSE2__)
-    /* every message has one or two ids of 10-40 bytes: 16 bytes at a
-     * time, the last load overlapping rather than reaching past the id */
-    if (len >= 16) {
-        for (uint32_t i = 0;; i += 16) {
-            if (i + 16 > len)
-                i = len - 16;
-            if (!printable16(_mm_loadu_si128((const __m128i *)(const void *)(s + i))))
-                return false;
-            if (i + 16 == len)
-                return true;
-        }
-    }
-    if (len >= 8) {   /* 8-15 bytes: the first 8 and the last 8, in one vector */
-        return printable16(_mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(const void *)s),
-                                              _mm_loadl_epi64((const __m128i *)(const void *)(s + len - 8))));
-    }
+    /* every message has one or two ids of 10-40 bytes: 16 bytes at a time */
+    if (len >= 8)
+        return bytes16_all(s, len, printable_bits);
 #endif
     if (len >= 8) {
         /* 8-byte words, the last overlapping rather than reaching past

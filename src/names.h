@@ -9,9 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
+
+#include "bytes16.h"
 
 #define NAME_MAX_LEN 64
 
@@ -20,21 +19,15 @@
 extern const unsigned char names__chars[256];
 
 #if defined(__SSE2__)
-/* Whether each of the 16 bytes of v may follow in a name, as bits. A range
- * test is an add and a signed compare: x is in [lo, lo+n) exactly when
- * x - lo + 0x80, as a signed byte, is below n - 128. */
+/* Whether each of the 16 bytes of v may follow in a name, as bits. */
 static inline unsigned names__char_bits(__m128i v)
 {
-#define NAMES_IN_RANGE(x, lo, n) \
-    _mm_cmplt_epi8(_mm_add_epi8((x), _mm_set1_epi8((char)(0x80 - (lo)))), \
-                   _mm_set1_epi8((char)(-128 + (n))))
-    __m128i letter = NAMES_IN_RANGE(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 26);   /* A-Z a-z */
+    __m128i letter = bytes16_in_range(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 26);   /* A-Z a-z */
     /* - . / 0-9 : are one range (0x2D-0x3A): one range test and not '/',
      * rather than two range tests (a constant and an add fewer) */
     __m128i punct_digit = _mm_andnot_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('/')),
-                                           NAMES_IN_RANGE(v, '-', 14));
+                                           bytes16_in_range(v, '-', 14));
     __m128i underscore = _mm_cmpeq_epi8(v, _mm_set1_epi8('_'));
-#undef NAMES_IN_RANGE
     return (unsigned)_mm_movemask_epi8(
         _mm_or_si128(letter, _mm_or_si128(punct_digit, underscore)));
 }
@@ -48,23 +41,9 @@ static inline bool name_is_valid(const char *s, size_t len)
         return false;
 #if defined(__SSE2__)
     /* 16 bytes at a time (names on the wire are 8-20 bytes: a byte loop
-     * was ~5 instructions a byte, twice a message); the loads overlap
-     * rather than reach outside s[0..len) */
-    if (len >= 16) {
-        for (size_t i = 0;; i += 16) {
-            if (i + 16 > len)
-                i = len - 16;
-            if (names__char_bits(_mm_loadu_si128((const __m128i *)(const void *)(s + i))) != 0xFFFF)
-                return false;
-            if (i + 16 == len)
-                return true;
-        }
-    }
-    if (len >= 8) {
-        __m128i v = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(const void *)s),
-                                       _mm_loadl_epi64((const __m128i *)(const void *)(s + len - 8)));
-        return names__char_bits(v) == 0xFFFF;
-    }
+     * was ~5 instructions a byte, twice a message) */
+    if (len >= 8)
+        return bytes16_all(s, len, names__char_bits);
 #endif
     for (size_t i = 1; i < len; i++)
         if (!names__chars[(unsigned char)s[i]])
