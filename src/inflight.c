@@ -93,16 +93,14 @@ inflight_t *inflight_find(inflight_table_t *t, const char *msg_id, size_t len)
     return inflight_find_hashed(t, msg_id, len, inflight_hash(msg_id, len));
 }
 
-/* Copies a plain string field; returns its length (0 if not copied). */
-static size_t copy_field(char *dst, size_t cap, const env_value_t *v)
+static void copy_field(char *dst, size_t cap, const env_value_t *v)
 {
     if (env_is_plain_string(v) && v->len < cap) {
         memcpy(dst, v->ptr, v->len);
         dst[v->len] = '\0';
-        return v->len;
+    } else {
+        dst[0] = '\0';
     }
-    dst[0] = '\0';
-    return 0;
 }
 
 inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
@@ -111,8 +109,8 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned ha
     const env_value_t *id = &env->f[EF_MSG_ID];
     if (t->count >= t->limit)
         return NULL;
-    if (!env_is_plain_string(id) || id->len == 0 || id->len >= MSG_ID_MAX_LEN + 1)
-        return NULL;    /* not a checked msg_id: its key would not match `hash` */
+    if (!env_is_plain_string(id) || id->len == 0 || id->len > MSG_ID_MAX_LEN)
+        return NULL;    /* not a checked msg_id: copied, its key would not match `hash` */
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 256;
         inflight_deadline_t *grown = realloc(t->heap, cap * sizeof *grown);
@@ -130,14 +128,14 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned ha
     } else if (!(rec = malloc(sizeof *rec)))
         return NULL;
     memset(rec, 0, offsetof(inflight_t, msg_id));
-    size_t id_len = copy_field(rec->msg_id, sizeof rec->msg_id, &env->f[EF_MSG_ID]);
+    copy_field(rec->msg_id, sizeof rec->msg_id, id);
     copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
     copy_field(rec->dst, sizeof rec->dst, &env->f[EF_DST]);
     copy_field(rec->action, sizeof rec->action, &env->f[EF_ACTION]);
     rec->requester = requester;
     rec->handler = handler;
     rec->deadline_ms = deadline_ms;
-    HASH_ADD_BYHASHVALUE(hh, t->by_id, msg_id[0], id_len, hash, rec);
+    HASH_ADD_BYHASHVALUE(hh, t->by_id, msg_id[0], id->len, hash, rec);
     rec->heap_index = t->count;
     t->heap[t->count++] = (inflight_deadline_t){deadline_ms, rec};
     heap_up(t, rec->heap_index);

@@ -288,24 +288,20 @@ json_scan_result_t json_scan__not_object(js_pos_t p, js_pos_t end, const char **
     return JSON_SCAN_NOT_OBJECT;
 }
 
-typedef struct {
-    json_object_t *out;
-} recorder_t;
-
+/* json_scan_object's member handler: ctx is the json_object_t. */
 static inline __attribute__((always_inline)) void record_member(void *ctx, const char *buf,
                                                                    const json_member_t *m)
 {
-    json_object_t *out = ((recorder_t *)ctx)->out;
+    json_object_t *out = ctx;
     out->members[out->count++] = *m;
 }
 
 json_scan_result_t json_scan_object(const char *buf, size_t len,
                                     json_object_t *out, const char **why)
 {
-    recorder_t r = {out};
     const char *reason;
     out->count = 0;
-    json_scan_result_t result = json_scan_top(buf, len, record_member, &r, &reason);
+    json_scan_result_t result = json_scan_top(buf, len, record_member, out, &reason);
     if (why)
         *why = reason;
     return result;

@@ -385,7 +385,7 @@ void services_run(services_t *s, uint64_t now_ms)
 
 uint64_t services_next_due(const services_t *s)
 {
-    if (s->queue.head)
+    if (services_have_queued(s))
         return 0;
     uint64_t next = UINT64_MAX;
     for (const lua_service_t *svc = s->list; svc; svc = svc->next) {

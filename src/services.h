@@ -79,8 +79,9 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
  * router like any peer's message, with its envelope if already read (`env`
  * pointing into `data`, else NULL). Consumes `data`. Inside services_run
  * or services_run_queued the message waits in the outbox, in order, until
- * the run's handlers (and timers) are done: a run's messages then leave together, and libzmq's I/O
- * thread takes them in one wake-up instead of one each (docs/performance.md). */
+ * the run's handlers (and timers) are done: a run's messages then leave
+ * together, and libzmq's I/O thread takes them in one wake-up instead of
+ * one each (docs/performance.md). */
 void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env);
 
 /* A file in the directory changed: (re)load or drop it shortly. */
