@@ -14,11 +14,13 @@ METRICS_PORT = bp.free_port()
 class MetricsTest(bp.BrokerTestCase):
     BROKER_ARGS = ("--metrics", "tcp://127.0.0.1:%d" % METRICS_PORT)
 
-    def round_trips(self, n):
-        svc = self.peer(register="m-echo")
+    def round_trips(self, n, service):
+        # a service name per test: the previous test's instance may not be
+        # seen gone yet, and round-robin would hand it a request
+        svc = self.peer(register=service)
         client = self.peer()
         for i in range(n):
-            m = client.request("m-echo", "get_price", src="m-client", payload=i)
+            m = client.request(service, "get_price", src="m-client", payload=i)
             _, got = svc.recv()
             svc.answer(got, payload=i)
             client.recv_answer(m["msg_id"])
@@ -27,7 +29,7 @@ class MetricsTest(bp.BrokerTestCase):
         return client
 
     def test_metrics_action_counts_requests_and_latency(self):
-        client = self.round_trips(3)
+        client = self.round_trips(3, "m-echo")
         body = client.call_broker("metrics")
         series = {(s["service"], s["action"]): s for s in body["payload"]["series"]}
         echo = series[("m-echo", "get_price")]
@@ -36,14 +38,14 @@ class MetricsTest(bp.BrokerTestCase):
         self.assertEqual(series[("m-nobody", "get_price")]["failed"], 1)
 
     def test_prometheus_endpoint_serves_text(self):
-        self.round_trips(2)
+        self.round_trips(2, "m-echo-prom")
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=3) as r:
             self.assertEqual(r.status, 200)
             self.assertIn("text/plain", r.headers["Content-Type"])
             text = r.read().decode()
-        self.assertIn('smartshop_requests_total{service="m-echo",action="get_price"}', text)
+        self.assertIn('smartshop_requests_total{service="m-echo-prom",action="get_price"}', text)
         self.assertIn('smartshop_errors_total{code="no_such_service"}', text)
-        self.assertIn('smartshop_request_duration_seconds_bucket{service="m-echo",action="get_price",le="+Inf"}', text)
+        self.assertIn('smartshop_request_duration_seconds_bucket{service="m-echo-prom",action="get_price",le="+Inf"}', text)
         self.assertIn("smartshop_inflight_requests 0", text)
         # every sample line is "name{labels} value" or "name value"
         for line in text.splitlines():
