@@ -203,8 +203,11 @@ void auth_handle_zap(auth_t *a)
             log_debug("CURVE: key %s from %s accepted", key, address);
         } else {
             a->refused++;
-            log_warn("CURVE: refused %s from %s: %s", curve ? key : "a connection", address,
-                     curve ? "key not in the allow list" : "not a CURVE handshake");
+            /* anyone who reaches the port can cause this line: bounded */
+            static log_ratelimit_t refused_lines;
+            log_limited(&refused_lines, 120, LOG_LEVEL_WARN, "CURVE: refused %s from %s: %s",
+                        curve ? key : "a connection", address,
+                        curve ? "key not in the allow list" : "not a CURVE handshake");
         }
         /* reply: version, request id, status code, status text, user id, metadata */
         const void *request_id = count > 1 ? zmq_msg_data(&frames[1]) : "";

@@ -266,9 +266,8 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
             /* route() returned name, instance id: that instance, if it holds the name */
             size_t id_len;
             const char *id = lua_tolstring(L, -1, &id_len);
-            peer_t *peer = registry_find_peer(p->registry, id, id_len);
-            if (peer && peer_holds(peer, out->names[0], strlen(out->names[0])))
-                out->instance = peer;
+            out->instance = registry_find_instance(p->registry, out->names[0],
+                                                   strlen(out->names[0]), id, id_len);
         }
     } else if (t == LUA_TTABLE) {
         lua_Integer n = luaL_len(L, -2);

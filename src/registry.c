@@ -19,6 +19,10 @@ void registry_free(registry_t **self_p)
         peer_t *p = peer;
         registry_remove_peer(reg, &p);
     }
+    HASH_ITER(hh, reg->hosted, peer, tmp) {
+        peer_t *p = peer;
+        registry_remove_peer(reg, &p);
+    }
     free(reg->fds);
     free(reg);
     *self_p = NULL;
@@ -29,6 +33,35 @@ peer_t *registry_find_peer(registry_t *reg, const void *id, size_t id_len)
     peer_t *peer = NULL;
     HASH_FIND(hh, reg->peers, id, id_len, peer);
     return peer;
+}
+
+peer_t *registry_find_hosted(registry_t *reg, const void *id, size_t id_len)
+{
+    peer_t *peer = NULL;
+    HASH_FIND(hh, reg->hosted, id, id_len, peer);
+    return peer;
+}
+
+peer_t *registry_find_instance(registry_t *reg, const char *name, size_t len,
+                               const void *id, size_t id_len)
+{
+    service_t *svc = registry_find_service(reg, name, len);
+    for (int i = 0; svc && i < svc->count; i++) {
+        peer_t *peer = svc->instances[i];
+        if (peer->id_len == id_len && memcmp(peer->id, id, id_len) == 0)
+            return peer;
+    }
+    return NULL;
+}
+
+peer_t *registry_next_peer(registry_t *reg, const peer_t *peer)
+{
+    if (!peer)
+        return reg->peers ? reg->peers : reg->hosted;
+    peer_t *next = peer->hh.next;
+    if (!next && peer->kind == PEER_REMOTE)
+        next = reg->hosted;
+    return next;
 }
 
 /* Makes room for descriptor `fd`. Returns false on allocation failure. */
@@ -92,6 +125,11 @@ peer_t *registry_add_peer(registry_t *reg, const void *id, size_t id_len,
     peer->id_len = (uint8_t)id_len;
     peer->kind = kind;
     peer->fd = -1;
+    if (kind == PEER_LUA) {
+        HASH_ADD(hh, reg->hosted, id, id_len, peer);
+        reg->hosted_count++;
+        return peer;                /* in-process: no descriptor */
+    }
     HASH_ADD(hh, reg->peers, id, id_len, peer);
     reg->peer_count++;
     registry_set_fd(reg, peer, fd);
@@ -124,9 +162,14 @@ void registry_remove_peer(registry_t *reg, peer_t **peer_p)
         const char *name = peer->names[peer->name_count - 1];
         registry_unregister(reg, peer, name, strlen(name));
     }
-    registry_set_fd(reg, peer, -1);
-    HASH_DEL(reg->peers, peer);
-    reg->peer_count--;
+    if (peer->kind == PEER_LUA) {
+        HASH_DEL(reg->hosted, peer);
+        reg->hosted_count--;
+    } else {
+        registry_set_fd(reg, peer, -1);
+        HASH_DEL(reg->peers, peer);
+        reg->peer_count--;
+    }
     free(peer->names);
     free(peer);
     *peer_p = NULL;

@@ -3,7 +3,12 @@
  * A peer is one connection (a ZeroMQ routing identity, or a Lua service
  * hosted in-process). A service is a name with its instances, the peers
  * that registered it. Registrations belong to the peer: removing the peer
- * removes them. The registry knows nothing of sockets or messages. */
+ * removes them. The registry knows nothing of sockets or messages.
+ *
+ * Remote connections and hosted services live in two tables of their own:
+ * a routing identity from the wire is looked up among remote connections
+ * only (registry_find_peer), so no identity a peer chooses can ever reach a
+ * hosted service's record, whatever bytes it holds (docs/security.md). */
 #ifndef SMARTSHOP_REGISTRY_H
 #define SMARTSHOP_REGISTRY_H
 
@@ -54,19 +59,39 @@ typedef struct {
 } fd_slot_t;
 
 typedef struct registry {
-    peer_t *peers;             /* by routing identity */
+    peer_t *peers;             /* remote connections, by routing identity */
+    peer_t *hosted;            /* hosted Lua services, by their own id (never
+                                  looked up with an identity from the wire) */
     service_t *services;       /* by name */
     fd_slot_t *fds;            /* by connection descriptor */
     int fd_cap;
-    int peer_count;
+    int peer_count;            /* remote connections */
+    int hosted_count;
     int registered_peer_count; /* peers holding at least one name */
 } registry_t;
 
 registry_t *registry_new(void);
 void registry_free(registry_t **self_p);
 
-/* The peer with this routing identity, or NULL. */
+/* The remote connection with this routing identity, or NULL. Never finds
+ * a hosted service, whatever `id` holds. */
 peer_t *registry_find_peer(registry_t *reg, const void *id, size_t id_len);
+
+/* The hosted service peer with this id (as registry_add_peer gave it for a
+ * PEER_LUA), or NULL. For the services host only: never call it with an
+ * identity that came from the wire. */
+peer_t *registry_find_hosted(registry_t *reg, const void *id, size_t id_len);
+
+/* The instance of service `name` whose id is `id` (remote or hosted), or
+ * NULL: for a policy's route() that picks an instance by the id that
+ * ctx.instances() gave it. */
+peer_t *registry_find_instance(registry_t *reg, const char *name, size_t len,
+                               const void *id, size_t id_len);
+
+/* Every peer, remote and hosted: the one after `peer`, or the first when
+ * `peer` is NULL; NULL at the end. Read the next one before removing the
+ * current one. */
+peer_t *registry_next_peer(registry_t *reg, const peer_t *peer);
 
 /* The peer last seen on this descriptor, or NULL. */
 peer_t *registry_peer_on_fd(registry_t *reg, int fd);
@@ -81,7 +106,9 @@ void registry_fd_mark_stale(registry_t *reg, int fd);
  * connection already known dead. */
 bool registry_fd_take_stale(registry_t *reg, int fd);
 
-/* Adds a peer (its identity must be new). Returns NULL on allocation failure. */
+/* Adds a peer: a remote connection (PEER_REMOTE) or a hosted service
+ * (PEER_LUA), each into its own table; the id must be new in that table.
+ * Returns NULL on allocation failure or an id of 0 or over PEER_ID_MAX bytes. */
 peer_t *registry_add_peer(registry_t *reg, const void *id, size_t id_len,
                           peer_kind_t kind, int fd);
 

@@ -15,9 +15,18 @@
 #include "services.h"
 
 static log_ratelimit_t send_failures_limit;
+/* Lines any peer can cause at will (registering, leaving, being refused)
+ * are bounded per call site, so that one client cannot flood the journal
+ * and push the broker's later warnings out of it (docs/security.md). */
+#define PEER_EVENT_LINES_PER_MINUTE 120
+static log_ratelimit_t register_lines, unregister_lines, gone_lines, stranger_lines;
 
 const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3])
 {
+    if (peer->kind == PEER_LUA) {       /* never to be mistaken for a connection */
+        snprintf(buf, 2 * PEER_ID_MAX + 3, "(hosted) %.*s", peer->id_len, (const char *)peer->id);
+        return buf;
+    }
     bool printable = peer->id_len > 0;
     for (int i = 0; i < peer->id_len; i++)
         if (peer->id[i] < 0x21 || peer->id[i] > 0x7e)
@@ -141,34 +150,90 @@ void router_peer_gone(broker_t *b, peer_t *peer)
             size_t used = strlen(names);
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
         }
-        log_info(peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
-                                        : "peer %s disconnected; unregistered %s", label, names);
+        log_limited(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
+                    peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
+                                           : "peer %s disconnected; unregistered %s",
+                    label, names);
     } else {
         log_debug("peer %s disconnected", label);
     }
     registry_remove_peer(b->registry, &peer);
 }
 
-/* The peer record for the connection a message came on. A descriptor or an
- * identity seen on a different connection than before means that earlier
- * connection is gone, even if the socket monitor has not said so yet. */
-static peer_t *peer_of_message(broker_t *b, const wire_msg_t *m)
+/* Answers a connection the broker keeps no record of, straight back on
+ * the identity the message came with. */
+static void answer_stranger(broker_t *b, wire_msg_t *m, bus_err_t code, const char *why)
 {
-    const void *id = zmq_msg_data((zmq_msg_t *)&m->id);
-    size_t id_len = zmq_msg_size((zmq_msg_t *)&m->id);
+    size_t len = 0;
+    char *text = reply_error_about(NULL, code, why, &len);
+    zmq_msg_t data;
+    if (text && zmq_msg_init_size(&data, len) == 0) {
+        memcpy(zmq_msg_data(&data), text, len);
+        b->stats.errors[code]++;
+        if (wire_send_back(b->router, m, &data) == 0)
+            b->stats.out[MT_ERROR]++;
+        zmq_msg_close(&data);
+    }
+    reply_free(text);
+    log_limited(&stranger_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_WARN,
+                "refused a message from a connection without a record: %s", why);
+}
+
+/* The key ZAP accepted for the connection a message came on (auth.c sets
+ * it as the message's User-Id), or "" in plain mode. */
+static const char *key_of_message(broker_t *b, wire_msg_t *m)
+{
+    if (!b->auth)
+        return "";
+    const char *key = zmq_msg_gets(&m->data, "User-Id");
+    return key ? key : "";
+}
+
+/* Whether `peer`, a record found by descriptor or identity, is the
+ * connection this message came on: same identity, and under CURVE the
+ * same key. Anything else means that record's connection is gone, even if
+ * the socket monitor has not said so yet (a descriptor's number is reused
+ * at once, and an identity is free again as soon as its connection ends). */
+static bool same_connection(const peer_t *peer, const void *id, size_t id_len, const char *key)
+{
+    return peer->id_len == id_len && memcmp(peer->id, id, id_len) == 0 &&
+           strcmp(peer->key, key) == 0;
+}
+
+/* The peer record for the connection a message came on, or NULL if the
+ * message was answered (or dropped) without one. What a message may do is
+ * decided from this record, and this record only ever comes from the
+ * connection: its descriptor, its routing identity and, under CURVE, the
+ * key it authenticated with. Hosted services are in a table of their own
+ * that no identity from the wire reaches (registry.h). */
+static peer_t *peer_of_message(broker_t *b, wire_msg_t *m)
+{
+    const void *id = zmq_msg_data(&m->id);
+    size_t id_len = zmq_msg_size(&m->id);
+    if (id_len == 0 || id_len > PEER_ID_MAX) {
+        /* libzmq takes identities of any length from a raw ZMTP peer */
+        answer_stranger(b, m, ERR_BAD_FRAMES, "routing identity longer than 255 bytes");
+        return NULL;
+    }
+    const char *key = key_of_message(b, m);
+    if (b->auth && !*key) {
+        answer_stranger(b, m, ERR_DENIED, "no authenticated key on this connection");
+        return NULL;
+    }
     peer_t *on_fd = registry_peer_on_fd(b->registry, m->fd);
-    if (on_fd && on_fd->id_len == id_len && memcmp(on_fd->id, id, id_len) == 0)
+    if (on_fd && same_connection(on_fd, id, id_len, key))
         return on_fd;                           /* the common case */
     if (on_fd) {
         registry_fd_mark_stale(b->registry, m->fd);
         router_peer_gone(b, on_fd);
     }
     peer_t *peer = registry_find_peer(b->registry, id, id_len);
-    if (peer && m->fd >= 0 && peer->fd != m->fd) {
-        if (peer->fd >= 0) {
+    if (peer && ((m->fd >= 0 && peer->fd != m->fd) || strcmp(peer->key, key) != 0)) {
+        if (peer->fd >= 0 || strcmp(peer->key, key) != 0) {
             /* same identity on a new connection: the old one is gone, and
              * its registrations with it (L1) */
-            registry_fd_mark_stale(b->registry, peer->fd);
+            if (peer->fd >= 0)
+                registry_fd_mark_stale(b->registry, peer->fd);
             router_peer_gone(b, peer);
             peer = NULL;
         } else {
@@ -176,14 +241,14 @@ static peer_t *peer_of_message(broker_t *b, const wire_msg_t *m)
         }
     }
     if (!peer && (size_t)b->registry->peer_count >= b->cfg->max_peers) {
-        /* answered from a record on the stack: the table stays bounded */
-        peer_t stranger = {.id_len = (uint8_t)id_len, .delimiter = m->delimiter, .fd = -1};
-        memcpy(stranger.id, id, id_len);
-        router_send_error(b, &stranger, NULL, ERR_LIMIT_EXCEEDED, "the broker has as many connections as it may");
+        answer_stranger(b, m, ERR_LIMIT_EXCEEDED, "the broker has as many connections as it may");
         return NULL;
     }
-    if (!peer)
+    if (!peer) {
         peer = registry_add_peer(b->registry, id, id_len, PEER_REMOTE, m->fd);
+        if (peer)
+            snprintf(peer->key, sizeof peer->key, "%s", key);
+    }
     return peer;
 }
 
@@ -271,7 +336,8 @@ static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3];
-    log_info("registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
+                "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
     answer_registration(b, peer, env, "register");
 }
 
@@ -283,7 +349,8 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
-    log_info("unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
+                "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
     if (policy_has(b->policy, HOOK_ON_UNREGISTER)) {
         reply_copy_plain(text, sizeof text, name);
         policy_on_unregister(b->policy, text, peer);
@@ -477,9 +544,10 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
  * each once. */
 static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
-    peer_t *peer, *tmp, *gone[64];
+    peer_t *peer, *next, *gone[64];
     int gone_count = 0;
-    HASH_ITER(hh, b->registry->peers, peer, tmp) {
+    for (peer = registry_next_peer(b->registry, NULL); peer; peer = next) {
+        next = registry_next_peer(b->registry, peer);
         if (peer == sender || peer->name_count == 0)
             continue;
         zmq_msg_t copy;
@@ -502,8 +570,8 @@ static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope
  * broker action watch); costs nothing while nobody watches. */
 static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
-    peer_t *peer, *tmp;
-    HASH_ITER(hh, b->registry->peers, peer, tmp) {
+    for (peer_t *peer = registry_next_peer(b->registry, NULL); peer;
+         peer = registry_next_peer(b->registry, peer)) {
         if (!peer->watching || peer == sender)
             continue;
         zmq_msg_t copy;
@@ -675,22 +743,9 @@ void router_read(broker_t *b, const wire_msg_t *m, router_read_t *r)
                      : ERR_NONE;
 }
 
-void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
+/* A message read with router_read, from `peer`. */
+static void handle_from(broker_t *b, peer_t *peer, wire_msg_t *m, router_read_t *r)
 {
-    peer_t *peer = peer_of_message(b, m);
-    if (!peer) {
-        log_limited(&send_failures_limit, 10, LOG_LEVEL_WARN,
-                    "refused a message from a new connection (peer limit or out of memory)");
-        return;
-    }
-    if (!m->injected)
-        peer->delimiter = m->delimiter;
-    if (b->auth && !peer->key[0] && peer->kind == PEER_REMOTE) {
-        /* the key ZAP accepted for this connection (auth.c sets it as User-Id) */
-        const char *key = zmq_msg_gets(&m->data, "User-Id");
-        if (key)
-            snprintf(peer->key, sizeof peer->key, "%s", key);
-    }
     if (m->bad_frames) {
         b->stats.in[MT_NONE]++;
         router_send_error(b, peer, NULL, ERR_BAD_FRAMES,
@@ -707,6 +762,15 @@ void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
         return;
     }
     route_message(b, peer, m, &r->env);
+}
+
+void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
+{
+    peer_t *peer = peer_of_message(b, m);
+    if (!peer)
+        return;
+    peer->delimiter = m->delimiter;
+    handle_from(b, peer, m, r);
 }
 
 void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env)
@@ -728,14 +792,14 @@ void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *
 
 void router_inject_frame(broker_t *b, peer_t *from, zmq_msg_t *data)
 {
+    /* from the record it was made for: no identity to look up */
     wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
-    zmq_msg_init_size(&m.id, from->id_len);
-    memcpy(zmq_msg_data(&m.id), from->id, from->id_len);
+    zmq_msg_init(&m.id);
     zmq_msg_init(&m.data);
     zmq_msg_move(&m.data, data);
     router_read_t r;
     router_read(b, &m, &r);
-    router_handle_read(b, &m, &r);
+    handle_from(b, from, &m, &r);
     wire_msg_close(&m);
 }
 

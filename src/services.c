@@ -277,8 +277,8 @@ static void hand_to_router(services_t *s, peer_t *from, zmq_msg_t *data, envelop
 /* Hands one sent message to the router, if its service is still there. */
 static void route_sent(services_t *s, queued_msg_t *q)
 {
-    peer_t *from = registry_find_peer(s->broker->registry, q->peer_id, q->peer_id_len);
-    if (from && from->kind == PEER_LUA)
+    peer_t *from = registry_find_hosted(s->broker->registry, q->peer_id, q->peer_id_len);
+    if (from)
         hand_to_router(s, from, &q->data, q->has_env ? &q->env : NULL);
 }
 
@@ -321,8 +321,8 @@ void services_file_changed(services_t *s, const char *file)
 /* One queued message: to its service, if that is still there. */
 static void deliver_queued(services_t *s, queued_msg_t *q)
 {
-    peer_t *peer = registry_find_peer(s->broker->registry, q->peer_id, q->peer_id_len);
-    if (!peer || peer->kind != PEER_LUA)
+    peer_t *peer = registry_find_hosted(s->broker->registry, q->peer_id, q->peer_id_len);
+    if (!peer)
         return;                             /* dropped meanwhile: already answered */
     lua_service_t *svc = peer->host;
     svc->queued--;

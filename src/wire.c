@@ -81,3 +81,16 @@ int wire_send(void *socket, const peer_t *to, zmq_msg_t *data)
         return -1;
     return zmq_msg_send(data, socket, ZMQ_DONTWAIT) < 0 ? -1 : 0;
 }
+
+int wire_send_back(void *socket, wire_msg_t *m, zmq_msg_t *data)
+{
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    if (zmq_msg_copy(&id, &m->id) < 0 || zmq_msg_send(&id, socket, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&id);
+        return -1;
+    }
+    if (m->delimiter && zmq_send(socket, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    return zmq_msg_send(data, socket, ZMQ_DONTWAIT) < 0 ? -1 : 0;
+}

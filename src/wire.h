@@ -34,4 +34,9 @@ void wire_msg_close(wire_msg_t *m);
  * or EAGAIN (its queue is full). */
 int wire_send(void *socket, const peer_t *to, zmq_msg_t *data);
 
+/* The same, to the connection a received message `m` came on, in its
+ * shape, without a peer record: for answering a connection the broker
+ * keeps no record of (an identity over PEER_ID_MAX bytes, the peer limit). */
+int wire_send_back(void *socket, wire_msg_t *m, zmq_msg_t *data);
+
 #endif
