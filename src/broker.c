@@ -226,9 +226,12 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
     b->inflight = inflight_table_new(cfg->max_inflight);
     b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes);
     b->metrics = metrics_new();
+    b->topics = topics_new((topics_limits_t){cfg->max_subscriptions_per_peer,
+                                             cfg->max_subscriptions, 4096});
     b->zmq_ctx = zmq_ctx_new();
     b->watch = watch_new();
-    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->zmq_ctx || !b->watch) {
+    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->topics || !b->zmq_ctx ||
+        !b->watch) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -280,6 +283,7 @@ void broker_free(broker_t **self_p)
     if (b->signal_fd >= 0)
         close(b->signal_fd);
     inflight_table_free(&b->inflight);
+    topics_free(&b->topics);
     deadletters_free(&b->dead);
     metrics_free(&b->metrics);          /* after the requests that point at its series */
     policy_free(&b->policy);

@@ -39,6 +39,7 @@
 #include "registry.h"
 #include "services.h"
 #include "stats.h"
+#include "topics.h"
 #include "watch.h"
 
 typedef struct broker {
@@ -50,6 +51,7 @@ typedef struct broker {
     int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
     registry_t *registry;
     inflight_table_t *inflight;
+    topics_t *topics;           /* topic subscriptions (docs/protocol.md TP1-TP5) */
     deadletters_t *dead;        /* refused and undelivered messages */
     auth_t *auth;               /* NULL in plain mode (not owned) */
     metrics_t *metrics;

@@ -64,6 +64,9 @@ static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(dropped, "not_yours", (double)s->not_yours);
     cJSON_AddNumberToObject(dropped, "requester_gone", (double)s->requester_gone);
     cJSON_AddNumberToObject(dropped, "broadcast_undelivered", (double)s->broadcast_undelivered);
+    cJSON_AddNumberToObject(dropped, "topic_undelivered", (double)s->topic_undelivered);
+    cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_count(b->topics));
+    cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
     return payload;
 }
 
@@ -177,6 +180,108 @@ static cJSON *unwatch(broker_t *b, peer_t *peer, const envelope_t *env)
     return payload;
 }
 
+/* --- subscribe / unsubscribe (docs/protocol.md TP4) --- */
+
+/* The request's payload fields `topic` and `group` (copied, NUL-ended):
+ * false with *why when they are not a pattern and an optional name. */
+static bool read_subscription(const envelope_t *env, char topic[TOPIC_MAX_LEN + 1],
+                              char group[NAME_MAX_LEN + 1], const char **why)
+{
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    cJSON *obj = p->kind == JSON_OBJECT ? cJSON_ParseWithLength(p->ptr, p->len) : NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "topic");
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(obj, "group");
+    bool ok = false;
+    group[0] = '\0';
+    if (!cJSON_IsString(t)) {
+        *why = "the payload needs \"topic\": a topic pattern such as \"order.*\"";
+    } else if (!topic_is_valid(t->valuestring, strlen(t->valuestring), true, why)) {
+        /* *why says what */
+    } else if (g && !cJSON_IsNull(g) &&
+               (!cJSON_IsString(g) || !name_is_valid(g->valuestring, strlen(g->valuestring)))) {
+        *why = "group must be a name (letters, digits, . _ : -; at most 64)";
+    } else {
+        snprintf(topic, TOPIC_MAX_LEN + 1, "%s", t->valuestring);
+        if (cJSON_IsString(g))
+            snprintf(group, NAME_MAX_LEN + 1, "%s", g->valuestring);
+        ok = true;
+    }
+    cJSON_Delete(obj);
+    return ok;
+}
+
+static cJSON *subscription_answer(cJSON *payload, topics_result_t r, const char *topic,
+                                  const char *group, size_t held)
+{
+    static const struct { const char *code, *message; } refused[] = {
+        [TOPICS_NOT_FOUND] = {"not_subscribed", "this connection holds no such subscription"},
+        [TOPICS_OWNER_FULL] = {"limit_exceeded",
+                               "this connection holds as many subscriptions as it may "
+                               "(--max-subscriptions-per-peer)"},
+        [TOPICS_FULL] = {"limit_exceeded",
+                         "the broker holds as many subscriptions as it may (--max-subscriptions)"},
+        [TOPICS_NO_MEMORY] = {"internal", "out of memory"},
+    };
+    if (r != TOPICS_OK && r != TOPICS_ALREADY) {
+        cJSON_AddStringToObject(payload, "code", refused[r].code);
+        return status_error(payload, refused[r].message);
+    }
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON_AddStringToObject(payload, "topic", topic);
+    if (*group)
+        cJSON_AddStringToObject(payload, "group", group);
+    cJSON_AddNumberToObject(payload, "subscriptions", (double)held);
+    return payload;
+}
+
+/* subscribe {"topic": P, "group": G?}: topic events matching P for this
+ * connection until unsubscribe or disconnect (idempotent). */
+static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    char topic[TOPIC_MAX_LEN + 1], group[NAME_MAX_LEN + 1];
+    const char *why = NULL;
+    cJSON *payload = cJSON_CreateObject();
+    if (!read_subscription(env, topic, group, &why)) {
+        cJSON_AddStringToObject(payload, "code", "bad_topic");
+        return status_error(payload, why);
+    }
+    topics_result_t r = topics_subscribe(b->topics, peer, topic, strlen(topic), group);
+    return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
+}
+
+static cJSON *unsubscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    char topic[TOPIC_MAX_LEN + 1], group[NAME_MAX_LEN + 1];
+    const char *why = NULL;
+    cJSON *payload = cJSON_CreateObject();
+    if (!read_subscription(env, topic, group, &why)) {
+        cJSON_AddStringToObject(payload, "code", "bad_topic");
+        return status_error(payload, why);
+    }
+    topics_result_t r = topics_unsubscribe(b->topics, peer, topic, strlen(topic), group);
+    return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
+}
+
+static void add_subscription(const char *pattern, const char *group, void *ctx)
+{
+    cJSON *entry = cJSON_CreateObject();
+    cJSON_AddStringToObject(entry, "topic", pattern);
+    if (group)
+        cJSON_AddStringToObject(entry, "group", group);
+    cJSON_AddItemToArray(ctx, entry);
+}
+
+/* subscriptions: what this connection holds. */
+static cJSON *subscriptions(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    (void)env;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON *list = cJSON_AddArrayToObject(payload, "subscriptions");
+    topics_each_of_owner(b->topics, peer, add_subscription, list);
+    return payload;
+}
+
 /* metrics: per service and action, requests and latency. */
 static cJSON *metrics(broker_t *b, peer_t *peer, const envelope_t *env)
 {
@@ -197,6 +302,9 @@ static const action_t actions[] = {
     {"stats", stats, false},
     {"metrics", metrics, false},
     {"unwatch", unwatch, false},
+    {"subscribe", subscribe, false},
+    {"unsubscribe", unsubscribe, false},
+    {"subscriptions", subscriptions, false},
     /* these act on the bus or see others' traffic */
     {"reload_policy", reload_policy, true},
     {"dead_letters", dead_letters, true},

@@ -51,6 +51,8 @@ static const setting_t settings[] = {
     UINT_SETTING("max_services", max_services, 1, 10000000),
     UINT_SETTING("dead_letters", dead_letters, 1, 10000000),
     UINT_SETTING("dead_letter_bytes", dead_letter_bytes, 0, 4096ul << 20),
+    UINT_SETTING("max_subscriptions_per_peer", max_subscriptions_per_peer, 1, 1000000),
+    UINT_SETTING("max_subscriptions", max_subscriptions, 1, 10000000),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -80,6 +82,8 @@ static const char usage[] =
     "      --max-services N        distinct registered names (default 100000)\n"
     "      --dead-letters N        refused or undelivered messages kept (default 1000)\n"
     "      --dead-letter-bytes N   message bytes the dead letters keep (default 16777216)\n"
+    "      --max-subscriptions-per-peer N  topic patterns one connection holds (default 256)\n"
+    "      --max-subscriptions N   topic patterns over all connections (default 100000)\n"
     "      --curve-secret-key FILE  turn CURVE on with the broker's secret key file\n"
     "      --curve-allow FILE      with CURVE: the client keys allowed, and their names\n"
     "      --metrics EP            serve Prometheus metrics over HTTP at EP\n"
@@ -114,6 +118,8 @@ static void set_defaults(config_t *cfg)
     cfg->max_services = 100000;
     cfg->dead_letters = 1000;
     cfg->dead_letter_bytes = 16ul << 20;
+    cfg->max_subscriptions_per_peer = 256;
+    cfg->max_subscriptions = 100000;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -320,6 +326,8 @@ static const struct option long_options[] = {
     {"max-services", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letters", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letter-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"max-subscriptions-per-peer", required_argument, 0, OPT_FIRST_LONG},
+    {"max-subscriptions", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

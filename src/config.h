@@ -39,6 +39,8 @@ typedef struct {
     size_t max_services;        /* distinct registered names */
     size_t dead_letters;        /* dead-letter ring: letters kept */
     size_t dead_letter_bytes;   /* dead-letter ring: message bytes kept */
+    size_t max_subscriptions_per_peer; /* topic subscriptions one connection holds */
+    size_t max_subscriptions;   /* topic subscriptions over all connections */
 } config_t;
 
 typedef enum {

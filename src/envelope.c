@@ -93,6 +93,7 @@ static inline __attribute__((always_inline)) int field_of_key(const char *key, u
     case 1: return key[0] == 'v' ? EF_V : -1;
     case 3: return KEY_IS("src") ? EF_SRC : KEY_IS("dst") ? EF_DST : -1;
     case 4: return KEY_IS("type") ? EF_TYPE : -1;
+    case 5: return KEY_IS("topic") ? EF_TOPIC : -1;
     case 6: return KEY_IS("msg_id") ? EF_MSG_ID : KEY_IS("action") ? EF_ACTION
                  : KEY_IS("ttl_ms") ? EF_TTL_MS : -1;
     case 7: return KEY_IS("payload") ? EF_PAYLOAD : -1;
@@ -153,10 +154,12 @@ static inline void envelope_clear(envelope_t *env, const char *buf, size_t len)
 #if defined(__SSE2__)
     /* 16 bytes a store: half the stores of the fields' 3 each (their
      * padding is zeroed too). All zero is every field absent. */
-    _Static_assert(JSON_ABSENT == 0 && sizeof env->f % 16 == 0, "fields clear as zero bytes");
+    _Static_assert(JSON_ABSENT == 0 && sizeof env->f % 8 == 0, "fields clear as zero bytes");
 #pragma GCC unroll 16
-    for (size_t i = 0; i < sizeof env->f; i += 16)
+    for (size_t i = 0; i + 16 <= sizeof env->f; i += 16)
         _mm_storeu_si128((__m128i *)(void *)((char *)env->f + i), _mm_setzero_si128());
+    if (sizeof env->f % 16)
+        memset((char *)env->f + sizeof env->f - 8, 0, 8);
 #else
 #pragma GCC unroll 10
     for (int i = 0; i < EF__COUNT; i++)
@@ -262,7 +265,21 @@ static bus_err_t check_fields(envelope_t *env, const char **why)
     if (err)
         return err;
 
-    bool needs_dst = env->type != MT_REGISTER && env->type != MT_UNREGISTER;
+    /* TP2: an event may name a topic instead of a dst */
+    bool has_topic = f[EF_TOPIC].kind != JSON_ABSENT && f[EF_TOPIC].kind != JSON_NULL;
+    if (has_topic) {
+        if (env->type != MT_EVENT)
+            return *why = "only an event has a topic", ERR_BAD_ENVELOPE;
+        if (f[EF_TOPIC].kind != JSON_STRING || f[EF_TOPIC].escaped ||
+            !topic_is_valid(f[EF_TOPIC].ptr, f[EF_TOPIC].len, false, why)) {
+            if (f[EF_TOPIC].kind != JSON_STRING || f[EF_TOPIC].escaped)
+                *why = "topic must be a string without escapes";
+            return ERR_BAD_ENVELOPE;
+        }
+        if (f[EF_DST].kind != JSON_ABSENT && f[EF_DST].kind != JSON_NULL)
+            return *why = "an event names a dst or a topic, not both", ERR_BAD_ENVELOPE;
+    }
+    bool needs_dst = env->type != MT_REGISTER && env->type != MT_UNREGISTER && !has_topic;
     if (needs_dst) {
         if (f[EF_DST].kind == JSON_ABSENT)
             return *why = "dst is missing", ERR_BAD_ENVELOPE;

@@ -40,6 +40,7 @@ typedef enum {
     EF_TIMESTAMP,
     EF_TTL_MS,
     EF_V,
+    EF_TOPIC,                   /* an event's topic (TP2), instead of a dst */
     EF__COUNT
 } env_field_t;
 

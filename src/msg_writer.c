@@ -12,7 +12,7 @@ static const struct {
     [EF_MSG_ID] = KEY("msg_id"),   [EF_TYPE] = KEY("type"),     [EF_SRC] = KEY("src"),
     [EF_DST] = KEY("dst"),         [EF_ACTION] = KEY("action"), [EF_PAYLOAD] = KEY("payload"),
     [EF_CORRELATION_ID] = KEY("correlation_id"),                [EF_TIMESTAMP] = KEY("timestamp"),
-    [EF_TTL_MS] = KEY("ttl_ms"),   [EF_V] = KEY("v"),
+    [EF_TTL_MS] = KEY("ttl_ms"),   [EF_V] = KEY("v"),           [EF_TOPIC] = KEY("topic"),
 };
 #undef KEY
 

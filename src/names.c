@@ -21,3 +21,48 @@ bool names__is_reserved(const char *s, size_t len)
     return name_equals(s, len, "broker") || name_equals(s, len, "broadcast") ||
            has_prefix(s, len, "broker.") || has_prefix(s, len, "smartshop.");
 }
+
+bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why)
+{
+    if (len == 0 || len > TOPIC_MAX_LEN) {
+        *why = "a topic is 1 to 255 bytes";
+        return false;
+    }
+    size_t tokens = 0, start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && text[i] != '.')
+            continue;
+        size_t n = i - start;
+        const char *tok = text + start;
+        start = i + 1;
+        if (n == 0) {
+            *why = "a topic's tokens are not empty (no leading, trailing or double dots)";
+            return false;
+        }
+        if (++tokens > TOPIC_MAX_TOKENS) {
+            *why = "a topic has at most 16 tokens";
+            return false;
+        }
+        if (n == 1 && (tok[0] == '*' || tok[0] == '>')) {
+            if (!pattern) {
+                *why = "a published topic has no wildcards ('*', '>')";
+                return false;
+            }
+            if (tok[0] == '>' && i != len) {
+                *why = "'>' may only be a pattern's last token";
+                return false;
+            }
+            continue;
+        }
+        for (size_t k = 0; k < n; k++) {
+            unsigned char c = (unsigned char)tok[k];
+            if (!names__chars[c]) {
+                *why = c == '*' || c == '>'
+                           ? "a wildcard is a whole token ('order.*', not 'order.a*')"
+                           : "a topic's tokens hold letters, digits and _ : - only";
+                return false;
+            }
+        }
+    }
+    return true;
+}

@@ -13,6 +13,14 @@
 #include "bytes16.h"
 
 #define NAME_MAX_LEN 64
+#define TOPIC_MAX_LEN 255        /* bytes, a topic or a pattern */
+#define TOPIC_MAX_TOKENS 16
+
+/* Whether `text` is a valid topic (docs/protocol.md TP1): dot-separated
+ * tokens of a name's characters but '.', and, if `pattern`, the wildcards
+ * '*' (one token) and '>' (one or more, last only). On false, *why says
+ * what is wrong, for an error reply. */
+bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why);
 
 /* 2: may start a name (letter, digit); 1: may follow (also . _ : -).
  * Internal to name_is_valid; in names.c. */

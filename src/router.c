@@ -141,6 +141,7 @@ void router_peer_gone(broker_t *b, peer_t *peer)
         inflight_forget_requester(peer->waiting);
     if (peer->watching)
         b->watchers--;
+    topics_remove_owner(b->topics, peer);
     if (policy_has(b->policy, HOOK_ON_UNREGISTER))
         for (int i = 0; i < peer->name_count; i++)
             policy_on_unregister(b->policy, peer->names[i], peer);
@@ -584,11 +585,52 @@ static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m, const e
     }
 }
 
+/* TP3: a topic event reaches each subscribing connection once (one member
+ * of each queue group), never its sender; nobody subscribed is no error. */
+typedef struct {
+    broker_t *b;
+    wire_msg_t *m;
+    const envelope_t *env;
+    peer_t *gone[64];
+    int gone_count;
+} publish_t;
+
+static void deliver_topic_copy(void *owner, void *ctx)
+{
+    publish_t *pub = ctx;
+    peer_t *to = owner;
+    zmq_msg_t copy;
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, &pub->m->data);
+    if (deliver(pub->b, to, &copy, pub->env) == 0) {
+        pub->b->stats.out[MT_EVENT]++;
+        return;
+    }
+    pub->b->stats.topic_undelivered++;
+    if (errno == EHOSTUNREACH && pub->gone_count < 64)
+        pub->gone[pub->gone_count++] = to;  /* dropped after: not while matching */
+    zmq_msg_close(&copy);
+}
+
+static void publish(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
+{
+    const env_value_t *topic = &env->f[EF_TOPIC];
+    publish_t pub = {.b = b, .m = m, .env = env};
+    if (topics_publish(b->topics, topic->ptr, topic->len, sender, deliver_topic_copy, &pub) == 0)
+        b->stats.topic_unmatched++;
+    for (int i = 0; i < pub.gone_count; i++)
+        router_peer_gone(b, pub.gone[i]);
+}
+
 static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (b->watchers > 0)
         copy_to_watchers(b, peer, m, env);
+    if (env->f[EF_TOPIC].kind == JSON_STRING) {
+        publish(b, peer, m, env);
+        return;
+    }
     if (env_equals(dst, "broadcast")) {
         broadcast(b, peer, m, env);
         return;

@@ -17,6 +17,8 @@ typedef struct {
     uint64_t not_yours;            /* answers from a peer the request was not handed to */
     uint64_t requester_gone;       /* answers whose requester had disconnected */
     uint64_t broadcast_undelivered;/* broadcast copies a receiver could not take */
+    uint64_t topic_unmatched;      /* topic events no subscription matched */
+    uint64_t topic_undelivered;    /* topic event copies a subscriber could not take */
 } stats_t;
 
 #endif

@@ -7,6 +7,8 @@
 
 #include <uthash.h>
 
+#include "names.h"
+
 typedef struct node node_t;
 typedef struct sub sub_t;
 typedef struct owner owner_t;
@@ -77,61 +79,6 @@ struct topics {
     sub_t **scratch;             /* a match's subscriptions, before caching */
     size_t scratch_count, scratch_cap;
 };
-
-/* --- syntax --- */
-
-/* Bytes a token may hold: letters, digits and a few marks that need no
- * escape in JSON, in a shell or in a regular expression's class. '.'
- * separates tokens; '*' and '>' are wildcards. */
-static bool token_byte(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == ':' || c == '@' || c == '+' || c == '=' || c == '~';
-}
-
-bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why)
-{
-    if (len == 0 || len > TOPIC_MAX_LEN) {
-        *why = "a topic is 1 to 255 bytes";
-        return false;
-    }
-    size_t tokens = 0, start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && text[i] != '.')
-            continue;
-        size_t n = i - start;
-        const char *tok = text + start;
-        if (n == 0) {
-            *why = "a topic's tokens are not empty (no leading, trailing or double dots)";
-            return false;
-        }
-        if (++tokens > TOPIC_MAX_TOKENS) {
-            *why = "a topic has at most 16 tokens";
-            return false;
-        }
-        bool wildcard = n == 1 && (tok[0] == '*' || tok[0] == '>');
-        if (wildcard && !pattern) {
-            *why = "a published topic has no wildcards ('*', '>')";
-            return false;
-        }
-        if (wildcard && tok[0] == '>' && i != len) {
-            *why = "'>' may only be a pattern's last token";
-            return false;
-        }
-        if (!wildcard) {
-            for (size_t k = 0; k < n; k++) {
-                if (!token_byte((unsigned char)tok[k])) {
-                    *why = tok[k] == '*' || tok[k] == '>'
-                               ? "a wildcard is a whole token ('order.*', not 'order.a*')"
-                               : "a token holds letters, digits and - _ : @ + = ~ only";
-                    return false;
-                }
-            }
-        }
-        start = i + 1;
-    }
-    return true;
-}
 
 /* --- the trie --- */
 

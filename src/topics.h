@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TOPIC_MAX_LEN 255        /* bytes, topic or pattern */
-#define TOPIC_MAX_TOKENS 16
+#include "names.h"             /* topic_is_valid, TOPIC_MAX_LEN */
+
 #define TOPIC_GROUP_MAX_LEN 64   /* a queue group's name: a name (names.h) */
 
 typedef struct topics topics_t;
@@ -33,10 +33,6 @@ typedef struct {
 
 topics_t *topics_new(topics_limits_t limits);
 void topics_free(topics_t **self_p);
-
-/* Whether `text` is a valid topic (pattern false: no wildcards) or pattern
- * (true). On false, *why says what is wrong, for an error reply. */
-bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why);
 
 typedef enum {
     TOPICS_OK = 0,

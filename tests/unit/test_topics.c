@@ -36,7 +36,7 @@ static void syntax(void)
 {
     const char *why;
     static const char *const good_topics[] = {"order", "order.created", "store.12.till-3",
-                                              "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p", "x:y@z+w=v~u_"};
+                                              "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p", "x:y_z-w"};
     for (size_t i = 0; i < sizeof good_topics / sizeof *good_topics; i++) {
         CHECK(topic_is_valid(good_topics[i], strlen(good_topics[i]), false, &why));
         CHECK(topic_is_valid(good_topics[i], strlen(good_topics[i]), true, &why));
@@ -48,7 +48,7 @@ static void syntax(void)
         CHECK(!topic_is_valid(good_patterns[i], strlen(good_patterns[i]), false, &why));
     }
     static const char *const bad[] = {"", ".", "a.", ".a", "a..b", "a.>.b", "a*", "a.b*",
-                                      "o>", "a b", "a/b", "a\"b", "a\\b", "caf\xc3\xa9",
+                                      "o>", "a b", "a/b", "a@b", "a+b", "a\"b", "a\\b", "caf\xc3\xa9",
                                       "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(!topic_is_valid(bad[i], strlen(bad[i]), true, &why) && why && *why);
