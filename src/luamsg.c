@@ -98,6 +98,7 @@ static const struct {
     {"type", 4, K_STRING, EF_TYPE},   {"correlation_id", 14, K_STRING, EF_CORRELATION_ID},
     {"timestamp", 9, K_STRING, EF_TIMESTAMP}, {"ttl_ms", 6, K_TTL_MS, 0},
     {"raw", 3, K_RAW, 0},             {"table", 5, K_TABLE, 0},
+    {"topic", 5, K_STRING, EF_TOPIC},
 };
 
 /* msg.payload: decoded once per message, cached in user value 1 */

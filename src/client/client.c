@@ -34,6 +34,15 @@ typedef struct pending {
     ss_error_t err;
 } pending_t;
 
+/* A topic subscription: subscribed again after a reconnect or restart. */
+typedef struct subscription {
+    struct subscription *next;
+    char pattern[256];
+    char group[NAME_LEN + 1];    /* "" for none */
+    ss_event_fn *fn;
+    void *arg;
+} subscription_t;
+
 typedef struct handler {
     struct handler *next;
     char *action;                /* NULL: any */
@@ -51,6 +60,8 @@ struct ss_client {
     char send_as[NAME_LEN + 1];
     pending_t *pending;
     handler_t *handlers;
+    subscription_t *subscriptions;
+    int subscription_count;
     uint64_t last_heard_ms, next_ping_ms, next_reconnect_ms;
     int backoff_ms;
     char ping_id[37];
@@ -196,6 +207,11 @@ void ss_client_destroy(ss_client_t **self_p)
         cJSON_Delete(p->payload);
         free(p);
     }
+    while (c->subscriptions) {
+        subscription_t *s = c->subscriptions;
+        c->subscriptions = s->next;
+        free(s);
+    }
     while (c->handlers) {
         handler_t *h = c->handlers;
         c->handlers = h->next;
@@ -211,6 +227,8 @@ void ss_client_destroy(ss_client_t **self_p)
     free(c);
     *self_p = NULL;
 }
+
+static void send_subscribe(ss_client_t *c, const subscription_t *s);
 
 /* The broker was silent too long: a fresh socket (ZeroMQ would reconnect
  * by itself, but a half-open TCP connection can stay silent for minutes),
@@ -228,6 +246,8 @@ static void reconnect(ss_client_t *c, uint64_t now)
         char id[37];
         for (int i = 0; i < c->name_count; i++)
             send_register(c, "register", c->names[i], id);
+        for (subscription_t *s = c->subscriptions; s; s = s->next)
+            send_subscribe(c, s);
     }
     c->last_heard_ms = now;
     c->next_ping_ms = now;
@@ -400,6 +420,26 @@ static void check_ping(ss_client_t *c, const ss_msg_t *m)
             send_register(c, "register", c->names[i], id);
         }
     }
+    /* fewer subscriptions than ours: it restarted, or lost our connection */
+    const cJSON *held = cJSON_GetObjectItemCaseSensitive(m->payload, "subscriptions");
+    if (c->subscription_count && cJSON_IsNumber(held) && held->valueint < c->subscription_count) {
+        say(c, "the broker lost our subscriptions (it restarted?); subscribing again", "");
+        for (subscription_t *s = c->subscriptions; s; s = s->next)
+            send_subscribe(c, s);
+    }
+}
+
+/* A topic event: every subscription of ours it matches. */
+static bool dispatch_topic(ss_client_t *c, const ss_msg_t *m)
+{
+    bool any = false;
+    for (subscription_t *s = c->subscriptions; s; s = s->next) {
+        if (topic_matches(s->pattern, m->topic)) {
+            s->fn(c, m, s->arg);
+            any = true;
+        }
+    }
+    return any;
 }
 
 static void dispatch(ss_client_t *c, const ss_msg_t *m)
@@ -428,6 +468,8 @@ static void dispatch(ss_client_t *c, const ss_msg_t *m)
     if (strcmp(m->type, "request") == 0) {
         serve(c, m);
     } else if (strcmp(m->type, "event") == 0) {
+        if (m->topic && dispatch_topic(c, m))
+            return;
         handler_t *h = find_handler(c, m->action, false);
         if (h)
             h->on_event(c, m, h->arg);
@@ -680,4 +722,100 @@ int ss_publish(ss_client_t *c, const char *dst, const char *action, const cJSON 
 int ss_broadcast(ss_client_t *c, const char *action, const cJSON *payload)
 {
     return ss_publish(c, "broadcast", action, payload);
+}
+
+/* --- topics --- */
+
+int ss_publish_topic(ss_client_t *c, const char *topic, const char *action, const cJSON *payload)
+{
+    if (!topic || !action)
+        return fail(c, SS_EINVAL, "invalid", "ss_publish_topic needs a topic and an action");
+    if (!topic_valid(topic, false))
+        return fail(c, SS_EINVAL, "bad_topic", "not a topic: dot-separated tokens of letters, "
+                                               "digits, _ : -, no wildcards (docs/protocol.md TP1)");
+    char id[37];
+    return send_text(c, msg_build_topic_event(ss_name(c), topic, action, payload, id));
+}
+
+static cJSON *subscription_payload(const char *pattern, const char *group)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "topic", pattern);
+    if (group && *group)
+        cJSON_AddStringToObject(p, "group", group);
+    return p;
+}
+
+/* Fire and forget: its answer finds no pending entry and is dropped. */
+static void send_subscribe(ss_client_t *c, const subscription_t *s)
+{
+    char id[37];
+    cJSON *p = subscription_payload(s->pattern, s->group);
+    send_request(c, "request", ss_name(c), "broker", "subscribe", p, 5000, id);
+    cJSON_Delete(p);
+}
+
+/* subscribe or unsubscribe, waited for; an answer {"status":"error"} is
+ * SS_EREMOTE with its code. */
+static int subscription_call(ss_client_t *c, const char *action, const char *pattern,
+                             const char *group, int timeout_ms)
+{
+    if (!pattern || !*pattern || strlen(pattern) > 255 || (group && strlen(group) > NAME_LEN) ||
+        timeout_ms <= 0)
+        return fail(c, SS_EINVAL, "bad_topic", "a pattern is 1 to 255 bytes, a group a name; timeout > 0");
+    cJSON *p = subscription_payload(pattern, group), *answer = NULL;
+    int rc = ss_request(c, "broker", action, p, timeout_ms, &answer);
+    cJSON_Delete(p);
+    if (rc == SS_OK) {
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(answer, "status");
+        if (!cJSON_IsString(status) || strcmp(status->valuestring, "ok") != 0) {
+            error_from_payload(&c->last_error, answer);
+            rc = SS_EREMOTE;
+        }
+    }
+    cJSON_Delete(answer);
+    return rc;
+}
+
+static subscription_t **find_subscription(ss_client_t *c, const char *pattern, const char *group)
+{
+    subscription_t **s = &c->subscriptions;
+    for (; *s; s = &(*s)->next)
+        if (strcmp((*s)->pattern, pattern) == 0 && strcmp((*s)->group, group ? group : "") == 0)
+            break;
+    return s;
+}
+
+int ss_subscribe(ss_client_t *c, const char *pattern, const char *group, ss_event_fn *fn,
+                 void *arg, int timeout_ms)
+{
+    if (!fn)
+        return fail(c, SS_EINVAL, "invalid", "ss_subscribe needs a callback");
+    int rc = subscription_call(c, "subscribe", pattern, group, timeout_ms);
+    if (rc != SS_OK)
+        return rc;
+    subscription_t **at = find_subscription(c, pattern, group);
+    if (!*at) {
+        if (!(*at = calloc(1, sizeof **at)))
+            return fail(c, SS_ENOMEM, "nomem", "out of memory");
+        snprintf((*at)->pattern, sizeof (*at)->pattern, "%s", pattern);
+        snprintf((*at)->group, sizeof (*at)->group, "%s", group ? group : "");
+        c->subscription_count++;
+    }
+    (*at)->fn = fn;
+    (*at)->arg = arg;
+    return SS_OK;
+}
+
+int ss_unsubscribe(ss_client_t *c, const char *pattern, const char *group, int timeout_ms)
+{
+    int rc = subscription_call(c, "unsubscribe", pattern, group, timeout_ms);
+    subscription_t **at = pattern ? find_subscription(c, pattern, group) : NULL;
+    if (at && *at) {
+        subscription_t *gone = *at;
+        *at = gone->next;
+        free(gone);
+        c->subscription_count--;
+    }
+    return rc;
 }

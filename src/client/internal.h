@@ -2,6 +2,7 @@
 #ifndef SMARTSHOP_CLIENT_INTERNAL_H
 #define SMARTSHOP_CLIENT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -9,7 +10,7 @@
 
 struct ss_msg {
     cJSON *json;                 /* the whole message */
-    const char *id, *type, *src, *dst, *action, *correlation_id;
+    const char *id, *type, *src, *dst, *action, *correlation_id, *topic;
     const cJSON *payload;
 };
 
@@ -22,6 +23,17 @@ void msg_release(ss_msg_t *m);
  * and payload may be NULL. ttl_ms 0 leaves ttl_ms out. */
 char *msg_build(const char *type, const char *src, const char *dst, const char *action,
                 const cJSON *payload, const char *correlation_id, int ttl_ms, char id_out[37]);
+
+/* An event on `topic` (docs/protocol.md TP2): like msg_build's, with a
+ * topic instead of a dst. */
+char *msg_build_topic_event(const char *src, const char *topic, const char *action,
+                            const cJSON *payload, char id_out[37]);
+
+/* Whether `text` is a topic (TP1), or with `pattern` a topic pattern. */
+bool topic_valid(const char *text, bool pattern);
+
+/* Whether `topic` matches `pattern` (TP1: '*' one token, '>' the rest). */
+bool topic_matches(const char *pattern, const char *topic);
 
 /* Fills an ss_error_t. */
 void error_set(ss_error_t *err, const char *code, const char *message);

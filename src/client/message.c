@@ -49,6 +49,71 @@ char *msg_build(const char *type, const char *src, const char *dst, const char *
     return text;
 }
 
+char *msg_build_topic_event(const char *src, const char *topic, const char *action,
+                            const cJSON *payload, char id_out[37])
+{
+    char *text = msg_build("event", src, NULL, action, payload, NULL, 0, id_out);
+    cJSON *msg = text ? cJSON_Parse(text) : NULL;
+    cJSON_free(text);
+    if (!msg)
+        return NULL;
+    cJSON_AddStringToObject(msg, "topic", topic);
+    text = cJSON_PrintUnformatted(msg);
+    cJSON_Delete(msg);
+    return text;
+}
+
+/* The length of the token at `s` (up to '.' or the end). */
+static size_t token_len(const char *s)
+{
+    size_t n = 0;
+    while (s[n] && s[n] != '.')
+        n++;
+    return n;
+}
+
+bool topic_valid(const char *text, bool pattern)
+{
+    size_t len = strlen(text), tokens = 0;
+    if (len == 0 || len > 255)
+        return false;
+    for (const char *t = text;; t++) {
+        size_t n = token_len(t);
+        if (n == 0 || ++tokens > 16)
+            return false;
+        bool wildcard = n == 1 && (t[0] == '*' || t[0] == '>');
+        if (wildcard && (!pattern || (t[0] == '>' && t[1])))
+            return false;
+        for (size_t i = 0; !wildcard && i < n; i++) {
+            char c = t[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == ':' || c == '-'))
+                return false;
+        }
+        t += n;
+        if (!*t)
+            return true;
+    }
+}
+
+bool topic_matches(const char *pattern, const char *topic)
+{
+    for (;;) {
+        size_t pn = token_len(pattern), tn = token_len(topic);
+        if (pn == 1 && pattern[0] == '>')
+            return tn > 0;                          /* one or more tokens left */
+        bool star = pn == 1 && pattern[0] == '*';
+        if (tn == 0 || (!star && (pn != tn || memcmp(pattern, topic, pn) != 0)))
+            return false;
+        pattern += pn;
+        topic += tn;
+        if (!*pattern || !*topic)
+            return !*pattern && !*topic;
+        pattern++;                                  /* the dots */
+        topic++;
+    }
+}
+
 static const char *string_field(const cJSON *obj, const char *key)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -70,6 +135,7 @@ int msg_parse(ss_msg_t *m, const char *data, size_t len)
     m->dst = string_field(m->json, "dst");
     m->action = string_field(m->json, "action");
     m->correlation_id = string_field(m->json, "correlation_id");
+    m->topic = string_field(m->json, "topic");
     m->payload = cJSON_GetObjectItemCaseSensitive(m->json, "payload");
     if (!m->id || !m->type) {
         msg_release(m);
@@ -102,5 +168,6 @@ const char *ss_msg_src(const ss_msg_t *m) { return m->src; }
 const char *ss_msg_dst(const ss_msg_t *m) { return m->dst; }
 const char *ss_msg_action(const ss_msg_t *m) { return m->action; }
 const char *ss_msg_correlation_id(const ss_msg_t *m) { return m->correlation_id; }
+const char *ss_msg_topic(const ss_msg_t *m) { return m->topic; }
 const cJSON *ss_msg_payload(const ss_msg_t *m) { return m->payload; }
 const cJSON *ss_msg_json(const ss_msg_t *m) { return m->json; }

@@ -136,6 +136,26 @@ SMARTSHOP_API int ss_publish(ss_client_t *c, const char *dst, const char *action
 /* Sends an event to every registered peer but this one. */
 SMARTSHOP_API int ss_broadcast(ss_client_t *c, const char *action, const cJSON *payload);
 
+/* --- topics (docs/protocol.md section 8a) --- */
+
+/* Sends an event on `topic` ("order.created": no wildcards) to whoever
+ * subscribed to a matching pattern; nobody listening is not an error. */
+SMARTSHOP_API int ss_publish_topic(ss_client_t *c, const char *topic, const char *action,
+                                   const cJSON *payload);
+
+/* Subscribes to `pattern` ("order.*", "store.12.>"), in queue group
+ * `group` (NULL: none; in a group, one member of the group gets each
+ * event), and calls `fn` for each matching topic event. Waits up to
+ * timeout_ms for the broker's answer; SS_EREMOTE with code bad_topic or
+ * limit_exceeded if refused. The library subscribes again by itself after
+ * a reconnect or a broker restart. */
+SMARTSHOP_API int ss_subscribe(ss_client_t *c, const char *pattern, const char *group,
+                               ss_event_fn *fn, void *arg, int timeout_ms);
+
+/* Drops that subscription (and its callback). */
+SMARTSHOP_API int ss_unsubscribe(ss_client_t *c, const char *pattern, const char *group,
+                                 int timeout_ms);
+
 /* --- running --- */
 
 /* Handles what has arrived, timeouts, heartbeats and reconnects, waiting
@@ -169,6 +189,7 @@ SMARTSHOP_API const char *ss_msg_src(const ss_msg_t *m);
 SMARTSHOP_API const char *ss_msg_dst(const ss_msg_t *m);
 SMARTSHOP_API const char *ss_msg_action(const ss_msg_t *m);
 SMARTSHOP_API const char *ss_msg_correlation_id(const ss_msg_t *m);   /* NULL if none */
+SMARTSHOP_API const char *ss_msg_topic(const ss_msg_t *m);   /* NULL: an event to a dst */
 SMARTSHOP_API const cJSON *ss_msg_payload(const ss_msg_t *m);         /* NULL if none */
 /* The whole message as it came (valid during the callback). */
 SMARTSHOP_API const cJSON *ss_msg_json(const ss_msg_t *m);

@@ -64,6 +64,9 @@ static void usage(FILE *out)
         "  reload                      reload the routing policy now\n"
         "  dead-letters [--limit N]    the newest refused or undelivered messages\n"
         "  replay ID                   send dead letter ID again, as its sender did\n"
+        "  pub TOPIC ACTION [JSON]     publish an event on TOPIC (e.g. order.created)\n"
+        "  sub PATTERN [GROUP]         print the events on topics matching PATTERN live\n"
+        "                              (order.*, store.12.>), until Ctrl-C"
         "\n"
         "Options:\n"
         "  -e, --endpoint EP           the broker (default $SMARTSHOP_ENDPOINT, else\n"
@@ -962,6 +965,75 @@ static int cmd_watch(void)
     return EXIT_OK;
 }
 
+/* --- topics --- */
+
+static int cmd_pub(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3)
+        return usage_error("pub takes TOPIC ACTION [JSON] (quote the JSON for the shell)");
+    cJSON *payload = NULL, *answer = NULL;
+    int rc = read_payload(argc > 2 ? argv[2] : NULL, &payload);
+    if (rc)
+        return rc;
+    rc = ss_publish_topic(client, argv[0], argv[1], payload);
+    cJSON_Delete(payload);
+    if (rc != SS_OK) {
+        say("pub: %s", ss_last_error(client)->message);
+        return EXIT_USAGE;
+    }
+    /* a ping after it: answered only once the event is at the broker
+     * (one connection keeps order), and it tells a broker that is not there */
+    rc = broker_action("ping", NULL, "pub", &answer);
+    cJSON_Delete(answer);
+    if (rc == EXIT_OK && !opt.json)
+        printf("published %s %s\n", argv[0], argv[1]);
+    return rc;
+}
+
+static void print_topic_event(ss_client_t *c, const ss_msg_t *m, void *arg)
+{
+    (void)arg;
+    if (opt.json) {
+        print_json(ss_msg_json(m), false);
+        fflush(stdout);
+        return;
+    }
+    const cJSON *payload = ss_msg_payload(m);
+    char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
+    char line[4096];
+    snprintf(line, sizeof line, "%s  %s  %s  %s  ", str_or(ss_msg_json(m), "timestamp", "-"),
+             ss_msg_topic(m) ? ss_msg_topic(m) : "-", ss_msg_src(m) ? ss_msg_src(m) : "-",
+             ss_msg_action(m) ? ss_msg_action(m) : "-");
+    sanitize(line);
+    if (body)
+        sanitize(body);
+    printf("%s%s\n", line, body ? body : "null");
+    cJSON_free(body);
+    fflush(stdout);
+    (void)c;
+}
+
+static int cmd_sub(int argc, char **argv)
+{
+    if (argc < 1 || argc > 2)
+        return usage_error("sub takes PATTERN [GROUP], e.g. sub 'order.*'");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int rc = ss_subscribe(client, argv[0], argc > 1 ? argv[1] : NULL, print_topic_event, NULL,
+                          opt.timeout_ms);
+    if (rc != SS_OK) {
+        failure_t f;
+        set_failure(&f, ss_last_error(client)->code, "%s", ss_last_error(client)->message);
+        return report_failure(rc == SS_ETIMEOUT ? EXIT_UNREACHABLE : EXIT_REMOTE, "sub", &f);
+    }
+    say("subscribed to %s at %s; Ctrl-C to stop", argv[0], opt.endpoint);
+    while (!interrupted) {
+        rc = ss_client_process(client, 250);
+        if (rc == SS_ESTOPPED)
+            break;
+    }
+    return EXIT_OK;
+}
+
 /* --- main --- */
 
 int main(int argc, char **argv)
@@ -1034,7 +1106,7 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no command given (ping, services, stats, metrics, request, watch, "
-                           "reload, dead-letters, replay)");
+                           "reload, dead-letters, replay, pub, sub)");
     const char *cmd = argv[optind];
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
@@ -1045,7 +1117,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"ping", 0, 0},     {"services", 0, 0}, {"stats", 0, 0},  {"metrics", 0, 0},
         {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 0},
-        {"replay", 0, 99},
+        {"replay", 0, 99},  {"pub", 0, 99},     {"sub", 0, 99},
     };
     int which = -1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -1094,13 +1166,17 @@ int main(int argc, char **argv)
         rc = cmd_reload();
     else if (strcmp(cmd, "dead-letters") == 0)
         rc = cmd_dead_letters();
+    else if (strcmp(cmd, "pub") == 0)
+        rc = cmd_pub(nargs, args);
+    else if (strcmp(cmd, "sub") == 0)
+        rc = cmd_sub(nargs, args);
     else
         rc = cmd_replay(nargs, args);
 
     ss_client_destroy(&client);
     if (fflush(stdout) != 0 && rc == EXIT_OK)
         rc = EXIT_REMOTE;       /* stdout closed or full: do not claim success */
-    if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0)
+    if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0 && strcmp(cmd, "sub") != 0)
         rc = EXIT_INTERRUPTED;
     return rc;
 }

@@ -233,6 +233,51 @@ static void service_survives_broker_restart(void)
     service_stop(&svc);
 }
 
+static void on_topic(ss_client_t *c, const ss_msg_t *ev, void *arg)
+{
+    service_t *s = arg;
+    if (ss_msg_topic(ev) && strncmp(ss_msg_topic(ev), "c-orders.", 9) == 0)
+        s->events++;
+}
+
+/* A subscriber in a thread of its own, subscribed to `pattern`. */
+static void subscriber_start(service_t *s, const char *pattern)
+{
+    memset(s, 0, sizeof *s);
+    ss_options_t opt = {.quiet = true, .heartbeat_ms = 200, .dead_after_ms = 1000};
+    s->c = ss_client_new(endpoint, &opt);
+    CHECK_EQ_INT(ss_subscribe(s->c, pattern, NULL, on_topic, s, 2000), SS_OK);
+    pthread_create(&s->thread, NULL, service_main, s);
+}
+
+/* TP1-TP5: subscribe with wildcards, publish a topic, a refused pattern,
+ * and the subscription made again by itself after a broker restart. */
+static void topics_publish_and_subscribe(void)
+{
+    service_t star, tail;
+    subscriber_start(&star, "c-orders.*");
+    subscriber_start(&tail, "c-orders.>");
+    ss_client_t *c = client();
+    CHECK_EQ_INT(ss_subscribe(c, "c-orders.a*", NULL, on_topic, NULL, 2000), SS_EREMOTE);
+    CHECK(strcmp(ss_last_error(c)->code, "bad_topic") == 0);
+    CHECK_EQ_INT(ss_publish_topic(c, "c-orders.created", "created", NULL), SS_OK);
+    CHECK_EQ_INT(ss_publish_topic(c, "c-orders.created.eu", "created", NULL), SS_OK);
+    ss_client_process(c, 100);
+    wait_until(&tail.events, 2);
+    CHECK_EQ_INT(star.events, 1);
+    CHECK_EQ_INT(tail.events, 2);
+    stop_broker();
+    start_broker();
+    for (int i = 0; i < 50 && star.events < 2; i++) {
+        ss_publish_topic(c, "c-orders.again", "again", NULL);
+        ss_client_process(c, 100);
+    }
+    CHECK(star.events >= 2);
+    ss_client_destroy(&c);
+    service_stop(&star);
+    service_stop(&tail);
+}
+
 static void bad_arguments_are_refused(void)
 {
     CHECK(ss_client_new("", NULL) == NULL);
@@ -258,6 +303,7 @@ int main(int argc, char **argv)
     start_broker();
     request_gets_response();
     missing_service_is_an_error();
+    topics_publish_and_subscribe();
     handler_error_reaches_caller();
     silent_service_times_out();
     async_request_calls_back();

@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""Topics end to end (docs/protocol.md section 8a): smartshop-ctl's pub
+and sub against the real broker, subscriptions refused by a policy's
+authorize hook, and the bounds on subscriptions."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokerproc as bp  # noqa: E402
+
+
+def ctl_path():
+    return os.path.join(os.path.dirname(bp.broker_path()), "smartshop-ctl")
+
+
+class CtlTopicsTest(bp.BrokerTestCase):
+
+    def ctl(self, *args, timeout=10):
+        return subprocess.run([ctl_path(), "-e", self.broker.endpoint] + list(args),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def test_pub_reaches_a_subscriber(self):
+        sub = self.peer(name="audit")
+        body = sub.call_broker("subscribe", {"topic": "order.*"}, src="audit")
+        self.assertEqual(body["payload"]["status"], "ok")
+        out = self.ctl("pub", "order.created", "created", '{"id": 7}')
+        self.assertEqual(out.returncode, 0, out.stderr)
+        _, ev = sub.recv()
+        self.assertEqual((ev["topic"], ev["action"], ev["payload"]), ("order.created", "created", {"id": 7}))
+
+    def test_pub_refuses_a_wildcard_topic(self):
+        out = self.ctl("pub", "order.*", "created")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("topic", out.stderr)
+
+    def test_sub_prints_matching_events_live(self):
+        proc = subprocess.Popen([ctl_path(), "-e", self.broker.endpoint, "--json", "sub", "store.12.>"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            pub = self.peer(name="till")
+            got = None
+            deadline = time.monotonic() + 10 * bp.SLOW
+            # publish until the subscription is in place and the line comes
+            os.set_blocking(proc.stdout.fileno(), False)
+            buf = ""
+            while time.monotonic() < deadline and got is None:
+                pub.send(bp.msg("event", "till", None, "sale", {"n": 1}, topic="store.12.till.3"))
+                pub.send(bp.msg("event", "till", None, "sale", {"n": 2}, topic="store.13.till.1"))
+                time.sleep(0.2)
+                try:
+                    buf += os.read(proc.stdout.fileno(), 65536).decode()
+                except BlockingIOError:
+                    pass
+                for line in buf.splitlines():
+                    if '"store.' in line:
+                        got = bp.loads(line.encode())
+                        break
+            self.assertIsNotNone(got, "no event printed")
+            self.assertEqual(got["topic"], "store.12.till.3")
+            self.assertNotIn("store.13", buf)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=5)
+        self.assertEqual(proc.returncode, 0, proc.stderr.read())
+
+    def test_sub_with_a_bad_pattern_fails_at_once(self):
+        out = self.ctl("sub", "order.a*")
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("bad_topic", out.stderr + out.stdout)
+
+
+class TopicPolicyTest(bp.PolicyTestCase):
+    POLICY = '''
+function authorize(msg, peer)
+  if msg.dst == "broker" and msg.action == "subscribe" then
+    local p = msg.payload
+    if p and type(p.topic) == "string" and p.topic:sub(1, 8) == "payment." then
+      return false, "payment topics are for the payment team"
+    end
+  end
+  if msg.topic == "secret.x" then
+    return false, "nobody publishes secret.x"
+  end
+end
+'''
+
+    def test_authorize_refuses_a_subscription_and_a_publish(self):
+        p = self.peer(name="curious")
+        body = p.call_broker("subscribe", {"topic": "payment.>"}, src="curious")
+        self.assertError(body, "denied")
+        body = p.call_broker("subscribe", {"topic": "order.>"}, src="curious")
+        self.assertEqual(body["payload"]["status"], "ok")
+        m = p.send(bp.msg("event", "curious", None, "x", topic="secret.x"))
+        self.expectError(p, "denied", correlation_id=m["msg_id"])
+
+
+class SubscriptionBoundsTest(bp.BrokerTestCase):
+    BROKER_ARGS = ("--max-subscriptions-per-peer", "3", "--max-subscriptions", "5")
+
+    def test_limits_per_connection_and_in_total(self):
+        a = self.peer(name="a")
+        for i in range(3):
+            self.assertEqual(a.call_broker("subscribe", {"topic": "t.%d" % i}, src="a")["payload"]["status"], "ok")
+        body = a.call_broker("subscribe", {"topic": "t.9"}, src="a")["payload"]
+        self.assertEqual((body["status"], body["code"]), ("error", "limit_exceeded"))
+        b = self.peer(name="b")
+        for i in range(2):
+            self.assertEqual(b.call_broker("subscribe", {"topic": "u.%d" % i}, src="b")["payload"]["status"], "ok")
+        body = b.call_broker("subscribe", {"topic": "u.9"}, src="b")["payload"]
+        self.assertEqual((body["status"], body["code"]), ("error", "limit_exceeded"))
+        self.assertIn("--max-subscriptions", body["message"])
+        a.close()
+        # a's subscriptions went with it: room again
+        self.assertTrue(bp.wait_until(
+            lambda: b.call_broker("subscribe", {"topic": "u.9"}, src="b")["payload"]["status"] == "ok",
+            timeout=5 * bp.SLOW))
+
+
+if __name__ == "__main__":
+    bp.main()
