@@ -144,6 +144,25 @@ def main():
             print(f"{k:>6} {fmt(med(runs, lab, 'rt_per_s')):>9} {fmt(lo) + '-' + fmt(hi):>19}"
                   f" {fmt(med(runs, lab, 'p50_us'), 0):>7} {fmt(med(runs, lab, 'broker_sched_us_per_rt'), 2):>16}")
 
+    fan = sorted({int(l.split("/")[2][1:]) for l in runs if l.startswith("fanout/")})
+    if fan:
+        print()
+        print("== fanout: one publisher, N subscribers of a topic, 64 B (medians)")
+        print(f"{'N':>5} {'server':>7} {'events/s':>10} {'deliveries/s':>13} {'server CPU us/delivery':>23}")
+        for n in fan:
+            for mode in ("bus", "nats"):
+                lab = f"fanout/{mode}/s{n}"
+                if lab not in runs:
+                    continue
+                print(f"{n:>5} {mode:>7} {fmt(med(runs, lab, 'events_per_s')):>10}"
+                      f" {fmt(med(runs, lab, 'deliveries_per_s')):>13}"
+                      f" {fmt(med(runs, lab, 'server_cpu_us_per_delivery'), 3):>23}")
+            b = med(runs, f"fanout/bus/s{n}", "deliveries_per_s")
+            nn = med(runs, f"fanout/nats/s{n}", "deliveries_per_s")
+            if b and nn:
+                print(f"{'':>5} {'bus/nats':>7} {'':>10} {fmt(ratio(b, nn), 2) + 'x':>13}"
+                      f" {fmt(ratio(med(runs, f'fanout/bus/s{n}', 'server_cpu_us_per_delivery'), med(runs, f'fanout/nats/s{n}', 'server_cpu_us_per_delivery')), 2) + 'x':>23}")
+
     print()
     print("== targets (issue 9)")
     b_rate, b_cpu = med(runs, "main/brk", "rt_per_s"), med(runs, "main/brk", "broker_sched_us_per_rt")

@@ -33,6 +33,8 @@
 #            with bench/policies/payload.lua (filter also reads msg.payload)
 #   scale    the broker with 10 and with 1,000 registered idle peers
 #            (distinct names), 4 x 64, 64 B; interleaved rounds
+#   fanout   one publisher, 10 and 100 subscribers of a topic (bench/fanout.c),
+#            the broker beside nats-server: deliveries/s, CPU per delivery
 # Then bench/report.py prints medians and ours/ceiling ratios. Exit status
 # 1 if any run lost a request or could not run.
 set -euo pipefail
@@ -59,13 +61,13 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --port) PORT=$2; shift ;;
     --rate) RATE=$2; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
-for tool in smartshop-broker smartshop-ceiling smartshop-loadgen smartshop-bench-echo; do
+for tool in smartshop-broker smartshop-ceiling smartshop-loadgen smartshop-bench-echo smartshop-fanout; do
   if [ ! -x "$BUILD/$tool" ]; then
     echo "run.sh: $BUILD/$tool not found: build first (cmake --build build -j2)" >&2
     exit 2
@@ -296,6 +298,45 @@ for ((r = 1; r <= SCALE_ROUNDS; r++)); do
     stop sc
   done
 done
+
+# --- fanout: one publisher, 10 and 100 subscribers of a topic -------------
+# The broker's topic events beside nats-server (Debian's package) doing the
+# same work in the same run: events and deliveries a second, server CPU
+# per delivery. Skipped, and said, where nats-server is not installed.
+if [ $MAIN_ONLY = 0 ]; then
+  echo "fanout"
+  NATS=$(command -v nats-server || true)
+  [ -n "$NATS" ] || echo "run.sh: nats-server not installed (apt-get install nats-server): fanout without NATS" >&2
+  if [ $QUICK = 1 ]; then FAN_SUBS="10"; FO_WARMUP=0.2; FO_DURATION=0.5; else FAN_SUBS="10 100"; FO_WARMUP=0.5; FO_DURATION=2; fi
+  for ((r = 1; r <= (QUICK ? 1 : 3); r++)); do
+    for n in $FAN_SUBS; do
+      start_server fo broker --policy '' --services ''
+      if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-fanout" --mode bus --endpoint "tcp://127.0.0.1:$PORT_fo" \
+                  --server-pid "$PID_fo" --subs "$n" --warmup "$FO_WARMUP" --duration "$FO_DURATION" \
+                  --label "fanout/bus/s$n"); then
+        echo "$line" >> "$RESULTS"; echo "  $line"
+      else
+        echo "label=fanout/bus/s$n failed=1" >> "$RESULTS"; FAILED=1
+      fi
+      stop fo
+      [ -n "$NATS" ] || continue
+      PORT=$((PORT + 1))
+      "${SERVER_CPU[@]}" "$NATS" -a 127.0.0.1 -p "$PORT" 2>> "$LOG" >> "$LOG" &
+      nats_pid=$!
+      STARTED+=("$nats_pid")
+      for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+      if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-fanout" --mode nats --endpoint "127.0.0.1:$PORT" \
+                  --server-pid "$nats_pid" --subs "$n" --warmup "$FO_WARMUP" --duration "$FO_DURATION" \
+                  --label "fanout/nats/s$n"); then
+        echo "$line" >> "$RESULTS"; echo "  $line"
+      else
+        echo "label=fanout/nats/s$n failed=1" >> "$RESULTS"; FAILED=1
+      fi
+      kill "$nats_pid" 2>/dev/null || true
+      wait "$nats_pid" 2>/dev/null || true
+    done
+  done
+fi
 
 if [ $QUICK = 1 ]; then BUSY_AFTER=0; else BUSY_AFTER=$(machine_busy); fi
 echo "machine busy after the run: ${BUSY_AFTER}% of all CPUs"
