@@ -13,6 +13,7 @@
 
 #include "keyfile.h"
 #include "log.h"
+#include "names.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
@@ -51,6 +52,13 @@ static int read_allow_list(auth_t *a, const char *path, char *err, size_t errlen
         memset(e, 0, sizeof *e);
         memcpy(e->key, word, AUTH_KEY_LEN + 1);
         while ((word = strtok_r(NULL, " \t\r\n", &save))) {
+            const char *why;
+            if (strncmp(word, "topic:", 6) == 0 && !topic_is_valid(word + 6, strlen(word + 6), true, &why)) {
+                snprintf(err, errlen, "allow list %s:%d: '%s' is not a topic pattern: %s", path,
+                         lineno, word, why);
+                rc = -1;
+                break;
+            }
             char **more = realloc(e->patterns, (size_t)(e->pattern_count + 1) * sizeof *more);
             if (!more || !(more[e->pattern_count] = strdup(word))) {
                 if (more)
@@ -153,12 +161,53 @@ bool auth_may_register(const auth_t *a, const char *key, const char *name)
     for (int i = 0; i < e->pattern_count; i++) {
         const char *p = e->patterns[i];
         size_t n = strlen(p);
-        if (p[0] == '@')
-            continue;                       /* a mark such as @admin, not a name */
+        if (p[0] == '@' || strncmp(p, "topic:", 6) == 0)
+            continue;                       /* a mark such as @admin, or topics: not a name */
         if (strcmp(p, name) == 0 || (n > 0 && p[n - 1] == '*' && strncmp(p, name, n - 1) == 0))
             return true;
     }
     return false;
+}
+
+/* Calls `ok` on each topic pattern of key's line; true if the line has
+ * none (every topic allowed) or `ok` said yes to one. */
+static bool topic_allowed(const auth_t *a, const char *key,
+                          bool (*ok)(const char *allowed, const void *what, size_t len),
+                          const void *what, size_t len)
+{
+    const auth_entry_t *e = find_entry(a, key);
+    if (!e)
+        return false;
+    bool restricted = false;
+    for (int i = 0; i < e->pattern_count; i++) {
+        if (strncmp(e->patterns[i], "topic:", 6) != 0)
+            continue;
+        restricted = true;
+        if (ok(e->patterns[i] + 6, what, len))
+            return true;
+    }
+    return !restricted;
+}
+
+static bool publish_ok(const char *allowed, const void *topic, size_t len)
+{
+    return topic_matches(allowed, topic, len);
+}
+
+static bool subscribe_ok(const char *allowed, const void *pattern, size_t len)
+{
+    (void)len;
+    return topic_pattern_within(pattern, allowed);
+}
+
+bool auth_may_publish(const auth_t *a, const char *key, const char *topic, size_t len)
+{
+    return topic_allowed(a, key, publish_ok, topic, len);
+}
+
+bool auth_may_subscribe(const auth_t *a, const char *key, const char *pattern)
+{
+    return topic_allowed(a, key, subscribe_ok, pattern, strlen(pattern));
 }
 
 /* One ZAP request (RFC 27): version, request id, domain, address, routing

@@ -48,6 +48,12 @@ bool auth_is_admin(const auth_t *a, const char *key);
 /* True if `key` (Z85) may register `name`. */
 bool auth_may_register(const auth_t *a, const char *key, const char *name);
 
+/* With `topic:PATTERN` entries on its line, a key may publish only topics
+ * one of them matches and subscribe only to patterns within one of them
+ * (docs/security.md); a key without any may use every topic. */
+bool auth_may_publish(const auth_t *a, const char *key, const char *topic, size_t len);
+bool auth_may_subscribe(const auth_t *a, const char *key, const char *pattern);
+
 /* Writes PREFIX.key (secret, 0600) and PREFIX.pub (public, 0644); refuses
  * to overwrite. Returns 0, or -1 with `err`. */
 int auth_keygen(const char *prefix, char *err, size_t errlen);

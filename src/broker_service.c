@@ -246,6 +246,10 @@ static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
         cJSON_AddStringToObject(payload, "code", "bad_topic");
         return status_error(payload, why);
     }
+    if (b->auth && peer->kind == PEER_REMOTE && !auth_may_subscribe(b->auth, peer->key, topic)) {
+        cJSON_AddStringToObject(payload, "code", "denied");
+        return status_error(payload, "your key may not subscribe to that pattern (allow list)");
+    }
     topics_result_t r = topics_subscribe(b->topics, peer, topic, strlen(topic), group);
     return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
 }

@@ -22,6 +22,58 @@ bool names__is_reserved(const char *s, size_t len)
            has_prefix(s, len, "broker.") || has_prefix(s, len, "smartshop.");
 }
 
+/* The length of the token at s (up to '.' or `end`). */
+static size_t token_at(const char *s, const char *end)
+{
+    const char *t = s;
+    while (t < end && *t != '.')
+        t++;
+    return (size_t)(t - s);
+}
+
+static bool is_token(const char *s, size_t n, char c)
+{
+    return n == 1 && s[0] == c;
+}
+
+bool topic_matches(const char *pattern, const char *topic, size_t len)
+{
+    const char *p = pattern, *pend = pattern + strlen(pattern), *t = topic, *tend = topic + len;
+    for (;;) {
+        size_t pn = token_at(p, pend), tn = token_at(t, tend);
+        if (is_token(p, pn, '>'))
+            return t < tend;
+        if (!is_token(p, pn, '*') && (pn != tn || memcmp(p, t, pn) != 0))
+            return false;
+        p += pn;
+        t += tn;
+        if (p == pend || t == tend)
+            return p == pend && t == tend;
+        p++;
+        t++;
+    }
+}
+
+bool topic_pattern_within(const char *inner, const char *outer)
+{
+    const char *i = inner, *iend = inner + strlen(inner), *o = outer, *oend = outer + strlen(outer);
+    for (;;) {
+        size_t in = token_at(i, iend), on = token_at(o, oend);
+        if (is_token(o, on, '>'))
+            return true;                    /* inner has a token here: all of it is within */
+        if (is_token(i, in, '>'))
+            return false;
+        if (!is_token(o, on, '*') && (is_token(i, in, '*') || in != on || memcmp(i, o, in) != 0))
+            return false;
+        i += in;
+        o += on;
+        if (i == iend || o == oend)
+            return i == iend && o == oend;
+        i++;
+        o++;
+    }
+}
+
 bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why)
 {
     if (len == 0 || len > TOPIC_MAX_LEN) {

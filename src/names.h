@@ -22,6 +22,13 @@
  * what is wrong, for an error reply. */
 bool topic_is_valid(const char *text, size_t len, bool pattern, const char **why);
 
+/* Whether the valid `topic` (len bytes) matches the valid `pattern`. */
+bool topic_matches(const char *pattern, const char *topic, size_t len);
+
+/* Whether every topic `inner` matches is matched by `outer` too (both
+ * valid patterns): "order.created" and "order.*" are within "order.>". */
+bool topic_pattern_within(const char *inner, const char *outer);
+
 /* 2: may start a name (letter, digit); 1: may follow (also . _ : -).
  * Internal to name_is_valid; in names.c. */
 extern const unsigned char names__chars[256];

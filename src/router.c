@@ -628,6 +628,12 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
     if (b->watchers > 0)
         copy_to_watchers(b, peer, m, env);
     if (env->f[EF_TOPIC].kind == JSON_STRING) {
+        const env_value_t *topic = &env->f[EF_TOPIC];
+        if (b->auth && peer->kind == PEER_REMOTE &&
+            !auth_may_publish(b->auth, peer->key, topic->ptr, topic->len)) {
+            router_send_error(b, peer, env, ERR_DENIED, "your key may not publish on that topic");
+            return;
+        }
         publish(b, peer, m, env);
         return;
     }

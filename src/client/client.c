@@ -17,6 +17,7 @@
 #include <zmq.h>
 
 #include "internal.h"
+#include "names.h"              /* the broker's own topic rules (TP1), compiled in */
 
 #define MAX_NAMES 16
 #define NAME_LEN 64
@@ -434,7 +435,7 @@ static bool dispatch_topic(ss_client_t *c, const ss_msg_t *m)
 {
     bool any = false;
     for (subscription_t *s = c->subscriptions; s; s = s->next) {
-        if (topic_matches(s->pattern, m->topic)) {
+        if (topic_matches(s->pattern, m->topic, strlen(m->topic))) {
             s->fn(c, m, s->arg);
             any = true;
         }
@@ -730,7 +731,8 @@ int ss_publish_topic(ss_client_t *c, const char *topic, const char *action, cons
 {
     if (!topic || !action)
         return fail(c, SS_EINVAL, "invalid", "ss_publish_topic needs a topic and an action");
-    if (!topic_valid(topic, false))
+    const char *why;
+    if (!topic_is_valid(topic, strlen(topic), false, &why))
         return fail(c, SS_EINVAL, "bad_topic", "not a topic: dot-separated tokens of letters, "
                                                "digits, _ : -, no wildcards (docs/protocol.md TP1)");
     char id[37];

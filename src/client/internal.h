@@ -29,12 +29,6 @@ char *msg_build(const char *type, const char *src, const char *dst, const char *
 char *msg_build_topic_event(const char *src, const char *topic, const char *action,
                             const cJSON *payload, char id_out[37]);
 
-/* Whether `text` is a topic (TP1), or with `pattern` a topic pattern. */
-bool topic_valid(const char *text, bool pattern);
-
-/* Whether `topic` matches `pattern` (TP1: '*' one token, '>' the rest). */
-bool topic_matches(const char *pattern, const char *topic);
-
 /* Fills an ss_error_t. */
 void error_set(ss_error_t *err, const char *code, const char *message);
 

@@ -63,57 +63,6 @@ char *msg_build_topic_event(const char *src, const char *topic, const char *acti
     return text;
 }
 
-/* The length of the token at `s` (up to '.' or the end). */
-static size_t token_len(const char *s)
-{
-    size_t n = 0;
-    while (s[n] && s[n] != '.')
-        n++;
-    return n;
-}
-
-bool topic_valid(const char *text, bool pattern)
-{
-    size_t len = strlen(text), tokens = 0;
-    if (len == 0 || len > 255)
-        return false;
-    for (const char *t = text;; t++) {
-        size_t n = token_len(t);
-        if (n == 0 || ++tokens > 16)
-            return false;
-        bool wildcard = n == 1 && (t[0] == '*' || t[0] == '>');
-        if (wildcard && (!pattern || (t[0] == '>' && t[1])))
-            return false;
-        for (size_t i = 0; !wildcard && i < n; i++) {
-            char c = t[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == ':' || c == '-'))
-                return false;
-        }
-        t += n;
-        if (!*t)
-            return true;
-    }
-}
-
-bool topic_matches(const char *pattern, const char *topic)
-{
-    for (;;) {
-        size_t pn = token_len(pattern), tn = token_len(topic);
-        if (pn == 1 && pattern[0] == '>')
-            return tn > 0;                          /* one or more tokens left */
-        bool star = pn == 1 && pattern[0] == '*';
-        if (tn == 0 || (!star && (pn != tn || memcmp(pattern, topic, pn) != 0)))
-            return false;
-        pattern += pn;
-        topic += tn;
-        if (!*pattern || !*topic)
-            return !*pattern && !*topic;
-        pattern++;                                  /* the dots */
-        topic++;
-    }
-}
-
 static const char *string_field(const cJSON *obj, const char *key)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);

@@ -119,5 +119,78 @@ class SubscriptionBoundsTest(bp.BrokerTestCase):
             timeout=5 * bp.SLOW))
 
 
+def keygen(prefix):
+    out = subprocess.run([bp.broker_path(), "--keygen", prefix], capture_output=True, text=True,
+                         timeout=5)
+    assert out.returncode == 0, out.stderr
+    keys = []
+    for path in (prefix + ".pub", prefix + ".key"):
+        with open(path) as f:
+            keys.append([l.strip() for l in f if l.strip() and not l.startswith("#")][0])
+    return keys
+
+
+class CurveTopicsTest(bp.BrokerTestCase):
+    """The allow list's topic: entries bound what a key publishes and
+    subscribes to; a key without any may use every topic."""
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.tmp = tempfile.TemporaryDirectory()
+        d = cls.tmp.name
+        cls.broker_pub, _ = keygen(os.path.join(d, "broker"))
+        cls.shop = keygen(os.path.join(d, "shop"))
+        cls.free = keygen(os.path.join(d, "free"))
+        with open(os.path.join(d, "allow"), "w") as f:
+            f.write("%s shop topic:order.> topic:store.*.till\n%s *\n" % (cls.shop[0], cls.free[0]))
+        cls.BROKER_ARGS = ("--curve-secret-key", os.path.join(d, "broker.key"),
+                           "--curve-allow", os.path.join(d, "allow"))
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.tmp.cleanup()
+
+    def curve_peer(self, keys):
+        import zmq
+        p = self.broker.peer(options={
+            zmq.CURVE_SERVERKEY: self.broker_pub.encode(), zmq.CURVE_PUBLICKEY: keys[0].encode(),
+            zmq.CURVE_SECRETKEY: keys[1].encode()})
+        self._peers.append(p)
+        return p
+
+    def test_topic_entries_bound_subscribe_and_publish(self):
+        shop = self.curve_peer(self.shop)
+        for pattern, ok in (("order.created", True), ("order.*", True), ("order.>", True),
+                            ("store.12.till", True), ("store.*.till", True), (">", False),
+                            ("store.>", False), ("payment.*", False)):
+            body = shop.call_broker("subscribe", {"topic": pattern}, src="shop")["payload"]
+            self.assertEqual(body["status"] == "ok", ok, (pattern, body))
+            if not ok:
+                self.assertEqual(body["code"], "denied")
+        free = self.curve_peer(self.free)
+        self.assertEqual(free.call_broker("subscribe", {"topic": ">"}, src="free")["payload"]["status"], "ok")
+        m = shop.send(bp.msg("event", "shop", None, "x", topic="payment.refund"))
+        self.expectError(shop, "denied", correlation_id=m["msg_id"])
+        shop.send(bp.msg("event", "shop", None, "x", topic="order.created"))
+        _, ev = free.recv()
+        self.assertEqual(ev["topic"], "order.created")
+
+    def test_a_bad_topic_entry_stops_the_start(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            keygen(os.path.join(d, "broker"))
+            k = keygen(os.path.join(d, "k"))
+            with open(os.path.join(d, "allow"), "w") as f:
+                f.write("%s topic:order.a*\n" % k[0])
+            out = bp.run_broker_cli(["--curve-secret-key", os.path.join(d, "broker.key"),
+                                     "--curve-allow", os.path.join(d, "allow"),
+                                     "--endpoint", "tcp://127.0.0.1:%d" % bp.free_port()])
+            self.assertEqual(out.returncode, 2, out.stderr)
+            self.assertIn("not a topic pattern", out.stderr)
+
+
 if __name__ == "__main__":
     bp.main()

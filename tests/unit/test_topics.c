@@ -1,5 +1,6 @@
 /* topics: syntax, wildcards, once per owner, queue groups, unsubscribe,
  * owners going away, limits and the cache. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -184,9 +185,31 @@ static void limits_and_cache(void)
     topics_free(&t);
 }
 
+static void matching_and_containment(void)
+{
+    static const struct { const char *pattern, *topic; bool match; } m[] = {
+        {"a.b", "a.b", true},   {"a.b", "a.c", false},  {"a.*", "a.b", true},
+        {"a.*", "a", false},    {"a.*", "a.b.c", false}, {"a.>", "a.b.c", true},
+        {"a.>", "a", false},    {">", "a", true},        {"*", "a.b", false},
+        {"*.b.>", "x.b.y", true}, {"*.b.>", "x.c.y", false}, {"ab", "a", false},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof *m; i++)
+        CHECK(topic_matches(m[i].pattern, m[i].topic, strlen(m[i].topic)) == m[i].match);
+    static const struct { const char *inner, *outer; bool within; } w[] = {
+        {"order.created", "order.>", true}, {"order.*", "order.>", true},
+        {"order.>", "order.>", true},       {"order.>", "order.*", false},
+        {"order", "order.>", false},        {"*.created", "order.*", false},
+        {"order.created", "*.created", true}, {">", ">", true}, {"a.b", ">", true},
+        {">", "a.>", false},                {"a.b.c", "a.*", false},
+    };
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+        CHECK(topic_pattern_within(w[i].inner, w[i].outer) == w[i].within);
+}
+
 int main(void)
 {
     syntax();
+    matching_and_containment();
     wildcards();
     once_per_owner();
     queue_groups();
