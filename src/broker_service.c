@@ -15,8 +15,11 @@ static cJSON *ping(broker_t *b, peer_t *peer, const envelope_t *env)
     cJSON *names = cJSON_AddArrayToObject(payload, "registered");
     for (int i = 0; i < peer->name_count; i++)
         cJSON_AddItemToArray(names, cJSON_CreateString(peer->names[i]));
-    /* TP5: a client that holds more knows the broker forgot them */
-    cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_owner_count(b->topics, peer));
+    /* TP5: a client that holds more knows the broker forgot them (left
+     * out at 0, so that a seed client's ping answer stays as it was) */
+    size_t held = topics_owner_count(b->topics, peer);
+    if (held)
+        cJSON_AddNumberToObject(payload, "subscriptions", (double)held);
     return payload;
 }
 

@@ -423,7 +423,8 @@ static void check_ping(ss_client_t *c, const ss_msg_t *m)
     }
     /* fewer subscriptions than ours: it restarted, or lost our connection */
     const cJSON *held = cJSON_GetObjectItemCaseSensitive(m->payload, "subscriptions");
-    if (c->subscription_count && cJSON_IsNumber(held) && held->valueint < c->subscription_count) {
+    int broker_holds = cJSON_IsNumber(held) ? held->valueint : 0;     /* absent: none */
+    if (c->subscription_count && broker_holds < c->subscription_count) {
         say(c, "the broker lost our subscriptions (it restarted?); subscribing again", "");
         for (subscription_t *s = c->subscriptions; s; s = s->next)
             send_subscribe(c, s);

@@ -9,8 +9,13 @@
  * (or a service did not answer in time while the broker did); 2 bad usage;
  * 3 the broker did not answer at all (not running, wrong endpoint, CURVE
  * keys it refuses). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -178,8 +183,13 @@ static void on_signal(int sig)
         ss_client_stop(client);
 }
 
+static int check_endpoint(void);
+
 static int connect_broker(void)
 {
+    int rc = check_endpoint();
+    if (rc)
+        return rc;
     ss_options_t o;
     memset(&o, 0, sizeof o);
     o.quiet = true;
@@ -290,6 +300,112 @@ static int report_failure(int code, const char *what, const failure_t *f)
         say("%s: %s", f->code, f->message);
     return code;
 }
+
+/* --- is anything there? --- */
+
+typedef enum { PROBE_UNKNOWN, PROBE_REFUSED, PROBE_NULL, PROBE_CURVE } probe_t;
+
+/* A plain socket to the endpoint (tcp://host:port or ipc://path), -1 with
+ * errno when the connection is refused or the name does not resolve. */
+static int probe_connect(const char *ep)
+{
+    if (strncmp(ep, "ipc://", 6) == 0) {
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "%s", ep + 6);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+        int why = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = why == ENOENT ? ECONNREFUSED : why;
+        return -1;
+    }
+    if (strncmp(ep, "tcp://", 6) != 0)
+        return errno = EINVAL, -1;
+    char host[256];
+    const char *colon = strrchr(ep + 6, ':');
+    if (!colon || (size_t)(colon - ep - 6) >= sizeof host)
+        return errno = EINVAL, -1;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - ep - 6), ep + 6);
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {      /* [::1] */
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(strcmp(host, "*") == 0 ? "127.0.0.1" : host, colon + 1, &hints, &res) != 0)
+        return errno = EINVAL, -1;
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    int rc = fd >= 0 ? connect(fd, res->ai_addr, res->ai_addrlen) : -1;
+    int why = errno;
+    freeaddrinfo(res);
+    if (rc == 0)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    errno = why;
+    return -1;
+}
+
+/* Asks the endpoint for its ZMTP greeting (rfc.zeromq.org 23/ZMTP): a
+ * ZeroMQ peer sends it at once, and its mechanism field says whether the
+ * broker speaks CURVE. Nothing here is a ZeroMQ connection: the broker
+ * sees a connection that closes before its handshake. */
+static probe_t probe_endpoint(const char *ep)
+{
+    int fd = probe_connect(ep);
+    if (fd < 0)
+        return errno == ECONNREFUSED ? PROBE_REFUSED : PROBE_UNKNOWN;
+    /* our signature and major version: enough for a 3.x peer to send the
+     * rest of its greeting */
+    static const unsigned char hello[11] = {0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0x7f, 3};
+    unsigned char greeting[64];
+    size_t have = 0;
+    probe_t result = PROBE_UNKNOWN;
+    if (write(fd, hello, sizeof hello) == (ssize_t)sizeof hello) {
+        struct pollfd p = {fd, POLLIN, 0};
+        while (have < sizeof greeting && poll(&p, 1, 1000) > 0) {
+            ssize_t n = read(fd, greeting + have, sizeof greeting - have);
+            if (n <= 0)
+                break;
+            have += (size_t)n;
+        }
+    }
+    close(fd);
+    if (have >= 32 && greeting[0] == 0xff && greeting[10] >= 3)
+        result = memcmp(greeting + 12, "CURVE", 5) == 0 ? PROBE_CURVE : PROBE_NULL;
+    return result;
+}
+
+/* Says at once what is wrong when nothing, or a broker of another mode,
+ * listens there; 0 when the endpoint looks right (or cannot be told). */
+static int check_endpoint(void)
+{
+    failure_t f;
+    switch (probe_endpoint(opt.endpoint)) {
+    case PROBE_REFUSED:
+        set_failure(&f, "unreachable", "nothing listens at %s (connection refused): is the broker "
+                    "running there? (systemctl status smartshop-broker)", opt.endpoint);
+        break;
+    case PROBE_CURVE:
+        if (opt.server_key[0])
+            return 0;
+        set_failure(&f, "curve_required", "the broker at %s requires CURVE: give --server-key "
+                    "BROKER.pub and --key PREFIX (or $SMARTSHOP_SERVER_KEY and $SMARTSHOP_KEY)",
+                    opt.endpoint);
+        break;
+    case PROBE_NULL:
+        if (!opt.server_key[0])
+            return 0;
+        set_failure(&f, "curve_off", "the broker at %s runs without CURVE (plain mode): leave "
+                    "out --server-key and --key", opt.endpoint);
+        break;
+    default:
+        return 0;
+    }
+    return report_failure(EXIT_UNREACHABLE, "connect", &f);
+}
+
 
 /* Broker actions answer {"status":"error","message":...} in a response. */
 static bool status_error(const cJSON *payload, failure_t *f)

@@ -309,6 +309,12 @@ class CtlTest(bp.BrokerTestCase):
         self.assertExit(out, 3)
         self.assertIn("tcp://127.0.0.1:%d" % port, out.stderr)
         self.assertLess(time.monotonic() - t0, 5)
+        # said at once, whatever the timeout, like redis-cli
+        t0 = time.monotonic()
+        out = ctl("ping", endpoint="tcp://127.0.0.1:%d" % port)
+        self.assertExit(out, 3)
+        self.assertIn("connection refused", out.stderr)
+        self.assertLess(time.monotonic() - t0, 1.5 * bp.SLOW)
         out = ctl("--json", "--timeout", "300", "services", endpoint="tcp://127.0.0.1:%d" % port)
         self.assertExit(out, 3)
         self.assertEqual(json.loads(out.stdout)["error"]["code"], "unreachable")
@@ -506,9 +512,12 @@ class CurveCtlTest(unittest.TestCase):
                           env={"SMARTSHOP_SERVER_KEY": os.path.join(d, "broker.pub"),
                                "SMARTSHOP_KEY": os.path.join(d, "ops")})
                 self.assertEqual(out.returncode, 0, out.stderr)
-                # plain mode against a CURVE broker: no answer -> 3
-                out = ctl("--timeout", "300", "ping", endpoint=b.endpoint)
+                # plain mode against a CURVE broker: said at once -> 3
+                t0 = time.monotonic()
+                out = ctl("ping", endpoint=b.endpoint)
                 self.assertEqual(out.returncode, 3, out.stderr)
+                self.assertIn("requires CURVE", out.stderr)
+                self.assertLess(time.monotonic() - t0, 2 * bp.SLOW)
                 # a key not on the allow list -> 3
                 subprocess.run([bp.broker_path(), "--keygen", os.path.join(d, "stranger")],
                                capture_output=True, timeout=5)
