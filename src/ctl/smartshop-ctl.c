@@ -71,7 +71,13 @@ static void usage(FILE *out)
         "  replay ID                   send dead letter ID again, as its sender did\n"
         "  pub TOPIC ACTION [JSON]     publish an event on TOPIC (e.g. order.created)\n"
         "  sub PATTERN [GROUP]         print the events on topics matching PATTERN live\n"
-        "                              (order.*, store.12.>), until Ctrl-C"
+        "                              (order.*, store.12.>), until Ctrl-C\n"
+        "  top [N]                     per service: requests/s, ok and failed per second,\n"
+        "                              p50/p99 latency; refreshed each second (N times,\n"
+        "                              default until Ctrl-C)\n"
+        "  reply NAME [JSON]           a stub service: register NAME and answer every\n"
+        "                              request with JSON (default: its own payload),\n"
+        "                              printing each, until Ctrl-C"
         "\n"
         "Options:\n"
         "  -e, --endpoint EP           the broker (default $SMARTSHOP_ENDPOINT, else\n"
@@ -1150,6 +1156,150 @@ static int cmd_sub(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* --- top: live rates per service --- */
+
+/* One service's totals in a metrics answer (its actions summed). */
+typedef struct {
+    char name[80];
+    double requests, answered, failed, p50, p99;
+} top_row_t;
+
+static int top_rows(const cJSON *payload, top_row_t *rows, int cap)
+{
+    int n = 0;
+    const cJSON *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(payload, "series")) {
+        const char *name = str_or(s, "service", "?");
+        int i = 0;
+        while (i < n && strcmp(rows[i].name, name) != 0)
+            i++;
+        if (i == n) {
+            if (n == cap)
+                continue;
+            memset(&rows[n], 0, sizeof rows[n]);
+            snprintf(rows[n].name, sizeof rows[n].name, "%s", name);
+            n++;
+        }
+        rows[i].requests += num_or(s, "requests", 0);
+        rows[i].answered += num_or(s, "answered", 0);
+        rows[i].failed += num_or(s, "failed", 0);
+        const cJSON *lat = cJSON_GetObjectItemCaseSensitive(s, "latency_ms");
+        /* the slowest action's quantile bounds stand for the service */
+        if (num_or(lat, "p50_le", 0) > rows[i].p50)
+            rows[i].p50 = num_or(lat, "p50_le", 0);
+        if (num_or(lat, "p99_le", 0) > rows[i].p99)
+            rows[i].p99 = num_or(lat, "p99_le", 0);
+    }
+    return n;
+}
+
+static int cmd_top(int argc, char **argv)
+{
+    long rounds = -1;
+    if (argc > 1 || (argc == 1 && !parse_long(argv[0], 1, 1000000, &rounds)))
+        return usage_error("top takes [N], how many refreshes (default: until Ctrl-C)");
+    enum { TOP_MAX = 256 };
+    static top_row_t last[TOP_MAX], now[TOP_MAX];
+    int last_n = 0;
+    double last_ms = 0;
+    bool tty = isatty(STDOUT_FILENO);
+    for (long r = 0; !interrupted && (rounds < 0 || r <= rounds); r++) {
+        cJSON *payload = NULL;
+        int rc = broker_action("metrics", NULL, "top", &payload);
+        if (rc)
+            return rc;
+        double t = mono_ms();
+        int n = top_rows(payload, now, TOP_MAX);
+        cJSON_Delete(payload);
+        if (r > 0) {
+            double secs = (t - last_ms) / 1000.0;
+            if (tty)
+                printf("\033[H\033[2J");
+            printf("%s  every %.1fs\n", opt.endpoint, secs);
+            table_t tab;
+            table_init(&tab, 6);
+            for (int c = 1; c < 6; c++)
+                tab.right[c] = true;
+            table_row(&tab, "SERVICE", "REQ/S", "OK/S", "FAILED/S", "P50 MS<=", "P99 MS<=");
+            for (int i = 0; i < n; i++) {
+                top_row_t before = {{0}, 0, 0, 0, 0, 0};
+                for (int j = 0; j < last_n; j++)
+                    if (strcmp(last[j].name, now[i].name) == 0)
+                        before = last[j];
+                char req[32], ok[32], failed[32], p50[32], p99[32];
+                snprintf(req, sizeof req, "%.1f", (now[i].requests - before.requests) / secs);
+                snprintf(ok, sizeof ok, "%.1f", (now[i].answered - before.answered) / secs);
+                snprintf(failed, sizeof failed, "%.1f", (now[i].failed - before.failed) / secs);
+                snprintf(p50, sizeof p50, "%g", now[i].p50);
+                snprintf(p99, sizeof p99, "%g", now[i].p99);
+                table_row(&tab, now[i].name, req, ok, failed, p50, p99);
+            }
+            table_print(&tab);
+            fflush(stdout);
+        }
+        memcpy(last, now, sizeof last);
+        last_n = n;
+        last_ms = t;
+        if (rounds >= 0 && r == rounds)
+            break;
+        for (int w = 0; w < 10 && !interrupted; w++)
+            ss_client_process(client, 100);
+    }
+    return EXIT_OK;
+}
+
+/* --- reply: a stub responder --- */
+
+static cJSON *stub_answer;       /* NULL: answer each request with its payload */
+
+static cJSON *stub_handle(ss_client_t *c, const ss_msg_t *req, ss_error_t *err, void *arg)
+{
+    (void)c;
+    (void)err;
+    (void)arg;
+    const cJSON *payload = ss_msg_payload(req);
+    if (opt.json) {
+        print_json(ss_msg_json(req), false);
+    } else {
+        char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
+        char line[4096];
+        snprintf(line, sizeof line, "%s  request  %s -> %s  %s  ",
+                 str_or(ss_msg_json(req), "timestamp", "-"), ss_msg_src(req) ? ss_msg_src(req) : "-",
+                 ss_name(c), ss_msg_action(req) ? ss_msg_action(req) : "-");
+        sanitize(line);
+        if (body)
+            sanitize(body);
+        printf("%s%s\n", line, body ? body : "null");
+        cJSON_free(body);
+    }
+    fflush(stdout);
+    return cJSON_Duplicate(stub_answer ? stub_answer : payload, 1);
+}
+
+static int cmd_reply(int argc, char **argv)
+{
+    if (argc < 1 || argc > 2)
+        return usage_error("reply takes NAME [JSON]: the name to serve, and the payload to answer with");
+    int rc = read_payload(argc > 1 ? argv[1] : NULL, &stub_answer);
+    if (rc)
+        return rc;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    rc = ss_register(client, argv[0], opt.timeout_ms);
+    if (rc != SS_OK) {
+        failure_t f;
+        set_failure(&f, ss_last_error(client)->code, "%s", ss_last_error(client)->message);
+        cJSON_Delete(stub_answer);
+        return report_failure(rc == SS_ETIMEOUT ? EXIT_UNREACHABLE : EXIT_REMOTE, "reply", &f);
+    }
+    ss_handle(client, NULL, stub_handle, NULL);
+    say("answering requests to %s at %s; Ctrl-C to stop", argv[0], opt.endpoint);
+    while (!interrupted)
+        if (ss_client_process(client, 250) == SS_ESTOPPED)
+            break;
+    cJSON_Delete(stub_answer);
+    return EXIT_OK;
+}
+
 /* --- main --- */
 
 int main(int argc, char **argv)
@@ -1222,7 +1372,7 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no command given (ping, services, stats, metrics, request, watch, "
-                           "reload, dead-letters, replay, pub, sub)");
+                           "reload, dead-letters, replay, pub, sub, reply, top)");
     const char *cmd = argv[optind];
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
@@ -1233,7 +1383,7 @@ int main(int argc, char **argv)
     } commands[] = {
         {"ping", 0, 0},     {"services", 0, 0}, {"stats", 0, 0},  {"metrics", 0, 0},
         {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 0},
-        {"replay", 0, 99},  {"pub", 0, 99},     {"sub", 0, 99},
+        {"replay", 0, 99},  {"pub", 0, 99},     {"sub", 0, 99},   {"reply", 0, 99},  {"top", 0, 99},
     };
     int which = -1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -1286,13 +1436,18 @@ int main(int argc, char **argv)
         rc = cmd_pub(nargs, args);
     else if (strcmp(cmd, "sub") == 0)
         rc = cmd_sub(nargs, args);
+    else if (strcmp(cmd, "reply") == 0)
+        rc = cmd_reply(nargs, args);
+    else if (strcmp(cmd, "top") == 0)
+        rc = cmd_top(nargs, args);
     else
         rc = cmd_replay(nargs, args);
 
     ss_client_destroy(&client);
     if (fflush(stdout) != 0 && rc == EXIT_OK)
         rc = EXIT_REMOTE;       /* stdout closed or full: do not claim success */
-    if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0 && strcmp(cmd, "sub") != 0)
+    if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0 && strcmp(cmd, "sub") != 0 &&
+        strcmp(cmd, "reply") != 0 && strcmp(cmd, "top") != 0)
         rc = EXIT_INTERRUPTED;
     return rc;
 }

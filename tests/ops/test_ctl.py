@@ -487,6 +487,39 @@ class CtlTest(bp.BrokerTestCase):
             proc.stdout.close()
             proc.stderr.close()
 
+    # --- reply (a stub responder) and top (live rates per service) ---
+
+    def test_reply_answers_every_request_until_interrupted(self):
+        proc = subprocess.Popen([ctl_path(), "--endpoint", self.ep, "reply", "stub-stock", '{"left": 3}'],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            p = self.peer(name="asker")
+            body = None
+            deadline = time.monotonic() + 10 * bp.SLOW
+            while time.monotonic() < deadline:
+                m = p.request("stub-stock", "count", {"sku": 9}, src="asker")
+                _, body = p.recv_answer(m["msg_id"], timeout=2 * bp.SLOW)
+                if body["type"] == "response":
+                    break
+                time.sleep(0.1)             # not registered yet: no_such_service
+            self.assertEqual((body["type"], body["payload"]), ("response", {"left": 3}), body)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=5)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("asker -> stub-stock  count", out)
+
+    def test_top_shows_requests_per_service(self):
+        with Service(self.ep, "top-echo"):
+            for _ in range(20):
+                self.assertExit(self.run_ctl("request", "top-echo", "echo", '{"n": 1}'), 0)
+            out = self.run_ctl("top", "1")
+            self.assertExit(out, 0)
+            self.assertIn("SERVICE", out.stdout)
+            self.assertIn("P99 MS<=", out.stdout)
+            self.assertRegex(out.stdout, r"top-echo\s+\d")
+            self.assertExit(self.run_ctl("top", "zero"), 2)
+
 
 class CurveCtlTest(unittest.TestCase):
     """--server-key and --key against a broker with CURVE on."""
