@@ -73,6 +73,7 @@ static void drop(deadletters_t *dl, deadletter_t *d)
     dl->newest = dl->oldest ? dl->oldest->older : NULL;  /* utlist keeps the tail in head->prev */
     dl->bytes -= d->len;
     dl->count--;
+    dl->dropped++;
     free(d->bytes);
     memset(d, 0, sizeof *d);
     d->newer = dl->free_slots;
