@@ -290,6 +290,9 @@ static void spreads_ids_chosen_to_collide(void)
     HASH_VALUE(ids[5], strlen(ids[5]), h);
     CHECK_EQ_INT(h, inflight_hash(ids[5], strlen(ids[5])));
     CHECK(h != jenkins(ids[5], strlen(ids[5])));
+    /* and its key was drawn before main: not left all zero */
+    static const unsigned char zero[sizeof keyed_hash_key];
+    CHECK(memcmp(keyed_hash_key, zero, sizeof zero) != 0);
     fixture_free(&f);
 }
 
