@@ -110,6 +110,7 @@ class RequesterShareTest(bp.BrokerTestCase):
 
         # everyone else is served at once
         victim = self.peer(name="sh-victim")
+        round_trips = []
         for i in range(5):
             start = time.monotonic()
             m = victim.request("sh-echo", "hello")
@@ -118,7 +119,10 @@ class RequesterShareTest(bp.BrokerTestCase):
             echo.answer(req, payload="hi")
             _, answer = victim.recv_answer(m["msg_id"], 2 * bp.SLOW)
             self.assertEqual(answer["type"], "response", bp.dump(answer))
-            self.assertLess(time.monotonic() - start, 0.5 * bp.SLOW)
+            round_trips.append(time.monotonic() - start)
+        print("victim round trips after the flood: %s ms"
+              % ", ".join("%.1f" % (t * 1000) for t in round_trips), file=sys.stderr)
+        self.assertLess(max(round_trips), 0.5 * bp.SLOW)
 
         # the attacker holds its share and no more, and was told why
         self.assertLessEqual(flood.to_sinks, SHARE)
