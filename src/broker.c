@@ -223,8 +223,9 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
     b->policy_watch = b->services_watch = -1;
     b->started_ms = clock_ms();
     b->registry = registry_new();
-    b->inflight = inflight_table_new(cfg->max_inflight);
-    b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes);
+    b->inflight = inflight_table_new(cfg->max_inflight, cfg->max_inflight_per_peer,
+                                     cfg->max_inflight_per_instance);
+    b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes, cfg->dead_letter_share);
     b->metrics = metrics_new();
     b->topics = topics_new((topics_limits_t){cfg->max_subscriptions_per_peer,
                                              cfg->max_subscriptions, 4096});

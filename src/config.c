@@ -41,6 +41,8 @@ static const setting_t settings[] = {
     UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
     UINT_SETTING("shutdown_grace_ms", shutdown_grace_ms, 0, 600000),
     UINT_SETTING("max_inflight", max_inflight, 1, 10000000),
+    UINT_SETTING("max_inflight_per_peer", max_inflight_per_peer, 0, 10000000),
+    UINT_SETTING("max_inflight_per_instance", max_inflight_per_instance, 0, 10000000),
     UINT_SETTING("send_hwm", send_hwm, 1, 1000000),
     UINT_SETTING("heartbeat_ivl_ms", heartbeat_ivl_ms, 100, 600000),
     UINT_SETTING("heartbeat_timeout_ms", heartbeat_timeout_ms, 100, 600000),
@@ -53,6 +55,7 @@ static const setting_t settings[] = {
     UINT_SETTING("dead_letter_bytes", dead_letter_bytes, 0, 4096ul << 20),
     UINT_SETTING("max_subscriptions_per_peer", max_subscriptions_per_peer, 1, 1000000),
     UINT_SETTING("max_subscriptions", max_subscriptions, 1, 10000000),
+    UINT_SETTING("dead_letter_share", dead_letter_share, 1, 10000000),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -71,6 +74,10 @@ static const char usage[] =
     "      --request-timeout-ms N  deadline of a request without ttl_ms (default 30000)\n"
     "      --shutdown-grace-ms N   on SIGTERM, time left to requests in flight (default 2000)\n"
     "      --max-inflight N        most requests in flight at once (default 100000)\n"
+    "      --max-inflight-per-peer N  of those, most from one connection (default 0:\n"
+    "                              a tenth of --max-inflight, at least 4096)\n"
+    "      --max-inflight-per-instance N  of those, most handed to one instance\n"
+    "                              (default 0: as for --max-inflight-per-peer)\n"
     "      --send-hwm N            most messages queued to one peer (default 1000)\n"
     "      --heartbeat-ivl-ms N    transport heartbeat interval (default 1000)\n"
     "      --heartbeat-timeout-ms N  peer declared gone after this silence (default 3000)\n"
@@ -84,6 +91,8 @@ static const char usage[] =
     "      --dead-letter-bytes N   message bytes the dead letters keep (default 16777216)\n"
     "      --max-subscriptions-per-peer N  topic patterns one connection holds (default 256)\n"
     "      --max-subscriptions N   topic patterns over all connections (default 100000)\n"
+    "      --dead-letter-share N   one sender's letters hold at most 1/N of each of\n"
+    "                              those two bounds (default 8)\n"
     "      --curve-secret-key FILE  turn CURVE on with the broker's secret key file\n"
     "      --curve-allow FILE      with CURVE: the client keys allowed, and their names\n"
     "      --metrics EP            serve Prometheus metrics over HTTP at EP\n"
@@ -120,6 +129,7 @@ static void set_defaults(config_t *cfg)
     cfg->dead_letter_bytes = 16ul << 20;
     cfg->max_subscriptions_per_peer = 256;
     cfg->max_subscriptions = 100000;
+    cfg->dead_letter_share = 8;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -313,6 +323,8 @@ static const struct option long_options[] = {
     {"request-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
     {"shutdown-grace-ms", required_argument, 0, OPT_FIRST_LONG},
     {"max-inflight", required_argument, 0, OPT_FIRST_LONG},
+    {"max-inflight-per-peer", required_argument, 0, OPT_FIRST_LONG},
+    {"max-inflight-per-instance", required_argument, 0, OPT_FIRST_LONG},
     {"send-hwm", required_argument, 0, OPT_FIRST_LONG},
     {"heartbeat-ivl-ms", required_argument, 0, OPT_FIRST_LONG},
     {"heartbeat-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
@@ -328,6 +340,7 @@ static const struct option long_options[] = {
     {"dead-letter-bytes", required_argument, 0, OPT_FIRST_LONG},
     {"max-subscriptions-per-peer", required_argument, 0, OPT_FIRST_LONG},
     {"max-subscriptions", required_argument, 0, OPT_FIRST_LONG},
+    {"dead-letter-share", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

@@ -29,6 +29,8 @@ typedef struct {
     uint32_t request_timeout_ms;
     uint32_t shutdown_grace_ms;
     size_t max_inflight;
+    size_t max_inflight_per_peer;     /* one requester's share of it (0: derived) */
+    size_t max_inflight_per_instance; /* one handler's share of it (0: derived) */
     int send_hwm;               /* per-peer outbound queue, in messages */
     int heartbeat_ivl_ms;
     int heartbeat_timeout_ms;
@@ -41,6 +43,7 @@ typedef struct {
     size_t dead_letter_bytes;   /* dead-letter ring: message bytes kept */
     size_t max_subscriptions_per_peer; /* topic subscriptions one connection holds */
     size_t max_subscriptions;   /* topic subscriptions over all connections */
+    size_t dead_letter_share;   /* one sender keeps at most 1/N of each */
 } config_t;
 
 typedef enum {

@@ -5,45 +5,79 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utlist.h>
+
 #include "reply.h"
 
-deadletters_t *deadletters_new(size_t max_count, size_t max_bytes)
+deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share)
 {
     deadletters_t *dl = calloc(1, sizeof *dl);
     if (!dl)
         return NULL;
-    dl->ring = calloc(max_count ? max_count : 1, sizeof *dl->ring);
-    if (!dl->ring) {
+    dl->cap = max_count ? max_count : 1;
+    dl->slots = calloc(dl->cap, sizeof *dl->slots);
+    if (!dl->slots) {
         free(dl);
         return NULL;
     }
-    dl->cap = max_count ? max_count : 1;
+    for (size_t i = dl->cap; i-- > 0;) {
+        dl->slots[i].newer = dl->free_slots;
+        dl->free_slots = &dl->slots[i];
+    }
+    if (share == 0)
+        share = 1;
     dl->max_bytes = max_bytes;
+    dl->share_count = dl->cap / share ? dl->cap / share : 1;
+    dl->share_bytes = max_bytes / share;
     dl->next_id = 1;
     return dl;
 }
+
+static void drop(deadletters_t *dl, deadletter_t *d);
 
 void deadletters_free(deadletters_t **self_p)
 {
     deadletters_t *dl = *self_p;
     if (!dl)
         return;
-    for (size_t i = 0; i < dl->cap; i++)
-        free(dl->ring[i].bytes);
-    free(dl->ring);
+    while (dl->oldest)
+        drop(dl, dl->oldest);
+    free(dl->slots);
     free(dl);
     *self_p = NULL;
 }
 
-static void drop_oldest(deadletters_t *dl)
+static deadletter_sender_t *sender_find(const deadletters_t *dl, const uint8_t *id, size_t len)
 {
-    deadletter_t *old = &dl->ring[dl->head];
-    dl->bytes -= old->len;
-    free(old->bytes);
-    memset(old, 0, sizeof *old);
-    dl->head = (dl->head + 1) % dl->cap;
+    deadletter_sender_t *s = NULL;
+    HASH_FIND(hh, dl->senders, id, len, s);
+    return s;
+}
+
+/* Forgets a letter (its bytes, its place in both lists) and frees its
+ * slot; a sender left with no letters is forgotten too. */
+static void drop(deadletters_t *dl, deadletter_t *d)
+{
+    deadletter_sender_t *s = d->sender;
+    if (s) {
+        DL_DELETE2(s->oldest, d, sender_older, sender_newer);
+        s->count--;
+        s->bytes -= d->len;
+        if (s->count == 0) {
+            HASH_DEL(dl->senders, s);
+            free(s);
+        }
+    }
+    /* the global list: oldest first, linked by `newer` (utlist's next) */
+    DL_DELETE2(dl->oldest, d, older, newer);
+    dl->newest = dl->oldest ? dl->oldest->older : NULL;  /* utlist keeps the tail in head->prev */
+    dl->bytes -= d->len;
     dl->count--;
     dl->dropped++;
+    free(d->bytes);
+    memset(d, 0, sizeof *d);
+    d->newer = dl->free_slots;
+    dl->free_slots = d;
 }
 
 static void copy_text(char *out, size_t cap, const char *text)
@@ -55,18 +89,35 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
                      const envelope_t *env, const char *msg_id, const char *src,
                      const char *dst, const char *action)
 {
-    size_t len = env && env->len <= dl->max_bytes ? env->len : 0;
-    while (dl->count > 0 && (dl->count == dl->cap || dl->bytes + len > dl->max_bytes))
-        drop_oldest(dl);
-    deadletter_t *d = &dl->ring[(dl->head + dl->count) % dl->cap];
+    const uint8_t *id = from ? from->id : (const uint8_t *)"";
+    size_t id_len = from ? from->id_len : 0;
+    size_t keep = dl->share_bytes < dl->max_bytes ? dl->share_bytes : dl->max_bytes;
+    size_t len = env && env->len <= keep ? env->len : 0;
+    /* the sender's own oldest letters first, while it is over its share */
+    deadletter_sender_t *s;
+    while ((s = sender_find(dl, id, id_len)) &&
+           (s->count >= dl->share_count || s->bytes + len > dl->share_bytes))
+        drop(dl, s->oldest);
+    /* then everyone's oldest, while the ring is over its bounds */
+    while (dl->oldest && (dl->count == dl->cap || dl->bytes + len > dl->max_bytes))
+        drop(dl, dl->oldest);
+    if (!(s = sender_find(dl, id, id_len))) {
+        if (!(s = calloc(1, sizeof *s))) {
+            dl->dropped++;      /* out of memory: the letter is not kept */
+            return;
+        }
+        memcpy(s->id, id, id_len);
+        s->id_len = (uint8_t)id_len;
+        HASH_ADD(hh, dl->senders, id, id_len, s);
+    }
+    deadletter_t *d = dl->free_slots;
+    dl->free_slots = d->newer;
     memset(d, 0, sizeof *d);
     d->id = dl->next_id++;
     d->code = code;
     reply_timestamp(d->at);
-    if (from) {
-        memcpy(d->from, from->id, from->id_len);
-        d->from_len = from->id_len;
-    }
+    memcpy(d->from, id, id_len);
+    d->from_len = (uint8_t)id_len;
     if (env) {
         reply_copy_plain(d->msg_id, sizeof d->msg_id, &env->f[EF_MSG_ID]);
         reply_copy_plain(d->src, sizeof d->src, &env->f[EF_SRC]);
@@ -75,7 +126,6 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
         if (len && (d->bytes = malloc(len))) {
             memcpy(d->bytes, env->buf, len);
             d->len = len;
-            dl->bytes += len;
         }
     }
     if (msg_id)
@@ -86,6 +136,13 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
         copy_text(d->dst, sizeof d->dst, dst);
     if (action)
         copy_text(d->action, sizeof d->action, action);
+    d->sender = s;
+    DL_APPEND2(s->oldest, d, sender_older, sender_newer);
+    s->count++;
+    s->bytes += d->len;
+    DL_APPEND2(dl->oldest, d, older, newer);
+    dl->newest = d;
+    dl->bytes += d->len;
     dl->count++;
 }
 
@@ -100,8 +157,8 @@ static void add_or_null(cJSON *obj, const char *key, const char *value)
 cJSON *deadletters_list(const deadletters_t *dl, size_t limit)
 {
     cJSON *list = cJSON_CreateArray();
-    for (size_t n = 0; n < dl->count && n < limit; n++) {
-        const deadletter_t *d = &dl->ring[(dl->head + dl->count - 1 - n) % dl->cap];
+    size_t n = 0;
+    for (const deadletter_t *d = dl->newest; d && n < limit; d = d == dl->oldest ? NULL : d->older, n++) {
         cJSON *item = cJSON_CreateObject();
         cJSON_AddNumberToObject(item, "id", (double)d->id);
         cJSON_AddStringToObject(item, "at", d->at);
@@ -119,10 +176,10 @@ cJSON *deadletters_list(const deadletters_t *dl, size_t limit)
 
 const deadletter_t *deadletters_find(const deadletters_t *dl, uint64_t id)
 {
-    for (size_t n = 0; n < dl->count; n++) {
-        const deadletter_t *d = &dl->ring[(dl->head + n) % dl->cap];
+    /* ids grow with age: stop at the first older than the one asked */
+    for (const deadletter_t *d = dl->newest; d && d->id >= id;
+         d = d == dl->oldest ? NULL : d->older)
         if (d->id == id)
             return d;
-    }
     return NULL;
 }

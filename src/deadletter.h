@@ -2,10 +2,14 @@
  * refused (docs/protocol.md, "Dead letters"), for operators to list and
  * replay through the broker service.
  *
- * Bounded in count and in bytes: the oldest letters go first. A letter
- * keeps the message's bytes when the broker still had them (refused and
- * undeliverable messages), and only its envelope fields otherwise (a
- * request that expired in flight). Never sends anything itself. */
+ * Bounded in count and in bytes: the oldest letters go first. Each sender
+ * (a connection identity) holds at most a share of both bounds: a letter
+ * that would take its sender over its share evicts that sender's own
+ * oldest letter, never anyone else's, so that one client's failures
+ * cannot wipe out everyone's history. A letter keeps the message's bytes
+ * when the broker still had them (refused and undeliverable messages), and
+ * only its envelope fields otherwise (a request that expired in flight).
+ * Never sends anything itself. */
 #ifndef SMARTSHOP_DEADLETTER_H
 #define SMARTSHOP_DEADLETTER_H
 
@@ -18,7 +22,9 @@
 #include "errors.h"
 #include "registry.h"
 
-typedef struct {
+struct deadletter_sender;
+
+typedef struct deadletter {
     uint64_t id;                 /* increasing, never reused */
     char at[32];                 /* ISO-8601 UTC */
     bus_err_t code;
@@ -28,16 +34,35 @@ typedef struct {
     uint8_t from_len;
     char msg_id[MSG_ID_MAX_LEN + 1], src[NAME_MAX_LEN + 1], dst[NAME_MAX_LEN + 1],
         action[MSG_ID_MAX_LEN + 1];
+    struct deadletter *older, *newer;               /* all letters, by age */
+    struct deadletter *sender_older, *sender_newer; /* its sender's, by age */
+    struct deadletter_sender *sender;
 } deadletter_t;
 
+/* One sender's letters (a connection identity; the empty identity for
+ * requests whose requester was gone when they expired). */
+typedef struct deadletter_sender {
+    uint8_t id[PEER_ID_MAX];
+    uint8_t id_len;
+    size_t count, bytes;
+    deadletter_t *oldest;        /* its letters, oldest first (utlist) */
+    UT_hash_handle hh;
+} deadletter_sender_t;
+
 typedef struct {
-    deadletter_t *ring;
-    size_t cap, count, head;     /* head: the oldest */
+    deadletter_t *slots;         /* `cap` letters, used or on `free_slots` */
+    deadletter_t *free_slots;    /* linked by `newer` */
+    deadletter_t *oldest, *newest;
+    deadletter_sender_t *senders; /* by identity */
+    size_t cap, count;
     size_t bytes, max_bytes;
+    size_t share_count, share_bytes; /* one sender's most letters and bytes */
     uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
 } deadletters_t;
 
-deadletters_t *deadletters_new(size_t max_count, size_t max_bytes);
+/* A ring of at most `max_count` letters holding `max_bytes` bytes, of
+ * which one sender may hold 1/`share` of each (at least one letter). */
+deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share);
 void deadletters_free(deadletters_t **self_p);
 
 /* Keeps a letter. `env` and `bytes` may be NULL; the fields given

@@ -7,11 +7,28 @@
 
 #include <utlist.h>
 
-inflight_table_t *inflight_table_new(size_t limit)
+size_t inflight_default_share(size_t limit)
+{
+    size_t share = limit / 10;
+    size_t floor = limit < 4096 ? limit : 4096;
+    return share > floor ? share : floor;
+}
+
+static size_t share_or_default(size_t share, size_t limit)
+{
+    if (share == 0)
+        share = inflight_default_share(limit);
+    return share < limit ? share : limit;
+}
+
+inflight_table_t *inflight_table_new(size_t limit, size_t per_requester, size_t per_handler)
 {
     inflight_table_t *t = calloc(1, sizeof *t);
-    if (t)
-        t->limit = limit;
+    if (!t)
+        return NULL;
+    t->limit = limit;
+    t->per_requester = share_or_default(per_requester, limit);
+    t->per_handler = share_or_default(per_handler, limit);
     return t;
 }
 
@@ -103,19 +120,27 @@ static void copy_field(char *dst, size_t cap, const env_value_t *v)
     }
 }
 
-inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
-                         peer_t *requester, peer_t *handler, uint64_t deadline_ms)
+inflight_result_t inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
+                               peer_t *requester, peer_t *handler, uint64_t deadline_ms,
+                               inflight_t **rec_p)
 {
     const env_value_t *id = &env->f[EF_MSG_ID];
+    *rec_p = NULL;
     if (t->count >= t->limit)
-        return NULL;
+        return INFLIGHT_TABLE_FULL;
+    /* the shares: one requester, or one handler that never answers, can
+     * hold only its part of the table, so the rest stays for the others */
+    if (requester && requester->waiting_count >= t->per_requester)
+        return INFLIGHT_REQUESTER_SHARE;
+    if (handler->handling_count >= t->per_handler)
+        return INFLIGHT_HANDLER_SHARE;
     if (!env_is_plain_string(id) || id->len == 0 || id->len > MSG_ID_MAX_LEN)
-        return NULL;    /* not a checked msg_id: copied, its key would not match `hash` */
+        return INFLIGHT_NO_MEMORY;  /* not a checked msg_id: copied, its key would not match `hash` */
     if (t->count == t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 256;
         inflight_deadline_t *grown = realloc(t->heap, cap * sizeof *grown);
         if (!grown)
-            return NULL;
+            return INFLIGHT_NO_MEMORY;
         t->heap = grown;
         t->cap = cap;
     }
@@ -126,7 +151,7 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned ha
         t->spare = rec->wait_next;
         t->spare_count--;
     } else if (!(rec = malloc(sizeof *rec)))
-        return NULL;
+        return INFLIGHT_NO_MEMORY;
     memset(rec, 0, offsetof(inflight_t, msg_id));
     copy_field(rec->msg_id, sizeof rec->msg_id, id);
     copy_field(rec->src, sizeof rec->src, &env->f[EF_SRC]);
@@ -139,11 +164,14 @@ inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned ha
     rec->heap_index = t->count;
     t->heap[t->count++] = (inflight_deadline_t){deadline_ms, rec};
     heap_up(t, rec->heap_index);
-    if (requester)
+    if (requester) {
         DL_APPEND2(requester->waiting, rec, wait_prev, wait_next);
+        requester->waiting_count++;
+    }
     DL_APPEND2(handler->handling, rec, handle_prev, handle_next);
     handler->handling_count++;
-    return rec;
+    *rec_p = rec;
+    return INFLIGHT_ADDED;
 }
 
 void inflight_forget_requester(inflight_t *rec)
@@ -151,6 +179,7 @@ void inflight_forget_requester(inflight_t *rec)
     if (!rec->requester)
         return;
     DL_DELETE2(rec->requester->waiting, rec, wait_prev, wait_next);
+    rec->requester->waiting_count--;
     rec->requester = NULL;
 }
 

@@ -5,6 +5,10 @@
  * that was handed the request, with a deadline. Records are found by
  * msg_id (hash), by deadline (min-heap), and by peer (two lists per peer),
  * so that a timeout, an answer or a disconnect each settle them in O(log n).
+ * Bounded in total and per peer: one requester, or one handler that never
+ * answers, holds at most a share of the table (docs/security.md). The
+ * msg_id hash is keyed (keyed_hash.h): ids chosen to collide cannot make
+ * the table quadratic.
  * Sends nothing itself: the router decides what each fate means. */
 #ifndef SMARTSHOP_INFLIGHT_H
 #define SMARTSHOP_INFLIGHT_H
@@ -12,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uthash.h>
+#include "keyed_hash.h"
 
 #include "envelope.h"
 #include "metrics.h"
@@ -50,11 +54,30 @@ typedef struct {
     inflight_deadline_t *heap;
     size_t count, cap;
     size_t limit;               /* most records at once */
+    size_t per_requester;       /* most records one requester may have waiting */
+    size_t per_handler;         /* most records handed to one handler at once */
     inflight_t *spare;          /* freed records kept for reuse */
     size_t spare_count;
 } inflight_table_t;
 
-inflight_table_t *inflight_table_new(size_t limit);
+/* Why inflight_add kept no record. */
+typedef enum {
+    INFLIGHT_ADDED = 0,
+    INFLIGHT_TABLE_FULL,        /* `limit` records in the table */
+    INFLIGHT_REQUESTER_SHARE,   /* the requester has `per_requester` waiting */
+    INFLIGHT_HANDLER_SHARE,     /* the handler has `per_handler` in hand */
+    INFLIGHT_NO_MEMORY,         /* or an envelope without a checked msg_id */
+} inflight_result_t;
+
+/* The share of a table of `limit` one peer gets when none is configured:
+ * a tenth, so that one peer alone cannot fill it, but at least 4096 (a
+ * client's pipelining window) unless the table itself is smaller. */
+size_t inflight_default_share(size_t limit);
+
+/* A table of at most `limit` records, at most `per_requester` of them
+ * from one requester and `per_handler` handed to one handler (0: the
+ * inflight_default_share of `limit`; neither more than `limit`). */
+inflight_table_t *inflight_table_new(size_t limit, size_t per_requester, size_t per_handler);
 /* Frees every record and the table. */
 void inflight_table_free(inflight_table_t **self_p);
 
@@ -68,10 +91,12 @@ inflight_t *inflight_find_hashed(inflight_table_t *t, const char *msg_id, size_t
                                  unsigned hash);
 
 /* Records a request handed to `handler`; `hash` is inflight_hash() of its
- * msg_id. Returns NULL if the table is full or memory ran out. msg_id, src
- * and action come from a checked envelope. */
-inflight_t *inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
-                         peer_t *requester, peer_t *handler, uint64_t deadline_ms);
+ * msg_id. On INFLIGHT_ADDED *rec_p is the record; otherwise nothing was
+ * kept and the result says which bound refused it. msg_id, src and action
+ * come from a checked envelope. */
+inflight_result_t inflight_add(inflight_table_t *t, const envelope_t *env, unsigned hash,
+                               peer_t *requester, peer_t *handler, uint64_t deadline_ms,
+                               inflight_t **rec_p);
 
 /* Forgets a record (hash, heap and both peer lists) and frees it. */
 void inflight_remove(inflight_table_t *t, inflight_t **rec_p);

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
-#include <uthash.h>
+#include "keyed_hash.h"
 
 #include "envelope.h"
 #include "errors.h"

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <uthash.h>
+#include "keyed_hash.h"
 
 #include "names.h"
 
@@ -37,6 +37,7 @@ typedef struct peer {
     struct inflight *handling; /* requests handed to this peer */
     struct inflight *waiting;  /* requests this peer sent, not yet answered */
     uint32_t handling_count;   /* load, for least-loaded policies */
+    uint32_t waiting_count;    /* requests in `waiting`, for its share of the table */
     char key[41];              /* CURVE public key it authenticated with ("" in plain mode) */
     bool watching;             /* gets a copy of every event (broker action watch) */
     void *host;                /* PEER_LUA: the hosted service */

@@ -367,14 +367,20 @@ typedef struct {
 
 /* Hands `data` to one live instance of service `name` (or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
- * full and dropping those found gone. A request (`track` not NULL) is
- * recorded in flight first. Returns the chosen instance, or NULL with *err
- * set (no_such_service, busy, internal). */
+ * full or that hold their share of the in-flight table, and dropping those
+ * found gone. A request (`track` not NULL) is recorded in flight first.
+ * Returns the chosen instance, or NULL with *err set (no_such_service,
+ * busy), or with *err ERR_NONE when the sender was answered here already:
+ * a bound of the in-flight table refused the request, and only this
+ * function knows which (refuse_delivery then sends nothing). */
 static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                                   const envelope_t *env, const char *name, size_t len,
                                   peer_t *instance, const tracking_t *track, bus_err_t *err)
 {
-    int busy_tries = 0;
+    static log_ratelimit_t refusals_limit;
+    int busy_tries = 0, share_tries = 0;
+    char why[200];
+    bus_err_t code = ERR_BUSY;
     for (;;) {
         service_t *svc = registry_find_service(b->registry, name, len);
         if (!svc) {
@@ -383,27 +389,53 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
         }
         if (busy_tries >= (instance ? 1 : svc->count)) {
             *err = ERR_BUSY;
-            return NULL;
+            if (share_tries == 0)
+                return NULL;    /* queues full: refuse_delivery says so */
+            snprintf(why, sizeof why, instance
+                     ? "the instance of %s the policy chose has %zu requests in flight, the most "
+                       "one instance may"
+                     : share_tries == busy_tries
+                     ? "every instance of %s has %zu requests in flight, the most one instance may"
+                     : "every instance of %s has a full queue or %zu requests in flight, the most "
+                       "one instance may", name, b->inflight->per_handler);
+            goto answered;
         }
         peer_t *to = instance ? instance : service_next_instance(svc);
         inflight_t *rec = NULL;
         if (track) {
             uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
             uint64_t now_us = clock_us();     /* one clock read for both */
-            rec = inflight_add(b->inflight, env, track->id_hash, sender, to, now_us / 1000 + ttl);
-            if (!rec) {
-                *err = b->inflight->count >= b->inflight->limit ? ERR_BUSY : ERR_INTERNAL;
-                return NULL;
+            switch (inflight_add(b->inflight, env, track->id_hash, sender, to,
+                                 now_us / 1000 + ttl, &rec)) {
+            case INFLIGHT_ADDED:
+                break;
+            case INFLIGHT_HANDLER_SHARE:
+                busy_tries++;                 /* like a full queue: the next instance */
+                share_tries++;
+                continue;
+            case INFLIGHT_REQUESTER_SHARE:
+                snprintf(why, sizeof why, "this connection has %zu requests in flight, the most "
+                         "one connection may; retry when some are answered",
+                         b->inflight->per_requester);
+                goto answered;
+            case INFLIGHT_TABLE_FULL:
+                snprintf(why, sizeof why, "the broker has %zu requests in flight, the most it may; "
+                         "retry later", b->inflight->limit);
+                goto answered;
+            case INFLIGHT_NO_MEMORY:
+                code = ERR_INTERNAL;
+                snprintf(why, sizeof why, "out of memory recording the request");
+                goto answered;
             }
             rec->series = track->series;
             rec->started_us = now_us;
         }
         if (deliver(b, to, data, env) == 0)
             return to;
-        int why = errno;
+        int errno_was = errno;
         if (rec)
             inflight_remove(b->inflight, &rec);
-        if (why == EAGAIN) {
+        if (errno_was == EAGAIN) {
             busy_tries++;
         } else if (to == sender) {
             /* the sender asked a name it holds itself and is gone already:
@@ -415,6 +447,13 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             instance = NULL;
         }
     }
+answered:;
+    char label[2 * PEER_ID_MAX + 3];
+    log_limited(&refusals_limit, 10, LOG_LEVEL_WARN, "refused a request from peer %s to %s: %s",
+                peer_label(sender, label), name, why);
+    router_send_error(b, sender, env, code, why);
+    *err = ERR_NONE;
+    return NULL;
 }
 
 /* The services a request or event goes to: dst, unless route() says. */
@@ -443,6 +482,8 @@ static void refuse_delivery(broker_t *b, peer_t *peer, const envelope_t *env,
 {
     char why[160];
     const char *name = route->names[0];
+    if (err == ERR_NONE)
+        return;                 /* answered by deliver_to_service */
     if (err == ERR_NO_SUCH_SERVICE)
         snprintf(why, sizeof why, "no service named %s is registered", name);
     else if (err == ERR_BUSY)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <uthash.h>
+#include "keyed_hash.h"       /* every table keyed: topics come from peers */
 
 #include "names.h"
 

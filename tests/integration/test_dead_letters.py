@@ -10,7 +10,8 @@ import brokerproc as bp  # noqa: E402
 
 
 class DeadLetterTest(bp.BrokerTestCase):
-    BROKER_ARGS = ("--dead-letters", "5")
+    # one sender fills the ring here: no per-sender share (test_shares_dead_letters.py has it)
+    BROKER_ARGS = ("--dead-letters", "5", "--dead-letter-share", "1")
 
     def letters(self, p, limit=None):
         body = p.call_broker("dead_letters", payload={"limit": limit} if limit else None)
