@@ -202,12 +202,16 @@ def raw_dealer(port, identity):
     return s
 
 
-class LongIdentityTest(bp.BrokerTestCase):
-    """An identity longer than PEER_ID_MAX, at the peer limit and below it."""
-    BROKER_ARGS = ("--max-peers", "2")
+class LongIdentityTest(bp.FreshBrokerTestCase):
+    """An identity longer than PEER_ID_MAX, at the peer limit and below it.
+    A broker per test: the last test's peers may not be seen gone yet."""
+
+    def setUp(self):
+        super().setUp()
+        self.b = bp.Broker(args=("--max-peers", "2"))
 
     def raw_request(self, identity):
-        s = raw_dealer(self.broker.port, identity)
+        s = raw_dealer(self.b.port, identity)
         s.sendall(zmtp_frame(bp.dumps(bp.msg("request", "raw", "broker", "ping"))))
         while True:
             flags, body = recv_frame(s)
@@ -216,21 +220,21 @@ class LongIdentityTest(bp.BrokerTestCase):
                 return bp.loads(body)
 
     def test_long_identity_is_answered_not_copied(self):
-        holders = [self.broker.peer(name="h%d" % i) for i in range(2)]
+        holders = [self.b.peer(name="h%d" % i) for i in range(2)]
         for i, h in enumerate(holders):
             h.register("holder-%d-%d" % (os.getpid(), i))   # the peer limit is now reached
         for size in (256, 300, 4096, 70000):
             body = self.raw_request(b"A" * size)
             self.assertEqual(bp.error_code(body), "bad_frames", body)
             self.assertIn("identity", body["payload"]["message"])
-        self.assertTrue(self.broker.alive())
+        self.assertTrue(self.b.alive())
         echo = holders[0].call_broker("ping", src="holder-%d-0" % os.getpid())
         self.assertEqual(echo["type"], "response", echo)
         for h in holders:
             h.close()
 
     def test_peer_limit_answers_a_stranger_from_its_own_frame(self):
-        holders = [self.broker.peer(name="g%d" % i) for i in range(2)]
+        holders = [self.b.peer(name="g%d" % i) for i in range(2)]
         for i, h in enumerate(holders):
             h.register("limit-%d-%d" % (os.getpid(), i))
         body = self.raw_request(b"B" * 200)
