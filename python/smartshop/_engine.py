@@ -26,7 +26,8 @@ log = logging.getLogger("smartshop")
 MAX_TTL_MS = 300000
 NAME_MAX = 64
 
-Settle = Callable[[Any, Optional[errors.SmartshopError]], None]
+# settle(answer, None) with the response Message, or settle(None, error)
+Settle = Callable[[Optional[Message], Optional[errors.SmartshopError]], None]
 
 
 @dataclass
@@ -153,8 +154,10 @@ class Engine:
                 else:
                     log.warning("registered %s again", name)
                 return None, []
-            if mtype == "error" and _code(msg) not in ("unknown_request", "not_your_request"):
-                log.warning("error reply for a message of ours: %s", _describe(msg))
+            if mtype == "error":    # to an event of ours, or after we gave up on a request
+                quiet = _code(msg) in ("timeout", "unknown_request", "not_your_request")
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "error reply for a message of ours (%s): %s", corr, _describe(msg))
             return None, []                       # late answers are dropped
         if mtype in ("request", "event"):
             return msg, []
@@ -168,7 +171,7 @@ class Engine:
             return
         if p.kind == "register" and p.name not in self.names:
             self.names.append(p.name)
-        p.settle(msg.payload, None)
+        p.settle(msg, None)
 
     def _check_ping(self, msg: Message) -> List[bytes]:
         body = msg.payload if isinstance(msg.payload, dict) else {}
@@ -185,11 +188,7 @@ class Engine:
 
     def tick(self, now: float) -> Tuple[List[bytes], bool]:
         """Expire requests, ping when due: (frames to send, reconnect?)."""
-        for p in [p for p in self.pending.values() if p.deadline <= now]:
-            del self.pending[p.msg_id]
-            if p.kind == "unregister" and p.name in self.names:
-                self.names.remove(p.name)   # forgotten whatever the answer (as libsmartshop)
-            p.settle(None, errors.RequestTimeout("no answer within the timeout"))
+        self.expire(now)
         out = []
         if now >= self.next_ping:
             self.next_ping = now + self.heartbeat
@@ -199,6 +198,14 @@ class Engine:
             out.append(dumps(m))
         dead = now - self.last_heard > self.dead_after and now >= self.next_reconnect
         return out, dead
+
+    def expire(self, now: float) -> None:
+        """Settle the requests whose deadline has passed with RequestTimeout."""
+        for p in [p for p in self.pending.values() if p.deadline <= now]:
+            del self.pending[p.msg_id]
+            if p.kind == "unregister" and p.name in self.names:
+                self.names.remove(p.name)   # forgotten whatever the answer (as libsmartshop)
+            p.settle(None, errors.RequestTimeout("no answer within the timeout"))
 
     def reconnected(self, now: float) -> List[bytes]:
         """After a new socket: register every name again; back off."""

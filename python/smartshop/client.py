@@ -168,23 +168,24 @@ class Client:
     # -- requests -------------------------------------------------------------
 
     def request(self, dst: str, action: str, payload: Any = None, *, timeout: float = 5.0,
-                ttl_ms: Optional[int] = None) -> Any:
+                ttl_ms: Optional[int] = None, full: bool = False) -> Any:
         """Send a request and wait for its answer: returns the response's
         payload, or raises the error's class (errors.ERROR_CLASSES; a code
         of the service's own: RemoteError). RequestTimeout when nothing came
         within `timeout` seconds. The envelope's ttl_ms is the timeout
-        (capped at 300 s) unless given, so the broker gives up when you do."""
+        (capped at 300 s) unless given, so the broker gives up when you do.
+        With `full`, returns the whole response Message instead."""
         self._not_on_io_thread()
-        return self.request_async(dst, action, payload, timeout=timeout, ttl_ms=ttl_ms).result()
+        return self.request_async(dst, action, payload, timeout=timeout, ttl_ms=ttl_ms, full=full).result()
 
     def request_async(self, dst: str, action: str, payload: Any = None, *, timeout: float = 5.0,
-                      ttl_ms: Optional[int] = None) -> "concurrent.futures.Future[Any]":
+                      ttl_ms: Optional[int] = None, full: bool = False) -> "concurrent.futures.Future[Any]":
         """Send a request and return at once: a concurrent.futures.Future of
         its response payload (or of its error, as request() raises it)."""
         check_request(dst, action, timeout)
         ttl = _engine.ttl_for(timeout, ttl_ms)
         msg_id, data = self._engine.request(dst, action, payload, ttl)  # bad payload: raises here
-        return self._submit(msg_id, data, time.monotonic() + timeout)
+        return self._submit(msg_id, data, time.monotonic() + timeout, full=full)
 
     def call_broker(self, action: str, payload: Any = None, timeout: float = 5.0) -> Any:
         """A request to the broker's own service (B1): ping, list_services, stats..."""
@@ -203,15 +204,15 @@ class Client:
         return self.publish("broadcast", action, payload)
 
     def _submit(self, msg_id: str, data: bytes, deadline: float, kind: str = "request",
-                name: Optional[str] = None) -> "concurrent.futures.Future[Any]":
+                name: Optional[str] = None, full: bool = False) -> "concurrent.futures.Future[Any]":
         fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
 
-        def settle(payload: Any, error: Optional[errors.SmartshopError]) -> None:
+        def settle(answer: Optional[Message], error: Optional[errors.SmartshopError]) -> None:
             try:
                 if error is not None:
                     fut.set_exception(error)
                 else:
-                    fut.set_result(payload)
+                    fut.set_result(answer if full else (answer.payload if answer is not None else None))
             except concurrent.futures.InvalidStateError:
                 pass                       # cancelled by its owner
 
@@ -245,6 +246,9 @@ class Client:
     def run(self) -> None:
         """Call handlers for what arrives until stop() (or close())."""
         self._stop.clear()
+        self._serve_until_stopped()
+
+    def _serve_until_stopped(self) -> None:
         while not self._stop.is_set():
             item = self._inbox.get()
             if item is _CLOSED:

@@ -21,7 +21,7 @@ import concurrent.futures
 import signal
 import threading
 import time
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from . import _engine, errors
 from ._handlers import log
@@ -58,7 +58,7 @@ class Service(Client):
         is waited for (with `retry`, logging each attempt) until it does or
         stop() is called; a refusal (ReservedNameError, DeniedError...) raises."""
         for name in self.service_names:
-            while True:
+            while name not in self._engine.names:
                 try:
                     self.register(name, timeout)
                     break
@@ -71,10 +71,10 @@ class Service(Client):
                     return
 
     def run(self, signals: Sequence[int] = STOP_SIGNALS, register_timeout: float = 5.0,
-            close: bool = True) -> None:
-        """Register, serve until stop() or one of `signals` (handled only when
-        run() is called from the main thread), then close() (unless `close`
-        is false)."""
+            close: bool = True, on_ready: Optional[Callable[[], None]] = None) -> None:
+        """Register, call on_ready(), serve until stop() or one of `signals`
+        (handled only when run() is called from the main thread), then
+        close() (unless `close` is false)."""
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
@@ -88,8 +88,10 @@ class Service(Client):
                     raise
             if self._stop.is_set():
                 return
+            if on_ready is not None:
+                on_ready()
             if self.workers == 1:
-                super().run()
+                self._serve_until_stopped()
             else:
                 self._run_pool()
         finally:
