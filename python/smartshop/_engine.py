@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import errors
 from .message import Message, build_message, dumps, loads
@@ -62,7 +63,7 @@ class Engine:
     names: List[str] = field(default_factory=list)
     send_as: str = field(default_factory=lambda: "c-" + uuid.uuid4().hex[:8])
     pending: Dict[str, Pending] = field(default_factory=dict)
-    ping_id: Optional[str] = None
+    ping_ids: Deque[str] = field(default_factory=lambda: deque(maxlen=16))  # recent pings
     last_heard: float = 0.0
     next_ping: float = 0.0
     next_reconnect: float = 0.0
@@ -140,8 +141,9 @@ class Engine:
                 if mtype == "error":   # the broker could not read our msg_id (E1, E2, F3)
                     log.warning("the broker refused a message of ours: %s", _describe(msg))
                 return None, []
-            if corr == self.ping_id:
-                self.ping_id = None
+            if corr in self.ping_ids:
+                # pings queued while the broker was away may be answered late,
+                # or refused (spoofed_src: sent before a register they followed)
                 return None, self._check_ping(msg) if mtype == "response" else []
             p = self.pending.pop(corr, None)
             if p is not None:
@@ -152,7 +154,7 @@ class Engine:
                 if mtype == "error":
                     log.warning("registering %s again failed: %s", name, _describe(msg))
                 else:
-                    log.warning("registered %s again", name)
+                    log.info("registered %s again", name)
                 return None, []
             if mtype == "error":    # to an event of ours, or after we gave up on a request
                 quiet = _code(msg) in ("timeout", "unknown_request", "not_your_request")
@@ -194,7 +196,7 @@ class Engine:
             self.next_ping = now + self.heartbeat
             m = build_message("request", self.name, "broker", "ping", None)
             m["ttl_ms"] = ttl_for(self.dead_after, None)
-            self.ping_id = m["msg_id"]
+            self.ping_ids.append(m["msg_id"])
             out.append(dumps(m))
         dead = now - self.last_heard > self.dead_after and now >= self.next_reconnect
         return out, dead

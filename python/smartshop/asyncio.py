@@ -248,6 +248,7 @@ class Client:
 
     async def _serve(self, msg: Message) -> None:
         assert self._slots is not None
+        await self._slots.acquire()
         try:
             if msg.type == "request":
                 fn = self._handlers.for_request(msg.action)
@@ -304,7 +305,8 @@ class Client:
                         for data in out:
                             self._send(data)
                         if msg is not None:
-                            await self._slots.acquire()
+                            # the task waits for a slot, never the reader: answers to
+                            # requests the running handlers make must still get in
                             task = loop.create_task(self._serve(msg))
                             self._tasks.add(task)
                             task.add_done_callback(self._tasks.discard)
