@@ -77,7 +77,8 @@ class Engine:
     @property
     def name(self) -> str:
         """The src we send as: the first registered name, else send_as."""
-        return self.names[0] if self.names else self.send_as
+        first = self.names[:1]      # one atomic read: another thread may change names
+        return first[0] if first else self.send_as
 
     # -- what we send -------------------------------------------------------
 

@@ -23,7 +23,7 @@ import inspect
 import math
 import signal
 import time
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import zmq
 import zmq.asyncio

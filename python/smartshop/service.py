@@ -20,12 +20,11 @@ from __future__ import annotations
 import concurrent.futures
 import signal
 import threading
-import time
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from . import _engine, errors
 from ._handlers import log
-from .client import Client
+from .client import _CLOSED, _WAKE, Client
 
 __all__ = ["Service"]
 
@@ -110,7 +109,6 @@ class Service(Client):
                 slots.release()
 
         with concurrent.futures.ThreadPoolExecutor(self.workers, "smartshop-handler") as pool:
-            from .client import _CLOSED, _WAKE
             while not self._stop.is_set():
                 item = self._inbox.get()
                 if item is _CLOSED:

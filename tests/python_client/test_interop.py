@@ -13,7 +13,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import support  # noqa: E402
-from support import SLOW, bp, unique  # noqa: E402
+from support import SLOW, bp  # noqa: E402
 
 import smartshop  # noqa: E402
 from smartshop import errors  # noqa: E402
