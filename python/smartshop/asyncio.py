@@ -211,7 +211,7 @@ class Client:
         self._engine.expect(msg_id, time.monotonic() + timeout, settle, kind, name)
         if not self._send(data):
             self._engine.pending.pop(msg_id, None)
-            settle(None, errors.UnreachableError("ZeroMQ's queue to the broker is full"))
+            settle(None, errors.UnreachableError())
         return fut
 
     def _expire(self, msg_id: str) -> None:
@@ -351,11 +351,16 @@ class Service(Client):
                 try:
                     await self.register(name, timeout)
                     break
-                except errors.RequestTimeout:
+                except (errors.RequestTimeout, errors.UnreachableError) as exc:
                     if not retry:
                         raise
                     _handlers.log.warning("no answer from the broker at %s to register %s; "
                                           "retrying", self.endpoint, name)
+                    if isinstance(exc, errors.UnreachableError):   # failed at once: pause
+                        try:
+                            await asyncio.wait_for(self._stopped.wait(), min(timeout, 1.0))
+                        except asyncio.TimeoutError:
+                            pass
 
     async def run(self, signals: Sequence[int] = STOP_SIGNALS, register_timeout: float = 5.0,
                   close: bool = True, grace: float = 5.0,

@@ -220,7 +220,7 @@ class Client:
             self._engine.expect(msg_id, deadline, settle, kind, name)
             if not self._send(data):
                 self._engine.pending.pop(msg_id, None)
-                settle(None, errors.UnreachableError("ZeroMQ's queue to the broker is full"))
+                settle(None, errors.UnreachableError())
 
         self._call(send, on_closed=lambda: settle(None, errors.StoppedError()))
         return fut

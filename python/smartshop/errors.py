@@ -110,11 +110,14 @@ class StoppedError(SmartshopError):
 
 
 class UnreachableError(SmartshopError):
-    """ZeroMQ refused the send (its queue to the broker is full) (local)."""
+    """ZeroMQ could not queue the message (local): its queue to the broker is
+    full, or it holds no connection to queue on (e.g. after the broker
+    refused the CURVE handshake). Nothing was sent."""
 
     code = "unreachable"
 
-    def __init__(self, message: str = "cannot send to the broker", reply: Optional[dict] = None) -> None:
+    def __init__(self, message: str = "ZeroMQ cannot queue the message: its queue to the broker "
+                 "is full, or no connection is up", reply: Optional[dict] = None) -> None:
         super().__init__("unreachable", message, reply)
 
 

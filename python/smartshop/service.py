@@ -54,18 +54,20 @@ class Service(Client):
 
     def start(self, timeout: float = 5.0, retry: bool = True) -> None:
         """Register every name. A broker that does not answer within `timeout`
-        is waited for (with `retry`, logging each attempt) until it does or
+        (or cannot be reached) is waited for (with `retry`, logging each attempt) until it does or
         stop() is called; a refusal (ReservedNameError, DeniedError...) raises."""
         for name in self.service_names:
             while name not in self._engine.names:
                 try:
                     self.register(name, timeout)
                     break
-                except errors.RequestTimeout:
+                except (errors.RequestTimeout, errors.UnreachableError) as exc:
                     if not retry or self._stop.is_set():
                         raise
                     log.warning("no answer from the broker at %s to register %s; retrying",
                                 self.endpoint, name)
+                    if isinstance(exc, errors.UnreachableError):   # failed at once: pause
+                        self._stop.wait(min(timeout, 1.0))
                 if self._stop.is_set():
                     return
 
@@ -82,7 +84,7 @@ class Service(Client):
             self._stop.clear()
             try:
                 self.start(register_timeout)
-            except errors.RequestTimeout:
+            except (errors.RequestTimeout, errors.UnreachableError):
                 if not self._stop.is_set():
                     raise
             if self._stop.is_set():
