@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
 import signal
 import time
 from typing import Any, Awaitable, Callable, Iterable, List, Optional, Sequence, Set, Tuple, Union
@@ -289,33 +288,32 @@ class Client:
 
     async def _read(self) -> None:
         eng = self._engine
-        assert self._slots is not None
         loop = asyncio.get_running_loop()
+        recv: "Optional[asyncio.Future[Any]]" = None   # one receive kept waiting across turns
         try:
             while True:
                 assert self._sock is not None
-                wait_ms = int(math.ceil(eng.next_wakeup(time.monotonic()) * 1000))
-                if await self._sock.poll(max(wait_ms, 1), zmq.POLLIN):
-                    while True:
-                        try:
-                            frames = await self._sock.recv_multipart(flags=zmq.DONTWAIT)
+                if recv is None:
+                    recv = self._sock.recv_multipart()
+                if not recv.done():
+                    await asyncio.wait((recv,), timeout=max(eng.next_wakeup(time.monotonic()), 0.001))
+                if recv.done():
+                    frames, recv = recv.result(), None
+                    while frames is not None:
+                        self._take(eng, loop, frames)
+                        try:                               # what else has arrived, no waiting
+                            frames = self._sock.recv_multipart(flags=zmq.DONTWAIT).result()
                         except zmq.Again:
-                            break
-                        msg, out = eng.receive(frames[-1], time.monotonic())
-                        for data in out:
-                            self._send(data)
-                        if msg is not None:
-                            # the task waits for a slot, never the reader: answers to
-                            # requests the running handlers make must still get in
-                            task = loop.create_task(self._serve(msg))
-                            self._tasks.add(task)
-                            task.add_done_callback(self._tasks.discard)
+                            frames = None
                 now = time.monotonic()
                 out, dead = eng.tick(now)
                 for data in out:
                     self._send(data)
                 if dead:
                     _handlers.log.warning("no word from the broker at %s; reconnecting", self.endpoint)
+                    if recv is not None:
+                        recv.cancel()
+                        recv = None
                     self._sock.close(0)
                     assert self._ctx is not None
                     self._sock = open_socket(self._ctx, self.endpoint, self._identity, self._curve)
@@ -327,6 +325,20 @@ class Client:
             _handlers.log.exception("the smartshop reader task failed")
             eng.fail_all(errors.StoppedError("the reader task failed"))
             self.stop()
+        finally:
+            if recv is not None:
+                recv.cancel()
+
+    def _take(self, eng: _engine.Engine, loop: asyncio.AbstractEventLoop, frames: List[bytes]) -> None:
+        msg, out = eng.receive(frames[-1], time.monotonic())   # F4: the last frame
+        for data in out:
+            self._send(data)
+        if msg is not None:
+            # the task waits for a slot, never the reader: answers to
+            # requests the running handlers make must still get in
+            task = loop.create_task(self._serve(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
 
 class Service(Client):
