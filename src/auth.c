@@ -298,14 +298,14 @@ int auth_keygen(const char *prefix, char *err, size_t errlen)
         snprintf(err, errlen, "cannot make a key pair: %s", zmq_strerror(errno));
         return -1;
     }
-    char key_path[1024], pub_path[1024], text[256];
+    char key_path[1024], pub_path[1024], text[1024];
     snprintf(key_path, sizeof key_path, "%s.key", prefix);
     snprintf(pub_path, sizeof pub_path, "%s.pub", prefix);
-    snprintf(text, sizeof text, "# CURVE secret key (smartshop-broker --keygen). Keep it secret.\n%s\n",
-             secret_key);
+    keyfile_format(text, sizeof text, public_key, secret_key);
     if (write_file(key_path, text, 0600, err, errlen) < 0)
         return -1;
-    snprintf(text, sizeof text, "# CURVE public key (smartshop-broker --keygen).\n%s\n", public_key);
+    memset(text, 0, sizeof text);
+    keyfile_format(text, sizeof text, public_key, NULL);
     if (write_file(pub_path, text, 0644, err, errlen) < 0) {
         unlink(key_path);
         return -1;

@@ -2,6 +2,7 @@
 
 BROKER_ENDPOINT is tcp://127.0.0.1:5555 (the seed's default) unless the
 environment variable SMARTSHOP_ENDPOINT names another ZeroMQ endpoint.
+(The same as smartshop.config, which new code imports.)
 """
 import os
 

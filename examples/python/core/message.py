@@ -7,38 +7,24 @@
 
 Receivers must read the LAST frame of a multipart message as the JSON
 (a REQ-style peer gets an empty delimiter frame before it).
+
+Kept so that the seed's services run unchanged: build_message, dumps and
+loads are smartshop.message's (the same code, one copy). New code imports
+`from smartshop.message import build_message, loads, dumps` instead.
+When the smartshop package is not installed, this repository's python/
+folder is put on sys.path to find it.
 """
-import datetime
-import json
-import uuid
+import os
+import sys
 
+try:
+    from smartshop.message import _now_iso, build_message, dumps, loads  # noqa: F401
+except ImportError:
+    _PYTHON_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                "..", "..", "..", "python"))
+    if not os.path.isdir(os.path.join(_PYTHON_DIR, "smartshop")):
+        raise
+    sys.path.append(_PYTHON_DIR)
+    from smartshop.message import _now_iso, build_message, dumps, loads  # noqa: F401
 
-def _now_iso():
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (now.microsecond // 1000)
-
-
-def build_message(type, src, dst, action, payload=None, correlation_id=None):
-    """Return a new message dict with a fresh msg_id (uuid4) and timestamp."""
-    return {
-        "msg_id": str(uuid.uuid4()),
-        "type": type,
-        "src": src,
-        "dst": dst,
-        "action": action,
-        "payload": payload,
-        "correlation_id": correlation_id,
-        "timestamp": _now_iso(),
-    }
-
-
-def dumps(msg):
-    """Encode a message dict as one UTF-8 JSON frame (bytes)."""
-    return json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def loads(data):
-    """Decode one JSON frame (bytes or str) into a dict."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = bytes(data).decode("utf-8")
-    return json.loads(data)
+__all__ = ["build_message", "dumps", "loads"]

@@ -1,0 +1,243 @@
+"""The protocol state both flavours share: no sockets, no threads, no clock
+of its own. The sync client drives it from its I/O thread, the asyncio one
+from its reader task; each passes `now` (time.monotonic()) in and sends the
+frames it gets back.
+
+What it keeps, as libsmartshop does (src/client/client.c): the requests
+waiting for answers (matched by correlation_id), the names registered (to
+register them again), the heartbeat (a broker ``ping`` every `heartbeat`
+seconds; names missing from its answer are registered again, L4), and when
+the broker has been silent for `dead_after` seconds, a request for a new
+socket, with a backoff doubling from 0.1 s to `reconnect_max`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from . import errors
+from .message import Message, build_message, dumps, loads
+
+log = logging.getLogger("smartshop")
+
+MAX_TTL_MS = 300000
+NAME_MAX = 64
+
+# settle(answer, None) with the response Message, or settle(None, error)
+Settle = Callable[[Optional[Message], Optional[errors.SmartshopError]], None]
+
+
+@dataclass
+class Pending:
+    """A request (or register/unregister) waiting for its answer."""
+    msg_id: str
+    deadline: float
+    settle: Settle
+    kind: str = "request"        # request, register, unregister
+    name: Optional[str] = None   # for register/unregister
+
+
+def ttl_for(timeout: float, ttl_ms: Optional[int]) -> int:
+    """The envelope's ttl_ms: given, else the timeout in ms (1..300000, D1)."""
+    if ttl_ms is None:
+        return max(1, min(MAX_TTL_MS, int(math.ceil(timeout * 1000))))
+    if isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or not 1 <= ttl_ms <= MAX_TTL_MS:
+        raise ValueError("ttl_ms must be an integer 1..300000, not %r" % (ttl_ms,))
+    return ttl_ms
+
+
+def check_name(name: str) -> None:
+    if not isinstance(name, str) or not 1 <= len(name.encode("utf-8")) <= NAME_MAX:
+        raise ValueError("a name is 1 to 64 characters of [A-Za-z0-9._:-], not %r" % (name,))
+
+
+@dataclass
+class Engine:
+    heartbeat: float = 1.0
+    dead_after: float = 3.5
+    reconnect_max: float = 5.0
+    names: List[str] = field(default_factory=list)
+    send_as: str = field(default_factory=lambda: "c-" + uuid.uuid4().hex[:8])
+    pending: Dict[str, Pending] = field(default_factory=dict)
+    ping_ids: Deque[str] = field(default_factory=lambda: deque(maxlen=16))  # recent pings
+    last_heard: float = 0.0
+    next_ping: float = 0.0
+    next_reconnect: float = 0.0
+    backoff: float = 0.1
+    background: Dict[str, str] = field(default_factory=dict)  # re-register msg_id -> name
+
+    def start(self, now: float) -> None:
+        self.last_heard = now
+        self.next_ping = now   # the first ping at once
+
+    @property
+    def name(self) -> str:
+        """The src we send as: the first registered name, else send_as."""
+        first = self.names[:1]      # one atomic read: another thread may change names
+        return first[0] if first else self.send_as
+
+    # -- what we send -------------------------------------------------------
+
+    def request(self, dst: str, action: str, payload: Any, ttl_ms: int) -> Tuple[str, bytes]:
+        """A request's msg_id and frame (file it with expect())."""
+        m = build_message("request", self.name, dst, action, payload)
+        m["ttl_ms"] = ttl_ms
+        return m["msg_id"], dumps(m)
+
+    def registration(self, kind: str, name: str) -> Tuple[str, bytes]:
+        """A register/unregister's msg_id and frame (file it with expect())."""
+        m = build_message(kind, name, "broker", kind)
+        return m["msg_id"], dumps(m)
+
+    def expect(self, msg_id: str, deadline: float, settle: Settle, kind: str = "request",
+               name: Optional[str] = None) -> None:
+        """Wait for the answer to `msg_id` until `deadline`; then settle()."""
+        self.pending[msg_id] = Pending(msg_id, deadline, settle, kind, name)
+
+    def event(self, dst: str, action: str, payload: Any) -> Tuple[str, bytes]:
+        m = build_message("event", self.name, dst, action, payload)
+        return m["msg_id"], dumps(m)
+
+    def answer(self, req: Message, payload: Any = None,
+               error: Optional[errors.SmartshopError] = None) -> bytes:
+        """The response (or error) for request `req`, from the name it was
+        addressed to if we hold it."""
+        src = req.dst if req.dst in self.names else self.name
+        if error is not None:
+            body = {"code": error.code, "message": error.message}
+            return dumps(build_message("error", src, req.src, req.action, body, req.msg_id))
+        return dumps(build_message("response", src, req.src, req.action, payload, req.msg_id))
+
+    def _reregister(self, name: str) -> bytes:
+        m = build_message("register", name, "broker", "register")
+        self.background[m["msg_id"]] = name
+        if len(self.background) > 1000:           # answers that never came
+            self.background.pop(next(iter(self.background)))
+        return dumps(m)
+
+    # -- what we receive ----------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> Tuple[Optional[Message], List[bytes]]:
+        """One frame from the broker: (a request or event to dispatch, or
+        None; frames to send, e.g. registrations the broker forgot)."""
+        self.last_heard = now
+        self.backoff = 0.1
+        try:
+            m = loads(data)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("dropped a frame that is not JSON")
+            return None, []
+        if not isinstance(m, dict) or not isinstance(m.get("type"), str):
+            log.warning("dropped a message without a type")
+            return None, []
+        msg = Message(m)
+        mtype = msg.type
+        corr = msg.correlation_id
+        if mtype in ("response", "error"):
+            if not isinstance(corr, str):
+                if mtype == "error":   # the broker could not read our msg_id (E1, E2, F3)
+                    log.warning("the broker refused a message of ours: %s", _describe(msg))
+                return None, []
+            if corr in self.ping_ids:
+                # pings queued while the broker was away may be answered late,
+                # or refused (spoofed_src: sent before a register they followed)
+                return None, self._check_ping(msg) if mtype == "response" else []
+            p = self.pending.pop(corr, None)
+            if p is not None:
+                self._settle(p, msg)
+                return None, []
+            name = self.background.pop(corr, None)
+            if name is not None:
+                if mtype == "error":
+                    log.warning("registering %s again failed: %s", name, _describe(msg))
+                else:
+                    log.info("registered %s again", name)
+                return None, []
+            if mtype == "error":    # to an event of ours, or after we gave up on a request
+                quiet = _code(msg) in ("timeout", "unknown_request", "not_your_request")
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "error reply for a message of ours (%s): %s", corr, _describe(msg))
+            return None, []                       # late answers are dropped
+        if mtype in ("request", "event"):
+            return msg, []
+        return None, []
+
+    def _settle(self, p: Pending, msg: Message) -> None:
+        if p.kind == "unregister" and p.name in self.names:
+            self.names.remove(p.name)      # forgotten whatever the answer (as libsmartshop)
+        if msg.type == "error":
+            p.settle(None, errors.error_from_reply(msg))
+            return
+        if p.kind == "register" and p.name not in self.names:
+            self.names.append(p.name)
+        p.settle(msg, None)
+
+    def _check_ping(self, msg: Message) -> List[bytes]:
+        body = msg.payload if isinstance(msg.payload, dict) else {}
+        known = body.get("registered")
+        known = set(k for k in known if isinstance(k, str)) if isinstance(known, list) else set()
+        out = []
+        for name in self.names:
+            if name not in known and name not in self.background.values():
+                log.warning("the broker does not know %s (it restarted?); registering again", name)
+                out.append(self._reregister(name))
+        return out
+
+    # -- time ---------------------------------------------------------------
+
+    def tick(self, now: float) -> Tuple[List[bytes], bool]:
+        """Expire requests, ping when due: (frames to send, reconnect?)."""
+        self.expire(now)
+        out = []
+        if now >= self.next_ping:
+            self.next_ping = now + self.heartbeat
+            m = build_message("request", self.name, "broker", "ping", None)
+            m["ttl_ms"] = ttl_for(self.dead_after, None)
+            self.ping_ids.append(m["msg_id"])
+            out.append(dumps(m))
+        dead = now - self.last_heard > self.dead_after and now >= self.next_reconnect
+        return out, dead
+
+    def expire(self, now: float) -> None:
+        """Settle the requests whose deadline has passed with RequestTimeout."""
+        for p in [p for p in self.pending.values() if p.deadline <= now]:
+            del self.pending[p.msg_id]
+            if p.kind == "unregister" and p.name in self.names:
+                self.names.remove(p.name)   # forgotten whatever the answer (as libsmartshop)
+            p.settle(None, errors.RequestTimeout("no answer within the timeout"))
+
+    def reconnected(self, now: float) -> List[bytes]:
+        """After a new socket: register every name again; back off."""
+        self.last_heard = now
+        self.next_ping = now
+        self.next_reconnect = now + self.backoff
+        self.backoff = min(self.backoff * 2, self.reconnect_max)
+        self.background.clear()
+        return [self._reregister(n) for n in self.names]
+
+    def next_wakeup(self, now: float) -> float:
+        """Seconds until tick() has something to do."""
+        nxt = self.next_ping
+        for p in self.pending.values():
+            nxt = min(nxt, p.deadline)
+        nxt = min(nxt, max(self.last_heard + self.dead_after, self.next_reconnect))
+        return max(0.0, nxt - now)
+
+    def fail_all(self, error: errors.SmartshopError) -> None:
+        """Settle every pending request with `error` (the client is closing)."""
+        pending, self.pending = self.pending, {}
+        for p in pending.values():
+            p.settle(None, error)
+
+
+def _code(msg: Message) -> Optional[str]:
+    return msg.payload.get("code") if isinstance(msg.payload, dict) else None
+
+
+def _describe(msg: Message) -> str:
+    body = msg.payload if isinstance(msg.payload, dict) else {}
+    return "%s (%s)" % (body.get("code"), body.get("message"))
