@@ -69,6 +69,10 @@ class Engine:
     next_reconnect: float = 0.0
     backoff: float = 0.1
     background: Dict[str, str] = field(default_factory=dict)  # re-register msg_id -> name
+    # topic subscriptions held (pattern, group or ""), subscribed again when
+    # the broker forgot them; msg_ids of those background subscribes
+    subscriptions: Dict[Tuple[str, str], None] = field(default_factory=dict)
+    background_subs: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     def start(self, now: float) -> None:
         self.last_heard = now
@@ -101,6 +105,31 @@ class Engine:
     def event(self, dst: str, action: str, payload: Any) -> Tuple[str, bytes]:
         m = build_message("event", self.name, dst, action, payload)
         return m["msg_id"], dumps(m)
+
+    def topic_event(self, topic: str, action: str, payload: Any) -> Tuple[str, bytes]:
+        """An event on `topic` (TP2): no dst."""
+        m = build_message("event", self.name, None, action, payload)
+        m["topic"] = topic
+        return m["msg_id"], dumps(m)
+
+    def subscription(self, action: str, pattern: str, group: str) -> Tuple[str, bytes]:
+        """A subscribe/unsubscribe request to the broker (TP4)."""
+        body = {"topic": pattern}
+        if group:
+            body["group"] = group
+        m = build_message("request", self.name, "broker", action, body)
+        m["ttl_ms"] = 5000
+        return m["msg_id"], dumps(m)
+
+    def _resubscribe(self) -> List[bytes]:
+        out = []
+        for key in self.subscriptions:
+            msg_id, data = self.subscription("subscribe", key[0], key[1])
+            self.background_subs[msg_id] = key
+            out.append(data)
+        while len(self.background_subs) > 1000:
+            self.background_subs.pop(next(iter(self.background_subs)))
+        return out
 
     def answer(self, req: Message, payload: Any = None,
                error: Optional[errors.SmartshopError] = None) -> bytes:
@@ -150,6 +179,12 @@ class Engine:
             if p is not None:
                 self._settle(p, msg)
                 return None, []
+            sub = self.background_subs.pop(corr, None)
+            if sub is not None:
+                body = msg.payload if isinstance(msg.payload, dict) else {}
+                if mtype == "error" or body.get("status") != "ok":
+                    log.warning("subscribing to %s again failed: %s", sub[0], body.get("message"))
+                return None, []
             name = self.background.pop(corr, None)
             if name is not None:
                 if mtype == "error":
@@ -185,6 +220,11 @@ class Engine:
             if name not in known and name not in self.background.values():
                 log.warning("the broker does not know %s (it restarted?); registering again", name)
                 out.append(self._reregister(name))
+        held = body.get("subscriptions", 0)         # left out when none (TP5)
+        if self.subscriptions and isinstance(held, int) and held < len(self.subscriptions) \
+                and not self.background_subs:
+            log.warning("the broker lost our subscriptions (it restarted?); subscribing again")
+            out += self._resubscribe()
         return out
 
     # -- time ---------------------------------------------------------------
@@ -217,7 +257,8 @@ class Engine:
         self.next_reconnect = now + self.backoff
         self.backoff = min(self.backoff * 2, self.reconnect_max)
         self.background.clear()
-        return [self._reregister(n) for n in self.names]
+        self.background_subs.clear()
+        return [self._reregister(n) for n in self.names] + self._resubscribe()
 
     def next_wakeup(self, now: float) -> float:
         """Seconds until tick() has something to do."""

@@ -3,10 +3,11 @@ shared by the sync and the asyncio flavour."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import errors
 from .message import Message
+from .topics import matches
 
 log = logging.getLogger("smartshop")
 
@@ -20,6 +21,8 @@ class Handlers:
     def __init__(self) -> None:
         self.requests: Dict[Optional[str], Handler] = {}
         self.events: Dict[Optional[str], Handler] = {}
+        # (pattern, group or "") -> the handler of that subscription
+        self.topics: Dict[Tuple[str, str], Handler] = {}
 
     def add(self, table: Dict[Optional[str], Handler], action: Optional[str],
             fn: Handler) -> Handler:
@@ -35,6 +38,17 @@ class Handlers:
     def for_event(self, action: Any) -> Optional[Handler]:
         fn = self.events.get(action) if isinstance(action, str) else None
         return fn or self.events.get(None)
+
+    def for_message(self, msg: Message) -> List[Handler]:
+        """The handlers for an event: every subscription its topic matches
+        (the broker sends it once), else the handler for its action."""
+        topic = msg.get("topic")
+        if isinstance(topic, str):
+            fns = [fn for (pattern, _), fn in list(self.topics.items()) if matches(pattern, topic)]
+            if fns:
+                return fns
+        fn = self.for_event(msg.action)
+        return [fn] if fn is not None else []
 
 
 def no_handler(msg: Message) -> errors.SmartshopError:

@@ -28,10 +28,11 @@ import zmq
 import zmq.asyncio
 
 from . import _engine, _handlers, errors
-from .client import check_request, open_socket
+from .client import check_request, open_socket, subscription_result
 from .config import default_endpoint
 from .keys import Curve, as_curve
 from .message import Message
+from .topics import topic_problem
 
 __all__ = ["Client", "Service"]
 
@@ -185,6 +186,44 @@ class Client:
         """Send an event to every registered peer but this one."""
         return self.publish("broadcast", action, payload)
 
+    # -- topics -----------------------------------------------------------------
+
+    def publish_topic(self, topic: str, action: str, payload: Any = None) -> str:
+        """As smartshop.Client.publish_topic."""
+        problem = topic_problem(topic)
+        if problem or not isinstance(action, str):
+            raise ValueError(problem or "action is a string, not %r" % (action,))
+        self._need_socket()
+        msg_id, data = self._engine.topic_event(topic, action, payload)
+        self._send(data)
+        return msg_id
+
+    async def subscribe(self, pattern: str, fn: Handler, *, group: Optional[str] = None,
+                        timeout: float = 5.0) -> Any:
+        """As smartshop.Client.subscribe; `fn` may be a coroutine function."""
+        problem = topic_problem(pattern, pattern=True)
+        if problem:
+            raise ValueError(problem)
+        body = await self._subscription("subscribe", pattern, group, timeout)
+        key = (pattern, group or "")
+        self._handlers.topics[key] = fn
+        self._engine.subscriptions[key] = None
+        return body
+
+    async def unsubscribe(self, pattern: str, *, group: Optional[str] = None,
+                          timeout: float = 5.0) -> Any:
+        """As smartshop.Client.unsubscribe."""
+        key = (pattern, group or "")
+        self._handlers.topics.pop(key, None)
+        self._engine.subscriptions.pop(key, None)
+        return await self._subscription("unsubscribe", pattern, group, timeout)
+
+    async def _subscription(self, action: str, pattern: str, group: Optional[str],
+                            timeout: float) -> Any:
+        check_request("broker", action, timeout)
+        msg_id, data = self._engine.subscription(action, pattern, group or "")
+        return subscription_result(await self._submit(msg_id, data, timeout))
+
     def _need_socket(self) -> None:
         if self._closed:
             raise errors.StoppedError()
@@ -271,8 +310,7 @@ class Client:
                         "the handler for %r returned a value JSON cannot hold" % (msg.action,)))
                 self._send(data)
             else:
-                fn = self._handlers.for_event(msg.action)
-                if fn is not None:
+                for fn in self._handlers.for_message(msg):
                     try:
                         result = fn(msg)
                         if inspect.isawaitable(result):

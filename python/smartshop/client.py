@@ -30,6 +30,7 @@ from . import _engine, _handlers, errors
 from .config import default_endpoint
 from .keys import Curve, as_curve
 from .message import Message
+from .topics import topic_problem
 
 __all__ = ["Client"]
 
@@ -53,6 +54,14 @@ def check_request(dst: Any, action: Any, timeout: Any) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
             not timeout > 0 or math.isinf(timeout):
         raise ValueError("timeout is a number of seconds > 0, not %r" % (timeout,))
+
+
+def subscription_result(body: Any) -> Any:
+    """A subscribe/unsubscribe answer: the payload, or its refusal raised."""
+    if isinstance(body, dict) and body.get("status") == "ok":
+        return body
+    info = body if isinstance(body, dict) else {}
+    raise errors.error_for(str(info.get("code") or "error"), str(info.get("message") or ""))
 
 
 def open_socket(ctx: zmq.Context, endpoint: str, identity: Optional[bytes],
@@ -203,6 +212,54 @@ class Client:
         """Send an event to every registered peer but this one (T5)."""
         return self.publish("broadcast", action, payload)
 
+    # -- topics (docs/protocol.md section 8a) -----------------------------------
+
+    def publish_topic(self, topic: str, action: str, payload: Any = None) -> str:
+        """Send an event on `topic` ("order.created") to whoever subscribed
+        to a matching pattern; nobody listening is not an error."""
+        problem = topic_problem(topic)
+        if problem or not isinstance(action, str):
+            raise ValueError(problem or "action is a string, not %r" % (action,))
+        msg_id, data = self._engine.topic_event(topic, action, payload)
+        self._call(lambda: self._send(data))
+        return msg_id
+
+    def subscribe(self, pattern: str, fn: Optional[Callable[[Message], Any]] = None, *,
+                  group: Optional[str] = None, timeout: float = 5.0) -> Any:
+        """Receive the topic events matching `pattern` ("order.*",
+        "store.12.>") in `fn` (called like an event handler, in run()'s
+        thread). With `group`, the group's subscribers share the events:
+        each goes to one of them. Without `fn`, a decorator. Raises
+        RemoteError (code bad_topic, limit_exceeded, denied) if refused.
+        The client subscribes again by itself after a broker restart."""
+        if fn is None:
+            def deco(f: Callable[[Message], Any]) -> Callable[[Message], Any]:
+                self.subscribe(pattern, f, group=group, timeout=timeout)
+                return f
+            return deco
+        problem = topic_problem(pattern, pattern=True)
+        if problem:
+            raise ValueError(problem)
+        body = self._subscription("subscribe", pattern, group, timeout)
+        key = (pattern, group or "")
+        self._handlers.topics[key] = fn
+        self._engine.subscriptions[key] = None
+        return body
+
+    def unsubscribe(self, pattern: str, *, group: Optional[str] = None, timeout: float = 5.0) -> Any:
+        """Drop that subscription (and its handler)."""
+        key = (pattern, group or "")
+        self._handlers.topics.pop(key, None)
+        self._engine.subscriptions.pop(key, None)
+        return self._subscription("unsubscribe", pattern, group, timeout)
+
+    def _subscription(self, action: str, pattern: str, group: Optional[str], timeout: float) -> Any:
+        check_request("broker", action, timeout)
+        self._not_on_io_thread()
+        msg_id, data = self._engine.subscription(action, pattern, group or "")
+        body = self._submit(msg_id, data, time.monotonic() + timeout).result()
+        return subscription_result(body)
+
     def _submit(self, msg_id: str, data: bytes, deadline: float, kind: str = "request",
                 name: Optional[str] = None, full: bool = False) -> "concurrent.futures.Future[Any]":
         fut: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
@@ -287,8 +344,7 @@ class Client:
             payload, err = (None, _handlers.no_handler(msg)) if fn is None else _handlers.outcome(fn, msg)
             self.answer(msg, payload, err)
         else:
-            fn = self._handlers.for_event(msg.action)
-            if fn is not None:
+            for fn in self._handlers.for_message(msg):
                 _handlers.outcome(fn, msg)   # an event has no answer; failures are logged
 
     def answer(self, request: Message, payload: Any = None,

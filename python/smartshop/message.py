@@ -106,3 +106,8 @@ class Message(dict):
     @property
     def ttl_ms(self) -> Optional[int]:
         return self.get("ttl_ms")
+
+    @property
+    def topic(self) -> Optional[str]:
+        """A topic event's topic (docs/protocol.md TP2); None for others."""
+        return self.get("topic")
