@@ -16,13 +16,14 @@ JOBS       ?= 2
 #   PKGS_BUILD  building and running: compiler, CMake, the libraries; and
 #               python3-zmq for the demo's Python peers (examples/python)
 #   PKGS_TEST   what only the tests add: clang and libFuzzer (the fuzzers),
-#               systemd (systemd-analyze lints the unit)
+#               systemd (systemd-analyze lints the unit), bash-completion
+#               (test_deb.sh runs the completion of smartshop-ctl)
 #   PKGS_DEB    make deb: dpkg-buildpackage, debhelper and lintian; the
 #               package's own build dependencies come from debian/control
 # make test installs all three (the test suite builds the package too).
 PKGS_BUILD := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
         uuid-dev uthash-dev libcjson-dev libsystemd-dev python3-zmq
-PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd
+PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd bash-completion
 PKGS_DEB   := dpkg-dev debhelper fakeroot lintian
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
