@@ -24,7 +24,7 @@ JOBS       ?= 2
 PKGS_BUILD := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
         uuid-dev uthash-dev libcjson-dev libsystemd-dev python3-zmq
 PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd bash-completion
-PKGS_DEB   := dpkg-dev debhelper fakeroot lintian
+PKGS_DEB   := dpkg-dev debhelper lintian
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
