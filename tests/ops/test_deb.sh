@@ -239,6 +239,11 @@ else
 fi
 out=$(smartshop-ctl --json request echo-service echo '{"n": 1}' 2>&1)
 expect "smartshop-ctl request echo-service echo" [ "$out" = '{"n":1}' ]
+comp=$(bash -c 'source /usr/share/bash-completion/bash_completion 2>/dev/null
+    source /usr/share/bash-completion/completions/smartshop-ctl
+    COMP_WORDS=(smartshop-ctl request ec); COMP_CWORD=2; COMP_LINE="smartshop-ctl request ec"; COMP_POINT=${#COMP_LINE}
+    _smartshop_ctl; echo "${COMPREPLY[*]}"' 2>&1)
+expect "bash completion: smartshop-ctl request ec<TAB> asks the broker: echo-service ($comp)" [ "$comp" = "echo-service" ]
 stop_broker
 
 # started by hand elsewhere, without --config: the built-in defaults are /etc/smartshop's
