@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# install_broker.sh: build the Smartshop broker and install it as the
-# systemd service smartshop-broker.service. See docs/operations.md.
+# install_broker.sh: install the Smartshop broker as the systemd service
+# smartshop-broker.service. See docs/operations.md.
 #
-#   sudo ./install_broker.sh              build, install, start
-#   sudo ./install_broker.sh --uninstall  remove it again (keeps edited config)
+#   sudo ./install_broker.sh              build the Debian packages, install them
+#   sudo ./install_broker.sh --uninstall  remove them (keeps edited config)
 #   ./install_broker.sh --help            everything else
 #
-# Safe to run again: programs are replaced, configuration you edited is
-# kept (the new shipped version lands beside it as FILE.dist), the user and
-# the unit are created only once.
+# With dpkg (Debian and its derivatives) it is a thin wrapper: `make deb`,
+# then apt-get installs the packages, whose maintainer scripts create the
+# user and enable and start the unit; dpkg keeps edited conffiles. Without
+# dpkg, or with --prefix, --destdir or --no-dpkg, it does by hand what the
+# packages do (the same files, user and unit), with a manifest for
+# --uninstall. It says at the start which of the two it does.
 set -euo pipefail
 
 SRC_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -16,49 +19,59 @@ UNIT_NAME=smartshop-broker.service
 SERVICE_USER=smartshop
 CONF_DIR=/etc/smartshop
 UNIT_DIR=/etc/systemd/system
+PACKAGES="smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev"
 
-PREFIX=${PREFIX:-/usr/local}
+PREFIX=${PREFIX:-}
 DESTDIR=${DESTDIR:-}
 BUILD_DIR=${BUILD:-$SRC_DIR/build}
+DEB_DIR=${DEB_DIR:-$SRC_DIR/build-deb}
 JOBS=${JOBS:-2}
 mode=install
 do_build=1
 do_start=1
 purge=0
+use_dpkg=auto
 
 usage() {
     cat <<EOF
 Usage: ./install_broker.sh [options]
-Builds smartshop-broker and smartshop-ctl and installs them, with their
-configuration and the systemd unit $UNIT_NAME.
+Installs smartshop-broker, smartshop-ctl and libsmartshop with their
+configuration and the systemd unit $UNIT_NAME, and starts it.
 
-What goes where (PREFIX is $PREFIX unless changed):
-  PREFIX/bin/smartshop-broker, PREFIX/bin/smartshop-ctl
-  PREFIX/lib, PREFIX/include, PREFIX/lib/pkgconfig/smartshop.pc
-                                   the C client library (cmake --install)
-  $CONF_DIR/broker.lua           the broker's settings
-  $CONF_DIR/policies/            the routing policy (and examples/)
-  $CONF_DIR/services/            the Lua services the broker hosts
-  $UNIT_DIR/$UNIT_NAME
-  PREFIX/share/smartshop/install-manifest   what was installed, for --uninstall
-It creates the system user '$SERVICE_USER', then enables and starts the service.
+With dpkg (the default on Debian): builds the Debian packages (make deb,
+into build-deb/) and installs them with apt-get: $PACKAGES.
+  /usr/bin/smartshop-broker, /usr/bin/smartshop-ctl, the library under /usr
+  $CONF_DIR/broker.lua, policies/routing.lua   conffiles
+  $CONF_DIR/services/                          empty: the Lua services to host
+  /lib/systemd/system/$UNIT_NAME
+  /usr/share/doc/smartshop-broker/examples/    demo services, example policies
+The packages create the system user '$SERVICE_USER' and enable and start the
+unit. An upgrade keeps configuration you edited (the new version lands
+beside it as FILE.dpkg-dist).
+
+Without dpkg (or with --prefix, --destdir, --no-dpkg): the same files by
+hand, programs under PREFIX (default /usr/local), the unit in $UNIT_DIR,
+and a list in PREFIX/share/smartshop/install-manifest for --uninstall; an
+edited configuration file is kept, the new one written beside it as FILE.dist.
 
 Options:
-  --prefix DIR      install programs and the library under DIR (env PREFIX)
-  --destdir DIR     stage everything under DIR instead of / (env DESTDIR);
-                    no user is created and systemctl is not run: the script
-                    says what it would do
-  --build-dir DIR   the CMake build directory (env BUILD; default build/)
-  --no-build        do not build: install what the build directory has
+  --no-dpkg         install by hand even where dpkg is there
+  --prefix DIR      (by hand) programs and the library under DIR (env PREFIX)
+  --destdir DIR     (by hand) stage everything under DIR instead of / (env
+                    DESTDIR); no user is created and systemctl is not run:
+                    the script says what it would do
+  --build-dir DIR   (by hand) the CMake build directory (env BUILD; default build/)
+  --deb-dir DIR     (dpkg) where make deb puts the packages (env DEB_DIR;
+                    default build-deb/)
+  --no-build        do not build: install the packages in --deb-dir (dpkg),
+                    or what --build-dir has (by hand)
   --no-start        install, but do not enable or start the service
   --uninstall       stop and disable the service, remove what was installed;
                     configuration you edited stays
   --purge           with --uninstall: remove $CONF_DIR entirely and the user
   -h, --help        show this help
 
-Configuration files are never overwritten once edited: a changed file gets
-the new shipped version beside it as FILE.dist. Run as root (sudo), except
-with --destdir.
+Run as root (sudo), except with --destdir.
 EOF
 }
 
@@ -77,6 +90,9 @@ while [ $# -gt 0 ]; do
     --destdir=*) DESTDIR=${1#*=} ;;
     --build-dir) [ $# -ge 2 ] || die "--build-dir needs a directory"; BUILD_DIR=$2; shift ;;
     --build-dir=*) BUILD_DIR=${1#*=} ;;
+    --deb-dir) [ $# -ge 2 ] || die "--deb-dir needs a directory"; DEB_DIR=$2; shift ;;
+    --deb-dir=*) DEB_DIR=${1#*=} ;;
+    --no-dpkg) use_dpkg=no ;;
     --no-build) do_build=0 ;;
     --no-start) do_start=0 ;;
     --uninstall) mode=uninstall ;;
@@ -88,6 +104,27 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$purge" = 1 ] && [ "$mode" != uninstall ] && { echo "install_broker.sh: --purge goes with --uninstall" >&2; exit 2; }
+
+# dpkg, or by hand: said first, with the reason
+if [ "$use_dpkg" = auto ]; then
+    if [ -n "$PREFIX" ] || [ -n "$DESTDIR" ]; then
+        use_dpkg=no
+        why="--prefix or --destdir given: the packages install under /"
+    elif command -v dpkg >/dev/null && command -v apt-get >/dev/null; then
+        use_dpkg=yes
+    else
+        use_dpkg=no
+        why="dpkg and apt-get are not on this machine"
+    fi
+else
+    why="--no-dpkg"
+fi
+if [ "$use_dpkg" = yes ]; then
+    echo "install_broker.sh: with dpkg: the Debian packages ($PACKAGES)"
+else
+    echo "install_broker.sh: without dpkg ($why): what the packages do, by hand"
+fi
+PREFIX=${PREFIX:-/usr/local}
 case $PREFIX in /*) ;; *) die "--prefix must be an absolute path (got '$PREFIX')" ;; esac
 PREFIX=${PREFIX%/}
 [ -n "$PREFIX" ] || PREFIX=/
@@ -97,9 +134,13 @@ if [ -n "$DESTDIR" ]; then
     [ "$DESTDIR" = / ] && DESTDIR=""
 fi
 case $BUILD_DIR in /*) ;; *) BUILD_DIR=$PWD/$BUILD_DIR ;; esac
+case $DEB_DIR in /*) ;; *) DEB_DIR=$PWD/$DEB_DIR ;; esac
 
 MANIFEST=$PREFIX/share/smartshop/install-manifest
-DOC_DIR=$PREFIX/share/doc/smartshop
+DOC_DIR=$PREFIX/share/doc/smartshop-broker
+# what an install by hand under /usr/local left (before the packages, this
+# script's only way): the packages replace it
+LEGACY_MANIFEST=/usr/local/share/smartshop/install-manifest
 
 if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
     die "run as root: sudo $0 $* (or stage into a directory with --destdir DIR)"
@@ -208,7 +249,8 @@ install_conf() {
         say "    updated $dest"
         record conf "$new" "$dest"
     else
-        install -m 0644 "$src" "$target.dist"
+        # (rewritten only when the shipped version changed)
+        cmp -s "$src" "$target.dist" || install -m 0644 "$src" "$target.dist"
         say "    kept $dest (edited); the shipped version is $dest.dist"
         record conf "${shipped:--}" "$dest"
         record dist "$new" "$dest.dist"
@@ -348,10 +390,28 @@ install_programs() {
         [ -x "$BUILD_DIR/smartshop-ctl" ] || die "$BUILD_DIR/smartshop-ctl is not built"
         install_program 0755 "$BUILD_DIR/smartshop-ctl" "$PREFIX/bin/smartshop-ctl"
     fi
-    local doc
-    for doc in docs/operations.md README.md; do
-        [ -f "$SRC_DIR/$doc" ] && install_program 0644 "$SRC_DIR/$doc" "$DOC_DIR/$(basename "$doc")"
-    done
+    # the files debian/*.install and .docs name from the source tree: the
+    # docs, the examples, the bash completion (usr/ is PREFIX here)
+    local doc line words dest f g
+    while IFS= read -r doc; do
+        case $doc in '' | '#'*) continue ;; esac
+        install_program 0644 "$SRC_DIR/$doc" "$DOC_DIR/$(basename "$doc")"
+    done <"$SRC_DIR/debian/smartshop-broker.docs"
+    while IFS= read -r line; do
+        case $line in '' | '#'*) continue ;; esac
+        read -r -a words <<<"$line"
+        [ "${#words[@]}" -ge 2 ] || continue
+        dest=${words[-1]%/}
+        case $dest in usr/*) dest=$PREFIX/${dest#usr/} ;; *) continue ;; esac   # etc/: install_config
+        unset 'words[-1]'
+        for f in "${words[@]}"; do
+            # shellcheck disable=SC2086  # a glob of the source tree
+            for g in $SRC_DIR/$f; do
+                install_program 0644 "$g" "$dest/$(basename "$g")"
+            done
+        done
+    done < <(cat "$SRC_DIR/debian/smartshop-broker.install" "$SRC_DIR/debian/smartshop-ctl.install")
+    install_man_pages
     if [ -z "$DESTDIR" ]; then
         system ldconfig
     else
@@ -359,23 +419,51 @@ install_programs() {
     fi
 }
 
+# man/*.md as the package builds them (go-md2man), where it is installed
+install_man_pages() {
+    if ! command -v go-md2man >/dev/null; then
+        say "    no man pages: go-md2man is not installed (apt-get install go-md2man)"
+        return 0
+    fi
+    local md page out
+    out=$(mktemp -d)
+    for md in "$SRC_DIR"/man/*.md; do
+        page=$(basename "$md" .md)
+        go-md2man -in "$md" -out "$out/$page" || die "go-md2man $md failed"
+        install_program 0644 "$out/$page" "$PREFIX/share/man/man${page##*.}/$page"
+    done
+    rm -rf "$out"
+}
+
+# The conffiles of the package (debian/smartshop-broker.install's etc/
+# lines) and the empty services directory (its .dirs).
 install_config() {
     step "Installing configuration in $DESTDIR$CONF_DIR"
     mkdirs "$CONF_DIR"
-    install_conf "$SRC_DIR/packaging/broker.lua" "$CONF_DIR/broker.lua"
-    local f rel
-    while IFS= read -r f; do
-        rel=${f#"$SRC_DIR"/}
-        install_conf "$f" "$CONF_DIR/$rel"
-    done < <(find "$SRC_DIR/policies" "$SRC_DIR/services" -type f -name '*.lua' | sort)
+    local line words dest f
+    while IFS= read -r line; do
+        case $line in '' | '#'*) continue ;; esac
+        read -r -a words <<<"$line"
+        [ "${#words[@]}" -ge 2 ] || continue
+        dest=${words[-1]%/}
+        case $dest in etc/*) dest=/$dest ;; *) continue ;; esac
+        unset 'words[-1]'
+        for f in "${words[@]}"; do
+            install_conf "$SRC_DIR/$f" "$dest/$(basename "$f")"
+        done
+    done <"$SRC_DIR/debian/smartshop-broker.install"
+    while IFS= read -r dest; do
+        case $dest in '' | '#'*) continue ;; esac
+        mkdirs "/$dest"
+    done <"$SRC_DIR/debian/smartshop-broker.dirs"
 }
 
 install_unit() {
     step "Installing the systemd unit $UNIT_DIR/$UNIT_NAME"
     local unit
     unit=$(mktemp)
-    # the unit names /usr/local; another prefix is written into it
-    sed -e "s|/usr/local/bin/|$PREFIX/bin/|g" -e "s|/usr/local/share/doc/|$PREFIX/share/doc/|g" \
+    # the unit names /usr/bin (the package's); the prefix is written into it
+    sed -e "s|/usr/bin/smartshop-broker|$PREFIX/bin/smartshop-broker|g" \
         "$SRC_DIR/packaging/$UNIT_NAME" >"$unit"
     install_conf "$unit" "$UNIT_DIR/$UNIT_NAME"
     rm -f "$unit"
@@ -535,7 +623,124 @@ do_uninstall() {
     step "Uninstalled"
 }
 
-case $mode in
-install) do_install ;;
-uninstall) do_uninstall ;;
+# --- with dpkg: the Debian packages ---
+
+ensure_make() {
+    command -v make >/dev/null && return 0
+    say "    installing make"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make >/dev/null; } ||
+        die "cannot install make"
+}
+
+# the newest build of each package in DEB_DIR, one path a line
+deb_files() {
+    local p f
+    for p in $PACKAGES; do
+        # shellcheck disable=SC2012  # package file names are plain
+        f=$(ls -t "$DEB_DIR/${p}_"*.deb 2>/dev/null | head -n 1)
+        [ -n "$f" ] || die "$DEB_DIR has no ${p}_*.deb (drop --no-build, or run make deb)"
+        echo "$f"
+    done
+}
+
+installed_packages() {
+    local p
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${db:Status-Abbrev}\n' "$p" 2>/dev/null | grep -q '^.[ic]' && echo "$p"
+    done
+    return 0
+}
+
+dpkg_install() {
+    if [ "$do_build" = 1 ]; then
+        step "Building the Debian packages: make deb (into $DEB_DIR)"
+        ensure_make
+        mkdir -p "$DEB_DIR"
+        local log=$DEB_DIR/install_broker.log
+        make -C "$SRC_DIR" deb DEB_DIR="$DEB_DIR" JOBS="$JOBS" >"$log" 2>&1 || {
+            tail -n 30 "$log" >&2
+            die "make deb failed (full log: $log)"
+        }
+        say "    built: $PACKAGES (in $DEB_DIR)"
+    else
+        step "Using the packages in $DEB_DIR (--no-build)"
+    fi
+    local debs=()
+    mapfile -t debs < <(deb_files)
+    [ "${#debs[@]}" -gt 0 ] || exit 1
+    if [ -f "$LEGACY_MANIFEST" ]; then
+        step "Removing the install by hand under /usr/local (the packages replace it; edited configuration stays)"
+        bash "$0" --no-dpkg --prefix /usr/local --uninstall | sed 's/^/    /'
+    fi
+    step "Installing with apt-get"
+    # --reinstall: a rebuild of the same version replaces the programs too;
+    # confdef/confold: no question asked, an edited conffile is kept and the
+    # new version lands beside it as FILE.dpkg-dist
+    system env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${debs[@]}" ||
+        die "apt-get install failed"
+    local kept
+    kept=$(find "$CONF_DIR" -name '*.dpkg-dist' 2>/dev/null | sort)
+    if [ -n "$kept" ]; then
+        say "    edited files kept; compare them with the shipped versions:"
+        local f
+        for f in $kept; do say "      diff ${f%.dpkg-dist} $f"; done
+    fi
+    step "The service $UNIT_NAME"
+    if ! systemd_running; then
+        say "    systemd is not running on this machine (a container?): the unit is installed"
+        say "    but cannot be started here. To run the broker by hand:"
+        say "      runuser -u $SERVICE_USER -- /usr/bin/smartshop-broker --config $CONF_DIR/broker.lua"
+    elif [ "$do_start" = 0 ]; then
+        system systemctl disable --now "$UNIT_NAME"
+        say "    not enabled or started (--no-start): systemctl enable --now $UNIT_NAME"
+    else
+        # the package's postinst has enabled it and (re)started it
+        if ! systemctl is-active --quiet "$UNIT_NAME"; then
+            system systemctl start "$UNIT_NAME" || true
+        fi
+        if ! systemctl is-active --quiet "$UNIT_NAME"; then
+            systemctl status --no-pager --lines=20 "$UNIT_NAME" >&2 || true
+            die "$UNIT_NAME did not start: journalctl -u smartshop-broker -n 50"
+        fi
+        if smartshop-ctl --timeout 3000 ping >/dev/null 2>&1; then
+            say "    running, and answering: smartshop-ctl ping"
+        else
+            say "    running, but smartshop-ctl ping got no answer on the default endpoint"
+            say "    (a different endpoint in $CONF_DIR/broker.lua? use --endpoint)"
+        fi
+    fi
+    step "Done"
+    say "    status:  systemctl status smartshop-broker"
+    say "    logs:    journalctl -u smartshop-broker -f"
+    say "    a service: cp /usr/share/doc/smartshop-broker/examples/services/echo.lua $CONF_DIR/services/"
+    say "    try it:  smartshop-ctl services"
+}
+
+dpkg_uninstall() {
+    local present=()
+    mapfile -t present < <(installed_packages)
+    if [ "${#present[@]}" -eq 0 ]; then
+        step "No Smartshop package is installed"
+    elif [ "$purge" = 1 ]; then
+        step "Purging ${present[*]} (the configuration in $CONF_DIR and the user $SERVICE_USER too)"
+        system env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "${present[@]}" || die "apt-get purge failed"
+    else
+        step "Removing ${present[*]} (configuration stays; --uninstall --purge removes it)"
+        system env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q "${present[@]}" || die "apt-get remove failed"
+    fi
+    if [ -f "$LEGACY_MANIFEST" ]; then
+        step "Also removing the install by hand under /usr/local"
+        local args=(--no-dpkg --prefix /usr/local --uninstall)
+        [ "$purge" = 1 ] && args+=(--purge)
+        bash "$0" "${args[@]}" | sed 's/^/    /'
+    fi
+    step "Uninstalled"
+}
+
+case $use_dpkg/$mode in
+yes/install) dpkg_install ;;
+yes/uninstall) dpkg_uninstall ;;
+no/install) do_install ;;
+no/uninstall) do_uninstall ;;
 esac

@@ -5,8 +5,9 @@
 --
 -- After editing: `systemctl restart smartshop-broker` (a new policy only
 -- needs `systemctl reload smartshop-broker`, or just saving the file).
--- install_broker.sh never overwrites this file once you have edited it: a
--- newer shipped version lands next to it as broker.lua.dist.
+-- An upgrade never overwrites this file once you have edited it: the
+-- package keeps yours and leaves the new shipped version beside it as
+-- broker.lua.dpkg-dist (install_broker.sh without dpkg: broker.lua.dist).
 
 -- Where services and clients connect. Loopback only by default; to accept
 -- other machines, bind a routable address and turn CURVE on (see
@@ -18,7 +19,9 @@ endpoints = { "tcp://127.0.0.1:5555" }
 -- within a second, a broken one is refused (see the journal).
 policy = "/etc/smartshop/policies/routing.lua"
 
--- Lua services the broker hosts (one file each, e.g. echo.lua).
+-- Lua services the broker hosts, one file each (none as installed; the
+-- demo echo.lua and inventory.lua are in
+-- /usr/share/doc/smartshop-broker/examples/services/: copy one here to run it).
 services = "/etc/smartshop/services"
 
 -- error, warn, info or debug. Logs go to the journal:

@@ -14,6 +14,19 @@
 
 #include "version.h"
 
+/* Where the policy and the services are looked for when neither a flag
+ * nor the config file names them. Relative to the working directory by
+ * default, for `make run` in the repository; the Debian package builds
+ * with -DSMARTSHOP_CONFIG_DIR=/etc/smartshop (CMake option of the same
+ * name), so that the installed broker finds them wherever it is started. */
+#ifdef SMARTSHOP_CONFIG_DIR
+#define DEFAULT_POLICY SMARTSHOP_CONFIG_DIR "/policies/routing.lua"
+#define DEFAULT_SERVICES SMARTSHOP_CONFIG_DIR "/services"
+#else
+#define DEFAULT_POLICY "policies/routing.lua"
+#define DEFAULT_SERVICES "services"
+#endif
+
 /* One setting: its flag/key name and how to store it. The same table
  * serves the flags (--max-message-bytes) and the file (max_message_bytes). */
 typedef enum { SET_STRING, SET_ENDPOINT, SET_LEVEL, SET_UINT } setting_kind_t;
@@ -65,9 +78,10 @@ static const char usage[] =
     "\n"
     "  -e, --endpoint EP           bind EP (tcp://, ipc://, inproc://); repeatable\n"
     "                              (default tcp://127.0.0.1:5555)\n"
-    "  -p, --policy FILE           routing policy in Lua (default policies/routing.lua;\n"
+    "  -p, --policy FILE           routing policy in Lua (default " DEFAULT_POLICY ";\n"
     "                              \"\" for none)\n"
-    "  -s, --services DIR          directory of Lua services (default services; \"\" for none)\n"
+    "  -s, --services DIR          directory of Lua services (default " DEFAULT_SERVICES ";\n"
+    "                              \"\" for none)\n"
     "  -c, --config FILE           Lua config file; flags given here win over it\n"
     "  -l, --log-level LEVEL       error, warn, info or debug (default info)\n"
     "      --max-message-bytes N   largest message accepted (default 1048576)\n"
@@ -107,8 +121,8 @@ static const char usage[] =
 static void set_defaults(config_t *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->policy_path = strdup("policies/routing.lua");
-    cfg->services_dir = strdup("services");
+    cfg->policy_path = strdup(DEFAULT_POLICY);
+    cfg->services_dir = strdup(DEFAULT_SERVICES);
     cfg->curve_secret_key = strdup("");
     cfg->curve_allow = strdup("");
     cfg->metrics_endpoint = strdup("");

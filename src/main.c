@@ -1,11 +1,13 @@
 /* main: flags and config, then the broker. Exit codes: 0 clean stop,
  * 1 runtime failure (e.g. an endpoint in use), 2 bad usage or config. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "broker.h"
@@ -29,6 +31,20 @@ static int check_path(const char *what, const char *path, bool explicit_, bool w
     }
     log_warn("%s %s: %s; running without it", what, path, why);
     return 0;
+}
+
+/* PATH as the start-up line shows it: absolute (a relative path depends
+ * on the directory the broker was started in) and where it came from. */
+static void describe_path(const char *path, bool explicit_, char *out, size_t outlen)
+{
+    const char *origin = explicit_ ? "flag or config file" : "built-in default";
+    char cwd[PATH_MAX];
+    if (!path || !*path)
+        snprintf(out, outlen, "none (%s)", origin);
+    else if (path[0] != '/' && getcwd(cwd, sizeof cwd))
+        snprintf(out, outlen, "%s/%s (%s, relative to the working directory)", cwd, path, origin);
+    else
+        snprintf(out, outlen, "%s (%s)", path, origin);
 }
 
 int main(int argc, char **argv)
@@ -92,6 +108,10 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_info("smartshop-broker %s starting (protocol %d)", SMARTSHOP_VERSION, SMARTSHOP_PROTOCOL_VERSION);
+    char policy_text[PATH_MAX + 128], services_text[PATH_MAX + 128];
+    describe_path(cfg.policy_path, cfg.policy_explicit, policy_text, sizeof policy_text);
+    describe_path(cfg.services_dir, cfg.services_explicit, services_text, sizeof services_text);
+    log_info("using policy %s, services %s", policy_text, services_text);
     int exit_code = 1;
     broker_t *broker = broker_new(&cfg, auth, err, sizeof err, &exit_code);
     if (!broker) {

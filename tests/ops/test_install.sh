@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# test_install.sh: install_broker.sh into a temporary root (DESTDIR) and
-# check what lands; twice (idempotent); an edited config survives;
-# --uninstall removes the rest, --purge everything.
+# test_install.sh: install_broker.sh into a temporary root (DESTDIR), its
+# install by hand (without dpkg: what the Debian packages do), and check
+# what lands; twice (idempotent); an edited config survives; --uninstall
+# removes the rest, --purge everything. (The packages themselves:
+# test_deb.sh.)
 #
 #   bash tests/ops/test_install.sh [BUILD_DIR]     (default: build/)
 #
@@ -73,12 +75,15 @@ else
     bad "install_broker.sh --destdir <tmp> --no-build" "$tmp/install1.log"
     finish
 fi
+head -n 1 "$tmp/install1.log" | grep -q '^install_broker.sh: without dpkg (--prefix or --destdir given' &&
+    ok "it says it installs without dpkg, and why" || bad "it says it installs without dpkg, and why" "$tmp/install1.log"
 
 missing=""
 for f in usr/local/bin/smartshop-broker usr/local/bin/smartshop-ctl; do
     [ -x "$root/$f" ] || missing="$missing $f"
 done
-for f in etc/smartshop/broker.lua etc/smartshop/policies/routing.lua usr/local/share/doc/smartshop/operations.md \
+for f in etc/smartshop/broker.lua etc/smartshop/policies/routing.lua usr/local/share/doc/smartshop-broker/operations.md \
+    usr/local/share/bash-completion/completions/smartshop-ctl \
     etc/systemd/system/smartshop-broker.service usr/local/include/smartshop.h \
     usr/local/share/smartshop/install-manifest; do
     [ -f "$root/$f" ] || missing="$missing $f"
@@ -93,14 +98,29 @@ else
     bad "missing after install:$missing" "$tmp/install1.log"
 fi
 
-# every shipped policy and service, byte for byte
+# the policy in /etc, the demo services and example policies only as
+# examples (as the package has them), byte for byte
+doc=$root/usr/local/share/doc/smartshop-broker
 diffs=""
-while IFS= read -r f; do
-    rel=${f#"$src"/}
-    cmp -s "$f" "$root/etc/smartshop/$rel" || diffs="$diffs $rel"
-done < <(find "$src/policies" "$src/services" -type f -name '*.lua')
-[ -z "$diffs" ] && ok "policies/ and services/ copied to /etc/smartshop (all .lua files)" ||
+cmp -s "$src/policies/routing.lua" "$root/etc/smartshop/policies/routing.lua" || diffs="$diffs routing.lua"
+for f in "$src"/policies/examples/*.lua; do
+    cmp -s "$f" "$doc/examples/policies/$(basename "$f")" || diffs="$diffs ${f#"$src"/}"
+done
+for f in echo.lua inventory.lua; do
+    cmp -s "$src/services/$f" "$doc/examples/services/$f" || diffs="$diffs services/$f"
+done
+[ -z "$diffs" ] && ok "routing.lua in /etc/smartshop; example policies and demo services under doc/examples" ||
     bad "not copied or different:$diffs"
+if [ -d "$root/etc/smartshop/services" ] && [ -z "$(ls -A "$root/etc/smartshop/services")" ]; then
+    ok "/etc/smartshop/services is there and empty (no demo service goes live)"
+else
+    bad "/etc/smartshop/services is there and empty" "$tmp/install1.log"
+fi
+if command -v go-md2man >/dev/null; then
+    for page in man8/smartshop-broker.8 man1/smartshop-ctl.1 man7/smartshop-lua.7; do
+        [ -f "$root/usr/local/share/man/$page" ] && ok "man page $page" || bad "man page $page" "$tmp/install1.log"
+    done
+fi
 cmp -s "$src/packaging/broker.lua" "$root/etc/smartshop/broker.lua" &&
     ok "broker.lua is packaging/broker.lua" || bad "broker.lua is packaging/broker.lua"
 
@@ -128,8 +148,9 @@ for _ in $(seq 50); do
     kill -0 "$bpid" 2>/dev/null || break
     sleep 0.1
 done
-if grep -q 'ready' "$tmp/broker.log" && grep -q 'service echo-service loaded' "$tmp/broker.log"; then
-    ok "the installed broker starts with the installed broker.lua (policy and services load)"
+if grep -q 'ready' "$tmp/broker.log" &&
+    grep -qF "using policy $root/etc/smartshop/policies/routing.lua (flag or config file), services $root/etc/smartshop/services" "$tmp/broker.log"; then
+    ok "the installed broker starts with the installed broker.lua (and names its policy and services)"
 else
     bad "the installed broker starts with the installed broker.lua" "$tmp/broker.log"
 fi
@@ -189,7 +210,7 @@ grep -q '^    installed' "$tmp/install2.log" && bad "second run says 'installed'
 echo '-- an operator was here' >>"$root/etc/smartshop/broker.lua"
 echo '-- edited policy' >>"$root/etc/smartshop/policies/routing.lua"
 cp "$root/etc/smartshop/broker.lua" "$tmp/edited.lua"
-rm "$root/etc/smartshop/services/echo.lua"      # a deleted file comes back
+rm "$doc/examples/services/echo.lua"      # a deleted file comes back
 run_script "$tmp/install3.log" --destdir "$root" --no-build --build-dir "$build" ||
     bad "third run (after edits) succeeds" "$tmp/install3.log"
 if cmp -s "$tmp/edited.lua" "$root/etc/smartshop/broker.lua" &&
@@ -200,14 +221,19 @@ if cmp -s "$tmp/edited.lua" "$root/etc/smartshop/broker.lua" &&
 else
     bad "edited files kept, .dist written" "$tmp/install3.log"
 fi
-[ -f "$root/etc/smartshop/services/echo.lua" ] && ok "a deleted shipped file is installed again" ||
+[ -f "$doc/examples/services/echo.lua" ] && ok "a deleted shipped file is installed again" ||
     bad "a deleted shipped file is installed again" "$tmp/install3.log"
 grep -q 'diff .*broker.lua .*broker.lua.dist' "$tmp/install3.log" &&
     ok "the run tells how to compare edited files with .dist" ||
     bad "the run tells how to compare edited files with .dist" "$tmp/install3.log"
+dist_before=$(stat -c %Y "$root/etc/smartshop/broker.lua.dist" 2>/dev/null)
+sleep 1.1    # so that a rewritten .dist would show a new mtime
 run_script "$tmp/install4.log" --destdir "$root" --no-build --build-dir "$build"
 cmp -s "$tmp/edited.lua" "$root/etc/smartshop/broker.lua" && ok "a fourth run still keeps the edit" ||
     bad "a fourth run still keeps the edit" "$tmp/install4.log"
+[ -n "$dist_before" ] && [ "$(stat -c %Y "$root/etc/smartshop/broker.lua.dist")" = "$dist_before" ] &&
+    ok "a fourth run leaves the unchanged broker.lua.dist alone (not rewritten each run)" ||
+    bad "a fourth run leaves the unchanged broker.lua.dist alone" "$tmp/install4.log"
 
 # --- 4. uninstall: everything but the edits ---
 if run_script "$tmp/uninstall.log" --destdir "$root" --uninstall; then

@@ -6,7 +6,9 @@
 # Boots this machine's own root filesystem in a container (systemd-nspawn
 # --boot over an overlay whose writes go to a tmpfs, with a private
 # network), and there, as docs/operations.md tells a newcomer: runs
-# install_broker.sh, checks the unit is up (Type=notify), unprivileged and
+# install_broker.sh --no-dpkg (the install by hand, from the build; the
+# Debian packages are tests/ops/test_deb.sh's), puts the example echo
+# service in /etc/smartshop/services, checks the unit is up (Type=notify), unprivileged and
 # sandboxed, talks to it with smartshop-ctl, reads the journal, reloads the
 # policy (SIGHUP, a broken policy refused), turns metrics on, crashes it
 # (Restart=on-failure), breaks its config (exit 2: no restart loop),
@@ -93,8 +95,10 @@ prop() { systemctl show -p "$1" --value smartshop-broker; }
 set -x
 cd "$src" || exit 1
 
-./install_broker.sh --no-build --build-dir "$build"
+./install_broker.sh --no-dpkg --no-build --build-dir "$build"
 must "install_broker.sh installs and starts the service" [ $? = 0 ]
+cp /usr/local/share/doc/smartshop-broker/examples/services/echo.lua /etc/smartshop/services/
+sleep 1
 must "the unit is active (Type=notify: start returned once it listened)" systemctl is-active --quiet smartshop-broker
 expect "systemd knows the broker's status line" grep -q "listening on tcp://127.0.0.1:5555" <<<"$(prop StatusText)"
 pid=$(prop MainPID)
@@ -153,17 +157,17 @@ systemctl reset-failed smartshop-broker
 systemctl start smartshop-broker
 expect "started again" systemctl is-active --quiet smartshop-broker
 
-./install_broker.sh --no-build --build-dir "$build"
+./install_broker.sh --no-dpkg --no-build --build-dir "$build"
 expect "install_broker.sh again: ok" [ $? = 0 ]
 expect "the edited broker.lua kept, the shipped one beside it" bash -c 'grep -q "^metrics = " /etc/smartshop/broker.lua && [ -f /etc/smartshop/broker.lua.dist ]'
 expect "running after the second install" systemctl is-active --quiet smartshop-broker
 
-./install_broker.sh --uninstall
+./install_broker.sh --no-dpkg --uninstall
 expect "install_broker.sh --uninstall" [ $? = 0 ]
 expect "the unit is gone" bash -c '! systemctl cat smartshop-broker >/dev/null 2>&1'
 expect "the programs are gone" bash -c '[ ! -e /usr/local/bin/smartshop-broker ] && [ ! -e /usr/local/bin/smartshop-ctl ]'
 expect "the edited config stays" [ -f /etc/smartshop/broker.lua ]
-./install_broker.sh --uninstall --purge
+./install_broker.sh --no-dpkg --uninstall --purge
 expect "--uninstall --purge: /etc/smartshop and the user gone" bash -c '[ ! -e /etc/smartshop ] && ! getent passwd smartshop'
 EOF
 

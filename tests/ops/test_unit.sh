@@ -4,7 +4,7 @@
 #   bash tests/ops/test_unit.sh [BROKER_BINARY]   (default: build/smartshop-broker)
 #
 # `systemd-analyze verify` on the unit (ExecStart pointed at the built
-# broker, since /usr/local/bin has none here), failing on any warning it
+# broker, since /usr/bin may have none here), failing on any warning it
 # prints about the unit; `systemd-analyze security --offline` for the
 # exposure score; and the settings docs/operations.md promises. Without
 # systemd-analyze (Debian package `systemd`) it skips, with exit code 77.
@@ -36,7 +36,7 @@ echo "# $(systemd-analyze --version | head -n 1)"
 
 # --- 1. systemd-analyze verify: no error and no warning about the unit ---
 unit=$tmp/smartshop-broker.service
-sed "s|/usr/local/bin/smartshop-broker|$broker|" "$unit_src" >"$unit"
+sed "s|/usr/bin/smartshop-broker|$broker|" "$unit_src" >"$unit"
 systemd-analyze verify --man=no "$unit" >"$tmp/verify.log" 2>&1
 rc=$?
 if [ "$rc" = 0 ] && ! grep -q 'smartshop-broker.service' "$tmp/verify.log"; then
@@ -74,7 +74,7 @@ want() { # want KEY=VALUE: the unit has exactly this line
 }
 want "Type=notify"
 want "User=smartshop"
-want "ExecStart=/usr/local/bin/smartshop-broker --config /etc/smartshop/broker.lua"
+want "ExecStart=/usr/bin/smartshop-broker --config /etc/smartshop/broker.lua"
 # shellcheck disable=SC2016  # the $ is literal
 want 'ExecReload=/bin/kill -HUP $MAINPID'
 want "Restart=on-failure"
