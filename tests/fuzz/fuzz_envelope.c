@@ -418,7 +418,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     check_two_passes(&env, err, why, data, size, scanned);
     check_reply(&env, err, why);
-    if (err == ERR_NONE && env.type == MT_REQUEST)
+    /* a request from a reserved src is refused by the router (N2, S1) and
+     * never reaches a service that would answer it */
+    if (err == ERR_NONE && env.type == MT_REQUEST &&
+        !name_is_reserved(env.f[EF_SRC].ptr, env.f[EF_SRC].len))
         check_written_response(&env);
     cJSON_Delete(ref.root);
     return 0;
