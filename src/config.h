@@ -39,6 +39,10 @@ typedef struct {
     size_t max_services;        /* distinct registered names */
     size_t dead_letters;        /* dead-letter ring: letters kept */
     size_t dead_letter_bytes;   /* dead-letter ring: message bytes kept */
+    size_t max_unread_bytes;    /* received from one connection with no whole message yet */
+    size_t max_unread_bytes_total; /* the same, summed over all connections */
+    size_t max_queued_bytes;    /* sent to one peer and not yet taken by it */
+    size_t max_queued_bytes_total; /* the same, summed over all peers */
 } config_t;
 
 typedef enum {
