@@ -238,7 +238,8 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
     conn_bytes_limits_t byte_limits = {
         .max_unread = cfg->max_unread_bytes, .max_unread_total = cfg->max_unread_bytes_total,
         .max_queued = cfg->max_queued_bytes, .max_queued_total = cfg->max_queued_bytes_total,
-        .check_ms = CONN_CHECK_MS};
+        .reserve = conn_bytes_wire_size(cfg->max_message_bytes, true, true),
+        .check_ms = CONN_CHECK_MS, .heartbeat_ivl_ms = (unsigned)cfg->heartbeat_ivl_ms};
     b->conns = conn_bytes_new(&byte_limits);
     if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->zmq_ctx || !b->watch ||
         !b->conns) {

@@ -12,6 +12,7 @@
 
 #include <linux/tcp.h>   /* glibc's struct tcp_info lacks the byte counters */
 
+#include "clock.h"
 #include "log.h"
 
 /* Descriptors looked at per call: a sweep over many connections is cut
@@ -21,6 +22,12 @@
 /* Connections cut per sweep for the total at most (each a scan for the
  * largest): the next sweep takes the rest. */
 #define TOTAL_CUTS_MAX 64
+/* Heartbeat bytes a connection may send without a message: a PONG (7
+ * bytes) to each of the broker's PINGs and a PING (9) a second of its own,
+ * rounded up (measured with ss -ti: 7 and 16 bytes a second). */
+#define HEARTBEAT_BYTES 16
+/* Bytes with no whole message past which no allowance helps. */
+#define RAW_FACTOR 32
 
 static log_ratelimit_t cut_limit;
 
@@ -33,8 +40,11 @@ conn_bytes_t *conn_bytes_new(const conn_bytes_limits_t *lim)
     cb->max_queued = lim->max_queued ? lim->max_queued : UINT64_MAX;
     cb->max_queued_total = lim->max_queued_total ? lim->max_queued_total : UINT64_MAX;
     cb->hard_total = lim->max_queued_total ? 2 * (uint64_t)lim->max_queued_total : UINT64_MAX;
+    cb->reserve = lim->reserve < cb->max_queued ? lim->reserve : cb->max_queued;
     if (!cb->lim.check_ms)
-        cb->lim.check_ms = 250;
+        cb->lim.check_ms = 100;
+    if (!cb->lim.heartbeat_ivl_ms)
+        cb->lim.heartbeat_ivl_ms = 1000;
     cb->cursor = -1;
     return cb;
 }
@@ -88,10 +98,11 @@ static ino_t inode_of(int fd)
 }
 
 /* Takes the kernel's counts as the new starting point. */
-static void mark(conn_slot_t *slot, uint64_t received, uint64_t acked)
+static void mark(conn_slot_t *slot, uint64_t received, uint64_t acked, uint64_t now_ms)
 {
     slot->marked = true;
     slot->rx_mark = received;
+    slot->mark_ms = now_ms;
     slot->acked_mark = acked;
     slot->reads_seen = slot->reads;
     slot->unread = 0;
@@ -108,8 +119,11 @@ void conn_bytes_accepted(conn_bytes_t *cb, int fd)
     slot->unread = 0;
     slot->ino = inode_of(fd);
     slot->tcp = tcp_counts(fd, &received, &acked) == 0;
+    /* from the connection's first byte: what was sent to its peer before
+     * this event was read is credited when taken, and what the peer sent
+     * before counts as unread until a whole message is seen */
     if (slot->tcp)
-        mark(slot, received, acked);
+        mark(slot, 0, 0, clock_ms());
 }
 
 void conn_bytes_closed(conn_bytes_t *cb, int fd)
@@ -159,7 +173,7 @@ bool conn_bytes_recheck(conn_bytes_t *cb, peer_t *to, uint64_t bytes)
     } else {
         conn_slot_t *slot = &cb->slots[fd];
         if (!slot->marked)
-            mark(slot, received, acked);
+            mark(slot, received, acked, clock_ms());
         else
             credit(cb, slot, to, acked);
     }
@@ -217,7 +231,7 @@ static void cut(conn_bytes_t *cb, int fd, const char *bound, size_t limit)
 }
 
 /* One connection of the sweep. */
-static void look(conn_bytes_t *cb, registry_t *reg, int fd)
+static void look(conn_bytes_t *cb, registry_t *reg, int fd, uint64_t now_ms)
 {
     conn_slot_t *slot = &cb->slots[fd];
     uint64_t received, acked;
@@ -228,7 +242,7 @@ static void look(conn_bytes_t *cb, registry_t *reg, int fd)
         return;
     }
     if (!slot->marked || received < slot->rx_mark) {
-        mark(slot, received, acked);
+        mark(slot, received, acked, now_ms);
         return;
     }
     peer_t *peer = registry_peer_on_fd(reg, fd);
@@ -236,11 +250,17 @@ static void look(conn_bytes_t *cb, registry_t *reg, int fd)
     if (slot->reads != slot->reads_seen) {
         slot->reads_seen = slot->reads;
         slot->rx_mark = received;
+        slot->mark_ms = now_ms;
         slot->unread = 0;
         return;
     }
-    slot->unread = received - slot->rx_mark;
-    if (cb->lim.max_unread && slot->unread > cb->lim.max_unread)
+    uint64_t raw = received - slot->rx_mark, quiet_ms = now_ms - slot->mark_ms;
+    uint64_t allowance = quiet_ms * HEARTBEAT_BYTES / cb->lim.heartbeat_ivl_ms +
+                         quiet_ms * HEARTBEAT_BYTES / 1000;
+    slot->unread = raw > allowance ? raw - allowance : 0;
+    if (!cb->lim.max_unread)
+        return;
+    if (slot->unread > cb->lim.max_unread || raw > RAW_FACTOR * (uint64_t)cb->lim.max_unread)
         cut(cb, fd, "--max-unread-bytes", cb->lim.max_unread);
     else
         cb->sweep_unread += slot->unread;
@@ -287,7 +307,7 @@ void conn_bytes_check(conn_bytes_t *cb, registry_t *reg, uint64_t now_ms)
     }
     int end = cb->cursor + SLICE < cb->cap ? cb->cursor + SLICE : cb->cap;
     for (int fd = cb->cursor; fd < end; fd++)
-        look(cb, reg, fd);
+        look(cb, reg, fd, now_ms);
     cb->cursor = end;
     if (cb->cursor < cb->cap)
         return;

@@ -9,7 +9,10 @@
  * from it (tcpi_bytes_received) with --max-unread-bytes, and the sum over
  * all connections with --max-unread-bytes-total, and cuts a connection
  * over them with shutdown(2) (libzmq then sees it end and the monitor
- * reports the disconnect).
+ * reports the disconnect). Heartbeats are bytes too, which no message
+ * follows: an allowance for them (16 bytes a broker heartbeat and 16 a
+ * second) comes off, and past 32 x --max-unread-bytes received with no
+ * whole message a connection is cut whatever the allowance says.
  *
  * Out: each remote peer's bytes handed to libzmq and not yet taken by the
  * peer's kernel (tcpi_bytes_acked) are counted in peer_t.queued_bytes, and
@@ -38,8 +41,10 @@ typedef struct {
     bool marked;                /* the marks below hold */
     ino_t ino;                  /* the socket's inode when accepted: who the fd is */
     uint64_t rx_mark;           /* tcpi_bytes_received when a whole message was last seen */
+    uint64_t mark_ms;           /* and when */
     uint64_t acked_mark;        /* tcpi_bytes_acked at the last look */
-    uint64_t unread;            /* bytes received since rx_mark, at the last check */
+    uint64_t unread;            /* bytes received since rx_mark past the heartbeat
+                                   allowance, at the last check */
 } conn_slot_t;
 
 typedef struct {
@@ -47,7 +52,9 @@ typedef struct {
     size_t max_unread_total;
     size_t max_queued;          /* per peer; 0: no byte bound on sends */
     size_t max_queued_total;
+    size_t reserve;             /* bytes each peer may hold when the total is taken */
     unsigned check_ms;          /* how often every connection is looked at */
+    unsigned heartbeat_ivl_ms;  /* the broker's PING interval (each gets a PONG) */
 } conn_bytes_limits_t;
 
 typedef struct conn_bytes {
@@ -55,6 +62,7 @@ typedef struct conn_bytes {
     conn_slot_t *slots;         /* by descriptor */
     int cap;
     uint64_t max_queued, max_queued_total, hard_total; /* the bounds (UINT64_MAX: none) */
+    uint64_t reserve;           /* each peer's own share past the total (conn_bytes_fits) */
     uint64_t queued_total;      /* sum of the peers' queued_bytes (recounted each sweep) */
     uint64_t next_sweep_ms;
     int cursor;                 /* next descriptor of the sweep in progress, -1: none */
@@ -90,16 +98,19 @@ static inline uint64_t conn_bytes_wire_size(size_t len, bool delimiter, bool cur
     return n;
 }
 
-/* Whether `bytes` more to `to` stay within both byte bounds. A peer with
- * nothing queued may take one message while the total is under twice its
- * bound: each peer keeps a share of one message that peers holding the
- * shared bytes cannot take from it. The message path: two compares. */
+/* Whether `bytes` more to `to` stay within both byte bounds. When the
+ * shared bytes are taken, each peer still has a share of its own: one
+ * message of any size when it has nothing queued, or up to `reserve`
+ * (one message of the size limit), as long as the total is under twice
+ * its bound, so that peers holding the shared bytes cannot starve the
+ * others. The message path: two compares. */
 static inline bool conn_bytes_fits(const conn_bytes_t *cb, const peer_t *to, uint64_t bytes)
 {
-    if (to->queued_bytes == 0)
-        return cb->queued_total <= cb->hard_total;
-    return to->queued_bytes + bytes <= cb->max_queued &&
-           cb->queued_total + bytes <= cb->max_queued_total;
+    uint64_t mine = to->queued_bytes + bytes;
+    if (mine <= cb->max_queued && cb->queued_total + bytes <= cb->max_queued_total)
+        return true;
+    return (to->queued_bytes == 0 || mine <= cb->reserve) &&
+           cb->queued_total + bytes <= cb->hard_total;
 }
 
 /* Counts `bytes` handed to libzmq for `to`. */

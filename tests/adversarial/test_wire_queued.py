@@ -1,0 +1,137 @@
+"""A peer that never reads (item 10).
+
+The broker's per-peer bound was --send-hwm messages (1000), whatever their
+size: a peer that registered a name and stopped reading made the broker
+hold 1000 x the message size (~1 GiB at the 1 MiB limit), and nothing
+bounded the sum over peers. Now the bytes handed to each peer and not yet
+taken by its kernel (TCP_INFO tcpi_bytes_acked) are counted: past
+--max-queued-bytes for the peer or --max-queued-bytes-total for all of
+them the peer is full (the sender gets `busy`, a broadcast copy is dropped
+and counted) until it drains (docs/security.md, "Bytes per connection").
+
+The never-reading peer is a DEALER that takes one message into its own
+queue (RCVHWM 1) with a small kernel buffer and then reads nothing: the
+rest stays in the broker. The broker's memory is read from /proc.
+"""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "integration"))
+import brokerproc as bp  # noqa: E402
+
+MiB = 1 << 20
+PAYLOAD = "x" * (256 * 1024)            # an event of ~256 KiB
+EVENT_BYTES = len(PAYLOAD) + 300
+# ASan keeps freed memory in quarantine (256 MiB by default): refused
+# messages are freed, and would look like growth
+os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16").lstrip(":")
+
+
+def proc_status(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no %s in /proc/%d/status" % (key, pid))
+
+
+class NeverReader(bp.FreshBrokerTestCase):
+
+    def start(self, *args):
+        self.b = bp.Broker(args=args)
+        self.pid = self.b.proc.pid
+        self.base = proc_status(self.pid, "VmRSS")
+
+    def sink(self, name):
+        return self.peer(register=name, options={bp.zmq.RCVHWM: 1, bp.zmq.RCVBUF: 65536})
+
+    def flood(self, sender, names, count):
+        """Sends `count` events round the names; returns how many were
+        refused busy (the sender's error answers)."""
+        busy = 0
+        sent = []
+        for i in range(count):
+            m = sender.send(bp.msg("event", sender.name, names[i % len(names)], "blob",
+                                   payload={"b": PAYLOAD}))
+            sent.append(m["msg_id"])
+            for frames in sender.drain(0):
+                body = bp.loads(frames[-1])
+                self.assertEqual(bp.error_code(body), "busy", bp.dump(body))
+                busy += 1
+        deadline = time.monotonic() + 2 * bp.SLOW
+        while time.monotonic() < deadline:
+            frames = sender.recv_raw(0.3)
+            if frames is None:
+                break
+            self.assertEqual(bp.error_code(bp.loads(frames[-1])), "busy")
+            busy += 1
+        return busy
+
+    def test_one_peer_that_never_reads(self):
+        self.start()
+        sink = self.sink("sink")
+        sender = self.peer(register="sender")
+        reader = self.peer(register="reader")
+        busy = self.flood(sender, ["sink"], 600)         # 150 MiB offered
+        growth = proc_status(self.pid, "VmHWM") - self.base
+        delivered = 600 - busy
+        sys.stderr.write("[measured: %d of 600 taken, peak growth %.1f MiB] "
+                         % (delivered, growth / MiB))
+        # 16 MiB queued, plus what the sink's own buffers took, plus slack
+        self.assertLess(growth, 64 * MiB * (1.5 if bp.SLOW > 1 else 1),
+                        "the broker grew by %d MiB for a peer that never reads" % (growth >> 20))
+        self.assertGreater(busy, 0, "no send was refused")
+        self.assertLess(delivered * EVENT_BYTES, 20 * MiB)
+        # the others are not held up: a small event reaches a reading peer at once
+        t0 = time.monotonic()
+        sender.send(bp.msg("event", "sender", "reader", "small", payload={}))
+        _, body = reader.recv(2 * bp.SLOW)
+        self.assertEqual(body.get("action"), "small")
+        self.assertLess(time.monotonic() - t0, 0.5 * bp.SLOW)
+        # once the sink reads, it is no longer full
+        got = 0
+        while sink.recv_raw(1.0 * bp.SLOW) is not None:
+            got += 1
+        self.assertEqual(got, delivered)
+        deadline = time.monotonic() + 3 * bp.SLOW
+        while True:
+            m = sender.send(bp.msg("event", "sender", "sink", "again", payload={"b": PAYLOAD}))
+            frames = sink.recv_raw(0.5)
+            if frames is not None:
+                self.assertEqual(bp.loads(frames[-1]).get("action"), "again")
+                break
+            sender.drain(0.05)
+            self.assertLess(time.monotonic(), deadline, "the sink stayed full after reading")
+
+    def test_total_over_all_peers(self):
+        # each sink may hold 8 MiB; together they may hold 20
+        self.start("--max-queued-bytes", str(8 * MiB), "--max-queued-bytes-total", str(20 * MiB))
+        names = ["sink-%d" % i for i in range(4)]
+        sinks = [self.sink(n) for n in names]
+        sender = self.peer(register="sender")
+        busy = self.flood(sender, names, 400)            # 100 MiB offered, 25 a sink
+        delivered = 400 - busy
+        growth = proc_status(self.pid, "VmHWM") - self.base
+        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB] "
+                         % (delivered, growth / MiB))
+        # 20 MiB queued at most, plus one message each may always take, plus
+        # what each sink's buffers took
+        self.assertLess(delivered * EVENT_BYTES, (20 + 4 * 2) * MiB)
+        self.assertGreater(delivered * EVENT_BYTES, 16 * MiB)
+        # a broadcast copy to a full peer is dropped and counted
+        observer = self.peer(register="observer")
+        sender.send(bp.msg("event", "sender", "broadcast", "news", payload={"b": PAYLOAD}))
+        _, body = observer.recv(2 * bp.SLOW)
+        self.assertEqual(body.get("action"), "news")
+        stats = sender.call_broker("stats")
+        self.assertGreaterEqual(stats["payload"]["dropped"]["broadcast_undelivered"], 4,
+                                bp.dump(stats))
+        for s in sinks:
+            s.drain(0.2)
+
+
+if __name__ == "__main__":
+    bp.main()
