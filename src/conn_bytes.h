@@ -67,7 +67,7 @@ typedef struct conn_bytes {
     uint64_t next_sweep_ms;
     int cursor;                 /* next descriptor of the sweep in progress, -1: none */
     uint64_t sweep_unread;      /* unread bytes summed so far in this sweep */
-    uint64_t sweep_queued;
+    uint64_t sweep_us, last_sweep_us; /* time the sweep in progress, the last one took */
     uint64_t cut_unread;        /* connections cut for unread bytes (stats) */
     uint64_t refused_queued;    /* sends refused for queued bytes (stats) */
 } conn_bytes_t;
