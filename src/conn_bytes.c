@@ -27,7 +27,7 @@
  * rounded up (measured with ss -ti: 7 and 16 bytes a second). */
 #define HEARTBEAT_BYTES 16
 /* Bytes with no whole message past which no allowance helps. */
-#define RAW_FACTOR 32
+#define RAW_FACTOR 8
 
 static log_ratelimit_t cut_limit;
 

@@ -11,7 +11,7 @@
  * over them with shutdown(2) (libzmq then sees it end and the monitor
  * reports the disconnect). Heartbeats are bytes too, which no message
  * follows: an allowance for them (16 bytes a broker heartbeat and 16 a
- * second) comes off, and past 32 x --max-unread-bytes received with no
+ * second) comes off, and past 8 x --max-unread-bytes received with no
  * whole message a connection is cut whatever the allowance says.
  *
  * Out: each remote peer's bytes handed to libzmq and not yet taken by the
