@@ -57,6 +57,8 @@ typedef struct {
     unsigned heartbeat_ivl_ms;  /* the broker's PING interval (each gets a PONG) */
 } conn_bytes_limits_t;
 
+/* In the header (not private to the .c) only so that the message path's
+ * functions below can be inline; nothing else touches its fields. */
 typedef struct conn_bytes {
     conn_bytes_limits_t lim;
     conn_slot_t *slots;         /* by descriptor */
