@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,7 +62,7 @@ static int tcp_pair(int *client, int *server)
     return *server < 0 ? -1 : 0;
 }
 
-/* Writes n bytes on `from` and waits until `to` can read them. */
+/* Writes n bytes on `from` and waits until they are through. */
 static void push(int from, int to, size_t n)
 {
     char buf[8192] = {0};
@@ -71,9 +73,12 @@ static void push(int from, int to, size_t n)
             return;
         n -= (size_t)w;
     }
-    struct pollfd p = {.fd = to, .events = POLLIN};
-    poll(&p, 1, 1000);
-    usleep(20000);
+    /* until the receiving kernel has acknowledged them all */
+    (void)to;
+    uint64_t deadline = clock_ms() + 5000;
+    int unacked = 1;
+    while (clock_ms() < deadline && ioctl(from, SIOCOUTQ, &unacked) == 0 && unacked > 0)
+        usleep(1000);
 }
 
 /* Whether the broker's end was shut down: the other end reads EOF. */
