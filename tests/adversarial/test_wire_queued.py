@@ -60,57 +60,54 @@ class NeverReader(bp.FreshBrokerTestCase):
                                                  bp.zmq.HEARTBEAT_TIMEOUT: 600000})
 
     def flood(self, sender, names, count):
-        """Sends `count` events round the names; returns how many were
-        refused busy (the sender's error answers)."""
+        """Sends `count` events round the names; returns how many `busy`
+        answers came (a count only: under load some may come late)."""
         busy = 0
-        sent = []
         for i in range(count):
-            m = sender.send(bp.msg("event", sender.name, names[i % len(names)], "blob",
-                                   payload={"b": PAYLOAD}))
-            sent.append(m["msg_id"])
+            sender.send(bp.msg("event", sender.name, names[i % len(names)], "blob",
+                               payload={"b": PAYLOAD}))
             for frames in sender.drain(0):
                 body = bp.loads(frames[-1])
                 self.assertEqual(bp.error_code(body), "busy", bp.dump(body))
                 busy += 1
-        deadline = time.monotonic() + 2 * bp.SLOW
-        while time.monotonic() < deadline:
-            frames = sender.recv_raw(0.3)
-            if frames is None:
-                break
-            self.assertEqual(bp.error_code(bp.loads(frames[-1])), "busy")
-            busy += 1
         return busy
+
+    def taken(self, sink):
+        """Reads what the broker handed to a sink: the events it took."""
+        got = 0
+        while True:
+            frames = sink.recv_raw(1.0 * bp.SLOW)
+            if frames is None:
+                return got
+            got += bp.loads(frames[-1]).get("action") == "blob"
 
     def test_one_peer_that_never_reads(self):
         self.start()
         sink = self.sink("sink")
         sender = self.peer(register="sender")
         reader = self.peer(register="reader")
-        busy = self.flood(sender, ["sink"], 600)         # 150 MiB offered
-        growth = proc_status(self.pid, "VmHWM") - self.base
-        delivered = 600 - busy
-        sys.stderr.write("[measured: %d of 600 taken, peak growth %.1f MiB] "
-                         % (delivered, growth / MiB))
-        # 16 MiB queued, plus what the sink's own buffers took, plus slack
-        self.assertLess(growth, GROWTH_LIMIT,
-                        "the broker grew by %d MiB for a peer that never reads" % (growth >> 20))
-        self.assertGreater(busy, 0, "no send was refused")
-        self.assertLess(delivered * EVENT_BYTES, 20 * MiB)
+        busy = self.flood(sender, ["sink"], 400)         # 100 MiB offered
         # the others are not held up: a small event reaches a reading peer at once
         t0 = time.monotonic()
         sender.send(bp.msg("event", "sender", "reader", "small", payload={}))
         _, body = reader.recv(2 * bp.SLOW)
         self.assertEqual(body.get("action"), "small")
         self.assertLess(time.monotonic() - t0, 0.5 * bp.SLOW)
-        # once the sink reads, it is no longer full
-        got = 0
-        while sink.recv_raw(1.0 * bp.SLOW) is not None:
-            got += 1
-        self.assertEqual(got, delivered)
+        growth = proc_status(self.pid, "VmHWM") - self.base
+        got = self.taken(sink)
+        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB] "
+                         % (got, growth / MiB))
+        self.assertGreater(busy, 0, "no send was refused")
+        # 16 MiB queued, plus what the sink's own buffers took
+        self.assertLess(got * EVENT_BYTES, 20 * MiB)
+        self.assertLess(growth, GROWTH_LIMIT,
+                        "the broker grew by %d MiB for a peer that never reads" % (growth >> 20))
+        # once the sink has read, it is no longer full
+        sender.drain(0.2)
         deadline = time.monotonic() + 3 * bp.SLOW
         while True:
-            m = sender.send(bp.msg("event", "sender", "sink", "again", payload={"b": PAYLOAD}))
-            frames = sink.recv_raw(0.5)
+            sender.send(bp.msg("event", "sender", "sink", "again", payload={"b": PAYLOAD}))
+            frames = sink.recv_raw(0.5 * bp.SLOW)
             if frames is not None:
                 self.assertEqual(bp.loads(frames[-1]).get("action"), "again")
                 break
@@ -124,24 +121,24 @@ class NeverReader(bp.FreshBrokerTestCase):
         sinks = [self.sink(n) for n in names]
         sender = self.peer(register="sender")
         busy = self.flood(sender, names, 400)            # 100 MiB offered, 25 a sink
-        delivered = 400 - busy
-        growth = proc_status(self.pid, "VmHWM") - self.base
-        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB] "
-                         % (delivered, growth / MiB))
-        # 20 MiB queued at most, plus one message each may always take, plus
-        # what each sink's buffers took
-        self.assertLess(delivered * EVENT_BYTES, (20 + 4 * 2) * MiB)
-        self.assertGreater(delivered * EVENT_BYTES, 16 * MiB)
-        # a broadcast copy to a full peer is dropped and counted
+        self.assertGreater(busy, 0, "no send was refused")
+        # a broadcast copy to a full peer is dropped and counted; a peer
+        # with nothing queued still gets its copy
         observer = self.peer(register="observer")
         sender.send(bp.msg("event", "sender", "broadcast", "news", payload={"b": PAYLOAD}))
         _, body = observer.recv(2 * bp.SLOW)
         self.assertEqual(body.get("action"), "news")
-        stats = sender.call_broker("stats")
+        stats = sender.call_broker("stats", timeout=5 * bp.SLOW)
         self.assertGreaterEqual(stats["payload"]["dropped"]["broadcast_undelivered"], 4,
                                 bp.dump(stats))
-        for s in sinks:
-            s.drain(0.2)
+        growth = proc_status(self.pid, "VmHWM") - self.base
+        got = sum(self.taken(s) for s in sinks)
+        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB] "
+                         % (got, growth / MiB))
+        # 20 MiB queued at most, plus one message each may always take, plus
+        # what each sink's buffers took; without the total, 4 x 8 MiB
+        self.assertLess(got * EVENT_BYTES, (20 + 4 * 2) * MiB)
+        self.assertGreater(got * EVENT_BYTES, 16 * MiB)
 
 
 if __name__ == "__main__":
