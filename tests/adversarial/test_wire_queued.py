@@ -33,7 +33,7 @@ os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_
                               ":allocator_release_to_os_interval_ms=10").lstrip(":")
 # what a peer that never reads may cost: 16 MiB queued, what its own
 # buffers took, the allocator's slack (ASan's is larger)
-GROWTH_LIMIT = 64 * MiB * (3 if bp.SLOW > 1 else 1)
+GROWTH_LIMIT = 80 * MiB * (2.5 if bp.SLOW > 1 else 1)
 
 
 def proc_status(pid, key):
@@ -92,11 +92,12 @@ class NeverReader(bp.FreshBrokerTestCase):
         sender.send(bp.msg("event", "sender", "reader", "small", payload={}))
         _, body = reader.recv(2 * bp.SLOW)
         self.assertEqual(body.get("action"), "small")
-        self.assertLess(time.monotonic() - t0, 0.5 * bp.SLOW)
+        latency = time.monotonic() - t0
+        self.assertLess(latency, 0.5 * bp.SLOW)
         growth = proc_status(self.pid, "VmHWM") - self.base
         got = self.taken(sink)
-        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB] "
-                         % (got, growth / MiB))
+        sys.stderr.write("[measured: %d of 400 taken, peak growth %.1f MiB, a reader's event "
+                         "in %.1f ms] " % (got, growth / MiB, latency * 1000))
         self.assertGreater(busy, 0, "no send was refused")
         # 16 MiB queued, plus what the sink's own buffers took
         self.assertLess(got * EVENT_BYTES, 20 * MiB)
