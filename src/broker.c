@@ -18,6 +18,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "clock.h"
+#include "conn_bytes.h"
 #include "metrics_http.h"
 #include "log.h"
 #include "router.h"
@@ -37,6 +38,10 @@
  * 10 % more round trips a second and 12 % less CPU per round trip at
  * 4 x 64 (docs/performance.md). */
 #define GROUP_MAX 64
+/* How often every connection's byte counts are looked at (conn_bytes.h):
+ * how long a connection may stream a message that never ends before it is
+ * seen, against one getsockopt per connection per check. */
+#define CONN_CHECK_MS 100
 
 static int set_int(void *socket, int option, int value)
 {
@@ -75,7 +80,9 @@ static int configure_router(broker_t *b, char *err, size_t errlen)
         snprintf(err, errlen, "cannot configure the ROUTER socket: %s", zmq_strerror(errno));
         return -1;
     }
-    if (zmq_socket_monitor(b->router, MONITOR_ENDPOINT, ZMQ_EVENT_DISCONNECTED) < 0 ||
+    /* accepted and gone: which descriptors are connections (conn_bytes.h) */
+    if (zmq_socket_monitor(b->router, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
         !(b->monitor = zmq_socket(b->zmq_ctx, ZMQ_PAIR)) ||
         zmq_connect(b->monitor, MONITOR_ENDPOINT) < 0) {
         snprintf(err, errlen, "cannot monitor the ROUTER socket: %s", zmq_strerror(errno));
@@ -231,8 +238,14 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
                                              cfg->max_subscriptions, 4096});
     b->zmq_ctx = zmq_ctx_new();
     b->watch = watch_new();
-    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->topics || !b->zmq_ctx ||
-        !b->watch) {
+    conn_bytes_limits_t byte_limits = {
+        .max_unread = cfg->max_unread_bytes, .max_unread_total = cfg->max_unread_bytes_total,
+        .max_queued = cfg->max_queued_bytes, .max_queued_total = cfg->max_queued_bytes_total,
+        .reserve = conn_bytes_wire_size(cfg->max_message_bytes, true, true),
+        .check_ms = CONN_CHECK_MS, .heartbeat_ivl_ms = (unsigned)cfg->heartbeat_ivl_ms};
+    b->conns = conn_bytes_new(&byte_limits);
+    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->topics || !b->zmq_ctx || !b->watch ||
+        !b->conns) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -290,6 +303,7 @@ void broker_free(broker_t **self_p)
     policy_free(&b->policy);
     watch_free(&b->watch);
     registry_free(&b->registry);
+    conn_bytes_free(&b->conns);
     free(b);
     *self_p = NULL;
 }
@@ -317,7 +331,14 @@ static void drain_monitor(broker_t *b)
         zmq_msg_init(&address);           /* second frame: the endpoint */
         zmq_msg_recv(&address, b->monitor, 0);
         zmq_msg_close(&address);
-        if (id != ZMQ_EVENT_DISCONNECTED || registry_fd_take_stale(b->registry, value))
+        if (id == ZMQ_EVENT_ACCEPTED) {
+            conn_bytes_accepted(b->conns, value);
+            continue;
+        }
+        if (id != ZMQ_EVENT_DISCONNECTED)
+            continue;
+        conn_bytes_closed(b->conns, value);
+        if (registry_fd_take_stale(b->registry, value))
             continue;
         peer_t *peer = registry_peer_on_fd(b->registry, value);
         if (peer)
@@ -380,6 +401,8 @@ static long poll_timeout(broker_t *b, uint64_t now)
         if (due < next)
             next = due;
     }
+    if (conn_bytes_next_due(b->conns) < next)
+        next = conn_bytes_next_due(b->conns);
     if (next <= now)
         return 0;
     return next - now > 1000 ? 1000 : (long)(next - now);
@@ -450,7 +473,7 @@ int broker_run(broker_t *b)
             static router_read_t reads[GROUP_MAX];
             int n = 0;
             while (n < GROUP_MAX && wire_recv(b->router, &group[n]) == 0)
-                n++;
+                conn_bytes_read(b->conns, group[n++].fd);
             if (n == 0)
                 break;                  /* the ROUTER was left with an empty receive */
             for (int i = 0; i < n; i++)
@@ -486,6 +509,13 @@ int broker_run(broker_t *b)
         if (b->services)
             services_run(b->services, now);
         router_expire(b, now);
+        /* only when the ROUTER was read empty: every whole message that
+         * arrived has been counted, so unread bytes are truly unread */
+        if (!batch_full && now >= conn_bytes_next_due(b->conns)) {
+            if (socket_readable(b->monitor))
+                drain_monitor(b);       /* descriptors up to date before they are looked at */
+            conn_bytes_check(b->conns, b->registry, now);
+        }
         wake_now = batch_full || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");

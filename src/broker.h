@@ -48,6 +48,7 @@ typedef struct broker {
     void *router;               /* the ROUTER socket all peers talk to */
     uint64_t router_sends;      /* messages sent on it (the loop's wake-up rule, broker_run) */
     void *monitor;              /* PAIR socket receiving the ROUTER's connection events */
+    struct conn_bytes *conns;   /* bytes per connection, in and out (conn_bytes.h) */
     int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
     registry_t *registry;
     inflight_table_t *inflight;

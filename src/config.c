@@ -69,6 +69,10 @@ static const setting_t settings[] = {
     UINT_SETTING("max_subscriptions_per_peer", max_subscriptions_per_peer, 1, 1000000),
     UINT_SETTING("max_subscriptions", max_subscriptions, 1, 10000000),
     UINT_SETTING("dead_letter_share", dead_letter_share, 1, 10000000),
+    UINT_SETTING("max_unread_bytes", max_unread_bytes, 0, 64ul << 30),
+    UINT_SETTING("max_unread_bytes_total", max_unread_bytes_total, 0, 64ul << 30),
+    UINT_SETTING("max_queued_bytes", max_queued_bytes, 0, 64ul << 30),
+    UINT_SETTING("max_queued_bytes_total", max_queued_bytes_total, 0, 64ul << 30),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -107,6 +111,15 @@ static const char usage[] =
     "      --max-subscriptions N   topic patterns over all connections (default 100000)\n"
     "      --dead-letter-share N   one sender's letters hold at most 1/N of each of\n"
     "                              those two bounds (default 8)\n"
+    "      --max-unread-bytes N    bytes one connection may send with no whole message\n"
+    "                              before it is closed (default: 2 x --max-message-bytes,\n"
+    "                              at least 2097152; 0 for the default)\n"
+    "      --max-unread-bytes-total N  the same over all connections (default 16 x\n"
+    "                              --max-unread-bytes)\n"
+    "      --max-queued-bytes N    bytes queued to one peer before it is busy (default:\n"
+    "                              4 x --max-message-bytes, at least 16777216)\n"
+    "      --max-queued-bytes-total N  the same over all peers (default 268435456, at\n"
+    "                              least --max-queued-bytes)\n"
     "      --curve-secret-key FILE  turn CURVE on with the broker's secret key file\n"
     "      --curve-allow FILE      with CURVE: the client keys allowed, and their names\n"
     "      --metrics EP            serve Prometheus metrics over HTTP at EP\n"
@@ -355,6 +368,10 @@ static const struct option long_options[] = {
     {"max-subscriptions-per-peer", required_argument, 0, OPT_FIRST_LONG},
     {"max-subscriptions", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letter-share", required_argument, 0, OPT_FIRST_LONG},
+    {"max-unread-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"max-unread-bytes-total", required_argument, 0, OPT_FIRST_LONG},
+    {"max-queued-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"max-queued-bytes-total", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},
@@ -392,6 +409,28 @@ static const char *flag_name(int opt, int long_index)
         if (o->val == opt)
             return o->name;
     return "?";
+}
+
+/* The byte bounds left at 0 follow --max-message-bytes (docs/security.md,
+ * "Bytes per connection"). */
+static int resolve_byte_bounds(config_t *cfg, char *err, size_t errlen)
+{
+    size_t msg = cfg->max_message_bytes;
+    if (!cfg->max_unread_bytes)
+        cfg->max_unread_bytes = 2 * msg > (2u << 20) ? 2 * msg : (2u << 20);
+    if (cfg->max_unread_bytes < msg) {
+        snprintf(err, errlen, "--max-unread-bytes must be at least --max-message-bytes (%zu)", msg);
+        return -1;
+    }
+    if (!cfg->max_unread_bytes_total)
+        cfg->max_unread_bytes_total = 16 * cfg->max_unread_bytes;
+    if (!cfg->max_queued_bytes)
+        cfg->max_queued_bytes = 4 * msg > (16u << 20) ? 4 * msg : (16u << 20);
+    if (!cfg->max_queued_bytes_total)
+        cfg->max_queued_bytes_total = 256u << 20;
+    if (cfg->max_queued_bytes_total < cfg->max_queued_bytes)
+        cfg->max_queued_bytes_total = cfg->max_queued_bytes;
+    return 0;
 }
 
 config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
@@ -452,5 +491,7 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
     }
     if (cfg->endpoint_count == 0)
         cfg->endpoints[cfg->endpoint_count++] = strdup("tcp://127.0.0.1:5555");
+    if (resolve_byte_bounds(cfg, err, errlen) < 0)
+        return CONFIG_ERROR;
     return CONFIG_RUN;
 }

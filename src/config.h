@@ -44,6 +44,10 @@ typedef struct {
     size_t max_subscriptions_per_peer; /* topic subscriptions one connection holds */
     size_t max_subscriptions;   /* topic subscriptions over all connections */
     size_t dead_letter_share;   /* one sender keeps at most 1/N of each */
+    size_t max_unread_bytes;    /* received from one connection with no whole message yet */
+    size_t max_unread_bytes_total; /* the same, summed over all connections */
+    size_t max_queued_bytes;    /* sent to one peer and not yet taken by it */
+    size_t max_queued_bytes_total; /* the same, summed over all peers */
 } config_t;
 
 typedef enum {

@@ -41,6 +41,7 @@ typedef struct peer {
     char key[41];              /* CURVE public key it authenticated with ("" in plain mode) */
     bool watching;             /* gets a copy of every event (broker action watch) */
     void *host;                /* PEER_LUA: the hosted service */
+    uint64_t queued_bytes;     /* handed to libzmq, not yet taken by its kernel (conn_bytes.h) */
     UT_hash_handle hh;
 } peer_t;
 

@@ -9,6 +9,7 @@
 
 #include "broker_service.h"
 #include "clock.h"
+#include "conn_bytes.h"
 #include "log.h"
 #include "policy.h"
 #include "reply.h"
@@ -61,8 +62,18 @@ static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data, const envelope_t *e
 {
     if (to->kind == PEER_LUA)
         return services_enqueue(b->services, to, data, env);
+    /* bytes as well as messages (conn_bytes.h): past the peer's share or
+     * the total, the peer is full until its kernel says it took some */
+    uint64_t bytes = conn_bytes_wire_size(zmq_msg_size(data), to->delimiter, b->auth != NULL);
+    if (!conn_bytes_fits(b->conns, to, bytes) && !conn_bytes_recheck(b->conns, to, bytes)) {
+        errno = EAGAIN;
+        return -1;
+    }
     b->router_sends++;
-    return wire_send(b->router, to, data);
+    if (wire_send(b->router, to, data) < 0)
+        return -1;
+    conn_bytes_sent(b->conns, to, bytes);
+    return 0;
 }
 
 int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_type_t type)
