@@ -439,10 +439,12 @@ static const char *run(matchstate *ms, const char *s, const node *pc)
             goto fail;
         case OP_LITERAL: {
             size_t n = pc->len;
-            if ((size_t)(ms->end - s) < n || memcmp(s, pc->u.lit, n) != 0)
+            if ((size_t)(ms->end - s) < n)
                 goto fail;
             if (n >= BYTES_PER_STEP)
-                charge_bytes(ms, n);
+                charge_bytes(ms, n);    /* before: a compare may fail late */
+            if (memcmp(s, pc->u.lit, n) != 0)
+                goto fail;
             s += n;
             pc++;
             continue;
@@ -546,9 +548,11 @@ static const char *run(matchstate *ms, const char *s, const node *pc)
                 luaL_error(ms->L, "invalid capture index %%%d", l + 1);
             ptrdiff_t len = ms->cap[l].len;
             /* a position capture has no text: it never matches */
-            if (len < 0 || ms->end - s < len || memcmp(s, ms->cap[l].init, (size_t)len) != 0)
+            if (len < 0 || ms->end - s < len)
                 goto fail;
             charge_bytes(ms, (size_t)len);
+            if (memcmp(s, ms->cap[l].init, (size_t)len) != 0)
+                goto fail;
             s += len;
             pc++;
             continue;
