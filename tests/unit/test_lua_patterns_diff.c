@@ -3,7 +3,8 @@
  * characters, %f without a set, captures left open or closed twice, capture
  * indexes out of range, a trailing '%') through the stock string library
  * and through ours, in the same Lua state; results and error messages must
- * be equal. Also: the "pattern too complex" boundary for each construct
+ * be equal. Also: every escape %c, and ranges and sets around every byte,
+ * over all 256 bytes; the "pattern too complex" boundary for each construct
  * that takes a choice point, and the speed of both on common patterns
  * (printed, not asserted).
  *
@@ -75,6 +76,7 @@ static const char *const harness =
     "local quants = {'', '', '', '*', '+', '-', '?'}\n"
     "local function item(depth)\n"
     "  local r = R(100)\n"
+    "  if r <= 3 then return string.char(R(0, 255)) .. pick(quants) end\n"
     "  if r <= 30 then return pick(lits) .. pick(quants) end\n"
     "  if r <= 44 then return pick(classes) .. pick(quants) end\n"
     "  if r <= 49 then return '.' .. pick(quants) end\n"
@@ -107,9 +109,12 @@ static const char *const harness =
     "local function gen_subject(p)\n"
     "  local t = {}\n"
     "  for i = 1, R(0, 20) do\n"
-    "    if #p > 0 and R() < 0.5 then\n"
+    "    local r = R()\n"
+    "    if #p > 0 and r < 0.5 then\n"
     "      local k = R(#p)\n"
     "      t[i] = p:sub(k, k)\n"
+    "    elseif r < 0.6 then\n"
+    "      t[i] = string.char(R(0, 255))\n"
     "    else\n"
     "      t[i] = pick(subject_chars)\n"
     "    end\n"
@@ -226,6 +231,30 @@ static const char *const harness =
     "    end\n"
     "  end\n"
     "  return stats\n"
+    "end\n"
+    "\n"
+    "-- ---- every escape and range over every byte --------------------------------\n"
+    "function run_classes()\n"
+    "  local bytes = {}\n"
+    "  for b = 0, 255 do bytes[#bytes + 1] = string.char(b) end\n"
+    "  local all = table.concat(bytes)\n"
+    "  local n, failed = 0, 0\n"
+    "  for c = 0, 255 do\n"
+    "    local e = '%' .. string.char(c)\n"
+    "    for _, p in ipairs({e, '[' .. e .. ']', '[^' .. e .. ']', e .. '+', '[' .. string.char(c) .. '-~]',\n"
+    "                        '[!-' .. string.char(c) .. ']', '%f[' .. e .. ']'}) do\n"
+    "      n = n + 1\n"
+    "      set_budget(100000000)\n"
+    "      local _, a = call(STOCK, 'gsub', all, p, '#', nil, 3)\n"
+    "      set_budget(100000000)\n"
+    "      local _, b = call(OURS, 'gsub', all, p, '#', nil, 3)\n"
+    "      if a ~= b then\n"
+    "        failed = failed + 1\n"
+    "        if failed <= 5 then print(string.format('CLASS %q\\n  stock: %s\\n  ours:  %s', p, a, b)) end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return n, failed\n"
     "end\n"
     "\n"
     "-- ---- the depth limit: the same \"pattern too complex\" boundary as stock ----\n"
@@ -382,6 +411,21 @@ static void corpus(lua_State *L, long seed, long cases)
     CHECK(budget < n / 100);
 }
 
+static void classes(lua_State *L)
+{
+    lua_getglobal(L, "run_classes");
+    if (lua_pcall(L, 0, 2, 0) != LUA_OK) {
+        check_failed++;
+        fprintf(stderr, "classes: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return;
+    }
+    printf("escapes, sets and ranges over all 256 bytes: %ld patterns, %ld differ\n",
+           (long)lua_tointeger(L, -2), (long)lua_tointeger(L, -1));
+    CHECK_EQ_INT(lua_tointeger(L, -1), 0);
+    lua_pop(L, 2);
+}
+
 static void depth(lua_State *L)
 {
     lua_getglobal(L, "run_depth");
@@ -418,6 +462,7 @@ int main(void)
     corpus(L, FIXED_SEED, cases);
     if (getenv("PATTERNS_DIFF_SEED"))
         corpus(L, env_long("PATTERNS_DIFF_SEED", 0), cases);
+    classes(L);
     depth(L);
     bench(L, env_long("PATTERNS_BENCH_ITERATIONS", 3000));
     lua_close(L);
