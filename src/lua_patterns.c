@@ -27,7 +27,12 @@
 #define MAX_FRAMES 199          /* stock fails past this many pending choices */
 #define CAP_OPEN (-1)           /* capture length: not closed yet */
 #define CAP_POSITION (-2)       /* capture length: a position capture () */
-#define BYTES_PER_STEP 32       /* bulk scans cost one step per this many bytes */
+/* Work on many bytes at once costs a step per this many bytes: BULK for
+ * memchr, memcmp and memmem, LOOP for loops that look at each byte or copy
+ * into a buffer; compiling costs a step per pattern byte. These keep a
+ * budget of 10^6 steps under about 50 ms of matching, whatever the mix. */
+#define BULK_BYTES_PER_STEP 32
+#define LOOP_BYTES_PER_STEP 8
 
 /* ---- character sets ------------------------------------------------------ */
 
@@ -43,6 +48,20 @@ static inline bool in_set(const charset *cs, unsigned char c)
 static inline void set_add(charset *cs, unsigned char c)
 {
     cs->w[c >> 6] |= (uint64_t)1 << (c & 63);
+}
+
+/* Adds lo..hi (nothing if hi < lo), a word at a time: a pattern of long
+ * ranges must not cost 256 steps per 3 bytes to compile. */
+static void set_add_range(charset *cs, unsigned lo, unsigned hi)
+{
+    for (unsigned w = 0; w < 4 && lo <= hi; w++) {
+        unsigned first = w * 64, last = first + 63;
+        if (hi < first || lo > last)
+            continue;
+        unsigned a = lo > first ? lo - first : 0, b = hi < last ? hi - first : 63;
+        uint64_t upto_b = b == 63 ? ~(uint64_t)0 : ((uint64_t)1 << (b + 1)) - 1;
+        cs->w[w] |= upto_b & ~(((uint64_t)1 << a) - 1);
+    }
 }
 
 /* The classes of 6.4.1 (%a, %c, ...) in the C locale, plus the deprecated
@@ -165,9 +184,7 @@ static size_t parse_set(const char *p, size_t lp, size_t i, charset *cs)
                 set_add(cs, e);
             }
         } else if (p[k + 1] == '-' && k + 2 < end) {
-            unsigned char hi = (unsigned char)p[k + 2];
-            for (unsigned x = c; x <= hi; x++)
-                set_add(cs, (unsigned char)x);
+            set_add_range(cs, c, (unsigned char)p[k + 2]);
             k += 2;
         } else {
             set_add(cs, c);
@@ -383,10 +400,16 @@ static inline void charge(matchstate *ms, long n)
         out_of_budget(ms->L);
 }
 
-/* One step plus a share for `bytes` scanned or compared in bulk. */
-static inline void charge_bytes(matchstate *ms, size_t bytes)
+/* One step plus a share for `bytes` scanned or compared in bulk... */
+static inline void charge_bulk(matchstate *ms, size_t bytes)
 {
-    charge(ms, 1 + (long)(bytes / BYTES_PER_STEP));
+    charge(ms, 1 + (long)(bytes / BULK_BYTES_PER_STEP));
+}
+
+/* ...or looked at one by one, or copied. */
+static inline void charge_loop(matchstate *ms, size_t bytes)
+{
+    charge(ms, 1 + (long)(bytes / LOOP_BYTES_PER_STEP));
 }
 
 static inline bool single(const node *n, unsigned char c)
@@ -402,12 +425,18 @@ static inline bool single(const node *n, unsigned char c)
 static size_t repeat_count(matchstate *ms, const char *s, const node *n)
 {
     size_t i = 0, room = (size_t)(ms->end - s);
-    if (n->op == OP_ANY)
+    if (n->op == OP_ANY) {
         i = room;
-    else
-        while (i < room && single(n, (unsigned char)s[i]))
+    } else if (n->op == OP_CHAR) {
+        while (i < room && (unsigned char)s[i] == n->c)
             i++;
-    charge_bytes(ms, i);
+    } else {
+        const charset *cs = n->u.set;
+        bool want = !n->neg;
+        while (i < room && in_set(cs, (unsigned char)s[i]) == want)
+            i++;
+    }
+    charge_loop(ms, i);
     return i;
 }
 
@@ -441,8 +470,8 @@ static const char *run(matchstate *ms, const char *s, const node *pc)
             size_t n = pc->len;
             if ((size_t)(ms->end - s) < n)
                 goto fail;
-            if (n >= BYTES_PER_STEP)
-                charge_bytes(ms, n);    /* before: a compare may fail late */
+            if (n >= BULK_BYTES_PER_STEP)
+                charge_bulk(ms, n);     /* before: a compare may fail late */
             if (memcmp(s, pc->u.lit, n) != 0)
                 goto fail;
             s += n;
@@ -526,7 +555,7 @@ static const char *run(matchstate *ms, const char *s, const node *pc)
                     depth++;
                 }
             }
-            charge_bytes(ms, (size_t)(t - s));
+            charge_loop(ms, (size_t)(t - s));
             if (t >= ms->end)
                 goto fail;
             s = t + 1;
@@ -550,7 +579,7 @@ static const char *run(matchstate *ms, const char *s, const node *pc)
             /* a position capture has no text: it never matches */
             if (len < 0 || ms->end - s < len)
                 goto fail;
-            charge_bytes(ms, (size_t)len);
+            charge_bulk(ms, (size_t)len);
             if (memcmp(s, ms->cap[l].init, (size_t)len) != 0)
                 goto fail;
             s += len;
@@ -612,7 +641,7 @@ static const char *next_start(matchstate *ms, const node *prog, const char *s)
     if (prog->op != OP_LITERAL || s >= ms->end)
         return s;
     const char *hit = memchr(s, prog->u.lit[0], (size_t)(ms->end - s));
-    charge_bytes(ms, (size_t)((hit ? hit : ms->end) - s));
+    charge_bulk(ms, (size_t)((hit ? hit : ms->end) - s));
     return hit ? hit : ms->end + 1;
 }
 
@@ -681,8 +710,7 @@ static const node *compile_here(matchstate *ms, stack_room *room, const char *p,
 {
     program pr = {.nodes = room->nodes, .sets = room->sets, .lits = room->lits,
                   .cap_nodes = STACK_NODES, .cap_sets = STACK_SETS, .cap_lits = STACK_LITS};
-    if (lp >= BYTES_PER_STEP)
-        charge_bytes(ms, lp);
+    charge(ms, (long)lp);
     if (compile(&pr, p, lp))
         return pr.nodes;
     void *mem = lua_newuserdatauv(ms->L, program_bytes(&pr), 0);
@@ -725,9 +753,9 @@ static int find_or_match(lua_State *L, bool find)
     ms_init(&ms, L, s, ls);
     if (find && (lua_toboolean(L, 4) || !has_specials(p, lp))) {
         /* plain search (memmem is linear) */
-        charge_bytes(&ms, lp);
+        charge_bulk(&ms, lp);
         const char *hit = memmem(s + init, ls - init, p, lp);
-        charge_bytes(&ms, (size_t)((hit ? hit + lp : ms.end) - (s + init)));
+        charge_bulk(&ms, (size_t)((hit ? hit + lp : ms.end) - (s + init)));
         if (!hit) {
             luaL_pushfail(L);
             return 1;
@@ -809,8 +837,7 @@ static int pat_gmatch(lua_State *L)
     ms_init(&ms, L, "", 0);
     /* no anchor: 6.4 says a '^' does not anchor gmatch (it is literal) */
     program pr = {.nodes = NULL};
-    if (lp >= BYTES_PER_STEP)
-        charge_bytes(&ms, lp);
+    charge(&ms, (long)lp);
     compile(&pr, p, lp);        /* counts only */
     gmatch_state *gm = lua_newuserdatauv(L, sizeof *gm + program_bytes(&pr), 0);
     gm->pos = init > ls ? ls + 1 : init;
@@ -830,8 +857,8 @@ static void add_string_replacement(matchstate *ms, luaL_Buffer *b, const char *s
     size_t lr;
     const char *r = lua_tolstring(ms->L, 3, &lr);
     const char *end = r + lr;
-    if (lr >= BYTES_PER_STEP)
-        charge_bytes(ms, lr);
+    if (lr >= LOOP_BYTES_PER_STEP)
+        charge_loop(ms, lr);
     while (r < end) {
         const char *pct = memchr(r, '%', (size_t)(end - r));
         if (!pct) {
@@ -843,9 +870,11 @@ static void add_string_replacement(matchstate *ms, luaL_Buffer *b, const char *s
         if (d == '%') {
             luaL_addchar(b, '%');
         } else if (d == '0') {
+            charge_loop(ms, (size_t)(e - s));
             luaL_addlstring(b, s, (size_t)(e - s));
         } else if (d >= '1' && d <= '9') {
             push_capture(ms, d - '1', s, e);
+            charge_loop(ms, lua_rawlen(ms->L, -1));   /* 0 for a position */
             luaL_addvalue(b);       /* a position capture is an integer: as text */
         } else {
             luaL_error(ms->L, "invalid use of '%c' in replacement string", '%');
@@ -906,6 +935,8 @@ static int pat_gsub(lua_State *L)
             const char *next = next_start(&ms, prog, src);
             if (next > ms.end)
                 break;
+            if (next - src >= LOOP_BYTES_PER_STEP)
+                charge_loop(&ms, (size_t)(next - src));
             luaL_addlstring(&b, src, (size_t)(next - src));
             src = next;
         }
@@ -922,7 +953,7 @@ static int pat_gsub(lua_State *L)
         if (anchor)
             break;
     }
-    charge_bytes(&ms, (size_t)(ms.end - src));
+    charge_loop(&ms, (size_t)(ms.end - src));
     luaL_addlstring(&b, src, (size_t)(ms.end - src));
     luaL_pushresult(&b);
     lua_pushinteger(L, n);

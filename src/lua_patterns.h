@@ -11,12 +11,13 @@
  * recursion; at most 199 pending choice points and open captures, past
  * which the call fails with stock's "pattern too complex"). It draws on a
  * counter owned by the host: every step of the matcher (each node
- * executed, each backtrack) takes one from the counter, and the loops that
- * scan or compare many bytes at once (a repetition, %b, a back reference,
- * a long literal, a plain find, compiling a long pattern) take one per 32
- * bytes; when the counter goes below zero the call raises the Lua error
- * LUA_PATTERNS_BUDGET_ERROR. Results and error messages are otherwise
- * those of stock Lua 5.4. */
+ * executed, each backtrack) takes one from the counter; work on many bytes
+ * at once takes one per 32 bytes compared or searched (memcmp, memchr,
+ * memmem: a long literal, a back reference, a plain find), one per 8 bytes
+ * looked at one by one or copied (a repetition, %b, gsub's output), and
+ * one per pattern byte compiled. When the counter goes below zero the call
+ * raises the Lua error LUA_PATTERNS_BUDGET_ERROR. Results and error
+ * messages are otherwise those of stock Lua 5.4. */
 #ifndef SMARTSHOP_LUA_PATTERNS_H
 #define SMARTSHOP_LUA_PATTERNS_H
 
