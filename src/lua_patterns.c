@@ -353,6 +353,12 @@ done:
 
 /* ---- matching ------------------------------------------------------------ */
 
+/* Which constructs leave a frame (measured against stock: they are the
+ * depth its "pattern too complex" counts): a '?' item that matched, a '*'
+ * or '-' item that matches here (all its alternatives, the empty one too),
+ * a '+' item after its first byte, and each '(', '()' and ')'. An item
+ * that may match nothing and does not match here leaves none; literals,
+ * %b, %f and back references never do. */
 enum frame_kind { F_OPT, F_STAR, F_LAZY, F_UNDO_OPEN, F_UNDO_CLOSE };
 
 /* A pending choice (where to go on failure) or a capture change to undo. */
