@@ -3,14 +3,21 @@
  *
  * Stock Lua matches patterns in C, where the count hook never fires, so a
  * pattern such as ("a"):rep(3000):find(".-.-.-.-b") backtracks for minutes
- * inside one call. These are copies of lstrlib.c's functions that draw on a
- * counter owned by the host: every step of the matcher (each call of the
- * matcher's core function, each iteration of its loops that do not call
- * it, and a share per 32 bytes compared or scanned by the loops that
- * compare whole captures, plain substrings or long bracket classes) takes
- * one from the counter, and when it goes below zero the call raises the
- * Lua error LUA_PATTERNS_BUDGET_ERROR. Results and error messages are
- * otherwise those of stock Lua 5.4. */
+ * inside one call. This is our own matcher, written from the Lua 5.4
+ * reference manual (section 6.4.1 and the four functions of 6.4) and
+ * checked against the stock string library by a differential test: the
+ * pattern is compiled once per call into a small array of nodes, which a
+ * backtracking loop with an explicit stack of choice points runs (no C
+ * recursion; at most 199 pending choice points and open captures, past
+ * which the call fails with stock's "pattern too complex"). It draws on a
+ * counter owned by the host: every step of the matcher (each node
+ * executed, each backtrack) takes one from the counter; work on many bytes
+ * at once takes one per 32 bytes compared or searched (memcmp, memchr,
+ * memmem: a long literal, a back reference, a plain find), one per 8 bytes
+ * looked at one by one or copied (a repetition, %b, gsub's output), and
+ * one per pattern byte compiled. When the counter goes below zero the call
+ * raises the Lua error LUA_PATTERNS_BUDGET_ERROR. Results and error
+ * messages are otherwise those of stock Lua 5.4. */
 #ifndef SMARTSHOP_LUA_PATTERNS_H
 #define SMARTSHOP_LUA_PATTERNS_H
 

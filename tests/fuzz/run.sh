@@ -32,7 +32,7 @@ SRC="$ROOT/src"
 OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 SKIP=77
 
-TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames)
+TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_patterns)
 
 # The sources under test each target is compiled with (instrumented).
 sources_of() {
@@ -40,13 +40,22 @@ sources_of() {
     fuzz_json_scan) echo "json_scan.c" ;;
     fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
+    fuzz_patterns)  echo "lua_patterns.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
 corpus_of() {
     case "$1" in
     fuzz_frames) echo "$HERE/corpus/frames" ;;
+    fuzz_patterns) echo "$HERE/corpus/patterns" ;;
     *)           echo "$HERE/corpus/envelope" ;;
+    esac
+}
+
+dict_of() {
+    case "$1" in
+    fuzz_patterns) echo "$HERE/patterns.dict" ;;
+    *)             echo "$HERE/envelope.dict" ;;
     esac
 }
 
@@ -108,7 +117,7 @@ build() {
         local srcs=() s
         for s in $(sources_of "$t"); do srcs+=("$SRC/$s"); done
         # shellcheck disable=SC2086
-        if [ "$t" = fuzz_envelope ]; then
+        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_patterns ]; then
             "$CC" $cflags $lua_cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs $lua_libs
         else
             "$CC" $cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs
@@ -126,7 +135,7 @@ run_one() {
     mkdir -p "$work" "$OUT/artifacts"
     echo "fuzz: $t for ${secs}s (corpus $work + $(corpus_of "$t"))"
     "$OUT/$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=8192 \
-        -dict="$HERE/envelope.dict" -artifact_prefix="$OUT/artifacts/$t-" \
+        -dict="$(dict_of "$t")" -artifact_prefix="$OUT/artifacts/$t-" \
         -error_exitcode=99 -print_final_stats=1 "$@" "$work" "$(corpus_of "$t")"
 }
 
