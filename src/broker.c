@@ -481,6 +481,7 @@ int broker_run(broker_t *b)
         if (b->services)
             services_run(b->services, now);
         router_expire(b, now);
+        metrics_http_expire(b, now);
         wake_now = batch_full || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");

@@ -51,6 +51,10 @@ static const setting_t settings[] = {
     UINT_SETTING("max_services", max_services, 1, 10000000),
     UINT_SETTING("dead_letters", dead_letters, 1, 10000000),
     UINT_SETTING("dead_letter_bytes", dead_letter_bytes, 0, 4096ul << 20),
+    UINT_SETTING("metrics_max_series", metrics_max_series, 1, 1000000),
+    UINT_SETTING("metrics_max_connections", metrics_max_connections, 1, 1024),
+    UINT_SETTING("metrics_idle_timeout_ms", metrics_idle_timeout_ms, 100, 600000),
+    UINT_SETTING("metrics_max_request_bytes", metrics_max_request_bytes, 256, 1ul << 20),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -114,6 +118,10 @@ static void set_defaults(config_t *cfg)
     cfg->max_services = 100000;
     cfg->dead_letters = 1000;
     cfg->dead_letter_bytes = 16ul << 20;
+    cfg->metrics_max_series = 1000;
+    cfg->metrics_max_connections = 16;
+    cfg->metrics_idle_timeout_ms = 10000;
+    cfg->metrics_max_request_bytes = 8192;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -320,6 +328,10 @@ static const struct option long_options[] = {
     {"max-services", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letters", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letter-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-series", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-connections", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-idle-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-request-bytes", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

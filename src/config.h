@@ -39,6 +39,10 @@ typedef struct {
     size_t max_services;        /* distinct registered names */
     size_t dead_letters;        /* dead-letter ring: letters kept */
     size_t dead_letter_bytes;   /* dead-letter ring: message bytes kept */
+    size_t metrics_max_series;  /* service/action series kept; the rest count as _other */
+    size_t metrics_max_connections;   /* --metrics HTTP connections open at once */
+    size_t metrics_idle_timeout_ms;   /* closes one that stalls this long */
+    size_t metrics_max_request_bytes; /* an HTTP request's bytes, head included */
 } config_t;
 
 typedef enum {
