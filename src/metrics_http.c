@@ -16,7 +16,7 @@
 
 #define CONN_ID_MAX 256
 
-typedef enum { CONN_FREE = 0, CONN_READING, CONN_SENDING } conn_state_t;
+typedef enum { CONN_FREE = 0, CONN_READING, CONN_SENDING, CONN_CLOSING } conn_state_t;
 
 /* One HTTP connection. Its answer is `head` (the status line, headers
  * and the uptime gauge, which changes every millisecond) then `body` (the
@@ -85,11 +85,12 @@ static void set_deadline(conn_t *c, uint64_t when)
 }
 
 /* Sends the empty frame that makes ZMQ_STREAM close a connection: the
- * data queued before it still goes out first. */
-static void close_id(broker_t *b, const void *id, size_t id_len)
+ * data queued before it still goes out first. False if its pipe is full
+ * (the frame waits for room like any other). */
+static bool close_id(broker_t *b, const void *id, size_t id_len)
 {
-    if (zmq_send(b->metrics_http, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len)
-        zmq_send(b->metrics_http, "", 0, ZMQ_DONTWAIT);
+    return zmq_send(b->metrics_http, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len &&
+           zmq_send(b->metrics_http, "", 0, ZMQ_DONTWAIT) == 0;
 }
 
 static void conn_free(conn_t *c)
@@ -99,16 +100,27 @@ static void conn_free(conn_t *c)
     http.used--;
 }
 
+/* Closes the connection, or, if its pipe is full, keeps its slot until
+ * the close can be queued: a reader that stops reading holds one slot of
+ * --metrics-max-connections and METRICS_HTTP_QUEUED pieces, no more. */
 static void conn_close(broker_t *b, conn_t *c)
 {
-    close_id(b, c->id, c->id_len);
-    conn_free(c);
+    if (close_id(b, c->id, c->id_len)) {
+        conn_free(c);
+        return;
+    }
+    metrics_text_release(&c->body);
+    c->state = CONN_CLOSING;
 }
 
 /* Queues what the connection's pipe takes of its answer, a piece at a
  * time; closes the connection once all of it is queued. */
 static void pump(broker_t *b, conn_t *c)
 {
+    if (c->state == CONN_CLOSING) {
+        conn_close(b, c);
+        return;
+    }
     bool progress = false;
     while (c->sent < c->total) {
         const char *from;
@@ -221,7 +233,7 @@ static void on_connect(broker_t *b, const void *id, size_t id_len)
                     "metrics: refused a connection (%zu open, --metrics-max-connections)", http.used);
         if (zmq_send(b->metrics_http, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len)
             zmq_send(b->metrics_http, busy, sizeof busy - 1, ZMQ_DONTWAIT);
-        close_id(b, id, id_len);
+        close_id(b, id, id_len);         /* a new pipe: room for both */
         return;
     }
     memset(c, 0, sizeof *c);
@@ -268,7 +280,7 @@ void metrics_http_handle(broker_t *b)
     /* after the receives: they processed libzmq's word that a pipe has
      * room again (a send may skip looking, to save time) */
     for (size_t i = 0; i < http.cap; i++)
-        if (http.conns[i].state == CONN_SENDING)
+        if (http.conns[i].state == CONN_SENDING || http.conns[i].state == CONN_CLOSING)
             pump(b, &http.conns[i]);
 }
 
@@ -281,9 +293,11 @@ void metrics_http_expire(broker_t *b, uint64_t now_ms)
         conn_t *c = &http.conns[i];
         if (c->state == CONN_FREE)
             continue;
-        if (c->deadline_ms <= now_ms)
+        if (c->deadline_ms <= now_ms) {
             conn_close(b, c);
-        else if (c->deadline_ms < http.next_deadline_ms)
+            if (c->state == CONN_CLOSING)       /* its pipe is full: try again */
+                set_deadline(c, now_ms + 1000);
+        } else if (c->deadline_ms < http.next_deadline_ms)
             http.next_deadline_ms = c->deadline_ms;
     }
 }
