@@ -233,7 +233,8 @@ static int listing_build(registry_t *reg)
     size_t count = 0;
     for (const service_t *svc = reg->services; svc && count < n; svc = svc->hh.next)
         listing.order[count++] = svc;
-    qsort(listing.order, count, sizeof *listing.order, by_name);
+    if (count > 1)              /* (with none, `order` may still be NULL) */
+        qsort(listing.order, count, sizeof *listing.order, by_name);
     size_t len = 0;
     for (size_t i = 0; i < count; i++) {
         const service_t *svc = listing.order[i];
@@ -405,7 +406,8 @@ static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, cons
 #define PUT(src, n) (memcpy(w, (src), (n)), w += (n))
     PUT(around, at);
     PUT(PAGE_HEAD, sizeof PAGE_HEAD - 1);
-    PUT(listing.text + entry_start(first), entries);
+    if (entries)                /* (an empty registry has no text at all) */
+        PUT(listing.text + entry_start(first), entries);
     if (more) {
         PUT(PAGE_MORE, sizeof PAGE_MORE - 1);
         PUT(next, next_len);

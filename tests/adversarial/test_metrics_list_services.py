@@ -127,6 +127,8 @@ class SmallMessagesTest(bp.FreshBrokerTestCase):
 
     def test_pages_fit_a_small_message_limit(self):
         self.b = bp.Broker(args=("--max-message-bytes", "2048"))
+        empty = self.peer().call_broker("list_services", src="m-lister")
+        self.assertEqual(empty["payload"], {"services": [], "truncated": False})
         holder = self.peer()
         names = sorted("m-small-%03d" % i for i in range(60))
         for n in names:
