@@ -516,6 +516,7 @@ int broker_run(broker_t *b)
                 drain_monitor(b);       /* descriptors up to date before they are looked at */
             conn_bytes_check(b->conns, b->registry, now);
         }
+        metrics_http_expire(b, now);
         wake_now = batch_full || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");

@@ -1,5 +1,6 @@
 /* broker_service: the broker's own service, dst "broker" (protocol B1):
- * ping, list_services, stats. Answers requests; holds no state of its own. */
+ * ping, list_services, stats, ... Answers requests; its one state is the
+ * rendered service list, reused while the registry is unchanged. */
 #ifndef SMARTSHOP_BROKER_SERVICE_H
 #define SMARTSHOP_BROKER_SERVICE_H
 

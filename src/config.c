@@ -73,6 +73,10 @@ static const setting_t settings[] = {
     UINT_SETTING("max_unread_bytes_total", max_unread_bytes_total, 0, 64ul << 30),
     UINT_SETTING("max_queued_bytes", max_queued_bytes, 0, 64ul << 30),
     UINT_SETTING("max_queued_bytes_total", max_queued_bytes_total, 0, 64ul << 30),
+    UINT_SETTING("metrics_max_series", metrics_max_series, 1, 1000000),
+    UINT_SETTING("metrics_max_connections", metrics_max_connections, 1, 1024),
+    UINT_SETTING("metrics_idle_timeout_ms", metrics_idle_timeout_ms, 100, 600000),
+    UINT_SETTING("metrics_max_request_bytes", metrics_max_request_bytes, 256, 1ul << 20),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -157,6 +161,10 @@ static void set_defaults(config_t *cfg)
     cfg->max_subscriptions_per_peer = 256;
     cfg->max_subscriptions = 100000;
     cfg->dead_letter_share = 8;
+    cfg->metrics_max_series = 1000;
+    cfg->metrics_max_connections = 16;
+    cfg->metrics_idle_timeout_ms = 10000;
+    cfg->metrics_max_request_bytes = 8192;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -372,6 +380,10 @@ static const struct option long_options[] = {
     {"max-unread-bytes-total", required_argument, 0, OPT_FIRST_LONG},
     {"max-queued-bytes", required_argument, 0, OPT_FIRST_LONG},
     {"max-queued-bytes-total", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-series", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-connections", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-idle-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"metrics-max-request-bytes", required_argument, 0, OPT_FIRST_LONG},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},

@@ -48,6 +48,10 @@ typedef struct {
     size_t max_unread_bytes_total; /* the same, summed over all connections */
     size_t max_queued_bytes;    /* sent to one peer and not yet taken by it */
     size_t max_queued_bytes_total; /* the same, summed over all peers */
+    size_t metrics_max_series;  /* service/action series kept; the rest count as _other */
+    size_t metrics_max_connections;   /* --metrics HTTP connections open at once */
+    size_t metrics_idle_timeout_ms;   /* closes one that stalls this long */
+    size_t metrics_max_request_bytes; /* an HTTP request's bytes, head included */
 } config_t;
 
 typedef enum {

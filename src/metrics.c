@@ -2,7 +2,7 @@
  * See metrics.h. */
 #include "metrics.h"
 
-#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,24 @@ static const double bounds_s[METRICS_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 1e300,
 };
 
-metrics_t *metrics_new(void) { return calloc(1, sizeof(metrics_t)); }
+static size_t make_key(char *key, const char *service, size_t slen, const char *action, size_t alen)
+{
+    memcpy(key, service, slen);
+    key[slen] = '\0';
+    memcpy(key + slen + 1, action, alen);
+    key[slen + 1 + alen] = '\0';
+    return slen + 1 + alen;
+}
+
+metrics_t *metrics_new(void)
+{
+    metrics_t *m = calloc(1, sizeof(metrics_t));
+    if (m)
+        m->overflow.key_len = make_key(m->overflow.key, METRICS_OVERFLOW_SERVICE,
+                                       sizeof METRICS_OVERFLOW_SERVICE - 1, METRICS_OTHER_ACTION,
+                                       sizeof METRICS_OTHER_ACTION - 1);
+    return m;
+}
 
 void metrics_free(metrics_t **self_p)
 {
@@ -24,43 +41,41 @@ void metrics_free(metrics_t **self_p)
         HASH_DEL(m->series, s);
         free(s);
     }
+    metrics_text_release(&m->cached);
     free(m);
     *self_p = NULL;
 }
 
-static size_t make_key(char *key, const char *service, size_t slen, const char *action, size_t alen)
+metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
+                                int name_count, const env_value_t *action, size_t max_series)
 {
-    memcpy(key, service, slen);
-    key[slen] = '\0';
-    memcpy(key + slen + 1, action, alen);
-    key[slen + 1 + alen] = '\0';
-    return slen + 1 + alen;
-}
-
-metric_series_t *metrics_series(metrics_t *m, const envelope_t *env)
-{
-    const env_value_t *dst = &env->f[EF_DST], *act = &env->f[EF_ACTION];
-    char key[sizeof((metric_series_t *)0)->key];
-    const char *action = act->ptr;
-    size_t alen = act->len;
-    if (!env_is_plain_string(act) || alen > MSG_ID_MAX_LEN) {
-        action = "(other)";
-        alen = 7;
+    /* the first name with an instance is where deliver_to_service goes */
+    const char *service = NULL;
+    size_t slen = 0;
+    for (int i = 0; i < name_count && !service; i++) {
+        slen = strlen(names[i]);
+        if (registry_find_service(reg, names[i], slen))
+            service = names[i];
     }
-    size_t len = make_key(key, dst->ptr, dst->len, action, alen);
+    if (!service)
+        return NULL;
+    const char *act = action->ptr;
+    size_t alen = action->len;
+    if (!env_is_plain_string(action) || alen > MSG_ID_MAX_LEN) {
+        act = METRICS_OTHER_ACTION;
+        alen = sizeof METRICS_OTHER_ACTION - 1;
+    }
+    char key[sizeof((metric_series_t *)0)->key];
+    size_t len = make_key(key, service, slen, act, alen);
     metric_series_t *s = NULL;
     HASH_FIND(hh, m->series, key, len, s);
     if (s)
         return s;
-    if (m->count >= METRICS_MAX_SERIES) {
-        len = make_key(key, dst->ptr, dst->len, "(other)", 7);
-        HASH_FIND(hh, m->series, key, len, s);
-        if (s || m->count >= METRICS_MAX_SERIES + 100)
-            return s;            /* past even the overflow room: not counted */
-    }
+    if (m->count >= max_series)
+        return &m->overflow;
     s = calloc(1, sizeof *s);
     if (!s)
-        return NULL;
+        return &m->overflow;
     memcpy(s->key, key, len + 1);
     s->key_len = len;
     HASH_ADD(hh, m->series, key[0], len, s);
@@ -104,11 +119,23 @@ static double quantile_ms(const metric_series_t *s, double q)
     return bounds_s[METRICS_BUCKETS - 2] * 1000;
 }
 
+/* Every series in turn (s NULL: the first), then the overflow series if
+ * it counted anything; NULL after the last. */
+static const metric_series_t *series_next(const metrics_t *m, const metric_series_t *s)
+{
+    if (s == &m->overflow)
+        return NULL;
+    const metric_series_t *next = s ? s->hh.next : m->series;
+    if (next)
+        return next;
+    return m->overflow.requests ? &m->overflow : NULL;
+}
+
 cJSON *metrics_json(const metrics_t *m)
 {
     cJSON *payload = cJSON_CreateObject();
     cJSON *list = cJSON_AddArrayToObject(payload, "series");
-    for (const metric_series_t *s = m->series; s; s = s->hh.next) {
+    for (const metric_series_t *s = series_next(m, NULL); s; s = series_next(m, s)) {
         cJSON *item = cJSON_CreateObject();
         cJSON_AddStringToObject(item, "service", s->key);
         cJSON_AddStringToObject(item, "action", s->key + strlen(s->key) + 1);
@@ -124,117 +151,261 @@ cJSON *metrics_json(const metrics_t *m)
     return payload;
 }
 
+
 /* --- Prometheus text --- */
 
+/* The text is built once per scrape that finds a counter changed, in one
+ * buffer, with plain appends: no printf per line or per character (a
+ * render of 1000 series is ~1.7 MB). */
 typedef struct {
     char *text;
     size_t len, cap;
+    bool failed;                /* out of memory: the text is incomplete */
 } buf_t;
 
-static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(buf_t *b, const char *fmt, ...)
+static bool reserve(buf_t *b, size_t more)
 {
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(b->text ? b->text + b->len : NULL, b->text ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0)
+    if (b->failed)
+        return false;
+    if (b->len + more <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *grown = realloc(b->text, cap);
+    if (!grown) {
+        b->failed = true;
+        return false;
+    }
+    b->text = grown;
+    b->cap = cap;
+    return true;
+}
+
+static void put_bytes(buf_t *b, const char *s, size_t n)
+{
+    if (!reserve(b, n))
+        return;
+    memcpy(b->text + b->len, s, n);
+    b->len += n;
+}
+
+static void put(buf_t *b, const char *s)
+{
+    put_bytes(b, s, strlen(s));
+}
+
+static void put_u64(buf_t *b, uint64_t v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    if (!reserve(b, (size_t)n))
+        return;
+    while (n)
+        b->text[b->len++] = digits[--n];
+}
+
+/* A label value, escaped as the text format wants (\\, \", \n), in a
+ * plain loop. */
+static void put_label_value(buf_t *b, const char *value)
+{
+    for (const char *c = value; *c; c++) {
+        if (!reserve(b, 2))
             return;
-        if (b->text && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
+        if (*c == '\\' || *c == '"') {
+            b->text[b->len++] = '\\';
+            b->text[b->len++] = *c;
+        } else if (*c == '\n') {
+            b->text[b->len++] = '\\';
+            b->text[b->len++] = 'n';
+        } else {
+            b->text[b->len++] = *c;
         }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *grown = realloc(b->text, cap);
-        if (!grown)
-            return;
-        b->text = grown;
-        b->cap = cap;
     }
 }
 
-/* A label value, escaped as the text format wants (\\, \", \n). */
-static void put_label(buf_t *b, const char *value)
+static void put_sample(buf_t *b, const char *name, const char *labels, size_t labels_len,
+                       const char *extra, uint64_t value)
 {
-    for (const char *c = value; *c; c++) {
-        if (*c == '\\' || *c == '"')
-            put(b, "\\%c", *c);
-        else if (*c == '\n')
-            put(b, "\\n");
-        else
-            put(b, "%c", *c);
-    }
+    put(b, name);
+    put_bytes(b, labels, labels_len);
+    put(b, extra);
+    put(b, "} ");
+    put_u64(b, value);
+    put(b, "\n");
 }
 
 static void by_type(buf_t *b, const char *name, const char *help, const uint64_t counts[MT__COUNT])
 {
-    put(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-    for (int t = 0; t < MT__COUNT; t++)
-        put(b, "%s{type=\"%s\"} %llu\n", name, msg_type_name((msg_type_t)t), (unsigned long long)counts[t]);
+    put(b, "# HELP ");
+    put(b, name);
+    put(b, " ");
+    put(b, help);
+    put(b, "\n# TYPE ");
+    put(b, name);
+    put(b, " counter\n");
+    for (int t = 0; t < MT__COUNT; t++) {
+        put(b, name);
+        put(b, "{type=\"");
+        put(b, msg_type_name((msg_type_t)t));
+        put(b, "\"} ");
+        put_u64(b, counts[t]);
+        put(b, "\n");
+    }
 }
 
-static void series_line(buf_t *b, const char *name, const metric_series_t *s, const char *extra,
-                        const char *value)
+static void gauge(buf_t *b, const char *name, const char *help, uint64_t value)
 {
-    put(b, "%s{service=\"%s\",action=\"", name, s->key);
-    put_label(b, s->key + strlen(s->key) + 1);
-    put(b, "\"%s} %s\n", extra, value);
+    put(b, "# HELP ");
+    put(b, name);
+    put(b, " ");
+    put(b, help);
+    put(b, "\n# TYPE ");
+    put(b, name);
+    put(b, " gauge\n");
+    put(b, name);
+    put(b, " ");
+    put_u64(b, value);
+    put(b, "\n");
 }
 
-char *metrics_prometheus(const metrics_t *m, const stats_t *st, double uptime_s,
-                         size_t peers, size_t services, size_t inflight)
+/* What the text shows, summed: every counter only grows, so a sum that
+ * did not change means no counter did (gauges are compared one by one). */
+_Static_assert(sizeof(stats_t) % sizeof(uint64_t) == 0, "stats_t holds only uint64_t counters");
+
+static void render_key(const metrics_t *m, const stats_t *st, size_t peers, size_t services,
+                       size_t inflight, uint64_t key[6])
 {
+    uint64_t stats_sum = 0, series_sum = 0;
+    const uint64_t *words = (const uint64_t *)st;
+    for (size_t i = 0; i < sizeof *st / sizeof *words; i++)
+        stats_sum += words[i];
+    for (const metric_series_t *s = series_next(m, NULL); s; s = series_next(m, s))
+        series_sum += s->requests + s->answered + s->failed;
+    key[0] = stats_sum;
+    key[1] = series_sum;
+    key[2] = m->count;
+    key[3] = peers;
+    key[4] = services;
+    key[5] = inflight;
+}
+
+static void render_series(buf_t *b, const metrics_t *m)
+{
+    /* the label text of a series, once per series for its 16 lines */
+    buf_t labels = {0};
+    static const char *le[METRICS_BUCKETS] = {
+        ",le=\"0.0001\"", ",le=\"0.00025\"", ",le=\"0.0005\"", ",le=\"0.001\"",
+        ",le=\"0.0025\"", ",le=\"0.005\"", ",le=\"0.01\"", ",le=\"0.025\"",
+        ",le=\"0.1\"", ",le=\"0.5\"", ",le=\"2.5\"", ",le=\"+Inf\"",
+    };
+    static const char *const sections[3][2] = {
+        {"smartshop_requests_total", "# HELP smartshop_requests_total Requests routed, by service "
+                                     "and action.\n# TYPE smartshop_requests_total counter\n"},
+        {"smartshop_request_failures_total",
+         "# HELP smartshop_request_failures_total Requests that ended in an error (timeout, "
+         "service_gone, ...) rather than an answer.\n"
+         "# TYPE smartshop_request_failures_total counter\n"},
+        {"smartshop_request_duration_seconds",
+         "# HELP smartshop_request_duration_seconds From a request's arrival to its answer's.\n"
+         "# TYPE smartshop_request_duration_seconds histogram\n"},
+    };
+    for (int section = 0; section < 3; section++) {
+        put(b, sections[section][1]);
+        for (const metric_series_t *s = series_next(m, NULL); s; s = series_next(m, s)) {
+            labels.len = 0;
+            put(&labels, "{service=\"");
+            put_label_value(&labels, s->key);
+            put(&labels, "\",action=\"");
+            put_label_value(&labels, s->key + strlen(s->key) + 1);
+            put(&labels, "\"");
+            if (labels.failed) {
+                b->failed = true;
+                break;
+            }
+            if (section == 0) {
+                put_sample(b, "smartshop_requests_total", labels.text, labels.len, "", s->requests);
+            } else if (section == 1) {
+                put_sample(b, "smartshop_request_failures_total", labels.text, labels.len, "",
+                           s->failed);
+            } else {
+                uint64_t cumulative = 0;
+                for (int i = 0; i < METRICS_BUCKETS; i++) {
+                    cumulative += s->buckets[i];
+                    put_sample(b, "smartshop_request_duration_seconds_bucket", labels.text,
+                               labels.len, le[i], cumulative);
+                }
+                char sum[64];
+                int n = snprintf(sum, sizeof sum, "} %.6f\n", s->latency_sum_s);
+                put(b, "smartshop_request_duration_seconds_sum");
+                put_bytes(b, labels.text, labels.len);
+                put_bytes(b, sum, n > 0 ? (size_t)n : 0);
+                put_sample(b, "smartshop_request_duration_seconds_count", labels.text, labels.len,
+                           "", s->answered);
+            }
+        }
+    }
+    free(labels.text);
+}
+
+metrics_text_t *metrics_prometheus(metrics_t *m, const stats_t *st, size_t peers,
+                                   size_t services, size_t inflight)
+{
+    uint64_t key[6];
+    render_key(m, st, peers, services, inflight, key);
+    if (m->cached && memcmp(key, m->cached_key, sizeof key) == 0) {
+        m->cached->refs++;
+        return m->cached;
+    }
+    /* room for the header, and ~1.7 KB a series */
     buf_t b = {0};
-    put(&b, "# HELP smartshop_uptime_seconds Time since the broker started.\n"
-            "# TYPE smartshop_uptime_seconds gauge\nsmartshop_uptime_seconds %.3f\n", uptime_s);
-    put(&b, "# HELP smartshop_peers Connections known (remote and Lua).\n"
-            "# TYPE smartshop_peers gauge\nsmartshop_peers %zu\n", peers);
-    put(&b, "# HELP smartshop_services Registered service names.\n"
-            "# TYPE smartshop_services gauge\nsmartshop_services %zu\n", services);
-    put(&b, "# HELP smartshop_inflight_requests Requests handed out and not yet answered.\n"
-            "# TYPE smartshop_inflight_requests gauge\nsmartshop_inflight_requests %zu\n", inflight);
+    reserve(&b, sizeof(metrics_text_t) + 4096 + (m->count + 1) * 1800);
+    b.len = sizeof(metrics_text_t);
+    gauge(&b, "smartshop_peers", "Connections known (remote and Lua).", peers);
+    gauge(&b, "smartshop_services", "Registered service names.", services);
+    gauge(&b, "smartshop_inflight_requests", "Requests handed out and not yet answered.", inflight);
     by_type(&b, "smartshop_messages_in_total", "Messages received, by type.", st->in);
     by_type(&b, "smartshop_messages_out_total", "Messages sent, by type.", st->out);
     put(&b, "# HELP smartshop_errors_total Error replies the broker sent, by code.\n"
             "# TYPE smartshop_errors_total counter\n");
-    for (int c = 1; c < ERR__COUNT; c++)
-        put(&b, "smartshop_errors_total{code=\"%s\"} %llu\n", bus_err_name((bus_err_t)c),
-            (unsigned long long)st->errors[c]);
-    put(&b, "# HELP smartshop_requests_total Requests routed, by service and action.\n"
-            "# TYPE smartshop_requests_total counter\n");
-    char value[64];
-    for (const metric_series_t *s = m->series; s; s = s->hh.next) {
-        snprintf(value, sizeof value, "%llu", (unsigned long long)s->requests);
-        series_line(&b, "smartshop_requests_total", s, "", value);
+    for (int c = 1; c < ERR__COUNT; c++) {
+        put(&b, "smartshop_errors_total{code=\"");
+        put(&b, bus_err_name((bus_err_t)c));
+        put(&b, "\"} ");
+        put_u64(&b, st->errors[c]);
+        put(&b, "\n");
     }
-    put(&b, "# HELP smartshop_request_failures_total Requests that ended in an error "
-            "(timeout, service_gone, ...) rather than an answer.\n"
-            "# TYPE smartshop_request_failures_total counter\n");
-    for (const metric_series_t *s = m->series; s; s = s->hh.next) {
-        snprintf(value, sizeof value, "%llu", (unsigned long long)s->failed);
-        series_line(&b, "smartshop_request_failures_total", s, "", value);
+    render_series(&b, m);
+    if (b.failed) {
+        free(b.text);
+        return NULL;
     }
-    put(&b, "# HELP smartshop_request_duration_seconds From a request's arrival to its answer's.\n"
-            "# TYPE smartshop_request_duration_seconds histogram\n");
-    for (const metric_series_t *s = m->series; s; s = s->hh.next) {
-        uint64_t cumulative = 0;
-        for (int i = 0; i < METRICS_BUCKETS; i++) {
-            char le[64];
-            cumulative += s->buckets[i];
-            if (i == METRICS_BUCKETS - 1)
-                snprintf(le, sizeof le, ",le=\"+Inf\"");
-            else
-                snprintf(le, sizeof le, ",le=\"%g\"", bounds_s[i]);
-            snprintf(value, sizeof value, "%llu", (unsigned long long)cumulative);
-            series_line(&b, "smartshop_request_duration_seconds_bucket", s, le, value);
-        }
-        snprintf(value, sizeof value, "%.6f", s->latency_sum_s);
-        series_line(&b, "smartshop_request_duration_seconds_sum", s, "", value);
-        snprintf(value, sizeof value, "%llu", (unsigned long long)s->answered);
-        series_line(&b, "smartshop_request_duration_seconds_count", s, "", value);
-    }
-    return b.text;
+    metrics_text_t *text = (metrics_text_t *)b.text;
+    text->refs = 2;                 /* the cache's and the caller's */
+    text->len = b.len - sizeof(metrics_text_t);
+    metrics_text_release(&m->cached);
+    m->cached = text;
+    memcpy(m->cached_key, key, sizeof key);
+    return text;
+}
+
+size_t metrics_uptime_text(char *out, size_t cap, double uptime_s)
+{
+    int n = snprintf(out, cap,
+                     "# HELP smartshop_uptime_seconds Time since the broker started.\n"
+                     "# TYPE smartshop_uptime_seconds gauge\nsmartshop_uptime_seconds %.3f\n",
+                     uptime_s);
+    return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
+}
+
+void metrics_text_release(metrics_text_t **text_p)
+{
+    metrics_text_t *t = *text_p;
+    if (t && --t->refs == 0)
+        free(t);
+    *text_p = NULL;
 }

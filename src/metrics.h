@@ -2,9 +2,12 @@
  * histograms, and their renderings: JSON for the broker service's metrics
  * action, Prometheus text for the --metrics endpoint.
  *
- * Bounded: at most METRICS_MAX_SERIES service/action pairs; the rest are
- * counted under action "(other)", so that a peer sending random actions
- * cannot grow the broker. */
+ * Bounded: a series exists only for a name registered when the request was
+ * routed (never for a refused or unroutable dst), and at most `max_series`
+ * (--metrics-max-series) of them; past that, requests count in one overflow
+ * series, service "_other" (no registered name can start with '_'), so
+ * that the totals stay honest and a peer sending random names or actions
+ * cannot grow the broker or its scrapes. */
 #ifndef SMARTSHOP_METRICS_H
 #define SMARTSHOP_METRICS_H
 
@@ -17,10 +20,12 @@
 #include "envelope.h"
 #include "errors.h"
 #include "names.h"
+#include "registry.h"
 #include "stats.h"
 
-#define METRICS_MAX_SERIES 1000
 #define METRICS_BUCKETS 12
+#define METRICS_OVERFLOW_SERVICE "_other"
+#define METRICS_OTHER_ACTION "(other)"
 
 typedef struct metric_series {
     char key[NAME_MAX_LEN + 1 + MSG_ID_MAX_LEN + 1];   /* "service\0action" */
@@ -31,16 +36,31 @@ typedef struct metric_series {
     UT_hash_handle hh;
 } metric_series_t;
 
+/* One rendering of the Prometheus text, shared by the connections sending
+ * it (reference counted: a newer one may replace it meanwhile). */
+typedef struct metrics_text {
+    unsigned refs;
+    size_t len;
+    char text[];
+} metrics_text_t;
+
 typedef struct {
     metric_series_t *series;
-    size_t count;
+    size_t count;                  /* in `series`; `overflow` is not one of them */
+    metric_series_t overflow;      /* _other/(other): requests past the bound */
+    metrics_text_t *cached;        /* the last rendering, and what it showed */
+    uint64_t cached_key[6];
 } metrics_t;
 
 metrics_t *metrics_new(void);
 void metrics_free(metrics_t **self_p);
 
-/* The series of a request's dst and action (created on first use). */
-metric_series_t *metrics_series(metrics_t *m, const envelope_t *env);
+/* The series of a request routed to the first of `names` that is a
+ * registered service, and its `action` (created on first use; the overflow
+ * series once `max_series` exist). NULL if none of the names is registered:
+ * such a request is refused and counted in the error totals only. */
+metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
+                                int name_count, const env_value_t *action, size_t max_series);
 
 /* A request of that series ended: answered (with latency) or failed. */
 void metrics_answered(metric_series_t *s, uint64_t latency_us);
@@ -49,9 +69,17 @@ void metrics_failed(metric_series_t *s);
 /* {"series": [{service, action, requests, answered, failed, latency_ms: {p50, p99, buckets}}]} */
 cJSON *metrics_json(const metrics_t *m);
 
-/* The Prometheus text exposition of the counters in `stats` and `m`.
- * Returns a malloc'd text. */
-char *metrics_prometheus(const metrics_t *m, const stats_t *stats, double uptime_s,
-                         size_t peers, size_t services, size_t inflight);
+/* The Prometheus text of the counters in `stats` and `m`, all but the
+ * uptime (which changes every millisecond: see metrics_uptime_text).
+ * Rendered again only if a counter changed since the last call; otherwise
+ * the same text. Returns a reference (metrics_text_release it), or NULL if
+ * out of memory. */
+metrics_text_t *metrics_prometheus(metrics_t *m, const stats_t *stats, size_t peers,
+                                   size_t services, size_t inflight);
+
+/* The uptime gauge's lines, into out[cap]; returns their length. */
+size_t metrics_uptime_text(char *out, size_t cap, double uptime_s);
+
+void metrics_text_release(metrics_text_t **text_p);
 
 #endif

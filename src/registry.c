@@ -225,6 +225,7 @@ int registry_register(registry_t *reg, peer_t *peer, const char *name, size_t le
     peer->names[peer->name_count][len] = '\0';
     if (peer->name_count++ == 0)
         reg->registered_peer_count++;
+    reg->generation++;
     return 0;
 fail:
     if (svc->count == 0) {
@@ -251,6 +252,7 @@ int registry_unregister(registry_t *reg, peer_t *peer, const char *name, size_t 
             (size_t)(peer->name_count - at - 1) * sizeof *peer->names);
     if (--peer->name_count == 0)
         reg->registered_peer_count--;
+    reg->generation++;
     return 0;
 }
 
@@ -261,6 +263,11 @@ peer_t *service_next_instance(service_t *svc)
     peer_t *peer = svc->instances[svc->next % (unsigned)svc->count];
     svc->next++;
     return peer;
+}
+
+uint64_t registry_generation(const registry_t *reg)
+{
+    return reg->generation;
 }
 
 static int by_name(const service_t *a, const service_t *b)

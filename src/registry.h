@@ -70,6 +70,7 @@ typedef struct registry {
     int peer_count;            /* remote connections */
     int hosted_count;
     int registered_peer_count; /* peers holding at least one name */
+    uint64_t generation;       /* bumped by every change to services (registry_generation) */
 } registry_t;
 
 registry_t *registry_new(void);
@@ -136,6 +137,10 @@ bool peer_holds(const peer_t *peer, const char *name, size_t len);
 
 /* Next instance of `svc` in round-robin order (NULL if none). */
 peer_t *service_next_instance(service_t *svc);
+
+/* A number that changes whenever a service gains or loses an instance:
+ * what was built from the services (a listing) is current while it holds. */
+uint64_t registry_generation(const registry_t *reg);
 
 /* Orders the services by name, for listing. */
 void registry_sort_services(registry_t *reg);

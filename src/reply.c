@@ -104,6 +104,29 @@ char *reply_response(const char *dst, const char *action, const char *correlatio
     return build("response", dst, action, correlation_id, payload, len);
 }
 
+char *reply_response_around(const char *dst, const char *action, const char *correlation_id,
+                            size_t *len, size_t *at)
+{
+    /* a raw item prints as it is; cJSON writes any other control byte as
+     * \u0001, so the only byte 1 in the text is the payload's place */
+    cJSON *marker = cJSON_CreateRaw("\x01");
+    if (!marker)
+        return NULL;
+    size_t with_marker = 0;
+    char *text = build("response", dst, action, correlation_id, marker, &with_marker);
+    if (!text)
+        return NULL;
+    char *place = memchr(text, 1, with_marker);
+    if (!place) {
+        reply_free(text);
+        return NULL;
+    }
+    memmove(place, place + 1, with_marker - (size_t)(place - text));   /* with the NUL */
+    *at = (size_t)(place - text);
+    *len = with_marker - 1;
+    return text;
+}
+
 void reply_free(char *text)
 {
     cJSON_free(text);

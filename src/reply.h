@@ -27,6 +27,13 @@ char *reply_error(const char *dst, const char *action, const char *correlation_i
 char *reply_response(const char *dst, const char *action, const char *correlation_id,
                      cJSON *payload, size_t *len);
 
+/* A response from "broker" whose payload the caller writes itself (a long
+ * listing, spliced in without a cJSON tree): the envelope's text, with the
+ * payload's place at byte *at; the payload goes between text[0..*at) and
+ * text[*at..*len). */
+char *reply_response_around(const char *dst, const char *action, const char *correlation_id,
+                            size_t *len, size_t *at);
+
 void reply_free(char *text);
 
 /* A new random UUID, lowercase, into out[37]. */

@@ -530,7 +530,8 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer */
-    track.series = metrics_series(b->metrics, env);
+    track.series = metrics_series(b->metrics, b->registry, route.names, route.count,
+                                  &env->f[EF_ACTION], b->cfg->metrics_max_series);
     if (track.series)
         track.series->requests++;
     bus_err_t err = ERR_NO_SUCH_SERVICE;

@@ -714,9 +714,50 @@ static void services_text(const cJSON *payload, void *arg)
     table_print(&t);
 }
 
+/* The list comes in pages (docs/protocol.md B4): follows "next" until the
+ * last page, and shows them as one list. */
 static int cmd_services(void)
 {
-    return show_broker_action("list_services", NULL, "services", services_text, NULL);
+    cJSON *all = NULL, *req = NULL;
+    for (;;) {
+        cJSON *page = NULL;
+        int rc = broker_action("list_services", req, "services", &page);
+        cJSON_Delete(req);
+        req = NULL;
+        if (rc) {
+            cJSON_Delete(all);
+            return rc;
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next");
+        bool more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "truncated")) &&
+                    cJSON_IsString(next);
+        if (more) {
+            req = cJSON_CreateObject();
+            cJSON_AddStringToObject(req, "after", next->valuestring);
+        }
+        if (!all) {
+            all = page;
+        } else {
+            cJSON *from = cJSON_GetObjectItemCaseSensitive(page, "services");
+            cJSON *to = cJSON_GetObjectItemCaseSensitive(all, "services");
+            cJSON *item;
+            while (cJSON_IsArray(from) && cJSON_IsArray(to) &&
+                   (item = cJSON_DetachItemFromArray(from, 0)))
+                cJSON_AddItemToArray(to, item);
+            cJSON_Delete(page);
+        }
+        if (!more)
+            break;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(all, "next");
+    if (cJSON_GetObjectItemCaseSensitive(all, "truncated"))
+        cJSON_ReplaceItemInObjectCaseSensitive(all, "truncated", cJSON_CreateFalse());
+    if (opt.json)
+        print_json(all, false);
+    else
+        services_text(all, NULL);
+    cJSON_Delete(all);
+    return EXIT_OK;
 }
 
 static int cmd_stats(void)
