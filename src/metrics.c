@@ -131,9 +131,53 @@ static const metric_series_t *series_next(const metrics_t *m, const metric_serie
     return m->overflow.requests ? &m->overflow : NULL;
 }
 
+void metrics_topic(metrics_t *m, const char *topic, size_t len, size_t deliveries)
+{
+    size_t n = 0;
+    while (n < len && topic[n] != '.')
+        n++;
+    metric_topic_t *t = &m->topics[METRICS_TOPIC_PREFIXES];      /* "(other)" */
+    for (int i = 0; i < m->topic_count; i++) {
+        if (strlen(m->topics[i].prefix) == n && memcmp(m->topics[i].prefix, topic, n) == 0) {
+            t = &m->topics[i];
+            break;
+        }
+    }
+    if (t == &m->topics[METRICS_TOPIC_PREFIXES] && m->topic_count < METRICS_TOPIC_PREFIXES) {
+        t = &m->topics[m->topic_count++];
+        memcpy(t->prefix, topic, n);
+        t->prefix[n] = '\0';
+    }
+    t->events++;
+    t->deliveries += deliveries;
+    t->unmatched += deliveries == 0;
+    m->topic_changes++;
+}
+
+/* The prefixes in use, then "(other)" if it counted anything. */
+static const metric_topic_t *topic_next(const metrics_t *m, const metric_topic_t *t)
+{
+    const metric_topic_t *other = &m->topics[METRICS_TOPIC_PREFIXES];
+    if (t == other)
+        return NULL;
+    t = t ? t + 1 : m->topics;
+    if (t < m->topics + m->topic_count)
+        return t;
+    return other->events ? other : NULL;
+}
+
 cJSON *metrics_json(const metrics_t *m)
 {
     cJSON *payload = cJSON_CreateObject();
+    cJSON *topics = cJSON_AddArrayToObject(payload, "topics");
+    for (const metric_topic_t *t = topic_next(m, NULL); t; t = topic_next(m, t)) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "prefix", t->prefix[0] ? t->prefix : METRICS_OTHER_ACTION);
+        cJSON_AddNumberToObject(item, "events", (double)t->events);
+        cJSON_AddNumberToObject(item, "deliveries", (double)t->deliveries);
+        cJSON_AddNumberToObject(item, "unmatched", (double)t->unmatched);
+        cJSON_AddItemToArray(topics, item);
+    }
     cJSON *list = cJSON_AddArrayToObject(payload, "series");
     for (const metric_series_t *s = series_next(m, NULL); s; s = series_next(m, s)) {
         cJSON *item = cJSON_CreateObject();
@@ -278,7 +322,7 @@ static void gauge(buf_t *b, const char *name, const char *help, uint64_t value)
 _Static_assert(sizeof(stats_t) % sizeof(uint64_t) == 0, "stats_t holds only uint64_t counters");
 
 static void render_key(const metrics_t *m, const stats_t *st, size_t peers, size_t services,
-                       size_t inflight, uint64_t key[6])
+                       size_t inflight, uint64_t key[7])
 {
     uint64_t stats_sum = 0, series_sum = 0;
     const uint64_t *words = (const uint64_t *)st;
@@ -292,6 +336,33 @@ static void render_key(const metrics_t *m, const stats_t *st, size_t peers, size
     key[3] = peers;
     key[4] = services;
     key[5] = inflight;
+    key[6] = m->topic_changes;
+}
+
+static void render_topics(buf_t *b, const metrics_t *m)
+{
+    static const char *const names[3][2] = {
+        {"smartshop_topic_events_total", "Topic events published, by the topic's first token."},
+        {"smartshop_topic_deliveries_total", "Copies of topic events delivered to subscribers."},
+        {"smartshop_topic_unmatched_total", "Topic events no subscription matched."},
+    };
+    for (int k = 0; k < 3; k++) {
+        put(b, "# HELP ");
+        put(b, names[k][0]);
+        put(b, " ");
+        put(b, names[k][1]);
+        put(b, "\n# TYPE ");
+        put(b, names[k][0]);
+        put(b, " counter\n");
+        for (const metric_topic_t *t = topic_next(m, NULL); t; t = topic_next(m, t)) {
+            put(b, names[k][0]);
+            put(b, "{prefix=\"");
+            put_label_value(b, t->prefix[0] ? t->prefix : METRICS_OTHER_ACTION);
+            put(b, "\"} ");
+            put_u64(b, k == 0 ? t->events : k == 1 ? t->deliveries : t->unmatched);
+            put(b, "\n");
+        }
+    }
 }
 
 static void render_series(buf_t *b, const metrics_t *m)
@@ -355,7 +426,7 @@ static void render_series(buf_t *b, const metrics_t *m)
 metrics_text_t *metrics_prometheus(metrics_t *m, const stats_t *st, size_t peers,
                                    size_t services, size_t inflight)
 {
-    uint64_t key[6];
+    uint64_t key[7];
     render_key(m, st, peers, services, inflight, key);
     if (m->cached && memcmp(key, m->cached_key, sizeof key) == 0) {
         m->cached->refs++;
@@ -380,6 +451,7 @@ metrics_text_t *metrics_prometheus(metrics_t *m, const stats_t *st, size_t peers
         put(&b, "\n");
     }
     render_series(&b, m);
+    render_topics(&b, m);
     if (b.failed) {
         free(b.text);
         return NULL;

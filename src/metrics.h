@@ -44,12 +44,25 @@ typedef struct metrics_text {
     char text[];
 } metrics_text_t;
 
+/* Topic events by the topic's first token (docs/protocol.md section 8a):
+ * at most METRICS_TOPIC_PREFIXES prefixes, the rest as "(other)", so that
+ * publishers choosing topics cannot grow the broker or its scrapes (the
+ * label "(other)" cannot be a token). */
+#define METRICS_TOPIC_PREFIXES 64
 typedef struct {
+    char prefix[TOPIC_MAX_LEN + 1];
+    uint64_t events, deliveries, unmatched;
+} metric_topic_t;
+
+typedef struct {
+    metric_topic_t topics[METRICS_TOPIC_PREFIXES + 1];   /* the last: "(other)" */
+    int topic_count;               /* prefixes in use, not counting "(other)" */
+    uint64_t topic_changes;        /* for the rendering's cache */
     metric_series_t *series;
     size_t count;                  /* in `series`; `overflow` is not one of them */
     metric_series_t overflow;      /* _other/(other): requests past the bound */
     metrics_text_t *cached;        /* the last rendering, and what it showed */
-    uint64_t cached_key[6];
+    uint64_t cached_key[7];
 } metrics_t;
 
 metrics_t *metrics_new(void);
@@ -65,6 +78,10 @@ metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*name
 /* A request of that series ended: answered (with latency) or failed. */
 void metrics_answered(metric_series_t *s, uint64_t latency_us);
 void metrics_failed(metric_series_t *s);
+
+/* A topic event was published on `topic` and reached `deliveries`
+ * connections (0: no subscription matched). */
+void metrics_topic(metrics_t *m, const char *topic, size_t len, size_t deliveries);
 
 /* {"series": [{service, action, requests, answered, failed, latency_ms: {p50, p99, buckets}}]} */
 cJSON *metrics_json(const metrics_t *m);

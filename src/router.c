@@ -669,8 +669,10 @@ static void publish(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t
 {
     const env_value_t *topic = &env->f[EF_TOPIC];
     publish_t pub = {.b = b, .m = m, .env = env};
-    if (topics_publish(b->topics, topic->ptr, topic->len, sender, deliver_topic_copy, &pub) == 0)
+    size_t reached = topics_publish(b->topics, topic->ptr, topic->len, sender, deliver_topic_copy, &pub);
+    if (reached == 0)
         b->stats.topic_unmatched++;
+    metrics_topic(b->metrics, topic->ptr, topic->len, reached);
     for (int i = 0; i < pub.gone_count; i++)
         router_peer_gone(b, pub.gone[i]);
 }

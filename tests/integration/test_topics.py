@@ -72,6 +72,28 @@ class CtlTopicsTest(bp.BrokerTestCase):
         self.assertIn("bad_topic", out.stderr + out.stdout)
 
 
+class TopicMetricsTest(bp.BrokerTestCase):
+
+    def test_metrics_by_prefix_are_bounded(self):
+        sub = self.peer(name="m-sub")
+        self.assertEqual(sub.call_broker("subscribe", {"topic": "order.*"}, src="m-sub")["payload"]["status"], "ok")
+        pub = self.peer(name="m-pub")
+        for i in range(3):
+            pub.send(bp.msg("event", "m-pub", None, "x", topic="order.created"))
+        for i in range(100):                        # 100 prefixes nobody listens to
+            pub.send(bp.msg("event", "m-pub", None, "x", topic="p%d.x" % i))
+        for _ in range(3):
+            sub.recv()
+        def topics():
+            return {t["prefix"]: t for t in pub.call_broker("metrics", src="m-pub")["payload"]["topics"]}
+        self.assertTrue(bp.wait_until(lambda: sum(t["events"] for t in topics().values()) == 103,
+                                      timeout=5 * bp.SLOW))
+        t = topics()
+        self.assertLessEqual(len(t), 65)
+        self.assertEqual((t["order"]["events"], t["order"]["deliveries"], t["order"]["unmatched"]), (3, 3, 0))
+        self.assertEqual(t["(other)"]["unmatched"], t["(other)"]["events"])
+
+
 class TopicPolicyTest(bp.PolicyTestCase):
     POLICY = '''
 function authorize(msg, peer)
