@@ -44,6 +44,8 @@ static void call_json(lua_State *L, const char *key, const char *text, size_t le
 
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
+    /* msg:table() in a loop is one VM instruction a decode: charged */
+    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "decoding a message");
     call_json(L, SANDBOX_JSON_DECODE, json, len);
 }
 
@@ -213,6 +215,7 @@ static int raw_json_new(lua_State *L)
     /* the very string msg.payload_json gave in this call is a payload the
      * broker checked already: the same object, so the same bytes */
     if (!(view->env && view->payload_text == text)) {
+        sandbox_charge(L, (double)len / SANDBOX_SCAN_BYTES_PER_UNIT, "bus.json");
         trim_ws(&trimmed, &len);
         const char *why = NULL;
         if (!json_scan_member_value(trimmed, len, &why))
@@ -280,6 +283,10 @@ void luamsg_init(lua_State *L)
     lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &view_key);
+    /* for luamsg_release, which must not call Lua (it runs after the
+     * protected call, whatever happened in it); the view is anchored in
+     * the registry, and userdata never move */
+    *(view_t **)lua_getextraspace(L) = view;
 }
 
 void luamsg_push(lua_State *L, const envelope_t *env)
@@ -290,21 +297,19 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     view->payload_text = NULL;
     lua_pushnil(L);
     lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 2);          /* and its payload_json */
 }
 
 void luamsg_release(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
-    view_t *view = lua_touserdata(L, -1);
-    view->env = NULL;
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, 1);
-    if (view->payload_text) {
+    /* plain C: the cached payload and payload_json strings stay referenced
+     * (user values) until the next luamsg_push clears them */
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (view) {
+        view->env = NULL;
         view->payload_text = NULL;
-        lua_pushnil(L);
-        lua_setiuservalue(L, -2, 2);
     }
-    lua_pop(L, 1);
 }
 
 static char *copy_text(const char *text, size_t n, size_t *len)
