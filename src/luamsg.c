@@ -337,7 +337,13 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
     lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
     lua_pushvalue(L, index);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        snprintf(err, errlen, "cannot encode the message: %s", lua_tostring(L, -1));
+        const sandbox_t *sb = sandbox_of(L);
+        if (sb->over_budget)        /* an allocation refused for it says "not enough memory" */
+            snprintf(err, errlen, "cannot encode the message: instruction budget exhausted%s%s",
+                     sb->refused[0] ? "; refused: " : "", sb->refused);
+        else
+            snprintf(err, errlen, "cannot encode the message: %s",
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
         lua_pop(L, 1);
         return NULL;
     }

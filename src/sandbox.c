@@ -211,8 +211,10 @@ void sandbox_charge(lua_State *L, double units, const char *what)
     if (!sb->in_call || !(units > 0))
         return;
     if (sb->over_budget || units > (double)sb->instructions_left) {
+        /* instructions_left stays >= 0 so that the error's own message
+         * can be allocated; over_budget makes every later tick, pcall and
+         * charge of this call raise again */
         sb->over_budget = true;
-        sb->instructions_left = -1;
         snprintf(sb->refused, sizeof sb->refused, "%s (%.3g instructions' worth)", what, units);
         luaL_error(L, "%s: %s", BUDGET_ERROR, sb->refused);
     }
