@@ -44,8 +44,9 @@ static void call_json(lua_State *L, const char *key, const char *text, size_t le
 
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
-    /* msg:table() in a loop is one VM instruction a decode: charged */
-    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "decoding a message");
+    /* msg:table() in a loop is one VM instruction a decode: charged, and
+     * refused (raised, not nil) if it cannot fit in the memory left */
+    sandbox_json_decode_check(L, json, len);
     call_json(L, SANDBOX_JSON_DECODE, json, len);
 }
 

@@ -38,7 +38,13 @@ static void *capped_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
     }
     if (new_size > old_size) {
         size_t grow = new_size - old_size;
-        if (sb->in_call) {
+        if (sb->in_cjson) {
+            /* charged, never refused here (see in_cjson); the budget is
+             * enforced once lua-cjson returns */
+            sb->alloc_uncharged += grow;
+            if (sb->memory_used + grow > 2 * sb->limits.memory_limit)
+                return NULL;
+        } else if (sb->in_call) {
             sb->alloc_uncharged += grow;
             if (sb->alloc_uncharged >= SANDBOX_ALLOC_BYTES_PER_UNIT) {
                 sb->instructions_left -= (long)(sb->alloc_uncharged / SANDBOX_ALLOC_BYTES_PER_UNIT);
@@ -49,7 +55,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
                 return NULL;        /* Lua raises; sandbox_protected reports the budget */
             }
         }
-        if (sb->memory_used + grow > sb->limits.memory_limit) {
+        if (!sb->in_cjson && sb->memory_used + grow > sb->limits.memory_limit) {
             if (sb->in_call)        /* Lua collects all, then asks again: O(heap) */
                 sb->instructions_left -= (long)(sb->memory_used / (8 * SANDBOX_ALLOC_BYTES_PER_UNIT));
             return NULL;            /* Lua raises "not enough memory" */
@@ -394,6 +400,31 @@ static void encode_cost(lua_State *L, int index, int depth, encode_cost_t *c)
     }
 }
 
+/* Calls lua-cjson's function (upvalue 1) on the value at 1 with
+ * allocations never refused (in_cjson), then raises what it raised. */
+static int call_cjson(lua_State *L)
+{
+    sandbox_t *sb = sandbox_of(L);
+    lua_settop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    bool was = sb->in_cjson;
+    sb->in_cjson = true;
+    int status = lua_pcall(L, 1, 1, 0);
+    sb->in_cjson = was;
+    if (status != LUA_OK)
+        return lua_error(L);
+    if (sb->memory_used > sb->limits.memory_limit) {
+        lua_pop(L, 1);              /* over the cap only while lua-cjson ran: refused now */
+        return luaL_error(L, "not enough memory");
+    }
+    if (sb->in_call && sb->instructions_left < 0) {
+        sb->over_budget = true;
+        return luaL_error(L, BUDGET_ERROR);
+    }
+    return 1;
+}
+
 /* json.encode(value): the cost first, then lua-cjson (upvalue 1), whose
  * output buffer is plain malloc: checked against the memory left. */
 static int charged_encode(lua_State *L)
@@ -409,26 +440,41 @@ static int charged_encode(lua_State *L)
     if (2 * cost.bytes > left)   /* the buffer, and the string made of it */
         return luaL_error(L, "json.encode: the text could take %.0f bytes, more than the "
                              "memory left (%.0f)", 2 * cost.bytes, left);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
+    return call_cjson(L);
 }
 
-/* json.decode(text): by its length; nesting stays at lua-cjson's default */
-static int charged_decode(lua_State *L)
+void sandbox_json_decode_check(lua_State *L, const char *text, size_t len)
+{
+    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "json.decode");
+    /* each token may become a table slot, a table or a string: what Lua
+     * allocates for it, with the doubling of growing tables, is well
+     * under 128 bytes; string bytes at most once more */
+    size_t tokens = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        tokens += c == '[' || c == '{' || c == ',' || c == ':' || c == '"';
+    }
+    sandbox_t *sb = sandbox_of(L);
+    double need = 65536.0 + (double)len + 128.0 * (double)tokens;
+    double left = (double)sb->limits.memory_limit - (double)sb->memory_used;
+    if (need > left)
+        luaL_error(L, "json.decode: %zu bytes of JSON could take %.0f bytes, more than the "
+                      "memory left (%.0f)", len, need, left);
+}
+
+/* json.decode(text): checked, then guarded. The registry's decode
+ * (SANDBOX_JSON_DECODE, for luamsg.c, which checks first) is call_cjson
+ * on lua-cjson's decode. */
+static int checked_decode(lua_State *L)
 {
     size_t len;
-    luaL_checklstring(L, 1, &len);
-    lua_settop(L, 1);
-    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "json.decode");
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, 1, 1);
-    return 1;
+    const char *text = luaL_checklstring(L, 1, &len);
+    sandbox_json_decode_check(L, text, len);
+    return call_cjson(L);
 }
 
-/* `json` for scripts: encode, decode and null only. lua-cjson's setters
+/* `json` for scripts: encode, decode and null only (both through
+ * call_cjson: see in_cjson). lua-cjson's setters
  * (decode_max_depth, encode_keep_buffer, ...) change a configuration its
  * C code trusts: decode_max_depth(1e7) lets a deep document overflow the
  * C stack. Its output buffer is freed after each encode (it is outside
@@ -443,8 +489,9 @@ static void open_json(lua_State *L)
     lua_createtable(L, 0, 3);
     lua_getfield(L, cjson, "decode");
     lua_pushvalue(L, -1);
+    lua_pushcclosure(L, call_cjson, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_DECODE);
-    lua_pushcclosure(L, charged_decode, 1);
+    lua_pushcclosure(L, checked_decode, 1);
     lua_setfield(L, -2, "decode");
     lua_getfield(L, cjson, "encode");
     lua_pushcclosure(L, charged_encode, 1);

@@ -26,9 +26,10 @@
 
 #include "log.h"
 
-/* Registry keys of the JSON functions C code uses: lua-cjson's decode as
- * it is (callers charge by length: luamsg.c), and the charging encode
- * that json.encode is too, kept where scripts cannot replace them. */
+/* Registry keys of the JSON functions C code uses: lua-cjson's decode,
+ * guarded but not checked (callers call sandbox_json_decode_check first:
+ * luamsg.c), and the charging encode that json.encode is too, kept where
+ * scripts cannot replace them. */
 #define SANDBOX_JSON_DECODE "smartshop.json_decode"
 #define SANDBOX_JSON_ENCODE "smartshop.json_encode"
 
@@ -58,6 +59,9 @@ typedef struct sandbox {
     bool over_budget;           /* the current call ran out of instructions */
     bool in_call;               /* the budget counts only inside sandbox_protected */
     bool broken;                /* Lua panicked: this state must not be used again */
+    bool in_cjson;              /* lua-cjson runs: an allocation refused there would
+                                   leak its malloc'd buffer (it frees it only on its
+                                   own errors), so none is refused below 2x the cap */
     char refused[120];          /* what a charge refused, for the error text */
     jmp_buf *panic_jump;        /* the running sandbox_protected's way back */
     log_ratelimit_t log_limit;  /* a script's log lines: bounded, like everything */
@@ -81,6 +85,12 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
  * the error) to the call's budget; raises the budget error if that is
  * more than what is left. */
 void sandbox_charge(lua_State *L, double units, const char *what);
+
+/* Inside a body, or a C function called by Lua, before decoding `len`
+ * bytes of JSON: charges the decode and raises a memory error if what it
+ * could build (an upper bound from a count of its tokens) does not fit in
+ * the memory left. lua-cjson must never meet the cap half way. */
+void sandbox_json_decode_check(lua_State *L, const char *text, size_t len);
 
 /* Inside a body: compiles `len` bytes of Lua text (a leading "#..." line
  * and UTF-8 BOM skipped, as lua does for files) named `path` in errors.

@@ -32,7 +32,7 @@ SRC="$ROOT/src"
 OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 SKIP=77
 
-TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames)
+TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_lua_boundary)
 
 # The sources under test each target is compiled with (instrumented).
 sources_of() {
@@ -40,12 +40,14 @@ sources_of() {
     fuzz_json_scan) echo "json_scan.c" ;;
     fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
+    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c registry.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
 corpus_of() {
     case "$1" in
     fuzz_frames) echo "$HERE/corpus/frames" ;;
+    fuzz_lua_boundary) echo "$HERE/corpus/lua" ;;
     *)           echo "$HERE/corpus/envelope" ;;
     esac
 }
@@ -99,7 +101,8 @@ build() {
             -fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
             -I$SRC $(pkg-config --cflags libzmq libcjson uuid)"
     libs="$(pkg-config --libs libzmq libcjson uuid) -lpthread -lm"
-    # fuzz_envelope also reads each message with lua-cjson, as policies do
+    # fuzz_envelope also reads each message with lua-cjson, as policies do;
+    # fuzz_lua_boundary runs policies
     local lua_cflags lua_libs
     lua_cflags="$(pkg-config --cflags lua5.4)"
     lua_libs="$(find_lua_cjson) $(pkg-config --libs lua5.4)"
@@ -108,7 +111,7 @@ build() {
         local srcs=() s
         for s in $(sources_of "$t"); do srcs+=("$SRC/$s"); done
         # shellcheck disable=SC2086
-        if [ "$t" = fuzz_envelope ]; then
+        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_lua_boundary ]; then
             "$CC" $cflags $lua_cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs $lua_libs
         else
             "$CC" $cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs
