@@ -612,7 +612,7 @@ void lua_service_handle(lua_service_t *svc, const envelope_t *env)
 
 bool lua_service_pass_spent(const lua_service_t *svc)
 {
-    return svc->pass_used >= svc->pass_budget;
+    return svc->pass_budget > 0 && svc->pass_used >= svc->pass_budget;
 }
 
 /* --- timers --- */

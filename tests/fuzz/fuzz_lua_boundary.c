@@ -23,6 +23,7 @@
  * length; then, per fragment slot, one byte indexes a fragment table; the
  * fragment RAW takes the next byte as a length and that many bytes as a
  * Lua string. */
+#include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@
 #include "names.h"
 #include "policy.h"
 #include "registry.h"
+#include "sandbox.h"
 
 #define INSTRUCTIONS 200000
 #define MEMORY (2u << 20)
@@ -218,6 +220,35 @@ static void build_policy(cursor_t *c, text_t *t, unsigned *defined)
     }
 }
 
+static int empty_body(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
+/* Once: the panic handler, which no input should reach, does what
+ * sandbox.h says: an error raised outside any protected call (here on
+ * purpose, with the entry's jump set by hand) jumps back instead of
+ * aborting, marks the state broken, which then refuses every call, and
+ * the state can still be closed. */
+static void check_panic_handler(void)
+{
+    sandbox_t *sb = sandbox_new("fuzz panic check", (sandbox_limits_t){MEMORY, INSTRUCTIONS});
+    FUZZ_ASSERT(sb, "sandbox_new");
+    jmp_buf jump;
+    sb->panic_jump = &jump;
+    if (setjmp(jump) == 0) {
+        lua_pushliteral(sb->L, "raised outside a protected call on purpose");
+        lua_error(sb->L);
+        FUZZ_ASSERT(0, "lua_error returned");
+    }
+    sb->panic_jump = NULL;
+    FUZZ_ASSERT(sandbox_is_broken(sb), "a panic did not mark the state broken");
+    char err[256];
+    FUZZ_ASSERT(sandbox_protected(sb, empty_body, NULL, err, sizeof err) < 0, "a broken state ran");
+    sandbox_free(&sb);
+}
+
 static registry_t *registry;
 static peer_t *peer;
 static char policy_path[64];
@@ -227,6 +258,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     log_set_level(LOG_LEVEL_ERROR);
+    check_panic_handler();
     registry = registry_new();
     peer = registry_add_peer(registry, "peer-1", 6, PEER_REMOTE, -1);
     if (!peer || registry_register(registry, peer, "svc-a", 5) < 0)
