@@ -309,8 +309,8 @@ static int charged_sort(lua_State *L)
     return call_original(L);
 }
 
-/* Functions whose C loops read their string arguments (utf8.len of a
- * 60 MB string, tonumber of one): by the bytes they are given. */
+/* Functions whose C loops read their string arguments (tonumber of a
+ * 60 MB string, os.date of a long format): by the bytes they are given. */
 static int charged_by_length(lua_State *L)
 {
     double bytes = 0;
@@ -319,6 +319,51 @@ static int charged_by_length(lua_State *L)
             bytes += (double)lua_rawlen(L, i);
     sandbox_charge(L, bytes / SANDBOX_SCAN_BYTES_PER_UNIT, lua_tostring(L, lua_upvalueindex(2)));
     return call_original(L);
+}
+
+/* A position of Lua's string functions (negative: from the end) as 1..len. */
+static double string_position(lua_Integer pos, size_t len)
+{
+    if (pos < 0)
+        pos = (lua_Integer)len + pos + 1;
+    if (pos < 1)
+        return 1;
+    return (double)pos > (double)len ? (double)len : (double)pos;
+}
+
+/* Functions that read s[i..j] (string.byte and utf8.codepoint: j defaults
+ * to i; utf8.len: to the end): by that range, so that s:byte(k) in a loop
+ * costs what it does. utf8.offset(s, n, i) walks about n characters. */
+static int charged_range(lua_State *L)
+{
+    int kind = (int)lua_tointeger(L, lua_upvalueindex(3));   /* 0: j = i, 1: j = -1, 2: offset */
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        size_t len = lua_rawlen(L, 1);
+        double bytes;
+        if (kind == 2) {
+            lua_Integer n = luaL_checkinteger(L, 2);
+            double walk = 4.0 * fabs((double)n);
+            bytes = walk < (double)len ? walk : (double)len;
+        } else {
+            lua_Integer i = luaL_optinteger(L, 2, 1);
+            lua_Integer j = luaL_optinteger(L, 3, kind == 0 ? i : -1);
+            double from = string_position(i, len), to = string_position(j, len);
+            bytes = to >= from ? to - from + 1 : 0;
+        }
+        sandbox_charge(L, bytes / SANDBOX_SCAN_BYTES_PER_UNIT, lua_tostring(L, lua_upvalueindex(2)));
+    }
+    return call_original(L);
+}
+
+static void wrap_range(lua_State *L, const char *table, const char *name, int kind)
+{
+    lua_getglobal(L, table);
+    lua_getfield(L, -1, name);
+    lua_pushfstring(L, "%s.%s", table, name);
+    lua_pushinteger(L, kind);
+    lua_pushcclosure(L, charged_range, 3);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
 }
 
 static void wrap_field(lua_State *L, const char *table, const char *name, lua_CFunction charged)
@@ -535,16 +580,16 @@ static int open_libraries(lua_State *L)
     /* C functions whose work grows with an argument pay for it first */
     wrap_field(L, LUA_STRLIBNAME, "rep", charged_rep);
     wrap_field(L, LUA_STRLIBNAME, "format", charged_by_length);
-    wrap_field(L, LUA_STRLIBNAME, "byte", charged_by_length);
+    wrap_range(L, LUA_STRLIBNAME, "byte", 0);
     wrap_field(L, LUA_TABLIBNAME, "move", charged_move);
     wrap_field(L, LUA_TABLIBNAME, "insert", charged_insert);
     wrap_field(L, LUA_TABLIBNAME, "remove", charged_remove);
     wrap_field(L, LUA_TABLIBNAME, "concat", charged_concat);
     wrap_field(L, LUA_TABLIBNAME, "unpack", charged_unpack);
     wrap_field(L, LUA_TABLIBNAME, "sort", charged_sort);
-    wrap_field(L, LUA_UTF8LIBNAME, "len", charged_by_length);
-    wrap_field(L, LUA_UTF8LIBNAME, "codepoint", charged_by_length);
-    wrap_field(L, LUA_UTF8LIBNAME, "offset", charged_by_length);
+    wrap_range(L, LUA_UTF8LIBNAME, "len", 1);
+    wrap_range(L, LUA_UTF8LIBNAME, "codepoint", 0);
+    wrap_range(L, LUA_UTF8LIBNAME, "offset", 2);
     wrap_field(L, "os", "date", charged_by_length);
     wrap_global(L, "tonumber", charged_by_length);
     wrap_global(L, "rawequal", charged_by_length);

@@ -48,7 +48,12 @@ function actions.big_escape()
   -- plain malloc, before it writes a thing
   return #json.encode({string.rep("\1", 6 << 20)})
 end
-function actions.fine() return {ok = #json.encode(shared_tree(8)), rep = #string.rep("ab", 1000)} end
+function actions.fine()
+  local s, sum = string.rep("ab", 10000), 0
+  for i = 1, #s do sum = sum + s:byte(i) + utf8.codepoint(s, i) end     -- charged per byte read
+  return {ok = #json.encode(shared_tree(8)), rep = #string.rep("ab", 1000), sum = sum,
+          len = utf8.len(s), head = {s:byte(1, 3)}}
+end
 return {name = "c-budget", on_request = function(msg) return actions[msg.action]() end}
 '''
 
@@ -125,6 +130,9 @@ class CBudgetServiceTest(bp.LuaServicesTestCase):
         _, body = client.recv_answer(m["msg_id"], 2.0 * bp.SLOW)
         # the same functions on sizes that fit the budget work as before
         self.assertEqual(body.get("payload", {}).get("rep"), 2000, bp.dump(body))
+        self.assertEqual(body["payload"]["sum"], 2 * 10000 * (97 + 98), bp.dump(body))
+        self.assertEqual(body["payload"]["len"], 20000)
+        self.assertEqual(body["payload"]["head"], [97, 98, 97])
         self.assertGreater(body["payload"]["ok"], 1000)
 
 
