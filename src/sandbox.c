@@ -32,38 +32,41 @@ static void *capped_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
     if (!ptr)
         old_size = 0;
     if (new_size == 0) {
+        if (ptr)
+            sb->blocks--;
         free(ptr);
         sb->memory_used -= old_size;
         return NULL;
     }
     if (new_size > old_size) {
         size_t grow = new_size - old_size;
-        if (sb->in_cjson) {
-            /* charged, never refused here (see in_cjson); the budget is
-             * enforced once lua-cjson returns */
-            sb->alloc_uncharged += grow;
-            if (sb->memory_used + grow > 2 * sb->limits.memory_limit)
-                return NULL;
-        } else if (sb->in_call) {
+        bool capped = !sb->in_cjson;
+        if (sb->in_call || sb->in_cjson) {
             sb->alloc_uncharged += grow;
             if (sb->alloc_uncharged >= SANDBOX_ALLOC_BYTES_PER_UNIT) {
                 sb->instructions_left -= (long)(sb->alloc_uncharged / SANDBOX_ALLOC_BYTES_PER_UNIT);
                 sb->alloc_uncharged %= SANDBOX_ALLOC_BYTES_PER_UNIT;
             }
-            if (sb->instructions_left < 0) {
+            if (!ptr)
+                sb->instructions_left -= SANDBOX_UNITS_PER_BLOCK;
+            if (capped && sb->instructions_left < 0) {
                 sb->over_budget = true;
                 return NULL;        /* Lua raises; sandbox_protected reports the budget */
             }
         }
-        if (!sb->in_cjson && sb->memory_used + grow > sb->limits.memory_limit) {
-            if (sb->in_call)        /* Lua collects all, then asks again: O(heap) */
-                sb->instructions_left -= (long)(sb->memory_used / (8 * SANDBOX_ALLOC_BYTES_PER_UNIT));
+        /* inside lua-cjson (sandbox.h, in_cjson): never refused below 2x the cap */
+        size_t cap = capped ? sb->limits.memory_limit : 2 * sb->limits.memory_limit;
+        if (sb->memory_used + grow > cap) {
+            if (sb->in_call)        /* Lua collects all, then asks again */
+                sb->instructions_left -= (long)(sb->blocks * SANDBOX_UNITS_PER_BLOCK);
             return NULL;            /* Lua raises "not enough memory" */
         }
     }
     void *grown = realloc(ptr, new_size);
-    if (grown)
+    if (grown) {
         sb->memory_used = sb->memory_used - old_size + new_size;
+        sb->blocks += !ptr;
+    }
     return grown;
 }
 

@@ -42,6 +42,9 @@
 #define SANDBOX_SCAN_BYTES_PER_UNIT 8       /* a C loop reading a string (utf8.len, bus.json) */
 #define SANDBOX_ALLOC_BYTES_PER_UNIT 128    /* every byte the state allocates (copies, buffers) */
 #define SANDBOX_REPEATS_PER_UNIT 16         /* string.rep's copies, even of "" */
+#define SANDBOX_UNITS_PER_BLOCK 2           /* each block allocated; and each live block
+                                               when an allocation is refused (Lua then
+                                               runs a full collection, O(blocks)) */
 
 typedef struct {
     size_t memory_limit;        /* bytes; the allocator refuses past this */
@@ -52,6 +55,7 @@ typedef struct sandbox {
     lua_State *L;
     char label[160];            /* "policy policies/routing.lua", for logs */
     size_t memory_used;
+    size_t blocks;              /* live allocations (what a full collection walks) */
     sandbox_limits_t limits;
     long instructions_left;
     long last_used;             /* what the last sandbox_protected call spent */

@@ -43,7 +43,8 @@ function on_unregister(name, peer) local need = string.rep("y", 8192) .. name en
 
 class HookArgumentsAtTheMemoryCapTest(bp.PolicyTestCase):
     POLICY = POLICY
-    EXTRA_ARGS = ("--lua-memory-limit", str(MEMORY_LIMIT))
+    # a large budget: the fill must meet the memory cap, not the budget
+    EXTRA_ARGS = ("--lua-memory-limit", str(MEMORY_LIMIT), "--lua-instruction-limit", "100000000")
 
     def fill(self, client):
         m = client.request("broker", "fill")
