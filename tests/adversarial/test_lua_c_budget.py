@@ -20,7 +20,7 @@ import brokerproc as bp  # noqa: E402
 
 MEMORY_LIMIT = 16 << 20
 STALL_LIMIT = 0.1 * bp.SLOW
-HICCUP_LIMIT = 0.5 * bp.SLOW      # one round trip may lose its core on a shared machine
+HICCUP_LIMIT = 1.0 * bp.SLOW      # one round trip may lose its core on a shared machine
 
 SERVICE = r'''
 local function shared_tree(levels)
