@@ -42,6 +42,8 @@
 #define SANDBOX_SCAN_BYTES_PER_UNIT 8       /* a C loop reading a string (utf8.len, bus.json) */
 #define SANDBOX_ALLOC_BYTES_PER_UNIT 128    /* every byte the state allocates (copies, buffers) */
 #define SANDBOX_REPEATS_PER_UNIT 16         /* string.rep's copies, even of "" */
+#define SANDBOX_FORMAT_UNITS_PER_BYTE 4     /* string.format's format string (~90 ns a %s) */
+#define SANDBOX_DATE_UNITS_PER_BYTE 32      /* os.date's format (~360 ns a %c) */
 #define SANDBOX_UNITS_PER_BLOCK 2           /* each block allocated; and each live block
                                                when an allocation is refused (Lua then
                                                runs a full collection, O(blocks)) */
