@@ -58,7 +58,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
         size_t cap = capped ? sb->limits.memory_limit : 2 * sb->limits.memory_limit;
         if (sb->memory_used + grow > cap) {
             if (sb->in_call)        /* Lua collects all, then asks again */
-                sb->instructions_left -= (long)(sb->blocks * SANDBOX_UNITS_PER_BLOCK);
+                sb->instructions_left -= (long)(sb->blocks * SANDBOX_GC_UNITS_PER_BLOCK);
             return NULL;            /* Lua raises "not enough memory" */
         }
     }

@@ -44,9 +44,10 @@
 #define SANDBOX_REPEATS_PER_UNIT 16         /* string.rep's copies, even of "" */
 #define SANDBOX_FORMAT_UNITS_PER_BYTE 4     /* string.format's format string (~90 ns a %s) */
 #define SANDBOX_DATE_UNITS_PER_BYTE 32      /* os.date's format (~360 ns a %c) */
-#define SANDBOX_UNITS_PER_BLOCK 2           /* each block allocated; and each live block
-                                               when an allocation is refused (Lua then
-                                               runs a full collection, O(blocks)) */
+#define SANDBOX_UNITS_PER_BLOCK 2           /* each block allocated */
+#define SANDBOX_GC_UNITS_PER_BLOCK 1        /* each live block, when an allocation is
+                                               refused (Lua then runs a full collection,
+                                               O(blocks): ~10 ns a block) */
 
 typedef struct {
     size_t memory_limit;        /* bytes; the allocator refuses past this */
