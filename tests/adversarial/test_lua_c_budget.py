@@ -143,13 +143,13 @@ class CBudgetServiceTest(bp.LuaServicesTestCase):
         m = client.request("c-budget", "big_escape")
         _, body = client.recv_answer(m["msg_id"], 5.0 * bp.SLOW)
         self.assertEqual(bp.error_code(body), "service_error", bp.dump(body))
-        # refused by the budget (6 bytes reserved a byte) or the memory left
-        self.assertTrue(self.broker.wait_for_log(r"on_request failed: .*json\.encode",
-                                                 2.0 * bp.SLOW, mark), self.broker.log_text()[mark:])
         grown = vm_hwm_kb(self.broker.proc.pid) - before
         # the string itself (6 MB) is inside the cap; lua-cjson's buffer
         # for it (36 MB) must never have been allocated
         self.assertLess(grown, 24 << 10, "peak RSS grew by %d kB" % grown)
+        # refused by the budget (6 bytes reserved a byte) or the memory left
+        self.assertTrue(self.broker.wait_for_log(r"on_request failed: .*json\.encode",
+                                                 2.0 * bp.SLOW, mark), self.broker.log_text()[mark:])
         self.assertAlive()
 
 
