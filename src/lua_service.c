@@ -272,6 +272,8 @@ static void open_bus(lua_State *L, lua_version_t *v)
     luaL_setfuncs(L, fns, 1);
     luamsg_push_json_maker(L);
     lua_setfield(L, -2, "json");
+    lua_pushvalue(L, -1);
+    v->bus_ref = luaL_ref(L, LUA_REGISTRYINDEX);    /* the file may set bus = nil */
     lua_setglobal(L, "bus");
 }
 
@@ -289,6 +291,86 @@ static bool name_from_file(const char *file, char out[NAME_MAX_LEN + 1])
     return true;
 }
 
+/* Everything a call into the version does goes through here: one
+ * protected entry, the message view detached after, and what the call
+ * spent added to the service's pass (services.c). */
+static int run_protected(lua_version_t *v, lua_CFunction body, void *job, char *err, size_t errlen)
+{
+    int rc = sandbox_protected(v->sandbox, body, job, err, errlen);
+    luamsg_release(v->sandbox->L);
+    v->service->pass_used += v->sandbox->last_used;
+    return rc;
+}
+
+typedef struct {
+    lua_version_t *v;
+    const char *text;
+    size_t len;
+    char *err;                  /* for a refusal that is not a Lua error */
+    size_t errlen;
+    bool refused;
+} load_job_t;
+
+static int refuse(load_job_t *job, const char *fmt, const char *a, const char *b)
+{
+    snprintf(job->err, job->errlen, fmt, a, b);
+    job->refused = true;
+    return 0;
+}
+
+/* Runs the file and reads the table it returns, raw: its __index (a
+ * loop, an error) never runs outside a handler's call. */
+static int load_body(lua_State *L)
+{
+    load_job_t *job = lua_touserdata(L, 1);
+    lua_version_t *v = job->v;
+    const char *path = v->service->path;
+    luamsg_init(L);
+    lua_newtable(L);
+    v->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    open_bus(L, v);
+    if (sandbox_load_text(L, job->text, job->len, path) < 0)
+        return refuse(job, "%s%s", lua_tostring(L, -1), "");
+    lua_call(L, 0, 1);
+    if (!lua_istable(L, -1))
+        return refuse(job, "%s: must return a service table (see docs/lua-services.md)%s", path, "");
+    lua_pushliteral(L, "name");
+    int t = lua_rawget(L, -2);
+    if (t == LUA_TNIL) {
+        if (!name_from_file(v->service->file, v->name))
+            return refuse(job, "%s: file name too long for a service name: set name%s", path, "");
+    } else if (t == LUA_TSTRING && lua_rawlen(L, -1) <= NAME_MAX_LEN) {
+        snprintf(v->name, sizeof v->name, "%s", lua_tostring(L, -1));
+    } else {
+        snprintf(job->err, job->errlen, "%s: name must be a string of at most %d characters",
+                 path, NAME_MAX_LEN);
+        job->refused = true;
+        return 0;
+    }
+    lua_pop(L, 1);
+    if (!name_is_valid(v->name, strlen(v->name)) || name_is_reserved(v->name, strlen(v->name)))
+        return refuse(job, "%s: '%s' is not a name a service may register", path, v->name);
+    static const struct { const char *name; unsigned bit; } handlers[] = {
+        {"on_request", ON_REQUEST}, {"on_event", ON_EVENT}, {"on_broadcast", ON_BROADCAST},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        lua_pushstring(L, handlers[i].name);
+        t = lua_rawget(L, -2);
+        lua_pop(L, 1);
+        if (t == LUA_TFUNCTION)
+            v->handlers |= handlers[i].bit;
+        else if (t != LUA_TNIL)
+            return refuse(job, "%s: %s must be a function", path, handlers[i].name);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->bus_ref);
+    lua_pushliteral(L, "name");
+    lua_pushstring(L, v->name);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    v->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
 lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
                                 char *err, size_t errlen)
 {
@@ -301,58 +383,16 @@ lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
         return NULL;
     }
     v->service = svc;
-    v->table_ref = v->pending_ref = LUA_NOREF;
-    lua_State *L = v->sandbox->L;
-    luamsg_init(L);
-    lua_newtable(L);
-    v->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    open_bus(L, v);
-
-    if (luaL_loadfilex(L, svc->path, "t") != LUA_OK) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    v->table_ref = v->pending_ref = v->bus_ref = LUA_NOREF;
+    size_t len;
+    char *text = sandbox_read_file(svc->path, limits.memory_limit, &len, err, errlen);
+    if (!text)
         goto fail;
-    }
-    if (sandbox_call(v->sandbox, 0, 1, err, errlen) < 0)
+    load_job_t job = {.v = v, .text = text, .len = len, .err = err, .errlen = errlen};
+    int rc = run_protected(v, load_body, &job, err, errlen);
+    free(text);
+    if (rc < 0 || job.refused)
         goto fail;
-    if (!lua_istable(L, -1)) {
-        snprintf(err, errlen, "%s: must return a service table (see docs/lua-services.md)", svc->path);
-        goto fail;
-    }
-    lua_getfield(L, -1, "name");
-    if (lua_isnil(L, -1)) {
-        if (!name_from_file(svc->file, v->name)) {
-            snprintf(err, errlen, "%s: file name too long for a service name: set name", svc->path);
-            goto fail;
-        }
-    } else if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) <= NAME_MAX_LEN) {
-        snprintf(v->name, sizeof v->name, "%s", lua_tostring(L, -1));
-    } else {
-        snprintf(err, errlen, "%s: name must be a string of at most %d characters", svc->path, NAME_MAX_LEN);
-        goto fail;
-    }
-    lua_pop(L, 1);
-    if (!name_is_valid(v->name, strlen(v->name)) || name_is_reserved(v->name, strlen(v->name))) {
-        snprintf(err, errlen, "%s: '%s' is not a name a service may register", svc->path, v->name);
-        goto fail;
-    }
-    static const struct { const char *name; unsigned bit; } handlers[] = {
-        {"on_request", ON_REQUEST}, {"on_event", ON_EVENT}, {"on_broadcast", ON_BROADCAST},
-    };
-    for (size_t i = 0; i < 3; i++) {
-        int t = lua_getfield(L, -1, handlers[i].name);
-        lua_pop(L, 1);
-        if (t == LUA_TFUNCTION)
-            v->handlers |= handlers[i].bit;
-        else if (t != LUA_TNIL) {
-            snprintf(err, errlen, "%s: %s must be a function", svc->path, handlers[i].name);
-            goto fail;
-        }
-    }
-    lua_getglobal(L, "bus");
-    lua_pushstring(L, v->name);
-    lua_setfield(L, -2, "name");
-    lua_pop(L, 1);
-    v->table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return v;
 fail:
     lua_version_free(&v);
@@ -372,12 +412,13 @@ void lua_version_free(lua_version_t **self_p)
 
 /* --- handling messages --- */
 
-/* Pushes handler `name` of the service table; false if it has none. */
+/* Pushes handler `name` of the service table (raw); false if it has none. */
 static bool push_handler(lua_version_t *v, const char *name)
 {
     lua_State *L = v->sandbox->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
-    lua_getfield(L, -1, name);
+    lua_pushstring(L, name);
+    lua_rawget(L, -2);
     lua_remove(L, -2);
     if (lua_isfunction(L, -1))
         return true;
@@ -400,28 +441,33 @@ static void answer_error(lua_version_t *v, const envelope_t *env, const char *co
     cJSON_free(json);
 }
 
-/* on_request(msg) -> payload | nil, message [, code] */
-static void handle_request(lua_version_t *v, const envelope_t *env)
+typedef struct {
+    lua_version_t *v;
+    const envelope_t *env;
+    const char *handler;        /* events: on_event or on_broadcast */
+    bool no_handler;
+    bool answered;              /* the request got its answer inside the call */
+    char err[1024];             /* a result that could not be sent */
+    bool bad_result;
+} call_job_t;
+
+/* on_request(msg) -> payload | nil, message [, code]: called, its results
+ * read and the answer sent, all inside the protected call. */
+static int request_body(lua_State *L)
 {
-    lua_State *L = v->sandbox->L;
-    char err[1024];
-    if (!(v->handlers & ON_REQUEST) || !push_handler(v, "on_request")) {
-        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "this service takes no requests (no on_request)");
-        return;
+    call_job_t *job = lua_touserdata(L, 1);
+    lua_version_t *v = job->v;
+    if (!push_handler(v, "on_request")) {
+        job->no_handler = true;
+        return 0;
     }
-    luamsg_push(L, env);
-    if (sandbox_call(v->sandbox, 1, 3, err, sizeof err) < 0) {
-        luamsg_release(L);
-        handler_failed(v, "on_request", err);
-        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service failed while handling the request");
-        return;
-    }
+    luamsg_push(L, job->env);
+    lua_call(L, 1, 3);
     if (lua_isnil(L, -3) && lua_type(L, -2) == LUA_TSTRING) {
         const char *code = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : bus_err_name(ERR_SERVICE_ERROR);
-        answer_error(v, env, code, lua_tostring(L, -2));
-        luamsg_release(L);
-        lua_pop(L, 3);
-        return;
+        answer_error(v, job->env, code, lua_tostring(L, -2));
+        job->answered = true;
+        return 0;
     }
     /* the response's payload: a bus.json() value's text as it is (held by
      * the value, on the stack until the response is written), any other
@@ -430,75 +476,100 @@ static void handle_request(lua_version_t *v, const envelope_t *env)
     const char *payload = luamsg_raw_json(L, -3, &len);
     char *encoded = NULL;
     if (!payload && !lua_isnil(L, -3)) {
-        payload = encoded = luamsg_encode(L, -3, &len, err, sizeof err);
+        payload = encoded = luamsg_encode(L, -3, &len, job->err, sizeof job->err);
         if (!encoded) {
-            luamsg_release(L);
-            lua_pop(L, 3);
-            handler_failed(v, "on_request", err);
-            answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service returned a value that is not JSON");
-            return;
+            job->bad_result = true;
+            return 0;
         }
     }
-    luamsg_release(L);
-    send_response(v, env, payload, len);
-    lua_pop(L, 3);
+    send_response(v, job->env, payload, len);
+    job->answered = true;
     free(encoded);
+    return 0;
+}
+
+static void handle_request(lua_version_t *v, const envelope_t *env)
+{
+    char err[1024];
+    if (!(v->handlers & ON_REQUEST)) {
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "this service takes no requests (no on_request)");
+        return;
+    }
+    call_job_t job = {.v = v, .env = env};
+    int rc = run_protected(v, request_body, &job, err, sizeof err);
+    if (job.answered)
+        return;
+    if (rc < 0) {
+        handler_failed(v, "on_request", err);
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service failed while handling the request");
+    } else if (job.bad_result) {
+        handler_failed(v, "on_request", job.err);
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "the service returned a value that is not JSON");
+    } else {
+        answer_error(v, env, bus_err_name(ERR_SERVICE_ERROR), "this service takes no requests (no on_request)");
+    }
 }
 
 /* on_event(msg) / on_broadcast(msg): nothing to answer. */
+static int event_body(lua_State *L)
+{
+    call_job_t *job = lua_touserdata(L, 1);
+    if (!push_handler(job->v, job->handler))
+        return 0;
+    luamsg_push(L, job->env);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
 static void handle_event(lua_version_t *v, const envelope_t *env)
 {
     bool broadcast = env_equals(&env->f[EF_DST], "broadcast");
     const char *name = broadcast && (v->handlers & ON_BROADCAST) ? "on_broadcast" : "on_event";
-    if (!push_handler(v, name))
-        return;
-    lua_State *L = v->sandbox->L;
     char err[1024];
-    luamsg_push(L, env);
-    if (sandbox_call(v->sandbox, 1, 0, err, sizeof err) < 0)
+    call_job_t job = {.v = v, .env = env, .handler = name};
+    if (run_protected(v, event_body, &job, err, sizeof err) < 0)
         handler_failed(v, name, err);
-    luamsg_release(L);
 }
 
-/* Runs inside the protected call: finding the callback and decoding the
- * answer both allocate, and an allocation that fails outside a protected
- * call would abort the broker. Arguments: the version, correlation_id
- * (pointer, length), payload (pointer or NULL, length), is_error. Returns
- * whether the answer was for a request this service sent. */
-static int run_answer(lua_State *L)
+typedef struct {
+    lua_version_t *v;
+    const char *corr;
+    size_t corr_len;
+    const char *payload;        /* NULL: none */
+    size_t payload_len;
+    bool is_error;
+    bool ours;                  /* it answered a request this service sent */
+} answer_job_t;
+
+/* Finds the callback of the request answered, decodes the answer and
+ * calls the callback: callback(payload, nil) or callback(nil, err). */
+static int answer_body(lua_State *L)
 {
-    lua_version_t *v = lua_touserdata(L, 1);
-    const char *corr = lua_touserdata(L, 2);
-    size_t corr_len = (size_t)lua_tointeger(L, 3);
-    const char *payload = lua_touserdata(L, 4);
-    size_t payload_len = (size_t)lua_tointeger(L, 5);
-    bool is_error = lua_toboolean(L, 6);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);     /* 7: pending */
-    lua_pushlstring(L, corr, corr_len);
-    lua_rawget(L, 7);                                       /* 8: the callback */
-    if (!lua_isfunction(L, 8)) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
-    lua_pushlstring(L, corr, corr_len);
+    answer_job_t *job = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->v->pending_ref);     /* 2: pending */
+    lua_pushlstring(L, job->corr, job->corr_len);
+    lua_rawget(L, 2);                                           /* 3: the callback */
+    if (!lua_isfunction(L, 3))
+        return 0;
+    job->ours = true;
+    lua_pushlstring(L, job->corr, job->corr_len);
     lua_pushnil(L);
-    lua_rawset(L, 7);                                       /* answered: forget it */
-    if (!is_error) {
-        if (payload)
-            luamsg_push_decoded(L, payload, payload_len);
+    lua_rawset(L, 2);                                           /* answered: forget it */
+    if (!job->is_error) {
+        if (job->payload)
+            luamsg_push_decoded(L, job->payload, job->payload_len);
         else
             lua_pushnil(L);
         lua_pushnil(L);
     } else {
         lua_pushnil(L);
-        if (payload)
-            luamsg_push_decoded(L, payload, payload_len);
+        if (job->payload)
+            luamsg_push_decoded(L, job->payload, job->payload_len);
         else
             lua_newtable(L);
     }
     lua_call(L, 2, 0);
-    lua_pushboolean(L, 1);
-    return 1;
+    return 0;
 }
 
 static log_ratelimit_t stray_error_limit;
@@ -506,24 +577,20 @@ static log_ratelimit_t stray_error_limit;
 /* A response or error for a request this service sent: its callback. */
 static void handle_answer(lua_version_t *v, const envelope_t *env)
 {
-    lua_State *L = v->sandbox->L;
     const env_value_t *corr = &env->f[EF_CORRELATION_ID], *p = &env->f[EF_PAYLOAD];
     bool has_payload = p->kind != JSON_ABSENT;
-    lua_pushcfunction(L, run_answer);
-    lua_pushlightuserdata(L, v);
-    lua_pushlightuserdata(L, (void *)corr->ptr);
-    lua_pushinteger(L, corr->len);
-    lua_pushlightuserdata(L, has_payload ? (void *)(p->kind == JSON_STRING ? p->ptr - 1 : p->ptr) : NULL);
-    lua_pushinteger(L, p->kind == JSON_STRING ? p->len + 2 : p->len);
-    lua_pushboolean(L, env->type == MT_ERROR);
+    answer_job_t job = {
+        .v = v, .corr = corr->ptr, .corr_len = corr->len,
+        .payload = has_payload ? (p->kind == JSON_STRING ? p->ptr - 1 : p->ptr) : NULL,
+        .payload_len = p->kind == JSON_STRING ? p->len + 2 : p->len,
+        .is_error = env->type == MT_ERROR,
+    };
     char err[1024];
-    if (sandbox_call(v->sandbox, 6, 1, err, sizeof err) < 0) {
+    if (run_protected(v, answer_body, &job, err, sizeof err) < 0) {
         handler_failed(v, "a request callback", err);
         return;
     }
-    bool ours = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!ours && env->type == MT_ERROR) {
+    if (!job.ours && env->type == MT_ERROR) {
         /* e.g. the broker refusing this service's registration */
         log_limited(&stray_error_limit, 20, LOG_LEVEL_WARN, "service %s: error from %.*s: %.*s",
                     v->name, (int)env->f[EF_SRC].len, env->f[EF_SRC].ptr,
@@ -543,37 +610,64 @@ void lua_service_handle(lua_service_t *svc, const envelope_t *env)
     }
 }
 
+bool lua_service_pass_spent(const lua_service_t *svc)
+{
+    return svc->pass_budget > 0 && svc->pass_used >= svc->pass_budget;
+}
+
 /* --- timers --- */
+
+typedef struct {
+    int ref;
+    bool once;                  /* release the ref: the timer is done */
+} timer_job_t;
+
+static int timer_body(lua_State *L)
+{
+    timer_job_t *job = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->ref);
+    if (job->once)
+        luaL_unref(L, LUA_REGISTRYINDEX, job->ref);
+    lua_call(L, 0, 0);
+    return 0;
+}
 
 void lua_service_run_timers(lua_service_t *svc, uint64_t now_ms)
 {
     lua_version_t *v = svc->version;
-    lua_State *L = v->sandbox->L;
-    /* by index: a callback may add timers (and move the array) */
-    for (int i = 0; i < v->timer_count && svc->version == v; i++) {
+    int count = v->timer_count;         /* timers added by these callbacks wait */
+    int start = count ? v->timer_cursor % count : 0, k = 0;
+    /* by index: a callback may add timers (and move the array); from where
+     * the last pass stopped, so that no timer starves behind costly ones */
+    for (; k < count && svc->version == v && !lua_service_pass_spent(svc); k++) {
+        int i = (start + k) % count;
         if (v->timers[i].fn_ref == LUA_NOREF || v->timers[i].due_ms > now_ms)
             continue;
-        int ref = v->timers[i].fn_ref;
+        timer_job_t job = {.ref = v->timers[i].fn_ref, .once = v->timers[i].every_ms == 0};
         if (v->timers[i].every_ms) {
             v->timers[i].due_ms += v->timers[i].every_ms;
             if (v->timers[i].due_ms <= now_ms)
                 v->timers[i].due_ms = now_ms + v->timers[i].every_ms;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
         } else {
             v->timers[i].fn_ref = LUA_NOREF;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-            luaL_unref(L, LUA_REGISTRYINDEX, ref);
         }
         char err[1024];
-        if (sandbox_call(v->sandbox, 0, 0, err, sizeof err) < 0)
+        if (run_protected(v, timer_body, &job, err, sizeof err) < 0)
             handler_failed(v, "a timer", err);
     }
-    /* drop fired and cancelled timers */
-    int kept = 0;
-    for (int i = 0; i < v->timer_count; i++)
+    if (svc->version != v)
+        return;
+    int cursor = count ? (start + k) % count : 0;
+    /* drop fired and cancelled timers (the cursor keeps its timer) */
+    int kept = 0, new_cursor = 0;
+    for (int i = 0; i < v->timer_count; i++) {
+        if (i == cursor)
+            new_cursor = kept;
         if (v->timers[i].fn_ref != LUA_NOREF)
             v->timers[kept++] = v->timers[i];
+    }
     v->timer_count = kept;
+    v->timer_cursor = new_cursor;
 }
 
 uint64_t lua_service_next_timer(const lua_service_t *svc)

@@ -5,7 +5,10 @@
  * on_broadcast), its timers and its pending outgoing requests, and the
  * `bus` API it calls. A loaded version is replaced as a whole on reload.
  * Sends through router_inject(), so what a Lua service sends passes the
- * same checks and policy hooks as anything from the wire. */
+ * same checks and policy hooks as anything from the wire. Every call into
+ * the service's Lua (loading, handlers, callbacks, timers) is one
+ * sandbox_protected() body; its table is read raw (rawget), and `bus` is
+ * kept in the registry. */
 #ifndef SMARTSHOP_LUA_SERVICE_H
 #define SMARTSHOP_LUA_SERVICE_H
 
@@ -32,10 +35,12 @@ typedef struct lua_version {
     sandbox_t *sandbox;
     char name[NAME_MAX_LEN + 1];
     int table_ref;               /* the table the file returned */
+    int bus_ref;                 /* its `bus` table (the global may be changed) */
     int pending_ref;             /* msg_id -> callback of requests it sent */
     unsigned handlers;           /* which on_* the table defines */
     lua_timer_t *timers;
     int timer_count, timer_cap, next_timer_id;
+    int timer_cursor;            /* where the last pass over the timers stopped */
 } lua_version_t;
 
 typedef struct lua_service {
@@ -45,6 +50,10 @@ typedef struct lua_service {
     struct peer *peer;           /* its virtual peer (NULL until registered) */
     lua_version_t *version;      /* the running version */
     uint32_t queued;             /* messages waiting for it */
+    long pass_budget;            /* instructions its handlers and timers may spend in
+                                    one pass of services.c before it waits (a call
+                                    started within it may finish: at most twice this) */
+    long pass_used;              /* spent in this pass (services.c resets it) */
     struct lua_service *next;
 } lua_service_t;
 
@@ -59,8 +68,12 @@ void lua_version_free(lua_version_t **self_p);
  * broadcast, or the answer to a request it sent). */
 void lua_service_handle(lua_service_t *svc, const envelope_t *env);
 
-/* Runs the timers that are due. */
+/* Runs the timers that are due, while the pass budget lasts; the rest
+ * stay due for the next pass. */
 void lua_service_run_timers(lua_service_t *svc, uint64_t now_ms);
+
+/* Whether the service has spent its pass budget (pass_used). */
+bool lua_service_pass_spent(const lua_service_t *svc);
 
 /* The earliest timer, or UINT64_MAX. */
 uint64_t lua_service_next_timer(const lua_service_t *svc);

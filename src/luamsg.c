@@ -44,6 +44,9 @@ static void call_json(lua_State *L, const char *key, const char *text, size_t le
 
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
+    /* msg:table() in a loop is one VM instruction a decode: charged, and
+     * refused (raised, not nil) if it cannot fit in the memory left */
+    sandbox_json_decode_check(L, json, len);
     call_json(L, SANDBOX_JSON_DECODE, json, len);
 }
 
@@ -214,6 +217,7 @@ static int raw_json_new(lua_State *L)
     /* the very string msg.payload_json gave in this call is a payload the
      * broker checked already: the same object, so the same bytes */
     if (!(view->env && view->payload_text == text)) {
+        sandbox_charge(L, (double)len / SANDBOX_SCAN_BYTES_PER_UNIT, "bus.json");
         trim_ws(&trimmed, &len);
         const char *why = NULL;
         if (!json_scan_member_value(trimmed, len, &why))
@@ -281,6 +285,10 @@ void luamsg_init(lua_State *L)
     lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &view_key);
+    /* for luamsg_release, which must not call Lua (it runs after the
+     * protected call, whatever happened in it); the view is anchored in
+     * the registry, and userdata never move */
+    *(view_t **)lua_getextraspace(L) = view;
 }
 
 void luamsg_push(lua_State *L, const envelope_t *env)
@@ -291,21 +299,19 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     view->payload_text = NULL;
     lua_pushnil(L);
     lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
+    lua_pushnil(L);
+    lua_setiuservalue(L, -2, 2);          /* and its payload_json */
 }
 
 void luamsg_release(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
-    view_t *view = lua_touserdata(L, -1);
-    view->env = NULL;
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, 1);
-    if (view->payload_text) {
+    /* plain C: the cached payload and payload_json strings stay referenced
+     * (user values) until the next luamsg_push clears them */
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (view) {
+        view->env = NULL;
         view->payload_text = NULL;
-        lua_pushnil(L);
-        lua_setiuservalue(L, -2, 2);
     }
-    lua_pop(L, 1);
 }
 
 static char *copy_text(const char *text, size_t n, size_t *len)
@@ -333,7 +339,13 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
     lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
     lua_pushvalue(L, index);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        snprintf(err, errlen, "cannot encode the message: %s", lua_tostring(L, -1));
+        const sandbox_t *sb = sandbox_of(L);
+        if (sb->over_budget)        /* an allocation refused for it says "not enough memory" */
+            snprintf(err, errlen, "cannot encode the message: instruction budget exhausted%s%s",
+                     sb->refused[0] ? "; refused: " : "", sb->refused);
+        else
+            snprintf(err, errlen, "cannot encode the message: %s",
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
         lua_pop(L, 1);
         return NULL;
     }

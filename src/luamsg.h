@@ -4,7 +4,11 @@
  * light view (one userdata reused for every message) whose fields are
  * read from the frame's bytes when Lua asks: a hook that reads msg.dst
  * costs a string push, and the payload is decoded with lua-cjson only when
- * read. The view is valid only during the call it was passed to. */
+ * read. The view is valid only during the call it was passed to.
+ *
+ * Every function here but luamsg_release calls Lua: use them inside a
+ * sandbox_protected() body (or a C function Lua called). Decoding is
+ * charged to the call's budget by length. */
 #ifndef SMARTSHOP_LUAMSG_H
 #define SMARTSHOP_LUAMSG_H
 
@@ -21,7 +25,8 @@ void luamsg_init(lua_State *L);
 /* Pushes the view of `env`. Call luamsg_release() when the call returns. */
 void luamsg_push(lua_State *L, const envelope_t *env);
 
-/* Detaches the view from the envelope it showed. */
+/* Detaches the view from the envelope it showed. Plain C, no Lua call:
+ * safe after sandbox_protected() returns, whatever happened inside. */
 void luamsg_release(lua_State *L);
 
 /* Encodes the Lua value at `index` as JSON with lua-cjson (a bus.json()

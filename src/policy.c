@@ -23,6 +23,8 @@ static const struct {
     {"authorize", HOOK_AUTHORIZE},
 };
 #define HOOK_COUNT (sizeof hook_names / sizeof hook_names[0])
+_Static_assert(HOOK_COUNT == POLICY_HOOK_COUNT, "one registry ref per hook");
+enum { I_FILTER, I_ROUTE, I_ON_REGISTER, I_ON_UNREGISTER, I_AUTHORIZE };
 
 policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *registry)
 {
@@ -32,6 +34,8 @@ policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *regi
     p->path = strdup(path);
     p->limits = limits;
     p->registry = registry;
+    for (int i = 0; i < POLICY_HOOK_COUNT; i++)
+        p->hook_refs[i] = LUA_NOREF;
     if (!p->path) {
         free(p);
         return NULL;
@@ -45,6 +49,7 @@ void policy_free(policy_t **self_p)
     if (!p)
         return;
     sandbox_free(&p->sandbox);
+    free(p->source);
     free(p->path);
     free(p);
     *self_p = NULL;
@@ -124,48 +129,102 @@ static void make_ctx(lua_State *L, policy_t *p)
 
 /* --- loading --- */
 
-int policy_load(policy_t *p, char *err, size_t errlen)
+typedef struct {
+    policy_t *p;
+    const char *text;
+    size_t len;
+    unsigned hooks;
+    int refs[POLICY_HOOK_COUNT];
+    char *err;                  /* set for a failure that is not a Lua error */
+    size_t errlen;
+    bool refused;
+} load_job_t;
+
+/* Runs the file and takes its hooks from the globals table with rawget
+ * (a strict-mode __index on _G must not run here, nor later: the hooks are
+ * called through these refs, never looked up again). */
+static int load_body(lua_State *L)
+{
+    load_job_t *job = lua_touserdata(L, 1);
+    luamsg_init(L);
+    make_ctx(L, job->p);
+    if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {
+        snprintf(job->err, job->errlen, "%s", lua_tostring(L, -1));
+        job->refused = true;
+        return 0;
+    }
+    lua_call(L, 0, 0);
+    lua_pushglobaltable(L);
+    for (size_t i = 0; i < HOOK_COUNT; i++) {
+        lua_pushstring(L, hook_names[i].name);
+        int t = lua_rawget(L, -2);
+        if (t == LUA_TFUNCTION) {
+            job->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+            job->hooks |= hook_names[i].bit;
+            continue;
+        }
+        lua_pop(L, 1);
+        if (t != LUA_TNIL) {
+            snprintf(job->err, job->errlen, "%s: %s must be a function, not a %s", job->p->path,
+                     hook_names[i].name, lua_typename(L, t));
+            job->refused = true;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Loads `text` into a fresh sandbox; on success it replaces the running
+ * version (its state; the caller keeps the text). */
+static int load_source(policy_t *p, const char *text, size_t len, char *err, size_t errlen)
 {
     char label[200];
     snprintf(label, sizeof label, "policy %s", p->path);
     sandbox_t *fresh = sandbox_new(label, p->limits);
     if (!fresh) {
         snprintf(err, errlen, "%s: out of memory", p->path);
-        p->failed_loads++;
         return -1;
     }
-    luamsg_init(fresh->L);
-    make_ctx(fresh->L, p);
-    if (sandbox_run_file(fresh, p->path, err, errlen) < 0) {
-        sandbox_free(&fresh);
-        p->failed_loads++;
-        return -1;
-    }
-    unsigned hooks = 0;
-    for (size_t i = 0; i < HOOK_COUNT; i++) {
-        int t = lua_getglobal(fresh->L, hook_names[i].name);
-        lua_pop(fresh->L, 1);
-        if (t == LUA_TFUNCTION) {
-            hooks |= hook_names[i].bit;
-        } else if (t != LUA_TNIL) {
-            snprintf(err, errlen, "%s: %s must be a function, not a %s", p->path,
-                     hook_names[i].name, lua_typename(fresh->L, t));
-            sandbox_free(&fresh);
-            p->failed_loads++;
-            return -1;
+    load_job_t job = {.p = p, .text = text, .len = len, .err = err, .errlen = errlen};
+    for (int i = 0; i < POLICY_HOOK_COUNT; i++)
+        job.refs[i] = LUA_NOREF;
+    if (sandbox_protected(fresh, load_body, &job, err, errlen) < 0 || job.refused) {
+        /* a limit hit while the file ran has no file:line of its own */
+        if (strncmp(err, p->path, strlen(p->path)) != 0) {
+            char copy[1024];
+            snprintf(copy, sizeof copy, "%s", err);
+            snprintf(err, errlen, "%s: %s", p->path, copy);
         }
+        sandbox_free(&fresh);
+        return -1;
     }
     sandbox_free(&p->sandbox);              /* the swap: one step */
     p->sandbox = fresh;
-    p->hooks = hooks;
+    p->hooks = job.hooks;
+    memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
+    return 0;
+}
+
+int policy_load(policy_t *p, char *err, size_t errlen)
+{
+    size_t len;
+    char *text = sandbox_read_file(p->path, p->limits.memory_limit, &len, err, errlen);
+    if (!text || load_source(p, text, len, err, errlen) < 0) {
+        free(text);
+        p->failed_loads++;
+        return -1;
+    }
+    free(p->source);
+    p->source = text;
+    p->source_len = len;
     p->loads++;
     return 0;
 }
 
 /* --- calling hooks --- */
 
-/* Logs a hook's failure (one line: sandbox_call made it so), at most 20
- * lines a minute. */
+/* Logs a hook's failure (one line: sandbox_protected made it so), at most
+ * 20 lines a minute. */
 static void hook_failed(policy_t *p, const char *hook, const char *err)
 {
     p->hook_errors++;
@@ -173,12 +232,55 @@ static void hook_failed(policy_t *p, const char *hook, const char *err)
                 p->path, hook, err);
 }
 
-/* Pushes the hook function; the caller pushes its arguments and calls. */
-static lua_State *begin_hook(policy_t *p, const char *hook)
+/* After a failed call: a state that panicked (a bug, never a script's
+ * doing) is rebuilt from the running version's text; if that fails too
+ * the broken one stays, and every hook call fails (closed, not open). */
+static void recover_if_broken(policy_t *p)
 {
-    lua_State *L = p->sandbox->L;
-    lua_getglobal(L, hook);
-    return L;
+    if (!sandbox_is_broken(p->sandbox) || !p->source)
+        return;
+    char err[1024];
+    if (load_source(p, p->source, p->source_len, err, sizeof err) == 0)
+        log_error("policy %s: its Lua state failed; started again from the running version", p->path);
+    else
+        log_error("policy %s: its Lua state failed and cannot start again: %s", p->path, err);
+}
+
+/* One hook call: what the body needs and what it found. */
+typedef struct {
+    policy_t *p;
+    const envelope_t *env;
+    const peer_t *peer;
+    const char *name;           /* on_register / on_unregister */
+    policy_verdict_t verdict;
+    char *text;                 /* reason or error */
+    size_t textlen;
+    char **rewritten;           /* filter */
+    size_t *rewritten_len;
+    route_t *route;             /* route */
+} hook_job_t;
+
+/* Pushes the hook taken at load. */
+static void push_hook(lua_State *L, const hook_job_t *job, int index)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index]);
+}
+
+/* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
+static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunction body)
+{
+    policy_t *p = job->p;
+    job->verdict = POLICY_PASS;
+    int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
+    luamsg_release(p->sandbox->L);
+    if (rc < 0) {
+        hook_failed(p, hook, job->text);
+        recover_if_broken(p);
+        return POLICY_FAIL;
+    }
+    if (job->verdict == POLICY_FAIL)
+        hook_failed(p, hook, job->text);
+    return job->verdict;
 }
 
 /* reason from a hook's second result, or a default */
@@ -188,38 +290,34 @@ static void take_reason(lua_State *L, int index, const char *fallback, char *rea
     snprintf(reason, cap, "%s", text);
 }
 
+static int filter_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    push_hook(L, job, I_FILTER);
+    luamsg_push(L, job->env);
+    lua_call(L, 1, 2);
+    int t = lua_type(L, -2);
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+        take_reason(L, -1, "denied by policy", job->text, job->textlen);
+        job->verdict = POLICY_REJECT;
+    } else if (t == LUA_TTABLE) {
+        *job->rewritten = luamsg_encode(L, -2, job->rewritten_len, job->text, job->textlen);
+        job->verdict = *job->rewritten ? POLICY_DECIDED : POLICY_FAIL;
+    } else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+        snprintf(job->text, job->textlen,
+                 "filter() returned a %s; expected nothing, true, false or a table", lua_typename(L, t));
+        job->verdict = POLICY_FAIL;
+    }
+    return 0;
+}
+
 policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewritten,
                                size_t *rewritten_len, char *reason, size_t reasonlen)
 {
-    lua_State *L = begin_hook(p, "filter");
-    luamsg_push(L, env);
-    int rc = sandbox_call(p->sandbox, 1, 2, reason, reasonlen);
-    luamsg_release(L);
-    if (rc < 0) {
-        hook_failed(p, "filter", reason);
-        return POLICY_FAIL;
-    }
-    policy_verdict_t verdict = POLICY_PASS;
-    int t = lua_type(L, -2);
-    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "denied by policy", reason, reasonlen);
-        verdict = POLICY_REJECT;
-    } else if (t == LUA_TTABLE) {
-        *rewritten = luamsg_encode(L, -2, rewritten_len, reason, reasonlen);
-        if (*rewritten) {
-            verdict = POLICY_DECIDED;
-        } else {
-            hook_failed(p, "filter", reason);
-            verdict = POLICY_FAIL;
-        }
-    } else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
-        snprintf(reason, reasonlen, "filter() returned a %s; expected nothing, true, false or a table",
-                 lua_typename(L, t));
-        hook_failed(p, "filter", reason);
-        verdict = POLICY_FAIL;
-    }
-    lua_pop(L, 2);
-    return verdict;
+    *rewritten = NULL;
+    hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
+                      .rewritten = rewritten, .rewritten_len = rewritten_len};
+    return run_hook(&job, "filter", filter_body);
 }
 
 /* Reads one target name from the value at `index` into out->names. */
@@ -241,20 +339,19 @@ static bool add_target(lua_State *L, int index, route_t *out, char *err, size_t 
     return true;
 }
 
-policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
-                              char *err, size_t errlen)
+/* route()'s results, read raw: a returned table's __len and __index are
+ * not called (a list is its array part, 1..rawlen) */
+static int route_body(lua_State *L)
 {
-    lua_State *L = begin_hook(p, "route");
-    luamsg_push(L, env);
+    hook_job_t *job = lua_touserdata(L, 1);
+    policy_t *p = job->p;
+    route_t *out = job->route;
+    char *err = job->text;
+    size_t errlen = job->textlen;
+    push_hook(L, job, I_ROUTE);
+    luamsg_push(L, job->env);
     lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.ctx");
-    int rc = sandbox_call(p->sandbox, 2, 2, err, errlen);
-    luamsg_release(L);
-    if (rc < 0) {
-        hook_failed(p, "route", err);
-        return POLICY_FAIL;
-    }
-    out->count = 0;
-    out->instance = NULL;
+    lua_call(L, 2, 2);
     policy_verdict_t verdict = POLICY_DECIDED;
     int t = lua_type(L, -2);
     if (t == LUA_TNIL) {
@@ -270,11 +367,11 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
                                                    strlen(out->names[0]), id, id_len);
         }
     } else if (t == LUA_TTABLE) {
-        lua_Integer n = luaL_len(L, -2);
-        for (lua_Integer i = 1; i <= n && verdict == POLICY_DECIDED; i++) {
-            lua_geti(L, -2, i);
+        lua_Unsigned n = lua_rawlen(L, -2);
+        for (lua_Unsigned i = 1; i <= n && verdict == POLICY_DECIDED; i++) {
+            lua_rawgeti(L, -2, (lua_Integer)i);
             if (!add_target(L, -1, out, err, errlen))
-                verdict = POLICY_FAIL;
+                verdict = POLICY_FAIL;          /* at the 17th name at the latest */
             lua_pop(L, 1);
         }
         if (verdict == POLICY_DECIDED && out->count == 0)
@@ -284,10 +381,17 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
                  lua_typename(L, t));
         verdict = POLICY_FAIL;
     }
-    if (verdict == POLICY_FAIL)
-        hook_failed(p, "route", err);
-    lua_pop(L, 2);
-    return verdict;
+    job->verdict = verdict;
+    return 0;
+}
+
+policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
+                              char *err, size_t errlen)
+{
+    out->count = 0;
+    out->instance = NULL;
+    hook_job_t job = {.p = p, .env = env, .text = err, .textlen = errlen, .route = out};
+    return run_hook(&job, "route", route_body);
 }
 
 /* The peer as hooks see it: { id = "...", names = {...}, key = "..." }
@@ -309,52 +413,61 @@ static void push_peer(lua_State *L, const peer_t *peer)
     lua_setfield(L, -2, "names");
 }
 
+static int authorize_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    push_hook(L, job, I_AUTHORIZE);
+    luamsg_push(L, job->env);
+    push_peer(L, job->peer);
+    lua_call(L, 2, 2);
+    if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
+        take_reason(L, -1, "not authorized", job->text, job->textlen);
+        job->verdict = POLICY_REJECT;
+    }
+    return 0;
+}
+
 policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
                                   char *reason, size_t reasonlen)
 {
-    lua_State *L = begin_hook(p, "authorize");
-    luamsg_push(L, env);
-    push_peer(L, peer);
-    int rc = sandbox_call(p->sandbox, 2, 2, reason, reasonlen);
-    luamsg_release(L);
-    if (rc < 0) {
-        hook_failed(p, "authorize", reason);
-        return POLICY_FAIL;
-    }
-    policy_verdict_t verdict = POLICY_PASS;
+    hook_job_t job = {.p = p, .env = env, .peer = peer, .text = reason, .textlen = reasonlen};
+    return run_hook(&job, "authorize", authorize_body);
+}
+
+static int on_register_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    push_hook(L, job, I_ON_REGISTER);
+    lua_pushstring(L, job->name);
+    push_peer(L, job->peer);
+    lua_call(L, 2, 2);
     if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "not authorized", reason, reasonlen);
-        verdict = POLICY_REJECT;
+        take_reason(L, -1, "name refused by policy", job->text, job->textlen);
+        job->verdict = POLICY_REJECT;
     }
-    lua_pop(L, 2);
-    return verdict;
+    return 0;
 }
 
 policy_verdict_t policy_on_register(policy_t *p, const char *name, const peer_t *peer,
                                     char *reason, size_t reasonlen)
 {
-    lua_State *L = begin_hook(p, "on_register");
-    lua_pushstring(L, name);
-    push_peer(L, peer);
-    if (sandbox_call(p->sandbox, 2, 2, reason, reasonlen) < 0) {
-        hook_failed(p, "on_register", reason);
-        return POLICY_FAIL;
-    }
-    policy_verdict_t verdict = POLICY_PASS;
-    if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "name refused by policy", reason, reasonlen);
-        verdict = POLICY_REJECT;
-    }
-    lua_pop(L, 2);
-    return verdict;
+    hook_job_t job = {.p = p, .name = name, .peer = peer, .text = reason, .textlen = reasonlen};
+    return run_hook(&job, "on_register", on_register_body);
+}
+
+static int on_unregister_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    push_hook(L, job, I_ON_UNREGISTER);
+    lua_pushstring(L, job->name);
+    push_peer(L, job->peer);
+    lua_call(L, 2, 0);
+    return 0;
 }
 
 void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer)
 {
     char err[512];
-    lua_State *L = begin_hook(p, "on_unregister");
-    lua_pushstring(L, name);
-    push_peer(L, peer);
-    if (sandbox_call(p->sandbox, 2, 0, err, sizeof err) < 0)
-        hook_failed(p, "on_unregister", err);
+    hook_job_t job = {.p = p, .name = name, .peer = peer, .text = err, .textlen = sizeof err};
+    run_hook(&job, "on_unregister", on_unregister_body);
 }

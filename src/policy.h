@@ -4,7 +4,9 @@
  * Owns the policy's sandbox and its reload: a new version is compiled and
  * checked in a fresh state, and replaces the old one only if it is good.
  * Calls only the hooks the file defines; a message no hook looks at costs
- * nothing here. Decides; never sends. */
+ * nothing here. Decides; never sends. Every call into the policy's Lua
+ * (loading included) is one sandbox_protected() body: a hook, its
+ * arguments and its results never touch Lua outside it. */
 #ifndef SMARTSHOP_POLICY_H
 #define SMARTSHOP_POLICY_H
 
@@ -41,12 +43,19 @@ typedef struct {
     peer_t *instance;            /* set if the hook picked an instance */
 } route_t;
 
+#define POLICY_HOOK_COUNT 5
+
 typedef struct policy {
     char *path;
     sandbox_t *sandbox;          /* NULL until a version loads */
     sandbox_limits_t limits;
     registry_t *registry;        /* read-only, for ctx */
     unsigned hooks;              /* policy_hook_t bits the loaded version defines */
+    int hook_refs[POLICY_HOOK_COUNT]; /* the hook functions, taken when the file loaded
+                                         (registry refs, in hook_names order) */
+    char *source;                /* the running version's text: rebuilt from it if
+                                    its state ever fails (sandbox_is_broken) */
+    size_t source_len;
     uint64_t loads, failed_loads, hook_errors;
 } policy_t;
 

@@ -1,14 +1,24 @@
 /* sandbox: a Lua 5.4 state that cannot hurt the broker.
  *
  * Shared by policies and Lua services. Owns the state's allocator (a
- * memory cap), its instruction budget per call (a count hook), and the
- * libraries it exposes: string, table, math, utf8, a safe part of base and
- * os, plus `json` (lua-cjson) and `log`. No io, no os.execute, no load of
- * files or bytecode, no require, no debug. Errors never escape: every call
- * into Lua is protected and reports a message with its traceback. */
+ * memory cap), its instruction budget per call (a count hook, plus
+ * charges for work done inside C functions), and the libraries it
+ * exposes: string, table, math, utf8, a safe part of base and os, plus
+ * `json` (lua-cjson's encode and decode, wrapped) and `log`. No io, no
+ * os.execute, no load of files or bytecode, no require, no debug.
+ *
+ * The one way into Lua is sandbox_protected(): a C body run inside
+ * lua_pcall under the budget. Everything a caller does with the state
+ * (pushing a hook and its arguments, calling it, reading its results)
+ * happens in such a body, so no Lua error (a raising metamethod, the
+ * memory cap) ever escapes into the broker. Should one escape anyway (a
+ * bug), the panic handler logs it, marks the state broken and jumps back
+ * to the entry, which fails that one call; the owner then replaces the
+ * state (sandbox_is_broken). */
 #ifndef SMARTSHOP_SANDBOX_H
 #define SMARTSHOP_SANDBOX_H
 
+#include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -16,10 +26,28 @@
 
 #include "log.h"
 
-/* Registry keys of lua-cjson's decode and encode, kept where scripts
- * cannot replace them. */
+/* Registry keys of the JSON functions C code uses: lua-cjson's decode,
+ * guarded but not checked (callers call sandbox_json_decode_check first:
+ * luamsg.c), and the charging encode that json.encode is too, kept where
+ * scripts cannot replace them. */
 #define SANDBOX_JSON_DECODE "smartshop.json_decode"
 #define SANDBOX_JSON_ENCODE "smartshop.json_encode"
+
+/* What C work costs, in instructions. Measured on the development machine
+ * (docs/lua-services.md, "Limits"): a VM instruction ~5-11 ns, a byte
+ * decoded by lua-cjson or read by utf8.len ~4 ns, a copy of string.rep's
+ * ~4-10 ns; the rates are that, rounded in the script's favour (a stock
+ * memory bomb still meets the memory cap before the budget). */
+#define SANDBOX_DECODE_BYTES_PER_UNIT 4     /* json.decode, msg.payload, msg:table() */
+#define SANDBOX_SCAN_BYTES_PER_UNIT 8       /* a C loop reading a string (utf8.len, bus.json) */
+#define SANDBOX_ALLOC_BYTES_PER_UNIT 128    /* every byte the state allocates (copies, buffers) */
+#define SANDBOX_REPEATS_PER_UNIT 16         /* string.rep's copies, even of "" */
+#define SANDBOX_FORMAT_UNITS_PER_BYTE 4     /* string.format's format string (~90 ns a %s) */
+#define SANDBOX_DATE_UNITS_PER_BYTE 32      /* os.date's format (~360 ns a %c) */
+#define SANDBOX_UNITS_PER_BLOCK 2           /* each block allocated */
+#define SANDBOX_GC_UNITS_PER_BLOCK 1        /* each live block, when an allocation is
+                                               refused (Lua then runs a full collection,
+                                               O(blocks): ~10 ns a block) */
 
 typedef struct {
     size_t memory_limit;        /* bytes; the allocator refuses past this */
@@ -30,10 +58,19 @@ typedef struct sandbox {
     lua_State *L;
     char label[160];            /* "policy policies/routing.lua", for logs */
     size_t memory_used;
+    size_t blocks;              /* live allocations (what a full collection walks) */
     sandbox_limits_t limits;
     long instructions_left;
+    long last_used;             /* what the last sandbox_protected call spent */
+    size_t alloc_uncharged;     /* bytes allocated in this call, not yet charged */
     bool over_budget;           /* the current call ran out of instructions */
-    bool in_call;               /* the budget counts only inside sandbox_call */
+    bool in_call;               /* the budget counts only inside sandbox_protected */
+    bool broken;                /* Lua panicked: this state must not be used again */
+    bool in_cjson;              /* lua-cjson runs: an allocation refused there would
+                                   leak its malloc'd buffer (it frees it only on its
+                                   own errors), so none is refused below 2x the cap */
+    char refused[120];          /* what a charge refused, for the error text */
+    jmp_buf *panic_jump;        /* the running sandbox_protected's way back */
     log_ratelimit_t log_limit;  /* a script's log lines: bounded, like everything */
 } sandbox_t;
 
@@ -41,14 +78,41 @@ typedef struct sandbox {
 sandbox_t *sandbox_new(const char *label, sandbox_limits_t limits);
 void sandbox_free(sandbox_t **self_p);
 
-/* Compiles and runs a Lua source file (text only) in the sandbox, under
- * the budget. Returns 0, or -1 with "file:line: error" in `err`. */
-int sandbox_run_file(sandbox_t *sb, const char *path, char *err, size_t errlen);
+/* Runs body(L) inside lua_pcall with the instruction budget refilled; the
+ * body finds `ud` as a light userdata at index 1 and returns 0 (results
+ * it wants kept go into `ud`, read with raw accessors: lua_rawlen,
+ * lua_rawgeti, lua_rawget, never luaL_len or lua_getglobal). Returns 0, or
+ * -1 with the error on one line (traceback joined by " | ") in `err`. The
+ * stack is as before either way. Not re-entrant (-1 if called from inside
+ * a body of the same state). */
+int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, size_t errlen);
 
-/* Calls the function below `nargs` arguments on the stack, protected and
- * under the budget. Returns 0 with `nresults` results pushed, or -1 with
- * the error and traceback in `err` (nothing pushed). */
-int sandbox_call(sandbox_t *sb, int nargs, int nresults, char *err, size_t errlen);
+/* Inside a body, or a C function called by Lua: charges `units`
+ * (instructions' worth of C work about to be done; `what` names it for
+ * the error) to the call's budget; raises the budget error if that is
+ * more than what is left. */
+void sandbox_charge(lua_State *L, double units, const char *what);
+
+/* Inside a body, or a C function called by Lua, before decoding `len`
+ * bytes of JSON: charges the decode and raises a memory error if what it
+ * could build (an upper bound from a count of its tokens) does not fit in
+ * the memory left. lua-cjson must never meet the cap half way. */
+void sandbox_json_decode_check(lua_State *L, const char *text, size_t len);
+
+/* Inside a body: compiles `len` bytes of Lua text (a leading "#..." line
+ * and UTF-8 BOM skipped, as lua does for files) named `path` in errors.
+ * Returns 0 with the chunk pushed, or -1 with the compile error pushed
+ * ("path:line: ..."). */
+int sandbox_load_text(lua_State *L, const char *text, size_t len, const char *path);
+
+/* Reads a whole file (at most `max` bytes) into a malloc'd buffer (caller
+ * frees). Returns NULL with "path: why" in `err`. */
+char *sandbox_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
+
+static inline bool sandbox_is_broken(const sandbox_t *sb)
+{
+    return sb && sb->broken;
+}
 
 /* The sandbox that owns a state (from inside a C function called by Lua). */
 sandbox_t *sandbox_of(lua_State *L);

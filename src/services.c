@@ -103,6 +103,7 @@ static void load_file(services_t *s, const char *file)
             return;
         }
         svc->broker = s->broker;
+        svc->pass_budget = s->limits.instruction_limit;
         snprintf(svc->file, sizeof svc->file, "%s", file);
         snprintf(svc->path, sizeof svc->path, "%s", path);
     }
@@ -112,6 +113,10 @@ static void load_file(services_t *s, const char *file)
         if (is_new) {
             log_error("service %s not loaded: %s", file, err);
             free(svc);
+        } else if (sandbox_is_broken(svc->version->sandbox)) {
+            log_error("service %s dropped: its Lua state failed and the file does not load: %s",
+                      file, err);
+            drop_service(s, svc);
         } else {
             log_error("service %s refused, the previous version keeps running: %s", file, err);
         }
@@ -318,35 +323,58 @@ void services_file_changed(services_t *s, const char *file)
     s->pending_count++;
 }
 
-/* One queued message: to its service, if that is still there. */
-static void deliver_queued(services_t *s, queued_msg_t *q)
+/* One queued message: to its service, if that is still there. Returns
+ * false, leaving it queued, if that service has spent this pass. */
+static bool deliver_queued(services_t *s, queued_msg_t *q)
 {
     peer_t *peer = registry_find_hosted(s->broker->registry, q->peer_id, q->peer_id_len);
     if (!peer)
-        return;                             /* dropped meanwhile: already answered */
+        return true;                        /* dropped meanwhile: already answered */
     lua_service_t *svc = peer->host;
+    if (lua_service_pass_spent(svc))
+        return false;
     svc->queued--;
     const char *why;
     if (!q->has_env &&
         envelope_parse(&q->env, zmq_msg_data(&q->data), zmq_msg_size(&q->data), &why) != ERR_NONE) {
         log_error("service %s: got a message the broker should have refused: %s",
                   svc->version->name, why ? why : "");
-        return;
+        return true;
     }
     lua_service_handle(svc, &q->env);
+    return true;
 }
 
-/* Delivers what waits now: messages the handlers send are for the next run. */
+/* Delivers what waits now: messages the handlers send are for the next
+ * pass, and so are those of a service that has spent its pass budget
+ * (kept in front, in their order: a service's messages never overtake
+ * each other). */
 static void deliver_all_queued(services_t *s)
 {
     queued_msg_t *last = s->queue.tail, *q;
+    msg_list_t waiting = {NULL, NULL};
     while ((q = list_pop(&s->queue))) {
-        deliver_queued(s, q);
         bool was_last = q == last;
-        entry_free(s, q);
+        if (deliver_queued(s, q))
+            entry_free(s, q);
+        else
+            list_push(&waiting, q);
         if (was_last)
             break;
     }
+    if (waiting.head) {
+        waiting.tail->next = s->queue.head;
+        if (!s->queue.head)
+            s->queue.tail = waiting.tail;
+        s->queue.head = waiting.head;
+    }
+}
+
+/* A pass: every service may spend its pass budget again. */
+static void begin_pass(services_t *s)
+{
+    for (lua_service_t *svc = s->list; svc; svc = svc->next)
+        svc->pass_used = 0;
 }
 
 bool services_have_queued(const services_t *s)
@@ -356,6 +384,7 @@ bool services_have_queued(const services_t *s)
 
 void services_run_queued(services_t *s)
 {
+    begin_pass(s);
     s->running = true;
     deliver_all_queued(s);
     s->running = false;
@@ -364,13 +393,23 @@ void services_run_queued(services_t *s)
 
 void services_run(services_t *s, uint64_t now_ms)
 {
+    begin_pass(s);
     s->running = true;
     deliver_all_queued(s);
     for (lua_service_t *svc = s->list; svc; svc = svc->next)
-        if (lua_service_next_timer(svc) <= now_ms)
+        if (!lua_service_pass_spent(svc) && lua_service_next_timer(svc) <= now_ms)
             lua_service_run_timers(svc, now_ms);
     s->running = false;
     flush_outbox(s);        /* before any service is reloaded or dropped */
+    /* a state that failed (a Lua panic: a bug) is replaced from its file */
+    for (lua_service_t *svc = s->list, *next; svc; svc = next) {
+        next = svc->next;
+        if (sandbox_is_broken(svc->version->sandbox)) {
+            char file[128];
+            snprintf(file, sizeof file, "%s", svc->file);
+            load_file(s, file);
+        }
+    }
     for (int i = 0; i < s->pending_count;) {
         if (s->pending[i].due_ms > now_ms) {
             i++;

@@ -87,12 +87,15 @@ void services_send(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env
 /* A file in the directory changed: (re)load or drop it shortly. */
 void services_file_changed(services_t *s, const char *file);
 
-/* Runs the queued messages (those waiting when called), due timers and
- * due reloads. */
+/* One pass: runs the queued messages (those waiting when called), due
+ * timers and due reloads. A service's handlers and timers share one pass
+ * budget (its pass_budget, --lua-instruction-limit): once spent, its
+ * other messages and due timers wait for the next pass, so the event
+ * loop reads the ROUTER in between (docs/lua-services.md). */
 void services_run(services_t *s, uint64_t now_ms);
 
-/* Runs the handlers of the messages queued so far, and sends what they
- * sent: no timers, no reloads. The event loop calls it after each group
+/* A pass over the handlers of the messages queued so far (the same pass
+ * budget), and sends what they sent: no timers, no reloads. The event loop calls it after each group
  * of messages it reads, so that answers leave while the next group waits
  * and the requesters work on them meanwhile, instead of every answer of a
  * busy wake-up waiting for its last request (docs/performance.md). */

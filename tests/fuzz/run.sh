@@ -32,7 +32,7 @@ SRC="$ROOT/src"
 OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 SKIP=77
 
-TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_patterns)
+TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_patterns fuzz_lua_boundary)
 
 # The sources under test each target is compiled with (instrumented).
 sources_of() {
@@ -41,6 +41,7 @@ sources_of() {
     fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
     fuzz_patterns)  echo "lua_patterns.c" ;;
+    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
@@ -48,6 +49,7 @@ corpus_of() {
     case "$1" in
     fuzz_frames) echo "$HERE/corpus/frames" ;;
     fuzz_patterns) echo "$HERE/corpus/patterns" ;;
+    fuzz_lua_boundary) echo "$HERE/corpus/lua" ;;
     *)           echo "$HERE/corpus/envelope" ;;
     esac
 }
@@ -83,7 +85,7 @@ require_toolchain() {
         exit $SKIP
     fi
     rm -f "$probe" "$probe.c" "$probe.log"
-    if ! pkg-config --exists libzmq libcjson uuid lua5.4; then
+    if ! pkg-config --exists libzmq libcjson uuid lua5.4 libsodium; then
         echo "SKIP: pkg-config cannot find libzmq, libcjson, uuid or lua5.4 (run make deps)" >&2
         exit $SKIP
     fi
@@ -107,8 +109,9 @@ build() {
     cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
             -fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
             -I$SRC $(pkg-config --cflags libzmq libcjson uuid)"
-    libs="$(pkg-config --libs libzmq libcjson uuid) -lpthread -lm"
-    # fuzz_envelope also reads each message with lua-cjson, as policies do
+    libs="$(pkg-config --libs libzmq libcjson uuid libsodium) -lpthread -lm"
+    # fuzz_envelope also reads each message with lua-cjson, as policies do;
+    # fuzz_lua_boundary runs policies
     local lua_cflags lua_libs
     lua_cflags="$(pkg-config --cflags lua5.4)"
     lua_libs="$(find_lua_cjson) $(pkg-config --libs lua5.4)"
@@ -117,7 +120,7 @@ build() {
         local srcs=() s
         for s in $(sources_of "$t"); do srcs+=("$SRC/$s"); done
         # shellcheck disable=SC2086
-        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_patterns ]; then
+        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_patterns ] || [ "$t" = fuzz_lua_boundary ]; then
             "$CC" $cflags $lua_cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs $lua_libs
         else
             "$CC" $cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs
