@@ -251,27 +251,7 @@ static void on_connect(broker_t *b, const void *id, size_t id_len)
  * it is empty (the event loop's rule for ZMQ_FD); a connection whose pipe
  * had filled gets its next pieces when libzmq says it drained, which
  * wakes this socket again. */
-static void handle_once(broker_t *b);
-
-/* Whether the socket has a message waiting (ZMQ_EVENTS). */
-static bool readable(void *socket)
-{
-    int events = 0;
-    size_t size = sizeof events;
-    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
-}
-
 void metrics_http_handle(broker_t *b)
-{
-    /* a send after the last empty receive can take in the very notice that
-     * a request arrived (ZMQ_FD would then not fire for it): read again
-     * until a pass ends with nothing waiting */
-    do
-        handle_once(b);
-    while (readable(b->metrics_http));
-}
-
-static void handle_once(broker_t *b)
 {
     for (;;) {
         zmq_msg_t id, data;
@@ -309,19 +289,15 @@ void metrics_http_expire(broker_t *b, uint64_t now_ms)
     if (!b->metrics_http || now_ms < http.next_deadline_ms)
         return;
     http.next_deadline_ms = UINT64_MAX;
-    bool sent = false;
     for (size_t i = 0; i < http.cap; i++) {
         conn_t *c = &http.conns[i];
         if (c->state == CONN_FREE)
             continue;
         if (c->deadline_ms <= now_ms) {
             conn_close(b, c);
-            sent = true;
             if (c->state == CONN_CLOSING)       /* its pipe is full: try again */
                 set_deadline(c, now_ms + 1000);
         } else if (c->deadline_ms < http.next_deadline_ms)
             http.next_deadline_ms = c->deadline_ms;
     }
-    if (sent && readable(b->metrics_http))
-        metrics_http_handle(b);     /* the closes were sends: see metrics_http_handle */
 }
