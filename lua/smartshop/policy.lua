@@ -1,0 +1,198 @@
+-- smartshop.policy: a policy made of rules.
+--
+--   local policy = require "smartshop.policy"
+--   local deny   = require "smartshop.rules.deny"
+--   local alias  = require "smartshop.rules.alias"
+--
+--   policy.use {
+--     deny.new { action = { "drop_all_tables" } },
+--     alias.new { aliases = { inventory = "inventory-v2" } },
+--   }
+--
+-- A rule is a table with any of the methods authorize, filter, route,
+-- on_register, on_unregister, on_outcome, called as rule:filter(msg) etc.
+-- (the broker's hook arguments after self). The rules in smartshop.rules.*
+-- are such tables; a policy may add its own inline:
+--
+--   policy.use {
+--     deny.new { src = { "legacy-scraper" } },
+--     { route = function(self, msg, ctx) if msg.dst == "x" then return "y" end end },
+--   }
+--
+-- policy.use(rules) defines, as globals, only the hooks that at least one
+-- rule has: a hook no rule uses stays undefined, so the broker skips it
+-- and a message costs nothing there. It raises an error if a hook it
+-- would define is already defined (a hand-written one: make it a rule).
+--
+-- How the rules' answers combine, hook by hook:
+--   authorize(msg, peer), filter(msg): the rules in order; the first
+--     refusal (false, reason [, code]) is the answer and later rules are
+--     not asked. A filter that returns a table (a rewrite) hands that
+--     table to the later rules as their msg, and the last rewrite is the
+--     answer (a plain table: same fields as msg, payload decoded; use
+--     policy.table(msg) to get a table to change from either).
+--   route(msg, ctx): the rules in order; the first that returns a route
+--     (a name, a name and an instance id, or a list) is the answer.
+--   on_register(name, peer): the rules in order until one refuses.
+--   on_unregister(name, peer), on_outcome(outcome): every rule, in order.
+--
+-- Refusals: false, "reason", code: code is an error code for the sender,
+-- "denied" when absent; the rules use "bad_payload" and "unavailable".
+--
+-- Cost: one Lua call per rule that has the hook, plus one for the
+-- composed hook; nothing is allocated per message.
+
+local type, pairs, ipairs, error, tostring, rawget = type, pairs, ipairs, error, tostring, rawget
+local concat = table.concat
+
+local _M = { _VERSION = "0.1" }
+
+_M.HOOKS = { "authorize", "filter", "route", "on_register", "on_unregister", "on_outcome" }
+local KNOWN = {}
+for _, h in ipairs(_M.HOOKS) do KNOWN[h] = true end
+
+-- A table to change and return from filter: msg:table() for the broker's
+-- view, msg itself when an earlier rule already rewrote it.
+function _M.table(msg)
+  if type(msg) == "table" then return msg end
+  return msg:table()
+end
+
+-- authorize, on_register: first refusal wins.
+local function refusal_chain(fns, objs)
+  local n = #fns
+  if n == 1 then
+    local f, o = fns[1], objs[1]
+    return function(a, b)
+      local ok, reason, code = f(o, a, b)
+      if ok == false then return false, reason, code end
+    end
+  end
+  return function(a, b)
+    for i = 1, n do
+      local ok, reason, code = fns[i](objs[i], a, b)
+      if ok == false then return false, reason, code end
+    end
+  end
+end
+
+-- filter: first refusal wins; a rewrite is what later rules see.
+local function filter_chain(fns, objs)
+  local n = #fns
+  if n == 1 then
+    local f, o = fns[1], objs[1]
+    return function(msg) return f(o, msg) end
+  end
+  return function(msg)
+    local cur = msg
+    for i = 1, n do
+      local r, reason, code = fns[i](objs[i], cur)
+      if r == false then
+        return false, reason, code
+      elseif r ~= nil and r ~= true then
+        cur = r
+      end
+    end
+    if cur ~= msg then return cur end
+  end
+end
+
+-- route: the first route given wins.
+local function route_chain(fns, objs)
+  local n = #fns
+  if n == 1 then
+    local f, o = fns[1], objs[1]
+    return function(msg, ctx) return f(o, msg, ctx) end
+  end
+  return function(msg, ctx)
+    for i = 1, n do
+      local name, instance = fns[i](objs[i], msg, ctx)
+      if name ~= nil then return name, instance end
+    end
+  end
+end
+
+-- on_unregister, on_outcome: everyone is told.
+local function notify_chain(fns, objs)
+  local n = #fns
+  if n == 1 then
+    local f, o = fns[1], objs[1]
+    return function(a, b) f(o, a, b) end
+  end
+  return function(a, b)
+    for i = 1, n do fns[i](objs[i], a, b) end
+  end
+end
+
+local BUILD = {
+  authorize = refusal_chain, on_register = refusal_chain,
+  filter = filter_chain, route = route_chain,
+  on_unregister = notify_chain, on_outcome = notify_chain,
+}
+
+-- The composed hooks of `rules` as a table {hook = function}, holding only
+-- the hooks some rule has. policy.use installs them; tests call this.
+local function compose(rules, lvl)
+  if type(rules) ~= "table" then
+    error("smartshop.policy: use() takes a list of rules, got " .. type(rules), lvl)
+  end
+  local per_hook = {}
+  local n = #rules
+  for k in pairs(rules) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      error("smartshop.policy: rules must be a list, found key " .. tostring(k), lvl)
+    end
+  end
+  for i = 1, n do
+    local rule = rules[i]
+    if type(rule) ~= "table" then
+      error("smartshop.policy: rule " .. i .. " is a " .. type(rule) .. ", not a rule", lvl)
+    end
+    local any = false
+    for _, hook in ipairs(_M.HOOKS) do
+      local f = rule[hook]
+      if f ~= nil then
+        if type(f) ~= "function" then
+          error("smartshop.policy: rule " .. i .. "'s " .. hook .. " is not a function", lvl)
+        end
+        local slot = per_hook[hook]
+        if not slot then
+          slot = { fns = {}, objs = {} }
+          per_hook[hook] = slot
+        end
+        slot.fns[#slot.fns + 1] = f
+        slot.objs[#slot.objs + 1] = rule
+        any = true
+      end
+    end
+    if not any then
+      error("smartshop.policy: rule " .. i .. " has none of the hooks "
+            .. concat(_M.HOOKS, ", "), lvl)
+    end
+  end
+  local hooks = {}
+  for hook, slot in pairs(per_hook) do
+    hooks[hook] = BUILD[hook](slot.fns, slot.objs)
+  end
+  return hooks
+end
+
+function _M.hooks(rules)
+  return compose(rules, 3)
+end
+
+-- Defines the composed hooks as globals (in env, _G by default). Returns
+-- the table of hooks defined.
+function _M.use(rules, env)
+  local hooks = compose(rules, 3)
+  env = env or _G
+  for hook, f in pairs(hooks) do
+    if rawget(env, hook) ~= nil then
+      error("smartshop.policy: " .. hook .. " is already defined; write it as a rule instead", 2)
+    end
+    env[hook] = f
+  end
+  return hooks
+end
+
+return _M
