@@ -12,7 +12,8 @@ JOBS       ?= 2
 # Debian 12 packages the build, the broker and the tests need.
 PKGS := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
         uuid-dev uthash-dev libcjson-dev libsystemd-dev python3-zmq systemd \
-        clang-14 libfuzzer-14-dev libclang-rt-14-dev nats-server
+        clang-14 libfuzzer-14-dev libclang-rt-14-dev nats-server \
+        lua5.4 lua-cjson
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

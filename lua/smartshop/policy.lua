@@ -54,8 +54,9 @@ for _, h in ipairs(_M.HOOKS) do KNOWN[h] = true end
 -- A table to change and return from filter: msg:table() for the broker's
 -- view, msg itself when an earlier rule already rewrote it.
 function _M.table(msg)
-  if type(msg) == "table" then return msg end
-  return msg:table()
+  local copy = msg.table
+  if type(copy) == "function" then return copy(msg) end
+  return msg
 end
 
 -- authorize, on_register: first refusal wins.
