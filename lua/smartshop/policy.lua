@@ -19,6 +19,13 @@
 --     { route = function(self, msg, ctx) if msg.dst == "x" then return "y" end end },
 --   }
 --
+-- A rule may also declare guards, sets keyed by name: rule.types (the
+-- message types it looks at, e.g. {request = true}) and rule.dsts (the
+-- destinations). The composed authorize, filter and route read msg.type
+-- and msg.dst once and call a rule only for messages its guards let in.
+-- The library's rules declare theirs; their methods leave the check to
+-- the composition (call them through policy.use or policy.hooks).
+--
 -- policy.use(rules) defines, as globals, only the hooks that at least one
 -- rule has: a hook no rule uses stays undefined, so the broker skips it
 -- and a message costs nothing there. It raises an error if a hook it
@@ -39,8 +46,9 @@
 -- Refusals: false, "reason", code: code is an error code for the sender,
 -- "denied" when absent; the rules use "bad_payload" and "unavailable".
 --
--- Cost: one Lua call per rule that has the hook, plus one for the
--- composed hook; nothing is allocated per message.
+-- Cost: the composed hook's call, one read of msg.type and of msg.dst if
+-- some rule declares guards, a look-up per guarded rule, and a Lua call
+-- per rule the guards let in; nothing is allocated per message.
 
 local type, pairs, ipairs, error, tostring, rawget = type, pairs, ipairs, error, tostring, rawget
 local concat = table.concat
@@ -59,56 +67,85 @@ function _M.table(msg)
   return msg
 end
 
--- authorize, on_register: first refusal wins.
-local function refusal_chain(fns, objs)
-  local n = #fns
-  if n == 1 then
-    local f, o = fns[1], objs[1]
-    return function(a, b)
-      local ok, reason, code = f(o, a, b)
-      if ok == false then return false, reason, code end
+-- The rules' guards: a rule may declare `types` and `dsts`, sets of the
+-- message types and destinations it looks at. The composed hook reads
+-- msg.type and msg.dst once (only if some rule declares them) and asks a
+-- rule only about the messages its guards let in: an answer, or a message
+-- for another service, then costs a look-up, not a call.
+local function guards(objs)
+  local types, dsts, need_type, need_dst = {}, {}, false, false
+  for i = 1, #objs do
+    local t, d = objs[i].types, objs[i].dsts
+    types[i], dsts[i] = t or false, d or false
+    if t then need_type = true end
+    if d then need_dst = true end
+  end
+  return types, dsts, need_type, need_dst
+end
+
+-- authorize(msg, peer): first refusal wins.
+local function authorize_chain(fns, objs)
+  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
+  return function(msg, peer)
+    local t = need_type and msg.type
+    local d = need_dst and msg.dst
+    for i = 1, n do
+      local ty, ds = types[i], dsts[i]
+      if (not ty or ty[t]) and (not ds or ds[d]) then
+        local ok, reason, code = fns[i](objs[i], msg, peer)
+        if ok == false then return false, reason, code end
+      end
     end
   end
-  return function(a, b)
+end
+
+-- on_register(name, peer): first refusal wins (no guards: no msg).
+local function register_chain(fns, objs)
+  local n = #fns
+  return function(name, peer)
     for i = 1, n do
-      local ok, reason, code = fns[i](objs[i], a, b)
+      local ok, reason, code = fns[i](objs[i], name, peer)
       if ok == false then return false, reason, code end
     end
   end
 end
 
--- filter: first refusal wins; a rewrite is what later rules see.
+-- filter(msg): first refusal wins; a rewrite is what later rules see.
 local function filter_chain(fns, objs)
-  local n = #fns
-  if n == 1 then
-    local f, o = fns[1], objs[1]
-    return function(msg) return f(o, msg) end
-  end
+  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
   return function(msg)
     local cur = msg
+    local t = need_type and msg.type
+    local d = need_dst and msg.dst
     for i = 1, n do
-      local r, reason, code = fns[i](objs[i], cur)
-      if r == false then
-        return false, reason, code
-      elseif r ~= nil and r ~= true then
-        cur = r
+      local ty, ds = types[i], dsts[i]
+      if (not ty or ty[t]) and (not ds or ds[d]) then
+        local r, reason, code = fns[i](objs[i], cur)
+        if r == false then
+          return false, reason, code
+        elseif r ~= nil and r ~= true then
+          cur = r
+          if need_type then t = r.type end
+          if need_dst then d = r.dst end
+        end
       end
     end
     if cur ~= msg then return cur end
   end
 end
 
--- route: the first route given wins.
+-- route(msg, ctx): the first route given wins.
 local function route_chain(fns, objs)
-  local n = #fns
-  if n == 1 then
-    local f, o = fns[1], objs[1]
-    return function(msg, ctx) return f(o, msg, ctx) end
-  end
+  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
   return function(msg, ctx)
+    local t = need_type and msg.type
+    local d = need_dst and msg.dst
     for i = 1, n do
-      local name, instance = fns[i](objs[i], msg, ctx)
-      if name ~= nil then return name, instance end
+      local ty, ds = types[i], dsts[i]
+      if (not ty or ty[t]) and (not ds or ds[d]) then
+        local name, instance = fns[i](objs[i], msg, ctx)
+        if name ~= nil then return name, instance end
+      end
     end
   end
 end
@@ -126,7 +163,7 @@ local function notify_chain(fns, objs)
 end
 
 local BUILD = {
-  authorize = refusal_chain, on_register = refusal_chain,
+  authorize = authorize_chain, on_register = register_chain,
   filter = filter_chain, route = route_chain,
   on_unregister = notify_chain, on_outcome = notify_chain,
 }
@@ -148,6 +185,11 @@ local function compose(rules, lvl)
     local rule = rules[i]
     if type(rule) ~= "table" then
       error("smartshop.policy: rule " .. i .. " is a " .. type(rule) .. ", not a rule", lvl)
+    end
+    for _, g in ipairs { "types", "dsts" } do
+      if rule[g] ~= nil and type(rule[g]) ~= "table" then
+        error("smartshop.policy: rule " .. i .. "'s " .. g .. " is not a set (a table)", lvl)
+      end
     end
     local any = false
     for _, hook in ipairs(_M.HOOKS) do

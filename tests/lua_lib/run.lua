@@ -156,6 +156,21 @@ function T.ctx(services)
   return ctx
 end
 
+-- A rule as smartshop.policy composes it, alone: a table with the rule's
+-- composed hooks as methods (so r:filter(msg) applies its guards, types
+-- and dsts, as the broker would see them) and the rule's other fields.
+function T.via(rule)
+  local hooks = T.sandbox().require("smartshop.policy").hooks { rule }
+  local proxy = { rule = rule }
+  for h, f in pairs(hooks) do proxy[h] = function(_, ...) return f(...) end end
+  return setmetatable(proxy, { __index = rule })
+end
+
+-- A rule module whose new() returns T.via(rule).
+function T.wrap(mod)
+  return setmetatable({ new = function(opts) return T.via(mod.new(opts)) end }, { __index = mod })
+end
+
 -- Assertions -------------------------------------------------------------
 
 local function show(v)

@@ -1,7 +1,7 @@
 local test, eq, raises, msg = T.test, T.eq, T.raises, T.msg
 
 test("options are checked at load", function()
-  local acl = T.sandbox().require "smartshop.rules.acl"
+  local acl = T.wrap(T.sandbox().require "smartshop.rules.acl")
   raises(function() acl.new {} end, "give at least one of the options services, keys")
   raises(function() acl.new { services = { ledger = "x" } } end, "each entry is service name")
   raises(function() acl.new { services = { ledger = { refund = "a" } } } end, "services.ledger.refund' must be a list")
@@ -20,7 +20,7 @@ local function example(acl)
 end
 
 test("listed services are closed except for what they allow", function()
-  local acl = T.sandbox().require "smartshop.rules.acl"
+  local acl = T.wrap(T.sandbox().require "smartshop.rules.acl")
   local r = example(acl)
   local function ask(src, dst, action, key)
     return T.pack(r.authorize, r, msg { src = src, dst = dst, action = action }, { key = key })
@@ -37,7 +37,7 @@ test("listed services are closed except for what they allow", function()
 end)
 
 test("a pinned sender must come with its key", function()
-  local acl = T.sandbox().require "smartshop.rules.acl"
+  local acl = T.wrap(T.sandbox().require "smartshop.rules.acl")
   local r = example(acl)
   local m = msg { src = "payment-service", dst = "orders", action = "x" }
   eq(T.pack(r.authorize, r, m, { key = "OTHER" }), { n = 3, false, "payment-service must connect with its own key" })

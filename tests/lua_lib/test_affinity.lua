@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options are checked at load", function()
-  local affinity = T.sandbox().require "smartshop.rules.affinity"
+  local affinity = T.wrap(T.sandbox().require "smartshop.rules.affinity")
   raises(function() affinity.new { service = "cart" } end, "option 'field' is required (string)")
   raises(function() affinity.new { service = 1, field = "x" } end, "option 'service' must be a string")
 end)
@@ -38,7 +38,7 @@ local function owners(r, ctx, n)
 end
 
 test("the highest rendezvous score wins, the same key the same instance", function()
-  local affinity = T.sandbox().require "smartshop.rules.affinity"
+  local affinity = T.wrap(T.sandbox().require "smartshop.rules.affinity")
   local r = affinity.new { service = "cart", field = "cart_id" }
   local ids = { "cart-a", "cart-b", "cart-c" }
   local ctx = T.ctx { cart = instances(ids) }
@@ -53,7 +53,7 @@ test("the highest rendezvous score wins, the same key the same instance", functi
 end)
 
 test("when an instance leaves only its keys move; when it comes back they return", function()
-  local affinity = T.sandbox().require "smartshop.rules.affinity"
+  local affinity = T.wrap(T.sandbox().require "smartshop.rules.affinity")
   local r = affinity.new { service = "cart", field = "cart_id" }
   local services = { cart = instances { "i1", "i2", "i3", "i4", "i5" } }
   local ctx = T.ctx(services)
@@ -81,7 +81,7 @@ end)
 
 test("numbers are keys without .0; no field, null or a table: round-robin", function()
   local S = T.sandbox()
-  local affinity = S.require "smartshop.rules.affinity"
+  local affinity = T.wrap(S.require "smartshop.rules.affinity")
   local r = affinity.new { service = "cart", field = "cart_id" }
   local ids = { "a", "b", "c" }
   local ctx = T.ctx { cart = instances(ids) }

@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options are checked at load", function()
-  local breaker = T.sandbox().require "smartshop.rules.breaker"
+  local breaker = T.wrap(T.sandbox().require "smartshop.rules.breaker")
   raises(function() breaker.new {} end, "option 'service' is required")
   raises(function() breaker.new { service = "p", failures = 0 } end, "option 'failures' must be at least 1")
   raises(function() breaker.new { service = "p", failures = 2.5 } end, "option 'failures' must be an integer")
@@ -14,7 +14,7 @@ end)
 
 test("hooks: route with a fallback, filter without; on_outcome always", function()
   local S = T.sandbox()
-  local breaker = S.require "smartshop.rules.breaker"
+  local breaker = T.wrap(S.require "smartshop.rules.breaker")
   local policy = S.require "smartshop.policy"
   local with = policy.hooks { breaker.new { service = "p", fallback = "p-lua" } }
   ok(with.route and with.on_outcome and not with.filter)
@@ -30,7 +30,7 @@ end
 test("fallback: closed, open, half-open probe, open again, close", function()
   local S = T.sandbox()
   local policy = S.require "smartshop.policy"
-  local b = S.require("smartshop.rules.breaker").new {
+  local b = T.wrap(S.require "smartshop.rules.breaker").new {
     service = "payments", failures = 3, window_ms = 1000, open_ms = 5000, fallback = "payments-lua",
   }
   local h = policy.hooks { b }
@@ -81,7 +81,7 @@ end)
 
 test("fail fast: refused with unavailable while open, probe, close", function()
   local S = T.sandbox()
-  local b = S.require("smartshop.rules.breaker").new {
+  local b = T.wrap(S.require "smartshop.rules.breaker").new {
     service = "payments", failures = 2, window_ms = 1000, open_ms = 2000, quiet = true,
   }
   local function filter() return T.pack(b.filter, b, msg { dst = "payments" }) end
@@ -102,7 +102,7 @@ end)
 
 test("a probe without outcome lets another go after probe_ms; error_codes", function()
   local S = T.sandbox()
-  local b = S.require("smartshop.rules.breaker").new {
+  local b = T.wrap(S.require "smartshop.rules.breaker").new {
     service = "p", failures = 1, open_ms = 100, probe_ms = 300, error_codes = { "internal" }, quiet = true,
   }
   local function admitted() return b:filter(msg { dst = "p" }) == nil end

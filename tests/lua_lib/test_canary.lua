@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options are checked at load", function()
-  local canary = T.sandbox().require "smartshop.rules.canary"
+  local canary = T.wrap(T.sandbox().require "smartshop.rules.canary")
   raises(function() canary.new { service = "a", canary = "a-c" } end, "option 'percent' is required")
   raises(function() canary.new { service = "a", canary = "a-c", percent = 101 } end, "within 0..100")
   raises(function() canary.new { service = "a", canary = "a", percent = 1 } end, "must differ")
@@ -12,7 +12,7 @@ end)
 local up = { checkout = { { id = "s" } }, ["checkout-canary"] = { { id = "c" } } }
 
 test("counted: exactly percent in every 100, only requests, only while up", function()
-  local canary = T.sandbox().require "smartshop.rules.canary"
+  local canary = T.wrap(T.sandbox().require "smartshop.rules.canary")
   local r = canary.new { service = "checkout", canary = "checkout-canary", percent = 10, sticky = false }
   local ctx = T.ctx(up)
   local n = 0
@@ -29,7 +29,7 @@ test("counted: exactly percent in every 100, only requests, only while up", func
 end)
 
 test("sticky: a sender stays on one side; about percent of senders", function()
-  local canary = T.sandbox().require "smartshop.rules.canary"
+  local canary = T.wrap(T.sandbox().require "smartshop.rules.canary")
   local r = canary.new { service = "checkout", canary = "checkout-canary", percent = 20 }
   local ctx = T.ctx(up)
   local on_canary, side = 0, {}
@@ -58,7 +58,7 @@ test("sticky: a sender stays on one side; about percent of senders", function()
 end)
 
 test("sticky cache stays bounded", function()
-  local canary = T.sandbox().require "smartshop.rules.canary"
+  local canary = T.wrap(T.sandbox().require "smartshop.rules.canary")
   local r = canary.new { service = "a", canary = "a-c", percent = 50, max_senders = 10 }
   local ctx = T.ctx { a = { { id = "1" } }, ["a-c"] = { { id = "2" } } }
   local first = r:route(msg { src = "s0", dst = "a" }, ctx)

@@ -1,7 +1,7 @@
 local test, eq, raises, msg = T.test, T.eq, T.raises, T.msg
 
 test("options are checked at load", function()
-  local deny = T.sandbox().require "smartshop.rules.deny"
+  local deny = T.wrap(T.sandbox().require "smartshop.rules.deny")
   raises(function() deny.new() end, "smartshop.rules.deny: options must be a table")
   raises(function() deny.new {} end, "give at least one of the options src, dst, action")
   raises(function() deny.new { srcs = {} } end, "unknown option 'srcs'")
@@ -13,7 +13,7 @@ test("options are checked at load", function()
 end)
 
 test("src, dst, action with reasons, patterns and the default reason", function()
-  local deny = T.sandbox().require "smartshop.rules.deny"
+  local deny = T.wrap(T.sandbox().require "smartshop.rules.deny")
   local r = deny.new {
     src = { ["legacy-scraper"] = "retired", "bot-*" },
     dst = { "quarantine" },
@@ -34,7 +34,7 @@ test("src, dst, action with reasons, patterns and the default reason", function(
 end)
 
 test("'*' denies everyone; types and code options", function()
-  local deny = T.sandbox().require "smartshop.rules.deny"
+  local deny = T.wrap(T.sandbox().require "smartshop.rules.deny")
   local r = deny.new { dst = { "*" }, types = { "event" }, code = "unavailable", reason = "closed" }
   eq(T.pack(r.filter, r, msg { type = "event", dst = "any" }), { n = 3, false, "closed", "unavailable" })
   eq(T.pack(r.filter, r, msg { type = "request", dst = "any" }), { n = 0 })

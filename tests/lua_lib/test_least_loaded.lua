@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options are checked at load", function()
-  local ll = T.sandbox().require "smartshop.rules.least_loaded"
+  local ll = T.wrap(T.sandbox().require "smartshop.rules.least_loaded")
   raises(function() ll.new { services = "work" } end, "option 'services' must be a table")
   raises(function() ll.new { service = {} } end, "unknown option 'service'")
   ll.new()
@@ -9,7 +9,7 @@ test("options are checked at load", function()
 end)
 
 test("the fewest in flight wins; ties take turns", function()
-  local ll = T.sandbox().require "smartshop.rules.least_loaded"
+  local ll = T.wrap(T.sandbox().require "smartshop.rules.least_loaded")
   local r = ll.new {}
   local services = { work = { { id = "a", load = 3 }, { id = "b", load = 1 }, { id = "c", load = 1 } } }
   local ctx = T.ctx(services)
@@ -27,7 +27,7 @@ test("the fewest in flight wins; ties take turns", function()
 end)
 
 test("services option limits it", function()
-  local ll = T.sandbox().require "smartshop.rules.least_loaded"
+  local ll = T.wrap(T.sandbox().require "smartshop.rules.least_loaded")
   local r = ll.new { services = { "work-*" } }
   local ctx = T.ctx { ["work-1"] = { { id = "x", load = 0 } }, other = { { id = "y", load = 0 } } }
   eq(T.pack(r.route, r, msg { dst = "work-1" }, ctx), { n = 2, "work-1", "x" })

@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options are checked at load", function()
-  local rl = T.sandbox().require "smartshop.rules.rate_limit"
+  local rl = T.wrap(T.sandbox().require "smartshop.rules.rate_limit")
   raises(function() rl.new {} end, "option 'rate' is required")
   raises(function() rl.new { rate = 0 } end, "option 'rate' must be a positive number")
   raises(function() rl.new { rate = "10" } end, "option 'rate' must be a number, got string")
@@ -17,7 +17,7 @@ end
 
 test("burst at once, then refill at rate; senders apart", function()
   local S = T.sandbox()
-  local rl = S.require "smartshop.rules.rate_limit"
+  local rl = T.wrap(S.require "smartshop.rules.rate_limit")
   local r = rl.new { rate = 10, burst = 5 }
   for i = 1, 5 do ok(send(r, "a"), "burst " .. i) end
   eq(T.pack(r.filter, r, msg { src = "a", dst = "search" }), { n = 3, false, "rate limit" })
@@ -34,7 +34,7 @@ end)
 
 test("refused messages do not take tokens; sustained rate holds", function()
   local S = T.sandbox()
-  local r = S.require("smartshop.rules.rate_limit").new { rate = 20 }
+  local r = T.wrap(S.require "smartshop.rules.rate_limit").new { rate = 20 }
   local passed = 0
   for _ = 1, 100 do          -- 10 attempts every 100 ms, for 9.9 s
     for _ = 1, 10 do if send(r, "x") then passed = passed + 1 end end
@@ -45,7 +45,7 @@ end)
 
 test("broker and answers are not counted; only_dst; types", function()
   local S = T.sandbox()
-  local rl = S.require "smartshop.rules.rate_limit"
+  local rl = T.wrap(S.require "smartshop.rules.rate_limit")
   local r = rl.new { rate = 1, burst = 1 }
   ok(send(r, "a"))
   ok(not send(r, "a"))
@@ -58,7 +58,7 @@ end)
 
 test("memory is bounded: at most max_senders, the oldest forgotten", function()
   local S = T.sandbox()
-  local r = S.require("smartshop.rules.rate_limit").new { rate = 1, burst = 1, max_senders = 100 }
+  local r = T.wrap(S.require "smartshop.rules.rate_limit").new { rate = 1, burst = 1, max_senders = 100 }
   ok(send(r, "flood")); ok(not send(r, "flood"))
   for i = 1, 10000 do
     send(r, "s" .. i)

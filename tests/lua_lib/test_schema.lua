@@ -1,7 +1,7 @@
 local test, eq, ok, raises, msg = T.test, T.eq, T.ok, T.raises, T.msg
 
 test("options and field specs are checked at load", function()
-  local schema = T.sandbox().require "smartshop.rules.schema"
+  local schema = T.wrap(T.sandbox().require "smartshop.rules.schema")
   raises(function() schema.new { service = "orders" } end, "option 'actions' is required")
   raises(function() schema.new { service = "orders", actions = {} } end, "option 'actions' is empty")
   raises(function() schema.new { service = "o", actions = { a = { x = { type = "str" } } } } end,
@@ -44,7 +44,7 @@ end
 
 test("a good payload passes; each kind of fault names the field", function()
   local S = T.sandbox()
-  local r = orders(S.require "smartshop.rules.schema")
+  local r = orders(T.wrap(S.require "smartshop.rules.schema"))
   eq(check(r, { sku = "ab", qty = 3, price = 2.5, priority = "low", gift = true, lines = { 1 }, more = 1 }), { n = 0 })
   refused(r, { qty = 3 }, "field 'sku' is required")
   refused(r, { sku = S.env.json.null, qty = 3 }, "field 'sku' is required")
@@ -64,7 +64,7 @@ test("a good payload passes; each kind of fault names the field", function()
 end)
 
 test("other actions, services and answers pass unchecked; extra = false", function()
-  local schema = T.sandbox().require "smartshop.rules.schema"
+  local schema = T.wrap(T.sandbox().require "smartshop.rules.schema")
   local r = orders(schema)
   eq(check(r, { anything = 1 }, "list"), { n = 0 })
   eq(T.pack(r.filter, r, msg { dst = "cart", action = "create", payload = {} }), { n = 0 })

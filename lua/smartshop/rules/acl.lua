@@ -31,7 +31,7 @@
 
 local util = require "smartshop.util"
 local lookup = util.lookup
-local tostring, type, pairs = tostring, type, pairs
+local tostring, type, pairs, next = tostring, type, pairs, next
 
 local MOD = "smartshop.rules.acl"
 local TYPES = { request = true, response = true, error = true, event = true }
@@ -65,14 +65,16 @@ function _M.new(opts)
     end
     keys[name] = key
   end
+  -- guards (smartshop.policy): the types, and without pinned keys the
+  -- listed services only
   return setmetatable({
     services = services, keys = keys, code = opts.code,
     types = util.set(MOD, "types", opts.types or { "request" }, TYPES),
+    dsts = next(keys) == nil and services or nil,
   }, mt)
 end
 
 function _M:authorize(msg, peer)
-  if not self.types[msg.type] then return end
   local src = msg.src
   local pinned = self.keys[src]
   if pinned and (peer == nil or peer.key ~= pinned) then

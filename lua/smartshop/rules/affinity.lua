@@ -33,7 +33,8 @@ local mt = { __index = _M }
 
 function _M.new(opts)
   util.options(MOD, opts, { service = "string", field = "string" })
-  return setmetatable({ service = opts.service, field = opts.field }, mt)
+  return setmetatable({ service = opts.service, field = opts.field,
+                        dsts = { [opts.service] = true } }, mt)   -- guard
 end
 
 -- The instance id that `key` maps to among `instances` ({ {id = ...}, ... }).
@@ -52,7 +53,6 @@ end
 
 function _M:route(msg, ctx)
   local service = self.service
-  if msg.dst ~= service then return end
   local payload = msg.payload
   if type(payload) ~= "table" then return end
   local key = key_of(payload[self.field])

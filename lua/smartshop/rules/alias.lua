@@ -35,7 +35,8 @@ function _M.new(opts)
     map[old], any = new, true
   end
   if not any then util.fail(MOD, "option 'aliases' is empty") end
-  return setmetatable({ map = map, always = opts.always or false }, mt)
+  -- guard (smartshop.policy): only the old names are routed here
+  return setmetatable({ map = map, dsts = map, always = opts.always or false }, mt)
 end
 
 function _M:route(msg, ctx)

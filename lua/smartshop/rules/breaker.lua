@@ -96,12 +96,10 @@ local function admit(self)
 end
 
 local function route_fallback(self, msg)
-  if msg.dst ~= self.service or msg.type ~= "request" then return end
   if not admit(self) then return self.fallback end
 end
 
 local function filter_fail_fast(self, msg)
-  if msg.dst ~= self.service or msg.type ~= "request" then return end
   if not admit(self) then return false, self.reason, "unavailable" end
 end
 
@@ -127,6 +125,7 @@ function _M.new(opts)
     reason = opts.reason or ("circuit open: " .. opts.service .. " is failing"),
     quiet = opts.quiet or false,
     st = "closed", ring = {}, pos = 1, count = 0,
+    types = { request = true }, dsts = { [opts.service] = true },   -- guards
   }
   self.probe_ms = opts.probe_ms or self.open_ms
   forget(self)

@@ -47,6 +47,7 @@ function _M.new(opts)
   return setmetatable({
     service = opts.service, canary = opts.canary, percent = opts.percent,
     sticky = sticky, credit = 0,
+    types = { request = true }, dsts = { [opts.service] = true },   -- guards
     seed = fnv1a(opts.service .. "\0"),
     points = sticky and util.bounded(max) or nil,
   }, mt)
@@ -63,7 +64,6 @@ function _M:point(src)
 end
 
 function _M:route(msg, ctx)
-  if msg.dst ~= self.service or msg.type ~= "request" then return end
   if not ctx.has(self.canary) then return end
   if self.sticky then
     local src = msg.src

@@ -55,8 +55,8 @@ function _M.new(opts)
   return setmetatable(self, mt)
 end
 
+-- (self.types is the rule's guard: smartshop.policy checks msg.type)
 function _M:filter(msg)
-  if not self.types[msg.type] then return end
   local r
   if self.src then r = lookup(self.src, msg.src) end
   if not r and self.dst then r = lookup(self.dst, msg.dst) end

@@ -27,11 +27,11 @@ function _M.new(opts)
   util.options(MOD, opts or {}, { services = "table?" })
   local services = opts and opts.services
   local m = services and util.names(MOD, "services", services, true)
-  return setmetatable({ services = (m and not m.empty) and m or nil, turn = 0 }, mt)
+  return setmetatable({ services = (m and not m.empty) and m or nil, turn = 0,
+                        types = { request = true } }, mt)   -- guard
 end
 
 function _M:route(msg, ctx)
-  if msg.type ~= "request" then return end
   local dst = msg.dst
   if self.services and not lookup(self.services, dst) then return end
   local instances = ctx.instances(dst)

@@ -60,8 +60,8 @@ function _M.new(opts)
   }, mt)
 end
 
+-- (self.types is the rule's guard: smartshop.policy checks msg.type)
 function _M:filter(msg)
-  if not self.types[msg.type] then return end
   if self.exempt or self.only then
     local dst = msg.dst
     if self.exempt and lookup(self.exempt, dst) then return end

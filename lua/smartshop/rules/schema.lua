@@ -123,7 +123,8 @@ function _M.new(opts)
   if not any then util.fail(MOD, "option 'actions' is empty") end
   return setmetatable({
     service = opts.service, actions = actions, extra = opts.extra ~= false,
-    types = util.set(MOD, "types", opts.types or { "request", "event" }, TYPES),
+    types = util.set(MOD, "types", opts.types or { "request", "event" }, TYPES),   -- guards
+    dsts = { [opts.service] = true },
   }, mt)
 end
 
@@ -166,9 +167,8 @@ function _M.validate(action, payload)
 end
 
 function _M:filter(msg)
-  if msg.dst ~= self.service then return end
   local action = self.actions[msg.action]
-  if not action or not self.types[msg.type] then return end
+  if not action then return end
   local payload = msg.payload
   local bad = _M.validate(action, payload)
   if not bad and not self.extra then
