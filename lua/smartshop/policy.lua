@@ -46,9 +46,10 @@
 -- Refusals: false, "reason", code: code is an error code for the sender,
 -- "denied" when absent; the rules use "bad_payload" and "unavailable".
 --
--- Cost: the composed hook's call, one read of msg.type and of msg.dst if
--- some rule declares guards, a look-up per guarded rule, and a Lua call
--- per rule the guards let in; nothing is allocated per message.
+-- Cost: the composed hook's call, one read of msg.type (if a rule
+-- declares types) and of msg.dst (if a rule for that type declares dsts),
+-- a look-up per guarded rule, and a Lua call per rule let in; nothing is
+-- allocated per message.
 
 local type, pairs, ipairs, error, tostring, rawget = type, pairs, ipairs, error, tostring, rawget
 local concat = table.concat
@@ -68,31 +69,69 @@ function _M.table(msg)
 end
 
 -- The rules' guards: a rule may declare `types` and `dsts`, sets of the
--- message types and destinations it looks at. The composed hook reads
--- msg.type and msg.dst once (only if some rule declares them) and asks a
--- rule only about the messages its guards let in: an answer, or a message
--- for another service, then costs a look-up, not a call.
-local function guards(objs)
-  local types, dsts, need_type, need_dst = {}, {}, false, false
-  for i = 1, #objs do
-    local t, d = objs[i].types, objs[i].dsts
-    types[i], dsts[i] = t or false, d or false
-    if t then need_type = true end
-    if d then need_dst = true end
+-- message types and destinations it looks at. A composed hook keeps one
+-- chain of rules per message type: it reads msg.type once, picks that
+-- type's chain (none: done, e.g. answers when every rule looks at
+-- requests only), reads msg.dst once if a rule of the chain declares dsts,
+-- and calls only the rules those let in.
+local MSG_TYPES = { "request", "response", "error", "event" }
+
+local function add(chain, f, o)
+  local n = chain.n + 1
+  chain.n = n
+  chain.fns[n], chain.objs[n], chain.dsts[n] = f, o, o.dsts or false
+  if o.dsts then chain.need_dst = true end
+  if n == 1 then chain.f1, chain.o1, chain.d1 = f, o, o.dsts or false end
+end
+
+local function new_chain()
+  return { n = 0, fns = {}, objs = {}, dsts = {}, need_dst = false }
+end
+
+-- -> all (one chain, when no rule declares types) or nil, by_type
+local function split(fns, objs)
+  local typed = false
+  for i = 1, #objs do if objs[i].types then typed = true end end
+  if not typed then
+    local c = new_chain()
+    for i = 1, #fns do add(c, fns[i], objs[i]) end
+    return c, nil
   end
-  return types, dsts, need_type, need_dst
+  local by_type = {}
+  for _, t in ipairs(MSG_TYPES) do
+    local c = new_chain()
+    for i = 1, #fns do
+      local ty = objs[i].types
+      if not ty or ty[t] then add(c, fns[i], objs[i]) end
+    end
+    if c.n > 0 then by_type[t] = c end
+  end
+  return nil, by_type
 end
 
 -- authorize(msg, peer): first refusal wins.
 local function authorize_chain(fns, objs)
-  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
+  local all, by_type = split(fns, objs)
   return function(msg, peer)
-    local t = need_type and msg.type
-    local d = need_dst and msg.dst
+    local c = all
+    if not c then
+      c = by_type[msg.type]
+      if not c then return end
+    end
+    local n = c.n
+    if n == 1 then
+      local ds = c.d1
+      if ds and not ds[msg.dst] then return end
+      local ok, reason, code = c.f1(c.o1, msg, peer)
+      if ok == false then return false, reason, code end
+      return
+    end
+    local f, o, d = c.fns, c.objs, c.dsts
+    local dst = c.need_dst and msg.dst
     for i = 1, n do
-      local ty, ds = types[i], dsts[i]
-      if (not ty or ty[t]) and (not ds or ds[d]) then
-        local ok, reason, code = fns[i](objs[i], msg, peer)
+      local ds = d[i]
+      if not ds or ds[dst] then
+        local ok, reason, code = f[i](o[i], msg, peer)
         if ok == false then return false, reason, code end
       end
     end
@@ -110,23 +149,35 @@ local function register_chain(fns, objs)
   end
 end
 
--- filter(msg): first refusal wins; a rewrite is what later rules see.
+-- filter(msg): first refusal wins; a rewrite is what later rules see (it
+-- keeps the chain of msg's type: a rewrite may not change the type).
 local function filter_chain(fns, objs)
-  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
+  local all, by_type = split(fns, objs)
   return function(msg)
+    local c = all
+    if not c then
+      c = by_type[msg.type]
+      if not c then return end
+    end
+    local n = c.n
+    if n == 1 then
+      local ds = c.d1
+      if ds and not ds[msg.dst] then return end
+      return c.f1(c.o1, msg)
+    end
+    local f, o, d = c.fns, c.objs, c.dsts
+    local need_dst = c.need_dst
+    local dst = need_dst and msg.dst
     local cur = msg
-    local t = need_type and msg.type
-    local d = need_dst and msg.dst
     for i = 1, n do
-      local ty, ds = types[i], dsts[i]
-      if (not ty or ty[t]) and (not ds or ds[d]) then
-        local r, reason, code = fns[i](objs[i], cur)
+      local ds = d[i]
+      if not ds or ds[dst] then
+        local r, reason, code = f[i](o[i], cur)
         if r == false then
           return false, reason, code
         elseif r ~= nil and r ~= true then
           cur = r
-          if need_type then t = r.type end
-          if need_dst then d = r.dst end
+          if need_dst then dst = r.dst end
         end
       end
     end
@@ -136,14 +187,25 @@ end
 
 -- route(msg, ctx): the first route given wins.
 local function route_chain(fns, objs)
-  local n, types, dsts, need_type, need_dst = #fns, guards(objs)
+  local all, by_type = split(fns, objs)
   return function(msg, ctx)
-    local t = need_type and msg.type
-    local d = need_dst and msg.dst
+    local c = all
+    if not c then
+      c = by_type[msg.type]
+      if not c then return end
+    end
+    local n = c.n
+    if n == 1 then
+      local ds = c.d1
+      if ds and not ds[msg.dst] then return end
+      return c.f1(c.o1, msg, ctx)
+    end
+    local f, o, d = c.fns, c.objs, c.dsts
+    local dst = c.need_dst and msg.dst
     for i = 1, n do
-      local ty, ds = types[i], dsts[i]
-      if (not ty or ty[t]) and (not ds or ds[d]) then
-        local name, instance = fns[i](objs[i], msg, ctx)
+      local ds = d[i]
+      if not ds or ds[dst] then
+        local name, instance = f[i](o[i], msg, ctx)
         if name ~= nil then return name, instance end
       end
     end

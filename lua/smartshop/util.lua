@@ -60,7 +60,8 @@ end
 -- A name matcher from a list of patterns: "name" (exact), "prefix*" (any
 -- name starting with prefix) or "*" (any name). The list is an array of
 -- patterns (each maps to `default`) and/or a map pattern -> value (a
--- string, e.g. a reason, or true). Returns {exact = {}, prefix = {p, v, ...}, any = v}.
+-- string, e.g. a reason, or true). Returns {exact = {}, prefix = {p, v, ...},
+-- any = v, patterns = (any "*" or prefix), empty = (no entry)}.
 function _M.names(mod, opt, list, default)
   if type(list) ~= "table" then
     error(format("%s: option '%s' must be a list of names, got %s", mod, opt, type(list)), 3)
@@ -94,6 +95,7 @@ function _M.names(mod, opt, list, default)
   for k, v in pairs(list) do
     if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then add(k, v) end
   end
+  m.patterns = m.any ~= nil or #m.prefix > 0   -- false: exact names only
   return m
 end
 

@@ -213,9 +213,12 @@ function T.raises(fn, plain, what)
   return err
 end
 
--- Calls f(...) and packs all its results (nils included) into {n=, ...}.
+-- Calls f(...) and returns its results as a list (trailing nils dropped:
+-- the broker reads a fixed number of results, so "x" and "x", nil agree).
 function T.pack(f, ...)
-  return table.pack(f(...))
+  local t = table.pack(f(...))
+  t.n = nil
+  return t
 end
 
 -- Running ----------------------------------------------------------------

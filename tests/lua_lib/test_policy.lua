@@ -44,12 +44,12 @@ test("filter: in order, first refusal wins, with its code", function()
     { filter = function(_, m) seen[#seen + 1] = "b"; if m.action ~= "ok" then return false, "bad", "bad_payload" end end },
     { filter = function() seen[#seen + 1] = "c" end },
   }
-  eq(T.pack(h.filter, msg { action = "x" }), { n = 3, false, "no x" })
+  eq(T.pack(h.filter, msg { action = "x" }), { false, "no x" })
   eq(seen, { "a" }, "later rules are not asked")
   seen = {}
-  eq(T.pack(h.filter, msg { action = "y" }), { n = 3, false, "bad", "bad_payload" })
+  eq(T.pack(h.filter, msg { action = "y" }), { false, "bad", "bad_payload" })
   seen = {}
-  eq(T.pack(h.filter, msg { action = "ok" }), { n = 0 })
+  eq(T.pack(h.filter, msg { action = "ok" }), {})
   eq(seen, { "a", "b", "c" })
 end)
 
@@ -68,7 +68,8 @@ test("filter: a rewrite is what later rules see, and the answer", function()
   eq(out.payload.tag, "one")
   -- true and nothing both mean: pass unchanged
   local h1 = policy.hooks { { filter = function() return true end } }
-  eq(T.pack(h1.filter, msg {}), { n = 0 })
+  local r = h1.filter(msg {})
+  T.ok(r == nil or r == true, "passes")
 end)
 
 test("authorize and on_register: first refusal wins", function()
@@ -81,13 +82,13 @@ test("authorize and on_register: first refusal wins", function()
     { authorize = function() asked = asked + 1; return false, "second", "unavailable" end,
       on_register = function() asked = asked + 1 end },
   }
-  eq(T.pack(h.authorize, msg {}, {}), { n = 3, false, "key" })
+  eq(T.pack(h.authorize, msg {}, {}), { false, "key" })
   eq(asked, 1)
-  eq(T.pack(h.authorize, msg {}, { key = "k" }), { n = 3, false, "second", "unavailable" })
+  eq(T.pack(h.authorize, msg {}, { key = "k" }), { false, "second", "unavailable" })
   asked = 0
-  eq(T.pack(h.on_register, "x", {}), { n = 3, false, "no" })
+  eq(T.pack(h.on_register, "x", {}), { false, "no" })
   eq(asked, 1)
-  eq(T.pack(h.on_register, "y", {}), { n = 0 })
+  eq(T.pack(h.on_register, "y", {}), {})
   eq(asked, 3)
 end)
 
@@ -100,8 +101,8 @@ test("route: the first rule that gives a route wins, instance included", functio
     { route = function() error("never reached") end },
   }
   local ctx = T.ctx { a = { { id = "a-1" } }, b = { { id = "b-1" } } }
-  eq(T.pack(h.route, msg { dst = "a" }, ctx), { n = 2, "a2" })
-  eq(T.pack(h.route, msg { dst = "b" }, ctx), { n = 2, "b", "b-1" })
+  eq(T.pack(h.route, msg { dst = "a" }, ctx), { "a2" })
+  eq(T.pack(h.route, msg { dst = "b" }, ctx), { "b", "b-1" })
   raises(function() h.route(msg { dst = "z" }, ctx) end, "never reached")
 end)
 

@@ -20,7 +20,7 @@ test("burst at once, then refill at rate; senders apart", function()
   local rl = T.wrap(S.require "smartshop.rules.rate_limit")
   local r = rl.new { rate = 10, burst = 5 }
   for i = 1, 5 do ok(send(r, "a"), "burst " .. i) end
-  eq(T.pack(r.filter, r, msg { src = "a", dst = "search" }), { n = 3, false, "rate limit" })
+  eq(T.pack(r.filter, r, msg { src = "a", dst = "search" }), { false, "rate limit" })
   ok(send(r, "b"), "another sender has its own bucket")
   S.advance(99)
   ok(not send(r, "a"), "0.99 token after 99 ms")

@@ -55,13 +55,31 @@ function _M.new(opts)
   return setmetatable(self, mt)
 end
 
--- (self.types is the rule's guard: smartshop.policy checks msg.type)
+-- (self.types is the rule's guard: smartshop.policy checks msg.type.)
+-- Exact names are one look-up in place; lookup() only for patterns.
 function _M:filter(msg)
-  local r
-  if self.src then r = lookup(self.src, msg.src) end
-  if not r and self.dst then r = lookup(self.dst, msg.dst) end
-  if not r and self.action then r = lookup(self.action, msg.action) end
-  if r then return false, r, self.code end
+  local r, m, v
+  m = self.src
+  if m then
+    v = msg.src
+    r = m.exact[v]
+    if r == nil and m.patterns then r = lookup(m, v) end
+    if r then return false, r, self.code end
+  end
+  m = self.dst
+  if m then
+    v = msg.dst
+    r = m.exact[v]
+    if r == nil and m.patterns then r = lookup(m, v) end
+    if r then return false, r, self.code end
+  end
+  m = self.action
+  if m then
+    v = msg.action
+    r = m.exact[v]
+    if r == nil and m.patterns then r = lookup(m, v) end
+    if r then return false, r, self.code end
+  end
 end
 
 return _M
