@@ -5,56 +5,42 @@
 -- `smartshop-ctl reload`). A version with an error is refused and the
 -- previous one keeps running; the broker's log says file, line and error.
 --
--- As shipped, the policy does what the seed's broker did: every message
--- goes to its dst, round-robin across the instances of a service, and any
--- well-formed name may register. That needs no hook at all, so all the
--- hooks below are commented out: a message no hook looks at costs nothing.
--- Uncomment and edit the ones you need; docs/policies.md has the contract
--- and policies/examples/ has one ready file per common rule.
+-- A policy is a list of rules from the broker's library (lua/smartshop/,
+-- docs/lua-library.md), each a few lines of options; policy.use defines
+-- the hooks (docs/policies.md) that the rules need, and no other.
 --
--- In a hook you have: string, table, math, utf8, os.time/clock/date,
--- json (lua-cjson), log.debug/info/warn/error. Each call may run at most
--- --lua-instruction-limit instructions; a hook that fails answers that one
--- message with `policy_error` and the broker routes the rest.
+-- As shipped, the list is empty: every message goes to its dst,
+-- round-robin across the instances of a service, and any well-formed name
+-- may register. No hook is defined, so a message costs nothing here.
+-- Uncomment and edit the rules you need; policies/examples/ has one ready
+-- file per rule and one (composed.lua) that combines five.
 
--- filter(msg): called for every request, response, error and event.
---   return nothing (or true) to let it pass unchanged,
---   return false, "reason" to refuse it (the sender gets `denied`),
---   return a table (start from msg:table()) to replace it.
---
--- function filter(msg)
---   if msg.action == "drop_all_tables" then
---     return false, "not on this bus"
---   end
--- end
+local policy = require "smartshop.policy"
+local deny = require "smartshop.rules.deny"
+local alias = require "smartshop.rules.alias"
+local rate_limit = require "smartshop.rules.rate_limit"
+local schema = require "smartshop.rules.schema"
+local breaker = require "smartshop.rules.breaker"
 
--- route(msg, ctx): called for requests and events addressed to a service.
---   return nothing for the default (dst, round-robin),
---   return "name" to send it to another service instead (an alias),
---   return "name", instance_id to pick one instance (see ctx.instances),
---   return {"a", "b"}: a request goes to the first with a live instance,
---   an event to one instance of each.
--- ctx.instances(name) -> { {id = "...", load = requests_in_flight}, ... }
--- ctx.has(name) -> true if the service has an instance
--- ctx.services() -> { "name", ... }
---
--- function route(msg, ctx)
---   if msg.dst == "inventory" and ctx.has("inventory-v2") then
---     return "inventory-v2"
---   end
--- end
+policy.use {
+  -- Refuse senders, destinations or actions (names, "prefix*" or "*"):
+  -- deny.new { action = { drop_all_tables = "not on this bus" }, src = { "test-*" } },
 
--- on_register(name, peer): return false, "reason" to refuse a name
--- (the peer gets `denied`). peer = { id = "...", names = { ... } }
---
--- function on_register(name, peer)
---   if name:find("^test%-") then
---     return false, "test services stay off this bus"
---   end
--- end
+  -- At most a burst of 50, then 20 requests a second per sender:
+  -- rate_limit.new { rate = 20, burst = 50 },
 
--- on_unregister(name, peer): told when a name goes (unregister or disconnect).
---
--- function on_unregister(name, peer)
---   log.info("service gone: " .. name)
--- end
+  -- Check a payload before it reaches the service (refused: bad_payload):
+  -- schema.new { service = "orders", actions = {
+  --   create = { sku = { type = "string", required = true }, qty = { type = "integer", min = 1 } } } },
+
+  -- An old name served by its new one once that is up:
+  -- alias.new { aliases = { inventory = "inventory-v2" } },
+
+  -- Stop sending to a failing service for a while (fail fast: unavailable):
+  -- breaker.new { service = "payments", failures = 5, window_ms = 10000, open_ms = 5000 },
+
+  -- A rule of your own: a table with any of the hook methods.
+  -- { on_register = function(self, name, peer)
+  --     if name:find("^test%-") then return false, "test services stay off this bus" end
+  --   end },
+}

@@ -3,11 +3,13 @@
 #include "sandbox.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -568,6 +570,117 @@ static void open_json(lua_State *L)
 }
 
 /* Runs in protection (sandbox_new): everything here allocates. */
+/* --- require: the broker's own Lua library (lua/, docs/lua-library.md) --- */
+
+#define LIBRARY_FILE_MAX (1u << 20)
+
+/* Where the library is: $SMARTSHOP_LUA_PATH, else next to the program
+ * (the build tree's lua/, or PREFIX/share/smartshop/lua when installed),
+ * whichever holds smartshop/policy.lua. Never a path a script names. */
+static const char *library_dir(void)
+{
+    static char dir[PATH_MAX];
+    static bool looked;
+    if (looked)
+        return dir[0] ? dir : NULL;
+    looked = true;
+    const char *env = getenv("SMARTSHOP_LUA_PATH");
+    char exe[PATH_MAX - 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char candidates[3][PATH_MAX] = {{0}};
+    if (env && *env)
+        snprintf(candidates[0], sizeof candidates[0], "%s", env);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(candidates[1], sizeof candidates[1], "%s/../lua", exe);
+        snprintf(candidates[2], sizeof candidates[2], "%s/../share/smartshop/lua", exe);
+    }
+    for (int i = 0; i < 3; i++) {
+        char probe[PATH_MAX + 32];
+        snprintf(probe, sizeof probe, "%.4000s/smartshop/policy.lua", candidates[i]);
+        if (candidates[i][0] && access(probe, R_OK) == 0 && realpath(candidates[i], dir))
+            return dir;
+    }
+    dir[0] = '\0';
+    return NULL;
+}
+
+/* Whether `name` is smartshop.a.b: dotted lowercase words, nothing else
+ * (no "..", no slash: a module name never becomes a path of the script's). */
+static bool module_name_ok(const char *name, size_t len)
+{
+    if (len < 11 || len > 128 || strncmp(name, "smartshop.", 10) != 0)
+        return false;
+    bool word_start = true;
+    for (size_t i = 10; i < len; i++) {
+        char c = name[i];
+        if (c == '.') {
+            if (word_start)
+                return false;
+            word_start = true;
+        } else if ((c >= 'a' && c <= 'z') || c == '_' || (!word_start && c >= '0' && c <= '9')) {
+            word_start = false;
+        } else {
+            return false;
+        }
+    }
+    return !word_start;
+}
+
+/* require(name): a module of the broker's library, loaded once per state
+ * as text, in the state's own globals; source files only, never C. */
+static int safe_require(lua_State *L)
+{
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    if (!module_name_ok(name, len))
+        return luaL_error(L, "require: '%s' is not a module of the broker's library "
+                             "(smartshop.<name>; see docs/lua-library.md)", name);
+    lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.loaded");
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, -2) != LUA_TNIL) {
+        if (lua_islightuserdata(L, -1))
+            return luaL_error(L, "require: '%s' requires itself", name);
+        return 1;
+    }
+    lua_pop(L, 1);
+    const char *dir = library_dir();
+    if (!dir)
+        return luaL_error(L, "require: the broker's Lua library was not found (set "
+                             "SMARTSHOP_LUA_PATH to the lua/ folder)");
+    char path[PATH_MAX + 160];
+    int n = snprintf(path, sizeof path, "%s/", dir);
+    for (size_t i = 0; i < len && n < (int)sizeof path - 5; i++)
+        path[n++] = name[i] == '.' ? '/' : name[i];
+    snprintf(path + n, sizeof path - (size_t)n, ".lua");
+    char err[256];
+    size_t text_len = 0;
+    char *text = sandbox_read_file(path, LIBRARY_FILE_MAX, &text_len, err, sizeof err);
+    if (!text)
+        return luaL_error(L, "require: no module '%s' (%s)", name, err);
+    sandbox_charge(L, (double)text_len / SANDBOX_SCAN_BYTES_PER_UNIT, "require");
+    int rc = sandbox_load_text(L, text, text_len, path);
+    free(text);
+    if (rc < 0)
+        return lua_error(L);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, (void *)&safe_require);      /* loading: a cycle raises */
+    lua_rawset(L, -4);
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+    return 1;
+}
+
 static int open_libraries(lua_State *L)
 {
     open_lib(L, LUA_GNAME, luaopen_base);
@@ -592,6 +705,10 @@ static int open_libraries(lua_State *L)
     lua_setglobal(L, "setmetatable");
     lua_pushcfunction(L, now_ms_fn);
     lua_setglobal(L, "now_ms");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, "smartshop.loaded");
+    lua_pushcfunction(L, safe_require);
+    lua_setglobal(L, "require");
     lua_pushcfunction(L, safe_xpcall);
     lua_setglobal(L, "xpcall");
 

@@ -3,20 +3,19 @@
 --
 -- The message is forwarded as the very bytes the client sent: its dst is
 -- still the old name, so the new service must not insist on its own name
--- in dst. Answers need no rule (they follow correlation_id).
---
--- While the new name has no live instance, the old name is served as
--- before (or answered no_such_service if nobody holds it either).
+-- in dst. Answers need no rule (they follow correlation_id). While the new
+-- name has no live instance, the old name is served as before (or
+-- answered no_such_service if nobody holds it either).
+-- Options: docs/lua-library.md (smartshop.rules.alias).
 
--- old name -> new name
-local ALIASES = {
-  ["inventory"] = "inventory-v2",
-  ["user-service"] = "accounts",
+local policy = require "smartshop.policy"
+local alias = require "smartshop.rules.alias"
+
+policy.use {
+  alias.new {
+    aliases = {               -- old name -> new name
+      ["inventory"] = "inventory-v2",
+      ["user-service"] = "accounts",
+    },
+  },
 }
-
-function route(msg, ctx)
-  local new = ALIASES[msg.dst]
-  if new and ctx.has(new) then
-    return new
-  end
-end

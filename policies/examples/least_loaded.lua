@@ -5,24 +5,11 @@
 -- Use it when requests differ a lot in cost, so that a slow instance is
 -- not handed as many as a fast one (plain round-robin does that). Events
 -- are not counted as load and go round-robin.
+-- Options: docs/lua-library.md (smartshop.rules.least_loaded).
 
-local turn = 0
+local policy = require "smartshop.policy"
+local least_loaded = require "smartshop.rules.least_loaded"
 
-function route(msg, ctx)
-  if msg.type ~= "request" then
-    return
-  end
-  local least, fewest = {}, math.huge
-  for _, instance in ipairs(ctx.instances(msg.dst)) do
-    if instance.load < fewest then
-      least, fewest = { instance.id }, instance.load
-    elseif instance.load == fewest then
-      least[#least + 1] = instance.id
-    end
-  end
-  if #least == 0 then
-    return                          -- no instance: the broker says no_such_service
-  end
-  turn = turn + 1
-  return msg.dst, least[turn % #least + 1]
-end
+policy.use {
+  least_loaded.new {},        -- every service; or { services = { "work", "report-*" } }
+}

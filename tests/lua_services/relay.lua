@@ -62,7 +62,10 @@ function actions.log(p)
   return true
 end
 function actions.sandbox()  -- what the sandbox leaves out: every value should be true
-  return {io = io == nil, require = require == nil, load = load == nil,
+  -- require loads only the broker's own library (smartshop.*), never io or a path
+  return {io = io == nil, load = load == nil,
+          require = not pcall(require, "io") and not pcall(require, "smartshop/../../etc/passwd")
+                    and type(require("smartshop.policy")) == "table",
           loadfile = loadfile == nil, dofile = dofile == nil, debug = debug == nil,
           execute = os.execute == nil, getenv = os.getenv == nil, remove = os.remove == nil,
           exit = os.exit == nil, dump = string.dump == nil, collectgarbage = collectgarbage == nil,
