@@ -134,6 +134,7 @@ cat >"$tmp/inroot.sh" <<'EOF'
 # runs chrooted in the overlay; $tmp is bind-mounted at /t
 set -u
 v1=$1 v2=$2     # $3: the source tree (this machine's, seen through the overlay)
+srcdir=$3
 res=/t/results
 export PYTHONDONTWRITEBYTECODE=1 LC_ALL=C.UTF-8
 ok() { echo "ok: $1" >>"$res"; }
@@ -175,8 +176,10 @@ stop_broker() {
     wait "$broker_pid" 2>/dev/null
     broker_pid=""
 }
-client() { # the seed's client, from the package's examples
-    timeout 20 /usr/bin/python3 /usr/share/doc/smartshop-broker/examples/python/test_client.py --timeout 10
+client() { # the demo's client, from the package's examples; it is written on the
+           # smartshop Python library, not packaged yet: taken from the source tree
+    PYTHONPATH=$srcdir/python timeout 20 /usr/bin/python3 \
+        /usr/share/doc/smartshop-broker/examples/python/test_client.py --timeout 10
 }
 
 # --- install ---
@@ -210,7 +213,7 @@ comp=$(bash -c 'source /usr/share/bash-completion/bash_completion 2>/dev/null
     source /usr/share/bash-completion/completions/smartshop-ctl
     COMP_WORDS=(smartshop-ctl re); COMP_CWORD=1; COMP_LINE="smartshop-ctl re"; COMP_POINT=${#COMP_LINE}
     _smartshop_ctl; echo "${COMPREPLY[*]}"' 2>&1)
-expect "bash completion: smartshop-ctl re<TAB> offers request reload replay ($comp)" [ "$comp" = "request reload replay" ]
+expect "bash completion: smartshop-ctl re<TAB> offers request reload replay reply ($comp)" [ "$comp" = "request reload replay reply" ]
 expect "smartshop-ctl needs no RPATH (finds libsmartshop.so.0 on the system path)" \
     bash -c '! readelf -d /usr/bin/smartshop-ctl | grep -qE "RPATH|RUNPATH" && ldd /usr/bin/smartshop-ctl | grep -qE "libsmartshop.so.0 => /(usr/)?lib/"'
 if cc -o /tmp/test_client /usr/share/doc/smartshop-broker/examples/c/test_client.c \
