@@ -32,7 +32,7 @@ static void handler_failed(const lua_version_t *v, const char *what, const char 
  * `payload` is JSON text or NULL. Writes the new msg_id to `id_out`. */
 static void send_from(lua_version_t *v, const char *type, const char *dst, const char *action,
                       const char *payload, const char *correlation_id, uint32_t ttl_ms,
-                      char id_out[37])
+                      const char *topic, char id_out[37])
 {
     lua_service_t *svc = v->service;
     char ts[32];
@@ -58,6 +58,8 @@ static void send_from(lua_version_t *v, const char *type, const char *dst, const
     cJSON_AddStringToObject(msg, "timestamp", ts);
     if (ttl_ms)
         cJSON_AddNumberToObject(msg, "ttl_ms", ttl_ms);
+    if (topic)
+        cJSON_AddStringToObject(msg, "topic", topic);
     char *text = cJSON_PrintUnformatted(msg);
     cJSON_Delete(msg);
     if (!text) {
@@ -158,7 +160,7 @@ static int bus_event(lua_State *L)
     const char *dst = check_name(L, 1, true);
     const char *action = luaL_checkstring(L, 2);
     char *payload = encode_arg(L, 3), id[37];
-    send_from(v, "event", dst, action, payload, NULL, 0, id);
+    send_from(v, "event", dst, action, payload, NULL, 0, NULL, id);
     free(payload);
     lua_pushstring(L, id);
     return 1;
@@ -170,7 +172,7 @@ static int bus_broadcast(lua_State *L)
     lua_version_t *v = bus_sender(L, "broadcast");
     const char *action = luaL_checkstring(L, 1);
     char *payload = encode_arg(L, 2), id[37];
-    send_from(v, "event", "broadcast", action, payload, NULL, 0, id);
+    send_from(v, "event", "broadcast", action, payload, NULL, 0, NULL, id);
     free(payload);
     lua_pushstring(L, id);
     return 1;
@@ -196,12 +198,75 @@ static int bus_request(lua_State *L)
     char *payload = encode_arg(L, 3), id[37];
     /* filing the callback after the send is safe: answers to a Lua service
      * are queued, and handled only after this handler returns */
-    send_from(v, "request", dst, action, payload, NULL, (uint32_t)timeout, id);
+    send_from(v, "request", dst, action, payload, NULL, (uint32_t)timeout, NULL, id);
     free(payload);
     lua_rawgeti(L, LUA_REGISTRYINDEX, v->pending_ref);
     lua_pushvalue(L, 4);
     lua_setfield(L, -2, id);
     lua_pop(L, 1);
+    lua_pushstring(L, id);
+    return 1;
+}
+
+/* The request to the broker that (un)subscribes `pattern`. */
+static void send_subscription(lua_version_t *v, const char *action, const char *pattern,
+                              const char *group, char id[37])
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "topic", pattern);
+    if (group && *group)
+        cJSON_AddStringToObject(p, "group", group);
+    char *json = cJSON_PrintUnformatted(p);
+    cJSON_Delete(p);
+    if (json)
+        send_from(v, "request", "broker", action, json, NULL, 5000, NULL, id);
+    cJSON_free(json);
+}
+
+void lua_service_send_subscriptions(lua_version_t *v, const lua_version_t *list,
+                                    const char *action)
+{
+    char id[37];
+    for (int i = 0; i < list->sub_count; i++)
+        send_subscription(v, action, list->subs[i].pattern, list->subs[i].group, id);
+}
+
+/* Checks argument `index` as a topic (`pattern`: with wildcards). */
+static const char *check_topic(lua_State *L, int index, bool pattern)
+{
+    size_t len;
+    const char *topic = luaL_checklstring(L, index, &len), *why = NULL;
+    if (!topic_is_valid(topic, len, pattern, &why))
+        luaL_error(L, "'%s' is not a topic%s: %s", topic, pattern ? " pattern" : "", why);
+    return topic;
+}
+
+/* bus.subscribe(pattern [, group]) / bus.unsubscribe(pattern [, group])
+ * -> msg_id of the request to the broker (a refusal is logged) */
+static int subscription_fn(lua_State *L, const char *action)
+{
+    lua_version_t *v = bus_sender(L, action);
+    const char *pattern = check_topic(L, 1, true);
+    const char *group = luaL_optstring(L, 2, NULL);
+    if (group && !name_is_valid(group, strlen(group)))
+        luaL_error(L, "'%s' is not a group name", group);
+    char id[37];
+    send_subscription(v, action, pattern, group, id);
+    lua_pushstring(L, id);
+    return 1;
+}
+static int bus_subscribe(lua_State *L) { return subscription_fn(L, "subscribe"); }
+static int bus_unsubscribe(lua_State *L) { return subscription_fn(L, "unsubscribe"); }
+
+/* bus.publish(topic, action, payload) -> msg_id: an event on a topic */
+static int bus_publish(lua_State *L)
+{
+    lua_version_t *v = bus_sender(L, "publish");
+    const char *topic = check_topic(L, 1, false);
+    const char *action = luaL_checkstring(L, 2);
+    char *payload = encode_arg(L, 3), id[37];
+    send_from(v, "event", NULL, action, payload, NULL, 0, topic, id);
+    free(payload);
     lua_pushstring(L, id);
     return 1;
 }
@@ -265,7 +330,8 @@ static void open_bus(lua_State *L, lua_version_t *v)
     static const luaL_Reg fns[] = {
         {"event", bus_event},   {"broadcast", bus_broadcast}, {"request", bus_request},
         {"every", bus_every},   {"after", bus_after},         {"cancel", bus_cancel},
-        {"now_ms", bus_now_ms}, {NULL, NULL},
+        {"now_ms", bus_now_ms}, {"subscribe", bus_subscribe}, {"unsubscribe", bus_unsubscribe},
+        {"publish", bus_publish}, {NULL, NULL},
     };
     lua_newtable(L);
     lua_pushlightuserdata(L, v);
@@ -318,6 +384,47 @@ static int refuse(load_job_t *job, const char *fmt, const char *a, const char *b
     return 0;
 }
 
+/* subscribe = {"order.*", {"job.*", group = "workers"}, ...} (at the top
+ * of the stack), read raw into v->subs. -1 when refused (job says why). */
+static int read_subscriptions(lua_State *L, load_job_t *job)
+{
+    lua_version_t *v = job->v;
+    const char *path = v->service->path;
+    lua_Unsigned n = lua_rawlen(L, -1);
+    if (n > LUA_SERVICE_MAX_SUBSCRIPTIONS) {
+        refuse(job, "%s: subscribe lists more than 32 patterns%s", path, "");
+        return -1;
+    }
+    for (lua_Unsigned i = 1; i <= n; i++) {
+        int t = lua_rawgeti(L, -1, (lua_Integer)i);
+        char group[NAME_MAX_LEN + 2] = "";
+        if (t == LUA_TTABLE) {
+            lua_pushliteral(L, "group");
+            if (lua_rawget(L, -2) == LUA_TSTRING)
+                snprintf(group, sizeof group, "%s", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            lua_rawgeti(L, -1, 1);
+            lua_remove(L, -2);
+        }
+        size_t len = 0;
+        const char *pattern = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL,
+                   *why = "not a string";
+        if (!pattern || !topic_is_valid(pattern, len, true, &why)) {
+            refuse(job, "%s: subscribe: not a topic pattern (%s)", path, why);
+            return -1;
+        }
+        if (*group && !name_is_valid(group, strlen(group))) {
+            refuse(job, "%s: subscribe: '%s' is not a group name", path, group);
+            return -1;
+        }
+        snprintf(v->subs[v->sub_count].pattern, sizeof v->subs[0].pattern, "%s", pattern);
+        snprintf(v->subs[v->sub_count].group, sizeof v->subs[0].group, "%s", group);
+        v->sub_count++;
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 /* Runs the file and reads the table it returns, raw: its __index (a
  * loop, an error) never runs outside a handler's call. */
 static int load_body(lua_State *L)
@@ -362,6 +469,13 @@ static int load_body(lua_State *L)
         else if (t != LUA_TNIL)
             return refuse(job, "%s: %s must be a function", path, handlers[i].name);
     }
+    lua_pushliteral(L, "subscribe");
+    t = lua_rawget(L, -2);
+    if (t == LUA_TTABLE && read_subscriptions(L, job) < 0)
+        return 0;
+    if (t != LUA_TTABLE && t != LUA_TNIL)
+        return refuse(job, "%s: subscribe must be a list of topic patterns%s", path, "");
+    lua_pop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, v->bus_ref);
     lua_pushliteral(L, "name");
     lua_pushstring(L, v->name);
@@ -437,7 +551,7 @@ static void answer_error(lua_version_t *v, const envelope_t *env, const char *co
     cJSON_AddStringToObject(payload, "message", text);
     char *json = cJSON_PrintUnformatted(payload);
     cJSON_Delete(payload);
-    send_from(v, "error", dst, action, json, corr, 0, id);
+    send_from(v, "error", dst, action, json, corr, 0, NULL, id);
     cJSON_free(json);
 }
 

@@ -30,6 +30,8 @@ typedef struct lua_timer {
 } lua_timer_t;
 
 /* One loaded version of a service file. */
+#define LUA_SERVICE_MAX_SUBSCRIPTIONS 32
+
 typedef struct lua_version {
     struct lua_service *service; /* the service it belongs (or will belong) to */
     sandbox_t *sandbox;
@@ -41,6 +43,13 @@ typedef struct lua_version {
     lua_timer_t *timers;
     int timer_count, timer_cap, next_timer_id;
     int timer_cursor;            /* where the last pass over the timers stopped */
+    /* the topic patterns the file's table declares (`subscribe = {...}`),
+     * subscribed when the version starts (docs/lua-services.md) */
+    struct {
+        char pattern[TOPIC_MAX_LEN + 1];
+        char group[NAME_MAX_LEN + 1];    /* "" for none */
+    } subs[LUA_SERVICE_MAX_SUBSCRIPTIONS];
+    int sub_count;
 } lua_version_t;
 
 typedef struct lua_service {
@@ -67,6 +76,12 @@ void lua_version_free(lua_version_t **self_p);
 /* Handles one message delivered to the service (a request, an event or
  * broadcast, or the answer to a request it sent). */
 void lua_service_handle(lua_service_t *svc, const envelope_t *env);
+
+/* Sends `action` ("subscribe" or "unsubscribe") to the broker, from `v`,
+ * for every topic pattern that `list` declares (v itself, or the version
+ * it replaces), through the router like any request of the service. */
+void lua_service_send_subscriptions(lua_version_t *v, const lua_version_t *list,
+                                    const char *action);
 
 /* Runs the timers that are due, while the pass budget lasts; the rest
  * stay due for the next pass. */

@@ -138,6 +138,7 @@ static void load_file(services_t *s, const char *file)
         svc->next = s->list;
         s->list = svc;
         send_registration(svc, "register", fresh->name);
+        lua_service_send_subscriptions(fresh, fresh, "subscribe");
         log_info("service %s loaded from %s", fresh->name, file);
         return;
     }
@@ -145,6 +146,10 @@ static void load_file(services_t *s, const char *file)
         send_registration(svc, "unregister", old->name);
         send_registration(svc, "register", fresh->name);
     }
+    /* the peer and its subscriptions stay across a reload: the old list
+     * goes, the new one comes (the same patterns again are idempotent) */
+    lua_service_send_subscriptions(fresh, old, "unsubscribe");
+    lua_service_send_subscriptions(fresh, fresh, "subscribe");
     lua_version_free(&old);
     log_info("service %s reloaded from %s", fresh->name, file);
 }
