@@ -2,6 +2,7 @@
 """The command line: --help, --version, bad flags (exit 2, one line), an
 endpoint in use (exit 1, names it), several endpoints, --log-level."""
 import os
+import re
 import socket
 import sys
 
@@ -34,6 +35,15 @@ class CliTest(bp.BrokerTestCase):
         for flag in ("--endpoint", "--policy", "--services", "--config", "--log-level",
                      "--max-message-bytes", "--request-timeout-ms", "--help", "--version"):
             self.assertIn(flag, out, "--help does not mention %s" % flag)
+
+    def test_help_names_every_flag(self):
+        # every long option the broker takes (src/config.c) is documented
+        with open(os.path.join(bp.REPO_ROOT, "src", "config.c")) as f:
+            flags = re.findall(r'\{"([a-z][a-z0-9-]+)", (?:required|no)_argument', f.read())
+        self.assertGreater(len(flags), 20)
+        out = bp.run_broker_cli(["--help"]).stdout
+        missing = [f for f in flags if "--" + f not in out]
+        self.assertEqual(missing, [], "--help does not mention these flags")
 
     def test_version_prints_a_version_and_exits_0(self):
         res = bp.run_broker_cli(["--version"])
