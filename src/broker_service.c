@@ -227,9 +227,9 @@ static cJSON *subscription_answer(cJSON *payload, topics_result_t r, const char 
     return payload;
 }
 
-/* subscribe {"topic": P, "group": G?}: topic events matching P for this
- * connection until unsubscribe or disconnect (idempotent). */
-static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+/* subscribe / unsubscribe {"topic": P, "group": G?}: topic events matching
+ * P for this connection until unsubscribe or disconnect (idempotent). */
+static cJSON *subscription_action(broker_t *b, peer_t *peer, const envelope_t *env, bool add)
 {
     char topic[TOPIC_MAX_LEN + 1], group[NAME_MAX_LEN + 1];
     const char *why = NULL;
@@ -238,25 +238,23 @@ static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
         cJSON_AddStringToObject(payload, "code", "bad_topic");
         return status_error(payload, why);
     }
-    if (b->auth && peer->kind == PEER_REMOTE && !auth_may_subscribe(b->auth, peer->key, topic)) {
+    if (add && b->auth && peer->kind == PEER_REMOTE && !auth_may_subscribe(b->auth, peer->key, topic)) {
         cJSON_AddStringToObject(payload, "code", "denied");
         return status_error(payload, "your key may not subscribe to that pattern (allow list)");
     }
-    topics_result_t r = topics_subscribe(b->topics, peer, topic, strlen(topic), group);
+    topics_result_t r = add ? topics_subscribe(b->topics, peer, topic, strlen(topic), group)
+                            : topics_unsubscribe(b->topics, peer, topic, strlen(topic), group);
     return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
+}
+
+static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+{
+    return subscription_action(b, peer, env, true);
 }
 
 static cJSON *unsubscribe(broker_t *b, peer_t *peer, const envelope_t *env)
 {
-    char topic[TOPIC_MAX_LEN + 1], group[NAME_MAX_LEN + 1];
-    const char *why = NULL;
-    cJSON *payload = cJSON_CreateObject();
-    if (!read_subscription(env, topic, group, &why)) {
-        cJSON_AddStringToObject(payload, "code", "bad_topic");
-        return status_error(payload, why);
-    }
-    topics_result_t r = topics_unsubscribe(b->topics, peer, topic, strlen(topic), group);
-    return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
+    return subscription_action(b, peer, env, false);
 }
 
 static void add_subscription(const char *pattern, const char *group, void *ctx)

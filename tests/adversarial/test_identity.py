@@ -108,16 +108,7 @@ class HostedIdentityTest(bp.BrokerTestCase):
         self.assertTrue(self.broker.alive())
 
 
-def keygen(prefix):
-    out = subprocess.run([bp.broker_path(), "--keygen", prefix], capture_output=True, text=True,
-                         timeout=5)
-    assert out.returncode == 0, out.stderr
-    return read_key(prefix + ".pub"), read_key(prefix + ".key")
-
-
-def read_key(path):
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")][0]
+keygen, read_key = bp.keygen, bp.read_key
 
 
 class CurveIdentityTest(bp.BrokerTestCase):

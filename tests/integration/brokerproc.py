@@ -122,6 +122,20 @@ def run_broker_cli(args, timeout=5, cwd=None):
                                        err.decode("utf-8", "replace"))
 
 
+def read_key(path):
+    """The key in a key file --keygen wrote (its first line that is not a comment)."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")][0]
+
+
+def keygen(prefix):
+    """A CURVE key pair made by the broker's --keygen: (public, secret) Z85 text."""
+    out = subprocess.run([broker_path(), "--keygen", prefix], capture_output=True, text=True,
+                         timeout=5)
+    assert out.returncode == 0, out.stderr
+    return read_key(prefix + ".pub"), read_key(prefix + ".key")
+
+
 _STARTED = []  # every Broker started by this process
 
 

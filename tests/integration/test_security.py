@@ -14,16 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
 
-def keygen(prefix):
-    out = subprocess.run([bp.broker_path(), "--keygen", prefix], capture_output=True, text=True,
-                         timeout=5)
-    assert out.returncode == 0, out.stderr
-    return read_key(prefix + ".pub"), read_key(prefix + ".key")
-
-
-def read_key(path):
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")][0]
+keygen, read_key = bp.keygen, bp.read_key
 
 
 class CurveTest(bp.BrokerTestCase):

@@ -141,15 +141,7 @@ class SubscriptionBoundsTest(bp.BrokerTestCase):
             timeout=5 * bp.SLOW))
 
 
-def keygen(prefix):
-    out = subprocess.run([bp.broker_path(), "--keygen", prefix], capture_output=True, text=True,
-                         timeout=5)
-    assert out.returncode == 0, out.stderr
-    keys = []
-    for path in (prefix + ".pub", prefix + ".key"):
-        with open(path) as f:
-            keys.append([l.strip() for l in f if l.strip() and not l.startswith("#")][0])
-    return keys
+keygen = bp.keygen
 
 
 class CurveTopicsTest(bp.BrokerTestCase):
