@@ -459,7 +459,10 @@ int broker_run(broker_t *b)
 #define FIRED(i) (first || (slot[i] >= 0 && fds[slot[i]].revents))
         if (FIRED(P_SIGNALS))
             handle_signals(b);
-        if (b->metrics_http && FIRED(P_METRICS))
+        /* also when ZMQ_FD did not fire: the metrics socket's own sends
+         * (answers in pieces, closes) can take in the notice that a
+         * request arrived, and the descriptor then stays quiet for it */
+        if (b->metrics_http && (FIRED(P_METRICS) || socket_readable(b->metrics_http)))
             metrics_http_handle(b);
         if (b->auth && FIRED(P_ZAP))
             auth_handle_zap(b->auth);
