@@ -19,7 +19,7 @@ UNIT_NAME=smartshop-broker.service
 SERVICE_USER=smartshop
 CONF_DIR=/etc/smartshop
 UNIT_DIR=/etc/systemd/system
-PACKAGES="smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev"
+PACKAGES="smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev python3-smartshop"
 
 PREFIX=${PREFIX:-}
 DESTDIR=${DESTDIR:-}

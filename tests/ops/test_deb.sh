@@ -97,7 +97,7 @@ else
     bad "dpkg-buildpackage -b" "$tmp/log/build1"
     finish
 fi
-want_debs="smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev"
+want_debs="smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev python3-smartshop"
 for p in $want_debs; do
     [ -f "$(echo "$tmp/v1/${p}_"*.deb)" ] || bad "package $p built"
 done
@@ -119,6 +119,7 @@ v2=$v1+test1
     cat "$tmp/b/src/debian/changelog"
 } >"$tmp/changelog" && mv "$tmp/changelog" "$tmp/b/src/debian/changelog"
 echo "-- shipped by $v2" >>"$tmp/b/src/policies/routing.lua"
+rm -f "$tmp/b/src/debian/files"     # -nc keeps it, with the first build's buildinfo in it
 t0=$SECONDS
 if build_debs "$tmp/v2" "$tmp/log/build2" -nc; then
     ok "rebuilt as $v2 ($((SECONDS - t0)) s)"
@@ -145,7 +146,7 @@ bad() {
     for f in "$@"; do [ -s "$f" ] && tail -n 30 "$f" | sed 's/^/    | /' >>"$res"; done
 }
 expect() { local what=$1; shift; if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; fi; }
-debs() { local d=$1; echo "$d"/smartshop-broker_*.deb "$d"/smartshop-ctl_*.deb "$d"/libsmartshop0_*.deb "$d"/libsmartshop-dev_*.deb; }
+debs() { local d=$1; echo "$d"/smartshop-broker_*.deb "$d"/smartshop-ctl_*.deb "$d"/libsmartshop0_*.deb "$d"/libsmartshop-dev_*.deb "$d"/python3-smartshop_*.deb; }
 ip link set lo up
 
 unit=/lib/systemd/system/smartshop-broker.service
@@ -176,18 +177,18 @@ stop_broker() {
     wait "$broker_pid" 2>/dev/null
     broker_pid=""
 }
-client() { # the demo's client, from the package's examples; it is written on the
-           # smartshop Python library, not packaged yet: taken from the source tree
-    PYTHONPATH=$srcdir/python timeout 20 /usr/bin/python3 \
+client() { # the demo's client, from the package's examples, on the packaged
+           # Python library (python3-smartshop)
+    timeout 20 /usr/bin/python3 \
         /usr/share/doc/smartshop-broker/examples/python/test_client.py --timeout 10
 }
 
 # --- install ---
 # shellcheck disable=SC2046
 if dpkg -i $(debs /t/v1) >/t/log/install1 2>&1; then
-    ok "dpkg -i the four packages ($v1)"
+    ok "dpkg -i the packages ($v1)"
 else
-    bad "dpkg -i the four packages ($v1)" /t/log/install1
+    bad "dpkg -i the packages ($v1)" /t/log/install1
     exit 1
 fi
 pw=$(getent passwd smartshop)
@@ -284,17 +285,17 @@ fi
 stop_broker
 
 # --- purge ---
-if dpkg --purge smartshop-broker smartshop-ctl libsmartshop-dev libsmartshop0 >/t/log/purge 2>&1; then
-    ok "dpkg --purge the four packages"
+if dpkg --purge smartshop-broker smartshop-ctl libsmartshop-dev libsmartshop0 python3-smartshop >/t/log/purge 2>&1; then
+    ok "dpkg --purge the packages"
 else
-    bad "dpkg --purge the four packages" /t/log/purge
+    bad "dpkg --purge the packages" /t/log/purge
 fi
 expect "purged: no user smartshop" bash -c '! getent passwd smartshop'
 expect "purged: no group smartshop" bash -c '! getent group smartshop'
 expect "purged: /etc/smartshop is gone (with the operator's service and the .dpkg-dist)" [ ! -e /etc/smartshop ]
 expect "purged: the unit and its enablement are gone" \
     bash -c '[ ! -e /lib/systemd/system/smartshop-broker.service ] && [ ! -L /etc/systemd/system/multi-user.target.wants/smartshop-broker.service ]'
-expect "purged: dpkg knows none of them" bash -c '! dpkg-query -W smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev 2>/dev/null | grep -q .'
+expect "purged: dpkg knows none of them" bash -c '! dpkg-query -W smartshop-broker smartshop-ctl libsmartshop0 libsmartshop-dev python3-smartshop 2>/dev/null | grep -q .'
 
 # --- install_broker.sh: the same packages, through the seed's command ---
 script=$3/install_broker.sh
@@ -335,7 +336,7 @@ mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" || exit 1
 mkdir -p "$root/t" && mount --bind "$tmp" "$root/t" || exit 1
 # a root without the packages even if this machine has them
 if chroot "$root" dpkg-query -W smartshop-broker >/dev/null 2>&1; then
-    chroot "$root" dpkg --purge smartshop-broker smartshop-ctl libsmartshop-dev libsmartshop0 >/dev/null 2>&1
+    chroot "$root" dpkg --purge smartshop-broker smartshop-ctl libsmartshop-dev libsmartshop0 python3-smartshop >/dev/null 2>&1
 fi
 chroot "$root" sh -c 'rm -rf /etc/smartshop; getent passwd smartshop >/dev/null && userdel smartshop; getent group smartshop >/dev/null && groupdel smartshop; true'
 (cd "$ov/upper" && find . ! -type d | sort) >"$tmp/upper.before"
