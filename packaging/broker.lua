@@ -41,3 +41,22 @@ log_level = "info"
 -- max_message_bytes = 1048576
 -- request_timeout_ms = 30000
 -- shutdown_grace_ms = 2000
+-- The bounds that give each peer a share (docs/security.md, "Every bound,
+-- in one table"); 0 for the byte bounds means "derived from
+-- max_message_bytes", as --help says:
+-- max_inflight = 100000
+-- max_inflight_per_peer = 0
+-- max_inflight_per_instance = 0
+-- max_unread_bytes = 0
+-- max_unread_bytes_total = 0
+-- max_queued_bytes = 0
+-- max_queued_bytes_total = 268435456
+-- max_subscriptions_per_peer = 256
+-- max_subscriptions = 100000
+-- dead_letters = 1000
+-- dead_letter_bytes = 16777216
+-- dead_letter_share = 8
+-- metrics_max_series = 1000
+-- metrics_max_connections = 16
+-- metrics_idle_timeout_ms = 10000
+-- metrics_max_request_bytes = 8192
