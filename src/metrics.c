@@ -283,7 +283,8 @@ static void put_sample(buf_t *b, const char *name, const char *labels, size_t la
     put(b, "\n");
 }
 
-static void by_type(buf_t *b, const char *name, const char *help, const uint64_t counts[MT__COUNT])
+/* "# HELP name help" and "# TYPE name type" */
+static void put_header(buf_t *b, const char *name, const char *help, const char *type)
 {
     put(b, "# HELP ");
     put(b, name);
@@ -291,7 +292,14 @@ static void by_type(buf_t *b, const char *name, const char *help, const uint64_t
     put(b, help);
     put(b, "\n# TYPE ");
     put(b, name);
-    put(b, " counter\n");
+    put(b, " ");
+    put(b, type);
+    put(b, "\n");
+}
+
+static void by_type(buf_t *b, const char *name, const char *help, const uint64_t counts[MT__COUNT])
+{
+    put_header(b, name, help, "counter");
     for (int t = 0; t < MT__COUNT; t++) {
         put(b, name);
         put(b, "{type=\"");
@@ -304,13 +312,7 @@ static void by_type(buf_t *b, const char *name, const char *help, const uint64_t
 
 static void gauge(buf_t *b, const char *name, const char *help, uint64_t value)
 {
-    put(b, "# HELP ");
-    put(b, name);
-    put(b, " ");
-    put(b, help);
-    put(b, "\n# TYPE ");
-    put(b, name);
-    put(b, " gauge\n");
+    put_header(b, name, help, "gauge");
     put(b, name);
     put(b, " ");
     put_u64(b, value);
@@ -347,13 +349,7 @@ static void render_topics(buf_t *b, const metrics_t *m)
         {"smartshop_topic_unmatched_total", "Topic events no subscription matched."},
     };
     for (int k = 0; k < 3; k++) {
-        put(b, "# HELP ");
-        put(b, names[k][0]);
-        put(b, " ");
-        put(b, names[k][1]);
-        put(b, "\n# TYPE ");
-        put(b, names[k][0]);
-        put(b, " counter\n");
+        put_header(b, names[k][0], names[k][1], "counter");
         for (const metric_topic_t *t = topic_next(m, NULL); t; t = topic_next(m, t)) {
             put(b, names[k][0]);
             put(b, "{prefix=\"");
