@@ -1029,38 +1029,46 @@ typedef struct {
     failure_t f;
 } watch_state_t;
 
+/* One message as a line for a person: `head`, the fields the command
+ * shows, then the payload as compact JSON, both made safe for a terminal;
+ * or, with --json, the message as it came. Flushed at once: the commands
+ * that print these run until interrupted. */
+static void print_message_line(const ss_msg_t *m, char *head)
+{
+    if (opt.json) {
+        print_json(ss_msg_json(m), false);
+    } else {
+        const cJSON *payload = ss_msg_payload(m);
+        char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
+        sanitize(head);
+        if (body)
+            sanitize(body);
+        printf("%s%s\n", head, body ? body : "null");
+        cJSON_free(body);
+    }
+    fflush(stdout);
+}
+
 static void print_watched(ss_client_t *c, const ss_msg_t *m, void *arg)
 {
     (void)c;
     (void)arg;
-    if (opt.json) {
-        print_json(ss_msg_json(m), false);
-    } else {
-        const char *ts = str_or(ss_msg_json(m), "timestamp", NULL);
-        char now[32];
-        if (!ts) {
-            struct timespec t;
-            struct tm tm;
-            clock_gettime(CLOCK_REALTIME, &t);
-            gmtime_r(&t.tv_sec, &tm);
-            strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%S", &tm);
-            snprintf(now + strlen(now), sizeof now - strlen(now), ".%03dZ", (int)(t.tv_nsec / 1000000));
-            ts = now;
-        }
-        const char *dst = ss_msg_dst(m) ? ss_msg_dst(m) : "-";
-        const cJSON *payload = ss_msg_payload(m);
-        char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
-        char line[4096];
-        snprintf(line, sizeof line, "%s  %-9s  %s -> %s  %s  ", ts,
-                 strcmp(dst, "broadcast") == 0 ? "broadcast" : (ss_msg_type(m) ? ss_msg_type(m) : "?"),
-                 ss_msg_src(m) ? ss_msg_src(m) : "-", dst, ss_msg_action(m) ? ss_msg_action(m) : "-");
-        sanitize(line);
-        if (body)
-            sanitize(body);
-        printf("%s%s\n", line, body ? body : "null");
-        cJSON_free(body);
+    const char *ts = str_or(ss_msg_json(m), "timestamp", NULL);
+    char now[32], head[4096];
+    if (!ts) {
+        struct timespec t;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &t);
+        gmtime_r(&t.tv_sec, &tm);
+        strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(now + strlen(now), sizeof now - strlen(now), ".%03dZ", (int)(t.tv_nsec / 1000000));
+        ts = now;
     }
-    fflush(stdout);
+    const char *dst = ss_msg_dst(m) ? ss_msg_dst(m) : "-";
+    snprintf(head, sizeof head, "%s  %-9s  %s -> %s  %s  ", ts,
+             strcmp(dst, "broadcast") == 0 ? "broadcast" : (ss_msg_type(m) ? ss_msg_type(m) : "?"),
+             ss_msg_src(m) ? ss_msg_src(m) : "-", dst, ss_msg_action(m) ? ss_msg_action(m) : "-");
+    print_message_line(m, head);
 }
 
 static void on_watch_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
@@ -1155,25 +1163,13 @@ static int cmd_pub(int argc, char **argv)
 
 static void print_topic_event(ss_client_t *c, const ss_msg_t *m, void *arg)
 {
+    (void)c;
     (void)arg;
-    if (opt.json) {
-        print_json(ss_msg_json(m), false);
-        fflush(stdout);
-        return;
-    }
-    const cJSON *payload = ss_msg_payload(m);
-    char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
-    char line[4096];
-    snprintf(line, sizeof line, "%s  %s  %s  %s  ", str_or(ss_msg_json(m), "timestamp", "-"),
+    char head[4096];
+    snprintf(head, sizeof head, "%s  %s  %s  %s  ", str_or(ss_msg_json(m), "timestamp", "-"),
              ss_msg_topic(m) ? ss_msg_topic(m) : "-", ss_msg_src(m) ? ss_msg_src(m) : "-",
              ss_msg_action(m) ? ss_msg_action(m) : "-");
-    sanitize(line);
-    if (body)
-        sanitize(body);
-    printf("%s%s\n", line, body ? body : "null");
-    cJSON_free(body);
-    fflush(stdout);
-    (void)c;
+    print_message_line(m, head);
 }
 
 static int cmd_sub(int argc, char **argv)
@@ -1295,26 +1291,14 @@ static cJSON *stub_answer;       /* NULL: answer each request with its payload *
 
 static cJSON *stub_handle(ss_client_t *c, const ss_msg_t *req, ss_error_t *err, void *arg)
 {
-    (void)c;
     (void)err;
     (void)arg;
-    const cJSON *payload = ss_msg_payload(req);
-    if (opt.json) {
-        print_json(ss_msg_json(req), false);
-    } else {
-        char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
-        char line[4096];
-        snprintf(line, sizeof line, "%s  request  %s -> %s  %s  ",
-                 str_or(ss_msg_json(req), "timestamp", "-"), ss_msg_src(req) ? ss_msg_src(req) : "-",
-                 ss_name(c), ss_msg_action(req) ? ss_msg_action(req) : "-");
-        sanitize(line);
-        if (body)
-            sanitize(body);
-        printf("%s%s\n", line, body ? body : "null");
-        cJSON_free(body);
-    }
-    fflush(stdout);
-    return cJSON_Duplicate(stub_answer ? stub_answer : payload, 1);
+    char head[4096];
+    snprintf(head, sizeof head, "%s  request  %s -> %s  %s  ",
+             str_or(ss_msg_json(req), "timestamp", "-"), ss_msg_src(req) ? ss_msg_src(req) : "-",
+             ss_name(c), ss_msg_action(req) ? ss_msg_action(req) : "-");
+    print_message_line(req, head);
+    return cJSON_Duplicate(stub_answer ? stub_answer : ss_msg_payload(req), 1);
 }
 
 static int cmd_reply(int argc, char **argv)
