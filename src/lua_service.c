@@ -153,29 +153,30 @@ static const char *check_name(lua_State *L, int index, bool allow_broadcast)
     return name;
 }
 
-/* bus.event(dst, action, payload) -> msg_id */
-static int bus_event(lua_State *L)
+/* An event to `dst` or on `topic` (one of them NULL), its action and
+ * payload the arguments at `action_index` and after; pushes its msg_id. */
+static int send_event(lua_State *L, lua_version_t *v, const char *dst, const char *topic,
+                      int action_index)
 {
-    lua_version_t *v = bus_sender(L, "event");
-    const char *dst = check_name(L, 1, true);
-    const char *action = luaL_checkstring(L, 2);
-    char *payload = encode_arg(L, 3), id[37];
-    send_from(v, "event", dst, action, payload, NULL, 0, NULL, id);
+    const char *action = luaL_checkstring(L, action_index);
+    char *payload = encode_arg(L, action_index + 1), id[37];
+    send_from(v, "event", dst, action, payload, NULL, 0, topic, id);
     free(payload);
     lua_pushstring(L, id);
     return 1;
 }
 
+/* bus.event(dst, action, payload) -> msg_id */
+static int bus_event(lua_State *L)
+{
+    lua_version_t *v = bus_sender(L, "event");
+    return send_event(L, v, check_name(L, 1, true), NULL, 2);
+}
+
 /* bus.broadcast(action, payload) -> msg_id */
 static int bus_broadcast(lua_State *L)
 {
-    lua_version_t *v = bus_sender(L, "broadcast");
-    const char *action = luaL_checkstring(L, 1);
-    char *payload = encode_arg(L, 2), id[37];
-    send_from(v, "event", "broadcast", action, payload, NULL, 0, NULL, id);
-    free(payload);
-    lua_pushstring(L, id);
-    return 1;
+    return send_event(L, bus_sender(L, "broadcast"), "broadcast", NULL, 1);
 }
 
 /* bus.request(dst, action, payload, callback [, {timeout_ms = N}]) -> msg_id
@@ -262,13 +263,7 @@ static int bus_unsubscribe(lua_State *L) { return subscription_fn(L, "unsubscrib
 static int bus_publish(lua_State *L)
 {
     lua_version_t *v = bus_sender(L, "publish");
-    const char *topic = check_topic(L, 1, false);
-    const char *action = luaL_checkstring(L, 2);
-    char *payload = encode_arg(L, 3), id[37];
-    send_from(v, "event", NULL, action, payload, NULL, 0, topic, id);
-    free(payload);
-    lua_pushstring(L, id);
-    return 1;
+    return send_event(L, v, NULL, check_topic(L, 1, false), 2);
 }
 
 static int add_timer(lua_State *L, uint32_t every)
