@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 
-import zmq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
@@ -135,14 +134,6 @@ class CurveIdentityTest(bp.BrokerTestCase):
         super().tearDownClass()
         shutil.rmtree(cls.tmp, ignore_errors=True)
         shutil.rmtree(cls.sdir, ignore_errors=True)
-
-    def curve_peer(self, keys, identity=None):
-        public, secret = keys
-        p = self.broker.peer(identity=identity, options={
-            zmq.CURVE_SERVERKEY: self.broker_pub.encode(), zmq.CURVE_PUBLICKEY: public.encode(),
-            zmq.CURVE_SECRETKEY: secret.encode()})
-        self._peers.append(p)
-        return p
 
     def test_unlisted_names_stay_refused_under_a_hosted_identity(self):
         time.sleep(0.3 * bp.SLOW)

@@ -511,6 +511,14 @@ class BrokerTestCase(unittest.TestCase):
             p.register(register)
         return p
 
+    def curve_peer(self, keys, identity=None):
+        """A peer with CURVE keys (public, secret) against a broker whose
+        public key the class keeps as `broker_pub`."""
+        public, secret = keys
+        return self.peer(identity=identity, options={
+            zmq.CURVE_SERVERKEY: self.broker_pub.encode(), zmq.CURVE_PUBLICKEY: public.encode(),
+            zmq.CURVE_SECRETKEY: secret.encode()})
+
     def assertAlive(self):
         self.assertTrue(self.broker.alive(), "broker died; log:\n" + self.broker.log_text())
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 
-import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
@@ -44,14 +43,6 @@ class CurveTest(bp.BrokerTestCase):
     def tearDownClass(cls):
         super().tearDownClass()
         cls.dir.cleanup()
-
-    def curve_peer(self, keys, identity=None):
-        public, secret = keys
-        p = self.broker.peer(identity=identity, options={
-            zmq.CURVE_SERVERKEY: self.broker_pub.encode(), zmq.CURVE_PUBLICKEY: public.encode(),
-            zmq.CURVE_SECRETKEY: secret.encode()})
-        self._peers.append(p)
-        return p
 
     def test_listed_key_registers_its_names(self):
         p = self.curve_peer(self.pay)

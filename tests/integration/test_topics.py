@@ -167,14 +167,6 @@ class CurveTopicsTest(bp.BrokerTestCase):
         super().tearDownClass()
         cls.tmp.cleanup()
 
-    def curve_peer(self, keys):
-        import zmq
-        p = self.broker.peer(options={
-            zmq.CURVE_SERVERKEY: self.broker_pub.encode(), zmq.CURVE_PUBLICKEY: keys[0].encode(),
-            zmq.CURVE_SECRETKEY: keys[1].encode()})
-        self._peers.append(p)
-        return p
-
     def test_topic_entries_bound_subscribe_and_publish(self):
         shop = self.curve_peer(self.shop)
         for pattern, ok in (("order.created", True), ("order.*", True), ("order.>", True),
