@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <time.h>
 
 /* The string value after `key` (a literal such as "\"dst\":\""), as a
@@ -89,6 +91,36 @@ static inline uint64_t bu_hash(const char *s, size_t n)
         h *= 1099511628211ull;
     }
     return h;
+}
+
+/* The nanoseconds all threads of process `pid` have run
+ * (/proc/PID/task/TID/schedstat; libzmq's I/O thread does much of a
+ * server's work). False if the process is not there. */
+static inline bool bu_sched_ns(int pid, uint64_t *ns)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return false;
+    uint64_t sum = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char file[320];
+        snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", pid, e->d_name);
+        FILE *f = fopen(file, "r");
+        if (!f)
+            continue;
+        unsigned long long v;
+        if (fscanf(f, "%llu", &v) == 1)
+            sum += v;
+        fclose(f);
+    }
+    closedir(d);
+    *ns = sum;
+    return true;
 }
 
 #endif

@@ -24,9 +24,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <dirent.h>
 
 #include <zmq.h>
+
+#include "bench_util.h"
 
 #define TOPIC "bench.fanout.tick"
 #define MAX_SUBS 1000
@@ -48,31 +49,11 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The seconds a process's threads have run (schedstat: nanoseconds, all
- * threads: libzmq's I/O thread does much of a server's work). */
+/* The seconds a process's threads have run. */
 static double process_cpu_s(int pid)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return 0;
-    double total = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char file[320];
-        snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", pid, e->d_name);
-        FILE *f = fopen(file, "r");
-        unsigned long long ns = 0;
-        if (f && fscanf(f, "%llu", &ns) == 1)
-            total += (double)ns / 1e9;
-        if (f)
-            fclose(f);
-    }
-    closedir(d);
-    return total;
+    uint64_t ns = 0;
+    return bu_sched_ns(pid, &ns) ? (double)ns / 1e9 : 0;
 }
 
 static void die(const char *what)

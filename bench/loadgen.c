@@ -30,7 +30,6 @@
  * ceiling's CPU per round trip compare without the effect of batching.
  * Exit status 0 when the run completed (whatever it measured), 1 when it
  * could not start (no service answered the probe, idle peers refused). */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -116,33 +115,6 @@ static bool read_stat_ticks(int pid, uint64_t *ticks)
     return true;
 }
 
-static bool read_sched_ns(int pid, uint64_t *ns)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", pid);
-    DIR *d = opendir(path);
-    if (!d)
-        return false;
-    uint64_t sum = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char file[320];
-        snprintf(file, sizeof file, "/proc/%d/task/%s/schedstat", pid, e->d_name);
-        FILE *f = fopen(file, "r");
-        if (!f)
-            continue;
-        unsigned long long v;
-        if (fscanf(f, "%llu", &v) == 1)
-            sum += v;
-        fclose(f);
-    }
-    closedir(d);
-    *ns = sum;
-    return true;
-}
-
 typedef struct {
     bool ok;
     uint64_t ticks, sched_ns;
@@ -152,7 +124,7 @@ static cpu_t read_cpu(int pid)
 {
     cpu_t c = {false, 0, 0};
     if (pid > 0)
-        c.ok = read_stat_ticks(pid, &c.ticks) && read_sched_ns(pid, &c.sched_ns);
+        c.ok = read_stat_ticks(pid, &c.ticks) && bu_sched_ns(pid, &c.sched_ns);
     return c;
 }
 
