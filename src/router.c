@@ -240,16 +240,18 @@ static peer_t *peer_of_message(broker_t *b, wire_msg_t *m)
         router_peer_gone(b, on_fd);
     }
     peer_t *peer = registry_find_peer(b->registry, id, id_len);
-    if (peer && ((m->fd >= 0 && peer->fd != m->fd) || strcmp(peer->key, key) != 0)) {
-        if (peer->fd >= 0 || strcmp(peer->key, key) != 0) {
+    if (peer) {
+        bool other_key = strcmp(peer->key, key) != 0;
+        bool other_fd = m->fd >= 0 && peer->fd != m->fd;
+        if (other_key || (other_fd && peer->fd >= 0)) {
             /* same identity on a new connection: the old one is gone, and
              * its registrations with it (L1) */
             if (peer->fd >= 0)
                 registry_fd_mark_stale(b->registry, peer->fd);
             router_peer_gone(b, peer);
             peer = NULL;
-        } else {
-            registry_set_fd(b->registry, peer, m->fd);
+        } else if (other_fd) {
+            registry_set_fd(b->registry, peer, m->fd);   /* its descriptor was unknown */
         }
     }
     if (!peer && (size_t)b->registry->peer_count >= b->cfg->max_peers) {
