@@ -7,10 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* upper bounds of the latency buckets, in seconds (the last is +Inf) */
+#include "version.h"
+
+/* upper bounds of the latency buckets, in seconds (the last is +Inf): up
+ * to the longest deadline a request can have (10 s, the default 30 s
+ * --request-timeout-ms, and TTL_MAX_DEFAULT_MS's 300 s), so that a slow
+ * answer lands in a bucket of its own rather than in +Inf */
 static const double bounds_s[METRICS_BUCKETS] = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 1e300,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10, 30, 300, 1e300,
 };
+_Static_assert(TTL_MAX_DEFAULT_MS <= 300 * 1000, "a deadline past the top latency bucket");
 
 static size_t make_key(char *key, const char *service, size_t slen, const char *action, size_t alen)
 {
@@ -368,7 +374,8 @@ static void render_series(buf_t *b, const metrics_t *m)
     static const char *le[METRICS_BUCKETS] = {
         ",le=\"0.0001\"", ",le=\"0.00025\"", ",le=\"0.0005\"", ",le=\"0.001\"",
         ",le=\"0.0025\"", ",le=\"0.005\"", ",le=\"0.01\"", ",le=\"0.025\"",
-        ",le=\"0.1\"", ",le=\"0.5\"", ",le=\"2.5\"", ",le=\"+Inf\"",
+        ",le=\"0.1\"", ",le=\"0.5\"", ",le=\"2.5\"", ",le=\"10\"", ",le=\"30\"",
+        ",le=\"300\"", ",le=\"+Inf\"",
     };
     static const char *const sections[3][2] = {
         {"smartshop_requests_total", "# HELP smartshop_requests_total Requests routed, by service "

@@ -23,7 +23,7 @@
 #include "registry.h"
 #include "stats.h"
 
-#define METRICS_BUCKETS 12
+#define METRICS_BUCKETS 15
 #define METRICS_OVERFLOW_SERVICE "_other"
 #define METRICS_OTHER_ACTION "(other)"
 
