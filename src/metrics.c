@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "version.h"
+
 /* upper bounds of the latency buckets, in seconds (the last is +Inf):
  * up to the longest deadline a request may have (TTL_MS_MAX), so that a
  * slow answer is never reported faster than it was */
@@ -19,7 +21,8 @@ static const char *const le_labels[METRICS_BUCKETS] = {
     ",le=\"0.1\"", ",le=\"0.5\"", ",le=\"2.5\"", ",le=\"5\"", ",le=\"10\"", ",le=\"30\"",
     ",le=\"60\"", ",le=\"120\"", ",le=\"300\"", ",le=\"+Inf\"",
 };
-_Static_assert(TTL_MS_MAX <= 300000, "the top finite bucket covers the longest deadline");
+_Static_assert(TTL_MS_MAX <= 300000 && TTL_MAX_DEFAULT_MS <= 300000,
+               "the top finite bucket covers the longest deadline");
 
 static const char *const outcome_names[METRICS_OUTCOMES] = {"ok", "error", "timeout", "gone",
                                                             "refused"};
