@@ -272,7 +272,7 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
     policy_t *p = job->p;
     job->verdict = POLICY_PASS;
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
-    luamsg_release(p->sandbox->L);
+    luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
         hook_failed(p, hook, job->text);
         recover_if_broken(p);
