@@ -135,10 +135,63 @@ typedef struct {
     size_t len;
     unsigned hooks;
     int refs[POLICY_HOOK_COUNT];
+    unsigned types[POLICY_HOOK_COUNT];
     char *err;                  /* set for a failure that is not a Lua error */
     size_t errlen;
     bool refused;
 } load_job_t;
+
+#define ALL_TYPES (~0u)
+
+/* A message type's name (the envelope's "type") -> its msg_type_t bit, or 0. */
+static unsigned type_bit(const char *name)
+{
+    for (int t = MT_NONE + 1; t < MT__COUNT; t++)
+        if (strcmp(name, msg_type_name((msg_type_t)t)) == 0)
+            return 1u << t;
+    return 0;
+}
+
+/* The optional global hook_types = {filter = {"request", "event"}, ...}:
+ * the message types a hook is called for (docs/policies.md, "Hooks a
+ * message type does not need"). A hook it does not name sees every type.
+ * Read raw, once, like the hooks; the table at -1 is the globals. Returns
+ * -1 with job->err set if the table is not what it must be. */
+static int read_hook_types(lua_State *L, load_job_t *job)
+{
+    for (size_t i = 0; i < HOOK_COUNT; i++)
+        job->types[i] = ALL_TYPES;
+    lua_pushliteral(L, "hook_types");
+    int t = lua_rawget(L, -2);
+    const char *bad = NULL;
+    if (t != LUA_TNIL && t != LUA_TTABLE)
+        bad = "must be a table";
+    for (size_t i = 0; t == LUA_TTABLE && !bad && i < HOOK_COUNT; i++) {
+        lua_pushstring(L, hook_names[i].name);
+        int lt = lua_rawget(L, -2);
+        if (lt == LUA_TTABLE) {
+            job->types[i] = 0;
+            lua_Unsigned n = lua_rawlen(L, -1);
+            for (lua_Unsigned k = 1; k <= n && !bad; k++) {
+                unsigned bit = lua_rawgeti(L, -1, (lua_Integer)k) == LUA_TSTRING
+                                   ? type_bit(lua_tostring(L, -1)) : 0;
+                if (!bit)
+                    bad = "lists message types by name (\"request\", \"event\", ...)";
+                job->types[i] |= bit;
+                lua_pop(L, 1);
+            }
+        } else if (lt != LUA_TNIL) {
+            bad = "maps a hook's name to a list of message types";
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!bad)
+        return 0;
+    snprintf(job->err, job->errlen, "%s: hook_types %s", job->p->path, bad);
+    job->refused = true;
+    return -1;
+}
 
 /* Runs the file and takes its hooks from the globals table with rawget
  * (a strict-mode __index on _G must not run here, nor later: the hooks are
@@ -155,6 +208,8 @@ static int load_body(lua_State *L)
     }
     lua_call(L, 0, 0);
     lua_pushglobaltable(L);
+    if (read_hook_types(L, job) < 0)
+        return 0;
     for (size_t i = 0; i < HOOK_COUNT; i++) {
         lua_pushstring(L, hook_names[i].name);
         int t = lua_rawget(L, -2);
@@ -202,6 +257,7 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     p->sandbox = fresh;
     p->hooks = job.hooks;
     memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
+    memcpy(p->hook_types, job.types, sizeof p->hook_types);
     return 0;
 }
 
@@ -260,6 +316,13 @@ typedef struct {
     route_t *route;             /* route */
 } hook_job_t;
 
+/* False if the policy declared (hook_types) that this hook does not look
+ * at messages of env's type: the call is skipped, as if it passed. */
+static inline bool hook_wants(const policy_t *p, int index, const envelope_t *env)
+{
+    return (p->hook_types[index] >> env->type) & 1u;
+}
+
 /* Pushes the hook taken at load. */
 static void push_hook(lua_State *L, const hook_job_t *job, int index)
 {
@@ -315,6 +378,8 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
                                size_t *rewritten_len, char *reason, size_t reasonlen)
 {
     *rewritten = NULL;
+    if (!hook_wants(p, I_FILTER, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
     return run_hook(&job, "filter", filter_body);
@@ -390,6 +455,8 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
 {
     out->count = 0;
     out->instance = NULL;
+    if (!hook_wants(p, I_ROUTE, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = err, .textlen = errlen, .route = out};
     return run_hook(&job, "route", route_body);
 }
@@ -430,6 +497,8 @@ static int authorize_body(lua_State *L)
 policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
                                   char *reason, size_t reasonlen)
 {
+    if (!hook_wants(p, I_AUTHORIZE, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .peer = peer, .text = reason, .textlen = reasonlen};
     return run_hook(&job, "authorize", authorize_body);
 }

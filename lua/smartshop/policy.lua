@@ -28,7 +28,9 @@
 --
 -- policy.use(rules) defines, as globals, only the hooks that at least one
 -- rule has: a hook no rule uses stays undefined, so the broker skips it
--- and a message costs nothing there. It raises an error if a hook it
+-- and a message costs nothing there. Where every rule of a hook declares
+-- types, it also defines hook_types (docs/policies.md), so the broker
+-- does not call that hook for the other types at all. It raises an error if a hook it
 -- would define is already defined (a hand-written one: make it a rule).
 --
 -- How the rules' answers combine, hook by hook:
@@ -224,6 +226,27 @@ local function notify_chain(fns, objs)
   end
 end
 
+-- The message types a composed hook can act on: those some rule's guard
+-- lets in, in MSG_TYPES order; nil when a rule declares none (all types).
+-- policy.use declares them to the broker (the global hook_types), which
+-- then calls the hook only for those: an answer no rule looks at costs no
+-- call at all.
+local GUARDED = { authorize = true, filter = true, route = true }
+
+local function seen_types(objs)
+  local any = {}
+  for i = 1, #objs do
+    local ty = objs[i].types
+    if not ty then return nil end
+    for t in pairs(ty) do any[t] = true end
+  end
+  local list = {}
+  for _, t in ipairs(MSG_TYPES) do
+    if any[t] then list[#list + 1] = t end
+  end
+  return list
+end
+
 local BUILD = {
   authorize = authorize_chain, on_register = register_chain,
   filter = filter_chain, route = route_chain,
@@ -275,13 +298,20 @@ local function compose(rules, lvl)
             .. concat(_M.HOOKS, ", "), lvl)
     end
   end
-  local hooks = {}
+  local hooks, types = {}, nil
   for hook, slot in pairs(per_hook) do
     hooks[hook] = BUILD[hook](slot.fns, slot.objs)
+    local seen = GUARDED[hook] and seen_types(slot.objs)
+    if seen then
+      types = types or {}
+      types[hook] = seen
+    end
   end
-  return hooks
+  return hooks, types
 end
 
+-- The composed hooks, and the hook_types declaration that goes with them
+-- (nil if every hook looks at every type).
 function _M.hooks(rules)
   return compose(rules, 3)
 end
@@ -289,14 +319,18 @@ end
 -- Defines the composed hooks as globals (in env, _G by default). Returns
 -- the table of hooks defined.
 function _M.use(rules, env)
-  local hooks = compose(rules, 3)
+  local hooks, types = compose(rules, 3)
   env = env or _G
   for hook, f in pairs(hooks) do
     if rawget(env, hook) ~= nil then
       error("smartshop.policy: " .. hook .. " is already defined; write it as a rule instead", 2)
     end
-    env[hook] = f
   end
+  if types and rawget(env, "hook_types") ~= nil then
+    error("smartshop.policy: hook_types is already defined; declare types on the rules instead", 2)
+  end
+  for hook, f in pairs(hooks) do env[hook] = f end
+  if types then env.hook_types = types end
   return hooks
 end
 

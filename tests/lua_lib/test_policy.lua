@@ -129,3 +129,23 @@ test("methods are called with the rule as self", function()
   function r:route() return self.name end
   eq(policy.hooks({ r }).route(msg {}, T.ctx {}), "me")
 end)
+
+test("use declares hook_types where every rule of a hook declares types", function()
+  local S = T.sandbox()
+  local policy = S.require "smartshop.policy"
+  policy.use {
+    rule { types = { request = true }, filter = function() end },
+    rule { types = { event = true, request = true }, filter = function() end },
+    rule { route = function() end },                      -- no types: every type
+    rule { types = { response = true }, authorize = function() end },
+    rule { on_register = function() end },
+  }
+  eq(S.env.hook_types, { filter = { "request", "event" }, authorize = { "response" } })
+  local S2 = T.sandbox()
+  S2.require("smartshop.policy").use { rule { filter = function() end } }
+  eq(S2.env.hook_types, nil, "no guard, no declaration")
+  local S3 = T.sandbox()
+  S3.env.hook_types = {}
+  raises(function() S3.require("smartshop.policy").use { rule { types = { request = true },
+    filter = function() end } } end, "hook_types is already defined")
+end)
