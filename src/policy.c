@@ -35,7 +35,8 @@ policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *regi
     p->limits = limits;
     p->registry = registry;
     for (int i = 0; i < POLICY_HOOK_COUNT; i++)
-        p->hook_refs[i] = LUA_NOREF;
+        for (int mt = 0; mt < MT__COUNT; mt++)
+            p->hook_refs[i][mt] = LUA_NOREF;
     if (!p->path) {
         free(p);
         return NULL;
@@ -134,63 +135,49 @@ typedef struct {
     const char *text;
     size_t len;
     unsigned hooks;
-    int refs[POLICY_HOOK_COUNT];
-    unsigned types[POLICY_HOOK_COUNT];
+    int refs[POLICY_HOOK_COUNT][MT__COUNT];
     char *err;                  /* set for a failure that is not a Lua error */
     size_t errlen;
     bool refused;
 } load_job_t;
 
-#define ALL_TYPES (~0u)
+/* The hooks that see messages: each may be a table of functions by
+ * message type instead of one function (docs/policies.md, "A hook by
+ * message type"). */
+#define HOOKS_BY_TYPE (HOOK_FILTER | HOOK_ROUTE | HOOK_AUTHORIZE)
 
-/* A message type's name (the envelope's "type") -> its msg_type_t bit, or 0. */
-static unsigned type_bit(const char *name)
+/* The table at -1 (popped) as hook i: {request = fn, event = fn, ...},
+ * read raw (its metatable, e.g. a __call, is not looked at). A type
+ * without a function is never given to the hook. Returns 0, or -1 with
+ * job->refused set. */
+static int take_typed_hook(lua_State *L, load_job_t *job, size_t i)
 {
-    for (int t = MT_NONE + 1; t < MT__COUNT; t++)
-        if (strcmp(name, msg_type_name((msg_type_t)t)) == 0)
-            return 1u << t;
-    return 0;
-}
-
-/* The optional global hook_types = {filter = {"request", "event"}, ...}:
- * the message types a hook is called for (docs/policies.md, "Hooks a
- * message type does not need"). A hook it does not name sees every type.
- * Read raw, once, like the hooks; the table at -1 is the globals. Returns
- * -1 with job->err set if the table is not what it must be. */
-static int read_hook_types(lua_State *L, load_job_t *job)
-{
-    for (size_t i = 0; i < HOOK_COUNT; i++)
-        job->types[i] = ALL_TYPES;
-    lua_pushliteral(L, "hook_types");
-    int t = lua_rawget(L, -2);
-    const char *bad = NULL;
-    if (t != LUA_TNIL && t != LUA_TTABLE)
-        bad = "must be a table";
-    for (size_t i = 0; t == LUA_TTABLE && !bad && i < HOOK_COUNT; i++) {
-        lua_pushstring(L, hook_names[i].name);
-        int lt = lua_rawget(L, -2);
-        if (lt == LUA_TTABLE) {
-            job->types[i] = 0;
-            lua_Unsigned n = lua_rawlen(L, -1);
-            for (lua_Unsigned k = 1; k <= n && !bad; k++) {
-                unsigned bit = lua_rawgeti(L, -1, (lua_Integer)k) == LUA_TSTRING
-                                   ? type_bit(lua_tostring(L, -1)) : 0;
-                if (!bit)
-                    bad = "lists message types by name (\"request\", \"event\", ...)";
-                job->types[i] |= bit;
-                lua_pop(L, 1);
-            }
-        } else if (lt != LUA_TNIL) {
-            bad = "maps a hook's name to a list of message types";
+    const char *hook = hook_names[i].name;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        int mt = MT_NONE;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (mt = MT__COUNT - 1; mt > MT_NONE; mt--)
+                if (strcmp(lua_tostring(L, -2), msg_type_name((msg_type_t)mt)) == 0)
+                    break;
+        if (mt == MT_NONE || mt == MT_REGISTER || mt == MT_UNREGISTER) {
+            snprintf(job->err, job->errlen, "%s: %s: the keys of a table of hooks are message types "
+                     "(request, response, error, event), not %s", job->p->path, hook,
+                     lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
+            job->refused = true;
+            return -1;
         }
-        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TFUNCTION) {
+            snprintf(job->err, job->errlen, "%s: %s.%s must be a function, not a %s", job->p->path,
+                     hook, msg_type_name((msg_type_t)mt), luaL_typename(L, -1));
+            job->refused = true;
+            return -1;
+        }
+        job->refs[i][mt] = luaL_ref(L, LUA_REGISTRYINDEX);      /* pops the function */
+        job->hooks |= hook_names[i].bit;
     }
     lua_pop(L, 1);
-    if (!bad)
-        return 0;
-    snprintf(job->err, job->errlen, "%s: hook_types %s", job->p->path, bad);
-    job->refused = true;
-    return -1;
+    return 0;
 }
 
 /* Runs the file and takes its hooks from the globals table with rawget
@@ -208,20 +195,26 @@ static int load_body(lua_State *L)
     }
     lua_call(L, 0, 0);
     lua_pushglobaltable(L);
-    if (read_hook_types(L, job) < 0)
-        return 0;
     for (size_t i = 0; i < HOOK_COUNT; i++) {
         lua_pushstring(L, hook_names[i].name);
         int t = lua_rawget(L, -2);
         if (t == LUA_TFUNCTION) {
-            job->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+            int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            for (int mt = 0; mt < MT__COUNT; mt++)
+                job->refs[i][mt] = ref;
             job->hooks |= hook_names[i].bit;
             continue;
         }
+        if (t == LUA_TTABLE && (hook_names[i].bit & HOOKS_BY_TYPE) && take_typed_hook(L, job, i) == 0)
+            continue;
+        if (job->refused)
+            return 0;
         lua_pop(L, 1);
         if (t != LUA_TNIL) {
-            snprintf(job->err, job->errlen, "%s: %s must be a function, not a %s", job->p->path,
-                     hook_names[i].name, lua_typename(L, t));
+            snprintf(job->err, job->errlen, "%s: %s must be a function%s, not a %s", job->p->path,
+                     hook_names[i].name, (hook_names[i].bit & HOOKS_BY_TYPE)
+                         ? " or a table of functions by message type" : "",
+                     lua_typename(L, t));
             job->refused = true;
             return 0;
         }
@@ -242,7 +235,8 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     }
     load_job_t job = {.p = p, .text = text, .len = len, .err = err, .errlen = errlen};
     for (int i = 0; i < POLICY_HOOK_COUNT; i++)
-        job.refs[i] = LUA_NOREF;
+        for (int mt = 0; mt < MT__COUNT; mt++)
+            job.refs[i][mt] = LUA_NOREF;
     if (sandbox_protected(fresh, load_body, &job, err, errlen) < 0 || job.refused) {
         /* a limit hit while the file ran has no file:line of its own */
         if (strncmp(err, p->path, strlen(p->path)) != 0) {
@@ -257,7 +251,6 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     p->sandbox = fresh;
     p->hooks = job.hooks;
     memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
-    memcpy(p->hook_types, job.types, sizeof p->hook_types);
     return 0;
 }
 
@@ -316,17 +309,18 @@ typedef struct {
     route_t *route;             /* route */
 } hook_job_t;
 
-/* False if the policy declared (hook_types) that this hook does not look
- * at messages of env's type: the call is skipped, as if it passed. */
+/* False if the hook has no function for env's type (a table of hooks by
+ * type without it): the call is skipped, as if it passed. */
 static inline bool hook_wants(const policy_t *p, int index, const envelope_t *env)
 {
-    return (p->hook_types[index] >> env->type) & 1u;
+    return p->hook_refs[index][env->type] != LUA_NOREF;
 }
 
-/* Pushes the hook taken at load. */
+/* Pushes the hook taken at load: for a message hook, its function for the
+ * message's type. */
 static void push_hook(lua_State *L, const hook_job_t *job, int index)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index][job->env ? job->env->type : MT_NONE]);
 }
 
 /* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
