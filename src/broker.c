@@ -19,7 +19,7 @@
 
 #include "clock.h"
 #include "conn_bytes.h"
-#include "metrics_http.h"
+#include "http.h"
 #include "log.h"
 #include "router.h"
 #include "wire.h"
@@ -260,7 +260,7 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
         goto fail;
-    if (*cfg->metrics_endpoint && metrics_http_start(b, err, errlen) < 0)
+    if (*cfg->metrics_endpoint && !(b->http = http_start(cfg, err, errlen)))
         goto fail;
     if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0) {
         *exit_code = 2;
@@ -288,8 +288,7 @@ void broker_free(broker_t **self_p)
         zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->monitor);
     }
-    if (b->metrics_http)
-        zmq_close(b->metrics_http);
+    http_stop(&b->http);                /* before what its snapshots were taken from */
     if (b->router)
         zmq_close(b->router);
     if (b->zmq_ctx)
@@ -403,6 +402,8 @@ static long poll_timeout(broker_t *b, uint64_t now)
     }
     if (conn_bytes_next_due(b->conns) < next)
         next = conn_bytes_next_due(b->conns);
+    if (b->http && http_next_due(b->http) < next)
+        next = http_next_due(b->http);
     if (next <= now)
         return 0;
     return next - now > 1000 ? 1000 : (long)(next - now);
@@ -428,13 +429,12 @@ int broker_run(broker_t *b)
      * until EAGAIN, and the loop does not sleep after sending on the
      * ROUTER since its last empty receive (a send may take in the very
      * notice that a message arrived). */
-    enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_METRICS, P_ZAP, P__COUNT };
+    enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_ZAP, P_HTTP, P__COUNT };
     struct pollfd fds[P__COUNT];
     int fd_count = 0;
     int slot[P__COUNT];
-    void *zsock[P__COUNT] = {b->router, b->monitor, NULL, NULL, b->metrics_http,
-                             b->auth ? b->auth->zap : NULL};
-    int raw[P__COUNT] = {-1, -1, b->signal_fd, b->watch->fd, -1, -1};
+    void *zsock[P__COUNT] = {b->router, b->monitor, NULL, NULL, b->auth ? b->auth->zap : NULL, NULL};
+    int raw[P__COUNT] = {-1, -1, b->signal_fd, b->watch->fd, -1, b->http ? http_wake_fd(b->http) : -1};
     for (int i = 0; i < P__COUNT; i++) {
         slot[i] = -1;
         int fd = raw[i];
@@ -459,11 +459,6 @@ int broker_run(broker_t *b)
 #define FIRED(i) (first || (slot[i] >= 0 && fds[slot[i]].revents))
         if (FIRED(P_SIGNALS))
             handle_signals(b);
-        /* also when ZMQ_FD did not fire: the metrics socket's own sends
-         * (answers in pieces, closes) can take in the notice that a
-         * request arrived, and the descriptor then stays quiet for it */
-        if (b->metrics_http && (FIRED(P_METRICS) || socket_readable(b->metrics_http)))
-            metrics_http_handle(b);
         if (b->auth && FIRED(P_ZAP))
             auth_handle_zap(b->auth);
         /* connection events before the messages that follow them */
@@ -505,6 +500,8 @@ int broker_run(broker_t *b)
         uint64_t sends_after_read = b->router_sends;
         if (FIRED(P_WATCH))
             watch_read(b->watch, on_file_changed, b);
+        if (b->http && FIRED(P_HTTP))
+            http_woken(b->http);        /* a request waits: http_tick says when */
 #undef FIRED
         first = false;
         now = clock_ms();
@@ -519,7 +516,10 @@ int broker_run(broker_t *b)
                 drain_monitor(b);       /* descriptors up to date before they are looked at */
             conn_bytes_check(b->conns, b->registry, now);
         }
-        metrics_http_expire(b, now);
+        if (b->http && http_tick(b->http, now))
+            http_publish(b->http, &(http_sources_t){b->cfg, b->metrics, &b->stats, b->registry,
+                                                    b->inflight->count, b->dead, b->policy,
+                                                    b->started_ms, b->stopping}, now);
         wake_now = batch_full || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");

@@ -20,10 +20,13 @@
  *   reply.c           messages the broker itself makes (cJSON)
  *   deadletter.c      refused and undelivered messages, for list and replay
  *   metrics.c         per service/action counters and latency; Prometheus text
- *   metrics_http.c    the --metrics HTTP endpoint (a ZMQ_STREAM socket)
+ *   http.c            the --metrics HTTP endpoint (libmicrohttpd, its own thread):
+ *                     metrics, health, the JSON API, the dashboard (web/)
+ *   http_snapshot.c   the state it serves, taken here once a second
  *   names.c errors.c log.c    small shared rules
  *
- * Everything runs on one thread; the event loop never blocks on a peer. */
+ * Everything runs on one thread but HTTP's, which only reads snapshots;
+ * the event loop never blocks on a peer. */
 #ifndef SMARTSHOP_BROKER_H
 #define SMARTSHOP_BROKER_H
 
@@ -56,7 +59,7 @@ typedef struct broker {
     deadletters_t *dead;        /* refused and undelivered messages */
     auth_t *auth;               /* NULL in plain mode (not owned) */
     metrics_t *metrics;
-    void *metrics_http;         /* ZMQ_STREAM socket of --metrics, or NULL */
+    struct http_server *http;   /* the --metrics endpoint's thread, or NULL */
     int watchers;               /* peers that asked for a copy of every event */
     bool replaying;             /* a dead letter is being re-injected (no replay inside) */
     stats_t stats;

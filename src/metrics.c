@@ -18,6 +18,11 @@ static const double bounds_s[METRICS_BUCKETS] = {
 };
 _Static_assert(TTL_MAX_DEFAULT_MS <= 300 * 1000, "a deadline past the top latency bucket");
 
+double metrics_bucket_bound_s(int i)
+{
+    return i >= 0 && i < METRICS_BUCKETS - 1 ? bounds_s[i] : 1e300;
+}
+
 static size_t make_key(char *key, const char *service, size_t slen, const char *action, size_t alen)
 {
     memcpy(key, service, slen);

@@ -99,4 +99,7 @@ size_t metrics_uptime_text(char *out, size_t cap, double uptime_s);
 
 void metrics_text_release(metrics_text_t **text_p);
 
+/* The upper bound of latency bucket i, in seconds (the last: +Inf). */
+double metrics_bucket_bound_s(int i);
+
 #endif
