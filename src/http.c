@@ -735,13 +735,13 @@ void http_woken(http_server_t *h)
         (void)0;                /* nothing to read: woken for another reason */
 }
 
-void http_publish(http_server_t *h, const http_sources_t *src, uint64_t now_ms)
+void http_publish(http_server_t *h, const router_t *router, bool stopping, uint64_t now_ms)
 {
     h->next_publish_ms = now_ms + HTTP_SNAPSHOT_MS;
     h->last_publish_ms = now_ms;
     /* before the snapshot is taken: a request arriving meanwhile asks again */
     bool asked = atomic_exchange(&h->wanted, false);
-    http_snapshot_t *fresh = http_snapshot_take(&h->maker, src, now_ms);
+    http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, now_ms);
     if (!fresh)
         return;                 /* out of memory: the last one stays */
     pthread_mutex_lock(&h->lock);

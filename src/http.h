@@ -62,8 +62,9 @@ uint64_t http_next_due(const http_server_t *h);
 int http_wake_fd(const http_server_t *h);
 void http_woken(http_server_t *h);
 
-/* Takes a snapshot of `src` and hands it to the HTTP thread. */
-void http_publish(http_server_t *h, const http_sources_t *src, uint64_t now_ms);
+/* Takes a snapshot of what `router` holds and hands it to the HTTP
+ * thread. `stopping`: the grace period runs (/readyz says 503). */
+void http_publish(http_server_t *h, const router_t *router, bool stopping, uint64_t now_ms);
 
 /* Stops the thread, closes every connection and the socket. */
 void http_stop(http_server_t **h_p);

@@ -107,17 +107,18 @@ double http_quantile_ms(const uint64_t buckets[METRICS_BUCKETS], double q)
         total += buckets[i];
     if (!total)
         return -1;
+    const double *bound = metrics_bucket_bounds();
     double rank = q * (double)total, below = 0;
     for (int i = 0; i < METRICS_BUCKETS; i++) {
         if (below + (double)buckets[i] >= rank && buckets[i]) {
             if (i == METRICS_BUCKETS - 1)       /* +Inf: the top finite bound */
-                return metrics_bucket_bound_s(i - 1) * 1000;
-            double lower = i ? metrics_bucket_bound_s(i - 1) : 0, upper = metrics_bucket_bound_s(i);
+                return bound[i - 1] * 1000;
+            double lower = i ? bound[i - 1] : 0, upper = bound[i];
             return (lower + (upper - lower) * (rank - below) / (double)buckets[i]) * 1000;
         }
         below += (double)buckets[i];
     }
-    return metrics_bucket_bound_s(METRICS_BUCKETS - 2) * 1000;
+    return bound[METRICS_BUCKETS - 2] * 1000;
 }
 
 /* What happened between two samples: rates a second and quantiles. */

@@ -9,8 +9,23 @@
 
 #include <cjson/cJSON.h>
 
-#include "router.h"             /* peer_label */
+#include "deadletter.h"
+#include "inflight.h"
+#include "policy.h"
 #include "version.h"
+
+/* What a snapshot is taken from: the router's tables. */
+typedef struct {
+    const config_t *cfg;
+    metrics_t *metrics;
+    const stats_t *stats;
+    registry_t *registry;
+    size_t inflight;
+    const deadletters_t *dead;
+    const policy_t *policy;     /* NULL: none */
+    uint64_t started_ms;
+    bool stopping;
+} http_sources_t;
 
 http_blob_t *http_blob_ref(http_blob_t *blob)
 {
@@ -68,8 +83,8 @@ void http_snapshot_maker_clear(http_snapshot_maker_t *maker)
 static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sources_t *src)
 {
     metrics_text_t *text = metrics_prometheus(src->metrics, src->stats,
-                                              (size_t)src->registry->peer_count,
-                                              (size_t)HASH_COUNT(src->registry->services),
+                                              registry_peer_count(src->registry),
+                                              registry_service_count(src->registry),
                                               src->inflight);
     if (!text)
         return NULL;
@@ -88,48 +103,47 @@ static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sou
     return http_blob_ref(maker->blob);
 }
 
-/* ok: answered; failed: every other end of a routed request. */
-static void series_outcomes(const metric_series_t *s, uint64_t *ok, uint64_t *failed)
-{
-    *ok = s->answered;
-    *failed = s->failed;
-}
-
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const http_service_totals_t *)a)->name, ((const http_service_totals_t *)b)->name);
+}
+
+struct collect {
+    http_service_totals_t *t;
+    size_t n, cap;
+};
+
+static void collect_series(const metrics_view_t *v, void *ctx)
+{
+    struct collect *c = ctx;
+    if (c->n == c->cap)
+        return;
+    http_service_totals_t *e = &c->t[c->n++];
+    snprintf(e->name, sizeof e->name, "%s", v->service);
+    e->requests = v->requests;
+    e->ok = v->outcomes[METRICS_OK];
+    e->failed = v->failed;
+    memcpy(e->outcomes, v->outcomes, sizeof e->outcomes);
+    memcpy(e->buckets, v->buckets, sizeof e->buckets);
 }
 
 /* Every service registered now or counted in the metrics, by name, with
  * its instances and its series summed. Returns the count, or -1. */
 static long service_totals(const http_sources_t *src, http_service_totals_t **out)
 {
-    size_t cap = (size_t)HASH_COUNT(src->registry->services) + src->metrics->count + 1;
+    size_t cap = registry_service_count(src->registry) + src->metrics->count + 2;
     http_service_totals_t *t = calloc(cap, sizeof *t);
     if (!t)
         return -1;
     size_t n = 0;
-    for (const service_t *svc = src->registry->services; svc; svc = svc->hh.next, n++) {
+    for (const service_t *svc = registry_next_service(src->registry, NULL); svc && n < cap;
+         svc = registry_next_service(src->registry, svc), n++) {
         snprintf(t[n].name, sizeof t[n].name, "%s", svc->name);
         t[n].instances = (uint32_t)svc->count;
     }
-    /* every series, then the overflow series (its hh is never linked) */
-    const metric_series_t *s = src->metrics->series;
-    if (!s && src->metrics->overflow.requests)
-        s = &src->metrics->overflow;
-    while (s) {
-        http_service_totals_t *e = &t[n++];
-        size_t len = strnlen(s->key, NAME_MAX_LEN);         /* the key's first part */
-        memcpy(e->name, s->key, len);
-        e->requests = s->requests;
-        series_outcomes(s, &e->ok, &e->failed);
-        memcpy(e->buckets, s->buckets, sizeof e->buckets);
-        if (s == &src->metrics->overflow)
-            break;
-        s = s->hh.next;
-        if (!s && src->metrics->overflow.requests)
-            s = &src->metrics->overflow;
-    }
+    struct collect c = {t, n, cap};
+    metrics_each(src->metrics, collect_series, &c);
+    n = c.n;
     qsort(t, n, sizeof *t, by_name);
     size_t kept = 0;
     for (size_t i = 0; i < n; i++) {
@@ -140,6 +154,8 @@ static long service_totals(const http_sources_t *src, http_service_totals_t **ou
             into->requests += t[i].requests;
             into->ok += t[i].ok;
             into->failed += t[i].failed;
+            for (int o = 0; o < METRICS_OUTCOMES; o++)
+                into->outcomes[o] += t[i].outcomes[o];
             for (int b = 0; b < METRICS_BUCKETS; b++)
                 into->buckets[b] += t[i].buckets[b];
         } else {
@@ -178,9 +194,8 @@ static void add_broker(cJSON *root, const http_sources_t *src, uint64_t now_ms)
     for (int i = 0; i < src->cfg->endpoint_count; i++)
         cJSON_AddItemToArray(eps, cJSON_CreateString(src->cfg->endpoints[i]));
     cJSON_AddBoolToObject(broker, "curve", src->cfg->curve_secret_key && *src->cfg->curve_secret_key);
-    cJSON_AddNumberToObject(broker, "peers", src->registry->peer_count);
-    cJSON_AddNumberToObject(broker, "hosted", src->registry->hosted_count);
-    cJSON_AddNumberToObject(broker, "services", HASH_COUNT(src->registry->services));
+    cJSON_AddNumberToObject(broker, "peers", (double)registry_peer_count(src->registry));
+    cJSON_AddNumberToObject(broker, "services", (double)registry_service_count(src->registry));
     cJSON_AddNumberToObject(broker, "inflight", (double)src->inflight);
     cJSON_AddNumberToObject(broker, "request_timeout_ms", src->cfg->request_timeout_ms);
     cJSON_AddBoolToObject(broker, "stopping", src->stopping);
@@ -218,6 +233,10 @@ static void add_services(cJSON *root, const http_sources_t *src, const http_serv
         cJSON_AddNumberToObject(item, "requests", (double)t[i].requests);
         cJSON_AddNumberToObject(item, "ok", (double)t[i].ok);
         cJSON_AddNumberToObject(item, "failed", (double)t[i].failed);
+        cJSON *outcomes = cJSON_AddObjectToObject(item, "outcomes");
+        for (int o = 0; o < METRICS_OUTCOMES; o++)
+            cJSON_AddNumberToObject(outcomes, metrics_outcome_name((metrics_outcome_t)o),
+                                    (double)t[i].outcomes[o]);
         cJSON_AddNumberToObject(item, "instance_count", t[i].instances);
         cJSON *instances = cJSON_AddArrayToObject(item, "instances");
         const service_t *svc = registry_find_service(src->registry, t[i].name, strlen(t[i].name));
@@ -246,13 +265,14 @@ static void add_peers(cJSON *root, const http_sources_t *src)
     cJSON_AddNumberToObject(root, "peers_total", (double)total);
 }
 
-static void add_dead_letters(cJSON *root, const deadletters_t *dl)
+static void add_dead_letters(cJSON *root, const http_sources_t *src)
 {
+    const deadletters_t *dl = src->dead;
     cJSON *dead = cJSON_AddObjectToObject(root, "dead_letters");
-    cJSON_AddNumberToObject(dead, "count", (double)dl->count);
-    cJSON_AddNumberToObject(dead, "capacity", (double)dl->cap);
-    cJSON_AddNumberToObject(dead, "bytes", (double)dl->bytes);
-    cJSON_AddNumberToObject(dead, "dropped", (double)dl->dropped);
+    cJSON_AddNumberToObject(dead, "capacity", (double)src->cfg->dead_letters);
+    cJSON_AddNumberToObject(dead, "count", (double)deadletters_count(dl));
+    cJSON_AddNumberToObject(dead, "bytes", (double)deadletters_bytes(dl));
+    cJSON_AddNumberToObject(dead, "evicted", (double)deadletters_evicted(dl));
     cJSON_AddItemToObject(dead, "newest", deadletters_list(dl, HTTP_STATE_DEAD_LETTERS));
 }
 
@@ -294,7 +314,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
     add_broker(root, src, now_ms);
     add_services(root, src, t, n);
     add_peers(root, src);
-    add_dead_letters(root, src->dead);
+    add_dead_letters(root, src);
     add_policy(root, src);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
@@ -305,9 +325,14 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
     return blob;
 }
 
-http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const http_sources_t *src,
-                                    uint64_t now_ms)
+http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
+                                    bool stopping, uint64_t now_ms)
 {
+    const http_sources_t sources = {
+        router_config(router), router_metrics(router), router_stats(router),
+        router_registry(router), router_inflight_count(router), router_dead(router),
+        router_policy(router), router_started_ms(router), stopping};
+    const http_sources_t *src = &sources;
     http_service_totals_t *totals = NULL;
     long n = service_totals(src, &totals);
     if (n < 0)

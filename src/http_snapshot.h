@@ -17,12 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "deadletter.h"
 #include "metrics.h"
-#include "policy.h"
-#include "registry.h"
-#include "stats.h"
+#include "router.h"
 
 #define HTTP_SNAPSHOT_MS 1000
 /* Listed in /api/v1/state at most (the counts are always whole): a
@@ -43,13 +39,15 @@ typedef struct http_blob {
 http_blob_t *http_blob_ref(http_blob_t *blob);
 void http_blob_release(http_blob_t **blob_p);
 
-/* One service's totals since the broker started: requests routed to it,
- * how they ended, and the latency of the answered ones (one count per
- * bucket of metrics.c's bounds, not cumulative). */
+/* One service's totals since the broker started, as routed: requests,
+ * how they ended (ok: answered without an error; failed: every other end,
+ * and each outcome of metrics.h), and the latency of the answered ones
+ * (one count per bucket of metrics_bucket_bounds, not cumulative). */
 typedef struct {
     char name[NAME_MAX_LEN + 1];
     uint32_t instances;
     uint64_t requests, ok, failed;
+    uint64_t outcomes[METRICS_OUTCOMES];
     uint64_t buckets[METRICS_BUCKETS];
 } http_service_totals_t;
 
@@ -64,20 +62,6 @@ typedef struct http_snapshot {
     http_service_totals_t services[];   /* by name */
 } http_snapshot_t;
 
-/* What a snapshot is taken from (the broker's own state, read on its own
- * thread). policy may be NULL. */
-typedef struct {
-    const config_t *cfg;
-    metrics_t *metrics;
-    const stats_t *stats;
-    registry_t *registry;
-    size_t inflight;
-    const deadletters_t *dead;
-    const policy_t *policy;
-    uint64_t started_ms;        /* clock_ms() at start */
-    bool stopping;
-} http_sources_t;
-
 /* The broker thread's side: remembers the last Prometheus rendering, so
  * that an unchanged one is shared rather than copied. */
 typedef struct {
@@ -85,9 +69,10 @@ typedef struct {
     http_blob_t *blob;          /* its copy */
 } http_snapshot_maker_t;
 
-/* A new snapshot with one reference, or NULL if out of memory. */
-http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const http_sources_t *src,
-                                    uint64_t now_ms);
+/* A new snapshot of what the router holds, with one reference, or NULL
+ * if out of memory. `stopping`: the grace period runs (not ready). */
+http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
+                                    bool stopping, uint64_t now_ms);
 
 void http_snapshot_maker_clear(http_snapshot_maker_t *maker);
 
