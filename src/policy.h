@@ -51,8 +51,10 @@ typedef struct policy {
     sandbox_limits_t limits;
     registry_t *registry;        /* read-only, for ctx */
     unsigned hooks;              /* policy_hook_t bits the loaded version defines */
-    int hook_refs[POLICY_HOOK_COUNT]; /* the hook functions, taken when the file loaded
-                                         (registry refs, in hook_names order) */
+    int hook_refs[POLICY_HOOK_COUNT][MT__COUNT]; /* the hook functions, taken when the
+                                         file loaded (registry refs, in hook_names order),
+                                         by message type: LUA_NOREF for a type the hook
+                                         has no function for (never called for it) */
     char *source;                /* the running version's text: rebuilt from it if
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;
@@ -99,5 +101,16 @@ void policy_describe_hooks(const policy_t *p, char *out, size_t cap);
 
 /* The file it loads. */
 const char *policy_path(const policy_t *p);
+
+/* Whether a version runs; how many loads worked and failed, and how many
+ * hook calls failed (the dashboard's). */
+bool policy_is_loaded(const policy_t *p);
+typedef struct {
+    uint64_t loads, failed_loads, hook_errors;
+} policy_counts_t;
+policy_counts_t policy_counts(const policy_t *p);
+
+/* The running version's text and its length (NULL before one loaded). */
+const char *policy_source(const policy_t *p, size_t *len);
 
 #endif
