@@ -97,7 +97,7 @@ typedef struct {
     uint64_t events, deliveries, unmatched;
 } metric_topic_t;
 
-typedef struct {
+typedef struct metrics {
     metric_topic_t topics[METRICS_TOPIC_PREFIXES + 1];   /* the last: "(other)" */
     int topic_count;               /* prefixes in use, not counting "(other)" */
     uint64_t changes;              /* bumped by every count, for the rendering's cache */
