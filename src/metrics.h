@@ -186,4 +186,5 @@ size_t metrics_uptime_text(char *out, size_t cap, double uptime_s);
 
 void metrics_text_release(metrics_text_t **text_p);
 
+
 #endif
