@@ -127,4 +127,7 @@ void policy_on_outcome(policy_t *p, const policy_outcome_t *o);
 /* The names of the hooks the running version defines, e.g. "filter route". */
 void policy_describe_hooks(const policy_t *p, char *out, size_t cap);
 
+/* The file it loads. */
+const char *policy_path(const policy_t *p);
+
 #endif
