@@ -196,10 +196,66 @@ void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
     send_error_text(r, to, text, len, about ? about->type : MT_NONE, code);
 }
 
+/* An error answer's payload code ({"code": "..."}), or NULL: a copy in
+ * `buf`. */
+static const char *answer_code(const envelope_t *env, char *buf, size_t cap)
+{
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    json_object_t obj;
+    if (p->kind != JSON_OBJECT || json_scan_object(p->ptr, p->len, &obj, NULL) != JSON_SCAN_OK)
+        return NULL;
+    for (int i = 0; i < obj.count; i++) {
+        const json_member_t *mb = &obj.members[i];
+        if (mb->key_len == 4 && memcmp(p->ptr + mb->key_off, "code", 4) == 0 &&
+            mb->kind == JSON_STRING && !mb->val_escaped && mb->val_len < cap) {
+            memcpy(buf, p->ptr + mb->val_off, mb->val_len);
+            buf[mb->val_len] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* Every request settles here, once, before its record goes: answered
+ * (`answer`: the response or error its instance sent), or failed by the
+ * broker (`code`: timeout, service_gone, shutting_down). The metrics and
+ * the policy's on_outcome (the circuit breaker learns from it) see it.
+ * Per answer: a clock read; with on_outcome, the hook's call (and for an
+ * error answer one scan of its payload for the code). */
+static void note_outcome(router_t *r, const inflight_t *rec, const envelope_t *answer,
+                         bus_err_t code)
+{
+    uint64_t latency_us = r->clock_us() - rec->started_us;
+    if (answer)
+        metrics_answered(rec->series, latency_us);
+    else
+        metrics_failed(rec->series);
+    if (!policy_has(r->policy, HOOK_ON_OUTCOME))
+        return;
+    char code_buf[64];
+    policy_outcome_t o = {
+        .service = rec->service,
+        .instance = rec->handler ? rec->handler->id : NULL,
+        .instance_len = rec->handler ? rec->handler->id_len : 0,
+        .action = rec->action,
+        .latency_ms = (double)latency_us / 1000.0,
+    };
+    if (answer && answer->type == MT_RESPONSE) {
+        o.kind = OUTCOME_OK;
+    } else if (answer) {
+        o.kind = OUTCOME_ERROR;
+        o.code = answer_code(answer, code_buf, sizeof code_buf);
+    } else {
+        o.kind = code == ERR_TIMEOUT ? OUTCOME_TIMEOUT : OUTCOME_GONE;
+        o.code = bus_err_name(code);
+    }
+    policy_on_outcome(r->policy, &o);
+}
+
 /* An error to the requester of a request in flight (timeout, service_gone). */
 static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const char *why)
 {
-    metrics_failed(rec->series);
+    note_outcome(r, rec, NULL, code);
     deadletters_add(r->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
                     rec->action);
     if (!rec->requester)
@@ -514,6 +570,8 @@ static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
             }
             rec->series = track->series;
             rec->started_us = now_us;
+            memcpy(rec->service, name, len);        /* the name it went to, for on_outcome */
+            rec->service[len] = '\0';
         }
         if (deliver(r, to, data, env) == 0)
             return to;
@@ -651,12 +709,13 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
     if (!rec->requester) {
         r->stats.requester_gone++;
         deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
+        note_outcome(r, rec, env, ERR_NONE);
         inflight_remove(r->inflight, &rec);
         return;
     }
     if (deliver(r, rec->requester, &m->data, env) == 0) {
         r->stats.out[env->type]++;
-        metrics_answered(rec->series, r->clock_us() - rec->started_us);
+        note_outcome(r, rec, env, ERR_NONE);
         inflight_remove(r->inflight, &rec);
         return;
     }
@@ -665,6 +724,7 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         return;
     }
     r->stats.requester_gone++;
+    note_outcome(r, rec, env, ERR_NONE);
     deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
     inflight_remove(r->inflight, &rec);
@@ -814,7 +874,7 @@ static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *e
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
-        router_send_error(r, peer, env, ERR_DENIED, reason);
+        router_send_error(r, peer, env, policy_refusal_code(r->policy), reason);
         return false;
     case POLICY_FAIL:
         router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
@@ -891,7 +951,8 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
         char reason[512];
         policy_verdict_t verdict = policy_authorize(r->policy, env, peer, reason, sizeof reason);
         if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(r, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+            router_send_error(r, peer, env,
+                              verdict == POLICY_REJECT ? policy_refusal_code(r->policy) : ERR_POLICY_ERROR,
                               verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
             return;
         }
