@@ -153,8 +153,7 @@ static int load_body(lua_State *L)
     load_job_t *job = lua_touserdata(L, 1);
     luamsg_init(L);
     make_ctx(L, job->p);
-    lua_createtable(L, 0, 6);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &outcome_key);
+
     if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {
         snprintf(job->err, job->errlen, "%s", lua_tostring(L, -1));
         job->refused = true;
@@ -177,6 +176,10 @@ static int load_body(lua_State *L)
             job->refused = true;
             return 0;
         }
+    }
+    if (job->hooks & HOOK_ON_OUTCOME) {
+        lua_createtable(L, 0, 6);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &outcome_key);
     }
     return 0;
 }
