@@ -232,7 +232,7 @@ int registry_register(registry_t *reg, peer_t *peer, const char *name, size_t le
     if (peer->name_count++ == 0)
         reg->registered_peer_count++;
     reg->generation++;
-    if (reg->state && peer->kind == PEER_REMOTE) {
+    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0) {
         state_registration_t row = {.identity = peer->id, .identity_len = peer->id_len,
                                     .name = peer->names[peer->name_count - 1], .key = peer->key,
                                     .delimiter = peer->delimiter};
@@ -259,7 +259,7 @@ int registry_unregister(registry_t *reg, peer_t *peer, const char *name, size_t 
     service_t *svc = registry_find_service(reg, name, len);
     if (svc)
         service_drop_instance(reg, svc, peer);
-    if (reg->state && peer->kind == PEER_REMOTE)
+    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0)
         state_del_registration(reg->state, peer->id, peer->id_len, peer->names[at]);
     /* `name` may point into peer->names: it is not read after this move */
     memmove(&peer->names[at], &peer->names[at + 1],

@@ -15,7 +15,8 @@
  * start registry_restore brings the names back as "restored" records:
  * peers with no connection seen yet (fd -1), known by identity and key,
  * until their connection is back or their grace period ends
- * (docs/protocol.md, "Restarts"). */
+ * (docs/protocol.md, "Restarts"). Identities ZeroMQ made up (a first
+ * byte 0) are not kept: a new connection never gets the same one. */
 #ifndef SMARTSHOP_REGISTRY_H
 #define SMARTSHOP_REGISTRY_H
 
