@@ -125,7 +125,7 @@ static int check_only(config_t *cfg)
             problems++;
         } else {
             printf("CURVE: key %s and allow list %s: ok (%d key(s))\n", cfg->curve_secret_key,
-                   cfg->curve_allow, auth->entry_count);
+                   cfg->curve_allow, auth_key_count(auth));
         }
         auth_free(&auth);
     }

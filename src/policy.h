@@ -33,6 +33,8 @@ typedef enum {
     POLICY_FAIL          /* the hook failed: answer `policy_error` */
 } policy_verdict_t;
 
+struct state;
+
 #define ROUTE_MAX_TARGETS 16
 
 /* Where route() sends a message: one or more service names, or one

@@ -33,6 +33,7 @@
 typedef enum { PEER_REMOTE = 0, PEER_LUA } peer_kind_t;
 
 struct inflight;
+struct state;
 
 typedef struct peer {
     uint8_t id[PEER_ID_MAX];   /* routing identity */
