@@ -137,10 +137,33 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
+/* R2, R3: a restored record whose connection has not been seen since the
+ * restart. Plain mode: its identity is all there is to know, so a send
+ * that libzmq takes (the identity is connected: ZMQ_ROUTER_MANDATORY)
+ * means it is back; one that finds no such identity means "not yet", a
+ * busy peer rather than a gone one. Under CURVE a send by identity could
+ * reach whoever connected with it under another key: nothing goes out
+ * until a message with the record's key adopts it. */
+static int deliver_restored(router_t *r, peer_t *to, zmq_msg_t *data)
+{
+    if (r->auth) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (r->wire.send(r->wire.ctx, to, data) == 0) {
+        registry_adopt(r->registry, to);
+        return 0;
+    }
+    if (errno == EHOSTUNREACH)
+        errno = EAGAIN;
+    return -1;
+}
+
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     if (to->kind != PEER_LUA)
-        return r->wire.send(r->wire.ctx, to, data);
+        return __builtin_expect(to->restored, 0) ? deliver_restored(r, to, data)
+                                                 : r->wire.send(r->wire.ctx, to, data);
     if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
         return -1;
@@ -312,6 +335,16 @@ static peer_t *peer_of_message(router_t *r, wire_msg_t *m)
         router_peer_gone(r, on_fd);
     }
     peer_t *peer = registry_find_peer(r->registry, id, id_len);
+    if (peer && peer->restored) {
+        /* R3: a restored record is adopted by its identity with the key
+         * that registered it, and by nothing else until its grace ends */
+        if (strcmp(peer->key, key) != 0) {
+            answer_stranger(r, m, ERR_DENIED, "this identity's registrations were restored "
+                            "after a broker restart for another key");
+            return NULL;
+        }
+        registry_adopt(r->registry, peer);
+    }
     if (peer) {
         bool other_key = strcmp(peer->key, key) != 0;
         bool other_fd = m->fd >= 0 && peer->fd != m->fd;
@@ -562,6 +595,16 @@ static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route
     return true;
 }
 
+/* Whether every instance of `name` is a restored record not back yet. */
+static bool only_restored(router_t *r, const char *name)
+{
+    service_t *svc = registry_find_service(r->registry, name, strlen(name));
+    for (int i = 0; svc && i < svc->count; i++)
+        if (!svc->instances[i]->restored)
+            return false;
+    return svc != NULL;
+}
+
 static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
                             const route_t *route, bus_err_t err)
 {
@@ -571,6 +614,10 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
         return;                 /* answered by deliver_to_service */
     if (err == ERR_NO_SUCH_SERVICE)
         snprintf(why, sizeof why, "no service named %s is registered", name);
+    else if (err == ERR_BUSY && registry_restored_count(r->registry) > 0 &&
+             only_restored(r, name))
+        snprintf(why, sizeof why, "%s was restored after a broker restart and has not "
+                 "reconnected yet; retry", name);
     else if (err == ERR_BUSY)
         snprintf(why, sizeof why, "%s cannot take more messages now", name);
     else
@@ -1009,4 +1056,67 @@ void router_fail_all(router_t *r, bus_err_t code, const char *why)
         fail_request(r, rec, code, why);
         inflight_remove(r->inflight, &rec);
     }
+}
+
+/* --- restored registrations (docs/protocol.md R1-R5) --- */
+
+/* The event a silent restored peer gets when its grace period ends: the
+ * one message that tells whether its identity is connected. */
+static char *restored_notice(const peer_t *peer, size_t *len)
+{
+    char id[37], ts[32];
+    reply_new_uuid(id);
+    reply_timestamp(ts);
+    cJSON *m = cJSON_CreateObject();
+    cJSON *payload = cJSON_CreateObject();
+    cJSON *names = cJSON_AddArrayToObject(payload, "names");
+    for (int i = 0; i < peer->name_count; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(peer->names[i]));
+    cJSON_AddStringToObject(payload, "message", "the broker restarted and kept your registrations");
+    cJSON_AddStringToObject(m, "msg_id", id);
+    cJSON_AddStringToObject(m, "type", "event");
+    cJSON_AddStringToObject(m, "src", "broker");
+    cJSON_AddStringToObject(m, "dst", peer->name_count ? peer->names[0] : "");
+    cJSON_AddStringToObject(m, "action", "restored");
+    cJSON_AddItemToObject(m, "payload", payload);
+    cJSON_AddNullToObject(m, "correlation_id");
+    cJSON_AddStringToObject(m, "timestamp", ts);
+    char *text = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+size_t router_restored_expire(router_t *r)
+{
+    size_t dropped = 0;
+    peer_t *peer, *next;
+    for (peer = registry_next_peer(r->registry, NULL); peer; peer = next) {
+        next = registry_next_peer(r->registry, peer);
+        if (!peer->restored)
+            continue;
+        if (!r->auth) {
+            size_t len = 0;
+            char *text = restored_notice(peer, &len);
+            zmq_msg_t data;
+            bool sent = false;
+            if (text && zmq_msg_init_size(&data, len) == 0) {
+                memcpy(zmq_msg_data(&data), text, len);
+                sent = deliver(r, peer, &data, NULL) == 0;
+                if (sent)
+                    r->stats.out[MT_EVENT]++;
+                else
+                    zmq_msg_close(&data);
+            }
+            free(text);
+            if (sent)
+                continue;               /* it is back: adopted */
+        }
+        char label[2 * PEER_ID_MAX + 3];
+        log_info("restored peer %s did not come back within --restore-grace-ms: dropping its "
+                 "registrations", peer_label(peer, label));
+        router_peer_gone(r, peer);
+        dropped++;
+    }
+    return dropped;
 }

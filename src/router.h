@@ -130,6 +130,12 @@ void router_expire(router_t *r, uint64_t now_ms);
  * service_gone, answers to requests it sent will be dropped. Frees `peer`. */
 void router_peer_gone(router_t *r, peer_t *peer);
 
+/* The restart's grace period is over (--restore-grace-ms): every restored
+ * registration whose connection has not been seen is settled. Plain mode:
+ * one `restored` event to its identity; taken, the peer is back, else it
+ * is dropped. Under CURVE it is dropped. Returns how many were dropped. */
+size_t router_restored_expire(router_t *r);
+
 /* Answers every request in flight with `code` (at shutdown). */
 void router_fail_all(router_t *r, bus_err_t code, const char *why);
 
