@@ -524,12 +524,14 @@ static void begin_stop(broker_t *b, const char *signal_name)
     if (b->stopping) {
         log_info("%s again: stopping now", signal_name);
         b->stop_deadline_ms = 0;
+        router_set_stop_ends(b->router, clock_ms() * 1000);
         return;
     }
     b->stopping = true;
     b->last_read_ms = clock_ms();
     router_set_stopping(b->router);
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
+    router_set_stop_ends(b->router, (b->stop_deadline_ms + STOP_QUIET_MAX_MS) * 1000);
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
              router_inflight_count(b->router), b->cfg->shutdown_grace_ms);
     /* The endpoints stay bound until exit: in libzmq 4.3 zmq_unbind also

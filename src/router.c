@@ -16,6 +16,9 @@
 #include "reply.h"
 #include "topics.h"
 
+/* Added to the time left before the broker exits in retry_after_ms. */
+#define STOP_RETRY_MARGIN_MS 200
+
 struct router {
     const config_t *cfg;
     router_transport_t wire;    /* remote peers' messages leave here */
@@ -30,6 +33,7 @@ struct router {
     policy_t *policy;           /* NULL when running without a policy file (not owned) */
     int watchers;               /* peers that asked for a copy of every event */
     bool stopping;              /* new requests get shutting_down */
+    uint64_t stop_ends_us;      /* by when the broker will have exited (retry_after_ms) */
     uint64_t started_ms;
     stats_t stats;
 };
@@ -74,6 +78,18 @@ void router_free(router_t **self_p)
 void router_set_hosts(router_t *r, router_hosts_t hosts) { r->hosts = hosts; }
 void router_set_policy(router_t *r, policy_t *policy) { r->policy = policy; }
 void router_set_stopping(router_t *r) { r->stopping = true; }
+
+void router_set_stop_ends(router_t *r, uint64_t at_us) { r->stop_ends_us = at_us; }
+
+/* D5: what shutting_down tells the requester: wait this long, then send
+ * again (its connection comes back to the next broker by itself). */
+static uint64_t retry_after_ms(const router_t *r, bus_err_t code)
+{
+    if (code != ERR_SHUTTING_DOWN || !r->stop_ends_us)
+        return 0;
+    uint64_t now = r->clock_us();
+    return (r->stop_ends_us > now ? (r->stop_ends_us - now) / 1000 : 0) + STOP_RETRY_MARGIN_MS;
+}
 
 void router_set_watching(router_t *r, peer_t *peer, bool watching)
 {
@@ -208,7 +224,7 @@ void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why)
 {
     size_t len = 0;
-    char *text = reply_error_about(about, code, why, &len);
+    char *text = reply_error_about_retry(about, code, why, retry_after_ms(r, code), &len);
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char label[2 * PEER_ID_MAX + 3];
         log_debug("error %s to peer %s: %s", bus_err_name(code), peer_label(to, label),
@@ -228,7 +244,8 @@ static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const cha
     if (!rec->requester)
         return;
     size_t len = 0;
-    char *text = reply_error(rec->src, rec->action, rec->msg_id, code, why, &len);
+    char *text = reply_error_retry(rec->src, rec->action, rec->msg_id, code, why,
+                                   retry_after_ms(r, code), &len);
     send_error_text(r, rec->requester, text, len, MT_REQUEST, code);
 }
 

@@ -74,6 +74,9 @@ void router_set_hosts(router_t *r, router_hosts_t hosts);
 void router_set_policy(router_t *r, struct policy *policy);
 /* From now on new requests are answered shutting_down (D5). */
 void router_set_stopping(router_t *r);
+/* By when (router clock, us) the broker will have exited: shutting_down
+ * answers carry the wait as payload.retry_after_ms (D5). */
+void router_set_stop_ends(router_t *r, uint64_t at_us);
 /* Whether `peer` gets a copy of every event (broker actions watch, unwatch). */
 void router_set_watching(router_t *r, peer_t *peer, bool watching);
 
