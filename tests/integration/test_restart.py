@@ -48,6 +48,12 @@ while True:
 SLOW = bp.SLOW
 
 
+def state_written(peer, src=None):
+    """True once the broker's state file holds every change made so far."""
+    state = peer.call_broker("stats", src=src)["payload"]["state"]
+    return state["queued"] == 0 and state["written"] > 0
+
+
 class Proc:
     """A Python service process; its stdout lines collected by a thread."""
 
@@ -162,6 +168,7 @@ class RestartTest(unittest.TestCase):
                             "--endpoint", self.endpoint])
         watcher = self.peer(b, name="watcher")
         self.wait_listed(watcher, {"your-service-name", "seed-echo", "echo-service"})
+        self.assertTrue(bp.wait_until(lambda: state_written(watcher), 3 * SLOW))
         watcher.close()
         return seed, echo, lib
 
@@ -233,6 +240,7 @@ class RestartTest(unittest.TestCase):
         ghost.register("ghost")
         watcher = self.peer(b, name="w")
         self.wait_listed(watcher, {"ghost", "your-service-name"})
+        self.assertTrue(bp.wait_until(lambda: state_written(watcher), 3 * SLOW))
         b.proc.kill()
         b.proc.wait()
         ghost.close()                       # gone while the broker was down
@@ -295,9 +303,10 @@ class CurveRestartTest(unittest.TestCase):
         b = self.start_broker()
         owner = self.peer(b, self.owner, b"stock-1")
         owner.register("stock")
-        owner.close()
+        self.assertTrue(bp.wait_until(lambda: state_written(owner, "stock"), 3 * SLOW))
         b.proc.kill()
         b.proc.wait()
+        owner.close()                       # away while the broker was down
         b2 = self.start_broker()
         # another key on the same identity: refused, and the name stays bound
         impostor = self.peer(b2, self.other, b"stock-1")
