@@ -14,6 +14,7 @@
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
+#include "policy.h"
 #include "router.h"
 
 #define CONN_ID_MAX 256
@@ -31,7 +32,7 @@ typedef struct {
     size_t request_bytes;
     char method[4];             /* the request's first bytes */
     char last[3];               /* its last bytes, to find its end across chunks */
-    char head[512];
+    char head[1536];
     size_t head_len;
     metrics_text_t *body;
     size_t sent, total;         /* bytes of head + body queued so far, and in all */
@@ -164,11 +165,16 @@ static void pump(conn_t *c)
 static void answer(conn_t *c, const char *status, const char *extra,
                    metrics_text_t *body)
 {
-    char uptime[256] = "";
+    char uptime[1024] = "";
     size_t uptime_len = 0;
-    if (body)
+    if (body) {
         uptime_len = metrics_uptime_text(uptime, sizeof uptime,
                                          (double)(clock_ms() - router_started_ms(http.router)) / 1000.0);
+        const policy_t *p = router_policy(http.router);
+        uptime_len += metrics_restart_text(uptime + uptime_len, sizeof uptime - uptime_len,
+                                           p && p->stale_since[0], p && p->fallback,
+                                           registry_restored_count(router_registry(http.router)));
+    }
     size_t body_len = body ? uptime_len + body->len : 0;
     int n = snprintf(c->head, sizeof c->head,
                      "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
