@@ -548,7 +548,7 @@ static void handle_signals(broker_t *b)
         case SIGTERM: begin_stop(b, "SIGTERM"); break;
         case SIGHUP: {
             char err[512], live[1024], fixed[1024];
-            log_info("SIGHUP: reloading the config and the policy");
+            log_info("SIGHUP: reloading the policy and the config");
             broker_reload_config(b, live, sizeof live, fixed, sizeof fixed, err, sizeof err);
             if (b->policy)
                 broker_reload_policy(b, err, sizeof err);
