@@ -26,6 +26,7 @@ struct registry {
     uint64_t generation;       /* bumped by every change to services (registry_generation) */
     int restored_count;        /* peers still `restored` */
     struct state *state;       /* where remote registrations are kept, or NULL */
+    uint64_t serials;          /* peers added so far: the next one's serial */
 };
 
 registry_t *registry_new(void)
@@ -150,6 +151,7 @@ peer_t *registry_add_peer(registry_t *reg, const void *id, size_t id_len,
     peer->id_len = (uint8_t)id_len;
     peer->kind = kind;
     peer->fd = -1;
+    peer->serial = ++reg->serials;
     if (kind == PEER_LUA) {
         HASH_ADD(hh, reg->hosted, id, id_len, peer);
         reg->hosted_count++;

@@ -53,6 +53,11 @@ typedef struct peer {
     uint64_t queued_bytes;     /* handed to libzmq, not yet taken by its kernel (conn_bytes.h) */
     bool restored;             /* read back from the state file, its connection not
                                   seen since the restart (R1-R4) */
+    /* for operators (broker action peers, logs): set by the router */
+    uint64_t serial;           /* 1, 2, ... in order of arrival (registry_add_peer) */
+    uint64_t since_ms, seen_ms;/* first and last message, router clock */
+    uint64_t msgs_in, msgs_out;
+    char addr[64];             /* remote address (libzmq's Peer-Address), "" if unknown */
     UT_hash_handle hh;
 } peer_t;
 
