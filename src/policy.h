@@ -36,6 +36,8 @@ typedef enum {
     POLICY_FAIL          /* the hook failed: answer `policy_error` */
 } policy_verdict_t;
 
+struct state;
+
 #define ROUTE_MAX_TARGETS 16
 
 /* Where route() sends a message: one or more service names, or one
@@ -63,6 +65,13 @@ typedef struct policy {
     size_t source_len;
     uint64_t loads, failed_loads, hook_errors;
     bus_err_t refusal_code;      /* the last POLICY_REJECT's code */
+    /* which version runs (docs/operations.md, "The last good policy") */
+    struct state *state;         /* where each version that loads is kept, or NULL */
+    char file_sha256[65];        /* of the file as last read ("" if never read) */
+    char loaded_sha256[65];      /* of the version running ("" if none) */
+    char stale_since[32];        /* ISO-8601 since when the running version is not
+                                    the file's ("" while it is) */
+    bool fallback;               /* started on the last good version: the file did not load */
 } policy_t;
 
 /* How a request settled, for on_outcome: what the broker learnt when its
@@ -99,6 +108,13 @@ static inline bus_err_t policy_refusal_code(const policy_t *p)
 {
     return p->refusal_code;
 }
+
+/* At start: loads the file and, if it does not load and `strict` is
+ * false, the last good version kept in `st` (for the same path), with a
+ * loud warning. Every version that loads from now on is kept in `st`.
+ * Returns 0 (the file loaded), 1 (the last good version runs), or -1 with
+ * the file's error in `err`. */
+int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t errlen);
 
 /* filter(msg): PASS, REJECT (reason), FAIL (err), or DECIDED with a
  * rewritten message in *rewritten (malloc'd JSON; caller frees). */
