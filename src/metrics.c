@@ -130,10 +130,6 @@ metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_valu
     }
     if (!service)
         return &m->unrouted;
-    if (!dst) {                 /* (the entry point of before: dst not given) */
-        d = service;
-        dlen = slen;
-    }
     char key[sizeof((metric_series_t *)0)->key];
     size_t len = slen + 1 + dlen + 1 + alen;
     memcpy(key, service, slen);
@@ -238,27 +234,6 @@ void metrics_outcome(metrics_t *m, metric_series_t *s, metrics_outcome_t outcome
         m->service_errors[code ? known_code(code, code_len) : ERR_NONE]++;
     if (outcome == METRICS_OK || outcome == METRICS_ERROR)
         count_answer(s, latency_us);
-}
-
-metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
-                                int name_count, const env_value_t *action, size_t max_series)
-{
-    metric_series_t *s = metrics_series_of(m, reg, NULL, names, name_count, action, max_series);
-    return s == &m->unrouted ? NULL : s;
-}
-
-void metrics_answered(metric_series_t *s, uint64_t latency_us)
-{
-    if (!s)
-        return;
-    s->outcomes[METRICS_OK]++;
-    count_answer(s, latency_us);
-}
-
-void metrics_failed(metric_series_t *s)
-{
-    if (s)
-        s->outcomes[METRICS_REFUSED]++;
 }
 
 /* --- views --- */
@@ -773,4 +748,21 @@ void metrics_text_release(metrics_text_t **text_p)
     if (t && --t->refs == 0)
         free(t);
     *text_p = NULL;
+}
+
+size_t metrics_restart_text(char *out, size_t cap, bool policy_stale, bool policy_fallback,
+                            size_t restored_waiting)
+{
+    int n = snprintf(out, cap,
+                     "# HELP smartshop_policy_stale 1 while the policy running is not the file's "
+                     "(the file did not load).\n"
+                     "# TYPE smartshop_policy_stale gauge\nsmartshop_policy_stale %d\n"
+                     "# HELP smartshop_policy_fallback 1 if the broker started on the last good "
+                     "policy because the file did not load.\n"
+                     "# TYPE smartshop_policy_fallback gauge\nsmartshop_policy_fallback %d\n"
+                     "# HELP smartshop_restored_waiting Registrations restored at start whose "
+                     "peer has not come back yet.\n"
+                     "# TYPE smartshop_restored_waiting gauge\nsmartshop_restored_waiting %zu\n",
+                     policy_stale, policy_fallback, restored_waiting);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }

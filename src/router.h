@@ -74,6 +74,9 @@ void router_set_hosts(router_t *r, router_hosts_t hosts);
 void router_set_policy(router_t *r, struct policy *policy);
 /* From now on new requests are answered shutting_down (D5). */
 void router_set_stopping(router_t *r);
+/* By when (router clock, us) the broker will have exited: shutting_down
+ * answers carry the wait as payload.retry_after_ms (D5). */
+void router_set_stop_ends(router_t *r, uint64_t at_us);
 /* Whether `peer` gets a copy of every event (broker actions watch, unwatch). */
 void router_set_watching(router_t *r, peer_t *peer, bool watching);
 
@@ -83,6 +86,9 @@ struct inflight_table *router_inflight(const router_t *r);
 struct topics *router_topics(const router_t *r);
 struct deadletters *router_dead(const router_t *r);
 struct metrics *router_metrics(const router_t *r);
+struct trace *router_trace(const router_t *r);
+/* The router's clock, in milliseconds. */
+uint64_t router_now_ms(const router_t *r);
 struct policy *router_policy(const router_t *r);
 struct auth *router_auth(const router_t *r);
 const config_t *router_config(const router_t *r);
@@ -130,6 +136,12 @@ void router_expire(router_t *r, uint64_t now_ms);
  * service_gone, answers to requests it sent will be dropped. Frees `peer`. */
 void router_peer_gone(router_t *r, peer_t *peer);
 
+/* The restart's grace period is over (--restore-grace-ms): every restored
+ * registration whose connection has not been seen is settled. Plain mode:
+ * one `restored` event to its identity; taken, the peer is back, else it
+ * is dropped. Under CURVE it is dropped. Returns how many were dropped. */
+size_t router_restored_expire(router_t *r);
+
 /* Answers every request in flight with `code` (at shutdown). */
 void router_fail_all(router_t *r, bus_err_t code, const char *why);
 
@@ -141,7 +153,9 @@ int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_
 void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why);
 
-/* A printable label for a peer (its identity, or hex), for logs. */
+/* A label a person can read for a peer, for logs: its identity if
+ * printable, its number, first name and address, as one word
+ * ("#12/inventory@127.0.0.1"). */
 const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3]);
 
 #endif

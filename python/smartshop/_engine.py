@@ -10,7 +10,7 @@ seconds; names missing from its answer are registered again, L4), and when
 the broker has been silent for `dead_after` seconds, a request for a new
 socket, with a backoff doubling from 0.1 s to `reconnect_max`.
 
-With several endpoints (a failover list, docs/protocol.md section 10a) it
+With several endpoints (a failover list, docs/protocol.md section 10b) it
 also keeps what the application sent before the connection's handshake
 (nothing has left the process yet: it may go to the next broker instead),
 and on failover() fails the requests that were waiting with

@@ -130,7 +130,7 @@ class Client:
 
     endpoint      the broker's ZeroMQ endpoint; default $SMARTSHOP_ENDPOINT,
                   else tcp://127.0.0.1:5555. Several (a list, or separated by
-                  commas) are a failover list (docs/protocol.md 10a): one
+                  commas) are a failover list (docs/protocol.md 10b): one
                   connection at a time; when its broker is lost, the next
                   one, names and topics registered again there, and the
                   requests that were waiting fail with BrokerLostError. An

@@ -4,7 +4,7 @@
  * and staying up: a ping to the broker every heartbeat, a new connection
  * when the broker has been silent too long, and registering again when a
  * ping shows the broker no longer knows our names (it restarted). With
- * several endpoints, failover (docs/protocol.md section 10a): one
+ * several endpoints, failover (docs/protocol.md section 10b): one
  * connection at a time, a socket monitor to learn at once that it closed
  * or cannot be made, then the next endpoint, every name and topic again,
  * and the waiting requests failed with broker_lost. Never aborts on what

@@ -74,7 +74,7 @@ typedef struct {
 /* --- the client --- */
 
 /* Connects to a broker. `endpoints` is one endpoint, or several separated
- * by commas: a failover list (docs/protocol.md section 10a), used one at a
+ * by commas: a failover list (docs/protocol.md section 10b), used one at a
  * time in order; when the broker in use is lost the client moves to the
  * next, registers its names and subscribes its topics again there, and
  * fails the requests that were waiting with SS_EBROKER_LOST. With CURVE an

@@ -1,4 +1,4 @@
-/* libsmartshop with a list of brokers (docs/protocol.md section 10a):
+/* libsmartshop with a list of brokers (docs/protocol.md section 10b):
  * three real smartshop-broker processes (argv[1]) on loopback ports, killed
  * with SIGKILL and restarted here. Checks CF1-CF5: one connection at a
  * time, names and topics registered again on the next broker (seen in its

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A failover list of brokers (docs/protocol.md section 10a), sync and
+"""A failover list of brokers (docs/protocol.md section 10b), sync and
 asyncio, against three real brokers on loopback ports killed with SIGKILL:
 one connection at a time (CF1); names and topics registered again on the
 next broker, visible in its list_services (CF2); requests waiting at the
