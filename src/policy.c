@@ -508,7 +508,7 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
                       .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
     job.verdict = POLICY_PASS;
     int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
-    luamsg_release(p->sandbox->L);
+    luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
         /* whichever hook raised failed; filter() had passed if route() ran */
         hook_failed(p, job.in_route ? "route" : "filter", text);
