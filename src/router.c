@@ -407,10 +407,11 @@ void router_peer_gone(router_t *r, peer_t *peer)
             size_t used = strlen(names);
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
         }
-        log_limited(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                    peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
-                                           : "peer %s disconnected; unregistered %s",
-                    label, names);
+        log_fields_t f = {.peer = label, .service = names};
+        log_limited_with(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                         peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
+                                                : "peer %s disconnected; unregistered %s",
+                         label, names);
     } else {
         log_debug("peer %s disconnected", label);
     }
@@ -601,8 +602,11 @@ static void handle_register(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3];
-    log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    char text[NAME_MAX_LEN + 1];
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "registered %s (peer %s)", text, label);
     answer_registration(r, peer, env, "register");
 }
 
@@ -614,8 +618,10 @@ static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
-    log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "unregistered %s (peer %s)", text, label);
     if (policy_has(r->policy, HOOK_ON_UNREGISTER)) {
         reply_copy_plain(text, sizeof text, name);
         policy_on_unregister(r->policy, text, peer);
