@@ -9,6 +9,9 @@
 
 #include "log.h"
 #include "luamsg.h"
+#include "reply.h"
+#include "sha256.h"
+#include "state.h"
 
 static log_ratelimit_t hook_error_limit;
 
@@ -254,20 +257,69 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     return 0;
 }
 
+/* The file on disk no longer is the running version: since when. */
+static void mark_stale(policy_t *p)
+{
+    if (!p->stale_since[0] && p->loaded_sha256[0] && strcmp(p->file_sha256, p->loaded_sha256) != 0)
+        reply_timestamp(p->stale_since);
+}
+
 int policy_load(policy_t *p, char *err, size_t errlen)
 {
     size_t len;
     char *text = sandbox_read_file(p->path, p->limits.memory_limit, &len, err, errlen);
+    if (text)
+        sha256_hex(text, len, p->file_sha256);
     if (!text || load_source(p, text, len, err, errlen) < 0) {
         free(text);
         p->failed_loads++;
+        mark_stale(p);
         return -1;
     }
     free(p->source);
     p->source = text;
     p->source_len = len;
     p->loads++;
+    p->fallback = false;
+    p->stale_since[0] = '\0';
+    memcpy(p->loaded_sha256, p->file_sha256, sizeof p->loaded_sha256);
+    if (p->state) {
+        char at[32];
+        reply_timestamp(at);
+        state_put_policy(p->state, p->path, text, len, p->loaded_sha256, at);
+    }
     return 0;
+}
+
+int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t errlen)
+{
+    p->state = st;
+    if (policy_load(p, err, errlen) == 0)
+        return 0;
+    if (strict || !st)
+        return -1;
+    char path[4096], sha[65], at[32], why[1024];
+    size_t len = 0;
+    char *text = state_load_policy(st, &len, path, sha, at);
+    if (!text)
+        return -1;                  /* nothing to fall back to */
+    if (strcmp(path, p->path) != 0 || load_source(p, text, len, why, sizeof why) < 0) {
+        log_error("policy %s: the last good version kept (%s) cannot be used either: %s", p->path,
+                  path, strcmp(path, p->path) != 0 ? "it is of another file" : why);
+        free(text);
+        return -1;
+    }
+    free(p->source);
+    p->source = text;
+    p->source_len = len;
+    p->loads++;
+    p->fallback = true;
+    sha256_hex(text, len, p->loaded_sha256);
+    reply_timestamp(p->stale_since);
+    log_error("POLICY FALLBACK: %s does not load (%s); running its last good version instead "
+              "(sha256 %s, loaded %s) until the file is fixed. Start with --strict-policy to "
+              "refuse to start instead.", p->path, err, p->loaded_sha256, at);
+    return 1;
 }
 
 /* --- calling hooks --- */

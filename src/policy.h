@@ -33,6 +33,8 @@ typedef enum {
     POLICY_FAIL          /* the hook failed: answer `policy_error` */
 } policy_verdict_t;
 
+struct state;
+
 #define ROUTE_MAX_TARGETS 16
 
 /* Where route() sends a message: one or more service names, or one
@@ -59,6 +61,13 @@ typedef struct policy {
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;
     uint64_t loads, failed_loads, hook_errors;
+    /* which version runs (docs/operations.md, "The last good policy") */
+    struct state *state;         /* where each version that loads is kept, or NULL */
+    char file_sha256[65];        /* of the file as last read ("" if never read) */
+    char loaded_sha256[65];      /* of the version running ("" if none) */
+    char stale_since[32];        /* ISO-8601 since when the running version is not
+                                    the file's ("" while it is) */
+    bool fallback;               /* started on the last good version: the file did not load */
 } policy_t;
 
 /* A policy for `path` (nothing loaded yet). */
@@ -74,6 +83,13 @@ static inline bool policy_has(const policy_t *p, policy_hook_t hook)
 {
     return p && (p->hooks & hook);
 }
+
+/* At start: loads the file and, if it does not load and `strict` is
+ * false, the last good version kept in `st` (for the same path), with a
+ * loud warning. Every version that loads from now on is kept in `st`.
+ * Returns 0 (the file loaded), 1 (the last good version runs), or -1 with
+ * the file's error in `err`. */
+int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t errlen);
 
 /* filter(msg): PASS, REJECT (reason), FAIL (err), or DECIDED with a
  * rewritten message in *rewritten (malloc'd JSON; caller frees). */
