@@ -17,6 +17,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "bus.h"
 #include "clock.h"
 #include "conn_bytes.h"
 #include "metrics_http.h"
@@ -266,6 +267,9 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         *exit_code = 2;
         goto fail;
     }
+    /* before the services: the names they register are offered on it */
+    if (*cfg->nats_urls && !(b->bus = bus_new(b, err, errlen)))
+        goto fail;
     if (cfg->services_dir && *cfg->services_dir && start_services(b, err, errlen) < 0)
         goto fail;
     return b;
@@ -280,6 +284,7 @@ void broker_free(broker_t **self_p)
     if (!b)
         return;
     services_free(&b->services);        /* may still answer peers: before the socket closes */
+    bus_free(&b->bus);
     if (b->auth && b->auth->zap) {
         zmq_close(b->auth->zap);
         b->auth->zap = NULL;
@@ -363,6 +368,8 @@ static void begin_stop(broker_t *b, const char *signal_name)
     }
     b->stopping = true;
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
+    if (b->bus)
+        bus_leave(b->bus);              /* new requests go to the other brokers (X8) */
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
              b->inflight->count, b->cfg->shutdown_grace_ms);
     /* The endpoints stay bound until exit: in libzmq 4.3 zmq_unbind also
@@ -429,7 +436,7 @@ int broker_run(broker_t *b)
      * ROUTER since its last empty receive (a send may take in the very
      * notice that a message arrived). */
     enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_METRICS, P_ZAP, P__COUNT };
-    struct pollfd fds[P__COUNT];
+    struct pollfd fds[P__COUNT + 2];    /* + the NATS socket and its eventfd (--nats) */
     int fd_count = 0;
     int slot[P__COUNT];
     void *zsock[P__COUNT] = {b->router, b->monitor, NULL, NULL, b->metrics_http,
@@ -446,12 +453,16 @@ int broker_run(broker_t *b)
         slot[i] = fd_count;
         fds[fd_count++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
+    int bus_slot = fd_count;
     bool first = true, wake_now = false;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
             break;
-        if (poll(fds, (nfds_t)fd_count, wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
+        if (b->bus)                     /* its socket changes with every reconnect */
+            bus_poll_prepare(b->bus, &fds[bus_slot]);
+        if (poll(fds, (nfds_t)(fd_count + (b->bus ? 2 : 0)),
+                 wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
             errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             return 1;
@@ -503,6 +514,8 @@ int broker_run(broker_t *b)
             }
         }
         uint64_t sends_after_read = b->router_sends;
+        /* after the ROUTER's empty receive: what this sends on it wakes the loop */
+        bool bus_more = b->bus && bus_poll_done(b->bus, &fds[bus_slot], BATCH_MAX);
         if (FIRED(P_WATCH))
             watch_read(b->watch, on_file_changed, b);
 #undef FIRED
@@ -520,12 +533,14 @@ int broker_run(broker_t *b)
             conn_bytes_check(b->conns, b->registry, now);
         }
         metrics_http_expire(b, now);
-        wake_now = batch_full || b->router_sends != sends_after_read;
+        wake_now = batch_full || bus_more || b->router_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");
     if (b->inflight->count > 0)
         log_info("grace period over: answering %zu request(s) shutting_down", b->inflight->count);
     router_fail_all(b, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");
+    if (b->bus)
+        bus_flush(b->bus, 500);         /* those answers, to the brokers that asked */
     services_free(&b->services);        /* unloads them: their lines come before "stopped" */
     log_info("stopped");
     return 0;

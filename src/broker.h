@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "bus_hooks.h"
 #include "config.h"
 #include "deadletter.h"
 #include "inflight.h"
@@ -68,6 +69,9 @@ typedef struct broker {
     watch_t *watch;             /* the policy's and services' directories, for live reload */
     int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
     uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
+    struct bus *bus;            /* the NATS link to other brokers (bus.c), or NULL */
+    bus_hooks_t bus_hooks;      /* how the router reaches them (ctx NULL: no bus) */
+    struct router_bus *crossing; /* the router's state for what crosses (router.c) */
 } broker_t;
 
 /* Creates the sockets and binds every endpoint. On failure returns NULL

@@ -1,5 +1,6 @@
 /* broker_service: dst "broker" (protocol B1). See broker_service.h. */
 #include "broker_service.h"
+#include "bus.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,19 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
             cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
 }
 
+/* "bus": what crossed to and from the other brokers (--nats). */
+static void add_bus_stats(broker_t *b, cJSON *payload)
+{
+    cJSON *bus = cJSON_AddObjectToObject(payload, "bus");
+    bus_describe(b->bus, bus);
+#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)b->stats.bus.field)
+    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
+    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
+    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
+    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
+#undef BUS_COUNT
+}
+
 static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
@@ -60,6 +74,8 @@ static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(dropped, "topic_undelivered", (double)s->topic_undelivered);
     cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_count(b->topics));
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
+    if (b->bus)
+        add_bus_stats(b, payload);
     return payload;
 }
 

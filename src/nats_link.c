@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nats/nats.h>
@@ -553,7 +554,7 @@ static int set_options(nats_link_t *l, const nats_link_config_t *cfg, char *err,
         (s = natsOptions_SetTimeout(o, 2000)) == NATS_OK &&
         (s = natsOptions_SetPingInterval(o, cfg->ping_interval_ms)) == NATS_OK &&
         (s = natsOptions_SetMaxPingsOut(o, 2)) == NATS_OK &&
-        (s = natsOptions_SetRetryOnFailedConnect(o, true, NULL, NULL)) == NATS_OK &&
+        (s = natsOptions_SetRetryOnFailedConnect(o, true, on_reconnected, l)) == NATS_OK &&
         (s = natsOptions_SetDisconnectedCB(o, on_disconnected, l)) == NATS_OK &&
         (s = natsOptions_SetReconnectedCB(o, on_reconnected, l)) == NATS_OK &&
         (s = natsOptions_SetClosedCB(o, on_closed, l)) == NATS_OK &&
@@ -847,4 +848,24 @@ int nats_link_take_changes(nats_link_t *l, char *last_error, size_t cap)
         snprintf(last_error, cap, "%s", l->last_error);
     pthread_mutex_unlock(&l->mu);
     return changes;
+}
+
+void nats_link_flush(nats_link_t *l, int ms)
+{
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        struct pollfd fds[2];
+        nats_link_poll_prepare(l, fds);
+        if (fds[0].fd < 0 || !(fds[0].events & POLLOUT))
+            return;                     /* nothing waits to be written */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long spent = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (spent >= ms)
+            return;
+        fds[0].events = POLLOUT;
+        if (poll(fds, 1, (int)(ms - spent)) > 0)
+            nats_link_poll_done(l, fds);
+    }
 }

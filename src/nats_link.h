@@ -81,6 +81,9 @@ void nats_link_poll_prepare(nats_link_t *l, struct pollfd fds[2]);
 /* After poll: lets libnats read and write what poll said it may. */
 void nats_link_poll_done(nats_link_t *l, const struct pollfd fds[2]);
 
+/* Writes what libnats buffered, for at most `ms` (at exit: the last answers). */
+void nats_link_flush(nats_link_t *l, int ms);
+
 /* Takes up to `max` messages that arrived, oldest first. Returns how many;
  * release each with nats_in_release. */
 size_t nats_link_take(nats_link_t *l, nats_in_t *out, size_t max);

@@ -58,10 +58,15 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
+static int deliver_to_bus(broker_t *b, zmq_msg_t *data);
+
 static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
-    if (to->kind == PEER_LUA)
-        return services_enqueue(b->services, to, data, env);
+    if (to->kind != PEER_REMOTE) {
+        if (to->kind == PEER_LUA)
+            return services_enqueue(b->services, to, data, env);
+        return deliver_to_bus(b, data);
+    }
     /* bytes as well as messages (conn_bytes.h): past the peer's share or
      * the total, the peer is full until its kernel says it took some */
     uint64_t bytes = conn_bytes_wire_size(zmq_msg_size(data), to->delimiter, b->auth != NULL);
@@ -125,8 +130,14 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
 }
 
 /* An error to the requester of a request in flight (timeout, service_gone). */
+static bool aim_at_origin(broker_t *b, const inflight_t *rec);
+
 static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
 {
+    /* the origin broker owns the deadline of a request that crossed (X4) */
+    if (rec->requester && rec->requester->kind == PEER_BUS &&
+        (code == ERR_TIMEOUT || !aim_at_origin(b, rec)))
+        return;
     metrics_failed(rec->series);
     deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
                     rec->action);
@@ -143,6 +154,10 @@ void router_peer_gone(broker_t *b, peer_t *peer)
 {
     char label[2 * PEER_ID_MAX + 3];
     peer_label(peer, label);
+    /* off the bus first: new requests for its names go elsewhere (X8) */
+    if (b->bus_hooks.ctx)
+        for (int i = 0; i < peer->name_count; i++)
+            b->bus_hooks.holds(b->bus_hooks.ctx, peer->names[i], strlen(peer->names[i]), -1);
     while (peer->handling) {
         inflight_t *rec = peer->handling;
         fail_request(b, rec, ERR_SERVICE_GONE, "the instance handling this request disconnected");
@@ -349,6 +364,8 @@ static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
         router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
         return;
     }
+    if (b->bus_hooks.ctx)
+        b->bus_hooks.holds(b->bus_hooks.ctx, name->ptr, name->len, +1);
     char label[2 * PEER_ID_MAX + 3];
     log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
                 "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
@@ -362,6 +379,8 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
         router_send_error(b, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
         return;
     }
+    if (b->bus_hooks.ctx)
+        b->bus_hooks.holds(b->bus_hooks.ctx, name->ptr, name->len, -1);
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
     log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
                 "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
@@ -376,7 +395,16 @@ static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
 typedef struct {
     unsigned id_hash;           /* inflight_hash() of its msg_id */
     metric_series_t *series;    /* its metrics series (may be NULL) */
+    const char *bus_origin;     /* came over the bus: the broker that asked; else NULL */
+    uint64_t bus_seq;
 } tracking_t;
+
+static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                          const char *name, const tracking_t *track, bus_err_t *err);
+static bool cross_event(broker_t *b, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+                        const char *name, bus_err_t *err);
+static void cross_once(broker_t *b, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
+                       uint64_t *counter);
 
 /* Hands `data` to one live instance of service `name` (or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
@@ -442,6 +470,10 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             }
             rec->series = track->series;
             rec->started_us = now_us;
+            if (track->bus_origin) {
+                rec->bus_seq = track->bus_seq;
+                snprintf(rec->bus_origin, sizeof rec->bus_origin, "%s", track->bus_origin);
+            }
         }
         if (deliver(b, to, data, env) == 0)
             return to;
@@ -547,6 +579,10 @@ static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envel
         if (err != ERR_NO_SUCH_SERVICE)
             break;
     }
+    /* held nowhere here: local first, then the other brokers (X2) */
+    if (err == ERR_NO_SUCH_SERVICE && b->bus_hooks.ctx && !route.instance &&
+        cross_request(b, peer, m, env, route.names[0], &track, &err))
+        return;
     metrics_failed(track.series);
     refuse_delivery(b, peer, env, &route, err);
 }
@@ -576,6 +612,10 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
     if (!rec->requester) {
         b->stats.requester_gone++;
         deadletters_add(b->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
+        inflight_remove(b->inflight, &rec);
+        return;
+    }
+    if (rec->requester->kind == PEER_BUS && !aim_at_origin(b, rec)) {
         inflight_remove(b->inflight, &rec);
         return;
     }
@@ -620,6 +660,9 @@ static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope
     }
     for (int i = 0; i < gone_count; i++)
         router_peer_gone(b, gone[i]);
+    /* once, from the broker it entered at; never again from the others (X6) */
+    if (b->bus_hooks.ctx && sender->kind != PEER_BUS)
+        cross_once(b, b->bus_hooks.broadcast, &m->data, &b->stats.bus.broadcasts_out);
 }
 
 /* A copy of an event for every connection that asked to watch (the
@@ -677,6 +720,8 @@ static void publish(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t
     metrics_topic(b->metrics, topic->ptr, topic->len, reached);
     for (int i = 0; i < pub.gone_count; i++)
         router_peer_gone(b, pub.gone[i]);
+    if (b->bus_hooks.ctx && sender->kind != PEER_BUS)
+        cross_once(b, b->bus_hooks.topic, &m->data, &b->stats.bus.topics_out);
 }
 
 static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
@@ -717,6 +762,9 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, NULL,
                                &this_err)) {
             b->stats.out[MT_EVENT]++;
+            delivered++;
+        } else if (this_err == ERR_NO_SUCH_SERVICE && b->bus_hooks.ctx && !route.instance &&
+                   peer->kind != PEER_BUS && cross_event(b, peer, &copy, env, name, &this_err)) {
             delivered++;
         } else if (!err) {
             err = this_err;
@@ -934,4 +982,377 @@ void router_fail_all(broker_t *b, bus_err_t code, const char *why)
         fail_request(b, rec, code, why);
         inflight_remove(b->inflight, &rec);
     }
+}
+
+/* --- across brokers (docs/protocol.md X1-X12) ---
+ *
+ * The other brokers are one peer of kind PEER_BUS, kept here and not in
+ * the registry: the handler of a request that left on the bus, and the
+ * requester of one that came over it. What is sent to it goes to the
+ * broker and request named by `reply`, set before each use. */
+
+#define CROSSED_EVENTS 1024     /* events awaiting a possible "nobody" (power of 2) */
+
+/* An event that crossed, until a "nobody" about it might come back. */
+typedef struct {
+    uint64_t seq;
+    peer_kind_t kind;
+    uint8_t id_len;
+    uint8_t id[PEER_ID_MAX];
+    char src[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1], msg_id[MSG_ID_MAX_LEN + 1];
+    char name[NAME_MAX_LEN + 1];
+} crossed_event_t;
+
+struct router_bus {
+    peer_t peer;
+    uint64_t seq;                       /* the last seq given to a crossing */
+    struct {                            /* where deliver_to_bus sends */
+        char origin[65];
+        char kind;
+        uint64_t seq;
+        char msg_id[MSG_ID_MAX_LEN + 1];
+    } reply;
+    crossed_event_t *events;            /* ring of CROSSED_EVENTS */
+};
+
+int router_bus_start(broker_t *b, bus_hooks_t hooks)
+{
+    struct router_bus *rb = calloc(1, sizeof *rb);
+    if (!rb || !(rb->events = calloc(CROSSED_EVENTS, sizeof *rb->events))) {
+        free(rb);
+        return -1;
+    }
+    rb->peer.kind = PEER_BUS;
+    rb->peer.fd = -1;
+    memcpy(rb->peer.id, "(bus)", 5);
+    rb->peer.id_len = 5;
+    b->crossing = rb;
+    b->bus_hooks = hooks;
+    return 0;
+}
+
+void router_bus_stop(broker_t *b)
+{
+    if (!b->crossing)
+        return;
+    free(b->crossing->events);
+    free(b->crossing);
+    b->crossing = NULL;
+    b->bus_hooks = (bus_hooks_t){0};
+}
+
+static void aim(broker_t *b, const char *origin, char kind, uint64_t seq, const char *msg_id)
+{
+    struct router_bus *rb = b->crossing;
+    snprintf(rb->reply.origin, sizeof rb->reply.origin, "%s", origin);
+    rb->reply.kind = kind;
+    rb->reply.seq = seq;
+    snprintf(rb->reply.msg_id, sizeof rb->reply.msg_id, "%s", msg_id);
+}
+
+/* Points the bus peer at the broker a record's request came from. False
+ * if the bus is gone (stopped). */
+static bool aim_at_origin(broker_t *b, const inflight_t *rec)
+{
+    if (!b->crossing)
+        return false;
+    aim(b, rec->bus_origin, 'r', rec->bus_seq, rec->msg_id);
+    return true;
+}
+
+/* deliver() to the bus peer: the bytes to the broker `reply` names. The
+ * frame is consumed on success, as deliver() promises. */
+static int deliver_to_bus(broker_t *b, zmq_msg_t *data)
+{
+    struct router_bus *rb = b->crossing;
+    if (!rb) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    int rc = b->bus_hooks.answer(b->bus_hooks.ctx, rb->reply.origin, rb->reply.kind,
+                                 rb->reply.seq, rb->reply.msg_id, strlen(rb->reply.msg_id),
+                                 zmq_msg_data(data), zmq_msg_size(data));
+    if (rc < 0) {
+        b->stats.bus.unreachable++;
+        errno = EAGAIN;             /* not the bus peer's end: never "gone" */
+        return -1;
+    }
+    b->stats.bus.answers_out++;
+    zmq_msg_close(data);
+    zmq_msg_init(data);
+    return 0;
+}
+
+/* A request no local instance holds: recorded here (this broker owns its
+ * fate: X3, X4) and published to whichever broker holds `name`. False with
+ * *err when it could not leave (then the caller answers). */
+static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                          const char *name, const tracking_t *track, bus_err_t *err)
+{
+    struct router_bus *rb = b->crossing;
+    if (peer->kind == PEER_BUS)
+        return false;                   /* from the bus: delivered here or nowhere (X6) */
+    uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
+    uint64_t now_us = clock_us();
+    inflight_t *rec = NULL;
+    const char *why = NULL;
+    switch (inflight_add(b->inflight, env, track->id_hash, peer, &rb->peer, now_us / 1000 + ttl,
+                         &rec)) {
+    case INFLIGHT_ADDED: break;
+    case INFLIGHT_REQUESTER_SHARE:
+        why = "this connection has as many requests in flight as one connection may; retry when "
+              "some are answered";
+        break;
+    case INFLIGHT_TABLE_FULL:
+        why = "the broker has as many requests in flight as it may; retry later";
+        break;
+    default:
+        why = "could not record the request";
+        break;
+    }
+    if (!rec) {
+        router_send_error(b, peer, env, why[0] == 'c' ? ERR_INTERNAL : ERR_BUSY, why);
+        *err = ERR_NONE;
+        return false;
+    }
+    rec->series = track->series;
+    rec->started_us = now_us;
+    rec->bus_seq = ++rb->seq;
+    int rc = b->bus_hooks.request(b->bus_hooks.ctx, name, rec->bus_seq, rec->msg_id,
+                                  strlen(rec->msg_id), zmq_msg_data(&m->data),
+                                  zmq_msg_size(&m->data));
+    if (rc == 0) {
+        b->stats.bus.requests_out++;
+        return true;
+    }
+    inflight_remove(b->inflight, &rec);
+    char text[200];
+    if (rc == -2) {
+        snprintf(text, sizeof text, "no instance of %s here, and the message is over the bus's "
+                 "max_payload", name);
+        router_send_error(b, peer, env, ERR_TOO_LARGE, text);
+    } else {
+        b->stats.bus.unreachable++;
+        snprintf(text, sizeof text, "no instance of %s here, and the other brokers are "
+                 "unreachable now", name);
+        router_send_error(b, peer, env, ERR_NO_SUCH_SERVICE, text);
+    }
+    *err = ERR_NONE;
+    return false;
+}
+
+/* An event no local instance holds: published with a reply subject only to
+ * hear "nobody" (X5), remembered in a ring for that. */
+static bool cross_event(broker_t *b, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+                        const char *name, bus_err_t *err)
+{
+    struct router_bus *rb = b->crossing;
+    uint64_t seq = ++rb->seq;
+    crossed_event_t *e = &rb->events[seq & (CROSSED_EVENTS - 1)];
+    e->seq = seq;
+    e->kind = peer->kind;
+    e->id_len = peer->id_len;
+    memcpy(e->id, peer->id, peer->id_len);
+    reply_copy_plain(e->src, sizeof e->src, &env->f[EF_SRC]);
+    reply_copy_plain(e->action, sizeof e->action, &env->f[EF_ACTION]);
+    reply_copy_plain(e->msg_id, sizeof e->msg_id, &env->f[EF_MSG_ID]);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    int rc = b->bus_hooks.event(b->bus_hooks.ctx, name, seq, e->msg_id, strlen(e->msg_id),
+                                zmq_msg_data(data), zmq_msg_size(data));
+    if (rc == 0) {
+        b->stats.bus.events_out++;
+        return true;
+    }
+    e->seq = 0;
+    if (rc == -1)
+        b->stats.bus.unreachable++;
+    *err = rc == -2 ? ERR_TOO_LARGE : ERR_NO_SUCH_SERVICE;
+    return false;
+}
+
+static void cross_once(broker_t *b, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
+                       uint64_t *counter)
+{
+    if (send(b->bus_hooks.ctx, zmq_msg_data(data), zmq_msg_size(data)) == 0)
+        (*counter)++;
+    else
+        b->stats.bus.unreachable++;
+}
+
+/* Reads an arrival's bytes into a frame of its own, with its envelope.
+ * False (counted) if they are not one valid envelope of type `type`
+ * (MT_NONE: a response or an error; the
+ * brokers trust each other's checks, not each other's bytes: X9). */
+static bool read_arrival(broker_t *b, const void *data, size_t len, msg_type_t type,
+                         wire_msg_t *m, envelope_t *env)
+{
+    *m = (wire_msg_t){.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
+    zmq_msg_init(&m->id);
+    const char *why = NULL;
+    if (len > b->cfg->max_message_bytes || zmq_msg_init_size(&m->data, len) < 0) {
+        zmq_msg_init(&m->data);
+        b->stats.bus.refused++;
+        return false;
+    }
+    memcpy(zmq_msg_data(&m->data), data, len);
+    if (envelope_parse(env, zmq_msg_data(&m->data), len, &why) != ERR_NONE ||
+        (type == MT_NONE ? env->type != MT_RESPONSE && env->type != MT_ERROR : env->type != type)) {
+        b->stats.bus.refused++;
+        return false;
+    }
+    return true;
+}
+
+void router_bus_request(broker_t *b, const char *origin, uint64_t seq, const char *name,
+                        const void *data, size_t len)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!b->crossing)
+        return;
+    if (read_arrival(b, data, len, MT_REQUEST, &m, &env)) {
+        peer_t *bus = &b->crossing->peer;
+        char msg_id[MSG_ID_MAX_LEN + 1];
+        reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
+        aim(b, origin, 'r', seq, msg_id);
+        b->stats.bus.requests_in++;
+        b->stats.in[MT_REQUEST]++;
+        const env_value_t *id = &env.f[EF_MSG_ID];
+        tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len), .bus_origin = origin,
+                            .bus_seq = seq};
+        bus_err_t err = ERR_NO_SUCH_SERVICE;
+        char why[200];
+        if (b->stopping) {
+            router_send_error(b, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
+                              "is shutting down");
+        } else if (inflight_find_hashed(b->inflight, id->ptr, id->len, track.id_hash)) {
+            router_send_error(b, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
+                              "is in flight at the broker holding the service");
+        } else if (deliver_to_service(b, bus, &m.data, &env, name, strlen(name), NULL, &track,
+                                      &err)) {
+            b->stats.out[MT_REQUEST]++;
+        } else if (err == ERR_NO_SUCH_SERVICE) {
+            /* its last instance went before the bus knew: handed to nobody */
+            snprintf(why, sizeof why, "no service named %s is registered (its last instance "
+                     "left broker %s)", name, b->cfg->broker_id);
+            router_send_error(b, bus, &env, ERR_NO_SUCH_SERVICE, why);
+        } else if (err == ERR_BUSY) {
+            snprintf(why, sizeof why, "%s cannot take more messages now", name);
+            router_send_error(b, bus, &env, ERR_BUSY, why);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+void router_bus_event(broker_t *b, const char *origin, uint64_t seq, const char *name,
+                      const void *data, size_t len)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!b->crossing)
+        return;
+    if (read_arrival(b, data, len, MT_EVENT, &m, &env)) {
+        peer_t *bus = &b->crossing->peer;
+        b->stats.bus.events_in++;
+        b->stats.in[MT_EVENT]++;
+        bus_err_t err = ERR_NONE;
+        if (deliver_to_service(b, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
+            b->stats.out[MT_EVENT]++;
+        } else if (err == ERR_NO_SUCH_SERVICE) {
+            char msg_id[MSG_ID_MAX_LEN + 1];
+            reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
+            b->bus_hooks.answer(b->bus_hooks.ctx, origin, 'e', seq, msg_id, strlen(msg_id), "", 0);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+void router_bus_broadcast(broker_t *b, const void *data, size_t len, bool topic)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!b->crossing)
+        return;
+    if (read_arrival(b, data, len, MT_EVENT, &m, &env) &&
+        (topic ? env.f[EF_TOPIC].kind == JSON_STRING : env_equals(&env.f[EF_DST], "broadcast"))) {
+        b->stats.in[MT_EVENT]++;
+        if (topic) {
+            b->stats.bus.topics_in++;
+            publish(b, &b->crossing->peer, &m, &env);
+        } else {
+            b->stats.bus.broadcasts_in++;
+            broadcast(b, &b->crossing->peer, &m, &env);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+/* "Nobody took it" about an event that crossed: its sender hears
+ * no_such_service, as for a name held nowhere on one broker (T5). */
+static void event_reached_nobody(broker_t *b, uint64_t seq)
+{
+    crossed_event_t *e = &b->crossing->events[seq & (CROSSED_EVENTS - 1)];
+    if (e->seq != seq) {
+        b->stats.bus.late++;
+        return;
+    }
+    e->seq = 0;
+    peer_t *to = e->kind == PEER_LUA ? registry_find_hosted(b->registry, e->id, e->id_len)
+                                     : registry_find_peer(b->registry, e->id, e->id_len);
+    if (!to)
+        return;
+    char why[160];
+    snprintf(why, sizeof why, "no service named %s is registered on any broker", e->name);
+    size_t len = 0;
+    char *text = reply_error(e->src, e->action, e->msg_id, ERR_NO_SUCH_SERVICE, why, &len);
+    send_error_text(b, to, text, len, MT_EVENT, ERR_NO_SUCH_SERVICE);
+}
+
+void router_bus_reply(broker_t *b, char kind, uint64_t seq, const char *msg_id, size_t id_len,
+                      const void *data, size_t len, bool nobody)
+{
+    if (!b->crossing)
+        return;
+    if (kind == 'e') {
+        if (nobody || len == 0)
+            event_reached_nobody(b, seq);
+        return;
+    }
+    inflight_t *rec = inflight_find(b->inflight, msg_id, id_len);
+    if (!rec || rec->handler != &b->crossing->peer || rec->bus_seq != seq) {
+        b->stats.bus.late++;            /* answered, timed out, or another request's (X4) */
+        return;
+    }
+    if (nobody) {
+        b->stats.bus.no_responders++;
+        char why[160];
+        snprintf(why, sizeof why, "no service named %s is registered on any broker", rec->dst);
+        fail_request(b, rec, ERR_NO_SUCH_SERVICE, why);
+        inflight_remove(b->inflight, &rec);
+        return;
+    }
+    wire_msg_t m;
+    envelope_t env;
+    const env_value_t *corr = &env.f[EF_CORRELATION_ID];
+    if (read_arrival(b, data, len, MT_NONE, &m, &env) &&
+        corr->len == id_len && memcmp(corr->ptr, msg_id, id_len) == 0) {
+        b->stats.bus.answers_in++;
+        b->stats.in[env.type]++;
+        if (!rec->requester) {
+            b->stats.requester_gone++;
+            inflight_remove(b->inflight, &rec);
+        } else if (deliver(b, rec->requester, &m.data, &env) == 0) {
+            b->stats.out[env.type]++;
+            metrics_answered(rec->series, clock_us() - rec->started_us);
+            inflight_remove(b->inflight, &rec);
+        } else {
+            /* its queue is full or it is gone: the answer is lost, as on
+             * one broker when a requester cannot take it (D3) */
+            b->stats.requester_gone++;
+            deadletters_add(b->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
+                            NULL);
+            inflight_remove(b->inflight, &rec);
+        }
+    }
+    wire_msg_close(&m);
 }

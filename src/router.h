@@ -58,6 +58,27 @@ int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_
 void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why);
 
+/* --- across brokers (docs/protocol.md X1-X12; bus.c calls these) --- */
+
+/* From now on names held nowhere here cross to the other brokers through
+ * `hooks`. Returns 0, or -1 if memory ran out. */
+int router_bus_start(broker_t *b, bus_hooks_t hooks);
+/* No more crossing; what is in flight across ends in timeout. */
+void router_bus_stop(broker_t *b);
+
+/* A request from broker `origin` (its `seq`) for `name`, held here. */
+void router_bus_request(broker_t *b, const char *origin, uint64_t seq, const char *name,
+                        const void *data, size_t len);
+/* An event from broker `origin` for `name`. */
+void router_bus_event(broker_t *b, const char *origin, uint64_t seq, const char *name,
+                      const void *data, size_t len);
+/* A broadcast (or, with `topic`, a topic event) another broker let in. */
+void router_bus_broadcast(broker_t *b, const void *data, size_t len, bool topic);
+/* What came back about this broker's request ('r') or event ('e') `seq`:
+ * an answer's bytes, or `nobody` (no broker took it). */
+void router_bus_reply(broker_t *b, char kind, uint64_t seq, const char *msg_id, size_t id_len,
+                      const void *data, size_t len, bool nobody);
+
 /* A printable label for a peer (its identity, or hex), for logs. */
 const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3]);
 
