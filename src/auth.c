@@ -17,6 +17,22 @@
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
+typedef struct auth_entry {
+    char key[AUTH_KEY_LEN + 1];
+    char **patterns;             /* "name", "prefix*" or "*" */
+    int pattern_count;
+} auth_entry_t;
+
+struct auth {
+    char public_key[AUTH_KEY_LEN + 1];
+    char secret_key[AUTH_KEY_LEN + 1];
+    auth_entry_t *entries;
+    int entry_count;
+    char *allow_path;
+    void *zap;                   /* REP socket on inproc://zeromq.zap.01 */
+    unsigned long accepted, refused;
+};
+
 /* The allow list: one line per client key, "KEY name name-prefix* ...";
  * "# " starts a comment. A key with no names may connect but register
  * nothing; "*" lets it register any name. */
@@ -322,4 +338,16 @@ bool auth_endpoint_is_public(const char *endpoint)
     const char *host = endpoint + 6;
     return !(strncmp(host, "127.", 4) == 0 || strncmp(host, "localhost:", 10) == 0 ||
              strncmp(host, "[::1]:", 6) == 0);
+}
+
+void *auth_zap_socket(const auth_t *a)
+{
+    return a->zap;
+}
+
+void auth_stop(auth_t *a)
+{
+    if (a->zap)
+        zmq_close(a->zap);
+    a->zap = NULL;
 }

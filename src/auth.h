@@ -13,21 +13,7 @@
 
 #define AUTH_KEY_LEN 40          /* a CURVE key in Z85 text */
 
-typedef struct auth_entry {
-    char key[AUTH_KEY_LEN + 1];
-    char **patterns;             /* "name", "prefix*" or "*" */
-    int pattern_count;
-} auth_entry_t;
-
-typedef struct auth {
-    char public_key[AUTH_KEY_LEN + 1];
-    char secret_key[AUTH_KEY_LEN + 1];
-    auth_entry_t *entries;
-    int entry_count;
-    char *allow_path;
-    void *zap;                   /* REP socket on inproc://zeromq.zap.01 */
-    unsigned long accepted, refused;
-} auth_t;
+typedef struct auth auth_t;
 
 /* Loads the broker's secret key file and the allow list. Returns NULL with
  * a one-line reason (naming the file and line) in `err`. */
@@ -40,6 +26,13 @@ int auth_start(auth_t *a, void *zmq_ctx, void *router, char *err, size_t errlen)
 
 /* Answers every ZAP request waiting (never blocks). */
 void auth_handle_zap(auth_t *a);
+
+/* The ZAP socket auth_start bound (for the event loop's poll), or NULL. */
+void *auth_zap_socket(const auth_t *a);
+
+/* Closes the ZAP socket (before the context terminates); auth_free would
+ * close it too. */
+void auth_stop(auth_t *a);
 
 /* True if the allow list marks `key` "@admin": it may use the broker's
  * operator actions (reload_policy, dead_letters, replay, watch). */

@@ -17,12 +17,17 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "broker_service.h"
 #include "bus.h"
 #include "clock.h"
 #include "conn_bytes.h"
-#include "metrics_http.h"
+#include "inflight.h"
 #include "log.h"
+#include "metrics_http.h"
+#include "policy.h"
 #include "router.h"
+#include "services.h"
+#include "watch.h"
 #include "wire.h"
 
 #define MONITOR_ENDPOINT "inproc://smartshop-router-monitor"
@@ -43,6 +48,72 @@
  * how long a connection may stream a message that never ends before it is
  * seen, against one getsockopt per connection per check. */
 #define CONN_CHECK_MS 100
+
+struct broker {
+    const config_t *cfg;
+    void *zmq_ctx;
+    void *socket;               /* the ROUTER socket all peers talk to */
+    uint64_t socket_sends;      /* messages sent on it (the loop's wake-up rule, broker_run) */
+    void *monitor;              /* PAIR socket receiving the ROUTER's connection events */
+    conn_bytes_t *conns;        /* bytes per connection, in and out (conn_bytes.h) */
+    int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
+    auth_t *auth;               /* NULL in plain mode (not owned) */
+    router_t *router;           /* the message path and the bus's state */
+    broker_service_t *service;  /* dst "broker" */
+    bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
+    uint64_t stop_deadline_ms;
+    policy_t *policy;           /* NULL when running without a policy file */
+    services_t *services;       /* NULL when running without a services directory */
+    watch_t *watch;             /* the policy's and services' directories, for live reload */
+    int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
+    uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
+    bus_t *bus;                 /* the other brokers over NATS (--nats), or NULL */
+};
+
+/* The router's transport: the ROUTER socket, within the byte bounds of
+ * conn_bytes.h (past the peer's share or the total, the peer is full
+ * until its kernel says it took some). */
+static int send_on_socket(void *ctx, peer_t *to, zmq_msg_t *data)
+{
+    broker_t *b = ctx;
+    uint64_t bytes = conn_bytes_wire_size(zmq_msg_size(data), to->delimiter, b->auth != NULL);
+    if (!conn_bytes_fits(b->conns, to, bytes) && !conn_bytes_recheck(b->conns, to, bytes)) {
+        errno = EAGAIN;
+        return -1;
+    }
+    b->socket_sends++;
+    if (wire_send(b->socket, to, data) < 0)
+        return -1;
+    conn_bytes_sent(b->conns, to, bytes);
+    return 0;
+}
+
+static int send_back_on_socket(void *ctx, wire_msg_t *m, zmq_msg_t *data)
+{
+    broker_t *b = ctx;
+    return wire_send_back(b->socket, m, data);
+}
+
+static uint64_t now_us(void)
+{
+    return clock_us();
+}
+
+/* The services the router hosts, as router_hosts_t wants them. */
+static int enqueue_for_service(void *ctx, peer_t *to, zmq_msg_t *data, const envelope_t *env)
+{
+    return services_enqueue(ctx, to, data, env);
+}
+
+static void broker_request(void *ctx, peer_t *from, const envelope_t *env)
+{
+    broker_service_handle(ctx, from, env);
+}
+
+static int reload_for_service(void *ctx, char *err, size_t errlen)
+{
+    return broker_reload_policy(ctx, err, errlen);
+}
 
 static int set_int(void *socket, int option, int value)
 {
@@ -71,18 +142,18 @@ static int configure_router(broker_t *b, char *err, size_t errlen)
     int64_t max_size = (int64_t)cfg->max_message_bytes * 4;
     if (max_size < (16 << 20))
         max_size = 16 << 20;
-    if (set_int(b->router, ZMQ_ROUTER_MANDATORY, 1) < 0 ||
-        set_int(b->router, ZMQ_SNDHWM, cfg->send_hwm) < 0 ||
-        set_int(b->router, ZMQ_HEARTBEAT_IVL, cfg->heartbeat_ivl_ms) < 0 ||
-        set_int(b->router, ZMQ_HEARTBEAT_TIMEOUT, cfg->heartbeat_timeout_ms) < 0 ||
-        set_int(b->router, ZMQ_HEARTBEAT_TTL, cfg->heartbeat_timeout_ms) < 0 ||
-        set_int(b->router, ZMQ_LINGER, 1000) < 0 ||
-        zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &max_size, sizeof max_size) < 0) {
+    if (set_int(b->socket, ZMQ_ROUTER_MANDATORY, 1) < 0 ||
+        set_int(b->socket, ZMQ_SNDHWM, cfg->send_hwm) < 0 ||
+        set_int(b->socket, ZMQ_HEARTBEAT_IVL, cfg->heartbeat_ivl_ms) < 0 ||
+        set_int(b->socket, ZMQ_HEARTBEAT_TIMEOUT, cfg->heartbeat_timeout_ms) < 0 ||
+        set_int(b->socket, ZMQ_HEARTBEAT_TTL, cfg->heartbeat_timeout_ms) < 0 ||
+        set_int(b->socket, ZMQ_LINGER, 1000) < 0 ||
+        zmq_setsockopt(b->socket, ZMQ_MAXMSGSIZE, &max_size, sizeof max_size) < 0) {
         snprintf(err, errlen, "cannot configure the ROUTER socket: %s", zmq_strerror(errno));
         return -1;
     }
     /* accepted and gone: which descriptors are connections (conn_bytes.h) */
-    if (zmq_socket_monitor(b->router, MONITOR_ENDPOINT,
+    if (zmq_socket_monitor(b->socket, MONITOR_ENDPOINT,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
         !(b->monitor = zmq_socket(b->zmq_ctx, ZMQ_PAIR)) ||
         zmq_connect(b->monitor, MONITOR_ENDPOINT) < 0) {
@@ -90,7 +161,7 @@ static int configure_router(broker_t *b, char *err, size_t errlen)
         return -1;
     }
     for (int i = 0; i < cfg->endpoint_count; i++) {
-        if (zmq_bind(b->router, cfg->endpoints[i]) < 0) {
+        if (zmq_bind(b->socket, cfg->endpoints[i]) < 0) {
             char hint[160];
             int why = errno;
             bind_hint(cfg->endpoints[i], hint, sizeof hint);
@@ -119,7 +190,7 @@ static void log_policy_loaded(const broker_t *b)
 {
     char hooks[128];
     policy_describe_hooks(b->policy, hooks, sizeof hooks);
-    log_info("policy %s loaded (hooks: %s)", b->policy->path, hooks);
+    log_info("policy %s loaded (hooks: %s)", policy_path(b->policy), hooks);
 }
 
 /* The limits every Lua state gets, policy and services alike. */
@@ -151,11 +222,12 @@ int broker_reload_policy(broker_t *b, char *err, size_t errlen)
  * not exist yet is loaded when it appears. */
 static int start_policy(broker_t *b, char *err, size_t errlen)
 {
-    b->policy = policy_new(b->cfg->policy_path, lua_limits(b->cfg), b->registry);
+    b->policy = policy_new(b->cfg->policy_path, lua_limits(b->cfg), router_registry(b->router));
     if (!b->policy) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    router_set_policy(b->router, b->policy);
     char *copy = strdup(b->cfg->policy_path);
     if (!copy || (b->policy_watch = watch_add_dir(b->watch, dirname(copy))) < 0)
         log_warn("cannot watch %s for changes (%s): reload with SIGHUP", b->cfg->policy_path,
@@ -173,12 +245,16 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
  * editing or deleting a file adds, reloads or drops a service. */
 static int start_services(broker_t *b, char *err, size_t errlen)
 {
-    b->services = services_new(b, b->cfg->services_dir, lua_limits(b->cfg),
-                               (uint32_t)b->cfg->send_hwm);
+    b->services = services_new(b->router, b->cfg->services_dir, lua_limits(b->cfg),
+                               (uint32_t)b->cfg->send_hwm, (uint32_t)b->cfg->request_timeout_ms);
     if (!b->services) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    router_set_hosts(b->router, (router_hosts_t){.lua_ctx = b->services,
+                                                 .enqueue = enqueue_for_service,
+                                                 .broker_ctx = b->service,
+                                                 .broker_request = broker_request});
     if ((b->services_watch = watch_add_dir(b->watch, b->cfg->services_dir)) < 0)
         log_warn("cannot watch %s for changes (%s): services load at start only",
                  b->cfg->services_dir, strerror(errno));
@@ -197,7 +273,7 @@ static void on_file_changed(void *ctx, int dir_index, const char *name)
         services_file_changed(b->services, name);
     if (dir_index != b->policy_watch || !b->policy)
         return;
-    char *copy = strdup(b->policy->path);
+    char *copy = strdup(policy_path(b->policy));
     if (copy && strcmp(basename(copy), name) == 0 && !b->policy_reload_due)
         b->policy_reload_due = clock_ms() + 100;
     free(copy);
@@ -208,8 +284,8 @@ static void reload_if_due(broker_t *b, uint64_t now)
     if (!b->policy_reload_due || now < b->policy_reload_due)
         return;
     b->policy_reload_due = 0;
-    if (access(b->policy->path, F_OK) != 0) {
-        log_warn("policy %s was removed; the loaded version keeps running", b->policy->path);
+    if (access(policy_path(b->policy), F_OK) != 0) {
+        log_warn("policy %s was removed; the loaded version keeps running", policy_path(b->policy));
         return;
     }
     char err[512];
@@ -229,14 +305,6 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
     b->auth = auth;
     b->signal_fd = -1;
     b->policy_watch = b->services_watch = -1;
-    b->started_ms = clock_ms();
-    b->registry = registry_new();
-    b->inflight = inflight_table_new(cfg->max_inflight, cfg->max_inflight_per_peer,
-                                     cfg->max_inflight_per_instance);
-    b->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes, cfg->dead_letter_share);
-    b->metrics = metrics_new();
-    b->topics = topics_new((topics_limits_t){cfg->max_subscriptions_per_peer,
-                                             cfg->max_subscriptions, 4096});
     b->zmq_ctx = zmq_ctx_new();
     b->watch = watch_new();
     conn_bytes_limits_t byte_limits = {
@@ -245,30 +313,34 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         .reserve = conn_bytes_wire_size(cfg->max_message_bytes, true, true),
         .check_ms = CONN_CHECK_MS, .heartbeat_ivl_ms = (unsigned)cfg->heartbeat_ivl_ms};
     b->conns = conn_bytes_new(&byte_limits);
-    if (!b->registry || !b->inflight || !b->dead || !b->metrics || !b->topics || !b->zmq_ctx || !b->watch ||
-        !b->conns) {
+    b->router = router_new(cfg, auth,
+                           (router_transport_t){b, send_on_socket, send_back_on_socket}, now_us);
+    b->service = b->router ? broker_service_new(b->router, reload_for_service, b) : NULL;
+    if (!b->router || !b->service || !b->zmq_ctx || !b->watch || !b->conns) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    b->router = zmq_socket(b->zmq_ctx, ZMQ_ROUTER);
-    if (!b->router) {
+    router_set_hosts(b->router, (router_hosts_t){.broker_ctx = b->service,
+                                                 .broker_request = broker_request});
+    b->socket = zmq_socket(b->zmq_ctx, ZMQ_ROUTER);
+    if (!b->socket) {
         snprintf(err, errlen, "cannot create the ROUTER socket: %s", zmq_strerror(errno));
         goto fail;
     }
-    if (b->auth && auth_start(b->auth, b->zmq_ctx, b->router, err, errlen) < 0)
+    if (b->auth && auth_start(b->auth, b->zmq_ctx, b->socket, err, errlen) < 0)
         goto fail;
     if (configure_router(b, err, errlen) < 0)
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
         goto fail;
-    if (*cfg->metrics_endpoint && metrics_http_start(b, err, errlen) < 0)
+    if (*cfg->metrics_endpoint && metrics_http_start(b->zmq_ctx, cfg, b->router, err, errlen) < 0)
         goto fail;
     if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0) {
         *exit_code = 2;
         goto fail;
     }
     /* before the services: the names they register are offered on it */
-    if (*cfg->nats_urls && !(b->bus = bus_new(b, err, errlen)))
+    if (*cfg->nats_urls && !(b->bus = bus_new(b->router, cfg, err, errlen)))
         goto fail;
     if (cfg->services_dir && *cfg->services_dir && start_services(b, err, errlen) < 0)
         goto fail;
@@ -285,29 +357,23 @@ void broker_free(broker_t **self_p)
         return;
     services_free(&b->services);        /* may still answer peers: before the socket closes */
     bus_free(&b->bus);
-    if (b->auth && b->auth->zap) {
-        zmq_close(b->auth->zap);
-        b->auth->zap = NULL;
-    }
+    if (b->auth)
+        auth_stop(b->auth);
     if (b->monitor) {
-        zmq_socket_monitor(b->router, NULL, 0);
+        zmq_socket_monitor(b->socket, NULL, 0);
         zmq_close(b->monitor);
     }
-    if (b->metrics_http)
-        zmq_close(b->metrics_http);
-    if (b->router)
-        zmq_close(b->router);
+    metrics_http_stop();
+    if (b->socket)
+        zmq_close(b->socket);
     if (b->zmq_ctx)
         zmq_ctx_term(b->zmq_ctx);
     if (b->signal_fd >= 0)
         close(b->signal_fd);
-    inflight_table_free(&b->inflight);
-    topics_free(&b->topics);
-    deadletters_free(&b->dead);
-    metrics_free(&b->metrics);          /* after the requests that point at its series */
+    broker_service_free(&b->service);
+    router_free(&b->router);            /* its requests point at the metrics' series */
     policy_free(&b->policy);
     watch_free(&b->watch);
-    registry_free(&b->registry);
     conn_bytes_free(&b->conns);
     free(b);
     *self_p = NULL;
@@ -343,11 +409,11 @@ static void drain_monitor(broker_t *b)
         if (id != ZMQ_EVENT_DISCONNECTED)
             continue;
         conn_bytes_closed(b->conns, value);
-        if (registry_fd_take_stale(b->registry, value))
+        if (registry_fd_take_stale(router_registry(b->router), value))
             continue;
-        peer_t *peer = registry_peer_on_fd(b->registry, value);
+        peer_t *peer = registry_peer_on_fd(router_registry(b->router), value);
         if (peer)
-            router_peer_gone(b, peer);
+            router_peer_gone(b->router, peer);
     }
 }
 
@@ -367,11 +433,12 @@ static void begin_stop(broker_t *b, const char *signal_name)
         return;
     }
     b->stopping = true;
+    router_set_stopping(b->router);
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
     if (b->bus)
         bus_leave(b->bus);              /* new requests go to the other brokers (X8) */
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
-             b->inflight->count, b->cfg->shutdown_grace_ms);
+             router_inflight_count(b->router), b->cfg->shutdown_grace_ms);
     /* The endpoints stay bound until exit: in libzmq 4.3 zmq_unbind also
      * closes the connections accepted on them, which would cut off the
      * answers still owed (D5). New requests get shutting_down instead. */
@@ -398,7 +465,7 @@ static void handle_signals(broker_t *b)
 /* How long the loop may sleep: until the next deadline, at most 1 s. */
 static long poll_timeout(broker_t *b, uint64_t now)
 {
-    uint64_t next = inflight_next_deadline(b->inflight);
+    uint64_t next = inflight_next_deadline(router_inflight(b->router));
     if (b->stopping && b->stop_deadline_ms < next)
         next = b->stop_deadline_ms;
     if (b->policy_reload_due && b->policy_reload_due < next)
@@ -439,9 +506,10 @@ int broker_run(broker_t *b)
     struct pollfd fds[P__COUNT + 2];    /* + the NATS socket and its eventfd (--nats) */
     int fd_count = 0;
     int slot[P__COUNT];
-    void *zsock[P__COUNT] = {b->router, b->monitor, NULL, NULL, b->metrics_http,
-                             b->auth ? b->auth->zap : NULL};
-    int raw[P__COUNT] = {-1, -1, b->signal_fd, b->watch->fd, -1, -1};
+    void *metrics_socket = metrics_http_socket();
+    void *zsock[P__COUNT] = {b->socket, b->monitor, NULL, NULL, metrics_socket,
+                             b->auth ? auth_zap_socket(b->auth) : NULL};
+    int raw[P__COUNT] = {-1, -1, b->signal_fd, watch_fd(b->watch), -1, -1};
     for (int i = 0; i < P__COUNT; i++) {
         slot[i] = -1;
         int fd = raw[i];
@@ -457,7 +525,7 @@ int broker_run(broker_t *b)
     bool first = true, wake_now = false;
     for (;;) {
         uint64_t now = clock_ms();
-        if (b->stopping && (b->inflight->count == 0 || now >= b->stop_deadline_ms))
+        if (b->stopping && (router_inflight_count(b->router) == 0 || now >= b->stop_deadline_ms))
             break;
         if (b->bus)                     /* its socket changes with every reconnect */
             bus_poll_prepare(b->bus, &fds[bus_slot]);
@@ -473,8 +541,8 @@ int broker_run(broker_t *b)
         /* also when ZMQ_FD did not fire: the metrics socket's own sends
          * (answers in pieces, closes) can take in the notice that a
          * request arrived, and the descriptor then stays quiet for it */
-        if (b->metrics_http && (FIRED(P_METRICS) || socket_readable(b->metrics_http)))
-            metrics_http_handle(b);
+        if (metrics_socket && (FIRED(P_METRICS) || socket_readable(metrics_socket)))
+            metrics_http_handle();
         if (b->auth && FIRED(P_ZAP))
             auth_handle_zap(b->auth);
         /* connection events before the messages that follow them */
@@ -486,14 +554,14 @@ int broker_run(broker_t *b)
             static wire_msg_t group[GROUP_MAX];
             static router_read_t reads[GROUP_MAX];
             int n = 0;
-            while (n < GROUP_MAX && wire_recv(b->router, &group[n]) == 0)
+            while (n < GROUP_MAX && wire_recv(b->socket, &group[n]) == 0)
                 conn_bytes_read(b->conns, group[n++].fd);
             if (n == 0)
                 break;                  /* the ROUTER was left with an empty receive */
             for (int i = 0; i < n; i++)
-                router_read(b, &group[i], &reads[i]);
+                router_read(b->router, &group[i], &reads[i]);
             for (int i = 0; i < n; i++) {
-                router_handle_read(b, &group[i], &reads[i]);
+                router_handle_read(b->router, &group[i], &reads[i]);
                 wire_msg_close(&group[i]);
             }
             /* hosted services answer this group now, not after the batch */
@@ -513,7 +581,7 @@ int broker_run(broker_t *b)
                 break;
             }
         }
-        uint64_t sends_after_read = b->router_sends;
+        uint64_t sends_after_read = b->socket_sends;
         /* after the ROUTER's empty receive: what this sends on it wakes the loop */
         bool bus_more = b->bus && bus_poll_done(b->bus, &fds[bus_slot], BATCH_MAX);
         if (FIRED(P_WATCH))
@@ -524,21 +592,22 @@ int broker_run(broker_t *b)
         reload_if_due(b, now);
         if (b->services)
             services_run(b->services, now);
-        router_expire(b, now);
+        router_expire(b->router, now);
         /* only when the ROUTER was read empty: every whole message that
          * arrived has been counted, so unread bytes are truly unread */
         if (!batch_full && now >= conn_bytes_next_due(b->conns)) {
             if (socket_readable(b->monitor))
                 drain_monitor(b);       /* descriptors up to date before they are looked at */
-            conn_bytes_check(b->conns, b->registry, now);
+            conn_bytes_check(b->conns, router_registry(b->router), now);
         }
-        metrics_http_expire(b, now);
-        wake_now = batch_full || bus_more || b->router_sends != sends_after_read;
+        metrics_http_expire(now);
+        wake_now = batch_full || bus_more || b->socket_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");
-    if (b->inflight->count > 0)
-        log_info("grace period over: answering %zu request(s) shutting_down", b->inflight->count);
-    router_fail_all(b, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");
+    if (router_inflight_count(b->router) > 0)
+        log_info("grace period over: answering %zu request(s) shutting_down",
+                 router_inflight_count(b->router));
+    router_fail_all(b->router, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");
     if (b->bus)
         bus_flush(b->bus, 500);         /* those answers, to the brokers that asked */
     services_free(&b->services);        /* unloads them: their lines come before "stopped" */

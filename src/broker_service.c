@@ -1,19 +1,43 @@
 /* broker_service: dst "broker" (protocol B1). See broker_service.h. */
 #include "broker_service.h"
-#include "bus.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "clock.h"
+#include "deadletter.h"
 #include "json_scan.h"
+#include "metrics.h"
+#include "policy.h"
 #include "reply.h"
-#include "router.h"
+#include "topics.h"
+
+struct broker_service {
+    router_t *router;
+    broker_reload_t reload;     /* reload_policy */
+    void *reload_ctx;
+    bool replaying;             /* a dead letter is being re-injected (no replay inside) */
+};
+
+broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx)
+{
+    broker_service_t *bs = calloc(1, sizeof *bs);
+    if (bs)
+        *bs = (broker_service_t){.router = router, .reload = reload, .reload_ctx = reload_ctx};
+    return bs;
+}
+
+void broker_service_free(broker_service_t **self_p)
+{
+    free(*self_p);
+    *self_p = NULL;
+}
 
 static cJSON *status_error(cJSON *payload, const char *message);
 
-static cJSON *ping(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *ping(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
@@ -22,7 +46,7 @@ static cJSON *ping(broker_t *b, peer_t *peer, const envelope_t *env)
         cJSON_AddItemToArray(names, cJSON_CreateString(peer->names[i]));
     /* TP5: a client that holds more knows the broker forgot them (left
      * out at 0, so that a seed client's ping answer stays as it was) */
-    size_t held = topics_owner_count(b->topics, peer);
+    size_t held = topics_owner_count(router_topics(bs->router), peer);
     if (held)
         cJSON_AddNumberToObject(payload, "subscriptions", (double)held);
     return payload;
@@ -38,11 +62,11 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
 }
 
 /* "bus": what crossed to and from the other brokers (--nats). */
-static void add_bus_stats(broker_t *b, cJSON *payload)
+static void add_bus_stats(const router_t *r, const stats_t *s, cJSON *payload)
 {
     cJSON *bus = cJSON_AddObjectToObject(payload, "bus");
-    bus_describe(b->bus, bus);
-#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)b->stats.bus.field)
+    router_bus_describe(r, bus);
+#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)s->bus.field)
     BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
     BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
     BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
@@ -50,15 +74,16 @@ static void add_bus_stats(broker_t *b, cJSON *payload)
 #undef BUS_COUNT
 }
 
-static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
-    const stats_t *s = &b->stats;
+    const stats_t *s = router_stats(bs->router);
+    registry_t *reg = router_registry(bs->router);
     cJSON *payload = cJSON_CreateObject();
-    cJSON_AddNumberToObject(payload, "uptime_ms", (double)(clock_ms() - b->started_ms));
-    cJSON_AddNumberToObject(payload, "peers", b->registry->peer_count);
-    cJSON_AddNumberToObject(payload, "services", HASH_COUNT(b->registry->services));
-    cJSON_AddNumberToObject(payload, "inflight", (double)b->inflight->count);
+    cJSON_AddNumberToObject(payload, "uptime_ms", (double)(clock_ms() - router_started_ms(bs->router)));
+    cJSON_AddNumberToObject(payload, "peers", (double)registry_peer_count(reg));
+    cJSON_AddNumberToObject(payload, "services", (double)registry_service_count(reg));
+    cJSON_AddNumberToObject(payload, "inflight", (double)router_inflight_count(bs->router));
     add_by_type(payload, "in", s->in);
     add_by_type(payload, "out", s->out);
     add_by_type(payload, "errored", s->errored);
@@ -72,26 +97,28 @@ static cJSON *stats(broker_t *b, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(dropped, "requester_gone", (double)s->requester_gone);
     cJSON_AddNumberToObject(dropped, "broadcast_undelivered", (double)s->broadcast_undelivered);
     cJSON_AddNumberToObject(dropped, "topic_undelivered", (double)s->topic_undelivered);
-    cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_count(b->topics));
+    cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_count(router_topics(bs->router)));
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
-    if (b->bus)
-        add_bus_stats(b, payload);
+    if (router_bus_active(bs->router))
+        add_bus_stats(bs->router, s, payload);
     return payload;
 }
 
 /* reload_policy: the policy file again, now. A refused version comes back
  * as {"status": "error", "message": "file:line: ..."}; the old one runs on. */
-static cJSON *reload_policy(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *reload_policy(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     char err[512];
     cJSON *payload = cJSON_CreateObject();
-    if (broker_reload_policy(b, err, sizeof err) < 0) {
+    if (!bs->reload || bs->reload(bs->reload_ctx, err, sizeof err) < 0) {
+        if (!bs->reload)
+            snprintf(err, sizeof err, "this broker cannot reload its policy");
         cJSON_AddStringToObject(payload, "status", "error");
         cJSON_AddStringToObject(payload, "message", err);
     } else {
         char hooks[128];
-        policy_describe_hooks(b->policy, hooks, sizeof hooks);
+        policy_describe_hooks(router_policy(bs->router), hooks, sizeof hooks);
         cJSON_AddStringToObject(payload, "status", "ok");
         cJSON_AddStringToObject(payload, "hooks", hooks);
     }
@@ -119,44 +146,44 @@ static double payload_number(const envelope_t *env, const char *key)
 }
 
 /* dead_letters {"limit": N}: the newest letters, newest first. */
-static cJSON *dead_letters(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *dead_letters(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     double limit = payload_number(env, "limit");
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
-    cJSON_AddNumberToObject(payload, "count", (double)b->dead->count);
-    cJSON_AddNumberToObject(payload, "evicted", (double)b->dead->dropped);
+    cJSON_AddNumberToObject(payload, "count", (double)deadletters_count(router_dead(bs->router)));
+    cJSON_AddNumberToObject(payload, "evicted", (double)deadletters_evicted(router_dead(bs->router)));
     cJSON_AddItemToObject(payload, "dead_letters",
-                          deadletters_list(b->dead, limit < 0 ? 100 : (size_t)limit));
+                          deadletters_list(router_dead(bs->router), limit < 0 ? 100 : (size_t)limit));
     return payload;
 }
 
 /* replay {"id": N}: the letter's message again, as if its sender sent it
  * now, through the whole path; only while that connection is there. */
-static cJSON *replay(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *replay(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     cJSON *payload = cJSON_CreateObject();
     double id = payload_number(env, "id");
-    const deadletter_t *d = id < 0 ? NULL : deadletters_find(b->dead, (uint64_t)id);
+    const deadletter_t *d = id < 0 ? NULL : deadletters_find(router_dead(bs->router), (uint64_t)id);
     if (!d)
         return status_error(payload, "no dead letter has that id (see dead_letters)");
     if (!d->bytes)
         return status_error(payload, "only the envelope of that letter was kept: nothing to replay");
-    peer_t *from = registry_find_peer(b->registry, d->from, d->from_len);
+    peer_t *from = registry_find_peer(router_registry(bs->router), d->from, d->from_len);
     if (!from)
         return status_error(payload, "the connection that sent it is gone");
-    if (b->replaying)    /* a letter that replays a letter: never recurse */
+    if (bs->replaying)    /* a letter that replays a letter: never recurse */
         return status_error(payload, "a replay cannot start another replay");
     char *bytes = malloc(d->len);      /* the ring may change while it is routed */
     if (!bytes)
         return status_error(payload, "out of memory");
     memcpy(bytes, d->bytes, d->len);
     size_t len = d->len;
-    b->replaying = true;
-    router_inject(b, from, bytes, len);
-    b->replaying = false;
+    bs->replaying = true;
+    router_inject(bs->router, from, bytes, len);
+    bs->replaying = false;
     free(bytes);
     cJSON_AddStringToObject(payload, "status", "ok");
     cJSON_AddNumberToObject(payload, "replayed", id);
@@ -165,25 +192,19 @@ static cJSON *replay(broker_t *b, peer_t *peer, const envelope_t *env)
 
 /* watch / unwatch: a copy of every event and broadcast, for operators'
  * tools (smartshop-ctl watch), until unwatch or disconnect. */
-static cJSON *watch(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *watch(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)env;
-    if (!peer->watching) {
-        peer->watching = true;
-        b->watchers++;
-    }
+    router_set_watching(bs->router, peer, true);
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
     return payload;
 }
 
-static cJSON *unwatch(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *unwatch(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)env;
-    if (peer->watching) {
-        peer->watching = false;
-        b->watchers--;
-    }
+    router_set_watching(bs->router, peer, false);
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
     return payload;
@@ -245,7 +266,7 @@ static cJSON *subscription_answer(cJSON *payload, topics_result_t r, const char 
 
 /* subscribe / unsubscribe {"topic": P, "group": G?}: topic events matching
  * P for this connection until unsubscribe or disconnect (idempotent). */
-static cJSON *subscription_action(broker_t *b, peer_t *peer, const envelope_t *env, bool add)
+static cJSON *subscription_action(broker_service_t *bs, peer_t *peer, const envelope_t *env, bool add)
 {
     char topic[TOPIC_MAX_LEN + 1], group[NAME_MAX_LEN + 1];
     const char *why = NULL;
@@ -254,23 +275,24 @@ static cJSON *subscription_action(broker_t *b, peer_t *peer, const envelope_t *e
         cJSON_AddStringToObject(payload, "code", "bad_topic");
         return status_error(payload, why);
     }
-    if (add && b->auth && peer->kind == PEER_REMOTE && !auth_may_subscribe(b->auth, peer->key, topic)) {
+    auth_t *auth = router_auth(bs->router);
+    if (add && auth && peer->kind == PEER_REMOTE && !auth_may_subscribe(auth, peer->key, topic)) {
         cJSON_AddStringToObject(payload, "code", "denied");
         return status_error(payload, "your key may not subscribe to that pattern (allow list)");
     }
-    topics_result_t r = add ? topics_subscribe(b->topics, peer, topic, strlen(topic), group)
-                            : topics_unsubscribe(b->topics, peer, topic, strlen(topic), group);
-    return subscription_answer(payload, r, topic, group, topics_owner_count(b->topics, peer));
+    topics_result_t r = add ? topics_subscribe(router_topics(bs->router), peer, topic, strlen(topic), group)
+                            : topics_unsubscribe(router_topics(bs->router), peer, topic, strlen(topic), group);
+    return subscription_answer(payload, r, topic, group, topics_owner_count(router_topics(bs->router), peer));
 }
 
-static cJSON *subscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *subscribe(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
-    return subscription_action(b, peer, env, true);
+    return subscription_action(bs, peer, env, true);
 }
 
-static cJSON *unsubscribe(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *unsubscribe(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
-    return subscription_action(b, peer, env, false);
+    return subscription_action(bs, peer, env, false);
 }
 
 static void add_subscription(const char *pattern, const char *group, void *ctx)
@@ -283,22 +305,22 @@ static void add_subscription(const char *pattern, const char *group, void *ctx)
 }
 
 /* subscriptions: what this connection holds. */
-static cJSON *subscriptions(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *subscriptions(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)env;
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
     cJSON *list = cJSON_AddArrayToObject(payload, "subscriptions");
-    topics_each_of_owner(b->topics, peer, add_subscription, list);
+    topics_each_of_owner(router_topics(bs->router), peer, add_subscription, list);
     return payload;
 }
 
 /* metrics: per service and action, requests and latency. */
-static cJSON *metrics(broker_t *b, peer_t *peer, const envelope_t *env)
+static cJSON *metrics(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
     (void)env;
-    return metrics_json(b->metrics);
+    return metrics_json(router_metrics(bs->router));
 }
 
 /* --- list_services --- */
@@ -336,7 +358,7 @@ static int listing_build(registry_t *reg)
 {
     if (listing.built && listing.generation == registry_generation(reg))
         return 0;
-    size_t n = HASH_COUNT(reg->services);
+    size_t n = registry_service_count(reg);
     if (n > listing.ends_cap) {
         size_t *ends = realloc(listing.ends, n * sizeof *ends);
         const service_t **order = realloc(listing.order, n * sizeof *order);
@@ -358,7 +380,8 @@ static int listing_build(registry_t *reg)
     /* an array sorted with qsort: the registry's HASH_SORT (a merge sort
      * of its linked list) took 20 ms for 19,200 names, this ~3 ms */
     size_t count = 0;
-    for (const service_t *svc = reg->services; svc && count < n; svc = svc->hh.next)
+    for (const service_t *svc = registry_next_service(reg, NULL); svc && count < n;
+         svc = registry_next_service(reg, svc))
         listing.order[count++] = svc;
     if (count > 1)              /* (with none, `order` may still be NULL) */
         qsort(listing.order, count, sizeof *listing.order, by_name);
@@ -474,13 +497,13 @@ static const char *read_page_request(const envelope_t *env, const char **after, 
 /* list_services {"after": NAME, "limit": N}: a page of the sorted list,
  * the whole reply within --max-message-bytes; "truncated": true and
  * "next" (the page's last name: the next page's "after") when more follow. */
-static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, const char *dst,
+static void list_services(broker_service_t *bs, peer_t *peer, const envelope_t *env, const char *dst,
                           const char *corr)
 {
     const char *after, *problem;
     size_t after_len, limit;
     problem = read_page_request(env, &after, &after_len, &limit);
-    if (!problem && listing_build(b->registry) < 0)
+    if (!problem && listing_build(router_registry(bs->router)) < 0)
         problem = "out of memory";
     size_t env_len = 0, at = 0;
     char *around = problem ? NULL : reply_response_around(dst, "list_services", corr, &env_len, &at);
@@ -491,7 +514,7 @@ static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, cons
     if (!problem) {
         first = after ? first_after(after, after_len) : 0;
         size_t fixed = env_len + sizeof PAGE_HEAD - 1;
-        size_t max = b->cfg->max_message_bytes;
+        size_t max = router_config(bs->router)->max_message_bytes;
         size_t rest = listing.count > first ? listing.ends[listing.count - 1] - entry_start(first) - 1 : 0;
         if (fixed + rest + sizeof PAGE_END - 1 <= max && rest <= LIST_PAGE_BYTES &&
             (!limit || listing.count - first <= limit)) {
@@ -513,9 +536,9 @@ static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, cons
         char *text = reply_response(dst, "list_services", corr,
                                     status_error(cJSON_CreateObject(), problem), &len);
         if (text)
-            router_send_made(b, peer, text, len, MT_RESPONSE);
+            router_send_made(bs->router, peer, text, len, MT_RESPONSE);
         else
-            router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+            router_send_error(bs->router, peer, env, ERR_INTERNAL, "out of memory");
         reply_free(text);
         return;
     }
@@ -527,7 +550,7 @@ static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, cons
     char *text = malloc(total), *w = text;
     if (!text) {
         reply_free(around);
-        router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+        router_send_error(bs->router, peer, env, ERR_INTERNAL, "out of memory");
         return;
     }
 #define PUT(src, n) (memcpy(w, (src), (n)), w += (n))
@@ -544,17 +567,17 @@ static void list_services(broker_t *b, peer_t *peer, const envelope_t *env, cons
     }
     PUT(around + at, env_len - at);
 #undef PUT
-    router_send_made(b, peer, text, total, MT_RESPONSE);
+    router_send_made(bs->router, peer, text, total, MT_RESPONSE);
     free(text);
     reply_free(around);
 }
 
 typedef struct {
     const char *name;
-    cJSON *(*run)(broker_t *b, peer_t *peer, const envelope_t *env);
+    cJSON *(*run)(broker_service_t *bs, peer_t *peer, const envelope_t *env);
     bool admin;                 /* with CURVE: only for keys marked @admin */
     /* instead of run: writes and sends the whole answer itself */
-    void (*answer)(broker_t *b, peer_t *peer, const envelope_t *env, const char *dst,
+    void (*answer)(broker_service_t *bs, peer_t *peer, const envelope_t *env, const char *dst,
                    const char *corr);
 } action_t;
 
@@ -574,15 +597,15 @@ static const action_t actions[] = {
     {"watch", watch, true, NULL},
 };
 
-void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
+void broker_service_handle(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     const env_value_t *action = &env->f[EF_ACTION];
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
         if (!env_equals(action, actions[i].name))
             continue;
-        if (actions[i].admin && b->auth && peer->kind == PEER_REMOTE &&
-            !auth_is_admin(b->auth, peer->key)) {
-            router_send_error(b, peer, env, ERR_DENIED,
+        auth_t *auth = router_auth(bs->router);
+        if (actions[i].admin && auth && peer->kind == PEER_REMOTE && !auth_is_admin(auth, peer->key)) {
+            router_send_error(bs->router, peer, env, ERR_DENIED,
                               "this broker action needs a key marked @admin in the allow list");
             return;
         }
@@ -590,20 +613,20 @@ void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env)
         reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
         reply_copy_plain(corr, sizeof corr, &env->f[EF_MSG_ID]);
         if (actions[i].answer) {
-            actions[i].answer(b, peer, env, dst, corr);
+            actions[i].answer(bs, peer, env, dst, corr);
             return;
         }
         size_t len = 0;
-        char *text = reply_response(dst, actions[i].name, corr, actions[i].run(b, peer, env), &len);
+        char *text = reply_response(dst, actions[i].name, corr, actions[i].run(bs, peer, env), &len);
         if (!text) {
-            router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+            router_send_error(bs->router, peer, env, ERR_INTERNAL, "out of memory");
             return;
         }
-        router_send_made(b, peer, text, len, MT_RESPONSE);
+        router_send_made(bs->router, peer, text, len, MT_RESPONSE);
         reply_free(text);
         return;
     }
-    router_send_error(b, peer, env, ERR_UNKNOWN_ACTION,
+    router_send_error(bs->router, peer, env, ERR_UNKNOWN_ACTION,
                       "the broker's actions are ping, list_services, stats, metrics, reload_policy, "
                       "dead_letters, replay, watch and unwatch");
 }

@@ -1,12 +1,29 @@
 /* broker_service: the broker's own service, dst "broker" (protocol B1):
- * ping, list_services, stats, ... Answers requests; its one state is the
- * rendered service list, reused while the registry is unchanged. */
+ * ping, list_services, stats, reload_policy, ... Answers requests through
+ * the router's API (router_send_made, router_send_error, router_inject for
+ * a replay); the router reaches it only through router_hosts_t, set by
+ * broker.c. Its state: the replay guard and the rendered service list,
+ * reused while the registry is unchanged. */
 #ifndef SMARTSHOP_BROKER_SERVICE_H
 #define SMARTSHOP_BROKER_SERVICE_H
 
-#include "broker.h"
+#include <stddef.h>
+
+#include "envelope.h"
+#include "registry.h"
+#include "router.h"
+
+typedef struct broker_service broker_service_t;
+
+/* Loads the policy file again (reload_policy): 0, or -1 with the reason
+ * in `err`. broker.c's, which also tells systemd. */
+typedef int (*broker_reload_t)(void *ctx, char *err, size_t errlen);
+
+/* The service of `router`; `reload` may be NULL (reload_policy refused). */
+broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx);
+void broker_service_free(broker_service_t **self_p);
 
 /* Answers a request addressed to "broker" from `peer`. */
-void broker_service_handle(broker_t *b, peer_t *peer, const envelope_t *env);
+void broker_service_handle(broker_service_t *bs, peer_t *peer, const envelope_t *env);
 
 #endif

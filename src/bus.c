@@ -16,7 +16,7 @@
 #define TAKE_MAX 64
 
 struct bus {
-    broker_t *b;
+    router_t *router;
     nats_link_t *link;
     bool joined;                /* connected at least once (the "joined" line) */
     bool left;                  /* bus_leave: names no longer offered */
@@ -87,7 +87,7 @@ static void hook_holds(void *ctx, const char *name, size_t len, int delta)
 
 static void dispatch(bus_t *bus, const nats_in_t *in)
 {
-    broker_t *b = bus->b;
+    router_t *r = bus->router;
     char origin[NATS_BROKER_ID_MAX + 1], kind, msg_id[129], name[NAME_MAX_LEN + 1];
     uint64_t seq;
     size_t id_len;
@@ -97,25 +97,25 @@ static void dispatch(bus_t *bus, const nats_in_t *in)
         if (!in->reply || !nats_parse_reply(in->reply, origin, &kind, &seq, msg_id, &id_len) ||
             !nats_name_of_subject(in->subject, name, sizeof name) ||
             kind != (in->kind == NL_REQUEST ? 'r' : 'e')) {
-            b->stats.bus.refused++;
+            router_bus_refused(r);
             return;
         }
         if (in->kind == NL_REQUEST)
-            router_bus_request(b, origin, seq, name, in->data, in->len);
+            router_bus_request(r, origin, seq, name, in->data, in->len);
         else
-            router_bus_event(b, origin, seq, name, in->data, in->len);
+            router_bus_event(r, origin, seq, name, in->data, in->len);
         return;
     case NL_BROADCAST:
     case NL_TOPIC:
-        router_bus_broadcast(b, in->data, in->len, in->kind == NL_TOPIC);
+        router_bus_broadcast(r, in->data, in->len, in->kind == NL_TOPIC);
         return;
     case NL_REPLY:
         if (!nats_parse_reply(in->subject, origin, &kind, &seq, msg_id, &id_len) ||
             strcmp(origin, nats_link_broker_id(bus->link)) != 0) {
-            b->stats.bus.refused++;
+            router_bus_refused(r);
             return;
         }
-        router_bus_reply(b, kind, seq, msg_id, id_len, in->data, in->len,
+        router_bus_reply(r, kind, seq, msg_id, id_len, in->data, in->len,
                          in->no_responders || in->len == 0);
         return;
     }
@@ -166,17 +166,18 @@ bool bus_poll_done(bus_t *bus, const struct pollfd fds[2], int max)
     return nats_link_pending(bus->link);
 }
 
+static void hook_describe(void *ctx, cJSON *into);
+
 /* --- life --- */
 
-bus_t *bus_new(broker_t *b, char *err, size_t errlen)
+bus_t *bus_new(router_t *r, const config_t *cfg, char *err, size_t errlen)
 {
-    const config_t *cfg = b->cfg;
     bus_t *bus = calloc(1, sizeof *bus);
     if (!bus) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    bus->b = b;
+    bus->router = r;
     nats_link_config_t lc = {
         .urls = cfg->nats_urls,
         .broker_id = cfg->broker_id,
@@ -190,8 +191,8 @@ bus_t *bus_new(broker_t *b, char *err, size_t errlen)
         return NULL;
     }
     bus_hooks_t hooks = {bus, hook_request, hook_event, hook_broadcast, hook_topic, hook_answer,
-                         hook_holds};
-    if (router_bus_start(b, hooks) < 0) {
+                         hook_holds, hook_describe};
+    if (router_bus_start(r, hooks) < 0) {
         snprintf(err, errlen, "out of memory");
         bus_free(&bus);
         return NULL;
@@ -222,14 +223,15 @@ void bus_free(bus_t **self_p)
     bus_t *bus = *self_p;
     if (!bus)
         return;
-    router_bus_stop(bus->b);
+    router_bus_stop(bus->router);
     nats_link_free(&bus->link);
     free(bus);
     *self_p = NULL;
 }
 
-void bus_describe(bus_t *bus, cJSON *into)
+static void hook_describe(void *ctx, cJSON *into)
 {
+    bus_t *bus = ctx;
     nats_link_stats_t st;
     nats_link_stats(bus->link, &st);
     cJSON_AddStringToObject(into, "broker_id", nats_link_broker_id(bus->link));

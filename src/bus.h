@@ -8,14 +8,15 @@
 #include <poll.h>
 #include <stdbool.h>
 
-#include "broker.h"
+#include "config.h"
+#include "router.h"
 
 typedef struct bus bus_t;
 
 /* Joins the bus (cfg->nats_urls) and starts the router's crossing. NULL
  * with the reason in `err` on bad settings or no memory; a NATS server
  * that does not answer yet is no error (it is retried). */
-bus_t *bus_new(broker_t *b, char *err, size_t errlen);
+bus_t *bus_new(router_t *r, const config_t *cfg, char *err, size_t errlen);
 void bus_free(bus_t **self_p);
 
 /* The broker's loop: fill the two poll slots before poll, and after it
@@ -30,7 +31,5 @@ void bus_leave(bus_t *bus);
 /* At exit: sends what is buffered (the last answers), for at most `ms`. */
 void bus_flush(bus_t *bus, int ms);
 
-/* For stats and list_services: the link's own counters and state. */
-void bus_describe(bus_t *bus, struct cJSON *into);
 
 #endif

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct cJSON;
+
 typedef struct {
     void *ctx;                  /* NULL: no bus (one broker alone) */
     /* a request or event to `name`, which no local instance holds; its
@@ -25,6 +27,8 @@ typedef struct {
                   size_t id_len, const void *data, size_t len);
     /* a local instance of `name` came (+1) or went (-1) */
     void (*holds)(void *ctx, const char *name, size_t len, int delta);
+    /* the link's state and counters, for stats */
+    void (*describe)(void *ctx, struct cJSON *into);
 } bus_hooks_t;
 
 #endif

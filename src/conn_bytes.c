@@ -285,8 +285,7 @@ static void finish_sweep(conn_bytes_t *cb, registry_t *reg)
         cut(cb, largest, "--max-unread-bytes-total", cb->lim.max_unread_total);
     }
     uint64_t total = 0;
-    peer_t *peer, *tmp;
-    HASH_ITER(hh, reg->peers, peer, tmp) {
+    for (peer_t *peer = registry_next_peer(reg, NULL); peer; peer = registry_next_peer(reg, peer)) {
         if (peer->kind != PEER_REMOTE || !peer->queued_bytes)
             continue;
         int fd = peer->fd;

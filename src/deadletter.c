@@ -9,6 +9,17 @@
 
 #include "reply.h"
 
+struct deadletters {
+    deadletter_t *slots;         /* `cap` letters, used or on `free_slots` */
+    deadletter_t *free_slots;    /* linked by `newer` */
+    deadletter_t *oldest, *newest;
+    deadletter_sender_t *senders; /* by identity */
+    size_t cap, count;
+    size_t bytes, max_bytes;
+    size_t share_count, share_bytes; /* one sender's most letters and bytes */
+    uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
+};
+
 deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share)
 {
     deadletters_t *dl = calloc(1, sizeof *dl);
@@ -182,4 +193,24 @@ const deadletter_t *deadletters_find(const deadletters_t *dl, uint64_t id)
         if (d->id == id)
             return d;
     return NULL;
+}
+
+size_t deadletters_count(const deadletters_t *dl)
+{
+    return dl->count;
+}
+
+uint64_t deadletters_evicted(const deadletters_t *dl)
+{
+    return dl->dropped;
+}
+
+size_t deadletters_bytes(const deadletters_t *dl)
+{
+    return dl->bytes;
+}
+
+size_t deadletters_sender_count(const deadletters_t *dl)
+{
+    return HASH_COUNT(dl->senders);
 }

@@ -49,21 +49,19 @@ typedef struct deadletter_sender {
     UT_hash_handle hh;
 } deadletter_sender_t;
 
-typedef struct {
-    deadletter_t *slots;         /* `cap` letters, used or on `free_slots` */
-    deadletter_t *free_slots;    /* linked by `newer` */
-    deadletter_t *oldest, *newest;
-    deadletter_sender_t *senders; /* by identity */
-    size_t cap, count;
-    size_t bytes, max_bytes;
-    size_t share_count, share_bytes; /* one sender's most letters and bytes */
-    uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
-} deadletters_t;
+typedef struct deadletters deadletters_t;
 
 /* A ring of at most `max_count` letters holding `max_bytes` bytes, of
  * which one sender may hold 1/`share` of each (at least one letter). */
 deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share);
 void deadletters_free(deadletters_t **self_p);
+
+/* How many letters it holds, and how many it evicted to stay in bounds. */
+size_t deadletters_count(const deadletters_t *dl);
+uint64_t deadletters_evicted(const deadletters_t *dl);
+/* The bytes of message text it holds, and how many senders hold letters. */
+size_t deadletters_bytes(const deadletters_t *dl);
+size_t deadletters_sender_count(const deadletters_t *dl);
 
 /* Keeps a letter. `env` and `bytes` may be NULL; the fields given
  * explicitly (for requests that expired) win over the envelope's. */

@@ -7,6 +7,24 @@
 
 #include <utlist.h>
 
+/* A deadline heap entry: the deadline beside its record, so that ordering
+ * the heap reads one array and not a record per comparison. */
+typedef struct {
+    uint64_t deadline_ms;
+    inflight_t *rec;
+} inflight_deadline_t;
+
+struct inflight_table {
+    inflight_t *by_id;
+    inflight_deadline_t *heap;
+    size_t count, cap;
+    size_t limit;               /* most records at once */
+    size_t per_requester;       /* most records one requester may have waiting */
+    size_t per_handler;         /* most records handed to one handler at once */
+    inflight_t *spare;          /* freed records kept for reuse */
+    size_t spare_count;
+};
+
 size_t inflight_default_share(size_t limit)
 {
     size_t share = limit / 10;
@@ -225,4 +243,14 @@ inflight_t *inflight_first(const inflight_table_t *t)
 uint64_t inflight_next_deadline(const inflight_table_t *t)
 {
     return t->count ? t->heap[0].deadline_ms : UINT64_MAX;
+}
+
+size_t inflight_count(const inflight_table_t *t)
+{
+    return t->count;
+}
+
+inflight_limits_t inflight_limits(const inflight_table_t *t)
+{
+    return (inflight_limits_t){t->limit, t->per_requester, t->per_handler};
 }

@@ -44,23 +44,14 @@ typedef struct inflight {
     UT_hash_handle hh;
 } inflight_t;
 
-/* A deadline heap entry: the deadline beside its record, so that ordering
- * the heap reads one array and not a record per comparison. */
-typedef struct {
-    uint64_t deadline_ms;
-    inflight_t *rec;
-} inflight_deadline_t;
+typedef struct inflight_table inflight_table_t;
 
+/* Its bounds (inflight_table_new). */
 typedef struct {
-    inflight_t *by_id;
-    inflight_deadline_t *heap;
-    size_t count, cap;
     size_t limit;               /* most records at once */
     size_t per_requester;       /* most records one requester may have waiting */
     size_t per_handler;         /* most records handed to one handler at once */
-    inflight_t *spare;          /* freed records kept for reuse */
-    size_t spare_count;
-} inflight_table_t;
+} inflight_limits_t;
 
 /* Why inflight_add kept no record. */
 typedef enum {
@@ -82,6 +73,10 @@ size_t inflight_default_share(size_t limit);
 inflight_table_t *inflight_table_new(size_t limit, size_t per_requester, size_t per_handler);
 /* Frees every record and the table. */
 void inflight_table_free(inflight_table_t **self_p);
+
+/* How many records it holds, and its bounds. */
+size_t inflight_count(const inflight_table_t *t);
+inflight_limits_t inflight_limits(const inflight_table_t *t);
 
 /* The hash of a msg_id, as the table keys it: a request's is computed once
  * and serves both the duplicate check and the insertion. */

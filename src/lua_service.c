@@ -8,13 +8,11 @@
 #include <lauxlib.h>
 #include <cjson/cJSON.h>
 
-#include "broker.h"
 #include "clock.h"
 #include "log.h"
 #include "luamsg.h"
 #include "msg_writer.h"
 #include "reply.h"
-#include "services.h"
 
 enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4 };
 
@@ -69,7 +67,7 @@ static void send_from(lua_version_t *v, const char *type, const char *dst, const
     zmq_msg_t frame;
     if (svc->peer && zmq_msg_init_size(&frame, strlen(text)) == 0) {
         memcpy(zmq_msg_data(&frame), text, strlen(text));
-        services_send(svc->broker->services, svc->peer, &frame, NULL);
+        svc->host->send(svc->host->ctx, svc->peer, &frame, NULL);
         zmq_msg_close(&frame);
     }
     cJSON_free(text);
@@ -107,7 +105,7 @@ static void send_response(lua_version_t *v, const envelope_t *request, const cha
         zmq_msg_close(&frame);
         return;
     }
-    services_send(svc->broker->services, svc->peer, &frame, &env);
+    svc->host->send(svc->host->ctx, svc->peer, &frame, &env);
     zmq_msg_close(&frame);
 }
 
@@ -188,7 +186,7 @@ static int bus_request(lua_State *L)
     const char *dst = check_name(L, 1, false);
     const char *action = luaL_checkstring(L, 2);
     luaL_checktype(L, 4, LUA_TFUNCTION);
-    lua_Integer timeout = v->service->broker->cfg->request_timeout_ms;
+    lua_Integer timeout = v->service->host->request_timeout_ms;
     if (lua_istable(L, 5)) {
         lua_getfield(L, 5, "timeout_ms");
         if (!lua_isnil(L, -1))

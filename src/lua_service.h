@@ -4,8 +4,9 @@
  * Owns the service's sandboxed state, its handlers (on_request, on_event,
  * on_broadcast), its timers and its pending outgoing requests, and the
  * `bus` API it calls. A loaded version is replaced as a whole on reload.
- * Sends through router_inject(), so what a Lua service sends passes the
- * same checks and policy hooks as anything from the wire. Every call into
+ * Sends through its host (lua_host_t: services.c, which hands it to the
+ * router), so what a Lua service sends passes the same checks and policy
+ * hooks as anything from the wire; it calls nothing above it. Every call into
  * the service's Lua (loading, handlers, callbacks, timers) is one
  * sandbox_protected() body; its table is read raw (rawget), and `bus` is
  * kept in the registry. */
@@ -15,12 +16,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <zmq.h>
+
 #include "envelope.h"
 #include "names.h"
 #include "sandbox.h"
 
-struct broker;
 struct peer;
+
+/* What its host gives a service: the one way out, and the settings it
+ * needs. send: a message from the service's peer `from` (consumes
+ * `data`), with its envelope if written already (`env` points into
+ * `data`), else NULL. */
+typedef struct lua_host {
+    void *ctx;
+    void (*send)(void *ctx, struct peer *from, zmq_msg_t *data, envelope_t *env);
+    uint32_t request_timeout_ms;  /* a bus.request's default (--request-timeout-ms) */
+} lua_host_t;
 
 typedef struct lua_timer {
     uint64_t due_ms;
@@ -53,7 +65,7 @@ typedef struct lua_version {
 } lua_version_t;
 
 typedef struct lua_service {
-    struct broker *broker;
+    const lua_host_t *host;
     char path[512];
     char file[128];              /* its file name in the services directory */
     struct peer *peer;           /* its virtual peer (NULL until registered) */

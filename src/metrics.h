@@ -1,16 +1,27 @@
-/* metrics: per-service, per-action request counters and latency
- * histograms, and their renderings: JSON for the broker service's metrics
- * action, Prometheus text for the --metrics endpoint.
+/* metrics: per-request counters and latency histograms, and their
+ * renderings: JSON for the broker service's metrics and stats actions,
+ * Prometheus text for the --metrics endpoint, and read-only views for
+ * whoever else shows them (the dashboard).
  *
- * Bounded: a series exists only for a name registered when the request was
- * routed (never for a refused or unroutable dst), and at most `max_series`
- * (--metrics-max-series) of them; past that, requests count in one overflow
- * series, service "_other" (no registered name can start with '_'), so
- * that the totals stay honest and a peer sending random names or actions
- * cannot grow the broker or its scrapes. */
+ * A series is one (service, dst, action): `service` the registered name
+ * the request was routed to (the policy's route() choice: a canary, an
+ * alias's target), `dst` the name the client wrote, `action` the
+ * request's. Each request ends in exactly one outcome (ok, an error
+ * answer, timeout, gone, refused); error answers and refusals are also
+ * counted by their code, a few codes a series.
+ *
+ * Bounded: a series exists only for a request whose route reached a
+ * registered name, and at most `max_series` (--metrics-max-series) of
+ * them; past that, requests count in one overflow series, service
+ * "_other" (no registered name can start with '_'). Requests whose route
+ * reached no registered name (no_such_service, and refusals before
+ * routing to a name nobody holds) count in one series, service "_none".
+ * So the totals stay honest and a peer sending random names, actions or
+ * error codes cannot grow the broker or its scrapes. */
 #ifndef SMARTSHOP_METRICS_H
 #define SMARTSHOP_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,15 +34,47 @@
 #include "registry.h"
 #include "stats.h"
 
-#define METRICS_BUCKETS 12
+/* latency buckets: 0.1 ms .. 300 s (TTL_MS_MAX, the longest a request may
+ * wait), and +Inf */
+#define METRICS_BUCKETS 18
 #define METRICS_OVERFLOW_SERVICE "_other"
+#define METRICS_UNROUTED_SERVICE "_none"
 #define METRICS_OTHER_ACTION "(other)"
+/* error codes counted by name in one series; the rest as "(other)" */
+#define METRICS_CODES_PER_SERIES 4
+#define METRICS_CODE_MAX_LEN 64
+
+/* How a request ended. */
+typedef enum {
+    METRICS_OK = 0,         /* answered with a response */
+    METRICS_ERROR,          /* answered with an error (the service's code) */
+    METRICS_TIMEOUT,        /* no answer before its deadline */
+    METRICS_GONE,           /* its instance went away, or the broker stopped */
+    METRICS_REFUSED,        /* refused by the broker: no_such_service, denied, busy, ... */
+    METRICS_OUTCOMES
+} metrics_outcome_t;
+
+/* "ok", "error", "timeout", "gone", "refused" */
+const char *metrics_outcome_name(metrics_outcome_t o);
+
+/* The outcome a broker error code stands for, for a request the broker
+ * ended itself (timeout, service_gone and shutting_down, else refused). */
+metrics_outcome_t metrics_outcome_of_code(bus_err_t code);
+
+typedef struct {
+    char code[METRICS_CODE_MAX_LEN + 1];      /* "" for the "(other)" slot */
+    uint64_t count;
+} metric_code_t;
 
 typedef struct metric_series {
-    char key[NAME_MAX_LEN + 1 + MSG_ID_MAX_LEN + 1];   /* "service\0action" */
+    /* "service\0dst\0action" */
+    char key[2 * (NAME_MAX_LEN + 1) + MSG_ID_MAX_LEN + 1];
     size_t key_len;
-    uint64_t requests, answered, failed;
-    uint64_t buckets[METRICS_BUCKETS];     /* latency <= bucket bounds, cumulative at render */
+    const char *dst, *action;              /* into key */
+    uint64_t requests;                     /* handed over or refused */
+    uint64_t outcomes[METRICS_OUTCOMES];
+    metric_code_t codes[METRICS_CODES_PER_SERIES + 1]; /* the last: "(other)" */
+    uint64_t buckets[METRICS_BUCKETS];     /* answers (ok or error) by latency, not cumulative */
     double latency_sum_s;
     UT_hash_handle hh;
 } metric_series_t;
@@ -54,28 +97,45 @@ typedef struct {
     uint64_t events, deliveries, unmatched;
 } metric_topic_t;
 
-typedef struct {
+typedef struct metrics {
     metric_topic_t topics[METRICS_TOPIC_PREFIXES + 1];   /* the last: "(other)" */
     int topic_count;               /* prefixes in use, not counting "(other)" */
-    uint64_t topic_changes;        /* for the rendering's cache */
+    uint64_t changes;              /* bumped by every count, for the rendering's cache */
     metric_series_t *series;
-    size_t count;                  /* in `series`; `overflow` is not one of them */
-    metric_series_t overflow;      /* _other/(other): requests past the bound */
+    size_t count;                  /* in `series`; `overflow` and `unrouted` are not */
+    metric_series_t overflow;      /* _other/(other)/(other): requests past the bound */
+    metric_series_t unrouted;      /* _none/(other)/(other): routed to no registered name */
+    uint64_t service_errors[ERR__COUNT]; /* error answers services sent, by code ([0]: others) */
     metrics_text_t *cached;        /* the last rendering, and what it showed */
-    uint64_t cached_key[7];
+    uint64_t cached_key[6];
 } metrics_t;
 
 metrics_t *metrics_new(void);
 void metrics_free(metrics_t **self_p);
 
-/* The series of a request routed to the first of `names` that is a
- * registered service, and its `action` (created on first use; the overflow
- * series once `max_series` exist). NULL if none of the names is registered:
- * such a request is refused and counted in the error totals only. */
+/* The series of a request addressed to `dst` and routed to the first of
+ * `names` that is a registered service (NULL, 0: to dst itself), with
+ * its `action` (created on first use; the overflow series once
+ * `max_series` exist; the unrouted series if none of the names is
+ * registered). Never NULL. */
+metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_value_t *dst,
+                                   const char (*names)[NAME_MAX_LEN + 1], int name_count,
+                                   const env_value_t *action, size_t max_series);
+
+/* A request of that series was handed to an instance. */
+void metrics_handed_over(metrics_t *m, metric_series_t *s);
+
+/* A request of that series ended with `outcome`. `refused` requests were
+ * never handed over and count as requests here. `code` (len bytes, NULL
+ * for ok) is the error's code; `latency_us` counts for answers only. */
+void metrics_outcome(metrics_t *m, metric_series_t *s, metrics_outcome_t outcome,
+                     const char *code, size_t code_len, uint64_t latency_us);
+
+/* The entry points of before outcomes, until the router calls the ones
+ * above: a series without dst (NULL when unrouted), an ok answer, a
+ * failure. */
 metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
                                 int name_count, const env_value_t *action, size_t max_series);
-
-/* A request of that series ended: answered (with latency) or failed. */
 void metrics_answered(metric_series_t *s, uint64_t latency_us);
 void metrics_failed(metric_series_t *s);
 
@@ -83,8 +143,43 @@ void metrics_failed(metric_series_t *s);
  * connections (0: no subscription matched). */
 void metrics_topic(metrics_t *m, const char *topic, size_t len, size_t deliveries);
 
-/* {"series": [{service, action, requests, answered, failed, latency_ms: {p50, p99, buckets}}]} */
+/* --- reading them (every view is valid until the next count) --- */
+
+/* The latency buckets' upper bounds in seconds; the last is +Inf. */
+const double *metrics_bucket_bounds(void);
+
+typedef struct {
+    const char *service, *dst, *action;
+    uint64_t requests, answered, failed;   /* answered: ok + error; failed: all but ok */
+    const uint64_t *outcomes;              /* METRICS_OUTCOMES counts */
+    const metric_code_t *codes;            /* METRICS_CODES_PER_SERIES + 1 */
+    const uint64_t *buckets;               /* METRICS_BUCKETS, not cumulative */
+    double latency_sum_s;
+} metrics_view_t;
+
+/* Calls fn for every series (then the unrouted and overflow series, if
+ * they counted anything). */
+void metrics_each(const metrics_t *m, void (*fn)(const metrics_view_t *v, void *ctx), void *ctx);
+
+/* Every series summed. */
+typedef struct {
+    uint64_t requests, answered, failed;
+    uint64_t outcomes[METRICS_OUTCOMES];
+} metrics_totals_t;
+void metrics_totals(const metrics_t *m, metrics_totals_t *out);
+
+/* The latency below which `q` of the view's answers fell: the upper bound
+ * of its bucket, in ms (0 with no answers). */
+double metrics_quantile_ms(const metrics_view_t *v, double q);
+
+/* {"series": [{service, dst, action, requests, answered, ok, failed,
+ *  outcomes: {...}, errors: {code: n}, latency_ms: {p50_le, p99_le, mean}}],
+ *  "totals": {...}, "topics": [...]} */
 cJSON *metrics_json(const metrics_t *m);
+
+/* Adds "requests": {total, ok, failed, and each outcome} and
+ * "service_errors": {code: n} to a stats payload. */
+void metrics_add_totals_json(const metrics_t *m, cJSON *payload);
 
 /* The Prometheus text of the counters in `stats` and `m`, all but the
  * uptime (which changes every millisecond: see metrics_uptime_text).

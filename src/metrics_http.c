@@ -10,9 +10,11 @@
 
 #include <zmq.h>
 
-#include "broker.h"
 #include "clock.h"
+#include "inflight.h"
 #include "log.h"
+#include "metrics.h"
+#include "router.h"
 
 #define CONN_ID_MAX 256
 
@@ -37,6 +39,9 @@ typedef struct {
 
 /* The endpoint's connections. One broker per process: module state. */
 static struct {
+    void *socket;               /* the ZMQ_STREAM socket, NULL until started */
+    const config_t *cfg;
+    router_t *router;           /* what the metrics show */
     conn_t *conns;
     size_t cap, used;
     uint64_t next_deadline_ms;  /* the earliest conn deadline (UINT64_MAX: none) */
@@ -44,26 +49,29 @@ static struct {
 
 static log_ratelimit_t refusals_limit;
 
-int metrics_http_start(broker_t *b, char *err, size_t errlen)
+int metrics_http_start(void *zmq_ctx, const config_t *cfg, router_t *router, char *err,
+                       size_t errlen)
 {
-    http.cap = b->cfg->metrics_max_connections;
+    http.cfg = cfg;
+    http.router = router;
+    http.cap = http.cfg->metrics_max_connections;
     http.conns = calloc(http.cap, sizeof *http.conns);
     http.next_deadline_ms = UINT64_MAX;
-    b->metrics_http = zmq_socket(b->zmq_ctx, ZMQ_STREAM);
+    http.socket = zmq_socket(zmq_ctx, ZMQ_STREAM);
     int linger = 0, hwm = METRICS_HTTP_QUEUED;
     /* the queue bound applies to connections accepted after it is set:
      * before the bind */
-    if (!http.conns || !b->metrics_http ||
-        zmq_setsockopt(b->metrics_http, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
-        zmq_setsockopt(b->metrics_http, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
-        zmq_bind(b->metrics_http, b->cfg->metrics_endpoint) < 0) {
-        snprintf(err, errlen, "cannot serve metrics on %s: %s", b->cfg->metrics_endpoint,
+    if (!http.conns || !http.socket ||
+        zmq_setsockopt(http.socket, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        zmq_setsockopt(http.socket, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+        zmq_bind(http.socket, http.cfg->metrics_endpoint) < 0) {
+        snprintf(err, errlen, "cannot serve metrics on %s: %s", http.cfg->metrics_endpoint,
                  http.conns ? zmq_strerror(errno) : "out of memory");
         return -1;
     }
     log_info("metrics: Prometheus text at http://%s/metrics",
-             strncmp(b->cfg->metrics_endpoint, "tcp://", 6) == 0 ? b->cfg->metrics_endpoint + 6
-                                                                 : b->cfg->metrics_endpoint);
+             strncmp(http.cfg->metrics_endpoint, "tcp://", 6) == 0 ? http.cfg->metrics_endpoint + 6
+                                                                 : http.cfg->metrics_endpoint);
     return 0;
 }
 
@@ -87,10 +95,10 @@ static void set_deadline(conn_t *c, uint64_t when)
 /* Sends the empty frame that makes ZMQ_STREAM close a connection: the
  * data queued before it still goes out first. False if its pipe is full
  * (the frame waits for room like any other). */
-static bool close_id(broker_t *b, const void *id, size_t id_len)
+static bool close_id(const void *id, size_t id_len)
 {
-    return zmq_send(b->metrics_http, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len &&
-           zmq_send(b->metrics_http, "", 0, ZMQ_DONTWAIT) == 0;
+    return zmq_send(http.socket, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len &&
+           zmq_send(http.socket, "", 0, ZMQ_DONTWAIT) == 0;
 }
 
 static void conn_free(conn_t *c)
@@ -103,9 +111,9 @@ static void conn_free(conn_t *c)
 /* Closes the connection, or, if its pipe is full, keeps its slot until
  * the close can be queued: a reader that stops reading holds one slot of
  * --metrics-max-connections and METRICS_HTTP_QUEUED pieces, no more. */
-static void conn_close(broker_t *b, conn_t *c)
+static void conn_close(conn_t *c)
 {
-    if (close_id(b, c->id, c->id_len)) {
+    if (close_id(c->id, c->id_len)) {
         conn_free(c);
         return;
     }
@@ -115,10 +123,10 @@ static void conn_close(broker_t *b, conn_t *c)
 
 /* Queues what the connection's pipe takes of its answer, a piece at a
  * time; closes the connection once all of it is queued. */
-static void pump(broker_t *b, conn_t *c)
+static void pump(conn_t *c)
 {
     if (c->state == CONN_CLOSING) {
-        conn_close(b, c);
+        conn_close(c);
         return;
     }
     bool progress = false;
@@ -136,31 +144,31 @@ static void pump(broker_t *b, conn_t *c)
                 n = METRICS_HTTP_PIECE;
         }
         /* the id frame picks the pipe and fails with EAGAIN when it is full */
-        if (zmq_send(b->metrics_http, c->id, c->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) != (int)c->id_len)
+        if (zmq_send(http.socket, c->id, c->id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) != (int)c->id_len)
             break;
-        if (zmq_send(b->metrics_http, from, n, ZMQ_DONTWAIT) != (int)n)
+        if (zmq_send(http.socket, from, n, ZMQ_DONTWAIT) != (int)n)
             break;
         c->sent += n;
         progress = true;
     }
     if (c->sent >= c->total) {
-        conn_close(b, c);
+        conn_close(c);
         return;
     }
     if (progress)       /* a reader that takes the answer keeps its connection */
-        set_deadline(c, clock_ms() + b->cfg->metrics_idle_timeout_ms);
+        set_deadline(c, clock_ms() + http.cfg->metrics_idle_timeout_ms);
 }
 
 /* Starts the answer: `status` with `body`, or without one (an error, with
  * `extra` headers). Takes the reference to `body`. */
-static void answer(broker_t *b, conn_t *c, const char *status, const char *extra,
+static void answer(conn_t *c, const char *status, const char *extra,
                    metrics_text_t *body)
 {
     char uptime[256] = "";
     size_t uptime_len = 0;
     if (body)
         uptime_len = metrics_uptime_text(uptime, sizeof uptime,
-                                         (double)(clock_ms() - b->started_ms) / 1000.0);
+                                         (double)(clock_ms() - router_started_ms(http.router)) / 1000.0);
     size_t body_len = body ? uptime_len + body->len : 0;
     int n = snprintf(c->head, sizeof c->head,
                      "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4\r\n"
@@ -171,7 +179,7 @@ static void answer(broker_t *b, conn_t *c, const char *status, const char *extra
     c->sent = 0;
     c->total = c->head_len + (body ? body->len : 0);
     c->state = CONN_SENDING;
-    pump(b, c);
+    pump(c);
 }
 
 /* True once buf, after the bytes seen before, ends the request's head
@@ -189,7 +197,7 @@ static bool request_complete(conn_t *c, const char *buf, size_t len)
     return false;
 }
 
-static void on_data(broker_t *b, conn_t *c, const char *buf, size_t len)
+static void on_data(conn_t *c, const char *buf, size_t len)
 {
     if (c->state != CONN_READING)
         return;                 /* more after the request: not read */
@@ -198,29 +206,30 @@ static void on_data(broker_t *b, conn_t *c, const char *buf, size_t len)
         c->method[c->request_bytes + i] = buf[i];
     c->request_bytes += len;
     if (c->request_bytes >= 4 && memcmp(c->method, "GET ", 4) != 0) {
-        answer(b, c, "405 Method Not Allowed", "Allow: GET\r\n", NULL);
+        answer(c, "405 Method Not Allowed", "Allow: GET\r\n", NULL);
         return;
     }
     bool complete = request_complete(c, buf, len);
-    if (c->request_bytes > b->cfg->metrics_max_request_bytes) {
-        answer(b, c, "431 Request Header Fields Too Large", "", NULL);
+    if (c->request_bytes > http.cfg->metrics_max_request_bytes) {
+        answer(c, "431 Request Header Fields Too Large", "", NULL);
         return;
     }
     if (!complete)
         return;
-    metrics_text_t *text = metrics_prometheus(b->metrics, &b->stats,
-                                              (size_t)b->registry->peer_count,
-                                              (size_t)HASH_COUNT(b->registry->services),
-                                              b->inflight->count);
+    registry_t *reg = router_registry(http.router);
+    metrics_text_t *text = metrics_prometheus(router_metrics(http.router), router_stats(http.router),
+                                              registry_peer_count(reg),
+                                              registry_service_count(reg),
+                                              router_inflight_count(http.router));
     if (!text) {
-        answer(b, c, "500 Internal Server Error", "", NULL);
+        answer(c, "500 Internal Server Error", "", NULL);
         return;
     }
-    answer(b, c, "200 OK", "", text);
+    answer(c, "200 OK", "", text);
 }
 
 /* A new connection: a slot, or 503 and closed. */
-static void on_connect(broker_t *b, const void *id, size_t id_len)
+static void on_connect(const void *id, size_t id_len)
 {
     conn_t *c = NULL;
     for (size_t i = 0; i < http.cap && !c && id_len <= CONN_ID_MAX; i++)
@@ -231,9 +240,9 @@ static void on_connect(broker_t *b, const void *id, size_t id_len)
                                    "Retry-After: 1\r\nConnection: close\r\n\r\n";
         log_limited(&refusals_limit, 10, LOG_LEVEL_WARN,
                     "metrics: refused a connection (%zu open, --metrics-max-connections)", http.used);
-        if (zmq_send(b->metrics_http, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len)
-            zmq_send(b->metrics_http, busy, sizeof busy - 1, ZMQ_DONTWAIT);
-        close_id(b, id, id_len);         /* a new pipe: room for both */
+        if (zmq_send(http.socket, id, id_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) == (int)id_len)
+            zmq_send(http.socket, busy, sizeof busy - 1, ZMQ_DONTWAIT);
+        close_id(id, id_len);         /* a new pipe: room for both */
         return;
     }
     memset(c, 0, sizeof *c);
@@ -243,7 +252,7 @@ static void on_connect(broker_t *b, const void *id, size_t id_len)
     http.used++;
     /* from the connect, not from the last byte: a request trickled a byte
      * at a time gets no longer than one sent at once */
-    set_deadline(c, clock_ms() + b->cfg->metrics_idle_timeout_ms);
+    set_deadline(c, clock_ms() + http.cfg->metrics_idle_timeout_ms);
 }
 
 /* ZMQ_STREAM frames: [connection id, data]; an empty data frame is a
@@ -251,18 +260,18 @@ static void on_connect(broker_t *b, const void *id, size_t id_len)
  * it is empty (the event loop's rule for ZMQ_FD); a connection whose pipe
  * had filled gets its next pieces when libzmq says it drained, which
  * wakes this socket again. */
-void metrics_http_handle(broker_t *b)
+void metrics_http_handle(void)
 {
     for (;;) {
         zmq_msg_t id, data;
         zmq_msg_init(&id);
         zmq_msg_init(&data);
-        if (zmq_msg_recv(&id, b->metrics_http, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&id, http.socket, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&id);
             zmq_msg_close(&data);
             break;
         }
-        zmq_msg_recv(&data, b->metrics_http, 0);
+        zmq_msg_recv(&data, http.socket, 0);
         const void *cid = zmq_msg_data(&id);
         size_t cid_len = zmq_msg_size(&id);
         conn_t *c = conn_find(cid, cid_len);
@@ -270,9 +279,9 @@ void metrics_http_handle(broker_t *b)
             if (c)
                 conn_free(c);               /* the peer went away */
             else
-                on_connect(b, cid, cid_len);
+                on_connect(cid, cid_len);
         } else if (c) {
-            on_data(b, c, zmq_msg_data(&data), zmq_msg_size(&data));
+            on_data(c, zmq_msg_data(&data), zmq_msg_size(&data));
         }
         zmq_msg_close(&id);
         zmq_msg_close(&data);
@@ -281,12 +290,12 @@ void metrics_http_handle(broker_t *b)
      * room again (a send may skip looking, to save time) */
     for (size_t i = 0; i < http.cap; i++)
         if (http.conns[i].state == CONN_SENDING || http.conns[i].state == CONN_CLOSING)
-            pump(b, &http.conns[i]);
+            pump(&http.conns[i]);
 }
 
-void metrics_http_expire(broker_t *b, uint64_t now_ms)
+void metrics_http_expire(uint64_t now_ms)
 {
-    if (!b->metrics_http || now_ms < http.next_deadline_ms)
+    if (!http.socket || now_ms < http.next_deadline_ms)
         return;
     http.next_deadline_ms = UINT64_MAX;
     for (size_t i = 0; i < http.cap; i++) {
@@ -294,10 +303,22 @@ void metrics_http_expire(broker_t *b, uint64_t now_ms)
         if (c->state == CONN_FREE)
             continue;
         if (c->deadline_ms <= now_ms) {
-            conn_close(b, c);
+            conn_close(c);
             if (c->state == CONN_CLOSING)       /* its pipe is full: try again */
                 set_deadline(c, now_ms + 1000);
         } else if (c->deadline_ms < http.next_deadline_ms)
             http.next_deadline_ms = c->deadline_ms;
     }
+}
+
+void *metrics_http_socket(void)
+{
+    return http.socket;
+}
+
+void metrics_http_stop(void)
+{
+    if (http.socket)
+        zmq_close(http.socket);
+    http.socket = NULL;
 }

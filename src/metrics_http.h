@@ -19,16 +19,26 @@
 #define METRICS_HTTP_PIECE (64u << 10)
 #define METRICS_HTTP_QUEUED 4
 
-struct broker;
+#include "config.h"
 
-/* Binds the endpoint of cfg->metrics_endpoint. Returns 0, or -1 with err. */
-int metrics_http_start(struct broker *b, char *err, size_t errlen);
+struct router;
+
+/* Binds the endpoint of cfg->metrics_endpoint, on `zmq_ctx`, to show what
+ * `router` counts (both must outlive it). Returns 0, or -1 with err. */
+int metrics_http_start(void *zmq_ctx, const config_t *cfg, struct router *router, char *err,
+                       size_t errlen);
+
+/* Its socket, for the event loop's poll (NULL when not started). */
+void *metrics_http_socket(void);
 
 /* Answers what waits on the socket (never blocks). */
-void metrics_http_handle(struct broker *b);
+void metrics_http_handle(void);
 
 /* Closes the connections whose time ran out; the event loop calls it on
  * every pass (it costs a comparison when none is due). */
-void metrics_http_expire(struct broker *b, uint64_t now_ms);
+void metrics_http_expire(uint64_t now_ms);
+
+/* Closes the socket (before the ZeroMQ context terminates). */
+void metrics_http_stop(void);
 
 #endif

@@ -107,9 +107,9 @@ static int ctx_has(lua_State *L)
 static int ctx_services(lua_State *L)
 {
     registry_t *reg = ctx_policy(L)->registry;
-    lua_createtable(L, (int)HASH_COUNT(reg->services), 0);
+    lua_createtable(L, (int)registry_service_count(reg), 0);
     int i = 1;
-    for (service_t *svc = reg->services; svc; svc = svc->hh.next) {
+    for (service_t *svc = registry_next_service(reg, NULL); svc; svc = registry_next_service(reg, svc)) {
         lua_pushstring(L, svc->name);
         lua_rawseti(L, -2, i++);
     }
@@ -470,4 +470,9 @@ void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer)
     char err[512];
     hook_job_t job = {.p = p, .name = name, .peer = peer, .text = err, .textlen = sizeof err};
     run_hook(&job, "on_unregister", on_unregister_body);
+}
+
+const char *policy_path(const policy_t *p)
+{
+    return p->path;
 }

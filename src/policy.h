@@ -97,4 +97,7 @@ void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer);
 /* The names of the hooks the running version defines, e.g. "filter route". */
 void policy_describe_hooks(const policy_t *p, char *out, size_t cap);
 
+/* The file it loads. */
+const char *policy_path(const policy_t *p);
+
 #endif

@@ -4,6 +4,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What the registry knows of one connection descriptor. */
+typedef struct {
+    peer_t *peer;              /* the peer last seen on it */
+    unsigned stale;            /* disconnect events still to come for connections
+                                  already known dead (see registry_fd_mark_stale) */
+} fd_slot_t;
+
+struct registry {
+    peer_t *peers;             /* remote connections, by routing identity */
+    peer_t *hosted;            /* hosted Lua services, by their own id (never
+                                  looked up with an identity from the wire) */
+    service_t *services;       /* by name */
+    fd_slot_t *fds;            /* by connection descriptor */
+    int fd_cap;
+    int peer_count;            /* remote connections */
+    int hosted_count;
+    int registered_peer_count; /* peers holding at least one name */
+    uint64_t generation;       /* bumped by every change to services (registry_generation) */
+};
+
 registry_t *registry_new(void)
 {
     return calloc(1, sizeof(registry_t));
@@ -278,4 +298,24 @@ static int by_name(const service_t *a, const service_t *b)
 void registry_sort_services(registry_t *reg)
 {
     HASH_SORT(reg->services, by_name);
+}
+
+service_t *registry_next_service(registry_t *reg, const service_t *svc)
+{
+    return svc ? svc->hh.next : reg->services;
+}
+
+size_t registry_peer_count(const registry_t *reg)
+{
+    return (size_t)reg->peer_count;
+}
+
+size_t registry_service_count(const registry_t *reg)
+{
+    return HASH_COUNT(reg->services);
+}
+
+size_t registry_registered_count(const registry_t *reg)
+{
+    return (size_t)reg->registered_peer_count;
 }

@@ -56,25 +56,7 @@ typedef struct service {
     UT_hash_handle hh;
 } service_t;
 
-/* What the registry knows of one connection descriptor. */
-typedef struct {
-    peer_t *peer;              /* the peer last seen on it */
-    unsigned stale;            /* disconnect events still to come for connections
-                                  already known dead (see registry_fd_mark_stale) */
-} fd_slot_t;
-
-typedef struct registry {
-    peer_t *peers;             /* remote connections, by routing identity */
-    peer_t *hosted;            /* hosted Lua services, by their own id (never
-                                  looked up with an identity from the wire) */
-    service_t *services;       /* by name */
-    fd_slot_t *fds;            /* by connection descriptor */
-    int fd_cap;
-    int peer_count;            /* remote connections */
-    int hosted_count;
-    int registered_peer_count; /* peers holding at least one name */
-    uint64_t generation;       /* bumped by every change to services (registry_generation) */
-} registry_t;
+typedef struct registry registry_t;
 
 registry_t *registry_new(void);
 void registry_free(registry_t **self_p);
@@ -98,6 +80,16 @@ peer_t *registry_find_instance(registry_t *reg, const char *name, size_t len,
  * `peer` is NULL; NULL at the end. Read the next one before removing the
  * current one. */
 peer_t *registry_next_peer(registry_t *reg, const peer_t *peer);
+
+/* The service after `svc` (the first when NULL), in no order; NULL at
+ * the end. Read the next one before changing the registry. */
+service_t *registry_next_service(registry_t *reg, const service_t *svc);
+
+/* How many remote connections, and how many service names, it holds. */
+size_t registry_peer_count(const registry_t *reg);
+size_t registry_service_count(const registry_t *reg);
+/* How many peers hold at least one name. */
+size_t registry_registered_count(const registry_t *reg);
 
 /* The peer last seen on this descriptor, or NULL. */
 peer_t *registry_peer_on_fd(registry_t *reg, int fd);

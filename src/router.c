@@ -7,13 +7,95 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker_service.h"
-#include "clock.h"
-#include "conn_bytes.h"
+#include "auth.h"
+#include "deadletter.h"
+#include "inflight.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "reply.h"
-#include "services.h"
+#include "topics.h"
+
+struct router {
+    const config_t *cfg;
+    router_transport_t wire;    /* remote peers' messages leave here */
+    router_clock_t clock_us;
+    router_hosts_t hosts;       /* hosted Lua services, dst "broker" */
+    registry_t *registry;
+    inflight_table_t *inflight;
+    topics_t *topics;           /* topic subscriptions (docs/protocol.md TP1-TP5) */
+    deadletters_t *dead;        /* refused and undelivered messages */
+    metrics_t *metrics;
+    auth_t *auth;               /* NULL in plain mode (not owned) */
+    policy_t *policy;           /* NULL when running without a policy file (not owned) */
+    int watchers;               /* peers that asked for a copy of every event */
+    bool stopping;              /* new requests get shutting_down */
+    uint64_t started_ms;
+    stats_t stats;
+    bus_hooks_t bus;            /* the other brokers (X1-X12; ctx NULL: none) */
+    struct router_bus *crossing; /* what crosses: the bus peer, seqs (below) */
+};
+
+router_t *router_new(const config_t *cfg, auth_t *auth, router_transport_t transport,
+                     router_clock_t clock)
+{
+    router_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->cfg = cfg;
+    r->auth = auth;
+    r->wire = transport;
+    r->clock_us = clock;
+    r->started_ms = clock() / 1000;
+    r->registry = registry_new();
+    r->inflight = inflight_table_new(cfg->max_inflight, cfg->max_inflight_per_peer,
+                                     cfg->max_inflight_per_instance);
+    r->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes, cfg->dead_letter_share);
+    r->metrics = metrics_new();
+    r->topics = topics_new((topics_limits_t){cfg->max_subscriptions_per_peer,
+                                             cfg->max_subscriptions, 4096});
+    if (!r->registry || !r->inflight || !r->dead || !r->metrics || !r->topics)
+        router_free(&r);
+    return r;
+}
+
+void router_free(router_t **self_p)
+{
+    router_t *r = *self_p;
+    if (!r)
+        return;
+    router_bus_stop(r);
+    inflight_table_free(&r->inflight);
+    topics_free(&r->topics);
+    deadletters_free(&r->dead);
+    metrics_free(&r->metrics);          /* after the requests that point at its series */
+    registry_free(&r->registry);
+    free(r);
+    *self_p = NULL;
+}
+
+void router_set_hosts(router_t *r, router_hosts_t hosts) { r->hosts = hosts; }
+void router_set_policy(router_t *r, policy_t *policy) { r->policy = policy; }
+void router_set_stopping(router_t *r) { r->stopping = true; }
+
+void router_set_watching(router_t *r, peer_t *peer, bool watching)
+{
+    if (peer->watching != watching)
+        r->watchers += watching ? 1 : -1;
+    peer->watching = watching;
+}
+
+registry_t *router_registry(const router_t *r) { return r->registry; }
+inflight_table_t *router_inflight(const router_t *r) { return r->inflight; }
+topics_t *router_topics(const router_t *r) { return r->topics; }
+deadletters_t *router_dead(const router_t *r) { return r->dead; }
+metrics_t *router_metrics(const router_t *r) { return r->metrics; }
+policy_t *router_policy(const router_t *r) { return r->policy; }
+auth_t *router_auth(const router_t *r) { return r->auth; }
+const config_t *router_config(const router_t *r) { return r->cfg; }
+const stats_t *router_stats(const router_t *r) { return &r->stats; }
+size_t router_inflight_count(const router_t *r) { return inflight_count(r->inflight); }
+uint64_t router_started_ms(const router_t *r) { return r->started_ms; }
 
 static log_ratelimit_t send_failures_limit;
 /* Lines any peer can cause at will (registering, leaving, being refused)
@@ -58,36 +140,28 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
-static int deliver_to_bus(broker_t *b, zmq_msg_t *data);
+static int deliver_to_bus(router_t *r, zmq_msg_t *data);
 
-static int deliver(broker_t *b, peer_t *to, zmq_msg_t *data, const envelope_t *env)
+static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
-    if (to->kind != PEER_REMOTE) {
-        if (to->kind == PEER_LUA)
-            return services_enqueue(b->services, to, data, env);
-        return deliver_to_bus(b, data);
-    }
-    /* bytes as well as messages (conn_bytes.h): past the peer's share or
-     * the total, the peer is full until its kernel says it took some */
-    uint64_t bytes = conn_bytes_wire_size(zmq_msg_size(data), to->delimiter, b->auth != NULL);
-    if (!conn_bytes_fits(b->conns, to, bytes) && !conn_bytes_recheck(b->conns, to, bytes)) {
-        errno = EAGAIN;
+    if (to->kind == PEER_REMOTE)
+        return r->wire.send(r->wire.ctx, to, data);
+    if (to->kind == PEER_BUS)
+        return deliver_to_bus(r, data);
+    if (!r->hosts.enqueue) {
+        errno = EHOSTUNREACH;
         return -1;
     }
-    b->router_sends++;
-    if (wire_send(b->router, to, data) < 0)
-        return -1;
-    conn_bytes_sent(b->conns, to, bytes);
-    return 0;
+    return r->hosts.enqueue(r->hosts.lua_ctx, to, data, env);
 }
 
-int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_type_t type)
+int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_type_t type)
 {
     zmq_msg_t data;
     if (zmq_msg_init_size(&data, len) < 0)
         return -1;
     memcpy(zmq_msg_data(&data), text, len);
-    if (deliver(b, to, &data, NULL) < 0) {
+    if (deliver(r, to, &data, NULL) < 0) {
         int why = errno;
         zmq_msg_close(&data);
         char label[2 * PEER_ID_MAX + 3];
@@ -97,24 +171,24 @@ int router_send_made(broker_t *b, peer_t *to, const char *text, size_t len, msg_
         errno = why;
         return -1;
     }
-    b->stats.out[type]++;
+    r->stats.out[type]++;
     return 0;
 }
 
-static void send_error_text(broker_t *b, peer_t *to, char *text, size_t len,
+static void send_error_text(router_t *r, peer_t *to, char *text, size_t len,
                             msg_type_t about_type, bus_err_t code)
 {
     if (!text) {
         log_error("out of memory building a %s error", bus_err_name(code));
         return;
     }
-    b->stats.errors[code]++;
-    b->stats.errored[about_type]++;
-    router_send_made(b, to, text, len, MT_ERROR);
+    r->stats.errors[code]++;
+    r->stats.errored[about_type]++;
+    router_send_made(r, to, text, len, MT_ERROR);
     reply_free(text);
 }
 
-void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
+void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why)
 {
     size_t len = 0;
@@ -125,52 +199,52 @@ void router_send_error(broker_t *b, peer_t *to, const envelope_t *about,
                   why ? why : "");
     }
     if (about && about->type != MT_NONE)
-        deadletters_add(b->dead, code, to, about, NULL, NULL, NULL, NULL);
-    send_error_text(b, to, text, len, about ? about->type : MT_NONE, code);
+        deadletters_add(r->dead, code, to, about, NULL, NULL, NULL, NULL);
+    send_error_text(r, to, text, len, about ? about->type : MT_NONE, code);
 }
 
 /* An error to the requester of a request in flight (timeout, service_gone). */
-static bool aim_at_origin(broker_t *b, const inflight_t *rec);
+static bool aim_at_origin(router_t *r, const inflight_t *rec);
 
-static void fail_request(broker_t *b, inflight_t *rec, bus_err_t code, const char *why)
+static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const char *why)
 {
     /* the origin broker owns the deadline of a request that crossed (X4) */
     if (rec->requester && rec->requester->kind == PEER_BUS &&
-        (code == ERR_TIMEOUT || !aim_at_origin(b, rec)))
+        (code == ERR_TIMEOUT || !aim_at_origin(r, rec)))
         return;
     metrics_failed(rec->series);
-    deadletters_add(b->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
+    deadletters_add(r->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
                     rec->action);
     if (!rec->requester)
         return;
     size_t len = 0;
     char *text = reply_error(rec->src, rec->action, rec->msg_id, code, why, &len);
-    send_error_text(b, rec->requester, text, len, MT_REQUEST, code);
+    send_error_text(r, rec->requester, text, len, MT_REQUEST, code);
 }
 
 /* --- peers and their connections --- */
 
-void router_peer_gone(broker_t *b, peer_t *peer)
+void router_peer_gone(router_t *r, peer_t *peer)
 {
     char label[2 * PEER_ID_MAX + 3];
     peer_label(peer, label);
     /* off the bus first: new requests for its names go elsewhere (X8) */
-    if (b->bus_hooks.ctx)
+    if (r->bus.ctx)
         for (int i = 0; i < peer->name_count; i++)
-            b->bus_hooks.holds(b->bus_hooks.ctx, peer->names[i], strlen(peer->names[i]), -1);
+            r->bus.holds(r->bus.ctx, peer->names[i], strlen(peer->names[i]), -1);
     while (peer->handling) {
         inflight_t *rec = peer->handling;
-        fail_request(b, rec, ERR_SERVICE_GONE, "the instance handling this request disconnected");
-        inflight_remove(b->inflight, &rec);
+        fail_request(r, rec, ERR_SERVICE_GONE, "the instance handling this request disconnected");
+        inflight_remove(r->inflight, &rec);
     }
     while (peer->waiting)
         inflight_forget_requester(peer->waiting);
     if (peer->watching)
-        b->watchers--;
-    topics_remove_owner(b->topics, peer);
-    if (policy_has(b->policy, HOOK_ON_UNREGISTER))
+        r->watchers--;
+    topics_remove_owner(r->topics, peer);
+    if (policy_has(r->policy, HOOK_ON_UNREGISTER))
         for (int i = 0; i < peer->name_count; i++)
-            policy_on_unregister(b->policy, peer->names[i], peer);
+            policy_on_unregister(r->policy, peer->names[i], peer);
     if (peer->name_count > 0) {
         char names[256] = "";
         for (int i = 0; i < peer->name_count; i++) {
@@ -184,21 +258,21 @@ void router_peer_gone(broker_t *b, peer_t *peer)
     } else {
         log_debug("peer %s disconnected", label);
     }
-    registry_remove_peer(b->registry, &peer);
+    registry_remove_peer(r->registry, &peer);
 }
 
 /* Answers a connection the broker keeps no record of, straight back on
  * the identity the message came with. */
-static void answer_stranger(broker_t *b, wire_msg_t *m, bus_err_t code, const char *why)
+static void answer_stranger(router_t *r, wire_msg_t *m, bus_err_t code, const char *why)
 {
     size_t len = 0;
     char *text = reply_error_about(NULL, code, why, &len);
     zmq_msg_t data;
     if (text && zmq_msg_init_size(&data, len) == 0) {
         memcpy(zmq_msg_data(&data), text, len);
-        b->stats.errors[code]++;
-        if (wire_send_back(b->router, m, &data) == 0)
-            b->stats.out[MT_ERROR]++;
+        r->stats.errors[code]++;
+        if (r->wire.send_back(r->wire.ctx, m, &data) == 0)
+            r->stats.out[MT_ERROR]++;
         zmq_msg_close(&data);
     }
     reply_free(text);
@@ -208,9 +282,9 @@ static void answer_stranger(broker_t *b, wire_msg_t *m, bus_err_t code, const ch
 
 /* The key ZAP accepted for the connection a message came on (auth.c sets
  * it as the message's User-Id), or "" in plain mode. */
-static const char *key_of_message(broker_t *b, wire_msg_t *m)
+static const char *key_of_message(router_t *r, wire_msg_t *m)
 {
-    if (!b->auth)
+    if (!r->auth)
         return "";
     const char *key = zmq_msg_gets(&m->data, "User-Id");
     return key ? key : "";
@@ -233,28 +307,28 @@ static bool same_connection(const peer_t *peer, const void *id, size_t id_len, c
  * connection: its descriptor, its routing identity and, under CURVE, the
  * key it authenticated with. Hosted services are in a table of their own
  * that no identity from the wire reaches (registry.h). */
-static peer_t *peer_of_message(broker_t *b, wire_msg_t *m)
+static peer_t *peer_of_message(router_t *r, wire_msg_t *m)
 {
     const void *id = zmq_msg_data(&m->id);
     size_t id_len = zmq_msg_size(&m->id);
     if (id_len == 0 || id_len > PEER_ID_MAX) {
         /* libzmq takes identities of any length from a raw ZMTP peer */
-        answer_stranger(b, m, ERR_BAD_FRAMES, "routing identity longer than 255 bytes");
+        answer_stranger(r, m, ERR_BAD_FRAMES, "routing identity longer than 255 bytes");
         return NULL;
     }
-    const char *key = key_of_message(b, m);
-    if (b->auth && !*key) {
-        answer_stranger(b, m, ERR_DENIED, "no authenticated key on this connection");
+    const char *key = key_of_message(r, m);
+    if (r->auth && !*key) {
+        answer_stranger(r, m, ERR_DENIED, "no authenticated key on this connection");
         return NULL;
     }
-    peer_t *on_fd = registry_peer_on_fd(b->registry, m->fd);
+    peer_t *on_fd = registry_peer_on_fd(r->registry, m->fd);
     if (on_fd && same_connection(on_fd, id, id_len, key))
         return on_fd;                           /* the common case */
     if (on_fd) {
-        registry_fd_mark_stale(b->registry, m->fd);
-        router_peer_gone(b, on_fd);
+        registry_fd_mark_stale(r->registry, m->fd);
+        router_peer_gone(r, on_fd);
     }
-    peer_t *peer = registry_find_peer(b->registry, id, id_len);
+    peer_t *peer = registry_find_peer(r->registry, id, id_len);
     if (peer) {
         bool other_key = strcmp(peer->key, key) != 0;
         bool other_fd = m->fd >= 0 && peer->fd != m->fd;
@@ -262,19 +336,19 @@ static peer_t *peer_of_message(broker_t *b, wire_msg_t *m)
             /* same identity on a new connection: the old one is gone, and
              * its registrations with it (L1) */
             if (peer->fd >= 0)
-                registry_fd_mark_stale(b->registry, peer->fd);
-            router_peer_gone(b, peer);
+                registry_fd_mark_stale(r->registry, peer->fd);
+            router_peer_gone(r, peer);
             peer = NULL;
         } else if (other_fd) {
-            registry_set_fd(b->registry, peer, m->fd);   /* its descriptor was unknown */
+            registry_set_fd(r->registry, peer, m->fd);   /* its descriptor was unknown */
         }
     }
-    if (!peer && (size_t)b->registry->peer_count >= b->cfg->max_peers) {
-        answer_stranger(b, m, ERR_LIMIT_EXCEEDED, "the broker has as many connections as it may");
+    if (!peer && registry_peer_count(r->registry) >= r->cfg->max_peers) {
+        answer_stranger(r, m, ERR_LIMIT_EXCEEDED, "the broker has as many connections as it may");
         return NULL;
     }
     if (!peer) {
-        peer = registry_add_peer(b->registry, id, id_len, PEER_REMOTE, m->fd);
+        peer = registry_add_peer(r->registry, id, id_len, PEER_REMOTE, m->fd);
         if (peer)
             snprintf(peer->key, sizeof peer->key, "%s", key);
     }
@@ -285,14 +359,14 @@ static peer_t *peer_of_message(broker_t *b, wire_msg_t *m)
 
 /* S1, S2: a peer that registered names sends as one of them; a peer that
  * registered nothing may use a name nobody holds. */
-static bool src_allowed(broker_t *b, const peer_t *peer, const env_value_t *src)
+static bool src_allowed(router_t *r, const peer_t *peer, const env_value_t *src)
 {
     if (peer->name_count > 0)
         return peer_holds(peer, src->ptr, src->len);
-    return registry_find_service(b->registry, src->ptr, src->len) == NULL;
+    return registry_find_service(r->registry, src->ptr, src->len) == NULL;
 }
 
-static void answer_registration(broker_t *b, peer_t *peer, const envelope_t *env,
+static void answer_registration(router_t *r, peer_t *peer, const envelope_t *env,
                                 const char *action)
 {
     char name[NAME_MAX_LEN + 1], corr[MSG_ID_MAX_LEN + 1];
@@ -306,89 +380,89 @@ static void answer_registration(broker_t *b, peer_t *peer, const envelope_t *env
     size_t len = 0;
     char *text = reply_response(name, action, corr, payload, &len);
     if (text)
-        router_send_made(b, peer, text, len, MT_RESPONSE);
+        router_send_made(r, peer, text, len, MT_RESPONSE);
     reply_free(text);
 }
 
 /* With CURVE (N3, docs/security.md): a key registers only the names the
  * allow list gives it, and never a name that peers with another key hold.
  * Lua services are in-process and trusted. Returns true if refused. */
-static bool refuse_by_key(broker_t *b, peer_t *peer, const envelope_t *env)
+static bool refuse_by_key(router_t *r, peer_t *peer, const envelope_t *env)
 {
     char name[NAME_MAX_LEN + 1];
     reply_copy_plain(name, sizeof name, &env->f[EF_SRC]);
-    if (!auth_may_register(b->auth, peer->key, name)) {
-        router_send_error(b, peer, env, ERR_DENIED, "your key may not register that name");
+    if (!auth_may_register(r->auth, peer->key, name)) {
+        router_send_error(r, peer, env, ERR_DENIED, "your key may not register that name");
         return true;
     }
-    service_t *svc = registry_find_service(b->registry, name, strlen(name));
+    service_t *svc = registry_find_service(r->registry, name, strlen(name));
     for (int i = 0; svc && i < svc->count; i++) {
         const peer_t *holder = svc->instances[i];
         if (holder->kind == PEER_REMOTE && strcmp(holder->key, peer->key) != 0) {
-            router_send_error(b, peer, env, ERR_NAME_TAKEN, "a peer with another key holds that name");
+            router_send_error(r, peer, env, ERR_NAME_TAKEN, "a peer with another key holds that name");
             return true;
         }
     }
     return false;
 }
 
-static void handle_register(broker_t *b, peer_t *peer, const envelope_t *env)
+static void handle_register(router_t *r, peer_t *peer, const envelope_t *env)
 {
     const env_value_t *name = &env->f[EF_SRC];
     if (peer_holds(peer, name->ptr, name->len)) {
-        answer_registration(b, peer, env, "register");      /* idempotent (T1) */
+        answer_registration(r, peer, env, "register");      /* idempotent (T1) */
         return;
     }
-    if (policy_has(b->policy, HOOK_ON_REGISTER)) {
+    if (policy_has(r->policy, HOOK_ON_REGISTER)) {
         char text[NAME_MAX_LEN + 1], reason[512];
         reply_copy_plain(text, sizeof text, name);
-        policy_verdict_t verdict = policy_on_register(b->policy, text, peer, reason, sizeof reason);
+        policy_verdict_t verdict = policy_on_register(r->policy, text, peer, reason, sizeof reason);
         if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(b, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+            router_send_error(r, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
                               verdict == POLICY_REJECT ? reason : "the policy's on_register hook failed");
             return;
         }
     }
-    if (b->auth && peer->kind == PEER_REMOTE && refuse_by_key(b, peer, env))
+    if (r->auth && peer->kind == PEER_REMOTE && refuse_by_key(r, peer, env))
         return;
-    if ((size_t)peer->name_count >= b->cfg->max_names_per_peer) {
-        router_send_error(b, peer, env, ERR_LIMIT_EXCEEDED, "this connection holds as many names as it may");
-        return;
-    }
-    if (!registry_find_service(b->registry, name->ptr, name->len) &&
-        (size_t)HASH_COUNT(b->registry->services) >= b->cfg->max_services) {
-        router_send_error(b, peer, env, ERR_LIMIT_EXCEEDED, "the broker holds as many service names as it may");
+    if ((size_t)peer->name_count >= r->cfg->max_names_per_peer) {
+        router_send_error(r, peer, env, ERR_LIMIT_EXCEEDED, "this connection holds as many names as it may");
         return;
     }
-    if (registry_register(b->registry, peer, name->ptr, name->len) < 0) {
-        router_send_error(b, peer, env, ERR_INTERNAL, "out of memory");
+    if (!registry_find_service(r->registry, name->ptr, name->len) &&
+        registry_service_count(r->registry) >= r->cfg->max_services) {
+        router_send_error(r, peer, env, ERR_LIMIT_EXCEEDED, "the broker holds as many service names as it may");
         return;
     }
-    if (b->bus_hooks.ctx)
-        b->bus_hooks.holds(b->bus_hooks.ctx, name->ptr, name->len, +1);
+    if (registry_register(r->registry, peer, name->ptr, name->len) < 0) {
+        router_send_error(r, peer, env, ERR_INTERNAL, "out of memory");
+        return;
+    }
+    if (r->bus.ctx)
+        r->bus.holds(r->bus.ctx, name->ptr, name->len, +1);
     char label[2 * PEER_ID_MAX + 3];
     log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
                 "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
-    answer_registration(b, peer, env, "register");
+    answer_registration(r, peer, env, "register");
 }
 
-static void handle_unregister(broker_t *b, peer_t *peer, const envelope_t *env)
+static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
 {
     const env_value_t *name = &env->f[EF_SRC];
-    if (registry_unregister(b->registry, peer, name->ptr, name->len) < 0) {
-        router_send_error(b, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
+    if (registry_unregister(r->registry, peer, name->ptr, name->len) < 0) {
+        router_send_error(r, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
         return;
     }
-    if (b->bus_hooks.ctx)
-        b->bus_hooks.holds(b->bus_hooks.ctx, name->ptr, name->len, -1);
+    if (r->bus.ctx)
+        r->bus.holds(r->bus.ctx, name->ptr, name->len, -1);
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
     log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
                 "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
-    if (policy_has(b->policy, HOOK_ON_UNREGISTER)) {
+    if (policy_has(r->policy, HOOK_ON_UNREGISTER)) {
         reply_copy_plain(text, sizeof text, name);
-        policy_on_unregister(b->policy, text, peer);
+        policy_on_unregister(r->policy, text, peer);
     }
-    answer_registration(b, peer, env, "unregister");
+    answer_registration(r, peer, env, "unregister");
 }
 
 /* What a request's record in flight needs besides its envelope. */
@@ -399,11 +473,11 @@ typedef struct {
     uint64_t bus_seq;
 } tracking_t;
 
-static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+static bool cross_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
                           const char *name, const tracking_t *track, bus_err_t *err);
-static bool cross_event(broker_t *b, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+static bool cross_event(router_t *r, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
                         const char *name, bus_err_t *err);
-static void cross_once(broker_t *b, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
+static void cross_once(router_t *r, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
                        uint64_t *counter);
 
 /* Hands `data` to one live instance of service `name` (or to `instance`,
@@ -414,7 +488,7 @@ static void cross_once(broker_t *b, int (*send)(void *, const void *, size_t), z
  * busy), or with *err ERR_NONE when the sender was answered here already:
  * a bound of the in-flight table refused the request, and only this
  * function knows which (refuse_delivery then sends nothing). */
-static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
+static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
                                   const envelope_t *env, const char *name, size_t len,
                                   peer_t *instance, const tracking_t *track, bus_err_t *err)
 {
@@ -423,7 +497,7 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
     char why[200];
     bus_err_t code = ERR_BUSY;
     for (;;) {
-        service_t *svc = registry_find_service(b->registry, name, len);
+        service_t *svc = registry_find_service(r->registry, name, len);
         if (!svc) {
             *err = busy_tries ? ERR_BUSY : ERR_NO_SUCH_SERVICE;
             return NULL;
@@ -438,15 +512,15 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                      : share_tries == busy_tries
                      ? "every instance of %s has %zu requests in flight, the most one instance may"
                      : "every instance of %s has a full queue or %zu requests in flight, the most "
-                       "one instance may", name, b->inflight->per_handler);
+                       "one instance may", name, inflight_limits(r->inflight).per_handler);
             goto answered;
         }
         peer_t *to = instance ? instance : service_next_instance(svc);
         inflight_t *rec = NULL;
         if (track) {
-            uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
-            uint64_t now_us = clock_us();     /* one clock read for both */
-            switch (inflight_add(b->inflight, env, track->id_hash, sender, to,
+            uint64_t ttl = env->ttl_ms ? env->ttl_ms : r->cfg->request_timeout_ms;
+            uint64_t now_us = r->clock_us();     /* one clock read for both */
+            switch (inflight_add(r->inflight, env, track->id_hash, sender, to,
                                  now_us / 1000 + ttl, &rec)) {
             case INFLIGHT_ADDED:
                 break;
@@ -457,11 +531,11 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             case INFLIGHT_REQUESTER_SHARE:
                 snprintf(why, sizeof why, "this connection has %zu requests in flight, the most "
                          "one connection may; retry when some are answered",
-                         b->inflight->per_requester);
+                         inflight_limits(r->inflight).per_requester);
                 goto answered;
             case INFLIGHT_TABLE_FULL:
                 snprintf(why, sizeof why, "the broker has %zu requests in flight, the most it may; "
-                         "retry later", b->inflight->limit);
+                         "retry later", inflight_limits(r->inflight).limit);
                 goto answered;
             case INFLIGHT_NO_MEMORY:
                 code = ERR_INTERNAL;
@@ -475,11 +549,11 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
                 snprintf(rec->bus_origin, sizeof rec->bus_origin, "%s", track->bus_origin);
             }
         }
-        if (deliver(b, to, data, env) == 0)
+        if (deliver(r, to, data, env) == 0)
             return to;
         int errno_was = errno;
         if (rec)
-            inflight_remove(b->inflight, &rec);
+            inflight_remove(r->inflight, &rec);
         if (errno_was == EAGAIN) {
             busy_tries++;
         } else if (to == sender) {
@@ -488,7 +562,7 @@ static peer_t *deliver_to_service(broker_t *b, peer_t *sender, zmq_msg_t *data,
             *err = ERR_NO_SUCH_SERVICE;
             return NULL;
         } else {
-            router_peer_gone(b, to);      /* EHOSTUNREACH: connection gone */
+            router_peer_gone(r, to);      /* EHOSTUNREACH: connection gone */
             instance = NULL;
         }
     }
@@ -496,20 +570,20 @@ answered:;
     char label[2 * PEER_ID_MAX + 3];
     log_limited(&refusals_limit, 10, LOG_LEVEL_WARN, "refused a request from peer %s to %s: %s",
                 peer_label(sender, label), name, why);
-    router_send_error(b, sender, env, code, why);
+    router_send_error(r, sender, env, code, why);
     *err = ERR_NONE;
     return NULL;
 }
 
 /* The services a request or event goes to: dst, unless route() says. */
-static bool choose_route(broker_t *b, peer_t *peer, const envelope_t *env, route_t *route)
+static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route)
 {
     const env_value_t *dst = &env->f[EF_DST];
-    if (policy_has(b->policy, HOOK_ROUTE)) {
+    if (policy_has(r->policy, HOOK_ROUTE)) {
         char err[512];
-        policy_verdict_t verdict = policy_route(b->policy, env, route, err, sizeof err);
+        policy_verdict_t verdict = policy_route(r->policy, env, route, err, sizeof err);
         if (verdict == POLICY_FAIL) {
-            router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
+            router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
             return false;
         }
         if (verdict == POLICY_DECIDED)
@@ -522,7 +596,7 @@ static bool choose_route(broker_t *b, peer_t *peer, const envelope_t *env, route
     return true;
 }
 
-static void refuse_delivery(broker_t *b, peer_t *peer, const envelope_t *env,
+static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
                             const route_t *route, bus_err_t err)
 {
     char why[160];
@@ -535,67 +609,70 @@ static void refuse_delivery(broker_t *b, peer_t *peer, const envelope_t *env,
         snprintf(why, sizeof why, "%s cannot take more messages now", name);
     else
         snprintf(why, sizeof why, "could not record the request");
-    router_send_error(b, peer, env, err, why);
+    router_send_error(r, peer, env, err, why);
 }
 
-static void handle_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (env_equals(dst, "broker")) {
-        broker_service_handle(b, peer, env);
+        if (r->hosts.broker_request)
+            r->hosts.broker_request(r->hosts.broker_ctx, peer, env);
+        else
+            router_send_error(r, peer, env, ERR_UNKNOWN_ACTION, "this broker has no broker service");
         return;
     }
     if (env_equals(dst, "broadcast")) {
-        router_send_error(b, peer, env, ERR_BAD_ENVELOPE, "broadcast carries events only");
+        router_send_error(r, peer, env, ERR_BAD_ENVELOPE, "broadcast carries events only");
         return;
     }
-    if (b->stopping) {
-        router_send_error(b, peer, env, ERR_SHUTTING_DOWN, "the broker is shutting down");
+    if (r->stopping) {
+        router_send_error(r, peer, env, ERR_SHUTTING_DOWN, "the broker is shutting down");
         return;
     }
     const env_value_t *id = &env->f[EF_MSG_ID];
     tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len)};
-    if (inflight_find_hashed(b->inflight, id->ptr, id->len, track.id_hash)) {
-        router_send_error(b, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
+    if (inflight_find_hashed(r->inflight, id->ptr, id->len, track.id_hash)) {
+        router_send_error(r, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
         return;
     }
     route_t route;
-    if (!choose_route(b, peer, env, &route))
+    if (!choose_route(r, peer, env, &route))
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer */
-    track.series = metrics_series(b->metrics, b->registry, route.names, route.count,
-                                  &env->f[EF_ACTION], b->cfg->metrics_max_series);
+    track.series = metrics_series(r->metrics, r->registry, route.names, route.count,
+                                  &env->f[EF_ACTION], r->cfg->metrics_max_series);
     if (track.series)
         track.series->requests++;
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     for (int i = 0; i < route.count; i++) {
         const char *name = route.names[i];
-        if (deliver_to_service(b, peer, &m->data, env, name, strlen(name), route.instance, &track,
+        if (deliver_to_service(r, peer, &m->data, env, name, strlen(name), route.instance, &track,
                                &err)) {
-            b->stats.out[MT_REQUEST]++;
+            r->stats.out[MT_REQUEST]++;
             return;
         }
         if (err != ERR_NO_SUCH_SERVICE)
             break;
     }
     /* held nowhere here: local first, then the other brokers (X2) */
-    if (err == ERR_NO_SUCH_SERVICE && b->bus_hooks.ctx && !route.instance &&
-        cross_request(b, peer, m, env, route.names[0], &track, &err))
+    if (err == ERR_NO_SUCH_SERVICE && r->bus.ctx && !route.instance &&
+        cross_request(r, peer, m, env, route.names[0], &track, &err))
         return;
     metrics_failed(track.series);
-    refuse_delivery(b, peer, env, &route, err);
+    refuse_delivery(r, peer, env, &route, err);
 }
 
 /* T4: an answer goes back to whoever sent the request, and only from the
  * instance the request was handed to. */
-static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *corr = &env->f[EF_CORRELATION_ID];
-    inflight_t *rec = inflight_find(b->inflight, corr->ptr, corr->len);
+    inflight_t *rec = inflight_find(r->inflight, corr->ptr, corr->len);
     if (!rec) {
-        b->stats.late_or_unknown++;
-        router_send_error(b, peer, env, ERR_UNKNOWN_REQUEST,
+        r->stats.late_or_unknown++;
+        router_send_error(r, peer, env, ERR_UNKNOWN_REQUEST,
                           peer->name_count == 0
                               ? "no request in flight has this correlation_id; this broker "
                                 "does not know you (it may have restarted): register again"
@@ -604,80 +681,80 @@ static void handle_answer(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
         return;
     }
     if (rec->handler != peer) {
-        b->stats.not_yours++;
-        router_send_error(b, peer, env, ERR_NOT_YOUR_REQUEST,
+        r->stats.not_yours++;
+        router_send_error(r, peer, env, ERR_NOT_YOUR_REQUEST,
                           "that request was handed to another instance");
         return;
     }
     if (!rec->requester) {
-        b->stats.requester_gone++;
-        deadletters_add(b->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
-        inflight_remove(b->inflight, &rec);
+        r->stats.requester_gone++;
+        deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
+        inflight_remove(r->inflight, &rec);
         return;
     }
-    if (rec->requester->kind == PEER_BUS && !aim_at_origin(b, rec)) {
-        inflight_remove(b->inflight, &rec);
+    if (rec->requester->kind == PEER_BUS && !aim_at_origin(r, rec)) {
+        inflight_remove(r->inflight, &rec);
         return;
     }
-    if (deliver(b, rec->requester, &m->data, env) == 0) {
-        b->stats.out[env->type]++;
-        metrics_answered(rec->series, clock_us() - rec->started_us);
-        inflight_remove(b->inflight, &rec);
+    if (deliver(r, rec->requester, &m->data, env) == 0) {
+        r->stats.out[env->type]++;
+        metrics_answered(rec->series, r->clock_us() - rec->started_us);
+        inflight_remove(r->inflight, &rec);
         return;
     }
     if (errno == EAGAIN) {
-        router_send_error(b, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
+        router_send_error(r, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
         return;
     }
-    b->stats.requester_gone++;
-    deadletters_add(b->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
+    r->stats.requester_gone++;
+    deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
-    inflight_remove(b->inflight, &rec);
-    router_peer_gone(b, requester);
+    inflight_remove(r->inflight, &rec);
+    router_peer_gone(r, requester);
 }
 
 /* T5: dst "broadcast" reaches every registered connection but the sender's,
  * each once. */
-static void broadcast(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
+static void broadcast(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
     peer_t *peer, *next, *gone[64];
     int gone_count = 0;
-    for (peer = registry_next_peer(b->registry, NULL); peer; peer = next) {
-        next = registry_next_peer(b->registry, peer);
+    for (peer = registry_next_peer(r->registry, NULL); peer; peer = next) {
+        next = registry_next_peer(r->registry, peer);
         if (peer == sender || peer->name_count == 0)
             continue;
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
-        if (deliver(b, peer, &copy, env) == 0) {
-            b->stats.out[MT_EVENT]++;
+        if (deliver(r, peer, &copy, env) == 0) {
+            r->stats.out[MT_EVENT]++;
             continue;
         }
-        b->stats.broadcast_undelivered++;
+        r->stats.broadcast_undelivered++;
         if (errno == EHOSTUNREACH && gone_count < 64)
             gone[gone_count++] = peer;
         zmq_msg_close(&copy);
     }
     for (int i = 0; i < gone_count; i++)
-        router_peer_gone(b, gone[i]);
+        router_peer_gone(r, gone[i]);
     /* once, from the broker it entered at; never again from the others (X6) */
-    if (b->bus_hooks.ctx && sender->kind != PEER_BUS)
-        cross_once(b, b->bus_hooks.broadcast, &m->data, &b->stats.bus.broadcasts_out);
+    if (r->bus.ctx && sender->kind != PEER_BUS)
+        cross_once(r, r->bus.broadcast, &m->data, &r->stats.bus.broadcasts_out);
 }
 
 /* A copy of an event for every connection that asked to watch (the
  * broker action watch); costs nothing while nobody watches. */
-static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
+static void copy_to_watchers(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
-    for (peer_t *peer = registry_next_peer(b->registry, NULL); peer;
-         peer = registry_next_peer(b->registry, peer)) {
+    for (peer_t *peer = registry_next_peer(r->registry, NULL); peer;
+         peer = registry_next_peer(r->registry, peer)) {
         if (!peer->watching || peer == sender)
             continue;
         zmq_msg_t copy;
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
-        if (deliver(b, peer, &copy, env) == 0)
-            b->stats.out[MT_EVENT]++;
+        if (deliver(r, peer, &copy, env) == 0)
+            r->stats.out[MT_EVENT]++;
         else
             zmq_msg_close(&copy);
     }
@@ -686,7 +763,7 @@ static void copy_to_watchers(broker_t *b, peer_t *sender, wire_msg_t *m, const e
 /* TP3: a topic event reaches each subscribing connection once (one member
  * of each queue group), never its sender; nobody subscribed is no error. */
 typedef struct {
-    broker_t *b;
+    router_t *r;
     wire_msg_t *m;
     const envelope_t *env;
     peer_t *gone[64];
@@ -700,55 +777,55 @@ static void deliver_topic_copy(void *owner, void *ctx)
     zmq_msg_t copy;
     zmq_msg_init(&copy);
     zmq_msg_copy(&copy, &pub->m->data);
-    if (deliver(pub->b, to, &copy, pub->env) == 0) {
-        pub->b->stats.out[MT_EVENT]++;
+    if (deliver(pub->r, to, &copy, pub->env) == 0) {
+        pub->r->stats.out[MT_EVENT]++;
         return;
     }
-    pub->b->stats.topic_undelivered++;
+    pub->r->stats.topic_undelivered++;
     if (errno == EHOSTUNREACH && pub->gone_count < 64)
         pub->gone[pub->gone_count++] = to;  /* dropped after: not while matching */
     zmq_msg_close(&copy);
 }
 
-static void publish(broker_t *b, peer_t *sender, wire_msg_t *m, const envelope_t *env)
+static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *topic = &env->f[EF_TOPIC];
-    publish_t pub = {.b = b, .m = m, .env = env};
-    size_t reached = topics_publish(b->topics, topic->ptr, topic->len, sender, deliver_topic_copy, &pub);
+    publish_t pub = {.r = r, .m = m, .env = env};
+    size_t reached = topics_publish(r->topics, topic->ptr, topic->len, sender, deliver_topic_copy, &pub);
     if (reached == 0)
-        b->stats.topic_unmatched++;
-    metrics_topic(b->metrics, topic->ptr, topic->len, reached);
+        r->stats.topic_unmatched++;
+    metrics_topic(r->metrics, topic->ptr, topic->len, reached);
     for (int i = 0; i < pub.gone_count; i++)
-        router_peer_gone(b, pub.gone[i]);
-    if (b->bus_hooks.ctx && sender->kind != PEER_BUS)
-        cross_once(b, b->bus_hooks.topic, &m->data, &b->stats.bus.topics_out);
+        router_peer_gone(r, pub.gone[i]);
+    if (r->bus.ctx && sender->kind != PEER_BUS)
+        cross_once(r, r->bus.topic, &m->data, &r->stats.bus.topics_out);
 }
 
-static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
     const env_value_t *dst = &env->f[EF_DST];
-    if (b->watchers > 0)
-        copy_to_watchers(b, peer, m, env);
+    if (r->watchers > 0)
+        copy_to_watchers(r, peer, m, env);
     if (env->f[EF_TOPIC].kind == JSON_STRING) {
         const env_value_t *topic = &env->f[EF_TOPIC];
-        if (b->auth && peer->kind == PEER_REMOTE &&
-            !auth_may_publish(b->auth, peer->key, topic->ptr, topic->len)) {
-            router_send_error(b, peer, env, ERR_DENIED, "your key may not publish on that topic");
+        if (r->auth && peer->kind == PEER_REMOTE &&
+            !auth_may_publish(r->auth, peer->key, topic->ptr, topic->len)) {
+            router_send_error(r, peer, env, ERR_DENIED, "your key may not publish on that topic");
             return;
         }
-        publish(b, peer, m, env);
+        publish(r, peer, m, env);
         return;
     }
     if (env_equals(dst, "broadcast")) {
-        broadcast(b, peer, m, env);
+        broadcast(r, peer, m, env);
         return;
     }
     if (env_equals(dst, "broker")) {
-        router_send_error(b, peer, env, ERR_BAD_ENVELOPE, "the broker service takes requests only");
+        router_send_error(r, peer, env, ERR_BAD_ENVELOPE, "the broker service takes requests only");
         return;
     }
     route_t route;
-    if (!choose_route(b, peer, env, &route))
+    if (!choose_route(r, peer, env, &route))
         return;
     /* a list of names fans the event out: one instance of each gets it */
     bus_err_t err = ERR_NONE;
@@ -759,12 +836,12 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
         bus_err_t this_err = ERR_NONE;
-        if (deliver_to_service(b, peer, &copy, env, name, strlen(name), route.instance, NULL,
+        if (deliver_to_service(r, peer, &copy, env, name, strlen(name), route.instance, NULL,
                                &this_err)) {
-            b->stats.out[MT_EVENT]++;
+            r->stats.out[MT_EVENT]++;
             delivered++;
-        } else if (this_err == ERR_NO_SUCH_SERVICE && b->bus_hooks.ctx && !route.instance &&
-                   peer->kind != PEER_BUS && cross_event(b, peer, &copy, env, name, &this_err)) {
+        } else if (this_err == ERR_NO_SUCH_SERVICE && r->bus.ctx && !route.instance &&
+                   peer->kind != PEER_BUS && cross_event(r, peer, &copy, env, name, &this_err)) {
             delivered++;
         } else if (!err) {
             err = this_err;
@@ -772,32 +849,32 @@ static void handle_event(broker_t *b, peer_t *peer, wire_msg_t *m, const envelop
         zmq_msg_close(&copy);
     }
     if (!delivered)
-        refuse_delivery(b, peer, env, &route, err);
+        refuse_delivery(r, peer, env, &route, err);
 }
 
 /* filter(msg): the policy may refuse the message or hand back a changed
  * one, which then replaces it (re-encoded, checked again, and still from
  * the same sender: msg_id, type and src must not change). Returns false if
  * the message was answered and must go no further. */
-static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *env)
+static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
 {
     char *text = NULL, reason[512];
     size_t len = 0;
-    switch (policy_filter(b->policy, env, &text, &len, reason, sizeof reason)) {
+    switch (policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
-        router_send_error(b, peer, env, ERR_DENIED, reason);
+        router_send_error(r, peer, env, ERR_DENIED, reason);
         return false;
     case POLICY_FAIL:
-        router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
+        router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
         return false;
     case POLICY_DECIDED:
         break;
     }
     envelope_t changed;
     const char *why = NULL;
-    bus_err_t err = len > b->cfg->max_message_bytes ? ERR_TOO_LARGE : ERR_NONE;
+    bus_err_t err = len > r->cfg->max_message_bytes ? ERR_TOO_LARGE : ERR_NONE;
     if (err)
         why = "the rewritten message is over --max-message-bytes";
     else
@@ -813,7 +890,7 @@ static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *e
     if (err) {
         log_limited(&send_failures_limit, 20, LOG_LEVEL_WARN,
                     "policy filter() returned a message the broker refuses: %s", why);
-        router_send_error(b, peer, env, ERR_POLICY_ERROR, "the policy's filter hook returned a bad message");
+        router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's filter hook returned a bad message");
         free(text);
         return false;
     }
@@ -825,110 +902,110 @@ static bool apply_filter(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *e
 }
 
 /* Answers too_large for a message over --max-message-bytes (E2). */
-static bool refuse_too_large(broker_t *b, peer_t *peer, size_t len)
+static bool refuse_too_large(router_t *r, peer_t *peer, size_t len)
 {
-    if (len <= b->cfg->max_message_bytes)
+    if (len <= r->cfg->max_message_bytes)
         return false;
     char why[128];
     snprintf(why, sizeof why, "message of %zu bytes is over the limit of %zu",
-             len, b->cfg->max_message_bytes);
-    b->stats.in[MT_NONE]++;
-    router_send_error(b, peer, NULL, ERR_TOO_LARGE, why);
+             len, r->cfg->max_message_bytes);
+    r->stats.in[MT_NONE]++;
+    router_send_error(r, peer, NULL, ERR_TOO_LARGE, why);
     return true;
 }
 
 /* The rules after the envelope is read: who may send it, the policy's
  * say, and where it goes. */
-static void route_message(broker_t *b, peer_t *peer, wire_msg_t *m, envelope_t *env)
+static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
 {
     const env_value_t *src = &env->f[EF_SRC];
     if (name_is_reserved(src->ptr, src->len)) {
-        router_send_error(b, peer, env, ERR_RESERVED_NAME, "src is a reserved name");
+        router_send_error(r, peer, env, ERR_RESERVED_NAME, "src is a reserved name");
         return;
     }
     if (env->type == MT_REGISTER) {
-        handle_register(b, peer, env);
+        handle_register(r, peer, env);
         return;
     }
     if (env->type == MT_UNREGISTER) {
-        handle_unregister(b, peer, env);
+        handle_unregister(r, peer, env);
         return;
     }
-    if (!src_allowed(b, peer, src)) {
-        router_send_error(b, peer, env, ERR_SPOOFED_SRC,
+    if (!src_allowed(r, peer, src)) {
+        router_send_error(r, peer, env, ERR_SPOOFED_SRC,
                           peer->name_count ? "src is not a name this connection registered"
                                            : "src is a name another connection registered");
         return;
     }
-    if (policy_has(b->policy, HOOK_AUTHORIZE)) {
+    if (policy_has(r->policy, HOOK_AUTHORIZE)) {
         char reason[512];
-        policy_verdict_t verdict = policy_authorize(b->policy, env, peer, reason, sizeof reason);
+        policy_verdict_t verdict = policy_authorize(r->policy, env, peer, reason, sizeof reason);
         if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(b, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+            router_send_error(r, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
                               verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
             return;
         }
     }
-    if (policy_has(b->policy, HOOK_FILTER) && !apply_filter(b, peer, m, env))
+    if (policy_has(r->policy, HOOK_FILTER) && !apply_filter(r, peer, m, env))
         return;
     switch (env->type) {
     case MT_REQUEST:
-        handle_request(b, peer, m, env);
+        handle_request(r, peer, m, env);
         break;
     case MT_RESPONSE:
     case MT_ERROR:
-        handle_answer(b, peer, m, env);
+        handle_answer(r, peer, m, env);
         break;
     case MT_EVENT:
-        handle_event(b, peer, m, env);
+        handle_event(r, peer, m, env);
         break;
     default:
         break;
     }
 }
 
-void router_read(broker_t *b, const wire_msg_t *m, router_read_t *r)
+void router_read(const router_t *r, const wire_msg_t *m, router_read_t *rd)
 {
     size_t len = m->bad_frames ? 0 : zmq_msg_size((zmq_msg_t *)&m->data);
-    r->read = !m->bad_frames && len <= b->cfg->max_message_bytes;
-    r->why = NULL;
-    r->err = r->read ? envelope_parse(&r->env, zmq_msg_data((zmq_msg_t *)&m->data), len, &r->why)
+    rd->read = !m->bad_frames && len <= r->cfg->max_message_bytes;
+    rd->why = NULL;
+    rd->err = rd->read ? envelope_parse(&rd->env, zmq_msg_data((zmq_msg_t *)&m->data), len, &rd->why)
                      : ERR_NONE;
 }
 
 /* A message read with router_read, from `peer`. */
-static void handle_from(broker_t *b, peer_t *peer, wire_msg_t *m, router_read_t *r)
+static void handle_from(router_t *r, peer_t *peer, wire_msg_t *m, router_read_t *rd)
 {
     if (m->bad_frames) {
-        b->stats.in[MT_NONE]++;
-        router_send_error(b, peer, NULL, ERR_BAD_FRAMES,
+        r->stats.in[MT_NONE]++;
+        router_send_error(r, peer, NULL, ERR_BAD_FRAMES,
                           "expected one JSON frame, optionally after an empty delimiter");
         return;
     }
-    if (!r->read) {
-        refuse_too_large(b, peer, zmq_msg_size(&m->data));
+    if (!rd->read) {
+        refuse_too_large(r, peer, zmq_msg_size(&m->data));
         return;
     }
-    b->stats.in[r->env.type]++;
-    if (r->err) {
-        router_send_error(b, peer, r->err == ERR_BAD_JSON ? NULL : &r->env, r->err, r->why);
+    r->stats.in[rd->env.type]++;
+    if (rd->err) {
+        router_send_error(r, peer, rd->err == ERR_BAD_JSON ? NULL : &rd->env, rd->err, rd->why);
         return;
     }
-    route_message(b, peer, m, &r->env);
+    route_message(r, peer, m, &rd->env);
 }
 
-void router_handle_read(broker_t *b, wire_msg_t *m, router_read_t *r)
+void router_handle_read(router_t *r, wire_msg_t *m, router_read_t *rd)
 {
-    peer_t *peer = peer_of_message(b, m);
+    peer_t *peer = peer_of_message(r, m);
     if (!peer)
         return;
     peer->delimiter = m->delimiter;
-    handle_from(b, peer, m, r);
+    handle_from(r, peer, m, rd);
 }
 
-void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *env)
+void router_inject_made(router_t *r, peer_t *from, zmq_msg_t *data, envelope_t *env)
 {
-    if (refuse_too_large(b, from, zmq_msg_size(data))) {
+    if (refuse_too_large(r, from, zmq_msg_size(data))) {
         zmq_msg_close(data);
         zmq_msg_init(data);
         return;
@@ -938,49 +1015,49 @@ void router_inject_made(broker_t *b, peer_t *from, zmq_msg_t *data, envelope_t *
     zmq_msg_init(&m.data);
     zmq_msg_move(&m.data, data);
     envelope_rebase(env, zmq_msg_data(&m.data));
-    b->stats.in[env->type]++;
-    route_message(b, from, &m, env);
+    r->stats.in[env->type]++;
+    route_message(r, from, &m, env);
     wire_msg_close(&m);
 }
 
-void router_inject_frame(broker_t *b, peer_t *from, zmq_msg_t *data)
+void router_inject_frame(router_t *r, peer_t *from, zmq_msg_t *data)
 {
     /* from the record it was made for: no identity to look up */
     wire_msg_t m = {.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
     zmq_msg_init(&m.id);
     zmq_msg_init(&m.data);
     zmq_msg_move(&m.data, data);
-    router_read_t r;
-    router_read(b, &m, &r);
-    handle_from(b, from, &m, &r);
+    router_read_t rd;
+    router_read(r, &m, &rd);
+    handle_from(r, from, &m, &rd);
     wire_msg_close(&m);
 }
 
-void router_inject(broker_t *b, peer_t *from, const char *text, size_t len)
+void router_inject(router_t *r, peer_t *from, const char *text, size_t len)
 {
     zmq_msg_t data;
     if (zmq_msg_init_size(&data, len) < 0)
         return;
     memcpy(zmq_msg_data(&data), text, len);
-    router_inject_frame(b, from, &data);
+    router_inject_frame(r, from, &data);
     zmq_msg_close(&data);
 }
 
-void router_expire(broker_t *b, uint64_t now_ms)
+void router_expire(router_t *r, uint64_t now_ms)
 {
     inflight_t *rec;
-    while ((rec = inflight_expired(b->inflight, now_ms))) {
-        fail_request(b, rec, ERR_TIMEOUT, "no answer before the request's deadline");
-        inflight_remove(b->inflight, &rec);
+    while ((rec = inflight_expired(r->inflight, now_ms))) {
+        fail_request(r, rec, ERR_TIMEOUT, "no answer before the request's deadline");
+        inflight_remove(r->inflight, &rec);
     }
 }
 
-void router_fail_all(broker_t *b, bus_err_t code, const char *why)
+void router_fail_all(router_t *r, bus_err_t code, const char *why)
 {
-    while (b->inflight->count > 0) {
-        inflight_t *rec = inflight_first(b->inflight);
-        fail_request(b, rec, code, why);
-        inflight_remove(b->inflight, &rec);
+    while (inflight_count(r->inflight) > 0) {
+        inflight_t *rec = inflight_first(r->inflight);
+        fail_request(r, rec, code, why);
+        inflight_remove(r->inflight, &rec);
     }
 }
 
@@ -1015,7 +1092,7 @@ struct router_bus {
     crossed_event_t *events;            /* ring of CROSSED_EVENTS */
 };
 
-int router_bus_start(broker_t *b, bus_hooks_t hooks)
+int router_bus_start(router_t *r, bus_hooks_t hooks)
 {
     struct router_bus *rb = calloc(1, sizeof *rb);
     if (!rb || !(rb->events = calloc(CROSSED_EVENTS, sizeof *rb->events))) {
@@ -1026,24 +1103,24 @@ int router_bus_start(broker_t *b, bus_hooks_t hooks)
     rb->peer.fd = -1;
     memcpy(rb->peer.id, "(bus)", 5);
     rb->peer.id_len = 5;
-    b->crossing = rb;
-    b->bus_hooks = hooks;
+    r->crossing = rb;
+    r->bus = hooks;
     return 0;
 }
 
-void router_bus_stop(broker_t *b)
+void router_bus_stop(router_t *r)
 {
-    if (!b->crossing)
+    if (!r->crossing)
         return;
-    free(b->crossing->events);
-    free(b->crossing);
-    b->crossing = NULL;
-    b->bus_hooks = (bus_hooks_t){0};
+    free(r->crossing->events);
+    free(r->crossing);
+    r->crossing = NULL;
+    r->bus = (bus_hooks_t){0};
 }
 
-static void aim(broker_t *b, const char *origin, char kind, uint64_t seq, const char *msg_id)
+static void aim(router_t *r, const char *origin, char kind, uint64_t seq, const char *msg_id)
 {
-    struct router_bus *rb = b->crossing;
+    struct router_bus *rb = r->crossing;
     snprintf(rb->reply.origin, sizeof rb->reply.origin, "%s", origin);
     rb->reply.kind = kind;
     rb->reply.seq = seq;
@@ -1052,32 +1129,32 @@ static void aim(broker_t *b, const char *origin, char kind, uint64_t seq, const 
 
 /* Points the bus peer at the broker a record's request came from. False
  * if the bus is gone (stopped). */
-static bool aim_at_origin(broker_t *b, const inflight_t *rec)
+static bool aim_at_origin(router_t *r, const inflight_t *rec)
 {
-    if (!b->crossing)
+    if (!r->crossing)
         return false;
-    aim(b, rec->bus_origin, 'r', rec->bus_seq, rec->msg_id);
+    aim(r, rec->bus_origin, 'r', rec->bus_seq, rec->msg_id);
     return true;
 }
 
 /* deliver() to the bus peer: the bytes to the broker `reply` names. The
  * frame is consumed on success, as deliver() promises. */
-static int deliver_to_bus(broker_t *b, zmq_msg_t *data)
+static int deliver_to_bus(router_t *r, zmq_msg_t *data)
 {
-    struct router_bus *rb = b->crossing;
+    struct router_bus *rb = r->crossing;
     if (!rb) {
         errno = EHOSTUNREACH;
         return -1;
     }
-    int rc = b->bus_hooks.answer(b->bus_hooks.ctx, rb->reply.origin, rb->reply.kind,
+    int rc = r->bus.answer(r->bus.ctx, rb->reply.origin, rb->reply.kind,
                                  rb->reply.seq, rb->reply.msg_id, strlen(rb->reply.msg_id),
                                  zmq_msg_data(data), zmq_msg_size(data));
     if (rc < 0) {
-        b->stats.bus.unreachable++;
+        r->stats.bus.unreachable++;
         errno = EAGAIN;             /* not the bus peer's end: never "gone" */
         return -1;
     }
-    b->stats.bus.answers_out++;
+    r->stats.bus.answers_out++;
     zmq_msg_close(data);
     zmq_msg_init(data);
     return 0;
@@ -1086,17 +1163,17 @@ static int deliver_to_bus(broker_t *b, zmq_msg_t *data)
 /* A request no local instance holds: recorded here (this broker owns its
  * fate: X3, X4) and published to whichever broker holds `name`. False with
  * *err when it could not leave (then the caller answers). */
-static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+static bool cross_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
                           const char *name, const tracking_t *track, bus_err_t *err)
 {
-    struct router_bus *rb = b->crossing;
+    struct router_bus *rb = r->crossing;
     if (peer->kind == PEER_BUS)
         return false;                   /* from the bus: delivered here or nowhere (X6) */
-    uint64_t ttl = env->ttl_ms ? env->ttl_ms : b->cfg->request_timeout_ms;
-    uint64_t now_us = clock_us();
+    uint64_t ttl = env->ttl_ms ? env->ttl_ms : r->cfg->request_timeout_ms;
+    uint64_t now_us = r->clock_us();
     inflight_t *rec = NULL;
     const char *why = NULL;
-    switch (inflight_add(b->inflight, env, track->id_hash, peer, &rb->peer, now_us / 1000 + ttl,
+    switch (inflight_add(r->inflight, env, track->id_hash, peer, &rb->peer, now_us / 1000 + ttl,
                          &rec)) {
     case INFLIGHT_ADDED: break;
     case INFLIGHT_REQUESTER_SHARE:
@@ -1111,31 +1188,31 @@ static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
         break;
     }
     if (!rec) {
-        router_send_error(b, peer, env, why[0] == 'c' ? ERR_INTERNAL : ERR_BUSY, why);
+        router_send_error(r, peer, env, why[0] == 'c' ? ERR_INTERNAL : ERR_BUSY, why);
         *err = ERR_NONE;
         return false;
     }
     rec->series = track->series;
     rec->started_us = now_us;
     rec->bus_seq = ++rb->seq;
-    int rc = b->bus_hooks.request(b->bus_hooks.ctx, name, rec->bus_seq, rec->msg_id,
+    int rc = r->bus.request(r->bus.ctx, name, rec->bus_seq, rec->msg_id,
                                   strlen(rec->msg_id), zmq_msg_data(&m->data),
                                   zmq_msg_size(&m->data));
     if (rc == 0) {
-        b->stats.bus.requests_out++;
+        r->stats.bus.requests_out++;
         return true;
     }
-    inflight_remove(b->inflight, &rec);
+    inflight_remove(r->inflight, &rec);
     char text[200];
     if (rc == -2) {
         snprintf(text, sizeof text, "no instance of %s here, and the message is over the bus's "
                  "max_payload", name);
-        router_send_error(b, peer, env, ERR_TOO_LARGE, text);
+        router_send_error(r, peer, env, ERR_TOO_LARGE, text);
     } else {
-        b->stats.bus.unreachable++;
+        r->stats.bus.unreachable++;
         snprintf(text, sizeof text, "no instance of %s here, and the other brokers are "
                  "unreachable now", name);
-        router_send_error(b, peer, env, ERR_NO_SUCH_SERVICE, text);
+        router_send_error(r, peer, env, ERR_NO_SUCH_SERVICE, text);
     }
     *err = ERR_NONE;
     return false;
@@ -1143,10 +1220,10 @@ static bool cross_request(broker_t *b, peer_t *peer, wire_msg_t *m, const envelo
 
 /* An event no local instance holds: published with a reply subject only to
  * hear "nobody" (X5), remembered in a ring for that. */
-static bool cross_event(broker_t *b, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+static bool cross_event(router_t *r, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
                         const char *name, bus_err_t *err)
 {
-    struct router_bus *rb = b->crossing;
+    struct router_bus *rb = r->crossing;
     uint64_t seq = ++rb->seq;
     crossed_event_t *e = &rb->events[seq & (CROSSED_EVENTS - 1)];
     e->seq = seq;
@@ -1157,131 +1234,131 @@ static bool cross_event(broker_t *b, peer_t *peer, zmq_msg_t *data, const envelo
     reply_copy_plain(e->action, sizeof e->action, &env->f[EF_ACTION]);
     reply_copy_plain(e->msg_id, sizeof e->msg_id, &env->f[EF_MSG_ID]);
     snprintf(e->name, sizeof e->name, "%s", name);
-    int rc = b->bus_hooks.event(b->bus_hooks.ctx, name, seq, e->msg_id, strlen(e->msg_id),
+    int rc = r->bus.event(r->bus.ctx, name, seq, e->msg_id, strlen(e->msg_id),
                                 zmq_msg_data(data), zmq_msg_size(data));
     if (rc == 0) {
-        b->stats.bus.events_out++;
+        r->stats.bus.events_out++;
         return true;
     }
     e->seq = 0;
     if (rc == -1)
-        b->stats.bus.unreachable++;
+        r->stats.bus.unreachable++;
     *err = rc == -2 ? ERR_TOO_LARGE : ERR_NO_SUCH_SERVICE;
     return false;
 }
 
-static void cross_once(broker_t *b, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
+static void cross_once(router_t *r, int (*send)(void *, const void *, size_t), zmq_msg_t *data,
                        uint64_t *counter)
 {
-    if (send(b->bus_hooks.ctx, zmq_msg_data(data), zmq_msg_size(data)) == 0)
+    if (send(r->bus.ctx, zmq_msg_data(data), zmq_msg_size(data)) == 0)
         (*counter)++;
     else
-        b->stats.bus.unreachable++;
+        r->stats.bus.unreachable++;
 }
 
 /* Reads an arrival's bytes into a frame of its own, with its envelope.
  * False (counted) if they are not one valid envelope of type `type`
  * (MT_NONE: a response or an error; the
  * brokers trust each other's checks, not each other's bytes: X9). */
-static bool read_arrival(broker_t *b, const void *data, size_t len, msg_type_t type,
+static bool read_arrival(router_t *r, const void *data, size_t len, msg_type_t type,
                          wire_msg_t *m, envelope_t *env)
 {
     *m = (wire_msg_t){.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
     zmq_msg_init(&m->id);
     const char *why = NULL;
-    if (len > b->cfg->max_message_bytes || zmq_msg_init_size(&m->data, len) < 0) {
+    if (len > r->cfg->max_message_bytes || zmq_msg_init_size(&m->data, len) < 0) {
         zmq_msg_init(&m->data);
-        b->stats.bus.refused++;
+        r->stats.bus.refused++;
         return false;
     }
     memcpy(zmq_msg_data(&m->data), data, len);
     if (envelope_parse(env, zmq_msg_data(&m->data), len, &why) != ERR_NONE ||
         (type == MT_NONE ? env->type != MT_RESPONSE && env->type != MT_ERROR : env->type != type)) {
-        b->stats.bus.refused++;
+        r->stats.bus.refused++;
         return false;
     }
     return true;
 }
 
-void router_bus_request(broker_t *b, const char *origin, uint64_t seq, const char *name,
+void router_bus_request(router_t *r, const char *origin, uint64_t seq, const char *name,
                         const void *data, size_t len)
 {
     wire_msg_t m;
     envelope_t env;
-    if (!b->crossing)
+    if (!r->crossing)
         return;
-    if (read_arrival(b, data, len, MT_REQUEST, &m, &env)) {
-        peer_t *bus = &b->crossing->peer;
+    if (read_arrival(r, data, len, MT_REQUEST, &m, &env)) {
+        peer_t *bus = &r->crossing->peer;
         char msg_id[MSG_ID_MAX_LEN + 1];
         reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
-        aim(b, origin, 'r', seq, msg_id);
-        b->stats.bus.requests_in++;
-        b->stats.in[MT_REQUEST]++;
+        aim(r, origin, 'r', seq, msg_id);
+        r->stats.bus.requests_in++;
+        r->stats.in[MT_REQUEST]++;
         const env_value_t *id = &env.f[EF_MSG_ID];
         tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len), .bus_origin = origin,
                             .bus_seq = seq};
         bus_err_t err = ERR_NO_SUCH_SERVICE;
         char why[200];
-        if (b->stopping) {
-            router_send_error(b, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
+        if (r->stopping) {
+            router_send_error(r, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
                               "is shutting down");
-        } else if (inflight_find_hashed(b->inflight, id->ptr, id->len, track.id_hash)) {
-            router_send_error(b, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
+        } else if (inflight_find_hashed(r->inflight, id->ptr, id->len, track.id_hash)) {
+            router_send_error(r, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
                               "is in flight at the broker holding the service");
-        } else if (deliver_to_service(b, bus, &m.data, &env, name, strlen(name), NULL, &track,
+        } else if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, &track,
                                       &err)) {
-            b->stats.out[MT_REQUEST]++;
+            r->stats.out[MT_REQUEST]++;
         } else if (err == ERR_NO_SUCH_SERVICE) {
             /* its last instance went before the bus knew: handed to nobody */
             snprintf(why, sizeof why, "no service named %s is registered (its last instance "
-                     "left broker %s)", name, b->cfg->broker_id);
-            router_send_error(b, bus, &env, ERR_NO_SUCH_SERVICE, why);
+                     "left broker %s)", name, r->cfg->broker_id);
+            router_send_error(r, bus, &env, ERR_NO_SUCH_SERVICE, why);
         } else if (err == ERR_BUSY) {
             snprintf(why, sizeof why, "%s cannot take more messages now", name);
-            router_send_error(b, bus, &env, ERR_BUSY, why);
+            router_send_error(r, bus, &env, ERR_BUSY, why);
         }
     }
     wire_msg_close(&m);
 }
 
-void router_bus_event(broker_t *b, const char *origin, uint64_t seq, const char *name,
+void router_bus_event(router_t *r, const char *origin, uint64_t seq, const char *name,
                       const void *data, size_t len)
 {
     wire_msg_t m;
     envelope_t env;
-    if (!b->crossing)
+    if (!r->crossing)
         return;
-    if (read_arrival(b, data, len, MT_EVENT, &m, &env)) {
-        peer_t *bus = &b->crossing->peer;
-        b->stats.bus.events_in++;
-        b->stats.in[MT_EVENT]++;
+    if (read_arrival(r, data, len, MT_EVENT, &m, &env)) {
+        peer_t *bus = &r->crossing->peer;
+        r->stats.bus.events_in++;
+        r->stats.in[MT_EVENT]++;
         bus_err_t err = ERR_NONE;
-        if (deliver_to_service(b, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
-            b->stats.out[MT_EVENT]++;
+        if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
+            r->stats.out[MT_EVENT]++;
         } else if (err == ERR_NO_SUCH_SERVICE) {
             char msg_id[MSG_ID_MAX_LEN + 1];
             reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
-            b->bus_hooks.answer(b->bus_hooks.ctx, origin, 'e', seq, msg_id, strlen(msg_id), "", 0);
+            r->bus.answer(r->bus.ctx, origin, 'e', seq, msg_id, strlen(msg_id), "", 0);
         }
     }
     wire_msg_close(&m);
 }
 
-void router_bus_broadcast(broker_t *b, const void *data, size_t len, bool topic)
+void router_bus_broadcast(router_t *r, const void *data, size_t len, bool topic)
 {
     wire_msg_t m;
     envelope_t env;
-    if (!b->crossing)
+    if (!r->crossing)
         return;
-    if (read_arrival(b, data, len, MT_EVENT, &m, &env) &&
+    if (read_arrival(r, data, len, MT_EVENT, &m, &env) &&
         (topic ? env.f[EF_TOPIC].kind == JSON_STRING : env_equals(&env.f[EF_DST], "broadcast"))) {
-        b->stats.in[MT_EVENT]++;
+        r->stats.in[MT_EVENT]++;
         if (topic) {
-            b->stats.bus.topics_in++;
-            publish(b, &b->crossing->peer, &m, &env);
+            r->stats.bus.topics_in++;
+            publish(r, &r->crossing->peer, &m, &env);
         } else {
-            b->stats.bus.broadcasts_in++;
-            broadcast(b, &b->crossing->peer, &m, &env);
+            r->stats.bus.broadcasts_in++;
+            broadcast(r, &r->crossing->peer, &m, &env);
         }
     }
     wire_msg_close(&m);
@@ -1289,70 +1366,86 @@ void router_bus_broadcast(broker_t *b, const void *data, size_t len, bool topic)
 
 /* "Nobody took it" about an event that crossed: its sender hears
  * no_such_service, as for a name held nowhere on one broker (T5). */
-static void event_reached_nobody(broker_t *b, uint64_t seq)
+static void event_reached_nobody(router_t *r, uint64_t seq)
 {
-    crossed_event_t *e = &b->crossing->events[seq & (CROSSED_EVENTS - 1)];
+    crossed_event_t *e = &r->crossing->events[seq & (CROSSED_EVENTS - 1)];
     if (e->seq != seq) {
-        b->stats.bus.late++;
+        r->stats.bus.late++;
         return;
     }
     e->seq = 0;
-    peer_t *to = e->kind == PEER_LUA ? registry_find_hosted(b->registry, e->id, e->id_len)
-                                     : registry_find_peer(b->registry, e->id, e->id_len);
+    peer_t *to = e->kind == PEER_LUA ? registry_find_hosted(r->registry, e->id, e->id_len)
+                                     : registry_find_peer(r->registry, e->id, e->id_len);
     if (!to)
         return;
     char why[160];
     snprintf(why, sizeof why, "no service named %s is registered on any broker", e->name);
     size_t len = 0;
     char *text = reply_error(e->src, e->action, e->msg_id, ERR_NO_SUCH_SERVICE, why, &len);
-    send_error_text(b, to, text, len, MT_EVENT, ERR_NO_SUCH_SERVICE);
+    send_error_text(r, to, text, len, MT_EVENT, ERR_NO_SUCH_SERVICE);
 }
 
-void router_bus_reply(broker_t *b, char kind, uint64_t seq, const char *msg_id, size_t id_len,
+void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, size_t id_len,
                       const void *data, size_t len, bool nobody)
 {
-    if (!b->crossing)
+    if (!r->crossing)
         return;
     if (kind == 'e') {
         if (nobody || len == 0)
-            event_reached_nobody(b, seq);
+            event_reached_nobody(r, seq);
         return;
     }
-    inflight_t *rec = inflight_find(b->inflight, msg_id, id_len);
-    if (!rec || rec->handler != &b->crossing->peer || rec->bus_seq != seq) {
-        b->stats.bus.late++;            /* answered, timed out, or another request's (X4) */
+    inflight_t *rec = inflight_find(r->inflight, msg_id, id_len);
+    if (!rec || rec->handler != &r->crossing->peer || rec->bus_seq != seq) {
+        r->stats.bus.late++;            /* answered, timed out, or another request's (X4) */
         return;
     }
     if (nobody) {
-        b->stats.bus.no_responders++;
+        r->stats.bus.no_responders++;
         char why[160];
         snprintf(why, sizeof why, "no service named %s is registered on any broker", rec->dst);
-        fail_request(b, rec, ERR_NO_SUCH_SERVICE, why);
-        inflight_remove(b->inflight, &rec);
+        fail_request(r, rec, ERR_NO_SUCH_SERVICE, why);
+        inflight_remove(r->inflight, &rec);
         return;
     }
     wire_msg_t m;
     envelope_t env;
     const env_value_t *corr = &env.f[EF_CORRELATION_ID];
-    if (read_arrival(b, data, len, MT_NONE, &m, &env) &&
+    if (read_arrival(r, data, len, MT_NONE, &m, &env) &&
         corr->len == id_len && memcmp(corr->ptr, msg_id, id_len) == 0) {
-        b->stats.bus.answers_in++;
-        b->stats.in[env.type]++;
+        r->stats.bus.answers_in++;
+        r->stats.in[env.type]++;
         if (!rec->requester) {
-            b->stats.requester_gone++;
-            inflight_remove(b->inflight, &rec);
-        } else if (deliver(b, rec->requester, &m.data, &env) == 0) {
-            b->stats.out[env.type]++;
-            metrics_answered(rec->series, clock_us() - rec->started_us);
-            inflight_remove(b->inflight, &rec);
+            r->stats.requester_gone++;
+            inflight_remove(r->inflight, &rec);
+        } else if (deliver(r, rec->requester, &m.data, &env) == 0) {
+            r->stats.out[env.type]++;
+            metrics_answered(rec->series, r->clock_us() - rec->started_us);
+            inflight_remove(r->inflight, &rec);
         } else {
             /* its queue is full or it is gone: the answer is lost, as on
              * one broker when a requester cannot take it (D3) */
-            b->stats.requester_gone++;
-            deadletters_add(b->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
+            r->stats.requester_gone++;
+            deadletters_add(r->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
                             NULL);
-            inflight_remove(b->inflight, &rec);
+            inflight_remove(r->inflight, &rec);
         }
     }
     wire_msg_close(&m);
+}
+
+void router_bus_refused(router_t *r)
+{
+    r->stats.bus.refused++;
+}
+
+bool router_bus_active(const router_t *r)
+{
+    return r->crossing != NULL;
+}
+
+void router_bus_describe(const router_t *r, cJSON *into)
+{
+    if (r->bus.describe)
+        r->bus.describe(r->bus.ctx, into);
 }

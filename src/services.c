@@ -8,23 +8,70 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broker.h"
 #include "clock.h"
 #include "log.h"
+#include "lua_service.h"
 #include "reply.h"
-#include "router.h"
 
 #define RELOAD_DELAY_MS 100
 
-services_t *services_new(broker_t *b, const char *dir, sandbox_limits_t limits,
-                         uint32_t queue_limit)
+/* A message waiting for a hosted service (in the queue), or one a service
+ * sent during a run, waiting to be handed to the router (in the outbox). */
+typedef struct queued_msg {
+    struct queued_msg *next;
+    zmq_msg_t data;
+    envelope_t env;              /* read already, when has_env: points into data */
+    bool has_env;
+    uint8_t peer_id[PEER_ID_MAX]; /* by identity (the queue: the service it is for;
+                                     the outbox: the one that sent it) */
+    uint8_t peer_id_len;
+} queued_msg_t;
+
+/* A first-in first-out list of entries. */
+typedef struct {
+    queued_msg_t *head, *tail;
+} msg_list_t;
+
+/* Emptied queue entries kept for the next messages (one per message
+ * otherwise costs a malloc and a free). */
+#define SERVICES_SPARES_MAX 1024
+
+#define SERVICES_MAX_PENDING_FILES 32
+
+struct services {
+    router_t *router;
+    lua_host_t host;            /* what each service is given: services_send */
+    char *dir;
+    sandbox_limits_t limits;
+    uint32_t queue_limit;        /* messages waiting for one service, at most */
+    lua_service_t *list;
+    msg_list_t queue;            /* messages waiting for the services */
+    msg_list_t outbox;           /* what the services sent during this run */
+    bool running;                /* handlers or timers running: sends go to the outbox */
+    queued_msg_t *spare;
+    int spare_count;
+    struct {
+        char file[128];
+        uint64_t due_ms;
+    } pending[SERVICES_MAX_PENDING_FILES];   /* changed files, reloaded shortly */
+    int pending_count;
+};
+
+static void host_send(void *ctx, peer_t *from, zmq_msg_t *data, envelope_t *env)
+{
+    services_send(ctx, from, data, env);
+}
+
+services_t *services_new(router_t *router, const char *dir, sandbox_limits_t limits,
+                         uint32_t queue_limit, uint32_t request_timeout_ms)
 {
     services_t *s = calloc(1, sizeof *s);
     if (!s || !(s->dir = strdup(dir))) {
         free(s);
         return NULL;
     }
-    s->broker = b;
+    s->router = router;
+    s->host = (lua_host_t){.ctx = s, .send = host_send, .request_timeout_ms = request_timeout_ms};
     s->limits = limits;
     s->queue_limit = queue_limit;
     return s;
@@ -46,7 +93,8 @@ static lua_service_t *find_by_file(services_t *s, const char *file)
 
 /* Sends a register or unregister for the service's name, through the
  * router like any peer's: policies' on_register hooks apply. */
-static void send_registration(lua_service_t *svc, const char *type, const char *name)
+static void send_registration(services_t *s, lua_service_t *svc, const char *type,
+                              const char *name)
 {
     cJSON *msg = cJSON_CreateObject();
     char id[37], ts[32];
@@ -61,7 +109,7 @@ static void send_registration(lua_service_t *svc, const char *type, const char *
     char *text = cJSON_PrintUnformatted(msg);
     cJSON_Delete(msg);
     if (text)
-        router_inject(svc->broker, svc->peer, text, strlen(text));
+        router_inject(s->router, svc->peer, text, strlen(text));
     cJSON_free(text);
 }
 
@@ -76,7 +124,7 @@ static void drop_service(services_t *s, lua_service_t *svc)
         }
     }
     if (svc->peer)
-        router_peer_gone(s->broker, svc->peer);
+        router_peer_gone(s->router, svc->peer);
     lua_version_free(&svc->version);
     free(svc);
 }
@@ -102,7 +150,7 @@ static void load_file(services_t *s, const char *file)
             log_error("service %s: out of memory", file);
             return;
         }
-        svc->broker = s->broker;
+        svc->host = &s->host;
         svc->pass_budget = s->limits.instruction_limit;
         snprintf(svc->file, sizeof svc->file, "%s", file);
         snprintf(svc->path, sizeof svc->path, "%s", path);
@@ -127,7 +175,7 @@ static void load_file(services_t *s, const char *file)
     if (is_new) {
         char id[PEER_ID_MAX];
         int n = snprintf(id, sizeof id, "lua:%s", file);
-        svc->peer = registry_add_peer(s->broker->registry, id, (size_t)n, PEER_LUA, -1);
+        svc->peer = registry_add_peer(router_registry(s->router), id, (size_t)n, PEER_LUA, -1);
         if (!svc->peer) {
             log_error("service %s: cannot add its peer", file);
             lua_version_free(&svc->version);
@@ -137,14 +185,14 @@ static void load_file(services_t *s, const char *file)
         svc->peer->host = svc;
         svc->next = s->list;
         s->list = svc;
-        send_registration(svc, "register", fresh->name);
+        send_registration(s, svc, "register", fresh->name);
         lua_service_send_subscriptions(fresh, fresh, "subscribe");
         log_info("service %s loaded from %s", fresh->name, file);
         return;
     }
     if (strcmp(old->name, fresh->name) != 0) {
-        send_registration(svc, "unregister", old->name);
-        send_registration(svc, "register", fresh->name);
+        send_registration(s, svc, "unregister", old->name);
+        send_registration(s, svc, "register", fresh->name);
     }
     /* the peer and its subscriptions stay across a reload: the old list
      * goes, the new one comes (the same patterns again are idempotent) */
@@ -279,15 +327,15 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
 static void hand_to_router(services_t *s, peer_t *from, zmq_msg_t *data, envelope_t *env)
 {
     if (env)
-        router_inject_made(s->broker, from, data, env);
+        router_inject_made(s->router, from, data, env);
     else
-        router_inject_frame(s->broker, from, data);
+        router_inject_frame(s->router, from, data);
 }
 
 /* Hands one sent message to the router, if its service is still there. */
 static void route_sent(services_t *s, queued_msg_t *q)
 {
-    peer_t *from = registry_find_hosted(s->broker->registry, q->peer_id, q->peer_id_len);
+    peer_t *from = registry_find_hosted(router_registry(s->router), q->peer_id, q->peer_id_len);
     if (from)
         hand_to_router(s, from, &q->data, q->has_env ? &q->env : NULL);
 }
@@ -332,7 +380,7 @@ void services_file_changed(services_t *s, const char *file)
  * false, leaving it queued, if that service has spent this pass. */
 static bool deliver_queued(services_t *s, queued_msg_t *q)
 {
-    peer_t *peer = registry_find_hosted(s->broker->registry, q->peer_id, q->peer_id_len);
+    peer_t *peer = registry_find_hosted(router_registry(s->router), q->peer_id, q->peer_id_len);
     if (!peer)
         return true;                        /* dropped meanwhile: already answered */
     lua_service_t *svc = peer->host;

@@ -4,7 +4,12 @@
  * their files change, and the queue of messages delivered to them. A
  * message for a Lua service is queued, never handled inside the call that
  * delivered it, so no Lua state is ever re-entered and a service that
- * messages another (or itself) cannot recurse. */
+ * messages another (or itself) cannot recurse.
+ *
+ * Above the router: what its services send goes in through router_inject_*
+ * like any peer's message, and the router hands it messages for them
+ * through router_hosts_t (services_enqueue). Each lua_service gets a
+ * lua_host_t from it and calls nothing else. */
 #ifndef SMARTSHOP_SERVICES_H
 #define SMARTSHOP_SERVICES_H
 
@@ -13,55 +18,17 @@
 
 #include <zmq.h>
 
-#include "lua_service.h"
+#include "envelope.h"
 #include "registry.h"
+#include "router.h"
 #include "sandbox.h"
 
-struct broker;
+typedef struct services services_t;
 
-/* A message waiting for a hosted service (in the queue), or one a service
- * sent during a run, waiting to be handed to the router (in the outbox). */
-typedef struct queued_msg {
-    struct queued_msg *next;
-    zmq_msg_t data;
-    envelope_t env;              /* read already, when has_env: points into data */
-    bool has_env;
-    uint8_t peer_id[PEER_ID_MAX]; /* by identity (the queue: the service it is for;
-                                     the outbox: the one that sent it) */
-    uint8_t peer_id_len;
-} queued_msg_t;
-
-/* A first-in first-out list of entries. */
-typedef struct {
-    queued_msg_t *head, *tail;
-} msg_list_t;
-
-/* Emptied queue entries kept for the next messages (one per message
- * otherwise costs a malloc and a free). */
-#define SERVICES_SPARES_MAX 1024
-
-#define SERVICES_MAX_PENDING_FILES 32
-
-typedef struct services {
-    struct broker *broker;
-    char *dir;
-    sandbox_limits_t limits;
-    uint32_t queue_limit;        /* messages waiting for one service, at most */
-    lua_service_t *list;
-    msg_list_t queue;            /* messages waiting for the services */
-    msg_list_t outbox;           /* what the services sent during this run */
-    bool running;                /* handlers or timers running: sends go to the outbox */
-    queued_msg_t *spare;
-    int spare_count;
-    struct {
-        char file[128];
-        uint64_t due_ms;
-    } pending[SERVICES_MAX_PENDING_FILES];   /* changed files, reloaded shortly */
-    int pending_count;
-} services_t;
-
-services_t *services_new(struct broker *b, const char *dir, sandbox_limits_t limits,
-                         uint32_t queue_limit);
+/* A host for the services in `dir`, whose messages go through `router`;
+ * `request_timeout_ms` is their bus.request's default. */
+services_t *services_new(router_t *router, const char *dir, sandbox_limits_t limits,
+                         uint32_t queue_limit, uint32_t request_timeout_ms);
 /* Drops every service (unregistering it) and frees the host. */
 void services_free(services_t **self_p);
 

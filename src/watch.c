@@ -6,6 +6,13 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+struct watch {
+    int fd;                      /* inotify descriptor, for the event loop's poll */
+    int wd[WATCH_MAX_DIRS];
+    char *dirs[WATCH_MAX_DIRS];
+    int count;
+};
+
 watch_t *watch_new(void)
 {
     watch_t *w = calloc(1, sizeof *w);
@@ -60,4 +67,9 @@ void watch_read(watch_t *w, void (*changed)(void *ctx, int dir_index, const char
                     changed(ctx, i, ev->name);
         }
     }
+}
+
+int watch_fd(const watch_t *w)
+{
+    return w->fd;
 }

@@ -8,15 +8,13 @@
 
 #define WATCH_MAX_DIRS 4
 
-typedef struct {
-    int fd;                      /* inotify descriptor, for the event loop's poll */
-    int wd[WATCH_MAX_DIRS];
-    char *dirs[WATCH_MAX_DIRS];
-    int count;
-} watch_t;
+typedef struct watch watch_t;
 
 watch_t *watch_new(void);
 void watch_free(watch_t **self_p);
+
+/* The inotify descriptor, for the event loop's poll. */
+int watch_fd(const watch_t *w);
 
 /* Watches `dir` for files written, created, moved in or deleted. Returns
  * the directory's index (0..), or -1 if it cannot be watched. */

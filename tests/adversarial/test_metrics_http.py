@@ -139,7 +139,7 @@ class EndpointTest(bp.BrokerTestCase):
                      .split(":")[1])
         self.assertEqual(len(body), length)
         self.assertEqual(body.count(b"# TYPE smartshop_uptime_seconds"), 1)
-        self.assertIn(b'smartshop_requests_total{service="m-http-svc",action="act-0-0"} 1', body)
+        self.assertIn(b'smartshop_requests_total{service="m-http-svc",action="act-0-0",dst="m-http-svc"} 1', body)
 
     def test_other_methods_get_405(self):
         self.wait_slots_free()

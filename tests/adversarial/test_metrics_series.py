@@ -78,12 +78,12 @@ class SeriesBoundTest(bp.BrokerTestCase):
         text = scrape()
         requests = samples(text, "smartshop_requests_total")
         self.assertLessEqual(len(requests), MAX_SERIES + 1)
-        self.assertIn('{service="_other",action="(other)"}', requests)
+        self.assertIn('{service="_other",action="(other)",dst="(other)"}', requests)
         counted = sum(v for k, v in requests.items()
                       if 'service="m-bounded"' in k or 'service="_other"' in k)
         self.assertEqual(counted, sent)
         answered = samples(text, "smartshop_request_duration_seconds_count")
-        self.assertEqual(answered['{service="_other",action="(other)"}'], other[0]["answered"])
+        self.assertEqual(answered['{service="_other",action="(other)",dst="(other)"}'], other[0]["answered"])
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class BrokerService(BusTest):
         f = cli.send(env("request", cli.name, nobody, "price"))
         self.expect_error(cli, "no_such_service", corr=f["msg_id"])
         r = self.call_broker(cli, "metrics")
-        self.assertEqual(set(r["payload"]), {"series", "topics"}, r.raw)
+        self.assertLessEqual({"series", "topics"}, set(r["payload"]), r.raw)   # B1: a broker MAY add keys
         by_key = {(x["service"], x["action"]): x for x in r["payload"]["series"]}
         ok = by_key.get((svc.name, "price"))
         self.assertIsNotNone(ok, r.raw)

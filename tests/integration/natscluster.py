@@ -171,6 +171,7 @@ class BusTestCase(unittest.TestCase):
     """One 3-node cluster and brokers A, B, C per class."""
 
     BROKER_ARGS = ()
+    PER_BROKER_ARGS = {}        # {"A": [...]}: more flags for one broker
     CLUSTER_CONF = ""
 
     @classmethod
@@ -179,7 +180,8 @@ class BusTestCase(unittest.TestCase):
         cls.brokers = {}
         try:
             for i, bid in enumerate("ABC"):
-                cls.brokers[bid] = bus_broker(cls.cluster, bid, i, cls.BROKER_ARGS)
+                cls.brokers[bid] = bus_broker(cls.cluster, bid, i, list(cls.BROKER_ARGS) +
+                                              list(cls.PER_BROKER_ARGS.get(bid, ())))
             for b in cls.brokers.values():
                 wait_bus_connected(b)
         except Exception:

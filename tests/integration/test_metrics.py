@@ -46,9 +46,9 @@ class MetricsTest(bp.BrokerTestCase):
             self.assertEqual(r.status, 200)
             self.assertIn("text/plain", r.headers["Content-Type"])
             text = r.read().decode()
-        self.assertIn('smartshop_requests_total{service="m-echo-prom",action="get_price"}', text)
+        self.assertIn('smartshop_requests_total{service="m-echo-prom",action="get_price",dst="m-echo-prom"}', text)
         self.assertIn('smartshop_errors_total{code="no_such_service"}', text)
-        self.assertIn('smartshop_request_duration_seconds_bucket{service="m-echo-prom",action="get_price",le="+Inf"}', text)
+        self.assertIn('smartshop_request_duration_seconds_bucket{service="m-echo-prom",action="get_price",dst="m-echo-prom",le="+Inf"}', text)
         self.assertIn("smartshop_inflight_requests 0", text)
         # every sample line is "name{labels} value" or "name value"
         for line in text.splitlines():
@@ -64,7 +64,7 @@ class MetricsTest(bp.BrokerTestCase):
         svc.recv()
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=3) as r:
             text = r.read().decode()
-        self.assertIn('smartshop_requests_total{service="m-esc",action="(other)"} 1', text)
+        self.assertIn('smartshop_requests_total{service="m-esc",action="(other)",dst="m-esc"} 1', text)
         self.assertNotIn("say", text)
 
     def test_watch_gets_every_event_until_unwatch(self):

@@ -79,7 +79,7 @@ static void finds_and_orders_by_deadline(void)
         envelope_t env = request(texts[i]);
         CHECK(add(t, &env, client, svc, deadlines[i]) != NULL);
     }
-    CHECK_EQ_INT(t->count, 5);
+    CHECK_EQ_INT(inflight_count(t), 5);
     CHECK_EQ_INT(svc->handling_count, 5);
     inflight_t *m2 = inflight_find(t, "m2", 2);
     CHECK(m2 && strcmp(m2->src, "c") == 0 && strcmp(m2->action, "a") == 0);
@@ -96,7 +96,7 @@ static void finds_and_orders_by_deadline(void)
         CHECK_EQ_INT(rec->deadline_ms, expected[i]);
         inflight_remove(t, &rec);
     }
-    CHECK_EQ_INT(t->count, 0);
+    CHECK_EQ_INT(inflight_count(t), 0);
     CHECK(client->waiting == NULL && svc->handling == NULL);
     CHECK_EQ_INT(svc->handling_count, 0);
     fixture_free(&f);
@@ -151,14 +151,14 @@ static void keeps_deadline_order_under_removal(void)
         }
     }
     CHECK_EQ_INT(removed_count, N / 3);
-    CHECK_EQ_INT(t->count, N - N / 3);
+    CHECK_EQ_INT(inflight_count(t), N - N / 3);
     for (int i = 0; i < N; i++) {
         char id[16];
         snprintf(id, sizeof id, "id-%d", i);
         CHECK((inflight_find(t, id, strlen(id)) == NULL) == removed[i]);
     }
     uint64_t last = 0;
-    size_t left = t->count;
+    size_t left = inflight_count(t);
     for (size_t k = 0; k < left; k++) {
         inflight_t *rec = inflight_first(t);
         CHECK(rec != NULL && rec->deadline_ms >= last);
@@ -182,7 +182,7 @@ static void refuses_an_unchecked_msg_id(void)
     inflight_table_t *t = f.t;
     envelope_t env = request("{\"msg_id\":\"a\\u0062\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     CHECK_EQ_INT(add_result(t, &env, client, svc), INFLIGHT_NO_MEMORY); /* escaped: not copied */
-    CHECK_EQ_INT(t->count, 0);
+    CHECK_EQ_INT(inflight_count(t), 0);
     CHECK(client->waiting == NULL && svc->handling == NULL);
     envelope_t ok = request("{\"msg_id\":\"b\",\"type\":\"request\",\"src\":\"c\",\"dst\":\"s\",\"action\":\"x\"}");
     CHECK(add(t, &ok, client, svc, 10) != NULL);       /* the spare is reused */
@@ -213,7 +213,7 @@ static void gives_each_peer_a_share(void)
     CHECK(add(t, &env[3], other, f.svc, 10) != NULL);          /* s now holds 4 */
     CHECK_EQ_INT(add_result(t, &env[4], other, f.svc), INFLIGHT_HANDLER_SHARE);
     CHECK(add(t, &env[4], other, svc2, 10) != NULL);           /* another instance may */
-    CHECK_EQ_INT(t->count, 5);
+    CHECK_EQ_INT(inflight_count(t), 5);
     CHECK_EQ_INT(f.svc->handling_count, 4);
     /* an answer frees one of the requester's share */
     inflight_t *rec = inflight_find(t, "share-0", 7);
@@ -235,12 +235,12 @@ static void gives_each_peer_a_share(void)
     CHECK_EQ_INT(inflight_default_share(20000), 4096);
     CHECK_EQ_INT(inflight_default_share(1000), 1000);
     inflight_table_t *d = inflight_table_new(100000, 0, 0);
-    CHECK_EQ_INT(d->per_requester, 10000);
-    CHECK_EQ_INT(d->per_handler, 10000);
+    CHECK_EQ_INT(inflight_limits(d).per_requester, 10000);
+    CHECK_EQ_INT(inflight_limits(d).per_handler, 10000);
     inflight_table_free(&d);
     d = inflight_table_new(50, 200, 7);
-    CHECK_EQ_INT(d->per_requester, 50);
-    CHECK_EQ_INT(d->per_handler, 7);
+    CHECK_EQ_INT(inflight_limits(d).per_requester, 50);
+    CHECK_EQ_INT(inflight_limits(d).per_handler, 7);
     inflight_table_free(&d);
 }
 
@@ -273,7 +273,7 @@ static void spreads_ids_chosen_to_collide(void)
         envelope_t env = request(texts[i]);
         CHECK(add(f.t, &env, f.client, f.svc, 10) != NULL);
     }
-    const UT_hash_table *tbl = f.t->by_id->hh.tbl;
+    const UT_hash_table *tbl = inflight_find(f.t, ids[0], strlen(ids[0]))->hh.tbl;
     unsigned longest = 0;
     for (unsigned b = 0; b < tbl->num_buckets; b++)
         if (tbl->buckets[b].count > longest)
