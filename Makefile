@@ -22,14 +22,16 @@ JOBS       ?= 2
 #               nats-server (bench's fan-out row beside NATS, and the tests of
 #               several brokers on one bus), python3-venv
 #               and python3-setuptools (pip-installing the Python client), lua5.4
-#               and lua-cjson (the Lua library's unit tests, tests/lua_lib)
+#               and lua-cjson (the Lua library's unit tests, tests/lua_lib),
+#               chromium and python3-websocket (the dashboard's browser test,
+#               tests/browser)
 #   PKGS_DEB    make deb: dpkg-buildpackage, debhelper and lintian; the
 #               package's own build dependencies come from debian/control
 # make test installs all three (the test suite builds the package too).
 PKGS_BUILD := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
-        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libnats-dev python3-zmq
+        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libmicrohttpd-dev libnats-dev python3-zmq
 PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd bash-completion \
-        nats-server python3-venv python3-setuptools lua5.4 lua-cjson
+        nats-server python3-venv python3-setuptools lua5.4 lua-cjson chromium python3-websocket
 PKGS_DEB   := dpkg-dev debhelper lintian
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

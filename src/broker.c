@@ -23,7 +23,7 @@
 #include "conn_bytes.h"
 #include "inflight.h"
 #include "log.h"
-#include "metrics_http.h"
+#include "http.h"
 #include "policy.h"
 #include "router.h"
 #include "services.h"
@@ -59,6 +59,7 @@ struct broker {
     int signal_fd;              /* SIGINT, SIGTERM, SIGHUP (signalfd) */
     auth_t *auth;               /* NULL in plain mode (not owned) */
     router_t *router;           /* the message path and the bus's state */
+    http_server_t *http;        /* the --metrics endpoint's thread, or NULL */
     broker_service_t *service;  /* dst "broker" */
     bool stopping;              /* SIGTERM/SIGINT seen: grace period running */
     uint64_t stop_deadline_ms;
@@ -333,7 +334,7 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         goto fail;
     if ((b->signal_fd = open_signal_fd(err, errlen)) < 0)
         goto fail;
-    if (*cfg->metrics_endpoint && metrics_http_start(b->zmq_ctx, cfg, b->router, err, errlen) < 0)
+    if (*cfg->metrics_endpoint && !(b->http = http_start(cfg, err, errlen)))
         goto fail;
     if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0) {
         *exit_code = 2;
@@ -363,7 +364,7 @@ void broker_free(broker_t **self_p)
         zmq_socket_monitor(b->socket, NULL, 0);
         zmq_close(b->monitor);
     }
-    metrics_http_stop();
+    http_stop(&b->http);                /* before the router its snapshots come from */
     if (b->socket)
         zmq_close(b->socket);
     if (b->zmq_ctx)
@@ -477,6 +478,8 @@ static long poll_timeout(broker_t *b, uint64_t now)
     }
     if (conn_bytes_next_due(b->conns) < next)
         next = conn_bytes_next_due(b->conns);
+    if (b->http && http_next_due(b->http) < next)
+        next = http_next_due(b->http);
     if (next <= now)
         return 0;
     return next - now > 1000 ? 1000 : (long)(next - now);
@@ -502,14 +505,14 @@ int broker_run(broker_t *b)
      * until EAGAIN, and the loop does not sleep after sending on the
      * ROUTER since its last empty receive (a send may take in the very
      * notice that a message arrived). */
-    enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_METRICS, P_ZAP, P__COUNT };
+    enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_ZAP, P_HTTP, P__COUNT };
     struct pollfd fds[P__COUNT + 2];    /* + the NATS socket and its eventfd (--nats) */
     int fd_count = 0;
     int slot[P__COUNT];
-    void *metrics_socket = metrics_http_socket();
-    void *zsock[P__COUNT] = {b->socket, b->monitor, NULL, NULL, metrics_socket,
-                             b->auth ? auth_zap_socket(b->auth) : NULL};
-    int raw[P__COUNT] = {-1, -1, b->signal_fd, watch_fd(b->watch), -1, -1};
+    void *zsock[P__COUNT] = {b->socket, b->monitor, NULL, NULL,
+                             b->auth ? auth_zap_socket(b->auth) : NULL, NULL};
+    int raw[P__COUNT] = {-1, -1, b->signal_fd, watch_fd(b->watch), -1,
+                         b->http ? http_wake_fd(b->http) : -1};
     for (int i = 0; i < P__COUNT; i++) {
         slot[i] = -1;
         int fd = raw[i];
@@ -538,11 +541,8 @@ int broker_run(broker_t *b)
 #define FIRED(i) (first || (slot[i] >= 0 && fds[slot[i]].revents))
         if (FIRED(P_SIGNALS))
             handle_signals(b);
-        /* also when ZMQ_FD did not fire: the metrics socket's own sends
-         * (answers in pieces, closes) can take in the notice that a
-         * request arrived, and the descriptor then stays quiet for it */
-        if (metrics_socket && (FIRED(P_METRICS) || socket_readable(metrics_socket)))
-            metrics_http_handle();
+        if (b->http && FIRED(P_HTTP))
+            http_woken(b->http);        /* a scrape waits: http_tick says when */
         if (b->auth && FIRED(P_ZAP))
             auth_handle_zap(b->auth);
         /* connection events before the messages that follow them */
@@ -600,7 +600,8 @@ int broker_run(broker_t *b)
                 drain_monitor(b);       /* descriptors up to date before they are looked at */
             conn_bytes_check(b->conns, router_registry(b->router), now);
         }
-        metrics_http_expire(now);
+        if (b->http && http_tick(b->http, now))
+            http_publish(b->http, b->router, b->stopping, now);
         wake_now = batch_full || bus_more || b->socket_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");

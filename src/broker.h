@@ -6,7 +6,11 @@
  *   main.c            flags and config (config.c) -> broker_new -> broker_run
  *   broker.c          the ROUTER socket, the socket monitor, signals, the loop;
  *                     builds the router and gives it its transport and clock
- *   metrics_http.c    the --metrics HTTP endpoint (a ZMQ_STREAM socket)
+ *   http.c            the --metrics HTTP endpoint (libmicrohttpd, its own thread):
+ *                     metrics, health, the JSON API, the dashboard (web/)
+ *   http_snapshot.c   the state it serves, taken on the loop's thread
+ *   http_history.c    rates and latency over the last minutes (HTTP thread)
+ *   process_stats.c   CPU, memory and descriptors of the process (HTTP thread)
  *   broker_service.c  dst "broker": ping, list_services, stats, reload_policy
  *   services.c        the Lua services in services/, as virtual peers
  *   lua_service.c     one Lua service: its handlers, timers and `bus` API
@@ -37,7 +41,8 @@
  *   client/           libsmartshop, the C client library (its own state only)
  *   ctl/              smartshop-ctl, the operator's tool (on libsmartshop)
  *
- * Everything runs on one thread; the event loop never blocks on a peer.
+ * Everything runs on one thread but HTTP's, which only reads snapshots;
+ * the event loop never blocks on a peer.
  * Module state is private to its .c file: others ask through accessors. */
 #ifndef SMARTSHOP_BROKER_H
 #define SMARTSHOP_BROKER_H

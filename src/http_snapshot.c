@@ -1,0 +1,362 @@
+/* http_snapshot: the broker's state, taken once a second for the HTTP
+ * thread. See http_snapshot.h. */
+#include "http_snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "deadletter.h"
+#include "inflight.h"
+#include "policy.h"
+#include "version.h"
+
+/* What a snapshot is taken from: the router's tables. */
+typedef struct {
+    const config_t *cfg;
+    metrics_t *metrics;
+    const stats_t *stats;
+    registry_t *registry;
+    size_t inflight;
+    const deadletters_t *dead;
+    const policy_t *policy;     /* NULL: none */
+    uint64_t started_ms;
+    bool stopping;
+} http_sources_t;
+
+http_blob_t *http_blob_ref(http_blob_t *blob)
+{
+    if (blob)
+        atomic_fetch_add_explicit(&blob->refs, 1, memory_order_relaxed);
+    return blob;
+}
+
+void http_blob_release(http_blob_t **blob_p)
+{
+    http_blob_t *blob = *blob_p;
+    *blob_p = NULL;
+    if (blob && atomic_fetch_sub_explicit(&blob->refs, 1, memory_order_acq_rel) == 1)
+        free(blob);
+}
+
+static http_blob_t *blob_new(const char *text, size_t len)
+{
+    http_blob_t *blob = malloc(sizeof *blob + len + 1);
+    if (!blob)
+        return NULL;
+    atomic_init(&blob->refs, 1);
+    blob->len = len;
+    memcpy(blob->text, text, len);
+    blob->text[len] = '\0';
+    return blob;
+}
+
+http_snapshot_t *http_snapshot_ref(http_snapshot_t *s)
+{
+    if (s)
+        atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+void http_snapshot_release(http_snapshot_t **s_p)
+{
+    http_snapshot_t *s = *s_p;
+    *s_p = NULL;
+    if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    http_blob_release(&s->prometheus);
+    http_blob_release(&s->state);
+    free(s);
+}
+
+void http_snapshot_maker_clear(http_snapshot_maker_t *maker)
+{
+    metrics_text_release(&maker->text);
+    http_blob_release(&maker->blob);
+}
+
+/* The Prometheus text: rendered by metrics.c only when a counter changed;
+ * copied here only when it was rendered anew. */
+static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sources_t *src)
+{
+    metrics_text_t *text = metrics_prometheus(src->metrics, src->stats,
+                                              registry_peer_count(src->registry),
+                                              registry_service_count(src->registry),
+                                              src->inflight);
+    if (!text)
+        return NULL;
+    if (text != maker->text || !maker->blob) {
+        http_blob_t *blob = blob_new(text->text, text->len);
+        if (!blob) {
+            metrics_text_release(&text);
+            return NULL;
+        }
+        http_snapshot_maker_clear(maker);
+        maker->text = text;         /* keeps our reference */
+        maker->blob = blob;
+    } else {
+        metrics_text_release(&text);
+    }
+    return http_blob_ref(maker->blob);
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const http_service_totals_t *)a)->name, ((const http_service_totals_t *)b)->name);
+}
+
+struct collect {
+    http_service_totals_t *t;
+    size_t n, cap;
+};
+
+static void collect_series(const metrics_view_t *v, void *ctx)
+{
+    struct collect *c = ctx;
+    if (c->n == c->cap)
+        return;
+    http_service_totals_t *e = &c->t[c->n++];
+    snprintf(e->name, sizeof e->name, "%s", v->service);
+    e->requests = v->requests;
+    e->ok = v->outcomes[METRICS_OK];
+    e->failed = v->failed;
+    memcpy(e->outcomes, v->outcomes, sizeof e->outcomes);
+    memcpy(e->buckets, v->buckets, sizeof e->buckets);
+}
+
+/* Every service registered now or counted in the metrics, by name, with
+ * its instances and its series summed. Returns the count, or -1. */
+static long service_totals(const http_sources_t *src, http_service_totals_t **out)
+{
+    size_t cap = registry_service_count(src->registry) + src->metrics->count + 2;
+    http_service_totals_t *t = calloc(cap, sizeof *t);
+    if (!t)
+        return -1;
+    size_t n = 0;
+    for (const service_t *svc = registry_next_service(src->registry, NULL); svc && n < cap;
+         svc = registry_next_service(src->registry, svc), n++) {
+        snprintf(t[n].name, sizeof t[n].name, "%s", svc->name);
+        t[n].instances = (uint32_t)svc->count;
+    }
+    struct collect c = {t, n, cap};
+    metrics_each(src->metrics, collect_series, &c);
+    n = c.n;
+    qsort(t, n, sizeof *t, by_name);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept && strcmp(t[kept - 1].name, t[i].name) == 0) {
+            http_service_totals_t *into = &t[kept - 1];
+            if (t[i].instances > into->instances)
+                into->instances = t[i].instances;
+            into->requests += t[i].requests;
+            into->ok += t[i].ok;
+            into->failed += t[i].failed;
+            for (int o = 0; o < METRICS_OUTCOMES; o++)
+                into->outcomes[o] += t[i].outcomes[o];
+            for (int b = 0; b < METRICS_BUCKETS; b++)
+                into->buckets[b] += t[i].buckets[b];
+        } else {
+            t[kept++] = t[i];
+        }
+    }
+    *out = t;
+    return (long)kept;
+}
+
+static void add_counts(cJSON *parent, const char *key, const uint64_t *counts, int n,
+                       const char *(*name_of)(int))
+{
+    cJSON *obj = cJSON_AddObjectToObject(parent, key);
+    for (int i = 0; i < n; i++)
+        if (counts[i])
+            cJSON_AddNumberToObject(obj, name_of(i), (double)counts[i]);
+}
+
+static const char *type_name(int t) { return msg_type_name((msg_type_t)t); }
+static const char *code_name(int c) { return c ? bus_err_name((bus_err_t)c) : "none"; }
+
+static void add_broker(cJSON *root, const http_sources_t *src, uint64_t now_ms)
+{
+    cJSON *broker = cJSON_AddObjectToObject(root, "broker");
+    cJSON_AddStringToObject(broker, "version", SMARTSHOP_VERSION);
+    double uptime_s = (double)(now_ms - src->started_ms) / 1000.0;
+    cJSON_AddNumberToObject(broker, "uptime_s", uptime_s);
+    char started[32];
+    time_t at = time(NULL) - (time_t)uptime_s;
+    struct tm tm;
+    gmtime_r(&at, &tm);
+    strftime(started, sizeof started, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cJSON_AddStringToObject(broker, "started_at", started);
+    cJSON *eps = cJSON_AddArrayToObject(broker, "endpoints");
+    for (int i = 0; i < src->cfg->endpoint_count; i++)
+        cJSON_AddItemToArray(eps, cJSON_CreateString(src->cfg->endpoints[i]));
+    cJSON_AddBoolToObject(broker, "curve", src->cfg->curve_secret_key && *src->cfg->curve_secret_key);
+    cJSON_AddNumberToObject(broker, "peers", (double)registry_peer_count(src->registry));
+    cJSON_AddNumberToObject(broker, "services", (double)registry_service_count(src->registry));
+    cJSON_AddNumberToObject(broker, "inflight", (double)src->inflight);
+    cJSON_AddNumberToObject(broker, "request_timeout_ms", src->cfg->request_timeout_ms);
+    cJSON_AddBoolToObject(broker, "stopping", src->stopping);
+    cJSON *messages = cJSON_AddObjectToObject(root, "messages");
+    add_counts(messages, "in", src->stats->in, MT__COUNT, type_name);
+    add_counts(messages, "out", src->stats->out, MT__COUNT, type_name);
+    add_counts(messages, "errors", src->stats->errors, ERR__COUNT, code_name);
+}
+
+static cJSON *peer_json(const peer_t *p)
+{
+    char label[2 * PEER_ID_MAX + 3];
+    cJSON *item = cJSON_CreateObject();
+    cJSON_AddStringToObject(item, "id", peer_label(p, label));
+    cJSON_AddStringToObject(item, "kind", p->kind == PEER_LUA ? "lua" : "remote");
+    cJSON *names = cJSON_AddArrayToObject(item, "names");
+    for (int i = 0; i < p->name_count; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(p->names[i]));
+    if (p->key[0])
+        cJSON_AddStringToObject(item, "key", p->key);
+    cJSON_AddNumberToObject(item, "handling", p->handling_count);
+    cJSON_AddNumberToObject(item, "waiting", p->waiting_count);
+    cJSON_AddNumberToObject(item, "queued_bytes", (double)p->queued_bytes);
+    cJSON_AddBoolToObject(item, "watching", p->watching);
+    return item;
+}
+
+static void add_services(cJSON *root, const http_sources_t *src, const http_service_totals_t *t,
+                         size_t n)
+{
+    cJSON *list = cJSON_AddArrayToObject(root, "services");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "name", t[i].name);
+        cJSON_AddNumberToObject(item, "requests", (double)t[i].requests);
+        cJSON_AddNumberToObject(item, "ok", (double)t[i].ok);
+        cJSON_AddNumberToObject(item, "failed", (double)t[i].failed);
+        cJSON *outcomes = cJSON_AddObjectToObject(item, "outcomes");
+        for (int o = 0; o < METRICS_OUTCOMES; o++)
+            cJSON_AddNumberToObject(outcomes, metrics_outcome_name((metrics_outcome_t)o),
+                                    (double)t[i].outcomes[o]);
+        cJSON_AddNumberToObject(item, "instance_count", t[i].instances);
+        cJSON *instances = cJSON_AddArrayToObject(item, "instances");
+        const service_t *svc = registry_find_service(src->registry, t[i].name, strlen(t[i].name));
+        for (int k = 0; svc && k < svc->count && k < HTTP_STATE_INSTANCES_MAX; k++) {
+            char label[2 * PEER_ID_MAX + 3];
+            cJSON *inst = cJSON_CreateObject();
+            cJSON_AddStringToObject(inst, "id", peer_label(svc->instances[k], label));
+            cJSON_AddStringToObject(inst, "kind", svc->instances[k]->kind == PEER_LUA ? "lua" : "remote");
+            cJSON_AddNumberToObject(inst, "handling", svc->instances[k]->handling_count);
+            cJSON_AddItemToArray(instances, inst);
+        }
+        cJSON_AddItemToArray(list, item);
+    }
+}
+
+static void add_peers(cJSON *root, const http_sources_t *src)
+{
+    cJSON *list = cJSON_AddArrayToObject(root, "peers");
+    size_t n = 0, total = 0;
+    for (peer_t *p = registry_next_peer(src->registry, NULL); p;
+         p = registry_next_peer(src->registry, p), total++)
+        if (n < HTTP_STATE_PEERS_MAX) {
+            cJSON_AddItemToArray(list, peer_json(p));
+            n++;
+        }
+    cJSON_AddNumberToObject(root, "peers_total", (double)total);
+}
+
+static void add_dead_letters(cJSON *root, const http_sources_t *src)
+{
+    const deadletters_t *dl = src->dead;
+    cJSON *dead = cJSON_AddObjectToObject(root, "dead_letters");
+    cJSON_AddNumberToObject(dead, "capacity", (double)src->cfg->dead_letters);
+    cJSON_AddNumberToObject(dead, "count", (double)deadletters_count(dl));
+    cJSON_AddNumberToObject(dead, "bytes", (double)deadletters_bytes(dl));
+    cJSON_AddNumberToObject(dead, "evicted", (double)deadletters_evicted(dl));
+    cJSON_AddItemToObject(dead, "newest", deadletters_list(dl, HTTP_STATE_DEAD_LETTERS));
+}
+
+static void add_policy(cJSON *root, const http_sources_t *src)
+{
+    cJSON *pol = cJSON_AddObjectToObject(root, "policy");
+    const policy_t *p = src->policy;
+    if (!p) {
+        cJSON_AddStringToObject(pol, "state", "none");
+        return;
+    }
+    cJSON_AddStringToObject(pol, "path", p->path);
+    cJSON_AddStringToObject(pol, "state", p->sandbox ? "loaded" : "not loaded");
+    char hooks[128];
+    policy_describe_hooks(p, hooks, sizeof hooks);
+    cJSON_AddStringToObject(pol, "hooks", hooks);
+    cJSON_AddNumberToObject(pol, "loads", (double)p->loads);
+    cJSON_AddNumberToObject(pol, "failed_loads", (double)p->failed_loads);
+    cJSON_AddNumberToObject(pol, "hook_errors", (double)p->hook_errors);
+    if (!p->source)
+        return;
+    size_t len = p->source_len < HTTP_STATE_POLICY_BYTES ? p->source_len : HTTP_STATE_POLICY_BYTES;
+    char *text = malloc(len + 1);
+    if (!text)
+        return;
+    memcpy(text, p->source, len);
+    text[len] = '\0';
+    cJSON_AddStringToObject(pol, "source", text);     /* cJSON escapes what JSON needs */
+    cJSON_AddBoolToObject(pol, "source_truncated", len < p->source_len);
+    free(text);
+}
+
+static http_blob_t *state_blob(const http_sources_t *src, const http_service_totals_t *t, size_t n,
+                               uint64_t now_ms)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root)
+        return NULL;
+    add_broker(root, src, now_ms);
+    add_services(root, src, t, n);
+    add_peers(root, src);
+    add_dead_letters(root, src);
+    add_policy(root, src);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text)
+        return NULL;
+    http_blob_t *blob = blob_new(text, strlen(text));
+    cJSON_free(text);
+    return blob;
+}
+
+http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
+                                    bool stopping, uint64_t now_ms)
+{
+    const http_sources_t sources = {
+        router_config(router), router_metrics(router), router_stats(router),
+        router_registry(router), router_inflight_count(router), router_dead(router),
+        router_policy(router), router_started_ms(router), stopping};
+    const http_sources_t *src = &sources;
+    http_service_totals_t *totals = NULL;
+    long n = service_totals(src, &totals);
+    if (n < 0)
+        return NULL;
+    http_snapshot_t *s = calloc(1, sizeof *s + (size_t)n * sizeof *totals);
+    if (!s) {
+        free(totals);
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->taken_ms = now_ms;
+    s->service_count = (size_t)n;
+    memcpy(s->services, totals, (size_t)n * sizeof *totals);
+    s->prometheus = prometheus_blob(maker, src);
+    s->state = state_blob(src, totals, (size_t)n, now_ms);
+    free(totals);
+    if (!s->prometheus || !s->state) {
+        http_snapshot_release(&s);
+        return NULL;
+    }
+    if (src->stopping)
+        snprintf(s->not_ready, sizeof s->not_ready, "stopping: the grace period is running");
+    else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
+        snprintf(s->not_ready, sizeof s->not_ready, "the policy failed to load");
+    s->ready = !s->not_ready[0];
+    return s;
+}

@@ -1,0 +1,82 @@
+/* http_snapshot: what the HTTP thread serves, taken by the broker thread
+ * once a second (HTTP_SNAPSHOT_MS) off the message path, and then never
+ * changed: the HTTP thread only reads it, so no lock is held while a
+ * client is served and no HTTP client can slow routing down.
+ *
+ * A snapshot holds the Prometheus text of the broker's counters, the JSON
+ * of /api/v1/state (services with their instances, peers, dead letters,
+ * the policy in force), the per-service totals the history is built from
+ * (http_history.h), and whether the broker is ready. Snapshots and their
+ * texts are reference counted with atomics: whichever thread lets go of
+ * the last reference frees it. */
+#ifndef SMARTSHOP_HTTP_SNAPSHOT_H
+#define SMARTSHOP_HTTP_SNAPSHOT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "metrics.h"
+#include "router.h"
+
+#define HTTP_SNAPSHOT_MS 1000
+/* Listed in /api/v1/state at most (the counts are always whole): a
+ * snapshot's size, and the broker thread's time making it, stay bounded
+ * whatever connects. */
+#define HTTP_STATE_PEERS_MAX 256
+#define HTTP_STATE_INSTANCES_MAX 32
+#define HTTP_STATE_DEAD_LETTERS 20
+#define HTTP_STATE_POLICY_BYTES (64u << 10)
+
+/* Immutable bytes shared by snapshots and the responses sending them. */
+typedef struct http_blob {
+    atomic_uint refs;
+    size_t len;
+    char text[];
+} http_blob_t;
+
+http_blob_t *http_blob_ref(http_blob_t *blob);
+void http_blob_release(http_blob_t **blob_p);
+
+/* One service's totals since the broker started, as routed: requests,
+ * how they ended (ok: answered without an error; failed: every other end,
+ * and each outcome of metrics.h), and the latency of the answered ones
+ * (one count per bucket of metrics_bucket_bounds, not cumulative). */
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    uint32_t instances;
+    uint64_t requests, ok, failed;
+    uint64_t outcomes[METRICS_OUTCOMES];
+    uint64_t buckets[METRICS_BUCKETS];
+} http_service_totals_t;
+
+typedef struct http_snapshot {
+    atomic_uint refs;
+    uint64_t taken_ms;          /* clock_ms() when it was taken */
+    bool ready;                 /* what /readyz says, and why not */
+    char not_ready[96];
+    http_blob_t *prometheus;    /* the counters' text, without the uptime */
+    http_blob_t *state;         /* the JSON of /api/v1/state */
+    size_t service_count;
+    http_service_totals_t services[];   /* by name */
+} http_snapshot_t;
+
+/* The broker thread's side: remembers the last Prometheus rendering, so
+ * that an unchanged one is shared rather than copied. */
+typedef struct {
+    metrics_text_t *text;       /* a reference, so its address is not reused */
+    http_blob_t *blob;          /* its copy */
+} http_snapshot_maker_t;
+
+/* A new snapshot of what the router holds, with one reference, or NULL
+ * if out of memory. `stopping`: the grace period runs (not ready). */
+http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
+                                    bool stopping, uint64_t now_ms);
+
+void http_snapshot_maker_clear(http_snapshot_maker_t *maker);
+
+http_snapshot_t *http_snapshot_ref(http_snapshot_t *s);
+void http_snapshot_release(http_snapshot_t **s_p);
+
+#endif
