@@ -358,5 +358,8 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
         snprintf(s->not_ready, sizeof s->not_ready, "the policy failed to load");
     s->ready = !s->not_ready[0];
+    s->policy_stale = src->policy && src->policy->stale_since[0];
+    s->policy_fallback = src->policy && src->policy->fallback;
+    s->restored_waiting = registry_restored_count(src->registry);
     return s;
 }

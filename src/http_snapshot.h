@@ -58,6 +58,8 @@ typedef struct http_snapshot {
     char not_ready[96];
     http_blob_t *prometheus;    /* the counters' text, without the uptime */
     http_blob_t *state;         /* the JSON of /api/v1/state */
+    bool policy_stale, policy_fallback; /* the restart gauges (metrics_restart_text) */
+    size_t restored_waiting;
     size_t service_count;
     http_service_totals_t services[];   /* by name */
 } http_snapshot_t;

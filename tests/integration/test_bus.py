@@ -53,7 +53,7 @@ class CrossBroker(BusTestCase):
         m = cli.request("nobody-anywhere")
         _, body = cli.recv_answer(m["msg_id"], 2 * SLOW)
         self.assertEqual(error_code(body), "no_such_service", body)
-        self.assertLess(time.monotonic() - start, 0.5 * SLOW)
+        self.assertLess(time.monotonic() - start, 1.0 * SLOW)   # not a deadline: at once
         self.assertEqual(body["correlation_id"], m["msg_id"])
 
     def test_timeout_is_the_origins_and_a_late_answer_is_dropped(self):
