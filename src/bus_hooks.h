@@ -11,6 +11,9 @@
 
 struct cJSON;
 
+/* Sends bytes that need no reply subject (broadcasts, topic events). */
+typedef int (*bus_send_fn)(void *ctx, const void *data, size_t len);
+
 typedef struct {
     void *ctx;                  /* NULL: no bus (one broker alone) */
     /* a request or event to `name`, which no local instance holds; its
@@ -19,8 +22,8 @@ typedef struct {
                    const void *data, size_t len);
     int (*event)(void *ctx, const char *name, uint64_t seq, const char *msg_id, size_t id_len,
                  const void *data, size_t len);
-    int (*broadcast)(void *ctx, const void *data, size_t len);
-    int (*topic)(void *ctx, const void *data, size_t len);
+    bus_send_fn broadcast;
+    bus_send_fn topic;
     /* to broker `origin`, about its request ('r') or event ('e') `seq`:
      * the answer's bytes, or len 0 for "not taken here" */
     int (*answer)(void *ctx, const char *origin, char kind, uint64_t seq, const char *msg_id,
