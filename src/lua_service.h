@@ -43,6 +43,20 @@ typedef struct lua_timer {
 
 /* One loaded version of a service file. */
 #define LUA_SERVICE_MAX_SUBSCRIPTIONS 32
+/* Requests a version may hold for a late answer (bus.later) at once. */
+#define LUA_SERVICE_MAX_LATER 4096
+
+/* A request taken by bus.later(msg): what its answer needs, kept until it
+ * is answered or its deadline passes. */
+typedef struct {
+    char src[NAME_MAX_LEN + 1];  /* the requester (the answer's dst) */
+    char msg_id[MSG_ID_MAX_LEN + 1];  /* raw, as in the request (escapes kept) */
+    char action[MSG_ID_MAX_LEN + 1];
+    uint8_t msg_id_len, action_len;
+    bool msg_id_escaped, action_escaped, has_action;
+    uint64_t due_ms;             /* its deadline (ttl_ms or --request-timeout-ms); 0: free */
+    uint32_t gen;                /* bumped when the slot is freed: old handles go stale */
+} lua_later_t;
 
 typedef struct lua_version {
     struct lua_service *service; /* the service it belongs (or will belong) to */
@@ -62,6 +76,10 @@ typedef struct lua_version {
         char group[NAME_MAX_LEN + 1];    /* "" for none */
     } subs[LUA_SERVICE_MAX_SUBSCRIPTIONS];
     int sub_count;
+    lua_later_t *later;          /* requests waiting for a late answer */
+    int later_count, later_cap;  /* slots in use (not yet answered), allocated */
+    const envelope_t *current;   /* the request on_request is handling, or NULL */
+    bool deferred;               /* on_request called bus.later(msg) for it */
 } lua_version_t;
 
 typedef struct lua_service {
@@ -84,6 +102,20 @@ typedef struct lua_service {
 lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
                                 char *err, size_t errlen);
 void lua_version_free(lua_version_t **self_p);
+
+/* Hands the running version's state to `fresh`, which replaces it
+ * (docs/lua-services.md, "Reload hand-over"): if fresh's table has
+ * on_reload, it is called with the old version's state (what its
+ * on_save() returns, else its table's `state` field), copied across the
+ * two Lua states as JSON (lua_json.c: arrays and 64-bit integers kept).
+ * Returns 0, or -1 with the reason in `err`: the reload must then be
+ * refused (the old version keeps running, with its state). */
+int lua_version_take_over(lua_version_t *fresh, lua_version_t *old, char *err, size_t errlen);
+
+/* Answers every request `v` still holds for a late answer with error
+ * service_error `why` (a version being replaced), so each gets exactly
+ * one answer. */
+void lua_version_abandon_later(lua_version_t *v, const char *why);
 
 /* Handles one message delivered to the service (a request, an event or
  * broadcast, or the answer to a request it sent). */

@@ -171,6 +171,11 @@ static void load_file(services_t *s, const char *file)
         return;
     }
     lua_version_t *old = svc->version;
+    if (!is_new && lua_version_take_over(fresh, old, err, sizeof err) < 0) {
+        log_error("service %s refused, the previous version keeps running: %s", file, err);
+        lua_version_free(&fresh);
+        return;
+    }
     svc->version = fresh;
     if (is_new) {
         char id[PEER_ID_MAX];
@@ -198,6 +203,7 @@ static void load_file(services_t *s, const char *file)
      * goes, the new one comes (the same patterns again are idempotent) */
     lua_service_send_subscriptions(fresh, old, "unsubscribe");
     lua_service_send_subscriptions(fresh, fresh, "subscribe");
+    lua_version_abandon_later(old, "the service was reloaded before it answered");
     lua_version_free(&old);
     log_info("service %s reloaded from %s", fresh->name, file);
 }
