@@ -121,6 +121,25 @@ int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t e
 policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewritten,
                                size_t *rewritten_len, char *reason, size_t reasonlen);
 
+/* route()'s verdict when policy_filter_route ran it. */
+typedef struct {
+    bool taken;                  /* route() ran (or was skipped for the type):
+                                    verdict and route are its answer */
+    policy_verdict_t verdict;    /* as policy_route's */
+    route_t route;
+} policy_route_ahead_t;
+
+/* filter(msg) and, if it passes the message unchanged, route(msg, ctx) in
+ * the same protected call (one entry into Lua instead of two; each hook
+ * with its own instruction budget). For a message the router would route
+ * next, unchanged: what route() said is then in *ahead (ahead->taken), and
+ * the router uses it instead of calling policy_route. Returns filter()'s
+ * verdict, as policy_filter; a failed route() is ahead->verdict FAIL (its
+ * error in `text`). */
+policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
+                                     size_t *rewritten_len, char *text, size_t textlen,
+                                     policy_route_ahead_t *ahead);
+
 /* authorize(msg, peer): PASS, REJECT (reason) or FAIL. `peer` is the
  * sending connection (its names and CURVE key). */
 policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,

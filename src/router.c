@@ -800,13 +800,21 @@ answered:;
     return NULL;
 }
 
-/* The services a request or event goes to: dst, unless route() says. */
-static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route)
+/* The services a request or event goes to: dst, unless route() says
+ * (in filter()'s call already, if `ahead` was taken there). */
+static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (policy_has(r->policy, HOOK_ROUTE)) {
         char err[512];
-        policy_verdict_t verdict = policy_route(r->policy, env, route, err, sizeof err);
+        policy_verdict_t verdict = ahead->taken ? ahead->verdict
+                                                : policy_route(r->policy, env, route, err, sizeof err);
+        if (ahead->taken && verdict == POLICY_DECIDED) {
+            route->count = ahead->route.count;
+            route->instance = ahead->route.instance;
+            memcpy(route->names, ahead->route.names, sizeof route->names[0] * (size_t)route->count);
+        }
         if (verdict == POLICY_FAIL) {
             router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
             return false;
@@ -851,7 +859,8 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
     router_send_error(r, peer, env, err, why);
 }
 
-static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                           const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (env_equals(dst, "broker")) {
@@ -876,7 +885,7 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer;
@@ -1066,7 +1075,8 @@ static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t
         router_peer_gone(r, pub.gone[i]);
 }
 
-static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (r->watchers > 0)
@@ -1099,7 +1109,7 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names fans the event out: one instance of each gets it */
     bus_err_t err = ERR_NONE;
@@ -1127,11 +1137,13 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
  * one, which then replaces it (re-encoded, checked again, and still from
  * the same sender: msg_id, type and src must not change). Returns false if
  * the message was answered and must go no further. */
-static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
+static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env,
+                         policy_route_ahead_t *ahead)
 {
     char *text = NULL, reason[512];
     size_t len = 0;
-    switch (policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
+    switch (ahead ? policy_filter_route(r->policy, env, &text, &len, reason, sizeof reason, ahead)
+                  : policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
@@ -1185,6 +1197,23 @@ static bool refuse_too_large(router_t *r, peer_t *peer, size_t len)
     return true;
 }
 
+/* True if, should filter() pass it unchanged, handle_request or
+ * handle_event would ask route() where `env` goes next: then both run in
+ * one call into the policy (policy_filter_route). The same tests as
+ * theirs, in their order. */
+static bool route_comes_next(const router_t *r, const envelope_t *env)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (!policy_has(r->policy, HOOK_ROUTE) || env_equals(dst, "broker") || env_equals(dst, "broadcast"))
+        return false;
+    if (env->type == MT_EVENT)
+        return env->f[EF_TOPIC].kind != JSON_STRING;
+    if (env->type != MT_REQUEST || r->stopping)
+        return false;
+    const env_value_t *id = &env->f[EF_MSG_ID];
+    return !inflight_find_hashed(r->inflight, id->ptr, id->len, inflight_hash(id->ptr, id->len));
+}
+
 /* The rules after the envelope is read: who may send it, the policy's
  * say, and where it goes. */
 static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
@@ -1218,18 +1247,21 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
             return;
         }
     }
-    if (policy_has(r->policy, HOOK_FILTER) && !apply_filter(r, peer, m, env))
+    policy_route_ahead_t ahead;         /* not zeroed: its route is 2 KB */
+    ahead.taken = false;
+    if (policy_has(r->policy, HOOK_FILTER) &&
+        !apply_filter(r, peer, m, env, route_comes_next(r, env) ? &ahead : NULL))
         return;
     switch (env->type) {
     case MT_REQUEST:
-        handle_request(r, peer, m, env);
+        handle_request(r, peer, m, env, &ahead);
         break;
     case MT_RESPONSE:
     case MT_ERROR:
         handle_answer(r, peer, m, env);
         break;
     case MT_EVENT:
-        handle_event(r, peer, m, env);
+        handle_event(r, peer, m, env, &ahead);
         break;
     default:
         break;
