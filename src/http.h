@@ -8,11 +8,13 @@
  * takes a snapshot of its state (http_snapshot.h) and swaps it in under a
  * lock held for a pointer swap. The HTTP thread answers from the newest
  * snapshot only, so a slow or hostile HTTP client can never stall routing.
- * A snapshot is due once a second, and sooner when a request for /metrics
- * or /api/v1/state waits for one taken after it arrived (it is suspended
- * until then, at most HTTP_FRESH_WAIT_MS): what a scrape shows includes
- * every message the broker handled before it. Those extra snapshots come
- * at most one per HTTP_FRESH_MIN_MS, whatever the number of scrapes.
+ * A snapshot is due once a second (the service totals of the history,
+ * readiness), and sooner when a request for /metrics or /api/v1/state
+ * waits for its part made after it arrived (it is suspended until then,
+ * at most HTTP_FRESH_WAIT_MS): what a scrape shows includes every message
+ * the broker handled before it, and the Prometheus text and the JSON are
+ * made only when someone asks. Those extra snapshots come at most one per
+ * HTTP_FRESH_MIN_MS, whatever the number of requests.
  *
  * libmicrohttpd runs in its external-epoll mode inside that thread, which
  * accepts the connections itself: up to --metrics-max-connections at once

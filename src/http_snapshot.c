@@ -76,6 +76,7 @@ void http_snapshot_maker_clear(http_snapshot_maker_t *maker)
 {
     metrics_text_release(&maker->text);
     http_blob_release(&maker->blob);
+    http_blob_release(&maker->state);
 }
 
 /* The Prometheus text: rendered by metrics.c only when a counter changed;
@@ -94,7 +95,8 @@ static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sou
             metrics_text_release(&text);
             return NULL;
         }
-        http_snapshot_maker_clear(maker);
+        metrics_text_release(&maker->text);
+        http_blob_release(&maker->blob);
         maker->text = text;         /* keeps our reference */
         maker->blob = blob;
     } else {
@@ -326,7 +328,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
 }
 
 http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
-                                    bool stopping, uint64_t now_ms)
+                                    bool stopping, unsigned parts, uint64_t now_ms)
 {
     const http_sources_t sources = {
         router_config(router), router_metrics(router), router_stats(router),
@@ -346,13 +348,26 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     s->taken_ms = now_ms;
     s->service_count = (size_t)n;
     memcpy(s->services, totals, (size_t)n * sizeof *totals);
-    s->prometheus = prometheus_blob(maker, src);
-    s->state = state_blob(src, totals, (size_t)n, now_ms);
-    free(totals);
-    if (!s->prometheus || !s->state) {
-        http_snapshot_release(&s);
-        return NULL;
+    if (parts & HTTP_PART_METRICS) {
+        http_blob_t *fresh = prometheus_blob(maker, src);
+        if (fresh) {                /* else (out of memory) the last one stays */
+            http_blob_release(&fresh);
+            maker->blob_ms = now_ms;
+        }
     }
+    if (parts & HTTP_PART_STATE) {
+        http_blob_t *fresh = state_blob(src, totals, (size_t)n, now_ms);
+        if (fresh) {
+            http_blob_release(&maker->state);
+            maker->state = fresh;
+            maker->state_ms = now_ms;
+        }
+    }
+    free(totals);
+    s->prometheus = http_blob_ref(maker->blob);
+    s->prometheus_ms = maker->blob ? maker->blob_ms : 0;
+    s->state = http_blob_ref(maker->state);
+    s->state_ms = maker->state ? maker->state_ms : 0;
     if (src->stopping)
         snprintf(s->not_ready, sizeof s->not_ready, "stopping: the grace period is running");
     else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
