@@ -4,6 +4,10 @@
  *
  *   - a message with "type":"register" maps its src to the sender's
  *     identity, and gets a short register response (so peers know it is up);
+ *   - a message whose dst is "broadcast": one copy to every connection
+ *     that registered a name, but the sender (the broker's T5, without
+ *     its checks), so that bench/run.sh can compare the broker's fan-out
+ *     with a forwarder's;
  *   - every other message: its src, if new, is mapped to the sender's
  *     identity (clients need not register), and the message is forwarded,
  *     as the very frame it came in (zero copy), to the identity its dst
@@ -86,6 +90,29 @@ static entry_t *map(const char *name, size_t len, zmq_msg_t *id, bool delimiter)
     memcpy(e->id, zmq_msg_data(id), e->id_len);
     e->delimiter = delimiter;
     return e;
+}
+
+/* The connections that registered a name, for broadcast: copies, since
+ * the name table moves when it grows. */
+#define MAX_REGISTERED 4096
+static struct {
+    bool delimiter;
+    uint8_t id_len;
+    unsigned char id[ID_MAX_LEN];
+} registered_peers[MAX_REGISTERED];
+static size_t registered_count;
+
+static void note_registered(const entry_t *e)
+{
+    for (size_t i = 0; i < registered_count; i++)
+        if (registered_peers[i].id_len == e->id_len && memcmp(registered_peers[i].id, e->id, e->id_len) == 0)
+            return;
+    if (registered_count == MAX_REGISTERED)
+        return;
+    registered_peers[registered_count].delimiter = e->delimiter;
+    registered_peers[registered_count].id_len = e->id_len;
+    memcpy(registered_peers[registered_count].id, e->id, e->id_len);
+    registered_count++;
 }
 
 static volatile sig_atomic_t stop;
@@ -198,6 +225,7 @@ int main(int argc, char **argv)
                 if (send_to(router, e, &r) < 0)
                     zmq_msg_close(&r);
                 registered++;
+                note_registered(e);
             }
             continue;
         }
@@ -209,6 +237,25 @@ int main(int argc, char **argv)
             from->delimiter = delimiter;
         if (!BU_FIND(buf, len, "\"dst\":\"", &dst, &dst_len)) {
             bad++;
+            continue;
+        }
+        if (dst_len == 9 && memcmp(dst, "broadcast", 9) == 0) {
+            for (size_t i = 0; i < registered_count; i++) {
+                if (registered_peers[i].id_len == zmq_msg_size(&id) &&
+                    memcmp(registered_peers[i].id, zmq_msg_data(&id), zmq_msg_size(&id)) == 0)
+                    continue;           /* not back to the sender */
+                entry_t to = {.delimiter = registered_peers[i].delimiter, .id_len = registered_peers[i].id_len};
+                memcpy(to.id, registered_peers[i].id, to.id_len);
+                zmq_msg_t copy;
+                zmq_msg_init(&copy);
+                zmq_msg_copy(&copy, &data);     /* a reference, as the broker's copies */
+                if (send_to(router, &to, &copy) < 0) {
+                    zmq_msg_close(&copy);
+                    dropped_send++;
+                } else {
+                    forwarded++;
+                }
+            }
             continue;
         }
         entry_t *to = dst_len <= NAME_MAX_LEN ? lookup(dst, dst_len, false) : NULL;

@@ -8,6 +8,10 @@
  *
  *   smartshop-fanout --mode bus --endpoint tcp://127.0.0.1:5555 --server-pid PID
  *   smartshop-fanout --mode nats --endpoint 127.0.0.1:4222 --server-pid PID
+ *   smartshop-fanout --mode broadcast --endpoint tcp://127.0.0.1:5555 --server-pid PID
+ * --mode broadcast: the subscribers register names instead, and the
+ * publisher sends events to "broadcast" (T5): against the broker or the
+ * ceiling (bench/ceiling.c), whose fan-out is a copy per registered peer.
  * Options: --subs N (10), --size B (64), --window W (64), --warmup S (1),
  * --duration S (3), --label L. */
 #include <arpa/inet.h>
@@ -33,7 +37,7 @@
 #define MAX_SUBS 1000
 
 static struct {
-    bool nats;
+    bool nats, broadcast;
     const char *endpoint, *label;
     int subs, size, window, server_pid;
     double warmup, duration;
@@ -103,9 +107,14 @@ static void bus_setup(void)
         }
         zsub[i] = s;
         char msg[1024];
-        snprintf(msg, sizeof msg,
-                 "{\"msg_id\":\"sub-%d\",\"type\":\"request\",\"src\":\"fan-sub-%d\",\"dst\":\"broker\","
-                 "\"action\":\"subscribe\",\"payload\":{\"topic\":\"bench.fanout.*\"}}", i, i);
+        if (opt.broadcast)
+            snprintf(msg, sizeof msg,
+                     "{\"msg_id\":\"reg-%d\",\"type\":\"register\",\"src\":\"fan-sub-%d\",\"dst\":\"broker\","
+                     "\"action\":\"register\",\"payload\":{}}", i, i);
+        else
+            snprintf(msg, sizeof msg,
+                     "{\"msg_id\":\"sub-%d\",\"type\":\"request\",\"src\":\"fan-sub-%d\",\"dst\":\"broker\","
+                     "\"action\":\"subscribe\",\"payload\":{\"topic\":\"bench.fanout.*\"}}", i, i);
         bus_send(s, msg);
         bus_expect(s, "\"status\":\"ok\"");
     }
@@ -114,10 +123,14 @@ static void bus_setup(void)
 static void bus_publish(void)
 {
     char msg[70000];
-    int n = snprintf(msg, sizeof msg,
-                     "{\"msg_id\":\"ev-%llu\",\"type\":\"event\",\"src\":\"fan-pub\",\"dst\":null,"
-                     "\"action\":\"tick\",\"payload\":\"%s\",\"topic\":\"" TOPIC "\"}",
-                     published, payload);
+    int n = opt.broadcast
+        ? snprintf(msg, sizeof msg,
+                   "{\"msg_id\":\"ev-%llu\",\"type\":\"event\",\"src\":\"fan-pub\",\"dst\":\"broadcast\","
+                   "\"action\":\"tick\",\"payload\":\"%s\"}", published, payload)
+        : snprintf(msg, sizeof msg,
+                   "{\"msg_id\":\"ev-%llu\",\"type\":\"event\",\"src\":\"fan-pub\",\"dst\":null,"
+                   "\"action\":\"tick\",\"payload\":\"%s\",\"topic\":\"" TOPIC "\"}",
+                   published, payload);
     if (zmq_send(zpub, msg, (size_t)n, 0) < 0)
         die("zmq_send");
     published++;
@@ -296,7 +309,10 @@ int main(int argc, char **argv)
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'm': opt.nats = strcmp(optarg, "nats") == 0; break;
+        case 'm':
+            opt.nats = strcmp(optarg, "nats") == 0;
+            opt.broadcast = strcmp(optarg, "broadcast") == 0;
+            break;
         case 'e': opt.endpoint = optarg; break;
         case 'n': opt.subs = atoi(optarg); break;
         case 's': opt.size = atoi(optarg); break;
@@ -325,7 +341,7 @@ int main(int argc, char **argv)
     double secs = t1 - t0;
     printf("label=%s mode=%s subs=%d size=%d events_per_s=%.0f deliveries_per_s=%.0f "
            "server_cpu_us_per_delivery=%.3f\n",
-           opt.label, opt.nats ? "nats" : "bus", opt.subs, opt.size, pubs / secs, dels / secs,
+           opt.label, opt.nats ? "nats" : opt.broadcast ? "broadcast" : "bus", opt.subs, opt.size, pubs / secs, dels / secs,
            dels ? (cpu1 - cpu0) * 1e6 / (double)dels : 0.0);
     return dels ? 0 : 1;
 }

@@ -19,10 +19,19 @@
 #                     the hot path
 #
 # What it runs (each a fresh process set unless said otherwise):
-#   main     4 clients x 64 in flight, 64 B: the ceiling (bench/ceiling.c) with
-#            the C echo, the broker with policies/routing.lua and the C echo,
-#            the broker with the in-process Lua echo (services/echo.lua);
-#            interleaved, --rounds rounds, rotating the order each round
+#   main     4 clients x 64 in flight, 64 B, interleaved, --rounds rounds,
+#            rotating the order each round:
+#              ceil   the ceiling (bench/ceiling.c) with the C echo
+#              brk    the broker, policies/routing.lua, the C echo
+#              lua    the broker with the in-process Lua echo (services/echo.lua)
+#              hooks  the broker, bench/policies/hooks.lua (filter + route by hand)
+#              comp   the broker, bench/policies/composed.lua (the same as three
+#                     library rules, lua/smartshop)
+#              pay    the broker, bench/policies/payload.lua (filter reads the payload)
+#              inv    the broker hosting bench/services/bench-inventory.lua
+#                     (decodes its payload, answers a table it builds)
+#              nats   nats-server (Debian's package) with bench/nats_rr.c's echo
+#                     and load: the same envelopes, over NATS's text protocol
 #   rate     4 x 64, 64 B, held at --rate round trips/s (default 100000),
 #            ceiling and broker: CPU per round trip at one rate
 #   w1       1 client x 1 in flight, 64 B, on the same processes, all pinned
@@ -35,6 +44,10 @@
 #            (distinct names), 4 x 64, 64 B; interleaved rounds
 #   fanout   one publisher, 10 and 100 subscribers of a topic (bench/fanout.c),
 #            the broker beside nats-server: deliveries/s, CPU per delivery
+#   bcast    one publisher, events to "broadcast", 10 registered peers: the
+#            broker beside the ceiling doing the same fan-out; 3 rounds
+# nats-server is installed (apt-get) if missing and we are root; else the
+# NATS rows are skipped, and said.
 # Then bench/report.py prints medians and ours/ceiling ratios. Exit status
 # 1 if any run lost a request or could not run.
 set -euo pipefail
@@ -67,7 +80,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-for tool in smartshop-broker smartshop-ceiling smartshop-loadgen smartshop-bench-echo smartshop-fanout; do
+for tool in smartshop-broker smartshop-ceiling smartshop-loadgen smartshop-bench-echo smartshop-fanout \
+            smartshop-nats-rr; do
   if [ ! -x "$BUILD/$tool" ]; then
     echo "run.sh: $BUILD/$tool not found: build first (cmake --build build -j2)" >&2
     exit 2
@@ -132,12 +146,17 @@ start_server() {
     echo "== $name ($kind) on $ep $*" >> "$LOG"
     if [ "$kind" = ceiling ]; then
       "${SERVER_CPU[@]}" "$BUILD/smartshop-ceiling" --endpoint "$ep" 2>> "$LOG" &
+    elif [ "$kind" = nats ]; then
+      "${SERVER_CPU[@]}" "$NATS" -a 127.0.0.1 -p "$PORT" >> "$LOG" 2>&1 &
     else
       "${SERVER_CPU[@]}" "$BUILD/smartshop-broker" --endpoint "$ep" --log-level warn "$@" 2>> "$LOG" &
     fi
     pid=$!
     STARTED+=("$pid")
     sleep 0.15
+    if [ "$kind" = nats ]; then   # up when its port answers
+      for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+    fi
     kill -0 "$pid" 2>/dev/null && break
     wait "$pid" 2>/dev/null || true
   done
@@ -148,7 +167,11 @@ start_server() {
 # start_echo NAME: the C echo service on NAME's port -> sets ECHO_<NAME>
 start_echo() {
   local name=$1 port_var=PORT_$1 pid out=$OUT/echo.$1.$RANDOM
-  "${CLIENT_CPU[@]}" "$BUILD/smartshop-bench-echo" --endpoint "tcp://127.0.0.1:${!port_var}" > "$out" 2>> "$LOG" &
+  if [ "$name" = nats ]; then
+    "${CLIENT_CPU[@]}" "$BUILD/smartshop-nats-rr" --role echo --endpoint "127.0.0.1:${!port_var}" > "$out" 2>> "$LOG" &
+  else
+    "${CLIENT_CPU[@]}" "$BUILD/smartshop-bench-echo" --endpoint "tcp://127.0.0.1:${!port_var}" > "$out" 2>> "$LOG" &
+  fi
   pid=$!
   STARTED+=("$pid")
   printf -v "ECHO_$name" %s "$pid"
@@ -188,11 +211,13 @@ stop() {
 lg() {
   local name=$1 label=$2
   shift 2
-  local port_var=PORT_$name pid_var=PID_$name echo_var=ECHO_$name line
-  local echo_args=()
+  local port_var=PORT_$name pid_var=PID_$name echo_var=ECHO_$name line extra=()
+  local echo_args=() tool=("$BUILD/smartshop-loadgen" --endpoint "tcp://127.0.0.1:${!port_var}" --broker-pid)
   [ -n "${!echo_var:-}" ] && echo_args=(--echo-pid "${!echo_var}")
-  if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-loadgen" --endpoint "tcp://127.0.0.1:${!port_var}" \
-              --broker-pid "${!pid_var}" "${echo_args[@]}" --label "$label" "$@"); then
+  [ "$name" = nats ] && tool=("$BUILD/smartshop-nats-rr" --role load --endpoint "127.0.0.1:${!port_var}" --server-pid)
+  [ "$name" = inv ] && extra=(--service bench-inventory --action stock)
+  if line=$("${CLIENT_CPU[@]}" "${tool[@]}" "${!pid_var}" "${echo_args[@]}" --label "$label" \
+              ${extra[@]+"${extra[@]}"} "$@"); then
     echo "$line" >> "$RESULTS"
     printf '  %-26s %s\n' "$label" "$(echo "$line" | tr ' ' '\n' |
       grep -E '^(rt_per_s|p50_us|p99_us|errors|lost|broker_cpu_us_per_rt)=' | tr '\n' ' ')"
@@ -223,15 +248,36 @@ if [ "$BUSY_BEFORE" -gt 10 ]; then
 fi
 echo "rev=$REV busy_before=$BUSY_BEFORE pin=$PIN quick=$QUICK" > "$OUT/meta.txt"
 
+# nats-server: Debian's package, installed here if it is missing
+NATS=$(command -v nats-server || true)
+if [ -z "$NATS" ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+  echo "installing nats-server (apt-get install nats-server)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nats-server >> "$LOG" 2>&1 || true
+  NATS=$(command -v nats-server || true)
+fi
+[ -n "$NATS" ] || echo "run.sh: nats-server not installed (apt-get install nats-server): no NATS rows" >&2
+
 # --- main and w1: interleaved rounds --------------------------------------
-TARGETS=(ceil brk lua)
+TARGETS=(ceil brk lua hooks comp pay inv)
+[ -n "$NATS" ] && TARGETS+=(nats)
+[ $QUICK = 1 ] && TARGETS=(ceil brk lua comp inv $([ -n "$NATS" ] && echo nats))
 for ((r = 1; r <= ROUNDS; r++)); do
   echo "round $r/$ROUNDS"
-  start_server ceil ceiling
-  start_server brk broker --policy "$ROOT/policies/routing.lua" --services ''
-  start_server lua broker --policy "$ROOT/policies/routing.lua" --services "$ROOT/services"
-  start_echo ceil || true
-  start_echo brk || true
+  for t in "${TARGETS[@]}"; do
+    case $t in
+      ceil)  start_server ceil ceiling ;;
+      brk)   start_server brk broker --policy "$ROOT/policies/routing.lua" --services '' ;;
+      lua)   start_server lua broker --policy "$ROOT/policies/routing.lua" --services "$ROOT/services" ;;
+      hooks) start_server hooks broker --policy "$ROOT/bench/policies/hooks.lua" --services '' ;;
+      comp)  start_server comp broker --policy "$ROOT/bench/policies/composed.lua" --services '' ;;
+      pay)   start_server pay broker --policy "$ROOT/bench/policies/payload.lua" --services '' ;;
+      inv)   start_server inv broker --policy "$ROOT/policies/routing.lua" --services "$ROOT/bench/services" ;;
+      nats)  start_server nats nats ;;
+    esac
+  done
+  for t in "${TARGETS[@]}"; do
+    case $t in ceil|brk|hooks|comp|pay|nats) start_echo "$t" || true ;; esac
+  done
   # rotate the order each round, so no target always runs first
   order=()
   for ((i = 0; i < ${#TARGETS[@]}; i++)); do
@@ -243,23 +289,24 @@ for ((r = 1; r <= ROUNDS; r++)); do
   # the same 4 x 64 load held at one rate both can carry: CPU per round
   # trip without the effect of batching (a saturated forwarder batches more)
   for t in "${order[@]}"; do
-    [ "$t" = lua ] && continue
+    case $t in ceil|brk) ;; *) continue ;; esac
     lg "$t" "rate/$t" --clients 4 --window 64 --payload 64 --rate "$RATE" \
       --warmup "$W1_WARMUP" --duration "$W1_DURATION"
   done
   # window 1 on one CPU: every process of the run on CPU 0. Across the two
   # vCPUs of this VM each wake-up of a sleeping peer costs ~50 us (an IPI to
   # an idle vCPU), at random, which would swamp what the forwarder does.
-  for var in PID_ceil PID_brk PID_lua ECHO_ceil ECHO_brk; do
+  for var in PID_ceil PID_brk PID_lua PID_nats ECHO_ceil ECHO_brk ECHO_nats; do
     if [ -n "${!var:-}" ]; then taskset -a -p -c 0 "${!var}" > /dev/null || true; fi
   done
   for t in "${order[@]}"; do
+    case $t in ceil|brk|lua|nats) ;; *) continue ;; esac
     CLIENT_CPU_SAVED=("${CLIENT_CPU[@]}")
     CLIENT_CPU=(taskset -c 0)
     lg "$t" "w1/$t" --clients 1 --window 1 --payload 64 --warmup "$W1_WARMUP" --duration "$W1_DURATION"
     CLIENT_CPU=("${CLIENT_CPU_SAVED[@]}")
   done
-  stop ceil brk lua
+  stop "${TARGETS[@]}"
 done
 
 if [ $MAIN_ONLY = 1 ]; then
@@ -273,16 +320,17 @@ if [ -n "$MX_CLIENTS" ]; then
   start_server def broker --policy "$ROOT/policies/routing.lua" --services ''
   start_server hooks broker --policy "$ROOT/bench/policies/hooks.lua" --services ''
   start_server pay broker --policy "$ROOT/bench/policies/payload.lua" --services ''
-  for t in ceil def hooks pay; do start_echo "$t" || true; done
+  start_server comp broker --policy "$ROOT/bench/policies/composed.lua" --services ''
+  for t in ceil def hooks pay comp; do start_echo "$t" || true; done
   for c in $MX_CLIENTS; do
     for p in $MX_PAYLOADS; do
-      for t in ceil def hooks pay; do
+      for t in ceil def hooks comp pay; do
         lg "$t" "mx/$t/c$c/p$p" --clients "$c" --window 64 --payload "$p" \
           --warmup "$MX_WARMUP" --duration "$MX_DURATION"
       done
     done
   done
-  stop ceil def hooks pay
+  stop ceil def hooks pay comp
 fi
 
 # --- scale: 10 vs 1,000 registered peers -----------------------------------
@@ -305,8 +353,6 @@ done
 # per delivery. Skipped, and said, where nats-server is not installed.
 if [ $MAIN_ONLY = 0 ]; then
   echo "fanout"
-  NATS=$(command -v nats-server || true)
-  [ -n "$NATS" ] || echo "run.sh: nats-server not installed (apt-get install nats-server): fanout without NATS" >&2
   if [ $QUICK = 1 ]; then FAN_SUBS="10"; FO_WARMUP=0.2; FO_DURATION=0.5; else FAN_SUBS="10 100"; FO_WARMUP=0.5; FO_DURATION=2; fi
   for ((r = 1; r <= (QUICK ? 1 : 3); r++)); do
     for n in $FAN_SUBS; do
@@ -320,20 +366,40 @@ if [ $MAIN_ONLY = 0 ]; then
       fi
       stop fo
       [ -n "$NATS" ] || continue
-      PORT=$((PORT + 1))
-      "${SERVER_CPU[@]}" "$NATS" -a 127.0.0.1 -p "$PORT" 2>> "$LOG" >> "$LOG" &
-      nats_pid=$!
-      STARTED+=("$nats_pid")
-      for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-      if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-fanout" --mode nats --endpoint "127.0.0.1:$PORT" \
+      start_server fonats nats
+      nats_pid=$PID_fonats
+      if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-fanout" --mode nats --endpoint "127.0.0.1:$PORT_fonats" \
                   --server-pid "$nats_pid" --subs "$n" --warmup "$FO_WARMUP" --duration "$FO_DURATION" \
                   --label "fanout/nats/s$n"); then
         echo "$line" >> "$RESULTS"; echo "  $line"
       else
         echo "label=fanout/nats/s$n failed=1" >> "$RESULTS"; FAILED=1
       fi
-      kill "$nats_pid" 2>/dev/null || true
-      wait "$nats_pid" 2>/dev/null || true
+      stop fonats
+    done
+  done
+fi
+
+# --- bcast: events to "broadcast", 10 registered peers -------------------
+# The broker's fan-out (T5) beside the ceiling's (a copy to each registered
+# peer, nothing checked): server CPU per delivered copy.
+if [ $MAIN_ONLY = 0 ]; then
+  echo "broadcast"
+  if [ $QUICK = 1 ]; then BC_ROUNDS=1; BC_WARMUP=0.2; BC_DURATION=0.5; else BC_ROUNDS=3; BC_WARMUP=0.5; BC_DURATION=2; fi
+  for ((r = 1; r <= BC_ROUNDS; r++)); do
+    bc_order=(ceil brk)
+    [ $((r % 2)) = 0 ] && bc_order=(brk ceil)
+    for t in "${bc_order[@]}"; do
+      if [ $t = ceil ]; then start_server bc ceiling; else
+        start_server bc broker --policy "$ROOT/policies/routing.lua" --services ''; fi
+      if line=$("${CLIENT_CPU[@]}" "$BUILD/smartshop-fanout" --mode broadcast --endpoint "tcp://127.0.0.1:$PORT_bc" \
+                  --server-pid "$PID_bc" --subs 10 --warmup "$BC_WARMUP" --duration "$BC_DURATION" \
+                  --label "bcast/$t/s10"); then
+        echo "$line" >> "$RESULTS"; echo "  $line"
+      else
+        echo "label=bcast/$t/s10 failed=1" >> "$RESULTS"; FAILED=1
+      fi
+      stop bc
     done
   done
 fi

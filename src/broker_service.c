@@ -13,6 +13,7 @@
 #include "policy.h"
 #include "reply.h"
 #include "topics.h"
+#include "trace.h"
 
 struct broker_service {
     router_t *router;
@@ -86,6 +87,8 @@ static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(dropped, "topic_undelivered", (double)s->topic_undelivered);
     cJSON_AddNumberToObject(payload, "subscriptions", (double)topics_count(router_topics(bs->router)));
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
+    /* requests by how they ended: ok, and every way of failing */
+    metrics_add_totals_json(router_metrics(bs->router), payload);
     return payload;
 }
 
@@ -144,6 +147,46 @@ static cJSON *dead_letters(broker_service_t *bs, peer_t *peer, const envelope_t 
     return payload;
 }
 
+/* dead_letter {"id": N}: one letter, with its message as it came (as
+ * JSON: it was read), so that an operator sees it before a replay. */
+static cJSON *dead_letter(broker_service_t *bs, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    cJSON *payload = cJSON_CreateObject();
+    double id = payload_number(env, "id");
+    const deadletter_t *d = id < 0 ? NULL : deadletters_find(router_dead(bs->router), (uint64_t)id);
+    if (!d)
+        return status_error(payload, "no dead letter has that id (see dead_letters)");
+    cJSON *item = cJSON_AddObjectToObject(payload, "dead_letter");
+    const char *keys[] = {"msg_id", "src", "dst", "action"};
+    const char *values[] = {d->msg_id, d->src, d->dst, d->action};
+    cJSON_AddNumberToObject(item, "id", (double)d->id);
+    cJSON_AddStringToObject(item, "at", d->at);
+    cJSON_AddStringToObject(item, "code", bus_err_name(d->code));
+    for (int i = 0; i < 4; i++) {
+        if (*values[i])
+            cJSON_AddStringToObject(item, keys[i], values[i]);
+        else
+            cJSON_AddNullToObject(item, keys[i]);
+    }
+    cJSON_AddNumberToObject(item, "bytes", (double)d->len);
+    cJSON_AddBoolToObject(item, "replayable", d->bytes != NULL);
+    /* the answer stays within --max-message-bytes (E2): a letter too
+     * large to show with its envelope around it says so instead */
+    cJSON *message = NULL;
+    if (d->bytes && d->len + 1024 <= router_config(bs->router)->max_message_bytes)
+        message = cJSON_ParseWithLength(d->bytes, d->len);
+    if (message)
+        cJSON_AddItemToObject(item, "message", message);
+    else
+        cJSON_AddNullToObject(item, "message");
+    if (d->bytes && !message)
+        cJSON_AddStringToObject(item, "message_left_out", "too large to show within "
+                                "--max-message-bytes");
+    cJSON_AddStringToObject(payload, "status", "ok");
+    return payload;
+}
+
 /* replay {"id": N}: the letter's message again, as if its sender sent it
  * now, through the whole path; only while that connection is there. */
 static cJSON *replay(broker_service_t *bs, peer_t *peer, const envelope_t *env)
@@ -192,6 +235,181 @@ static cJSON *unwatch(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     router_set_watching(bs->router, peer, false);
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "status", "ok");
+    return payload;
+}
+
+/* --- trace / untrace (docs/protocol.md B5) --- */
+
+/* trace {"service", "action", "src", "code", "kinds", "rate"}: copies of
+ * what matches, for this connection, until untrace or disconnect; sent
+ * again, it replaces the filter. */
+static cJSON *trace(broker_service_t *bs, peer_t *peer, const envelope_t *env)
+{
+    char dst[NAME_MAX_LEN + 1];
+    reply_copy_plain(dst, sizeof dst, &env->f[EF_SRC]);
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    bool given = p->kind != JSON_ABSENT && p->kind != JSON_NULL;
+    const char *why = NULL;
+    cJSON *payload = cJSON_CreateObject();
+    trace_t *t = router_trace(bs->router);
+    if (trace_start(t, peer, dst, given ? p->ptr : NULL, given ? p->len : 0, &why) < 0)
+        return status_error(payload, why);
+    cJSON_AddStringToObject(payload, "status", "ok");
+    trace_describe(t, peer, payload);
+    return payload;
+}
+
+static cJSON *untrace(broker_service_t *bs, peer_t *peer, const envelope_t *env)
+{
+    (void)env;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddStringToObject(payload, "status", "ok");
+    cJSON_AddBoolToObject(payload, "was_tracing", trace_stop(router_trace(bs->router), peer));
+    return payload;
+}
+
+/* --- peers (docs/protocol.md B6) --- */
+
+/* `ago_ms` before now, as T7 writes times. */
+static void time_ago(uint64_t ago_ms, char out[32])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)ago_ms;
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static cJSON *peer_json(broker_service_t *bs, const peer_t *p, uint64_t now_ms)
+{
+    cJSON *o = cJSON_CreateObject();
+    char text[2 * PEER_ID_MAX + 3], at[32];
+    cJSON_AddNumberToObject(o, "peer", (double)p->serial);
+    bool printable = p->id_len > 0;
+    for (int i = 0; i < p->id_len; i++)
+        if (p->id[i] < 0x21 || p->id[i] > 0x7e)
+            printable = false;
+    if (printable)
+        snprintf(text, sizeof text, "%.*s", p->id_len, (const char *)p->id);
+    else                        /* libzmq's own: 5 bytes that say nothing */
+        snprintf(text, sizeof text, "#%llu", (unsigned long long)p->serial);
+    cJSON_AddStringToObject(o, "identity", text);
+    cJSON_AddStringToObject(o, "label", peer_label(p, text));
+    cJSON_AddStringToObject(o, "kind", p->kind == PEER_LUA ? "hosted" : "remote");
+    cJSON *names = cJSON_AddArrayToObject(o, "names");
+    for (int i = 0; i < p->name_count; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(p->names[i]));
+    if (p->addr[0])
+        cJSON_AddStringToObject(o, "address", p->addr);
+    else
+        cJSON_AddNullToObject(o, "address");
+    auth_t *auth = router_auth(bs->router);
+    if (p->key[0]) {
+        cJSON_AddStringToObject(o, "key", p->key);
+        cJSON_AddBoolToObject(o, "admin", auth && auth_is_admin(auth, p->key));
+    } else {
+        cJSON_AddNullToObject(o, "key");
+    }
+    uint64_t since = p->since_ms ? now_ms - p->since_ms : 0;
+    uint64_t idle = p->seen_ms ? now_ms - p->seen_ms : since;
+    cJSON_AddNumberToObject(o, "connected_ms", (double)since);
+    time_ago(since, at);
+    cJSON_AddStringToObject(o, "connected_at", at);
+    cJSON_AddNumberToObject(o, "idle_ms", (double)idle);
+    time_ago(idle, at);
+    cJSON_AddStringToObject(o, "last_seen_at", at);
+    cJSON *inflight = cJSON_AddObjectToObject(o, "inflight");
+    cJSON_AddNumberToObject(inflight, "handling", p->handling_count);
+    cJSON_AddNumberToObject(inflight, "waiting", p->waiting_count);
+    cJSON *msgs = cJSON_AddObjectToObject(o, "messages");
+    cJSON_AddNumberToObject(msgs, "in", (double)p->msgs_in);
+    cJSON_AddNumberToObject(msgs, "out", (double)p->msgs_out);
+    cJSON_AddNumberToObject(o, "queued_bytes", (double)p->queued_bytes);
+    cJSON_AddBoolToObject(o, "watching", p->watching);
+    return o;
+}
+
+static int by_serial(const void *a, const void *b)
+{
+    uint64_t x = (*(const peer_t *const *)a)->serial, y = (*(const peer_t *const *)b)->serial;
+    return x < y ? -1 : x > y;
+}
+
+/* A page of peers stays within this many bytes of entries, and within
+ * --max-message-bytes (B4's rule, as list_services). */
+#define PEERS_PAGE_BYTES (64u << 10)
+
+/* peers {"after": PEER, "limit": N}: the connections in order of arrival
+ * (their "peer" number), a page at a time. */
+static cJSON *peers(broker_service_t *bs, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    cJSON *payload = cJSON_CreateObject();
+    double after = payload_number(env, "after"), limit = payload_number(env, "limit");
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    if (p->kind == JSON_OBJECT) {
+        cJSON *obj = cJSON_ParseWithLength(p->ptr, p->len);
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(obj, "after");
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(obj, "limit");
+        bool bad_after = a && !cJSON_IsNull(a) && (!cJSON_IsNumber(a) || a->valuedouble < 0);
+        bool bad_limit = l && (!cJSON_IsNumber(l) || l->valuedouble < 1 ||
+                               l->valuedouble != (double)(uint64_t)l->valuedouble);
+        cJSON_Delete(obj);
+        if (bad_after)
+            return status_error(payload, "after must be a peer number (the next of the page before)");
+        if (bad_limit)
+            return status_error(payload, "limit must be a whole number from 1");
+    }
+    registry_t *reg = router_registry(bs->router);
+    size_t n = 0, cap = registry_peer_count(reg) + 64;
+    const peer_t **all = malloc(cap * sizeof *all);
+    if (!all)
+        return status_error(payload, "out of memory");
+    for (const peer_t *q = registry_next_peer(reg, NULL); q; q = registry_next_peer(reg, q)) {
+        if (n == cap) {
+            const peer_t **grown = realloc(all, 2 * cap * sizeof *all);
+            if (!grown)
+                break;
+            all = grown;
+            cap *= 2;
+        }
+        if (after < 0 || (double)q->serial > after)
+            all[n++] = q;
+    }
+    if (n > 1)
+        qsort(all, n, sizeof *all, by_serial);
+    size_t max = router_config(bs->router)->max_message_bytes;
+    size_t room = max > 1024 ? max - 1024 : 0;
+    if (room > PEERS_PAGE_BYTES)
+        room = PEERS_PAGE_BYTES;
+    uint64_t now = router_now_ms(bs->router);
+    cJSON *list = cJSON_AddArrayToObject(payload, "peers");
+    size_t used = 0, shown = 0;
+    for (; shown < n && (limit < 1 || shown < (size_t)limit); shown++) {
+        cJSON *item = peer_json(bs, all[shown], now);
+        char *text = cJSON_PrintUnformatted(item);
+        size_t len = text ? strlen(text) + 1 : 0;
+        cJSON_free(text);
+        if (!len || used + len > room) {
+            cJSON_Delete(item);
+            break;
+        }
+        used += len;
+        cJSON_AddItemToArray(list, item);
+    }
+    if (shown == 0 && n > 0) {
+        free(all);
+        cJSON_Delete(payload);
+        return status_error(cJSON_CreateObject(), "--max-message-bytes is too small for one entry of the list");
+    }
+    bool more = shown < n;
+    cJSON_AddBoolToObject(payload, "truncated", more);
+    if (more)
+        cJSON_AddNumberToObject(payload, "next", (double)all[shown - 1]->serial);
+    free(all);
     return payload;
 }
 
@@ -580,6 +798,10 @@ static const action_t actions[] = {
     {"dead_letters", dead_letters, true, NULL},
     {"replay", replay, true, NULL},
     {"watch", watch, true, NULL},
+    {"dead_letter", dead_letter, true, NULL},
+    {"peers", peers, true, NULL},
+    {"trace", trace, true, NULL},
+    {"untrace", untrace, false, NULL},
 };
 
 void broker_service_handle(broker_service_t *bs, peer_t *peer, const envelope_t *env)
@@ -611,7 +833,10 @@ void broker_service_handle(broker_service_t *bs, peer_t *peer, const envelope_t 
         reply_free(text);
         return;
     }
-    router_send_error(bs->router, peer, env, ERR_UNKNOWN_ACTION,
-                      "the broker's actions are ping, list_services, stats, metrics, reload_policy, "
-                      "dead_letters, replay, watch and unwatch");
+    char names[512] = "the broker's actions are";
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s %s", i ? "," : "", actions[i].name);
+    }
+    router_send_error(bs->router, peer, env, ERR_UNKNOWN_ACTION, names);
 }

@@ -1,7 +1,16 @@
-/* log: one line per event on stderr, fit for journald.
+/* log: one line per event, on stderr or, under journald, as a journal
+ * entry with fields.
  *
  * Owns the log level and the line format. Never logs per routed message
- * above debug: callers on the hot path guard with log_enabled(). */
+ * above debug: callers on the hot path guard with log_enabled().
+ *
+ * Under journald (stderr is the stream $JOURNAL_STREAM names) a line goes
+ * to the journal with sd_journal_send: MESSAGE (the same one-line text),
+ * PRIORITY, SYSLOG_IDENTIFIER and the fields given (PEER, SERVICE, CODE),
+ * so that `journalctl -u smartshop-broker PEER=... ` finds one peer's
+ * lines. Elsewhere the line is "<timestamp> <LEVEL> <text>" on stderr;
+ * with $JOURNAL_STREAM set but not our stderr (a pipe in between),
+ * "<N>text", so that the journal still keeps the level. */
 #ifndef SMARTSHOP_LOG_H
 #define SMARTSHOP_LOG_H
 
@@ -14,15 +23,26 @@ typedef enum {
     LOG_LEVEL_DEBUG
 } log_level_t;
 
+/* Fields of a line, for the journal (any may be NULL). They say whom the
+ * line is about; the text says it too, for readers without the journal. */
+typedef struct {
+    const char *peer;           /* the connection (peer_label) */
+    const char *service;        /* a service name */
+    const char *code;           /* an error code (no_such_service, denied, ...) */
+} log_fields_t;
+
 /* Parses "error", "warn", "info" or "debug". Returns 0, or -1 if unknown. */
 int log_level_parse(const char *text, log_level_t *out);
 void log_set_level(log_level_t level);
 bool log_enabled(log_level_t level);
 
-/* Writes "<timestamp> <LEVEL> <text>\n" to stderr; under journald (where
- * JOURNAL_STREAM is set) writes "<N>text" so the journal keeps the level. */
+/* Writes one line (see above). */
 void log_msg(log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The same with fields (`fields` may be NULL). */
+void log_with(log_level_t level, const log_fields_t *fields, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Like log_msg, but at most `per_minute` lines a minute for this call site
  * (`state` is the call site's static counter); the rest are counted and
@@ -34,6 +54,11 @@ typedef struct {
 } log_ratelimit_t;
 void log_limited(log_ratelimit_t *state, int per_minute, log_level_t level,
                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* The same with fields. */
+void log_limited_with(log_ratelimit_t *state, int per_minute, log_level_t level,
+                      const log_fields_t *fields, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

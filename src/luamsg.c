@@ -24,10 +24,17 @@ typedef struct {
 } raw_json_t;
 static const char json_magic;
 
+/* The fields a view has, in view_keys order. */
+#define VIEW_KEY_COUNT 13
+
 typedef struct {
     const envelope_t *env;      /* NULL outside the call it was passed to */
     const char *payload_text;   /* the string msg.payload_json gave in this call (kept
                                    alive in user value 2), or NULL */
+    bool cached;                /* user value 1 or 2 holds this message's payload */
+    int ref;                    /* the view in the registry (an array slot: no hash) */
+    const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
+                                            a read is told by one compare a key */
 } view_t;
 
 /* Calls the kept lua-cjson function under `key` on one string; pushes its
@@ -85,8 +92,10 @@ static int view_table(lua_State *L)
     return 1;
 }
 
-/* The fields a view has. Found by length first: a handler reads a few
- * fields of every message, and a chain of strcmp cost more than the read. */
+/* The fields a view has. A read finds its key by the address of the key's
+ * string: Lua interns short strings, so equal names are one object (the
+ * view's __index holds them as upvalues, after the view, and after them
+ * the names of the message types, pushed for msg.type without a hash). */
 typedef enum { K_STRING, K_PAYLOAD, K_PAYLOAD_JSON, K_TTL_MS, K_RAW, K_TABLE } view_key_kind_t;
 
 static const struct {
@@ -103,6 +112,8 @@ static const struct {
     {"raw", 3, K_RAW, 0},             {"table", 5, K_TABLE, 0},
     {"topic", 5, K_STRING, EF_TOPIC},
 };
+_Static_assert(sizeof view_keys / sizeof view_keys[0] == VIEW_KEY_COUNT, "one address per key");
+#define UPVALUE_TYPE_NAMES (2 + VIEW_KEY_COUNT)  /* + msg_type_t */
 
 /* msg.payload: decoded once per message, cached in user value 1 */
 static void push_payload(lua_State *L, const envelope_t *env)
@@ -121,6 +132,7 @@ static void push_payload(lua_State *L, const envelope_t *env)
     luamsg_push_decoded(L, from, len);
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, 1);
+    ((view_t *)lua_touserdata(L, 1))->cached = true;
 }
 
 /* msg.payload_json: the payload's bytes as they came, not decoded. The
@@ -140,21 +152,29 @@ static void push_payload_json(lua_State *L, view_t *view)
     else
         lua_pushlstring(L, p->ptr, p->len);
     view->payload_text = lua_tostring(L, -1);
+    view->cached = true;
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, 2);
 }
 
 static int view_index(lua_State *L)
 {
-    view_t *view = checked_view(L);
-    size_t len;
-    const char *key = luaL_checklstring(L, 2, &len);
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (lua_touserdata(L, 1) != view || !view->env)
+        view = checked_view(L);             /* raises */
     const envelope_t *env = view->env;
-    for (size_t i = 0; i < sizeof view_keys / sizeof view_keys[0]; i++) {
-        if (view_keys[i].len != len || memcmp(key, view_keys[i].name, len) != 0)
+    const void *key = lua_topointer(L, 2);
+    for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
+        if (view->key_ptr[i] != key)
             continue;
         switch (view_keys[i].kind) {
-        case K_STRING: push_string_field(L, &env->f[view_keys[i].field]); break;
+        case K_STRING:
+            if (view_keys[i].field == EF_TYPE && env->type != MT_NONE &&
+                env_is_plain_string(&env->f[EF_TYPE]))
+                lua_pushvalue(L, lua_upvalueindex(UPVALUE_TYPE_NAMES + (int)env->type));
+            else
+                push_string_field(L, &env->f[view_keys[i].field]);
+            break;
         case K_PAYLOAD: push_payload(L, env); break;
         case K_PAYLOAD_JSON: push_payload_json(L, view); break;
         case K_TTL_MS:
@@ -171,6 +191,7 @@ static int view_index(lua_State *L)
         }
         return 1;
     }
+    luaL_checklstring(L, 2, NULL);          /* msg[1]: an error, as it always was */
     lua_pushnil(L);
     return 1;
 }
@@ -271,19 +292,31 @@ void luamsg_init(lua_State *L)
     view_t *view = lua_newuserdatauv(L, sizeof *view, 2);
     view->env = NULL;
     view->payload_text = NULL;
+    view->cached = false;
     /* its methods hold the view itself (upvalue 1): checked by a compare */
     luaL_newmetatable(L, VIEW_METATABLE);
     static const struct { const char *name; lua_CFunction fn; } methods[] = {
-        {"__index", view_index}, {"__newindex", view_newindex}, {"__tostring", view_tostring},
+        {"__newindex", view_newindex}, {"__tostring", view_tostring},
     };
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
         lua_pushvalue(L, -2);
         lua_pushcclosure(L, methods[i].fn, 1);
         lua_setfield(L, -2, methods[i].name);
     }
+    lua_pushvalue(L, -2);
+    for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
+        lua_pushlstring(L, view_keys[i].name, view_keys[i].len);
+        view->key_ptr[i] = lua_topointer(L, -1);    /* kept alive as an upvalue */
+    }
+    for (int t = 0; t < MT__COUNT; t++)
+        lua_pushstring(L, msg_type_name((msg_type_t)t));
+    lua_pushcclosure(L, view_index, UPVALUE_TYPE_NAMES - 1 + MT__COUNT);
+    lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "message");
     lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
     lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    view->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &view_key);
     /* for luamsg_release, which must not call Lua (it runs after the
      * protected call, whatever happened in it); the view is anchored in
@@ -293,14 +326,17 @@ void luamsg_init(lua_State *L)
 
 void luamsg_push(lua_State *L, const envelope_t *env)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &view_key);
-    view_t *view = lua_touserdata(L, -1);
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
     view->env = env;
     view->payload_text = NULL;
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, 1);          /* forget the last message's payload */
-    lua_pushnil(L);
-    lua_setiuservalue(L, -2, 2);          /* and its payload_json */
+    if (view->cached) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, -2, 1);      /* forget the last message's payload */
+        lua_pushnil(L);
+        lua_setiuservalue(L, -2, 2);      /* and its payload_json */
+        view->cached = false;
+    }
 }
 
 void luamsg_release(lua_State *L)

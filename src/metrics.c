@@ -130,10 +130,6 @@ metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_valu
     }
     if (!service)
         return &m->unrouted;
-    if (!dst) {                 /* (the entry point of before: dst not given) */
-        d = service;
-        dlen = slen;
-    }
     char key[sizeof((metric_series_t *)0)->key];
     size_t len = slen + 1 + dlen + 1 + alen;
     memcpy(key, service, slen);
@@ -238,27 +234,6 @@ void metrics_outcome(metrics_t *m, metric_series_t *s, metrics_outcome_t outcome
         m->service_errors[code ? known_code(code, code_len) : ERR_NONE]++;
     if (outcome == METRICS_OK || outcome == METRICS_ERROR)
         count_answer(s, latency_us);
-}
-
-metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
-                                int name_count, const env_value_t *action, size_t max_series)
-{
-    metric_series_t *s = metrics_series_of(m, reg, NULL, names, name_count, action, max_series);
-    return s == &m->unrouted ? NULL : s;
-}
-
-void metrics_answered(metric_series_t *s, uint64_t latency_us)
-{
-    if (!s)
-        return;
-    s->outcomes[METRICS_OK]++;
-    count_answer(s, latency_us);
-}
-
-void metrics_failed(metric_series_t *s)
-{
-    if (s)
-        s->outcomes[METRICS_REFUSED]++;
 }
 
 /* --- views --- */

@@ -131,14 +131,6 @@ void metrics_handed_over(metrics_t *m, metric_series_t *s);
 void metrics_outcome(metrics_t *m, metric_series_t *s, metrics_outcome_t outcome,
                      const char *code, size_t code_len, uint64_t latency_us);
 
-/* The entry points of before outcomes, until the router calls the ones
- * above: a series without dst (NULL when unrouted), an ok answer, a
- * failure. */
-metric_series_t *metrics_series(metrics_t *m, registry_t *reg, const char (*names)[NAME_MAX_LEN + 1],
-                                int name_count, const env_value_t *action, size_t max_series);
-void metrics_answered(metric_series_t *s, uint64_t latency_us);
-void metrics_failed(metric_series_t *s);
-
 /* A topic event was published on `topic` and reached `deliveries`
  * connections (0: no subscription matched). */
 void metrics_topic(metrics_t *m, const char *topic, size_t len, size_t deliveries);

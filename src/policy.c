@@ -35,7 +35,8 @@ policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *regi
     p->limits = limits;
     p->registry = registry;
     for (int i = 0; i < POLICY_HOOK_COUNT; i++)
-        p->hook_refs[i] = LUA_NOREF;
+        for (int mt = 0; mt < MT__COUNT; mt++)
+            p->hook_refs[i][mt] = LUA_NOREF;
     if (!p->path) {
         free(p);
         return NULL;
@@ -134,11 +135,50 @@ typedef struct {
     const char *text;
     size_t len;
     unsigned hooks;
-    int refs[POLICY_HOOK_COUNT];
+    int refs[POLICY_HOOK_COUNT][MT__COUNT];
     char *err;                  /* set for a failure that is not a Lua error */
     size_t errlen;
     bool refused;
 } load_job_t;
+
+/* The hooks that see messages: each may be a table of functions by
+ * message type instead of one function (docs/policies.md, "A hook by
+ * message type"). */
+#define HOOKS_BY_TYPE (HOOK_FILTER | HOOK_ROUTE | HOOK_AUTHORIZE)
+
+/* The table at -1 (popped) as hook i: {request = fn, event = fn, ...},
+ * read raw (its metatable, e.g. a __call, is not looked at). A type
+ * without a function is never given to the hook. Returns 0, or -1 with
+ * job->refused set. */
+static int take_typed_hook(lua_State *L, load_job_t *job, size_t i)
+{
+    const char *hook = hook_names[i].name;
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        int mt = MT_NONE;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (mt = MT__COUNT - 1; mt > MT_NONE; mt--)
+                if (strcmp(lua_tostring(L, -2), msg_type_name((msg_type_t)mt)) == 0)
+                    break;
+        if (mt == MT_NONE || mt == MT_REGISTER || mt == MT_UNREGISTER) {
+            snprintf(job->err, job->errlen, "%s: %s: the keys of a table of hooks are message types "
+                     "(request, response, error, event), not %s", job->p->path, hook,
+                     lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2));
+            job->refused = true;
+            return -1;
+        }
+        if (lua_type(L, -1) != LUA_TFUNCTION) {
+            snprintf(job->err, job->errlen, "%s: %s.%s must be a function, not a %s", job->p->path,
+                     hook, msg_type_name((msg_type_t)mt), luaL_typename(L, -1));
+            job->refused = true;
+            return -1;
+        }
+        job->refs[i][mt] = luaL_ref(L, LUA_REGISTRYINDEX);      /* pops the function */
+        job->hooks |= hook_names[i].bit;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
 
 /* Runs the file and takes its hooks from the globals table with rawget
  * (a strict-mode __index on _G must not run here, nor later: the hooks are
@@ -159,14 +199,22 @@ static int load_body(lua_State *L)
         lua_pushstring(L, hook_names[i].name);
         int t = lua_rawget(L, -2);
         if (t == LUA_TFUNCTION) {
-            job->refs[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+            int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            for (int mt = 0; mt < MT__COUNT; mt++)
+                job->refs[i][mt] = ref;
             job->hooks |= hook_names[i].bit;
             continue;
         }
+        if (t == LUA_TTABLE && (hook_names[i].bit & HOOKS_BY_TYPE) && take_typed_hook(L, job, i) == 0)
+            continue;
+        if (job->refused)
+            return 0;
         lua_pop(L, 1);
         if (t != LUA_TNIL) {
-            snprintf(job->err, job->errlen, "%s: %s must be a function, not a %s", job->p->path,
-                     hook_names[i].name, lua_typename(L, t));
+            snprintf(job->err, job->errlen, "%s: %s must be a function%s, not a %s", job->p->path,
+                     hook_names[i].name, (hook_names[i].bit & HOOKS_BY_TYPE)
+                         ? " or a table of functions by message type" : "",
+                     lua_typename(L, t));
             job->refused = true;
             return 0;
         }
@@ -187,7 +235,8 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     }
     load_job_t job = {.p = p, .text = text, .len = len, .err = err, .errlen = errlen};
     for (int i = 0; i < POLICY_HOOK_COUNT; i++)
-        job.refs[i] = LUA_NOREF;
+        for (int mt = 0; mt < MT__COUNT; mt++)
+            job.refs[i][mt] = LUA_NOREF;
     if (sandbox_protected(fresh, load_body, &job, err, errlen) < 0 || job.refused) {
         /* a limit hit while the file ran has no file:line of its own */
         if (strncmp(err, p->path, strlen(p->path)) != 0) {
@@ -260,10 +309,18 @@ typedef struct {
     route_t *route;             /* route */
 } hook_job_t;
 
-/* Pushes the hook taken at load. */
+/* False if the hook has no function for env's type (a table of hooks by
+ * type without it): the call is skipped, as if it passed. */
+static inline bool hook_wants(const policy_t *p, int index, const envelope_t *env)
+{
+    return p->hook_refs[index][env->type] != LUA_NOREF;
+}
+
+/* Pushes the hook taken at load: for a message hook, its function for the
+ * message's type. */
 static void push_hook(lua_State *L, const hook_job_t *job, int index)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index]);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index][job->env ? job->env->type : MT_NONE]);
 }
 
 /* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
@@ -315,6 +372,8 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
                                size_t *rewritten_len, char *reason, size_t reasonlen)
 {
     *rewritten = NULL;
+    if (!hook_wants(p, I_FILTER, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
     return run_hook(&job, "filter", filter_body);
@@ -390,6 +449,8 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
 {
     out->count = 0;
     out->instance = NULL;
+    if (!hook_wants(p, I_ROUTE, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = err, .textlen = errlen, .route = out};
     return run_hook(&job, "route", route_body);
 }
@@ -430,6 +491,8 @@ static int authorize_body(lua_State *L)
 policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
                                   char *reason, size_t reasonlen)
 {
+    if (!hook_wants(p, I_AUTHORIZE, env))
+        return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .peer = peer, .text = reason, .textlen = reasonlen};
     return run_hook(&job, "authorize", authorize_body);
 }

@@ -51,8 +51,10 @@ typedef struct policy {
     sandbox_limits_t limits;
     registry_t *registry;        /* read-only, for ctx */
     unsigned hooks;              /* policy_hook_t bits the loaded version defines */
-    int hook_refs[POLICY_HOOK_COUNT]; /* the hook functions, taken when the file loaded
-                                         (registry refs, in hook_names order) */
+    int hook_refs[POLICY_HOOK_COUNT][MT__COUNT]; /* the hook functions, taken when the
+                                         file loaded (registry refs, in hook_names order),
+                                         by message type: LUA_NOREF for a type the hook
+                                         has no function for (never called for it) */
     char *source;                /* the running version's text: rebuilt from it if
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;

@@ -22,6 +22,7 @@ struct registry {
     int hosted_count;
     int registered_peer_count; /* peers holding at least one name */
     uint64_t generation;       /* bumped by every change to services (registry_generation) */
+    uint64_t serials;          /* peers added so far: the next one's serial */
 };
 
 registry_t *registry_new(void)
@@ -145,6 +146,7 @@ peer_t *registry_add_peer(registry_t *reg, const void *id, size_t id_len,
     peer->id_len = (uint8_t)id_len;
     peer->kind = kind;
     peer->fd = -1;
+    peer->serial = ++reg->serials;
     if (kind == PEER_LUA) {
         HASH_ADD(hh, reg->hosted, id, id_len, peer);
         reg->hosted_count++;

@@ -42,6 +42,11 @@ typedef struct peer {
     bool watching;             /* gets a copy of every event (broker action watch) */
     void *host;                /* PEER_LUA: the hosted service */
     uint64_t queued_bytes;     /* handed to libzmq, not yet taken by its kernel (conn_bytes.h) */
+    /* for operators (broker action peers, logs): set by the router */
+    uint64_t serial;           /* 1, 2, ... in order of arrival (registry_add_peer) */
+    uint64_t since_ms, seen_ms;/* first and last message, router clock */
+    uint64_t msgs_in, msgs_out;
+    char addr[64];             /* remote address (libzmq's Peer-Address), "" if unknown */
     UT_hash_handle hh;
 } peer_t;
 

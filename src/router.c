@@ -10,11 +10,13 @@
 #include "auth.h"
 #include "deadletter.h"
 #include "inflight.h"
+#include "json_scan.h"
 #include "log.h"
 #include "metrics.h"
 #include "policy.h"
 #include "reply.h"
 #include "topics.h"
+#include "trace.h"
 
 struct router {
     const config_t *cfg;
@@ -26,6 +28,8 @@ struct router {
     topics_t *topics;           /* topic subscriptions (docs/protocol.md TP1-TP5) */
     deadletters_t *dead;        /* refused and undelivered messages */
     metrics_t *metrics;
+    metric_series_t *routing;   /* the series of the request being routed now (refusals) */
+    trace_t *trace;             /* operators' traces (broker actions trace, untrace) */
     auth_t *auth;               /* NULL in plain mode (not owned) */
     policy_t *policy;           /* NULL when running without a policy file (not owned) */
     int watchers;               /* peers that asked for a copy of every event */
@@ -50,9 +54,10 @@ router_t *router_new(const config_t *cfg, auth_t *auth, router_transport_t trans
                                      cfg->max_inflight_per_instance);
     r->dead = deadletters_new(cfg->dead_letters, cfg->dead_letter_bytes, cfg->dead_letter_share);
     r->metrics = metrics_new();
+    r->trace = trace_new();
     r->topics = topics_new((topics_limits_t){cfg->max_subscriptions_per_peer,
                                              cfg->max_subscriptions, 4096});
-    if (!r->registry || !r->inflight || !r->dead || !r->metrics || !r->topics)
+    if (!r->registry || !r->inflight || !r->dead || !r->metrics || !r->topics || !r->trace)
         router_free(&r);
     return r;
 }
@@ -66,6 +71,7 @@ void router_free(router_t **self_p)
     topics_free(&r->topics);
     deadletters_free(&r->dead);
     metrics_free(&r->metrics);          /* after the requests that point at its series */
+    trace_free(&r->trace);
     registry_free(&r->registry);
     free(r);
     *self_p = NULL;
@@ -87,6 +93,8 @@ inflight_table_t *router_inflight(const router_t *r) { return r->inflight; }
 topics_t *router_topics(const router_t *r) { return r->topics; }
 deadletters_t *router_dead(const router_t *r) { return r->dead; }
 metrics_t *router_metrics(const router_t *r) { return r->metrics; }
+trace_t *router_trace(const router_t *r) { return r->trace; }
+uint64_t router_now_ms(const router_t *r) { return r->clock_us() / 1000; }
 policy_t *router_policy(const router_t *r) { return r->policy; }
 auth_t *router_auth(const router_t *r) { return r->auth; }
 const config_t *router_config(const router_t *r) { return r->cfg; }
@@ -101,26 +109,30 @@ static log_ratelimit_t send_failures_limit;
 #define PEER_EVENT_LINES_PER_MINUTE 120
 static log_ratelimit_t register_lines, unregister_lines, gone_lines, stranger_lines;
 
+/* "#12/inventory@127.0.0.1", "my-id#12@127.0.0.1": the identity only when
+ * a person can read it (libzmq's own are 5 bytes of binary), then the
+ * connection's number in order of arrival, its first name and its
+ * address, so that a log line says which peer without a hex dump; one
+ * word, for whoever reads the log by words. */
 const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3])
 {
+    const size_t cap = 2 * PEER_ID_MAX + 3;
     if (peer->kind == PEER_LUA) {       /* never to be mistaken for a connection */
-        snprintf(buf, 2 * PEER_ID_MAX + 3, "(hosted) %.*s", peer->id_len, (const char *)peer->id);
+        snprintf(buf, cap, "(hosted) %.*s", peer->id_len, (const char *)peer->id);
         return buf;
     }
     bool printable = peer->id_len > 0;
     for (int i = 0; i < peer->id_len; i++)
         if (peer->id[i] < 0x21 || peer->id[i] > 0x7e)
             printable = false;
+    size_t n = 0;
     if (printable) {
         memcpy(buf, peer->id, peer->id_len);
-        buf[peer->id_len] = '\0';
-    } else {
-        buf[0] = '0';
-        buf[1] = 'x';
-        for (int i = 0; i < peer->id_len; i++)
-            snprintf(buf + 2 + 2 * i, 3, "%02x", peer->id[i]);
-        buf[2 + 2 * peer->id_len] = '\0';
+        n = peer->id_len;
     }
+    const char *name = peer->name_count ? peer->names[0] : "";
+    snprintf(buf + n, cap - n, "#%llu%s%s%s%s", (unsigned long long)peer->serial,
+             *name ? "/" : "", name, peer->addr[0] ? "@" : "", peer->addr);
     return buf;
 }
 
@@ -139,13 +151,17 @@ static void free_text(void *data, void *hint)
  * (gone). */
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
-    if (to->kind != PEER_LUA)
-        return r->wire.send(r->wire.ctx, to, data);
-    if (!r->hosts.enqueue) {
+    int rc;
+    if (to->kind != PEER_LUA) {
+        rc = r->wire.send(r->wire.ctx, to, data);
+    } else if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
-        return -1;
+        rc = -1;
+    } else {
+        rc = r->hosts.enqueue(r->hosts.lua_ctx, to, data, env);
     }
-    return r->hosts.enqueue(r->hosts.lua_ctx, to, data, env);
+    to->msgs_out += rc == 0;
+    return rc;
 }
 
 int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_type_t type)
@@ -181,9 +197,165 @@ static void send_error_text(router_t *r, peer_t *to, char *text, size_t len,
     reply_free(text);
 }
 
+/* --- how requests end --- */
+
+/* One request's end, as note_outcome takes it. */
+typedef struct {
+    metrics_outcome_t outcome;
+    metric_series_t *series;    /* its series */
+    const inflight_t *rec;      /* its record in flight, if it was handed over */
+    const envelope_t *request;  /* the request, if the router still has it (refusals) */
+    const envelope_t *answer;   /* the answer (ok, error) */
+    const char *code;           /* the error's code ("" for ok) */
+    size_t code_len;
+    const char *why;            /* the broker's message, for its own errors */
+    peer_t *requester, *handler;
+    uint64_t latency_us;        /* answers: from arrival to the answer */
+    const zmq_msg_t *message;   /* the answer or refused request, for traces (or NULL) */
+} request_outcome_t;
+
+static trace_text_t env_text(const envelope_t *env, env_field_t f)
+{
+    const env_value_t *v = env ? &env->f[f] : NULL;
+    if (!v || !env_is_plain_string(v))
+        return (trace_text_t){NULL, 0};
+    return (trace_text_t){v->ptr, v->len};
+}
+
+static trace_text_t c_text(const char *s)
+{
+    return s && *s ? (trace_text_t){s, strlen(s)} : (trace_text_t){NULL, 0};
+}
+
+static void send_trace_copy(void *ctx, peer_t *to, const char *text, size_t len)
+{
+    router_send_made(ctx, to, text, len, MT_EVENT);
+}
+
+/* The trace of a request's end (only called while someone traces). */
+static void trace_outcome(router_t *r, const request_outcome_t *o)
+{
+    char from[2 * PEER_ID_MAX + 3], to[2 * PEER_ID_MAX + 3];
+    const envelope_t *req = o->request;
+    trace_point_t p = {
+        .kind = o->outcome == METRICS_OK ? TRACE_RESPONSE : TRACE_ERROR,
+        .service = c_text(o->series->key[0] == '_' ? NULL : o->series->key),
+        .dst = o->rec ? c_text(o->rec->dst) : env_text(req, EF_DST),
+        .src = o->rec ? c_text(o->rec->src) : env_text(req, EF_SRC),
+        .action = o->rec ? c_text(o->rec->action) : env_text(req, EF_ACTION),
+        .msg_id = o->answer ? env_text(o->answer, EF_MSG_ID) : env_text(req, EF_MSG_ID),
+        .correlation_id = o->rec ? c_text(o->rec->msg_id) : (trace_text_t){NULL, 0},
+        .code = {o->code_len ? o->code : NULL, o->code_len},
+        .why = o->why,
+        .peer = o->handler && o->answer ? peer_label(o->handler, from)
+                : o->requester && !o->answer ? peer_label(o->requester, from) : NULL,
+        .to = o->requester && o->answer ? peer_label(o->requester, to) : NULL,
+        .latency_us = o->rec ? (int64_t)o->latency_us : -1,
+        .message = o->message ? zmq_msg_data((zmq_msg_t *)o->message) : NULL,
+        .message_len = o->message ? zmq_msg_size((zmq_msg_t *)o->message) : 0,
+    };
+    trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
+}
+
+/* Every request ends here exactly once, whatever ended it: answered ok,
+ * answered with an error, timed out, its instance gone (or the broker
+ * stopping), or refused by the broker before it was handed over. The
+ * metrics, the traces and (developer lualib) the policy's on_outcome hook
+ * read it here and nowhere else. */
+static void note_outcome(router_t *r, const request_outcome_t *o)
+{
+    metrics_outcome(r->metrics, o->series, o->outcome, o->code, o->code_len, o->latency_us);
+    if (trace_active(r->trace))
+        trace_outcome(r, o);
+}
+
+/* The "code" of an error answer's payload, or "" if it has none. */
+static const char *answer_code(const envelope_t *env, size_t *len)
+{
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    json_object_t obj;
+    *len = 0;
+    if (env->type != MT_ERROR || p->kind != JSON_OBJECT ||
+        json_scan_object(p->ptr, p->len, &obj, NULL) != JSON_SCAN_OK)
+        return "";
+    for (int i = 0; i < obj.count; i++) {
+        const json_member_t *m = &obj.members[i];
+        if (m->key_len == 4 && memcmp(p->ptr + m->key_off, "code", 4) == 0 &&
+            m->kind == JSON_STRING && !m->val_escaped) {
+            *len = m->val_len;
+            return p->ptr + m->val_off;
+        }
+    }
+    return "";
+}
+
+/* A request's answer, delivered or dropped (its requester gone). */
+static void note_answer(router_t *r, const inflight_t *rec, const envelope_t *answer,
+                        const zmq_msg_t *message)
+{
+    request_outcome_t o = {.series = rec->series, .rec = rec, .answer = answer,
+                           .requester = rec->requester, .handler = rec->handler,
+                           .message = message, .code = ""};
+    o.outcome = answer->type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
+    if (o.outcome == METRICS_ERROR) {
+        o.code = answer_code(answer, &o.code_len);
+        if (!o.code_len) {
+            o.code = bus_err_name(ERR_SERVICE_ERROR);   /* an error without a code is one */
+            o.code_len = strlen(o.code);
+        }
+    }
+    o.latency_us = r->clock_us() - rec->started_us;
+    note_outcome(r, &o);
+}
+
+/* A request the broker ended itself (timeout, service_gone, shutting_down). */
+static void note_failed(router_t *r, const inflight_t *rec, bus_err_t code, const char *why)
+{
+    const char *name = bus_err_name(code);
+    request_outcome_t o = {.outcome = metrics_outcome_of_code(code), .series = rec->series,
+                           .rec = rec, .code = name, .code_len = strlen(name), .why = why,
+                           .requester = rec->requester, .handler = rec->handler};
+    note_outcome(r, &o);
+}
+
+static log_ratelimit_t refused_lines;
+
+/* A request refused before it was handed over: no_such_service, denied,
+ * busy, a bound, a bad envelope... Said in the log too (bounded: any
+ * peer can cause these at will). */
+static void note_refused(router_t *r, peer_t *sender, const envelope_t *req, bus_err_t code,
+                         const char *why)
+{
+    metric_series_t *series = r->routing;
+    if (!series)
+        series = metrics_series_of(r->metrics, r->registry, &req->f[EF_DST], NULL, 0,
+                                   &req->f[EF_ACTION], r->cfg->metrics_max_series);
+    const char *name = bus_err_name(code);
+    request_outcome_t o = {.outcome = METRICS_REFUSED, .series = series, .request = req,
+                           .code = name, .code_len = strlen(name), .why = why,
+                           .requester = sender};
+    note_outcome(r, &o);
+    bool peer_caused = code == ERR_NO_SUCH_SERVICE || code == ERR_DENIED;
+    if (log_enabled(peer_caused ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG)) {
+        char label[2 * PEER_ID_MAX + 3], dst[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1];
+        reply_copy_plain(dst, sizeof dst, &req->f[EF_DST]);
+        reply_copy_plain(action, sizeof action, &req->f[EF_ACTION]);
+        peer_label(sender, label);
+        log_fields_t f = {.peer = label, .service = *dst ? dst : NULL, .code = name};
+        log_limited_with(&refused_lines, PEER_EVENT_LINES_PER_MINUTE,
+                         peer_caused ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG, &f,
+                         "request from peer %s to %s (action %s) answered %s: %s", label,
+                         *dst ? dst : "?", *action ? action : "?", name, why ? why : "");
+    }
+}
+
 void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why)
 {
+    /* a request answered with an error here was never handed over: it
+     * ends now (the broker's own requests are no series: B1) */
+    if (about && about->type == MT_REQUEST && !env_equals(&about->f[EF_DST], "broker"))
+        note_refused(r, to, about, code, why);
     size_t len = 0;
     char *text = reply_error_about(about, code, why, &len);
     if (log_enabled(LOG_LEVEL_DEBUG)) {
@@ -199,7 +371,7 @@ void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
 /* An error to the requester of a request in flight (timeout, service_gone). */
 static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const char *why)
 {
-    metrics_failed(rec->series);
+    note_failed(r, rec, code, why);
     deadletters_add(r->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
                     rec->action);
     if (!rec->requester)
@@ -224,6 +396,7 @@ void router_peer_gone(router_t *r, peer_t *peer)
         inflight_forget_requester(peer->waiting);
     if (peer->watching)
         r->watchers--;
+    trace_stop(r->trace, peer);
     topics_remove_owner(r->topics, peer);
     if (policy_has(r->policy, HOOK_ON_UNREGISTER))
         for (int i = 0; i < peer->name_count; i++)
@@ -332,8 +505,14 @@ static peer_t *peer_of_message(router_t *r, wire_msg_t *m)
     }
     if (!peer) {
         peer = registry_add_peer(r->registry, id, id_len, PEER_REMOTE, m->fd);
-        if (peer)
+        if (peer) {
             snprintf(peer->key, sizeof peer->key, "%s", key);
+            /* where it connects from (libzmq's metadata: TCP only), for
+             * peers and the logs; once per connection */
+            const char *addr = zmq_msg_gets(&m->data, "Peer-Address");
+            if (addr)
+                snprintf(peer->addr, sizeof peer->addr, "%s", addr);
+        }
     }
     return peer;
 }
@@ -606,24 +785,49 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
     if (!choose_route(r, peer, env, &route))
         return;
     /* a list of names is an order of preference: the first with a live
-     * instance takes the request, so it still gets exactly one answer */
-    track.series = metrics_series(r->metrics, r->registry, route.names, route.count,
-                                  &env->f[EF_ACTION], r->cfg->metrics_max_series);
-    if (track.series)
-        track.series->requests++;
+     * instance takes the request, so it still gets exactly one answer;
+     * its series is that name's (as routed) and dst's (as addressed) */
+    track.series = metrics_series_of(r->metrics, r->registry, dst, route.names, route.count,
+                                     &env->f[EF_ACTION], r->cfg->metrics_max_series);
+    metric_series_t *outer = r->routing;
+    r->routing = track.series;          /* for a refusal on the way (note_refused) */
+    zmq_msg_t copy;                     /* for a trace: delivery consumes the frame */
+    bool traced = trace_active(r->trace);
+    if (traced) {
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &m->data);
+    }
     bus_err_t err = ERR_NO_SUCH_SERVICE;
-    for (int i = 0; i < route.count; i++) {
-        const char *name = route.names[i];
-        if (deliver_to_service(r, peer, &m->data, env, name, strlen(name), route.instance, &track,
-                               &err)) {
-            r->stats.out[MT_REQUEST]++;
-            return;
-        }
-        if (err != ERR_NO_SUCH_SERVICE)
+    peer_t *to = NULL;
+    const char *name = NULL;
+    for (int i = 0; i < route.count && !to; i++) {
+        name = route.names[i];
+        to = deliver_to_service(r, peer, &m->data, env, name, strlen(name), route.instance,
+                                &track, &err);
+        if (!to && err != ERR_NO_SUCH_SERVICE)
             break;
     }
-    metrics_failed(track.series);
-    refuse_delivery(r, peer, env, &route, err);
+    if (to) {
+        r->stats.out[MT_REQUEST]++;
+        metrics_handed_over(r->metrics, track.series);
+    } else {
+        refuse_delivery(r, peer, env, &route, err);
+    }
+    r->routing = outer;
+    if (traced) {
+        if (to) {
+            char from[2 * PEER_ID_MAX + 3], label[2 * PEER_ID_MAX + 3];
+            trace_point_t p = {.kind = TRACE_REQUEST, .service = c_text(name),
+                               .dst = env_text(env, EF_DST), .src = env_text(env, EF_SRC),
+                               .action = env_text(env, EF_ACTION),
+                               .msg_id = env_text(env, EF_MSG_ID),
+                               .peer = peer_label(peer, from), .to = peer_label(to, label),
+                               .latency_us = -1, .message = zmq_msg_data(&copy),
+                               .message_len = zmq_msg_size(&copy)};
+            trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
+        }
+        zmq_msg_close(&copy);
+    }
 }
 
 /* T4: an answer goes back to whoever sent the request, and only from the
@@ -648,22 +852,36 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
                           "that request was handed to another instance");
         return;
     }
+    /* the request ends with its answer, even one its requester is gone
+     * for (the service did its part) */
     if (!rec->requester) {
         r->stats.requester_gone++;
+        note_answer(r, rec, env, &m->data);
         deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
         inflight_remove(r->inflight, &rec);
         return;
     }
+    zmq_msg_t copy;                     /* for a trace: delivery consumes the frame */
+    bool traced = trace_active(r->trace);
+    if (traced) {
+        zmq_msg_init(&copy);
+        zmq_msg_copy(&copy, &m->data);
+    }
     if (deliver(r, rec->requester, &m->data, env) == 0) {
         r->stats.out[env->type]++;
-        metrics_answered(rec->series, r->clock_us() - rec->started_us);
+        note_answer(r, rec, env, traced ? &copy : NULL);
         inflight_remove(r->inflight, &rec);
+        if (traced)
+            zmq_msg_close(&copy);
         return;
     }
+    if (traced)
+        zmq_msg_close(&copy);
     if (errno == EAGAIN) {
         router_send_error(r, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
         return;
     }
+    note_answer(r, rec, env, &m->data);
     r->stats.requester_gone++;
     deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
@@ -759,6 +977,15 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
     const env_value_t *dst = &env->f[EF_DST];
     if (r->watchers > 0)
         copy_to_watchers(r, peer, m, env);
+    if (trace_active(r->trace)) {
+        char from[2 * PEER_ID_MAX + 3];
+        trace_point_t p = {.kind = TRACE_EVENT, .dst = env_text(env, EF_DST),
+                           .src = env_text(env, EF_SRC), .action = env_text(env, EF_ACTION),
+                           .msg_id = env_text(env, EF_MSG_ID), .topic = env_text(env, EF_TOPIC),
+                           .peer = peer_label(peer, from), .latency_us = -1,
+                           .message = zmq_msg_data(&m->data), .message_len = zmq_msg_size(&m->data)};
+        trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
+    }
     if (env->f[EF_TOPIC].kind == JSON_STRING) {
         const env_value_t *topic = &env->f[EF_TOPIC];
         if (r->auth && peer->kind == PEER_REMOTE &&
@@ -926,6 +1153,11 @@ void router_read(const router_t *r, const wire_msg_t *m, router_read_t *rd)
 /* A message read with router_read, from `peer`. */
 static void handle_from(router_t *r, peer_t *peer, wire_msg_t *m, router_read_t *rd)
 {
+    /* for peers: one clock read a message (vDSO, no system call) */
+    peer->msgs_in++;
+    peer->seen_ms = r->clock_us() / 1000;
+    if (!peer->since_ms)
+        peer->since_ms = peer->seen_ms;
     if (m->bad_frames) {
         r->stats.in[MT_NONE]++;
         router_send_error(r, peer, NULL, ERR_BAD_FRAMES,

@@ -83,6 +83,9 @@ struct inflight_table *router_inflight(const router_t *r);
 struct topics *router_topics(const router_t *r);
 struct deadletters *router_dead(const router_t *r);
 struct metrics *router_metrics(const router_t *r);
+struct trace *router_trace(const router_t *r);
+/* The router's clock, in milliseconds. */
+uint64_t router_now_ms(const router_t *r);
 struct policy *router_policy(const router_t *r);
 struct auth *router_auth(const router_t *r);
 const config_t *router_config(const router_t *r);
@@ -141,7 +144,9 @@ int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_
 void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why);
 
-/* A printable label for a peer (its identity, or hex), for logs. */
+/* A label a person can read for a peer, for logs: its identity if
+ * printable, its number, first name and address, as one word
+ * ("#12/inventory@127.0.0.1"). */
 const char *peer_label(const peer_t *peer, char buf[2 * PEER_ID_MAX + 3]);
 
 #endif

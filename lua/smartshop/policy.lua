@@ -21,14 +21,17 @@
 --
 -- A rule may also declare guards, sets keyed by name: rule.types (the
 -- message types it looks at, e.g. {request = true}) and rule.dsts (the
--- destinations). The composed authorize, filter and route read msg.type
--- and msg.dst once and call a rule only for messages its guards let in.
+-- destinations). The composed authorize, filter and route are called for
+-- the types some rule looks at only, read msg.dst once, and call a rule
+-- only for messages its guards let in.
 -- The library's rules declare theirs; their methods leave the check to
 -- the composition (call them through policy.use or policy.hooks).
 --
 -- policy.use(rules) defines, as globals, only the hooks that at least one
 -- rule has: a hook no rule uses stays undefined, so the broker skips it
--- and a message costs nothing there. It raises an error if a hook it
+-- and a message costs nothing there. Where every rule of a hook declares
+-- types, the hook is a table of functions by message type (callable, too),
+-- so the broker does not call it at all for the other types. It raises an error if a hook it
 -- would define is already defined (a hand-written one: make it a rule).
 --
 -- How the rules' answers combine, hook by hook:
@@ -46,10 +49,10 @@
 -- Refusals: false, "reason", code: code is an error code for the sender,
 -- "denied" when absent; the rules use "bad_payload" and "unavailable".
 --
--- Cost: the composed hook's call, one read of msg.type (if a rule
--- declares types) and of msg.dst (if a rule for that type declares dsts),
--- a look-up per guarded rule, and a Lua call per rule let in; nothing is
--- allocated per message.
+-- Cost: the composed hook's call (none for a type no rule looks at), one
+-- read of msg.dst (if a rule for that type declares dsts), a look-up per
+-- guarded rule, and a Lua call per rule let in; nothing is allocated per
+-- message.
 
 local type, pairs, ipairs, error, tostring, rawget = type, pairs, ipairs, error, tostring, rawget
 local concat = table.concat
@@ -70,10 +73,10 @@ end
 
 -- The rules' guards: a rule may declare `types` and `dsts`, sets of the
 -- message types and destinations it looks at. A composed hook keeps one
--- chain of rules per message type: it reads msg.type once, picks that
--- type's chain (none: done, e.g. answers when every rule looks at
--- requests only), reads msg.dst once if a rule of the chain declares dsts,
--- and calls only the rules those let in.
+-- chain of rules per message type (none: that type is never given to the
+-- hook, e.g. answers when every rule looks at requests only), reads
+-- msg.dst once if a rule of the chain declares dsts, and calls only the
+-- rules those let in.
 local MSG_TYPES = { "request", "response", "error", "event" }
 
 local function add(chain, f, o)
@@ -109,25 +112,45 @@ local function split(fns, objs)
   return nil, by_type
 end
 
+-- A composed authorize, filter or route: one function when no rule
+-- declares types; else a table of functions by message type, one per type
+-- some rule looks at, each over that type's chain alone. The broker calls
+-- the function for a message's type and skips the types the table lacks
+-- (docs/policies.md, "A hook by message type"): no msg.type read, and no
+-- call at all for, say, answers when every rule looks at requests. The
+-- table can be called too (__call picks by msg.type), for Lua callers.
+local TYPED = {
+  __call = function(self, msg, b)
+    local f = rawget(self, msg.type)
+    if f then return f(msg, b) end
+  end,
+}
+
+local function by_type(make, fns, objs)
+  local all, typed = split(fns, objs)
+  if all then return make(all) end
+  local hook = {}
+  for t, c in pairs(typed) do hook[t] = make(c) end
+  return setmetatable(hook, TYPED)
+end
+
+-- The chains, made once at load: a rule and its guard are upvalues, and
+-- a chain of one rule is a single call.
+
 -- authorize(msg, peer): first refusal wins.
-local function authorize_chain(fns, objs)
-  local all, by_type = split(fns, objs)
-  return function(msg, peer)
-    local c = all
-    if not c then
-      c = by_type[msg.type]
-      if not c then return end
-    end
-    local n = c.n
-    if n == 1 then
-      local ds = c.d1
-      if ds and not ds[msg.dst] then return end
-      local ok, reason, code = c.f1(c.o1, msg, peer)
+local function authorize_of(c)
+  local n, f, o, d = c.n, c.fns, c.objs, c.dsts
+  if n == 1 then
+    local f1, o1, d1 = c.f1, c.o1, c.d1
+    return function(msg, peer)
+      if d1 and not d1[msg.dst] then return end
+      local ok, reason, code = f1(o1, msg, peer)
       if ok == false then return false, reason, code end
-      return
     end
-    local f, o, d = c.fns, c.objs, c.dsts
-    local dst = c.need_dst and msg.dst
+  end
+  local need_dst = c.need_dst
+  return function(msg, peer)
+    local dst = need_dst and msg.dst
     for i = 1, n do
       local ds = d[i]
       if not ds or ds[dst] then
@@ -151,22 +174,19 @@ end
 
 -- filter(msg): first refusal wins; a rewrite is what later rules see (it
 -- keeps the chain of msg's type: a rewrite may not change the type).
-local function filter_chain(fns, objs)
-  local all, by_type = split(fns, objs)
+local function filter_of(c)
+  local n, f, o, d = c.n, c.fns, c.objs, c.dsts
+  if n == 1 then
+    local f1, o1, d1 = c.f1, c.o1, c.d1
+    if not d1 then
+      return function(msg) return f1(o1, msg) end
+    end
+    return function(msg)
+      if d1[msg.dst] then return f1(o1, msg) end
+    end
+  end
+  local need_dst = c.need_dst
   return function(msg)
-    local c = all
-    if not c then
-      c = by_type[msg.type]
-      if not c then return end
-    end
-    local n = c.n
-    if n == 1 then
-      local ds = c.d1
-      if ds and not ds[msg.dst] then return end
-      return c.f1(c.o1, msg)
-    end
-    local f, o, d = c.fns, c.objs, c.dsts
-    local need_dst = c.need_dst
     local dst = need_dst and msg.dst
     local cur = msg
     for i = 1, n do
@@ -186,22 +206,20 @@ local function filter_chain(fns, objs)
 end
 
 -- route(msg, ctx): the first route given wins.
-local function route_chain(fns, objs)
-  local all, by_type = split(fns, objs)
+local function route_of(c)
+  local n, f, o, d = c.n, c.fns, c.objs, c.dsts
+  if n == 1 then
+    local f1, o1, d1 = c.f1, c.o1, c.d1
+    if not d1 then
+      return function(msg, ctx) return f1(o1, msg, ctx) end
+    end
+    return function(msg, ctx)
+      if d1[msg.dst] then return f1(o1, msg, ctx) end
+    end
+  end
+  local need_dst = c.need_dst
   return function(msg, ctx)
-    local c = all
-    if not c then
-      c = by_type[msg.type]
-      if not c then return end
-    end
-    local n = c.n
-    if n == 1 then
-      local ds = c.d1
-      if ds and not ds[msg.dst] then return end
-      return c.f1(c.o1, msg, ctx)
-    end
-    local f, o, d = c.fns, c.objs, c.dsts
-    local dst = c.need_dst and msg.dst
+    local dst = need_dst and msg.dst
     for i = 1, n do
       local ds = d[i]
       if not ds or ds[dst] then
@@ -211,6 +229,10 @@ local function route_chain(fns, objs)
     end
   end
 end
+
+local function authorize_chain(fns, objs) return by_type(authorize_of, fns, objs) end
+local function filter_chain(fns, objs) return by_type(filter_of, fns, objs) end
+local function route_chain(fns, objs) return by_type(route_of, fns, objs) end
 
 -- on_unregister, on_outcome: everyone is told.
 local function notify_chain(fns, objs)
@@ -295,8 +317,8 @@ function _M.use(rules, env)
     if rawget(env, hook) ~= nil then
       error("smartshop.policy: " .. hook .. " is already defined; write it as a rule instead", 2)
     end
-    env[hook] = f
   end
+  for hook, f in pairs(hooks) do env[hook] = f end
   return hooks
 end
 

@@ -68,6 +68,7 @@ static void usage(FILE *out)
         "                              until Ctrl-C\n"
         "  reload                      reload the routing policy now\n"
         "  dead-letters [--limit N]    the newest refused or undelivered messages\n"
+        "  dead-letters show ID        one dead letter with its message, before a replay\n"
         "  replay ID                   send dead letter ID again, as its sender did\n"
         "  pub TOPIC ACTION [JSON]     publish an event on TOPIC (e.g. order.created)\n"
         "  sub PATTERN [GROUP]         print the events on topics matching PATTERN live\n"
@@ -77,7 +78,13 @@ static void usage(FILE *out)
         "                              default until Ctrl-C)\n"
         "  reply NAME [JSON]           a stub service: register NAME and answer every\n"
         "                              request with JSON (default: its own payload),\n"
-        "                              printing each, until Ctrl-C"
+        "                              printing each, until Ctrl-C\n"
+        "  peers                       every connection: identity, names, address, key,\n"
+        "                              connected since, idle, in flight, messages in/out\n"
+        "  trace [SERVICE]             requests, answers, errors and events live, one a\n"
+        "                              line, until Ctrl-C; with --action A, --src NAME,\n"
+        "                              --code CODE, --kinds request,response,error,event,\n"
+        "                              --rate N (copies a second, default 100)\n"
         "\n"
         "Options:\n"
         "  -e, --endpoint EP           the broker (default $SMARTSHOP_ENDPOINT, else\n"
@@ -692,74 +699,6 @@ static int cmd_ping(void)
     return show_broker_action("ping", NULL, "ping", ping_text, &a);
 }
 
-static void services_text(const cJSON *payload, void *arg)
-{
-    (void)arg;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(payload, "services");
-    if (!cJSON_GetArraySize(list)) {
-        printf("no services registered\n");
-        return;
-    }
-    table_t t;
-    table_init(&t, 2);
-    t.right[1] = true;
-    table_row(&t, "SERVICE", "INSTANCES");
-    const cJSON *svc;
-    cJSON_ArrayForEach(svc, list)
-    {
-        char n[32];
-        snprintf(n, sizeof n, "%.0f", num_or(svc, "instances", 0));
-        table_row(&t, str_or(svc, "name", "?"), n);
-    }
-    table_print(&t);
-}
-
-/* The list comes in pages (docs/protocol.md B4): follows "next" until the
- * last page, and shows them as one list. */
-static int cmd_services(void)
-{
-    cJSON *all = NULL, *req = NULL;
-    for (;;) {
-        cJSON *page = NULL;
-        int rc = broker_action("list_services", req, "services", &page);
-        cJSON_Delete(req);
-        req = NULL;
-        if (rc) {
-            cJSON_Delete(all);
-            return rc;
-        }
-        const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next");
-        bool more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "truncated")) &&
-                    cJSON_IsString(next);
-        if (more) {
-            req = cJSON_CreateObject();
-            cJSON_AddStringToObject(req, "after", next->valuestring);
-        }
-        if (!all) {
-            all = page;
-        } else {
-            cJSON *from = cJSON_GetObjectItemCaseSensitive(page, "services");
-            cJSON *to = cJSON_GetObjectItemCaseSensitive(all, "services");
-            cJSON *item;
-            while (cJSON_IsArray(from) && cJSON_IsArray(to) &&
-                   (item = cJSON_DetachItemFromArray(from, 0)))
-                cJSON_AddItemToArray(to, item);
-            cJSON_Delete(page);
-        }
-        if (!more)
-            break;
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(all, "next");
-    if (cJSON_GetObjectItemCaseSensitive(all, "truncated"))
-        cJSON_ReplaceItemInObjectCaseSensitive(all, "truncated", cJSON_CreateFalse());
-    if (opt.json)
-        print_json(all, false);
-    else
-        services_text(all, NULL);
-    cJSON_Delete(all);
-    return EXIT_OK;
-}
-
 static int cmd_stats(void)
 {
     return show_broker_action("stats", NULL, "stats", flat_text, NULL);
@@ -867,9 +806,63 @@ static bool metrics_table(const cJSON *payload)
     return true;
 }
 
+/* The series as a table: service as routed, dst as addressed, action,
+ * and how the requests ended. */
+static bool series_table(const cJSON *payload)
+{
+    const cJSON *rows = cJSON_GetObjectItemCaseSensitive(payload, "series");
+    if (!cJSON_IsArray(rows) || !cJSON_GetObjectItemCaseSensitive(payload, "totals"))
+        return false;
+    const cJSON *tot = cJSON_GetObjectItemCaseSensitive(payload, "totals");
+    printf("requests %.0f: ok %.0f, failed %.0f (error %.0f, timeout %.0f, gone %.0f, refused %.0f)\n",
+           num_or(tot, "total", 0), num_or(tot, "ok", 0), num_or(tot, "failed", 0),
+           num_or(tot, "error", 0), num_or(tot, "timeout", 0), num_or(tot, "gone", 0),
+           num_or(tot, "refused", 0));
+    if (!cJSON_GetArraySize(rows)) {
+        printf("no series yet\n");
+        return true;
+    }
+    putchar('\n');
+    table_t t;
+    table_init(&t, 14);
+    for (int c = 3; c < 13; c++)
+        t.right[c] = true;
+    table_row(&t, "SERVICE", "DST", "ACTION", "REQUESTS", "OK", "FAILED", "ERROR", "TIMEOUT",
+              "GONE", "REFUSED", "P50 MS<=", "P99 MS<=", "MEAN MS", "CODES");
+    const cJSON *s;
+    cJSON_ArrayForEach(s, rows) {
+        char c[14][160];
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(s, "outcomes");
+        const cJSON *lat = cJSON_GetObjectItemCaseSensitive(s, "latency_ms");
+        snprintf(c[0], 160, "%s", str_or(s, "service", "?"));
+        snprintf(c[1], 160, "%s", str_or(s, "dst", "?"));
+        snprintf(c[2], 160, "%s", str_or(s, "action", "?"));
+        snprintf(c[3], 160, "%.0f", num_or(s, "requests", 0));
+        snprintf(c[4], 160, "%.0f", num_or(s, "ok", 0));
+        snprintf(c[5], 160, "%.0f", num_or(s, "failed", 0));
+        const char *outcomes[] = {"error", "timeout", "gone", "refused"};
+        for (int i = 0; i < 4; i++)
+            snprintf(c[6 + i], 160, "%.0f", num_or(o, outcomes[i], 0));
+        snprintf(c[10], 160, "%g", num_or(lat, "p50_le", 0));
+        snprintf(c[11], 160, "%g", num_or(lat, "p99_le", 0));
+        snprintf(c[12], 160, "%.3f", num_or(lat, "mean", 0));
+        c[13][0] = '\0';
+        const cJSON *code;
+        cJSON_ArrayForEach(code, cJSON_GetObjectItemCaseSensitive(s, "errors")) {
+            size_t used = strlen(c[13]);
+            snprintf(c[13] + used, 160 - used, "%s%s=%.0f", used ? "," : "", code->string,
+                     code->valuedouble);
+        }
+        table_row(&t, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11],
+                  c[12], c[13][0] ? c[13] : "-");
+    }
+    table_print(&t);
+    return true;
+}
+
 static void metrics_text(const cJSON *payload, void *arg)
 {
-    if (!metrics_table(payload))
+    if (!series_table(payload) && !metrics_table(payload))
         flat_text(payload, arg);
 }
 
@@ -1193,12 +1186,148 @@ static int cmd_sub(int argc, char **argv)
     return EXIT_OK;
 }
 
-/* --- top: live rates per service --- */
+/* --- peers: who is connected --- */
 
-/* One service's totals in a metrics answer (its actions summed). */
+/* Milliseconds as a short age: 850ms, 12.3s, 5m 2s, 3h 4m, 2d 1h. */
+static void age_text(double ms, char *out, size_t len)
+{
+    if (ms < 0) {
+        snprintf(out, len, "-");
+    } else if (ms < 1000) {
+        snprintf(out, len, "%.0fms", ms);
+    } else if (ms < 60000) {
+        snprintf(out, len, "%.1fs", ms / 1000);
+    } else {
+        long long s = (long long)(ms / 1000);
+        if (s < 3600)
+            snprintf(out, len, "%lldm %llds", s / 60, s % 60);
+        else if (s < 86400)
+            snprintf(out, len, "%lldh %lldm", s / 3600, s % 3600 / 60);
+        else
+            snprintf(out, len, "%lldd %lldh", s / 86400, s % 86400 / 3600);
+    }
+}
+
+/* A broker action whose answer comes in pages (docs/protocol.md B4):
+ * follows "next" until the last page, and gives the pages' `key` lists
+ * as one payload. Returns 0 with *out, or an exit code (reported). */
+static int paged_action(const char *action, const char *key, const char *what, bool quiet,
+                        cJSON **out)
+{
+    cJSON *all = NULL, *req = NULL;
+    *out = NULL;
+    for (;;) {
+        cJSON *page = NULL;
+        failure_t f;
+        int rc = call("broker", action, req, &page, &f);
+        if (rc == EXIT_OK && status_error(page, &f))
+            rc = EXIT_REMOTE;
+        cJSON_Delete(req);
+        req = NULL;
+        if (rc) {
+            cJSON_Delete(page);
+            cJSON_Delete(all);
+            return quiet ? rc : report_failure(rc, what, &f);
+        }
+        const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next");
+        bool more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(page, "truncated")) &&
+                    (cJSON_IsString(next) || cJSON_IsNumber(next));
+        if (more) {
+            req = cJSON_CreateObject();
+            cJSON_AddItemToObject(req, "after", cJSON_Duplicate(next, 1));
+        }
+        if (!all) {
+            all = page;
+        } else {
+            cJSON *from = cJSON_GetObjectItemCaseSensitive(page, key);
+            cJSON *to = cJSON_GetObjectItemCaseSensitive(all, key);
+            cJSON *item;
+            while (cJSON_IsArray(from) && cJSON_IsArray(to) &&
+                   (item = cJSON_DetachItemFromArray(from, 0)))
+                cJSON_AddItemToArray(to, item);
+            cJSON_Delete(page);
+        }
+        if (!more)
+            break;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(all, "next");
+    if (cJSON_GetObjectItemCaseSensitive(all, "truncated"))
+        cJSON_ReplaceItemInObjectCaseSensitive(all, "truncated", cJSON_CreateFalse());
+    *out = all;
+    return EXIT_OK;
+}
+
+/* "inventory,pricing" from a peer's names. */
+static void names_text(const cJSON *peer, char *out, size_t len)
+{
+    out[0] = '\0';
+    const cJSON *n;
+    cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(peer, "names")) {
+        size_t used = strlen(out);
+        if (cJSON_IsString(n) && used + 2 < len)
+            snprintf(out + used, len - used, "%s%s", used ? "," : "", n->valuestring);
+    }
+    if (!out[0])
+        snprintf(out, len, "-");
+}
+
+static void peer_cells(const cJSON *p, char cells[][160])
+{
+    const cJSON *inflight = cJSON_GetObjectItemCaseSensitive(p, "inflight");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(p, "messages");
+    snprintf(cells[0], 160, "%.0f", num_or(p, "peer", 0));
+    snprintf(cells[1], 160, "%s", str_or(p, "identity", "?"));
+    names_text(p, cells[2], 160);
+    snprintf(cells[3], 160, "%s", str_or(p, "address", "-"));
+    const char *key = str_or(p, "key", NULL);
+    if (key)
+        snprintf(cells[4], 160, "%.12s%s", key, cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "admin")) ? " @admin" : "");
+    else
+        snprintf(cells[4], 160, "%s", strcmp(str_or(p, "kind", ""), "hosted") == 0 ? "(hosted)" : "-");
+    age_text(num_or(p, "connected_ms", -1), cells[5], 160);
+    age_text(num_or(p, "idle_ms", -1), cells[6], 160);
+    snprintf(cells[7], 160, "%.0f/%.0f", num_or(inflight, "handling", 0), num_or(inflight, "waiting", 0));
+    snprintf(cells[8], 160, "%.0f", num_or(msgs, "in", 0));
+    snprintf(cells[9], 160, "%.0f", num_or(msgs, "out", 0));
+}
+
+static int cmd_peers(void)
+{
+    cJSON *all = NULL;
+    int rc = paged_action("peers", "peers", "peers", false, &all);
+    if (rc)
+        return rc;
+    if (opt.json) {
+        print_json(all, false);
+    } else {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(all, "peers");
+        if (!cJSON_GetArraySize(list)) {
+            printf("no peers connected\n");
+        } else {
+            table_t t;
+            table_init(&t, 10);
+            t.right[0] = t.right[5] = t.right[6] = t.right[7] = t.right[8] = t.right[9] = true;
+            table_row(&t, "PEER", "IDENTITY", "NAMES", "ADDRESS", "KEY", "CONNECTED", "IDLE",
+                      "HANDLING/WAITING", "MSGS IN", "MSGS OUT");
+            const cJSON *p;
+            cJSON_ArrayForEach(p, list) {
+                char c[10][160];
+                peer_cells(p, c);
+                table_row(&t, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]);
+            }
+            table_print(&t);
+        }
+    }
+    cJSON_Delete(all);
+    return EXIT_OK;
+}
+
+/* --- per-service totals from the metrics action --- */
+
+/* One service's totals in a metrics answer (its actions and dsts summed). */
 typedef struct {
     char name[80];
-    double requests, answered, failed, p50, p99;
+    double requests, ok, failed, p50, p99;
 } top_row_t;
 
 static int top_rows(const cJSON *payload, top_row_t *rows, int cap)
@@ -1218,7 +1347,8 @@ static int top_rows(const cJSON *payload, top_row_t *rows, int cap)
             n++;
         }
         rows[i].requests += num_or(s, "requests", 0);
-        rows[i].answered += num_or(s, "answered", 0);
+        /* "ok" since outcomes; before, every answer counted as answered */
+        rows[i].ok += num_or(s, "ok", num_or(s, "answered", 0));
         rows[i].failed += num_or(s, "failed", 0);
         const cJSON *lat = cJSON_GetObjectItemCaseSensitive(s, "latency_ms");
         /* the slowest action's quantile bounds stand for the service */
@@ -1229,6 +1359,268 @@ static int top_rows(const cJSON *payload, top_row_t *rows, int cap)
     }
     return n;
 }
+
+/* services: the list (paged), and, where the broker lets us see them,
+ * each service's requests split ok/failed (metrics) and its instances'
+ * connections (peers: an @admin action under CURVE). */
+static int cmd_services(void)
+{
+    cJSON *all = NULL;
+    int rc = paged_action("list_services", "services", "services", false, &all);
+    if (rc)
+        return rc;
+    /* the details are extra: a broker that refuses them still lists */
+    cJSON *metrics = NULL, *peers = NULL;
+    failure_t f;
+    if (call("broker", "metrics", NULL, &metrics, &f) != EXIT_OK || status_error(metrics, &f)) {
+        cJSON_Delete(metrics);
+        metrics = NULL;
+    }
+    if (paged_action("peers", "peers", "services", true, &peers) != EXIT_OK)
+        peers = NULL;
+    static top_row_t rows[1024];
+    int nrows = metrics ? top_rows(metrics, rows, 1024) : 0;
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(all, "services");
+    const cJSON *svc;
+    cJSON_ArrayForEach(svc, list) {
+        const char *name = str_or(svc, "name", "");
+        for (int i = 0; i < nrows; i++) {
+            if (strcmp(rows[i].name, name) != 0)
+                continue;
+            cJSON_AddNumberToObject((cJSON *)svc, "requests", rows[i].requests);
+            cJSON_AddNumberToObject((cJSON *)svc, "ok", rows[i].ok);
+            cJSON_AddNumberToObject((cJSON *)svc, "failed", rows[i].failed);
+        }
+        if (!peers)
+            continue;
+        cJSON *conns = cJSON_AddArrayToObject((cJSON *)svc, "connections");
+        const cJSON *p, *n;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(peers, "peers"))
+            cJSON_ArrayForEach(n, cJSON_GetObjectItemCaseSensitive(p, "names"))
+                if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0)
+                    cJSON_AddItemToArray(conns, cJSON_Duplicate(p, 1));
+    }
+    if (opt.json) {
+        print_json(all, false);
+    } else if (!cJSON_GetArraySize(list)) {
+        printf("no services registered\n");
+    } else {
+        table_t t;
+        table_init(&t, 10);
+        for (int c = 1; c < 10; c++)
+            t.right[c] = c != 3 && c != 2;
+        table_row(&t, "SERVICE", "INSTANCES", "PEER", "ADDRESS", "CONNECTED", "IDLE",
+                  "HANDLING", "MSGS IN/OUT", "REQUESTS", "OK/FAILED");
+        cJSON_ArrayForEach(svc, list) {
+            char inst[32], reqs[32] = "-", okf[64] = "-";
+            snprintf(inst, sizeof inst, "%.0f", num_or(svc, "instances", 0));
+            if (cJSON_GetObjectItemCaseSensitive(svc, "requests")) {
+                snprintf(reqs, sizeof reqs, "%.0f", num_or(svc, "requests", 0));
+                snprintf(okf, sizeof okf, "%.0f/%.0f", num_or(svc, "ok", 0), num_or(svc, "failed", 0));
+            }
+            table_row(&t, str_or(svc, "name", "?"), inst, "", "", "", "", "", "", reqs, okf);
+            const cJSON *p;
+            cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(svc, "connections")) {
+                char c[10][160], io[340], peer[340];
+                peer_cells(p, c);
+                snprintf(peer, sizeof peer, "#%s %s", c[0], c[1]);
+                snprintf(io, sizeof io, "%s/%s", c[8], c[9]);
+                const cJSON *inflight = cJSON_GetObjectItemCaseSensitive(p, "inflight");
+                char handling[32];
+                snprintf(handling, sizeof handling, "%.0f", num_or(inflight, "handling", 0));
+                table_row(&t, "", "", peer, c[3], c[5], c[6], handling, io, "", "");
+            }
+        }
+        table_print(&t);
+        if (!peers)
+            printf("(connections not shown: the broker did not answer peers%s)\n",
+                   opt.server_key[0] ? "; it needs a key marked @admin" : "");
+    }
+    cJSON_Delete(metrics);
+    cJSON_Delete(peers);
+    cJSON_Delete(all);
+    return EXIT_OK;
+}
+
+/* --- trace: requests, answers, errors and events live --- */
+
+typedef struct {
+    const char *service, *action, *src, *code, *kinds;
+    long rate;
+} trace_opts_t;
+static trace_opts_t trace_opt = {.rate = -1};
+
+static cJSON *trace_request(void)
+{
+    cJSON *req = cJSON_CreateObject();
+    if (trace_opt.service)
+        cJSON_AddStringToObject(req, "service", trace_opt.service);
+    if (trace_opt.action)
+        cJSON_AddStringToObject(req, "action", trace_opt.action);
+    if (trace_opt.src)
+        cJSON_AddStringToObject(req, "src", trace_opt.src);
+    if (trace_opt.code)
+        cJSON_AddStringToObject(req, "code", trace_opt.code);
+    if (trace_opt.rate > 0)
+        cJSON_AddNumberToObject(req, "rate", (double)trace_opt.rate);
+    if (trace_opt.kinds) {
+        cJSON *kinds = cJSON_AddArrayToObject(req, "kinds");
+        char copy[128];
+        snprintf(copy, sizeof copy, "%s", trace_opt.kinds);
+        char *save = NULL;
+        for (char *k = strtok_r(copy, ",", &save); k; k = strtok_r(NULL, ",", &save))
+            cJSON_AddItemToArray(kinds, cJSON_CreateString(k));
+    }
+    return req;
+}
+
+static void print_traced(ss_client_t *c, const ss_msg_t *m, void *arg)
+{
+    (void)c;
+    (void)arg;
+    const cJSON *p = ss_msg_payload(m);
+    if (opt.json) {
+        print_json(p, false);
+        fflush(stdout);
+        return;
+    }
+    const char *kind = str_or(p, "kind", "?");
+    char route[200], extra[200] = "";
+    const char *svc = str_or(p, "service", NULL), *dst = str_or(p, "dst", "-");
+    if (svc && strcmp(svc, dst) != 0)
+        snprintf(route, sizeof route, "%s -> %s (as %s)", str_or(p, "src", "-"), svc, dst);
+    else
+        snprintf(route, sizeof route, "%s -> %s", str_or(p, "src", "-"), svc ? svc : dst);
+    if (cJSON_GetObjectItemCaseSensitive(p, "latency_ms"))
+        snprintf(extra, sizeof extra, "%.3f ms  ", num_or(p, "latency_ms", 0));
+    if (str_or(p, "code", NULL))
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%s  ", str_or(p, "code", ""));
+    if (num_or(p, "skipped", 0) > 0)
+        say("(%.0f matching messages skipped: over the trace's rate)", num_or(p, "skipped", 0));
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(p, "message");
+    const cJSON *payload = cJSON_GetObjectItemCaseSensitive(message, "payload");
+    char *body = payload ? cJSON_PrintUnformatted(payload) : NULL;
+    char line[4096];
+    snprintf(line, sizeof line, "%s  %-8s  %s  %s  %s%s%s", str_or(p, "at", "-"), kind, route,
+             str_or(p, "action", "-"), extra, body ? body : "", str_or(p, "why", ""));
+    cJSON_free(body);
+    sanitize(line);
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+/* The answer to a trace sent again: as watch's, it also tells the
+ * broker is there (see watch_state_t below). */
+typedef struct {
+    bool lost, out;
+    int failed;
+    failure_t f;
+} trace_state_t;
+
+static void on_trace_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
+{
+    trace_state_t *w = arg;
+    w->out = false;
+    if (err && strcmp(err->code, "timeout") == 0) {
+        if (!w->lost)
+            say("lost the broker at %s; waiting for it to come back", opt.endpoint);
+        w->lost = true;
+        return;
+    }
+    failure_t f;
+    if (err || status_error(ss_msg_payload(response), &f)) {
+        if (err)
+            set_failure(&w->f, err->code, "%s", err->message);
+        else
+            w->f = f;
+        w->failed = EXIT_REMOTE;
+        ss_client_stop(c);
+        return;
+    }
+    if (w->lost)
+        say("tracing again");
+    w->lost = false;
+}
+
+static int cmd_trace(int argc, char **argv)
+{
+    if (argc > 1)
+        return usage_error("trace takes [SERVICE] and options (--action, --src, --code, --kinds, --rate)");
+    if (argc == 1)
+        trace_opt.service = argv[0];
+    trace_state_t w;
+    memset(&w, 0, sizeof w);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (ss_on_event(client, "trace", print_traced, NULL) != SS_OK) {
+        say("out of memory");
+        return EXIT_REMOTE;
+    }
+    cJSON *req = trace_request(), *first = NULL;
+    int rc = broker_action("trace", req, "trace", &first);
+    if (rc) {
+        cJSON_Delete(req);
+        return rc;
+    }
+    say("tracing %s at %s (at most %.0f a second); Ctrl-C to stop",
+        trace_opt.service ? trace_opt.service : "every service", opt.endpoint, num_or(first, "rate", 0));
+    cJSON_Delete(first);
+    double next = mono_ms() + 1000;
+    while (!interrupted) {
+        rc = ss_client_process(client, 250);
+        if (rc == SS_ESTOPPED)
+            break;
+        double t = mono_ms();
+        if (t >= next && !w.out) {
+            w.out = ss_request_async(client, "broker", "trace", req, 2000, on_trace_answer, &w) == SS_OK;
+            next = t + 1000;
+        }
+    }
+    cJSON_Delete(req);
+    if (w.failed)
+        return report_failure(w.failed, "trace", &w.f);
+    return EXIT_OK;
+}
+
+/* --- dead-letters show ID --- */
+
+static void dead_letter_text(const cJSON *payload, void *arg)
+{
+    (void)arg;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(payload, "dead_letter");
+    table_t t;
+    table_init(&t, 2);
+    const char *keys[] = {"id", "at", "code", "src", "dst", "action", "msg_id", "bytes", "replayable"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char value[200];
+        scalar_text(cJSON_GetObjectItemCaseSensitive(d, keys[i]), value, sizeof value);
+        table_row(&t, keys[i], value);
+    }
+    table_print(&t);
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(d, "message");
+    if (message && !cJSON_IsNull(message)) {
+        printf("message:\n");
+        print_indented(message, 0);
+        putchar('\n');
+    } else {
+        printf("message: not kept (only its envelope's fields: the request was handed over)\n");
+    }
+}
+
+static int cmd_dead_letter_show(int argc, char **argv)
+{
+    long id;
+    if (argc != 1 || !parse_long(argv[0], 0, LONG_MAX, &id))
+        return usage_error("dead-letters show takes one dead letter ID (a number: see dead-letters)");
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddNumberToObject(req, "id", (double)id);
+    char what[64];
+    snprintf(what, sizeof what, "dead-letters show %ld", id);
+    int rc = show_broker_action("dead_letter", req, what, dead_letter_text, NULL);
+    cJSON_Delete(req);
+    return rc;
+}
+
+/* --- top: live rates per service --- */
 
 static int cmd_top(int argc, char **argv)
 {
@@ -1265,7 +1657,7 @@ static int cmd_top(int argc, char **argv)
                         before = last[j];
                 char req[32], ok[32], failed[32], p50[32], p99[32];
                 snprintf(req, sizeof req, "%.1f", (now[i].requests - before.requests) / secs);
-                snprintf(ok, sizeof ok, "%.1f", (now[i].answered - before.answered) / secs);
+                snprintf(ok, sizeof ok, "%.1f", (now[i].ok - before.ok) / secs);
                 snprintf(failed, sizeof failed, "%.1f", (now[i].failed - before.failed) / secs);
                 snprintf(p50, sizeof p50, "%g", now[i].p50);
                 snprintf(p99, sizeof p99, "%g", now[i].p99);
@@ -1336,6 +1728,11 @@ int main(int argc, char **argv)
         {"limit", required_argument, 0, 'n'},
         {"server-key", required_argument, 0, 'S'},
         {"key", required_argument, 0, 'K'},
+        {"action", required_argument, 0, 'A'},
+        {"src", required_argument, 0, 'R'},
+        {"code", required_argument, 0, 'C'},
+        {"kinds", required_argument, 0, 'k'},
+        {"rate", required_argument, 0, 'r'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -1349,7 +1746,7 @@ int main(int argc, char **argv)
         opt.server_key_file = NULL;
     if (opt.key_prefix && !*opt.key_prefix)
         opt.key_prefix = NULL;
-    bool limit_given = false;
+    bool limit_given = false, trace_given = false;
     opterr = 0;
     int ch;
     long n;
@@ -1381,6 +1778,28 @@ int main(int argc, char **argv)
         case 'K':
             opt.key_prefix = optarg;
             break;
+        case 'A':
+            trace_opt.action = optarg;
+            trace_given = true;
+            break;
+        case 'R':
+            trace_opt.src = optarg;
+            trace_given = true;
+            break;
+        case 'C':
+            trace_opt.code = optarg;
+            trace_given = true;
+            break;
+        case 'k':
+            trace_opt.kinds = optarg;
+            trace_given = true;
+            break;
+        case 'r':
+            if (!parse_long(optarg, 1, 1000, &n))
+                return usage_error("--rate: '%s' is not a number of copies a second (1..1000)", optarg);
+            trace_opt.rate = n;
+            trace_given = true;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -1397,7 +1816,7 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no command given (ping, services, stats, metrics, request, watch, "
-                           "reload, dead-letters, replay, pub, sub, reply, top)");
+                           "reload, dead-letters, replay, pub, sub, reply, top, peers, trace)");
     const char *cmd = argv[optind];
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
@@ -1407,8 +1826,9 @@ int main(int argc, char **argv)
         int min_args, max_args;
     } commands[] = {
         {"ping", 0, 0},     {"services", 0, 0}, {"stats", 0, 0},  {"metrics", 0, 0},
-        {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 0},
+        {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 2},
         {"replay", 0, 99},  {"pub", 0, 99},     {"sub", 0, 99},   {"reply", 0, 99},  {"top", 0, 99},
+        {"peers", 0, 0},    {"trace", 0, 99},
     };
     int which = -1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -1425,6 +1845,13 @@ int main(int argc, char **argv)
         return usage_error("%s takes no arguments (got '%s')", cmd, args[0]);
     if (limit_given && strcmp(cmd, "dead-letters") != 0)
         return usage_error("--limit goes with dead-letters only");
+    if (trace_given && strcmp(cmd, "trace") != 0)
+        return usage_error("--action, --src, --code, --kinds and --rate go with trace only");
+    bool show_letter = strcmp(cmd, "dead-letters") == 0 && nargs > 0;
+    if (show_letter && strcmp(args[0], "show") != 0)
+        return usage_error("dead-letters takes no arguments, or show ID (got '%s')", args[0]);
+    if (show_letter && nargs != 2)
+        return usage_error("dead-letters show takes one dead letter ID (see dead-letters)");
 
     int rc = load_keys();
     if (rc)
@@ -1455,8 +1882,14 @@ int main(int argc, char **argv)
         rc = cmd_watch();
     else if (strcmp(cmd, "reload") == 0)
         rc = cmd_reload();
+    else if (show_letter)
+        rc = cmd_dead_letter_show(nargs - 1, args + 1);
     else if (strcmp(cmd, "dead-letters") == 0)
         rc = cmd_dead_letters();
+    else if (strcmp(cmd, "peers") == 0)
+        rc = cmd_peers();
+    else if (strcmp(cmd, "trace") == 0)
+        rc = cmd_trace(nargs, args);
     else if (strcmp(cmd, "pub") == 0)
         rc = cmd_pub(nargs, args);
     else if (strcmp(cmd, "sub") == 0)
@@ -1472,7 +1905,7 @@ int main(int argc, char **argv)
     if (fflush(stdout) != 0 && rc == EXIT_OK)
         rc = EXIT_REMOTE;       /* stdout closed or full: do not claim success */
     if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0 && strcmp(cmd, "sub") != 0 &&
-        strcmp(cmd, "reply") != 0 && strcmp(cmd, "top") != 0)
+        strcmp(cmd, "reply") != 0 && strcmp(cmd, "top") != 0 && strcmp(cmd, "trace") != 0)
         rc = EXIT_INTERRUPTED;
     return rc;
 }

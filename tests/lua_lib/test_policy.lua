@@ -129,3 +129,32 @@ test("methods are called with the rule as self", function()
   function r:route() return self.name end
   eq(policy.hooks({ r }).route(msg {}, T.ctx {}), "me")
 end)
+
+test("a hook whose rules all declare types is a table of functions by type", function()
+  local S = T.sandbox()
+  local policy = S.require "smartshop.policy"
+  local seen = {}
+  policy.use {
+    rule { types = { request = true }, filter = function(_, m) seen[#seen + 1] = "a " .. m.type end },
+    rule { types = { event = true, request = true },
+           filter = function(_, m) seen[#seen + 1] = "b " .. m.type end },
+    rule { route = function() return "r" end },          -- no types: every type
+    rule { types = { response = true }, authorize = function() return false, "no" end },
+  }
+  local f = S.env.filter
+  eq(type(f), "table")
+  local keys = {}
+  for k, v in pairs(f) do keys[#keys + 1] = k; eq(type(v), "function", k) end
+  table.sort(keys)
+  eq(keys, { "event", "request" }, "only the types some rule looks at")
+  f.request(msg { type = "request" })
+  f.event(msg { type = "event" })
+  eq(seen, { "a request", "b request", "b event" })
+  f(msg { type = "response" })                           -- callable: nothing for answers
+  f(msg { type = "request" })
+  eq(#seen, 5)
+  eq(type(S.env.route), "function")
+  eq(type(S.env.authorize), "table")
+  eq(select(2, S.env.authorize.response(msg { type = "response" }, {})), "no")
+  eq(S.env.authorize.request, nil)
+end)

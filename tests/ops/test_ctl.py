@@ -153,9 +153,10 @@ class CtlTest(bp.BrokerTestCase):
         b = self.peer(register="ctl-svc-b")
         out = self.run_ctl("services")
         self.assertExit(out, 0)
-        lines = out.stdout.splitlines()
-        self.assertRegex(lines[0], r"^SERVICE\s+INSTANCES$")
-        rows = {l.split()[0]: l.split()[1] for l in lines[1:]}
+        lines = [l for l in out.stdout.splitlines() if not l.startswith("(")]
+        self.assertRegex(lines[0], r"^SERVICE\s+INSTANCES\s+PEER\s+ADDRESS\s+CONNECTED")
+        # a service's row, then one indented row per instance (its connection)
+        rows = {l.split()[0]: l.split()[1] for l in lines[1:] if not l.startswith(" ")}
         self.assertEqual(rows.get("ctl-svc-a"), "2")
         self.assertEqual(rows.get("ctl-svc-b"), "1")
         # the columns line up: every INSTANCES cell ends where the header does
