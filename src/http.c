@@ -790,8 +790,17 @@ void http_stop(http_server_t **h_p)
             (void)0;
         pthread_join(h->thread, NULL);
     }
-    if (h->mhd)
+    if (h->mhd) {
+        /* libmicrohttpd stops only with no connection suspended: the
+         * waiting ones get what there is, then all are closed */
+        for (size_t i = 0; i < h->conn_cap; i++)
+            if (h->conns[i].fd >= 0 && h->conns[i].waiting && !h->conns[i].resumed) {
+                h->conns[i].resumed = true;
+                MHD_resume_connection(h->conns[i].waiting);
+            }
+        MHD_run(h->mhd);
         MHD_stop_daemon(h->mhd);        /* closes the connections it holds */
+    }
     for (size_t i = 0; i < h->refusing_used; i++)
         close(h->refusing[i].fd);
     if (h->listen_fd >= 0)

@@ -207,12 +207,25 @@ static void add_broker(cJSON *root, const http_sources_t *src, uint64_t now_ms)
     add_counts(messages, "errors", src->stats->errors, ERR__COUNT, code_name);
 }
 
-static cJSON *peer_json(const peer_t *p)
+/* What a peer is called on the page: "#serial", or a hosted service's
+ * file; its full log label goes with it. */
+static void add_peer_names(cJSON *item, const peer_t *p)
 {
     char label[2 * PEER_ID_MAX + 3];
-    cJSON *item = cJSON_CreateObject();
-    cJSON_AddStringToObject(item, "id", peer_label(p, label));
+    if (p->kind == PEER_LUA)
+        snprintf(label, sizeof label, "%.*s", p->id_len, (const char *)p->id);
+    else
+        snprintf(label, sizeof label, "#%llu", (unsigned long long)p->serial);
+    cJSON_AddStringToObject(item, "id", label);
+    cJSON_AddStringToObject(item, "label", peer_label(p, label));
     cJSON_AddStringToObject(item, "kind", p->kind == PEER_LUA ? "lua" : "remote");
+    cJSON_AddStringToObject(item, "address", p->addr);
+}
+
+static cJSON *peer_json(const peer_t *p, uint64_t now_ms)
+{
+    cJSON *item = cJSON_CreateObject();
+    add_peer_names(item, p);
     cJSON *names = cJSON_AddArrayToObject(item, "names");
     for (int i = 0; i < p->name_count; i++)
         cJSON_AddItemToArray(names, cJSON_CreateString(p->names[i]));
@@ -222,6 +235,13 @@ static cJSON *peer_json(const peer_t *p)
     cJSON_AddNumberToObject(item, "waiting", p->waiting_count);
     cJSON_AddNumberToObject(item, "queued_bytes", (double)p->queued_bytes);
     cJSON_AddBoolToObject(item, "watching", p->watching);
+    cJSON_AddNumberToObject(item, "messages_in", (double)p->msgs_in);
+    cJSON_AddNumberToObject(item, "messages_out", (double)p->msgs_out);
+    /* the router stamps with the same clock, maybe after now_ms was read */
+    cJSON_AddNumberToObject(item, "connected_ms",
+                            (double)(p->since_ms && now_ms > p->since_ms ? now_ms - p->since_ms : 0));
+    cJSON_AddNumberToObject(item, "idle_ms",
+                            (double)(p->seen_ms && now_ms > p->seen_ms ? now_ms - p->seen_ms : 0));
     return item;
 }
 
@@ -243,10 +263,8 @@ static void add_services(cJSON *root, const http_sources_t *src, const http_serv
         cJSON *instances = cJSON_AddArrayToObject(item, "instances");
         const service_t *svc = registry_find_service(src->registry, t[i].name, strlen(t[i].name));
         for (int k = 0; svc && k < svc->count && k < HTTP_STATE_INSTANCES_MAX; k++) {
-            char label[2 * PEER_ID_MAX + 3];
             cJSON *inst = cJSON_CreateObject();
-            cJSON_AddStringToObject(inst, "id", peer_label(svc->instances[k], label));
-            cJSON_AddStringToObject(inst, "kind", svc->instances[k]->kind == PEER_LUA ? "lua" : "remote");
+            add_peer_names(inst, svc->instances[k]);
             cJSON_AddNumberToObject(inst, "handling", svc->instances[k]->handling_count);
             cJSON_AddItemToArray(instances, inst);
         }
@@ -254,14 +272,14 @@ static void add_services(cJSON *root, const http_sources_t *src, const http_serv
     }
 }
 
-static void add_peers(cJSON *root, const http_sources_t *src)
+static void add_peers(cJSON *root, const http_sources_t *src, uint64_t now_ms)
 {
     cJSON *list = cJSON_AddArrayToObject(root, "peers");
     size_t n = 0, total = 0;
     for (peer_t *p = registry_next_peer(src->registry, NULL); p;
          p = registry_next_peer(src->registry, p), total++)
         if (n < HTTP_STATE_PEERS_MAX) {
-            cJSON_AddItemToArray(list, peer_json(p));
+            cJSON_AddItemToArray(list, peer_json(p, now_ms));
             n++;
         }
     cJSON_AddNumberToObject(root, "peers_total", (double)total);
@@ -315,7 +333,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
         return NULL;
     add_broker(root, src, now_ms);
     add_services(root, src, t, n);
-    add_peers(root, src);
+    add_peers(root, src, now_ms);
     add_dead_letters(root, src);
     add_policy(root, src);
     char *text = cJSON_PrintUnformatted(root);
