@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,6 +65,8 @@ struct http_server {
     /* the broker thread's */
     http_snapshot_maker_t maker;
     uint64_t next_publish_ms, last_publish_ms;
+    http_snapshot_t *pending;   /* taken, not yet swapped in (the lock was busy) */
+    unsigned pending_asked;     /* the parts requests wait for in it */
     /* the HTTP thread's */
     conn_t *conns;
     size_t conn_cap, conn_used;
@@ -627,6 +630,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void *serve(void *arg)
 {
     http_server_t *h = arg;
+    /* the event loop comes first: on a busy machine the scheduler gives
+     * this thread's work (scrape floods included) the CPU the loop leaves */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), HTTP_THREAD_NICE) < 0)
+        log_debug("http: cannot lower the HTTP thread's priority: %s", strerror(errno));
     while (!atomic_load(&h->quit)) {
         uint64_t now = clock_ms();
         uint64_t next = expire(h, now);
@@ -735,15 +742,40 @@ fail:
 
 uint64_t http_next_due(const http_server_t *h)
 {
+    if (h->pending)             /* a swap to retry: soon */
+        return h->last_publish_ms + 1;
     uint64_t fresh = h->last_publish_ms + HTTP_FRESH_MIN_MS;
     if (atomic_load_explicit(&h->wanted, memory_order_relaxed) && fresh < h->next_publish_ms)
         return fresh;
     return h->next_publish_ms;
 }
 
+/* Swaps `pending` in if the lock is free: the broker thread never waits
+ * for the HTTP thread (which holds it for a pointer copy, but may be
+ * preempted meanwhile); else the next pass tries again. Wakes the HTTP
+ * thread when requests wait for it. */
+static void swap_in(http_server_t *h)
+{
+    if (pthread_mutex_trylock(&h->lock) != 0)
+        return;
+    http_snapshot_t *old = h->current;
+    h->current = h->pending;
+    pthread_mutex_unlock(&h->lock);
+    h->pending = NULL;
+    http_snapshot_release(&old);
+    uint64_t one = 1;
+    if (h->pending_asked && write(h->wake_fd, &one, sizeof one) < 0)
+        (void)0;
+    h->pending_asked = 0;
+}
+
 bool http_tick(http_server_t *h, uint64_t now_ms)
 {
     atomic_store_explicit(&h->loop_turned_ms, now_ms, memory_order_relaxed);
+    if (h->pending) {
+        swap_in(h);
+        return false;
+    }
     return now_ms >= http_next_due(h);
 }
 
@@ -768,14 +800,9 @@ void http_publish(http_server_t *h, const router_t *router, bool stopping, uint6
     http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, asked, now_ms);
     if (!fresh)
         return;                 /* out of memory: the last one stays */
-    pthread_mutex_lock(&h->lock);
-    http_snapshot_t *old = h->current;
-    h->current = fresh;
-    pthread_mutex_unlock(&h->lock);
-    http_snapshot_release(&old);
-    uint64_t one = 1;           /* the HTTP thread resumes who waited for it */
-    if (asked && write(h->wake_fd, &one, sizeof one) < 0)
-        (void)0;
+    h->pending = fresh;
+    h->pending_asked = asked;
+    swap_in(h);
 }
 
 void http_stop(http_server_t **h_p)
@@ -810,6 +837,7 @@ void http_stop(http_server_t **h_p)
     if (h->want_fd >= 0)
         close(h->want_fd);
     http_snapshot_release(&h->current);
+    http_snapshot_release(&h->pending);
     http_snapshot_maker_clear(&h->maker);
     http_history_free(&h->history);
     pthread_mutex_destroy(&h->lock);
