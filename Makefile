@@ -27,7 +27,7 @@ JOBS       ?= 2
 #               package's own build dependencies come from debian/control
 # make test installs all three (the test suite builds the package too).
 PKGS_BUILD := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
-        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libmicrohttpd-dev python3-zmq
+        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libmicrohttpd-dev libsqlite3-dev python3-zmq
 PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd bash-completion \
         nats-server python3-venv python3-setuptools lua5.4 lua-cjson chromium python3-websocket
 PKGS_DEB   := dpkg-dev debhelper lintian

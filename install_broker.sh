@@ -600,6 +600,13 @@ do_uninstall() {
             rm -rf "$DESTDIR$CONF_DIR"
             say "    removed $CONF_DIR (--purge)"
         fi
+        # the broker's state (the unit's StateDirectory=smartshop)
+        for state in /var/lib/smartshop /var/lib/private/smartshop; do
+            if [ -d "$DESTDIR$state" ]; then
+                rm -rf "$DESTDIR$state"
+                say "    removed $state (--purge)"
+            fi
+        done
     elif [ -d "$DESTDIR$CONF_DIR" ] && [ -n "$(find "$DESTDIR$CONF_DIR" -type f -print -quit)" ]; then
         say "    kept your edits in $CONF_DIR (--uninstall --purge removes them)"
     fi

@@ -39,6 +39,16 @@ log_level = "info"
 -- curve_secret_key = "/etc/smartshop/broker.key"
 -- curve_allow = "/etc/smartshop/clients.allow"
 
+-- The durable state: registrations, dead letters and the last good policy
+-- survive a restart (docs/operations.md, "The state directory"). Under
+-- systemd it is /var/lib/smartshop (StateDirectory=); "" keeps nothing.
+-- state_dir = "/var/lib/smartshop"
+-- After a restart, how long a restored registration waits for its peer:
+-- restore_grace_ms = 30000
+-- A policy file that does not load at start: run its last good version
+-- (false, with a loud warning) or refuse to start (true, exit 2):
+-- strict_policy = false
+
 -- Limits (the defaults shown):
 -- max_message_bytes = 1048576
 -- request_timeout_ms = 30000

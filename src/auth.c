@@ -351,3 +351,41 @@ void auth_stop(auth_t *a)
         zmq_close(a->zap);
     a->zap = NULL;
 }
+
+int auth_key_count(const auth_t *a)
+{
+    return a->entry_count;
+}
+
+static void free_entries(auth_entry_t *entries, int count)
+{
+    for (int i = 0; i < count; i++) {
+        for (int j = 0; j < entries[i].pattern_count; j++)
+            free(entries[i].patterns[j]);
+        free(entries[i].patterns);
+    }
+    free(entries);
+}
+
+int auth_reload_allow(auth_t *a, const char *path, char *err, size_t errlen)
+{
+    auth_t fresh = {0};
+    if (!path || !*path) {
+        snprintf(err, errlen, "CURVE needs an allow list (--curve-allow FILE)");
+        return -1;
+    }
+    char *copy = strdup(path);
+    if (!copy || read_allow_list(&fresh, path, err, errlen) < 0) {
+        free_entries(fresh.entries, fresh.entry_count);
+        free(copy);
+        if (!copy)
+            snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    free_entries(a->entries, a->entry_count);      /* the swap: one step */
+    a->entries = fresh.entries;
+    a->entry_count = fresh.entry_count;
+    free(a->allow_path);
+    a->allow_path = copy;
+    return 0;
+}

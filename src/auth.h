@@ -51,6 +51,14 @@ bool auth_may_subscribe(const auth_t *a, const char *key, const char *pattern);
  * to overwrite. Returns 0, or -1 with `err`. */
 int auth_keygen(const char *prefix, char *err, size_t errlen);
 
+/* How many client keys the allow list names. */
+int auth_key_count(const auth_t *a);
+
+/* Reads the allow list at `path` again (config reload); on success it
+ * replaces the one in force for every check from now on (connections
+ * already accepted stay). Returns 0, or -1 with `err` (nothing changed). */
+int auth_reload_allow(auth_t *a, const char *path, char *err, size_t errlen);
+
 /* True if a tcp endpoint's host is not loopback (for the plain-mode warning). */
 bool auth_endpoint_is_public(const char *endpoint);
 

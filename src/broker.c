@@ -25,6 +25,8 @@
 #include "http.h"
 #include "policy.h"
 #include "router.h"
+#include "deadletter.h"
+#include "state.h"
 #include "services.h"
 #include "watch.h"
 #include "wire.h"
@@ -47,9 +49,13 @@
  * how long a connection may stream a message that never ends before it is
  * seen, against one getsockopt per connection per check. */
 #define CONN_CHECK_MS 100
+/* At a stop, how long the socket must be quiet before the broker exits,
+ * and how long after the grace period it waits for that at most. */
+#define STOP_QUIET_MS 100
+#define STOP_QUIET_MAX_MS 1000
 
 struct broker {
-    const config_t *cfg;
+    config_t *cfg;              /* main's; its live settings change on reload */
     void *zmq_ctx;
     void *socket;               /* the ROUTER socket all peers talk to */
     uint64_t socket_sends;      /* messages sent on it (the loop's wake-up rule, broker_run) */
@@ -67,6 +73,9 @@ struct broker {
     watch_t *watch;             /* the policy's and services' directories, for live reload */
     int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
     uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
+    state_t *state;             /* the durable state (state.h), or NULL */
+    uint64_t restore_due;       /* when restored registrations not back are settled (0: none) */
+    uint64_t last_read_ms;      /* when the ROUTER last gave a message (the stop's quiet rule) */
 };
 
 /* The router's transport: the ROUTER socket, within the byte bounds of
@@ -112,6 +121,12 @@ static void broker_request(void *ctx, peer_t *from, const envelope_t *env)
 static int reload_for_service(void *ctx, char *err, size_t errlen)
 {
     return broker_reload_policy(ctx, err, errlen);
+}
+
+static int reload_config_for_service(void *ctx, char *live, size_t livelen, char *fixed,
+                                     size_t fixedlen, char *err, size_t errlen)
+{
+    return broker_reload_config(ctx, live, livelen, fixed, fixedlen, err, errlen);
 }
 
 static int set_int(void *socket, int option, int value)
@@ -234,9 +249,12 @@ static int start_policy(broker_t *b, char *err, size_t errlen)
     free(copy);
     if (access(b->cfg->policy_path, F_OK) != 0)
         return 0;
-    if (policy_load(b->policy, err, errlen) < 0)
+    /* a file that does not load: its last good version, unless --strict-policy */
+    int rc = policy_start(b->policy, b->state, b->cfg->strict_policy, err, errlen);
+    if (rc < 0)
         return -1;                  /* main says it once, and exits 2 */
-    log_policy_loaded(b);
+    if (rc == 0)
+        log_policy_loaded(b);
     return 0;
 }
 
@@ -291,7 +309,62 @@ static void reload_if_due(broker_t *b, uint64_t now)
     broker_reload_policy(b, err, sizeof err);
 }
 
-broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen,
+/* A registration read back from the state file, if it still holds: under
+ * CURVE only a key the allow list still lets register the name, in plain
+ * mode only a keyless one (the mode changed: its peers will register
+ * again). What does not hold is dropped from the file too. */
+static void restore_registration(void *ctx, const state_registration_t *row)
+{
+    broker_t *b = ctx;
+    registry_t *reg = router_registry(b->router);
+    bool holds = b->auth ? *row->key && auth_may_register(b->auth, row->key, row->name) : !*row->key;
+    if (!holds || !registry_restore(reg, row->identity, row->identity_len, row->key,
+                                    row->delimiter, row->name))
+        state_del_registration(b->state, row->identity, row->identity_len, row->name);
+}
+
+static void restore_letter(void *ctx, const state_letter_t *row)
+{
+    deadletters_restore(ctx, row);
+}
+
+/* The durable state: opened before anything can change it, read back into
+ * the router's tables, then written behind. One that cannot be opened at
+ * all is reported, and the broker runs without it. */
+static void start_state(broker_t *b)
+{
+    const char *dir = b->cfg->state_dir;
+    if (!dir || !*dir) {
+        log_warn("no state directory (--state-dir \"\"): a restart loses the registrations, "
+                 "the dead letters and the last good policy");
+        return;
+    }
+    char err[512];
+    if (!(b->state = state_open(dir, err, sizeof err))) {
+        log_error("state: %s; running without a durable state", err);
+        return;
+    }
+    registry_t *reg = router_registry(b->router);
+    registry_set_state(reg, b->state);
+    deadletters_set_state(router_dead(b->router), b->state);
+    int names = state_load_registrations(b->state, restore_registration, b);
+    int letters = state_load_letters(b->state, restore_letter, router_dead(b->router));
+    state_start(b->state);
+    size_t restored = registry_restored_count(reg);
+    if (strcmp(state_origin(b->state), "restored") != 0)
+        log_warn("state %s: %s; starting empty", state_path(b->state),
+                 strcmp(state_origin(b->state), "new") == 0 ? "no state file yet"
+                                                           : "the file could not be read");
+    else
+        log_info("state %s: restored %d registration(s) of %zu peer(s) (routable as they "
+                 "reconnect, dropped after %u ms if not), %d dead letter(s)",
+                 state_path(b->state), names < 0 ? 0 : names, restored,
+                 b->cfg->restore_grace_ms, letters < 0 ? 0 : letters);
+    if (restored)
+        b->restore_due = clock_ms() + b->cfg->restore_grace_ms;
+}
+
+broker_t *broker_new(config_t *cfg, auth_t *auth, char *err, size_t errlen,
                      int *exit_code)
 {
     *exit_code = 1;
@@ -334,6 +407,9 @@ broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen
         goto fail;
     if (*cfg->metrics_endpoint && !(b->http = http_start(cfg, err, errlen)))
         goto fail;
+    start_state(b);
+    broker_service_set_state(b->service, b->state);
+    broker_service_set_config_reload(b->service, reload_config_for_service, b);
     if (cfg->policy_path && *cfg->policy_path && start_policy(b, err, errlen) < 0) {
         *exit_code = 2;
         goto fail;
@@ -366,10 +442,15 @@ void broker_free(broker_t **self_p)
     if (b->signal_fd >= 0)
         close(b->signal_fd);
     broker_service_free(&b->service);
+    if (b->router) {                    /* what is freed now stays in the file */
+        registry_set_state(router_registry(b->router), NULL);
+        deadletters_set_state(router_dead(b->router), NULL);
+    }
     router_free(&b->router);            /* its requests point at the metrics' series */
     policy_free(&b->policy);
     watch_free(&b->watch);
     conn_bytes_free(&b->conns);
+    state_close(&b->state, 5000);       /* writes what is queued */
     free(b);
     *self_p = NULL;
 }
@@ -420,16 +501,38 @@ static bool socket_readable(void *socket)
     return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
 }
 
+/* D5: the loop ends once nothing is in flight and no message came for
+ * STOP_QUIET_MS (a requester whose answer just went out may be sending
+ * its next request: it gets shutting_down rather than silence), or once
+ * the grace period is over and the socket is as quiet; at the latest
+ * STOP_QUIET_MAX_MS after the grace period. */
+static bool stop_now(broker_t *b, uint64_t now)
+{
+    bool quiet = now >= b->last_read_ms + STOP_QUIET_MS;
+    if (now >= b->stop_deadline_ms + STOP_QUIET_MAX_MS)
+        return true;
+    if (now >= b->stop_deadline_ms && router_inflight_count(b->router) > 0) {
+        log_info("grace period over: answering %zu request(s) shutting_down",
+                 router_inflight_count(b->router));
+        router_fail_all(b->router, ERR_SHUTTING_DOWN,
+                        "the broker stopped before this request was answered");
+    }
+    return quiet && router_inflight_count(b->router) == 0;
+}
+
 static void begin_stop(broker_t *b, const char *signal_name)
 {
     if (b->stopping) {
         log_info("%s again: stopping now", signal_name);
         b->stop_deadline_ms = 0;
+        router_set_stop_ends(b->router, clock_ms() * 1000);
         return;
     }
     b->stopping = true;
+    b->last_read_ms = clock_ms();
     router_set_stopping(b->router);
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
+    router_set_stop_ends(b->router, (b->stop_deadline_ms + STOP_QUIET_MAX_MS) * 1000);
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
              router_inflight_count(b->router), b->cfg->shutdown_grace_ms);
     /* The endpoints stay bound until exit: in libzmq 4.3 zmq_unbind also
@@ -445,14 +548,39 @@ static void handle_signals(broker_t *b)
         case SIGINT: begin_stop(b, "SIGINT"); break;
         case SIGTERM: begin_stop(b, "SIGTERM"); break;
         case SIGHUP: {
-            char err[512];
-            log_info("SIGHUP: reloading the policy");
-            broker_reload_policy(b, err, sizeof err);
+            char err[512], live[1024], fixed[1024];
+            log_info("SIGHUP: reloading the policy and the config");
+            broker_reload_config(b, live, sizeof live, fixed, sizeof fixed, err, sizeof err);
+            if (b->policy)
+                broker_reload_policy(b, err, sizeof err);
             break;
         }
         default: break;
         }
     }
+}
+
+int broker_reload_config(broker_t *b, char *live, size_t livelen, char *fixed, size_t fixedlen,
+                         char *err, size_t errlen)
+{
+    const char *file = b->cfg->config_path ? b->cfg->config_path : "(no --config file)";
+    if (config_reload(b->cfg, live, livelen, fixed, fixedlen, err, errlen) != CONFIG_RUN) {
+        log_error("config %s refused, the running settings stay: %s", file, err);
+        return -1;
+    }
+    const config_t *cfg = b->cfg;
+    log_set_level(cfg->log_level);
+    inflight_set_limits(router_inflight(b->router), cfg->max_inflight, cfg->max_inflight_per_peer,
+                        cfg->max_inflight_per_instance);
+    /* the allow list's file may have changed though its path did not */
+    if (b->auth && auth_reload_allow(b->auth, cfg->curve_allow, err, errlen) < 0) {
+        log_error("config %s: allow list refused, the previous one stays: %s", file, err);
+        return -1;
+    }
+    log_info("config %s reloaded: applied %s%s; needs a restart to change: %s", file,
+             *live ? live : "(no setting changed)", b->auth ? " and the allow list" : "",
+             *fixed ? fixed : "nothing that changed");
+    return 0;
 }
 
 /* How long the loop may sleep: until the next deadline, at most 1 s. */
@@ -470,6 +598,10 @@ static long poll_timeout(broker_t *b, uint64_t now)
     }
     if (conn_bytes_next_due(b->conns) < next)
         next = conn_bytes_next_due(b->conns);
+    if (b->restore_due && b->restore_due < next)
+        next = b->restore_due;
+    if (b->stopping && b->last_read_ms + STOP_QUIET_MS < next)
+        next = b->last_read_ms + STOP_QUIET_MS;
     if (b->http && http_next_due(b->http) < next)
         next = http_next_due(b->http);
     if (next <= now)
@@ -519,7 +651,7 @@ int broker_run(broker_t *b)
     bool first = true, wake_now = false;
     for (;;) {
         uint64_t now = clock_ms();
-        if (b->stopping && (router_inflight_count(b->router) == 0 || now >= b->stop_deadline_ms))
+        if (b->stopping && stop_now(b, now))
             break;
         if (poll(fds, (nfds_t)fd_count, wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
             errno != EINTR) {
@@ -546,6 +678,8 @@ int broker_run(broker_t *b)
                 conn_bytes_read(b->conns, group[n++].fd);
             if (n == 0)
                 break;                  /* the ROUTER was left with an empty receive */
+            if (b->stopping)
+                b->last_read_ms = clock_ms();
             for (int i = 0; i < n; i++)
                 router_read(b->router, &group[i], &reads[i]);
             for (int i = 0; i < n; i++) {
@@ -579,6 +713,11 @@ int broker_run(broker_t *b)
         if (b->services)
             services_run(b->services, now);
         router_expire(b->router, now);
+        if (b->restore_due && now >= b->restore_due) {
+            b->restore_due = 0;
+            size_t dropped = router_restored_expire(b->router);
+            log_info("restart grace period over: %zu restored peer(s) did not come back", dropped);
+        }
         /* only when the ROUTER was read empty: every whole message that
          * arrived has been counted, so unread bytes are truly unread */
         if (!batch_full && now >= conn_bytes_next_due(b->conns)) {

@@ -56,15 +56,24 @@ typedef struct broker broker_t;
 
 /* Creates the sockets and binds every endpoint. On failure returns NULL
  * with a one-line reason in `err` and the exit code in *exit_code (2 for
- * a bad policy, 1 for a runtime failure such as an endpoint in use). The caller must have blocked SIGINT,
+ * a bad policy, 1 for a runtime failure such as an endpoint in use). `cfg`
+ * must outlive it; broker_reload_config changes its live settings in place.
+ * Opens the state directory (state.h) and restores what it holds. The caller must have blocked SIGINT,
  * SIGTERM and SIGHUP in every thread (see main.c) before calling. */
-broker_t *broker_new(const config_t *cfg, auth_t *auth, char *err, size_t errlen,
+broker_t *broker_new(config_t *cfg, auth_t *auth, char *err, size_t errlen,
                      int *exit_code);
 
 /* Loads the policy file again (SIGHUP, a change on disk, reload_policy).
  * Returns 0, or -1 with the reason in `err`; either way it is logged, and
  * on failure the running version stays. */
 int broker_reload_policy(broker_t *b, char *err, size_t errlen);
+
+/* Reads the config file and flags again (SIGHUP, reload_config): applies
+ * what may change live (config_reload), reloads the allow list, and logs
+ * one line naming what was applied and what needs a restart. Returns 0,
+ * or -1 with `err` (the running settings stay). */
+int broker_reload_config(broker_t *b, char *live, size_t livelen, char *fixed, size_t fixedlen,
+                         char *err, size_t errlen);
 
 /* Runs until SIGINT or SIGTERM and the grace period. Returns the exit code. */
 int broker_run(broker_t *b);

@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "policy.h"
 #include "reply.h"
+#include "state.h"
 #include "topics.h"
 #include "trace.h"
 
@@ -20,7 +21,45 @@ struct broker_service {
     broker_reload_t reload;     /* reload_policy */
     void *reload_ctx;
     bool replaying;             /* a dead letter is being re-injected (no replay inside) */
+    broker_reload_config_t reload_config;
+    void *reload_config_ctx;
+    state_t *state;             /* for stats (not owned; NULL: none) */
 };
+
+void broker_service_set_config_reload(broker_service_t *bs, broker_reload_config_t fn, void *ctx)
+{
+    bs->reload_config = fn;
+    bs->reload_config_ctx = ctx;
+}
+
+void broker_service_set_state(broker_service_t *bs, state_t *st)
+{
+    if (bs)
+        bs->state = st;
+}
+
+/* Which version of the policy runs: {"file_sha256", "loaded_sha256",
+ * "stale_since" (null while the file is what runs), "fallback"}. */
+static void add_policy_versions(cJSON *payload, const policy_t *p)
+{
+    if (!p)
+        return;
+    cJSON *o = cJSON_AddObjectToObject(payload, "policy");
+    cJSON_AddStringToObject(o, "path", policy_path(p));
+    if (p->file_sha256[0])
+        cJSON_AddStringToObject(o, "file_sha256", p->file_sha256);
+    else
+        cJSON_AddNullToObject(o, "file_sha256");
+    if (p->loaded_sha256[0])
+        cJSON_AddStringToObject(o, "loaded_sha256", p->loaded_sha256);
+    else
+        cJSON_AddNullToObject(o, "loaded_sha256");
+    if (p->stale_since[0])
+        cJSON_AddStringToObject(o, "stale_since", p->stale_since);
+    else
+        cJSON_AddNullToObject(o, "stale_since");
+    cJSON_AddBoolToObject(o, "fallback", p->fallback);
+}
 
 broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx)
 {
@@ -50,6 +89,7 @@ static cJSON *ping(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     size_t held = topics_owner_count(router_topics(bs->router), peer);
     if (held)
         cJSON_AddNumberToObject(payload, "subscriptions", (double)held);
+    add_policy_versions(payload, router_policy(bs->router));
     return payload;
 }
 
@@ -89,6 +129,47 @@ static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
     /* requests by how they ended: ok, and every way of failing */
     metrics_add_totals_json(router_metrics(bs->router), payload);
+    add_policy_versions(payload, router_policy(bs->router));
+    cJSON *state = cJSON_AddObjectToObject(payload, "state");
+    if (bs->state) {
+        state_counts_t c = state_counts(bs->state);
+        cJSON_AddStringToObject(state, "path", state_path(bs->state));
+        cJSON_AddStringToObject(state, "opened", state_origin(bs->state));
+        cJSON_AddNumberToObject(state, "queued", (double)c.queued);
+        cJSON_AddNumberToObject(state, "written", (double)c.written);
+        cJSON_AddNumberToObject(state, "failed", (double)c.failed);
+        cJSON_AddNumberToObject(state, "dropped", (double)c.dropped);
+    } else {
+        cJSON_AddNullToObject(state, "path");
+    }
+    cJSON_AddNumberToObject(state, "restored_waiting", (double)registry_restored_count(reg));
+    return payload;
+}
+
+/* reload_config: the config file and flags again, as SIGHUP does:
+ * {"status": "ok", "applied": [...], "needs_restart": [...]}. */
+static void add_words(cJSON *obj, const char *key, const char *words)
+{
+    cJSON *list = cJSON_AddArrayToObject(obj, key);
+    char copy[1024], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", words);
+    for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        cJSON_AddItemToArray(list, cJSON_CreateString(w));
+}
+
+static cJSON *reload_config(broker_service_t *bs, peer_t *peer, const envelope_t *env)
+{
+    (void)peer;
+    char err[512], live[1024], fixed[1024];
+    cJSON *payload = cJSON_CreateObject();
+    if (!bs->reload_config)
+        return status_error(payload, "this broker cannot reload its config");
+    if (bs->reload_config(bs->reload_config_ctx, live, sizeof live, fixed, sizeof fixed, err,
+                          sizeof err) < 0)
+        return status_error(payload, err);
+    cJSON_AddStringToObject(payload, "status", "ok");
+    add_words(payload, "applied", live);
+    add_words(payload, "needs_restart", fixed);
     return payload;
 }
 
@@ -795,6 +876,7 @@ static const action_t actions[] = {
     {"subscriptions", subscriptions, false, NULL},
     /* these act on the bus or see others' traffic */
     {"reload_policy", reload_policy, true, NULL},
+    {"reload_config", reload_config, true, NULL},
     {"dead_letters", dead_letters, true, NULL},
     {"replay", replay, true, NULL},
     {"watch", watch, true, NULL},

@@ -23,6 +23,16 @@ typedef int (*broker_reload_t)(void *ctx, char *err, size_t errlen);
 broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx);
 void broker_service_free(broker_service_t **self_p);
 
+/* Reads the config again (reload_config, admin only): broker.c's
+ * broker_reload_config. 0, or -1 with `err`. */
+typedef int (*broker_reload_config_t)(void *ctx, char *live, size_t livelen, char *fixed,
+                                      size_t fixedlen, char *err, size_t errlen);
+void broker_service_set_config_reload(broker_service_t *bs, broker_reload_config_t fn, void *ctx);
+
+/* The durable state, for stats (NULL: none). */
+struct state;
+void broker_service_set_state(broker_service_t *bs, struct state *st);
+
 /* Answers a request addressed to "broker" from `peer`. */
 void broker_service_handle(broker_service_t *bs, peer_t *peer, const envelope_t *env);
 

@@ -26,10 +26,18 @@
 #define DEFAULT_POLICY "policies/routing.lua"
 #define DEFAULT_SERVICES "services"
 #endif
+/* The state directory: systemd's StateDirectory= (it sets STATE_DIRECTORY)
+ * when there is one, else ./state under the working directory (`make run`
+ * in the repository), unless the build names one (-DSMARTSHOP_STATE_DIR). */
+#ifdef SMARTSHOP_STATE_DIR
+#define DEFAULT_STATE_DIR SMARTSHOP_STATE_DIR
+#else
+#define DEFAULT_STATE_DIR "state"
+#endif
 
 /* One setting: its flag/key name and how to store it. The same table
  * serves the flags (--max-message-bytes) and the file (max_message_bytes). */
-typedef enum { SET_STRING, SET_ENDPOINT, SET_LEVEL, SET_UINT } setting_kind_t;
+typedef enum { SET_STRING, SET_ENDPOINT, SET_LEVEL, SET_UINT, SET_BOOL } setting_kind_t;
 
 typedef struct {
     const char *key;            /* config file key; the flag is the same with '-' */
@@ -37,33 +45,39 @@ typedef struct {
     size_t offset;
     unsigned long min, max;     /* for SET_UINT */
     size_t width;               /* for SET_UINT: sizeof the field */
+    bool live;                  /* config_reload may change it while the broker runs */
 } setting_t;
 
 #define UINT_SETTING(key, field, lo, hi) \
-    {key, SET_UINT, offsetof(config_t, field), lo, hi, sizeof(((config_t *)0)->field)}
+    {key, SET_UINT, offsetof(config_t, field), lo, hi, sizeof(((config_t *)0)->field), false}
+#define LIVE_UINT_SETTING(key, field, lo, hi) \
+    {key, SET_UINT, offsetof(config_t, field), lo, hi, sizeof(((config_t *)0)->field), true}
 
 static const setting_t settings[] = {
-    {"endpoints", SET_ENDPOINT, 0, 0, 0, 0},
-    {"policy", SET_STRING, offsetof(config_t, policy_path), 0, 0, 0},
-    {"services", SET_STRING, offsetof(config_t, services_dir), 0, 0, 0},
-    {"curve_secret_key", SET_STRING, offsetof(config_t, curve_secret_key), 0, 0, 0},
-    {"curve_allow", SET_STRING, offsetof(config_t, curve_allow), 0, 0, 0},
-    {"metrics", SET_STRING, offsetof(config_t, metrics_endpoint), 0, 0, 0},
-    {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0},
-    UINT_SETTING("max_message_bytes", max_message_bytes, 256, 256ul << 20),
-    UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
-    UINT_SETTING("shutdown_grace_ms", shutdown_grace_ms, 0, 600000),
-    UINT_SETTING("max_inflight", max_inflight, 1, 10000000),
-    UINT_SETTING("max_inflight_per_peer", max_inflight_per_peer, 0, 10000000),
-    UINT_SETTING("max_inflight_per_instance", max_inflight_per_instance, 0, 10000000),
+    {"endpoints", SET_ENDPOINT, 0, 0, 0, 0, false},
+    {"policy", SET_STRING, offsetof(config_t, policy_path), 0, 0, 0, false},
+    {"services", SET_STRING, offsetof(config_t, services_dir), 0, 0, 0, false},
+    {"curve_secret_key", SET_STRING, offsetof(config_t, curve_secret_key), 0, 0, 0, false},
+    {"curve_allow", SET_STRING, offsetof(config_t, curve_allow), 0, 0, 0, true},
+    {"metrics", SET_STRING, offsetof(config_t, metrics_endpoint), 0, 0, 0, false},
+    {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0, true},
+    {"state_dir", SET_STRING, offsetof(config_t, state_dir), 0, 0, 0, false},
+    {"strict_policy", SET_BOOL, offsetof(config_t, strict_policy), 0, 0, 0, false},
+    UINT_SETTING("restore_grace_ms", restore_grace_ms, 0, 3600000),
+    LIVE_UINT_SETTING("max_message_bytes", max_message_bytes, 256, 256ul << 20),
+    LIVE_UINT_SETTING("request_timeout_ms", request_timeout_ms, 1, TTL_MAX_DEFAULT_MS),
+    LIVE_UINT_SETTING("shutdown_grace_ms", shutdown_grace_ms, 0, 600000),
+    LIVE_UINT_SETTING("max_inflight", max_inflight, 1, 10000000),
+    LIVE_UINT_SETTING("max_inflight_per_peer", max_inflight_per_peer, 0, 10000000),
+    LIVE_UINT_SETTING("max_inflight_per_instance", max_inflight_per_instance, 0, 10000000),
     UINT_SETTING("send_hwm", send_hwm, 1, 1000000),
     UINT_SETTING("heartbeat_ivl_ms", heartbeat_ivl_ms, 100, 600000),
     UINT_SETTING("heartbeat_timeout_ms", heartbeat_timeout_ms, 100, 600000),
     UINT_SETTING("lua_memory_limit", lua_memory_limit, 1ul << 20, 4096ul << 20),
     UINT_SETTING("lua_instruction_limit", lua_instruction_limit, 10000, 1000000000),
-    UINT_SETTING("max_peers", max_peers, 1, 10000000),
-    UINT_SETTING("max_names_per_peer", max_names_per_peer, 1, 100000),
-    UINT_SETTING("max_services", max_services, 1, 10000000),
+    LIVE_UINT_SETTING("max_peers", max_peers, 1, 10000000),
+    LIVE_UINT_SETTING("max_names_per_peer", max_names_per_peer, 1, 100000),
+    LIVE_UINT_SETTING("max_services", max_services, 1, 10000000),
     UINT_SETTING("dead_letters", dead_letters, 1, 10000000),
     UINT_SETTING("dead_letter_bytes", dead_letter_bytes, 0, 4096ul << 20),
     UINT_SETTING("max_subscriptions_per_peer", max_subscriptions_per_peer, 1, 1000000),
@@ -73,10 +87,10 @@ static const setting_t settings[] = {
     UINT_SETTING("max_unread_bytes_total", max_unread_bytes_total, 0, 64ul << 30),
     UINT_SETTING("max_queued_bytes", max_queued_bytes, 0, 64ul << 30),
     UINT_SETTING("max_queued_bytes_total", max_queued_bytes_total, 0, 64ul << 30),
-    UINT_SETTING("metrics_max_series", metrics_max_series, 1, 1000000),
-    UINT_SETTING("metrics_max_connections", metrics_max_connections, 1, 1024),
-    UINT_SETTING("metrics_idle_timeout_ms", metrics_idle_timeout_ms, 100, 600000),
-    UINT_SETTING("metrics_max_request_bytes", metrics_max_request_bytes, 256, 1ul << 20),
+    LIVE_UINT_SETTING("metrics_max_series", metrics_max_series, 1, 1000000),
+    LIVE_UINT_SETTING("metrics_max_connections", metrics_max_connections, 1, 1024),
+    LIVE_UINT_SETTING("metrics_idle_timeout_ms", metrics_idle_timeout_ms, 100, 600000),
+    LIVE_UINT_SETTING("metrics_max_request_bytes", metrics_max_request_bytes, 256, 1ul << 20),
 };
 #define SETTING_COUNT (sizeof settings / sizeof settings[0])
 
@@ -135,6 +149,15 @@ static const char usage[] =
     "      --metrics-idle-timeout-ms N  close a metrics connection idle this long\n"
     "                              (default 10000)\n"
     "      --metrics-max-request-bytes N  largest HTTP request (default 8192)\n"
+    "      --state-dir DIR         keep registrations, dead letters and the last good\n"
+    "                              policy in DIR/" "broker.db (default $STATE_DIRECTORY, else\n"
+    "                              " DEFAULT_STATE_DIR "; \"\" for none)\n"
+    "      --restore-grace-ms N    after a restart, how long a restored registration\n"
+    "                              waits for its peer to reconnect (default 30000)\n"
+    "      --strict-policy         exit 2 when the policy file does not load at start,\n"
+    "                              instead of running its last good version\n"
+    "      --check                 check the config and the policy, print what is wrong,\n"
+    "                              exit 0 (good) or 2 (not)\n"
     "      --keygen PREFIX         write a CURVE key pair to PREFIX.key and PREFIX.pub, exit\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
@@ -172,6 +195,12 @@ static void set_defaults(config_t *cfg)
     cfg->metrics_max_connections = 16;
     cfg->metrics_idle_timeout_ms = 10000;
     cfg->metrics_max_request_bytes = 8192;
+    const char *systemd_dir = getenv("STATE_DIRECTORY");   /* may list several: a:b */
+    if (systemd_dir && *systemd_dir)
+        cfg->state_dir = strndup(systemd_dir, strcspn(systemd_dir, ":"));
+    else
+        cfg->state_dir = strdup(DEFAULT_STATE_DIR);
+    cfg->restore_grace_ms = 30000;
 }
 
 static void clear_endpoints(config_t *cfg)
@@ -189,7 +218,9 @@ void config_free(config_t *cfg)
     free(cfg->curve_secret_key);
     free(cfg->curve_allow);
     free(cfg->metrics_endpoint);
-    cfg->metrics_endpoint = NULL;
+    free(cfg->state_dir);
+    free(cfg->config_path);
+    cfg->metrics_endpoint = cfg->state_dir = cfg->config_path = NULL;
     cfg->policy_path = cfg->services_dir = cfg->curve_secret_key = cfg->curve_allow = NULL;
 }
 
@@ -227,6 +258,18 @@ static int apply(config_t *cfg, const setting_t *s, const char *value,
             cfg->policy_explicit = true;
         else if (s->offset == offsetof(config_t, services_dir))
             cfg->services_explicit = true;
+        else if (s->offset == offsetof(config_t, state_dir))
+            cfg->state_explicit = true;
+        return 0;
+    case SET_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            *(bool *)field = true;
+        else if (strcmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            *(bool *)field = false;
+        else {
+            snprintf(err, errlen, "%s: '%s' is not true or false", origin, value);
+            return -1;
+        }
         return 0;
     case SET_LEVEL:
         if (log_level_parse(value, (log_level_t *)field) < 0) {
@@ -291,6 +334,13 @@ static int apply_lua_value(config_t *cfg, lua_State *L, const setting_t *s,
         char text[32];
         snprintf(text, sizeof text, "%lld", (long long)lua_tointeger(L, -1));
         return apply(cfg, s, text, origin, err, errlen);
+    }
+    if (s->kind == SET_BOOL) {
+        if (t != LUA_TBOOLEAN) {
+            snprintf(err, errlen, "%s must be true or false", origin);
+            return -1;
+        }
+        return apply(cfg, s, lua_toboolean(L, -1) ? "true" : "false", origin, err, errlen);
     }
     if (t != LUA_TSTRING) {
         snprintf(err, errlen, "%s must be %s", origin,
@@ -391,6 +441,10 @@ static const struct option long_options[] = {
     {"metrics-max-connections", required_argument, 0, OPT_FIRST_LONG},
     {"metrics-idle-timeout-ms", required_argument, 0, OPT_FIRST_LONG},
     {"metrics-max-request-bytes", required_argument, 0, OPT_FIRST_LONG},
+    {"state-dir", required_argument, 0, OPT_FIRST_LONG},
+    {"restore-grace-ms", required_argument, 0, OPT_FIRST_LONG},
+    {"strict-policy", no_argument, 0, OPT_FIRST_LONG},
+    {"check", no_argument, 0, 'C'},
     {"help", no_argument, 0, 'h'},
     {"version", no_argument, 0, 'V'},
     {0, 0, 0, 0},
@@ -455,6 +509,8 @@ static int resolve_byte_bounds(config_t *cfg, char *err, size_t errlen)
 config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     set_defaults(cfg);
+    cfg->argc = argc;
+    cfg->argv = argv;
     const char *config_path = NULL;
 
     /* Pass 1: --help, --version, --config, and unknown flags. */
@@ -472,6 +528,8 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
         }
         if (opt == 'c')
             config_path = optarg;
+        if (opt == 'C')
+            cfg->check_only = true;
         if (opt == '?') {
             if (optopt)
                 snprintf(err, errlen, "unknown option '-%c' (see --help)", optopt);
@@ -488,6 +546,8 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
         snprintf(err, errlen, "unexpected argument '%s' (see --help)", argv[optind]);
         return CONFIG_ERROR;
     }
+    if (config_path)
+        cfg->config_path = strdup(config_path);
     if (config_path && load_file(cfg, config_path, err, errlen) < 0)
         return CONFIG_ERROR;
 
@@ -495,7 +555,7 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
     bool endpoints_cleared = false;
     optind = 1;
     while ((opt = getopt_long(argc, argv, short_options, long_options, &long_index)) != -1) {
-        if (opt == 'c')
+        if (opt == 'c' || opt == 'C')
             continue;
         const setting_t *s = setting_of_flag(opt, long_index);
         char origin[80];
@@ -505,12 +565,93 @@ config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, siz
             return CONFIG_ERROR;
         }
         replace_endpoints_once(cfg, s, &endpoints_cleared);
-        if (apply(cfg, s, optarg, origin, err, errlen) < 0)
+        if (apply(cfg, s, optarg ? optarg : "true", origin, err, errlen) < 0)
             return CONFIG_ERROR;
     }
     if (cfg->endpoint_count == 0)
         cfg->endpoints[cfg->endpoint_count++] = strdup("tcp://127.0.0.1:5555");
     if (resolve_byte_bounds(cfg, err, errlen) < 0)
         return CONFIG_ERROR;
+    return CONFIG_RUN;
+}
+
+/* --- reloading --- */
+
+static void append_word(char *out, size_t cap, const char *word)
+{
+    size_t used = strlen(out);
+    snprintf(out + used, cap - used, "%s%s", used ? " " : "", word);
+}
+
+/* Whether setting `s` differs between `a` and `b`. */
+static bool setting_differs(const config_t *a, const config_t *b, const setting_t *s)
+{
+    const char *fa = (const char *)a + s->offset, *fb = (const char *)b + s->offset;
+    switch (s->kind) {
+    case SET_ENDPOINT:
+        if (a->endpoint_count != b->endpoint_count)
+            return true;
+        for (int i = 0; i < a->endpoint_count; i++)
+            if (strcmp(a->endpoints[i], b->endpoints[i]) != 0)
+                return true;
+        return false;
+    case SET_STRING:
+        return strcmp(*(char *const *)fa, *(char *const *)fb) != 0;
+    case SET_LEVEL:
+        return *(const log_level_t *)fa != *(const log_level_t *)fb;
+    case SET_BOOL:
+        return *(const bool *)fa != *(const bool *)fb;
+    case SET_UINT:
+        return memcmp(fa, fb, s->width) != 0;
+    }
+    return false;
+}
+
+static void copy_setting(config_t *to, const config_t *from, const setting_t *s)
+{
+    char *ft = (char *)to + s->offset;
+    const char *ff = (const char *)from + s->offset;
+    switch (s->kind) {
+    case SET_STRING:
+        free(*(char **)ft);
+        *(char **)ft = strdup(*(char *const *)ff);
+        break;
+    case SET_LEVEL:
+        *(log_level_t *)ft = *(const log_level_t *)ff;
+        break;
+    case SET_BOOL:
+        *(bool *)ft = *(const bool *)ff;
+        break;
+    case SET_UINT:
+        memcpy(ft, ff, s->width);
+        break;
+    case SET_ENDPOINT:
+        break;                      /* never live */
+    }
+}
+
+config_result_t config_reload(config_t *cfg, char *live, size_t livelen, char *fixed,
+                              size_t fixedlen, char *err, size_t errlen)
+{
+    live[0] = fixed[0] = '\0';
+    config_t fresh;
+    /* getopt prints nothing (opterr 0); --help cannot be in a running broker's argv */
+    config_result_t r = config_load(&fresh, cfg->argc, cfg->argv, err, errlen);
+    if (r != CONFIG_RUN) {
+        config_free(&fresh);
+        return CONFIG_ERROR;
+    }
+    for (size_t i = 0; i < SETTING_COUNT; i++) {
+        const setting_t *s = &settings[i];
+        if (!setting_differs(cfg, &fresh, s))
+            continue;
+        if (s->live) {
+            copy_setting(cfg, &fresh, s);
+            append_word(live, livelen, s->key);
+        } else {
+            append_word(fixed, fixedlen, s->key);
+        }
+    }
+    config_free(&fresh);
     return CONFIG_RUN;
 }

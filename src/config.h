@@ -52,6 +52,15 @@ typedef struct {
     size_t metrics_max_connections;   /* --metrics HTTP connections open at once */
     size_t metrics_idle_timeout_ms;   /* closes one that stalls this long */
     size_t metrics_max_request_bytes; /* an HTTP request's bytes, head included */
+    char *state_dir;            /* "" = nothing survives a restart (state.h) */
+    bool state_explicit;        /* given by flag or file (else a default) */
+    uint32_t restore_grace_ms;  /* a restored registration waits this long for its peer */
+    bool strict_policy;         /* a policy file that does not load stops the start */
+    bool check_only;            /* --check: check the config and the policy, exit */
+    /* where the settings came from, for config_reload (argv outlives cfg) */
+    char *config_path;          /* --config FILE, or NULL */
+    int argc;
+    char **argv;
 } config_t;
 
 typedef enum {
@@ -64,5 +73,15 @@ typedef enum {
 config_result_t config_load(config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
 void config_free(config_t *cfg);
+
+/* Reads the config file and the flags again (SIGHUP, reload_config) and
+ * applies, in `cfg`, the settings that may change while the broker runs
+ * (log level, limits, timeouts, the allow list's path); their keys go
+ * into `live`, space-separated. Those that changed but need a restart
+ * (endpoints, policy, services, keys, the state directory, socket options,
+ * Lua limits, ring sizes) are left as they run and named in `fixed`.
+ * Returns CONFIG_RUN, or CONFIG_ERROR with `err` (nothing changed). */
+config_result_t config_reload(config_t *cfg, char *live, size_t livelen, char *fixed,
+                              size_t fixedlen, char *err, size_t errlen);
 
 #endif

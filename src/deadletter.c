@@ -18,6 +18,7 @@ struct deadletters {
     size_t bytes, max_bytes;
     size_t share_count, share_bytes; /* one sender's most letters and bytes */
     uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
+    struct state *state;         /* where letters are kept across restarts, or NULL */
 };
 
 deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share)
@@ -51,6 +52,7 @@ void deadletters_free(deadletters_t **self_p)
     deadletters_t *dl = *self_p;
     if (!dl)
         return;
+    dl->state = NULL;           /* letters freed here stay in the file */
     while (dl->oldest)
         drop(dl, dl->oldest);
     free(dl->slots);
@@ -85,6 +87,8 @@ static void drop(deadletters_t *dl, deadletter_t *d)
     dl->bytes -= d->len;
     dl->count--;
     dl->dropped++;
+    if (dl->state)
+        state_del_letter(dl->state, d->id);
     free(d->bytes);
     memset(d, 0, sizeof *d);
     d->newer = dl->free_slots;
@@ -96,14 +100,16 @@ static void copy_text(char *out, size_t cap, const char *text)
     snprintf(out, cap, "%s", text ? text : "");
 }
 
-void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
-                     const envelope_t *env, const char *msg_id, const char *src,
-                     const char *dst, const char *action)
+/* The most bytes one letter keeps: its sender's share, within the ring's. */
+static size_t keep_limit(const deadletters_t *dl)
 {
-    const uint8_t *id = from ? from->id : (const uint8_t *)"";
-    size_t id_len = from ? from->id_len : 0;
-    size_t keep = dl->share_bytes < dl->max_bytes ? dl->share_bytes : dl->max_bytes;
-    size_t len = env && env->len <= keep ? env->len : 0;
+    return dl->share_bytes < dl->max_bytes ? dl->share_bytes : dl->max_bytes;
+}
+
+/* Makes room for a letter of `len` bytes from sender `id` and takes a
+ * free slot for it (cleared, its sender set). NULL if out of memory. */
+static deadletter_t *take_slot(deadletters_t *dl, const uint8_t *id, size_t id_len, size_t len)
+{
     /* the sender's own oldest letters first, while it is over its share */
     deadletter_sender_t *s;
     while ((s = sender_find(dl, id, id_len)) &&
@@ -115,7 +121,7 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
     if (!(s = sender_find(dl, id, id_len))) {
         if (!(s = calloc(1, sizeof *s))) {
             dl->dropped++;      /* out of memory: the letter is not kept */
-            return;
+            return NULL;
         }
         memcpy(s->id, id, id_len);
         s->id_len = (uint8_t)id_len;
@@ -124,11 +130,38 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
     deadletter_t *d = dl->free_slots;
     dl->free_slots = d->newer;
     memset(d, 0, sizeof *d);
+    memcpy(d->from, id, id_len);
+    d->from_len = (uint8_t)id_len;
+    d->sender = s;
+    return d;
+}
+
+/* Links a filled slot in as the newest letter. */
+static void link_letter(deadletters_t *dl, deadletter_t *d)
+{
+    deadletter_sender_t *s = d->sender;
+    DL_APPEND2(s->oldest, d, sender_older, sender_newer);
+    s->count++;
+    s->bytes += d->len;
+    DL_APPEND2(dl->oldest, d, older, newer);
+    dl->newest = d;
+    dl->bytes += d->len;
+    dl->count++;
+}
+
+void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
+                     const envelope_t *env, const char *msg_id, const char *src,
+                     const char *dst, const char *action)
+{
+    const uint8_t *id = from ? from->id : (const uint8_t *)"";
+    size_t id_len = from ? from->id_len : 0;
+    size_t len = env && env->len <= keep_limit(dl) ? env->len : 0;
+    deadletter_t *d = take_slot(dl, id, id_len, len);
+    if (!d)
+        return;
     d->id = dl->next_id++;
     d->code = code;
     reply_timestamp(d->at);
-    memcpy(d->from, id, id_len);
-    d->from_len = (uint8_t)id_len;
     if (env) {
         reply_copy_plain(d->msg_id, sizeof d->msg_id, &env->f[EF_MSG_ID]);
         reply_copy_plain(d->src, sizeof d->src, &env->f[EF_SRC]);
@@ -147,14 +180,51 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
         copy_text(d->dst, sizeof d->dst, dst);
     if (action)
         copy_text(d->action, sizeof d->action, action);
-    d->sender = s;
-    DL_APPEND2(s->oldest, d, sender_older, sender_newer);
-    s->count++;
-    s->bytes += d->len;
-    DL_APPEND2(dl->oldest, d, older, newer);
-    dl->newest = d;
-    dl->bytes += d->len;
-    dl->count++;
+    link_letter(dl, d);
+    if (dl->state) {
+        /* written behind: a copy of the letter goes to the writer's queue */
+        state_letter_t row = {.id = d->id, .at = d->at, .code = bus_err_name(code),
+                              .sender = d->from, .sender_len = d->from_len, .msg_id = d->msg_id,
+                              .src = d->src, .dst = d->dst, .action = d->action,
+                              .bytes = d->bytes, .len = d->len};
+        state_put_letter(dl->state, &row);
+    }
+}
+
+void deadletters_set_state(deadletters_t *dl, struct state *st)
+{
+    dl->state = st;
+}
+
+static bus_err_t code_named(const char *name)
+{
+    for (int c = 1; c < ERR__COUNT; c++)
+        if (strcmp(bus_err_name((bus_err_t)c), name) == 0)
+            return (bus_err_t)c;
+    return ERR_INTERNAL;
+}
+
+void deadletters_restore(deadletters_t *dl, const state_letter_t *l)
+{
+    size_t id_len = l->sender_len <= PEER_ID_MAX ? l->sender_len : 0;
+    size_t len = l->bytes && l->len <= keep_limit(dl) ? l->len : 0;
+    deadletter_t *d = take_slot(dl, l->sender ? l->sender : (const uint8_t *)"", id_len, len);
+    if (!d)
+        return;
+    d->id = l->id;
+    if (l->id >= dl->next_id)
+        dl->next_id = l->id + 1;
+    d->code = code_named(l->code);
+    copy_text(d->at, sizeof d->at, l->at);
+    copy_text(d->msg_id, sizeof d->msg_id, l->msg_id);
+    copy_text(d->src, sizeof d->src, l->src);
+    copy_text(d->dst, sizeof d->dst, l->dst);
+    copy_text(d->action, sizeof d->action, l->action);
+    if (len && (d->bytes = malloc(len))) {
+        memcpy(d->bytes, l->bytes, len);
+        d->len = len;
+    }
+    link_letter(dl, d);
 }
 
 static void add_or_null(cJSON *obj, const char *key, const char *value)

@@ -9,7 +9,9 @@
  * cannot wipe out everyone's history. A letter keeps the message's bytes
  * when the broker still had them (refused and undeliverable messages), and
  * only its envelope fields otherwise (a request that expired in flight).
- * Never sends anything itself. */
+ * With a state attached, every letter kept or evicted is written behind
+ * to the state file (state.h), so that they survive a restart. Never
+ * sends anything itself. */
 #ifndef SMARTSHOP_DEADLETTER_H
 #define SMARTSHOP_DEADLETTER_H
 
@@ -21,6 +23,7 @@
 #include "envelope.h"
 #include "errors.h"
 #include "registry.h"
+#include "state.h"
 
 struct deadletter_sender;
 
@@ -68,6 +71,15 @@ size_t deadletters_sender_count(const deadletters_t *dl);
 void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
                      const envelope_t *env, const char *msg_id, const char *src,
                      const char *dst, const char *action);
+
+/* Keeps every letter added or evicted from now on in `st` too (NULL:
+ * no longer). deadletters_free leaves the file as it is. */
+void deadletters_set_state(deadletters_t *dl, struct state *st);
+
+/* A letter read back from the state file at start: its id, time and
+ * sender as they were, under today's bounds and shares (the oldest go
+ * first if they shrank). Not written back. */
+void deadletters_restore(deadletters_t *dl, const state_letter_t *l);
 
 /* The newest `limit` letters, newest first, as a JSON array. */
 cJSON *deadletters_list(const deadletters_t *dl, size_t limit);

@@ -487,6 +487,8 @@ static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *co
     process_stats_read(&ps);
     n += process_stats_prometheus(&ps, tail + n, sizeof tail - n);
     n += http_counters(h, tail + n, sizeof tail - n);
+    n += metrics_restart_text(tail + n, sizeof tail - n, s->policy_stale, s->policy_fallback,
+                              s->restored_waiting);
     http_blob_t *blob = http_blob_ref(s->prometheus);
     http_snapshot_release(&s);
     return answer_blob(h, connection, "text/plain; version=0.0.4; charset=utf-8", blob, tail, n);

@@ -312,6 +312,10 @@ static void add_policy(cJSON *root, const http_sources_t *src)
     cJSON_AddNumberToObject(pol, "loads", (double)p->loads);
     cJSON_AddNumberToObject(pol, "failed_loads", (double)p->failed_loads);
     cJSON_AddNumberToObject(pol, "hook_errors", (double)p->hook_errors);
+    /* running a version that is not the file's (the file did not load) */
+    cJSON_AddBoolToObject(pol, "fallback", p->fallback);
+    if (p->stale_since[0])
+        cJSON_AddStringToObject(pol, "stale_since", p->stale_since);
     if (!p->source)
         return;
     size_t len = p->source_len < HTTP_STATE_POLICY_BYTES ? p->source_len : HTTP_STATE_POLICY_BYTES;
@@ -391,5 +395,8 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
         snprintf(s->not_ready, sizeof s->not_ready, "the policy failed to load");
     s->ready = !s->not_ready[0];
+    s->policy_stale = src->policy && src->policy->stale_since[0];
+    s->policy_fallback = src->policy && src->policy->fallback;
+    s->restored_waiting = registry_restored_count(src->registry);
     return s;
 }

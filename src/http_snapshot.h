@@ -62,6 +62,8 @@ typedef struct http_snapshot {
     uint64_t prometheus_ms;     /* when it was made (0: never) */
     http_blob_t *state;         /* the JSON of /api/v1/state (or NULL) */
     uint64_t state_ms;
+    bool policy_stale, policy_fallback; /* the restart gauges (metrics_restart_text) */
+    size_t restored_waiting;
     size_t service_count;
     http_service_totals_t services[];   /* by name */
 } http_snapshot_t;

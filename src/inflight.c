@@ -50,6 +50,14 @@ inflight_table_t *inflight_table_new(size_t limit, size_t per_requester, size_t 
     return t;
 }
 
+void inflight_set_limits(inflight_table_t *t, size_t limit, size_t per_requester,
+                         size_t per_handler)
+{
+    t->limit = limit;
+    t->per_requester = share_or_default(per_requester, limit);
+    t->per_handler = share_or_default(per_handler, limit);
+}
+
 void inflight_table_free(inflight_table_t **self_p)
 {
     inflight_table_t *t = *self_p;

@@ -38,6 +38,8 @@ typedef struct inflight {
     char msg_id[MSG_ID_MAX_LEN + 1];
     char src[NAME_MAX_LEN + 1]; /* requester's src, for error replies */
     char dst[NAME_MAX_LEN + 1]; /* the name it was sent to, for dead letters */
+    char service[NAME_MAX_LEN + 1]; /* the name it was delivered to (after route()), for
+                                       on_outcome; set by the router */
     char action[MSG_ID_MAX_LEN + 1]; /* "" if not a plain short string */
     UT_hash_handle hh;
 } inflight_t;
@@ -69,6 +71,10 @@ size_t inflight_default_share(size_t limit);
  * from one requester and `per_handler` handed to one handler (0: the
  * inflight_default_share of `limit`; neither more than `limit`). */
 inflight_table_t *inflight_table_new(size_t limit, size_t per_requester, size_t per_handler);
+/* New bounds, as inflight_table_new takes them (a config reload): they
+ * apply to records added from now on; none held is dropped. */
+void inflight_set_limits(inflight_table_t *t, size_t limit, size_t per_requester,
+                         size_t per_handler);
 /* Frees every record and the table. */
 void inflight_table_free(inflight_table_t **self_p);
 

@@ -749,3 +749,20 @@ void metrics_text_release(metrics_text_t **text_p)
         free(t);
     *text_p = NULL;
 }
+
+size_t metrics_restart_text(char *out, size_t cap, bool policy_stale, bool policy_fallback,
+                            size_t restored_waiting)
+{
+    int n = snprintf(out, cap,
+                     "# HELP smartshop_policy_stale 1 while the policy running is not the file's "
+                     "(the file did not load).\n"
+                     "# TYPE smartshop_policy_stale gauge\nsmartshop_policy_stale %d\n"
+                     "# HELP smartshop_policy_fallback 1 if the broker started on the last good "
+                     "policy because the file did not load.\n"
+                     "# TYPE smartshop_policy_fallback gauge\nsmartshop_policy_fallback %d\n"
+                     "# HELP smartshop_restored_waiting Registrations restored at start whose "
+                     "peer has not come back yet.\n"
+                     "# TYPE smartshop_restored_waiting gauge\nsmartshop_restored_waiting %zu\n",
+                     policy_stale, policy_fallback, restored_waiting);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}

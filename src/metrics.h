@@ -184,6 +184,12 @@ metrics_text_t *metrics_prometheus(metrics_t *m, const stats_t *stats, size_t pe
 /* The uptime gauge's lines, into out[cap]; returns their length. */
 size_t metrics_uptime_text(char *out, size_t cap, double uptime_s);
 
+/* The restart gauges' lines (docs/operations.md): whether the running
+ * policy is stale or a start-up fallback, and how many restored
+ * registrations still wait for their peer. Returns their length. */
+size_t metrics_restart_text(char *out, size_t cap, bool policy_stale, bool policy_fallback,
+                            size_t restored_waiting);
+
 void metrics_text_release(metrics_text_t **text_p);
 
 

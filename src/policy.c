@@ -9,6 +9,9 @@
 
 #include "log.h"
 #include "luamsg.h"
+#include "reply.h"
+#include "sha256.h"
+#include "state.h"
 
 static log_ratelimit_t hook_error_limit;
 
@@ -21,10 +24,15 @@ static const struct {
     {"on_register", HOOK_ON_REGISTER},
     {"on_unregister", HOOK_ON_UNREGISTER},
     {"authorize", HOOK_AUTHORIZE},
+    {"on_outcome", HOOK_ON_OUTCOME},
 };
 #define HOOK_COUNT (sizeof hook_names / sizeof hook_names[0])
 _Static_assert(HOOK_COUNT == POLICY_HOOK_COUNT, "one registry ref per hook");
-enum { I_FILTER, I_ROUTE, I_ON_REGISTER, I_ON_UNREGISTER, I_AUTHORIZE };
+enum { I_FILTER, I_ROUTE, I_ON_REGISTER, I_ON_UNREGISTER, I_AUTHORIZE, I_ON_OUTCOME };
+
+/* The table on_outcome gets, one per state (registry, under this address),
+ * filled again for each outcome: nothing allocated per request. */
+static const char outcome_key;
 
 policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *registry)
 {
@@ -188,6 +196,7 @@ static int load_body(lua_State *L)
     load_job_t *job = lua_touserdata(L, 1);
     luamsg_init(L);
     make_ctx(L, job->p);
+
     if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {
         snprintf(job->err, job->errlen, "%s", lua_tostring(L, -1));
         job->refused = true;
@@ -218,6 +227,10 @@ static int load_body(lua_State *L)
             job->refused = true;
             return 0;
         }
+    }
+    if (job->hooks & HOOK_ON_OUTCOME) {
+        lua_createtable(L, 0, 6);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &outcome_key);
     }
     return 0;
 }
@@ -254,20 +267,69 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     return 0;
 }
 
+/* The file on disk no longer is the running version: since when. */
+static void mark_stale(policy_t *p)
+{
+    if (!p->stale_since[0] && p->loaded_sha256[0] && strcmp(p->file_sha256, p->loaded_sha256) != 0)
+        reply_timestamp(p->stale_since);
+}
+
 int policy_load(policy_t *p, char *err, size_t errlen)
 {
     size_t len;
     char *text = sandbox_read_file(p->path, p->limits.memory_limit, &len, err, errlen);
+    if (text)
+        sha256_hex(text, len, p->file_sha256);
     if (!text || load_source(p, text, len, err, errlen) < 0) {
         free(text);
         p->failed_loads++;
+        mark_stale(p);
         return -1;
     }
     free(p->source);
     p->source = text;
     p->source_len = len;
     p->loads++;
+    p->fallback = false;
+    p->stale_since[0] = '\0';
+    memcpy(p->loaded_sha256, p->file_sha256, sizeof p->loaded_sha256);
+    if (p->state) {
+        char at[32];
+        reply_timestamp(at);
+        state_put_policy(p->state, p->path, text, len, p->loaded_sha256, at);
+    }
     return 0;
+}
+
+int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t errlen)
+{
+    p->state = st;
+    if (policy_load(p, err, errlen) == 0)
+        return 0;
+    if (strict || !st)
+        return -1;
+    char path[4096], sha[65], at[32], why[1024];
+    size_t len = 0;
+    char *text = state_load_policy(st, &len, path, sha, at);
+    if (!text)
+        return -1;                  /* nothing to fall back to */
+    if (strcmp(path, p->path) != 0 || load_source(p, text, len, why, sizeof why) < 0) {
+        log_error("policy %s: the last good version kept (%s) cannot be used either: %s", p->path,
+                  path, strcmp(path, p->path) != 0 ? "it is of another file" : why);
+        free(text);
+        return -1;
+    }
+    free(p->source);
+    p->source = text;
+    p->source_len = len;
+    p->loads++;
+    p->fallback = true;
+    sha256_hex(text, len, p->loaded_sha256);
+    reply_timestamp(p->stale_since);
+    log_error("POLICY FALLBACK: %s does not load (%s); running its last good version instead "
+              "(sha256 %s, loaded %s) until the file is fixed. Start with --strict-policy to "
+              "refuse to start instead.", p->path, err, p->loaded_sha256, at);
+    return 1;
 }
 
 /* --- calling hooks --- */
@@ -307,6 +369,10 @@ typedef struct {
     char **rewritten;           /* filter */
     size_t *rewritten_len;
     route_t *route;             /* route */
+    bus_err_t code;             /* a refusal's code */
+    const policy_outcome_t *outcome; /* on_outcome */
+    policy_route_ahead_t *ahead; /* filter: route() too, in the same call, if it passes */
+    bool in_route;              /* the call got to route() */
 } hook_job_t;
 
 /* False if the hook has no function for env's type (a table of hooks by
@@ -337,6 +403,8 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
     }
     if (job->verdict == POLICY_FAIL)
         hook_failed(p, hook, job->text);
+    if (job->verdict == POLICY_REJECT)
+        p->refusal_code = job->code;
     return job->verdict;
 }
 
@@ -347,23 +415,65 @@ static void take_reason(lua_State *L, int index, const char *fallback, char *rea
     snprintf(reason, cap, "%s", text);
 }
 
+/* The codes a refusal may carry (its third result): what a client can act
+ * on. Anything else fails the hook, so that a typo is seen, not sent. */
+static const bus_err_t refusal_codes[] = {
+    ERR_DENIED, ERR_BAD_PAYLOAD, ERR_UNAVAILABLE, ERR_BUSY, ERR_LIMIT_EXCEEDED,
+};
+
+/* A refusal (false, reason [, code]) at results top-2..top: REJECT with
+ * its reason and code, or FAIL for a code not in refusal_codes. */
+static policy_verdict_t take_refusal(lua_State *L, hook_job_t *job, const char *hook,
+                                     const char *fallback)
+{
+    take_reason(L, -2, fallback, job->text, job->textlen);
+    job->code = ERR_DENIED;
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL)
+        return POLICY_REJECT;
+    const char *code = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    for (size_t i = 0; code && i < sizeof refusal_codes / sizeof refusal_codes[0]; i++) {
+        if (strcmp(code, bus_err_name(refusal_codes[i])) == 0) {
+            job->code = refusal_codes[i];
+            return POLICY_REJECT;
+        }
+    }
+    snprintf(job->text, job->textlen,
+             "%s() refused with %s%s%s; a refusal's code is one of denied, bad_payload, "
+             "unavailable, busy, limit_exceeded", hook, code ? "the unknown code '" : "a ",
+             code ? code : lua_typename(L, t), code ? "'" : " as its code");
+    return POLICY_FAIL;
+}
+
+static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view);
+
 static int filter_body(lua_State *L)
 {
     hook_job_t *job = lua_touserdata(L, 1);
-    push_hook(L, job, I_FILTER);
     luamsg_push(L, job->env);
-    lua_call(L, 1, 2);
-    int t = lua_type(L, -2);
-    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "denied by policy", job->text, job->textlen);
-        job->verdict = POLICY_REJECT;
+    int view = lua_gettop(L);
+    push_hook(L, job, I_FILTER);
+    lua_pushvalue(L, view);
+    lua_call(L, 1, 3);
+    int t = lua_type(L, -3);
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
+        job->verdict = take_refusal(L, job, "filter", "denied by policy");
     } else if (t == LUA_TTABLE) {
-        *job->rewritten = luamsg_encode(L, -2, job->rewritten_len, job->text, job->textlen);
+        *job->rewritten = luamsg_encode(L, -3, job->rewritten_len, job->text, job->textlen);
         job->verdict = *job->rewritten ? POLICY_DECIDED : POLICY_FAIL;
     } else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
         snprintf(job->text, job->textlen,
                  "filter() returned a %s; expected nothing, true, false or a table", lua_typename(L, t));
         job->verdict = POLICY_FAIL;
+    }
+    if (job->ahead && job->verdict == POLICY_PASS) {
+        /* the message goes on unchanged and the router would call route()
+         * next: here, in this call, with a budget of its own */
+        lua_settop(L, view);
+        sandbox_new_budget(L);
+        job->in_route = true;
+        job->ahead->verdict = call_route(L, job, view);
+        job->ahead->taken = true;
     }
     return 0;
 }
@@ -377,6 +487,45 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
     return run_hook(&job, "filter", filter_body);
+}
+
+policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
+                                     size_t *rewritten_len, char *text, size_t textlen,
+                                     policy_route_ahead_t *ahead)
+{
+    ahead->taken = false;
+    ahead->route.count = 0;
+    ahead->route.instance = NULL;
+    if (!hook_wants(p, I_ROUTE, env))
+        return policy_filter(p, env, rewritten, rewritten_len, text, textlen);
+    *rewritten = NULL;
+    if (!hook_wants(p, I_FILTER, env)) {
+        ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
+        ahead->taken = true;
+        return POLICY_PASS;
+    }
+    hook_job_t job = {.p = p, .env = env, .text = text, .textlen = textlen, .rewritten = rewritten,
+                      .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
+    job.verdict = POLICY_PASS;
+    int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
+    luamsg_release(p->sandbox->L);
+    if (rc < 0) {
+        /* whichever hook raised failed; filter() had passed if route() ran */
+        hook_failed(p, job.in_route ? "route" : "filter", text);
+        recover_if_broken(p);
+        if (!job.in_route)
+            return POLICY_FAIL;
+        ahead->taken = true;
+        ahead->verdict = POLICY_FAIL;
+        return POLICY_PASS;
+    }
+    if (job.verdict == POLICY_FAIL)
+        hook_failed(p, "filter", text);
+    else if (ahead->taken && ahead->verdict == POLICY_FAIL)
+        hook_failed(p, "route", text);
+    if (job.verdict == POLICY_REJECT)
+        p->refusal_code = job.code;
+    return job.verdict;
 }
 
 /* Reads one target name from the value at `index` into out->names. */
@@ -400,15 +549,17 @@ static bool add_target(lua_State *L, int index, route_t *out, char *err, size_t 
 
 /* route()'s results, read raw: a returned table's __len and __index are
  * not called (a list is its array part, 1..rawlen) */
-static int route_body(lua_State *L)
+static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view)
 {
-    hook_job_t *job = lua_touserdata(L, 1);
     policy_t *p = job->p;
     route_t *out = job->route;
     char *err = job->text;
     size_t errlen = job->textlen;
     push_hook(L, job, I_ROUTE);
-    luamsg_push(L, job->env);
+    if (view)
+        lua_pushvalue(L, view);         /* filter()'s view, still of this message */
+    else
+        luamsg_push(L, job->env);
     lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.ctx");
     lua_call(L, 2, 2);
     policy_verdict_t verdict = POLICY_DECIDED;
@@ -440,7 +591,13 @@ static int route_body(lua_State *L)
                  lua_typename(L, t));
         verdict = POLICY_FAIL;
     }
-    job->verdict = verdict;
+    return verdict;
+}
+
+static int route_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    job->verdict = call_route(L, job, 0);
     return 0;
 }
 
@@ -480,11 +637,9 @@ static int authorize_body(lua_State *L)
     push_hook(L, job, I_AUTHORIZE);
     luamsg_push(L, job->env);
     push_peer(L, job->peer);
-    lua_call(L, 2, 2);
-    if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "not authorized", job->text, job->textlen);
-        job->verdict = POLICY_REJECT;
-    }
+    lua_call(L, 2, 3);
+    if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3))
+        job->verdict = take_refusal(L, job, "authorize", "not authorized");
     return 0;
 }
 
@@ -533,6 +688,45 @@ void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer)
     char err[512];
     hook_job_t job = {.p = p, .name = name, .peer = peer, .text = err, .textlen = sizeof err};
     run_hook(&job, "on_unregister", on_unregister_body);
+}
+
+static const char *const outcome_names[] = {"ok", "error", "timeout", "gone"};
+
+/* on_outcome(o): the state's one outcome table, filled again (a field
+ * absent this time is set to nil). */
+static int on_outcome_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    const policy_outcome_t *o = job->outcome;
+    push_hook(L, job, I_ON_OUTCOME);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &outcome_key);
+    lua_pushstring(L, o->service);
+    lua_setfield(L, -2, "service");
+    if (o->instance)
+        lua_pushlstring(L, o->instance, o->instance_len);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, "instance");
+    lua_pushstring(L, o->action ? o->action : "");
+    lua_setfield(L, -2, "action");
+    lua_pushstring(L, outcome_names[o->kind]);
+    lua_setfield(L, -2, "outcome");
+    if (o->code)
+        lua_pushstring(L, o->code);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, "code");
+    lua_pushnumber(L, o->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+void policy_on_outcome(policy_t *p, const policy_outcome_t *o)
+{
+    char err[512];
+    hook_job_t job = {.p = p, .outcome = o, .text = err, .textlen = sizeof err};
+    run_hook(&job, "on_outcome", on_outcome_body);
 }
 
 const char *policy_path(const policy_t *p)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "envelope.h"
+#include "errors.h"
 #include "registry.h"
 #include "sandbox.h"
 
@@ -24,14 +25,18 @@ typedef enum {
     HOOK_ON_REGISTER = 1 << 2,
     HOOK_ON_UNREGISTER = 1 << 3,
     HOOK_AUTHORIZE = 1 << 4,
+    HOOK_ON_OUTCOME = 1 << 5,
 } policy_hook_t;
 
 typedef enum {
     POLICY_PASS = 0,     /* go on as if no hook were defined */
     POLICY_DECIDED,      /* the hook chose (a rewrite, a route) */
-    POLICY_REJECT,       /* refused: answer `denied` with the reason */
+    POLICY_REJECT,       /* refused: answer policy_refusal_code() (`denied` unless
+                            the hook named another) with the reason */
     POLICY_FAIL          /* the hook failed: answer `policy_error` */
 } policy_verdict_t;
+
+struct state;
 
 #define ROUTE_MAX_TARGETS 16
 
@@ -43,7 +48,7 @@ typedef struct {
     peer_t *instance;            /* set if the hook picked an instance */
 } route_t;
 
-#define POLICY_HOOK_COUNT 5
+#define POLICY_HOOK_COUNT 6
 
 typedef struct policy {
     char *path;
@@ -59,7 +64,29 @@ typedef struct policy {
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;
     uint64_t loads, failed_loads, hook_errors;
+    bus_err_t refusal_code;      /* the last POLICY_REJECT's code */
+    /* which version runs (docs/operations.md, "The last good policy") */
+    struct state *state;         /* where each version that loads is kept, or NULL */
+    char file_sha256[65];        /* of the file as last read ("" if never read) */
+    char loaded_sha256[65];      /* of the version running ("" if none) */
+    char stale_since[32];        /* ISO-8601 since when the running version is not
+                                    the file's ("" while it is) */
+    bool fallback;               /* started on the last good version: the file did not load */
 } policy_t;
+
+/* How a request settled, for on_outcome: what the broker learnt when its
+ * answer came, its deadline passed or its instance went away. */
+typedef enum { OUTCOME_OK, OUTCOME_ERROR, OUTCOME_TIMEOUT, OUTCOME_GONE } outcome_kind_t;
+
+typedef struct {
+    const char *service;         /* the name it was delivered to */
+    const void *instance;        /* the instance's identity (bytes), or NULL */
+    size_t instance_len;
+    const char *action;          /* "" if none */
+    outcome_kind_t kind;
+    const char *code;            /* an error answer's code, or NULL */
+    double latency_ms;
+} policy_outcome_t;
 
 /* A policy for `path` (nothing loaded yet). */
 policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *registry);
@@ -75,10 +102,43 @@ static inline bool policy_has(const policy_t *p, policy_hook_t hook)
     return p && (p->hooks & hook);
 }
 
+/* The error code of the last POLICY_REJECT: `denied`, or the one the
+ * hook returned third (bad_payload, unavailable, busy, limit_exceeded). */
+static inline bus_err_t policy_refusal_code(const policy_t *p)
+{
+    return p->refusal_code;
+}
+
+/* At start: loads the file and, if it does not load and `strict` is
+ * false, the last good version kept in `st` (for the same path), with a
+ * loud warning. Every version that loads from now on is kept in `st`.
+ * Returns 0 (the file loaded), 1 (the last good version runs), or -1 with
+ * the file's error in `err`. */
+int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t errlen);
+
 /* filter(msg): PASS, REJECT (reason), FAIL (err), or DECIDED with a
  * rewritten message in *rewritten (malloc'd JSON; caller frees). */
 policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewritten,
                                size_t *rewritten_len, char *reason, size_t reasonlen);
+
+/* route()'s verdict when policy_filter_route ran it. */
+typedef struct {
+    bool taken;                  /* route() ran (or was skipped for the type):
+                                    verdict and route are its answer */
+    policy_verdict_t verdict;    /* as policy_route's */
+    route_t route;
+} policy_route_ahead_t;
+
+/* filter(msg) and, if it passes the message unchanged, route(msg, ctx) in
+ * the same protected call (one entry into Lua instead of two; each hook
+ * with its own instruction budget). For a message the router would route
+ * next, unchanged: what route() said is then in *ahead (ahead->taken), and
+ * the router uses it instead of calling policy_route. Returns filter()'s
+ * verdict, as policy_filter; a failed route() is ahead->verdict FAIL (its
+ * error in `text`). */
+policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
+                                     size_t *rewritten_len, char *text, size_t textlen,
+                                     policy_route_ahead_t *ahead);
 
 /* authorize(msg, peer): PASS, REJECT (reason) or FAIL. `peer` is the
  * sending connection (its names and CURVE key). */
@@ -95,6 +155,11 @@ policy_verdict_t policy_on_register(policy_t *p, const char *name, const peer_t 
 
 /* on_unregister(name, peer): a notification; errors are only logged. */
 void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer);
+
+/* on_outcome(o): a notification, after a request settled; errors are
+ * only logged. `o` as the hook sees it: {service, instance, action,
+ * outcome = "ok"|"error"|"timeout"|"gone", code, latency_ms}. */
+void policy_on_outcome(policy_t *p, const policy_outcome_t *o);
 
 /* The names of the hooks the running version defines, e.g. "filter route". */
 void policy_describe_hooks(const policy_t *p, char *out, size_t cap);

@@ -1,9 +1,11 @@
 /* registry: peers, services and their instances. See registry.h. */
 #include "registry.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "state.h"
 /* What the registry knows of one connection descriptor. */
 typedef struct {
     peer_t *peer;              /* the peer last seen on it */
@@ -22,6 +24,8 @@ struct registry {
     int hosted_count;
     int registered_peer_count; /* peers holding at least one name */
     uint64_t generation;       /* bumped by every change to services (registry_generation) */
+    int restored_count;        /* peers still `restored` */
+    struct state *state;       /* where remote registrations are kept, or NULL */
     uint64_t serials;          /* peers added so far: the next one's serial */
 };
 
@@ -35,6 +39,7 @@ void registry_free(registry_t **self_p)
     registry_t *reg = *self_p;
     if (!reg)
         return;
+    reg->state = NULL;          /* the names freed here stay in the file */
     peer_t *peer, *tmp;
     HASH_ITER(hh, reg->peers, peer, tmp) {
         peer_t *p = peer;
@@ -184,6 +189,8 @@ void registry_remove_peer(registry_t *reg, peer_t **peer_p)
         const char *name = peer->names[peer->name_count - 1];
         registry_unregister(reg, peer, name, strlen(name));
     }
+    if (peer->restored)
+        reg->restored_count--;
     if (peer->kind == PEER_LUA) {
         HASH_DEL(reg->hosted, peer);
         reg->hosted_count--;
@@ -248,6 +255,12 @@ int registry_register(registry_t *reg, peer_t *peer, const char *name, size_t le
     if (peer->name_count++ == 0)
         reg->registered_peer_count++;
     reg->generation++;
+    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0) {
+        state_registration_t row = {.identity = peer->id, .identity_len = peer->id_len,
+                                    .name = peer->names[peer->name_count - 1], .key = peer->key,
+                                    .delimiter = peer->delimiter};
+        state_put_registration(reg->state, &row);
+    }
     return 0;
 fail:
     if (svc->count == 0) {
@@ -269,6 +282,8 @@ int registry_unregister(registry_t *reg, peer_t *peer, const char *name, size_t 
     service_t *svc = registry_find_service(reg, name, len);
     if (svc)
         service_drop_instance(reg, svc, peer);
+    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0)
+        state_del_registration(reg->state, peer->id, peer->id_len, peer->names[at]);
     /* `name` may point into peer->names: it is not read after this move */
     memmove(&peer->names[at], &peer->names[at + 1],
             (size_t)(peer->name_count - at - 1) * sizeof *peer->names);
@@ -290,6 +305,53 @@ peer_t *service_next_instance(service_t *svc)
 uint64_t registry_generation(const registry_t *reg)
 {
     return reg->generation;
+}
+
+void registry_set_state(registry_t *reg, struct state *st)
+{
+    reg->state = st;
+}
+
+peer_t *registry_restore(registry_t *reg, const void *id, size_t id_len, const char *key,
+                         bool delimiter, const char *name)
+{
+    size_t len = strlen(name);
+    if (id_len == 0 || id_len > PEER_ID_MAX || strlen(key) >= sizeof ((peer_t *)0)->key ||
+        !name_is_valid(name, len))
+        return NULL;
+    peer_t *peer = registry_find_peer(reg, id, id_len);
+    if (peer && strcmp(peer->key, key) != 0)
+        return NULL;
+    if (!peer) {
+        if (!(peer = registry_add_peer(reg, id, id_len, PEER_REMOTE, -1)))
+            return NULL;
+        snprintf(peer->key, sizeof peer->key, "%s", key);
+        peer->delimiter = delimiter;
+        peer->restored = true;
+        reg->restored_count++;
+    }
+    struct state *st = reg->state;
+    reg->state = NULL;          /* read from the file: nothing to write back */
+    int rc = registry_register(reg, peer, name, len);
+    reg->state = st;
+    if (rc < 0 && peer->name_count == 0) {
+        registry_remove_peer(reg, &peer);
+        return NULL;
+    }
+    return peer;
+}
+
+size_t registry_restored_count(const registry_t *reg)
+{
+    return (size_t)reg->restored_count;
+}
+
+void registry_adopt(registry_t *reg, peer_t *peer)
+{
+    if (!peer->restored)
+        return;
+    peer->restored = false;
+    reg->restored_count--;
 }
 
 static int by_name(const service_t *a, const service_t *b)

@@ -8,7 +8,15 @@
  * Remote connections and hosted services live in two tables of their own:
  * a routing identity from the wire is looked up among remote connections
  * only (registry_find_peer), so no identity a peer chooses can ever reach a
- * hosted service's record, whatever bytes it holds (docs/security.md). */
+ * hosted service's record, whatever bytes it holds (docs/security.md).
+ *
+ * With a state attached (registry_set_state), every name a remote
+ * connection gains or loses is written behind to the state file, and at
+ * start registry_restore brings the names back as "restored" records:
+ * peers with no connection seen yet (fd -1), known by identity and key,
+ * until their connection is back or their grace period ends
+ * (docs/protocol.md, "Restarts"). Identities ZeroMQ made up (a first
+ * byte 0) are not kept: a new connection never gets the same one. */
 #ifndef SMARTSHOP_REGISTRY_H
 #define SMARTSHOP_REGISTRY_H
 
@@ -25,6 +33,7 @@
 typedef enum { PEER_REMOTE = 0, PEER_LUA } peer_kind_t;
 
 struct inflight;
+struct state;
 
 typedef struct peer {
     uint8_t id[PEER_ID_MAX];   /* routing identity */
@@ -42,6 +51,8 @@ typedef struct peer {
     bool watching;             /* gets a copy of every event (broker action watch) */
     void *host;                /* PEER_LUA: the hosted service */
     uint64_t queued_bytes;     /* handed to libzmq, not yet taken by its kernel (conn_bytes.h) */
+    bool restored;             /* read back from the state file, its connection not
+                                  seen since the restart (R1-R4) */
     /* for operators (broker action peers, logs): set by the router */
     uint64_t serial;           /* 1, 2, ... in order of arrival (registry_add_peer) */
     uint64_t since_ms, seen_ms;/* first and last message, router clock */
@@ -138,6 +149,25 @@ peer_t *service_next_instance(service_t *svc);
 /* A number that changes whenever a service gains or loses an instance:
  * what was built from the services (a listing) is current while it holds. */
 uint64_t registry_generation(const registry_t *reg);
+
+/* Keeps every remote registration made or dropped from now on in `st`
+ * too (NULL: no longer; registry_free leaves the file as it is). */
+void registry_set_state(registry_t *reg, struct state *st);
+
+/* A registration read back from the state file: gives `name` to the
+ * remote peer of this identity, adding it as a restored record (no
+ * descriptor, `key`, `delimiter`) if there is none. Not written back.
+ * Returns the peer, or NULL (a bad identity or name, out of memory, or
+ * the identity is held under another key: the first key read wins). */
+peer_t *registry_restore(registry_t *reg, const void *id, size_t id_len, const char *key,
+                         bool delimiter, const char *name);
+
+/* How many restored records still wait for their connection. */
+size_t registry_restored_count(const registry_t *reg);
+
+/* The restored record's connection is back (a message came from it, or a
+ * delivery to its identity succeeded): it is an ordinary peer from now on. */
+void registry_adopt(registry_t *reg, peer_t *peer);
 
 /* Orders the services by name, for listing. */
 void registry_sort_services(registry_t *reg);

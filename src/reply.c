@@ -72,18 +72,32 @@ static char *build(const char *type, const char *dst, const char *action,
     return text;
 }
 
-char *reply_error(const char *dst, const char *action, const char *correlation_id,
-                  bus_err_t code, const char *text, size_t *len)
+char *reply_error_retry(const char *dst, const char *action, const char *correlation_id,
+                        bus_err_t code, const char *text, uint64_t retry_after_ms, size_t *len)
 {
     cJSON *payload = cJSON_CreateObject();
     if (!payload)
         return NULL;
     cJSON_AddStringToObject(payload, "code", bus_err_name(code));
     cJSON_AddStringToObject(payload, "message", text ? text : bus_err_name(code));
+    if (retry_after_ms)
+        cJSON_AddNumberToObject(payload, "retry_after_ms", (double)retry_after_ms);
     return build("error", dst, action, correlation_id, payload, len);
 }
 
+char *reply_error(const char *dst, const char *action, const char *correlation_id,
+                  bus_err_t code, const char *text, size_t *len)
+{
+    return reply_error_retry(dst, action, correlation_id, code, text, 0, len);
+}
+
 char *reply_error_about(const envelope_t *about, bus_err_t code, const char *text, size_t *len)
+{
+    return reply_error_about_retry(about, code, text, 0, len);
+}
+
+char *reply_error_about_retry(const envelope_t *about, bus_err_t code, const char *text,
+                              uint64_t retry_after_ms, size_t *len)
 {
     char dst[NAME_MAX_LEN + 1] = "", action[MSG_ID_MAX_LEN + 1] = "",
          corr[MSG_ID_MAX_LEN + 1] = "";
@@ -95,7 +109,7 @@ char *reply_error_about(const envelope_t *about, bus_err_t code, const char *tex
         if (about->msg_id_ok)
             reply_copy_plain(corr, sizeof corr, &about->f[EF_MSG_ID]);
     }
-    return reply_error(dst, action, corr, code, text, len);
+    return reply_error_retry(dst, action, corr, code, text, retry_after_ms, len);
 }
 
 char *reply_response(const char *dst, const char *action, const char *correlation_id,

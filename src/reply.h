@@ -8,6 +8,7 @@
 #define SMARTSHOP_REPLY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -22,6 +23,13 @@ char *reply_error_about(const envelope_t *about, bus_err_t code, const char *tex
 /* An error with the given fields; NULL or "" fields become null. */
 char *reply_error(const char *dst, const char *action, const char *correlation_id,
                   bus_err_t code, const char *text, size_t *len);
+
+/* The same with "retry_after_ms" in the payload (0: none): when the
+ * sender should send again (shutting_down, D5). */
+char *reply_error_about_retry(const envelope_t *about, bus_err_t code, const char *text,
+                              uint64_t retry_after_ms, size_t *len);
+char *reply_error_retry(const char *dst, const char *action, const char *correlation_id,
+                        bus_err_t code, const char *text, uint64_t retry_after_ms, size_t *len);
 
 /* A response from "broker". Takes ownership of `payload`. */
 char *reply_response(const char *dst, const char *action, const char *correlation_id,

@@ -18,6 +18,9 @@
 #include "topics.h"
 #include "trace.h"
 
+/* Added to the time left before the broker exits in retry_after_ms. */
+#define STOP_RETRY_MARGIN_MS 200
+
 struct router {
     const config_t *cfg;
     router_transport_t wire;    /* remote peers' messages leave here */
@@ -34,6 +37,7 @@ struct router {
     policy_t *policy;           /* NULL when running without a policy file (not owned) */
     int watchers;               /* peers that asked for a copy of every event */
     bool stopping;              /* new requests get shutting_down */
+    uint64_t stop_ends_us;      /* by when the broker will have exited (retry_after_ms) */
     uint64_t started_ms;
     stats_t stats;
 };
@@ -80,6 +84,18 @@ void router_free(router_t **self_p)
 void router_set_hosts(router_t *r, router_hosts_t hosts) { r->hosts = hosts; }
 void router_set_policy(router_t *r, policy_t *policy) { r->policy = policy; }
 void router_set_stopping(router_t *r) { r->stopping = true; }
+
+void router_set_stop_ends(router_t *r, uint64_t at_us) { r->stop_ends_us = at_us; }
+
+/* D5: what shutting_down tells the requester: wait this long, then send
+ * again (its connection comes back to the next broker by itself). */
+static uint64_t retry_after_ms(const router_t *r, bus_err_t code)
+{
+    if (code != ERR_SHUTTING_DOWN || !r->stop_ends_us)
+        return 0;
+    uint64_t now = r->clock_us();
+    return (r->stop_ends_us > now ? (r->stop_ends_us - now) / 1000 : 0) + STOP_RETRY_MARGIN_MS;
+}
 
 void router_set_watching(router_t *r, peer_t *peer, bool watching)
 {
@@ -149,11 +165,34 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
+/* R2, R3: a restored record whose connection has not been seen since the
+ * restart. Plain mode: its identity is all there is to know, so a send
+ * that libzmq takes (the identity is connected: ZMQ_ROUTER_MANDATORY)
+ * means it is back; one that finds no such identity means "not yet", a
+ * busy peer rather than a gone one. Under CURVE a send by identity could
+ * reach whoever connected with it under another key: nothing goes out
+ * until a message with the record's key adopts it. */
+static int deliver_restored(router_t *r, peer_t *to, zmq_msg_t *data)
+{
+    if (r->auth) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (r->wire.send(r->wire.ctx, to, data) == 0) {
+        registry_adopt(r->registry, to);
+        return 0;
+    }
+    if (errno == EHOSTUNREACH)
+        errno = EAGAIN;
+    return -1;
+}
+
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     int rc;
     if (to->kind != PEER_LUA) {
-        rc = r->wire.send(r->wire.ctx, to, data);
+        rc = __builtin_expect(to->restored, 0) ? deliver_restored(r, to, data)
+                                               : r->wire.send(r->wire.ctx, to, data);
     } else if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
         rc = -1;
@@ -257,16 +296,43 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
     trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
 }
 
+/* on_outcome(o) for a request that was handed over (refusals are the
+ * broker's or the policy's own doing, not the service's). */
+static void policy_outcome(router_t *r, const request_outcome_t *o)
+{
+    static const outcome_kind_t kinds[METRICS_OUTCOMES] = {
+        [METRICS_OK] = OUTCOME_OK, [METRICS_ERROR] = OUTCOME_ERROR,
+        [METRICS_TIMEOUT] = OUTCOME_TIMEOUT, [METRICS_GONE] = OUTCOME_GONE,
+    };
+    char code[METRICS_CODE_MAX_LEN + 1];
+    size_t n = o->code_len < sizeof code - 1 ? o->code_len : sizeof code - 1;
+    memcpy(code, o->code, n);
+    code[n] = '\0';
+    policy_outcome_t out = {
+        .service = o->rec->service,
+        .instance = o->handler ? o->handler->id : NULL,
+        .instance_len = o->handler ? o->handler->id_len : 0,
+        .action = o->rec->action,
+        .kind = kinds[o->outcome],
+        .code = n ? code : NULL,
+        .latency_ms = (double)(o->latency_us ? o->latency_us
+                                             : r->clock_us() - o->rec->started_us) / 1000.0,
+    };
+    policy_on_outcome(r->policy, &out);
+}
+
 /* Every request ends here exactly once, whatever ended it: answered ok,
  * answered with an error, timed out, its instance gone (or the broker
  * stopping), or refused by the broker before it was handed over. The
- * metrics, the traces and (developer lualib) the policy's on_outcome hook
- * read it here and nowhere else. */
+ * metrics, the traces and the policy's on_outcome hook (a
+ * request that was handed over) read it here and nowhere else. */
 static void note_outcome(router_t *r, const request_outcome_t *o)
 {
     metrics_outcome(r->metrics, o->series, o->outcome, o->code, o->code_len, o->latency_us);
     if (trace_active(r->trace))
         trace_outcome(r, o);
+    if (o->rec && o->outcome != METRICS_REFUSED && policy_has(r->policy, HOOK_ON_OUTCOME))
+        policy_outcome(r, o);
 }
 
 /* The "code" of an error answer's payload, or "" if it has none. */
@@ -357,7 +423,7 @@ void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
     if (about && about->type == MT_REQUEST && !env_equals(&about->f[EF_DST], "broker"))
         note_refused(r, to, about, code, why);
     size_t len = 0;
-    char *text = reply_error_about(about, code, why, &len);
+    char *text = reply_error_about_retry(about, code, why, retry_after_ms(r, code), &len);
     if (log_enabled(LOG_LEVEL_DEBUG)) {
         char label[2 * PEER_ID_MAX + 3];
         log_debug("error %s to peer %s: %s", bus_err_name(code), peer_label(to, label),
@@ -377,7 +443,8 @@ static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const cha
     if (!rec->requester)
         return;
     size_t len = 0;
-    char *text = reply_error(rec->src, rec->action, rec->msg_id, code, why, &len);
+    char *text = reply_error_retry(rec->src, rec->action, rec->msg_id, code, why,
+                                   retry_after_ms(r, code), &len);
     send_error_text(r, rec->requester, text, len, MT_REQUEST, code);
 }
 
@@ -485,6 +552,16 @@ static peer_t *peer_of_message(router_t *r, wire_msg_t *m)
         router_peer_gone(r, on_fd);
     }
     peer_t *peer = registry_find_peer(r->registry, id, id_len);
+    if (peer && peer->restored) {
+        /* R3: a restored record is adopted by its identity with the key
+         * that registered it, and by nothing else until its grace ends */
+        if (strcmp(peer->key, key) != 0) {
+            answer_stranger(r, m, ERR_DENIED, "this identity's registrations were restored "
+                            "after a broker restart for another key");
+            return NULL;
+        }
+        registry_adopt(r->registry, peer);
+    }
     if (peer) {
         bool other_key = strcmp(peer->key, key) != 0;
         bool other_fd = m->fd >= 0 && peer->fd != m->fd;
@@ -693,6 +770,8 @@ static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
             }
             rec->series = track->series;
             rec->started_us = now_us;
+            memcpy(rec->service, name, len);        /* the name it went to, for on_outcome */
+            rec->service[len] = '\0';
         }
         if (deliver(r, to, data, env) == 0)
             return to;
@@ -720,13 +799,21 @@ answered:;
     return NULL;
 }
 
-/* The services a request or event goes to: dst, unless route() says. */
-static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route)
+/* The services a request or event goes to: dst, unless route() says
+ * (in filter()'s call already, if `ahead` was taken there). */
+static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (policy_has(r->policy, HOOK_ROUTE)) {
         char err[512];
-        policy_verdict_t verdict = policy_route(r->policy, env, route, err, sizeof err);
+        policy_verdict_t verdict = ahead->taken ? ahead->verdict
+                                                : policy_route(r->policy, env, route, err, sizeof err);
+        if (ahead->taken && verdict == POLICY_DECIDED) {
+            route->count = ahead->route.count;
+            route->instance = ahead->route.instance;
+            memcpy(route->names, ahead->route.names, sizeof route->names[0] * (size_t)route->count);
+        }
         if (verdict == POLICY_FAIL) {
             router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
             return false;
@@ -741,6 +828,16 @@ static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route
     return true;
 }
 
+/* Whether every instance of `name` is a restored record not back yet. */
+static bool only_restored(router_t *r, const char *name)
+{
+    service_t *svc = registry_find_service(r->registry, name, strlen(name));
+    for (int i = 0; svc && i < svc->count; i++)
+        if (!svc->instances[i]->restored)
+            return false;
+    return svc != NULL;
+}
+
 static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
                             const route_t *route, bus_err_t err)
 {
@@ -750,6 +847,10 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
         return;                 /* answered by deliver_to_service */
     if (err == ERR_NO_SUCH_SERVICE)
         snprintf(why, sizeof why, "no service named %s is registered", name);
+    else if (err == ERR_BUSY && registry_restored_count(r->registry) > 0 &&
+             only_restored(r, name))
+        snprintf(why, sizeof why, "%s was restored after a broker restart and has not "
+                 "reconnected yet; retry", name);
     else if (err == ERR_BUSY)
         snprintf(why, sizeof why, "%s cannot take more messages now", name);
     else
@@ -757,7 +858,8 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
     router_send_error(r, peer, env, err, why);
 }
 
-static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                           const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (env_equals(dst, "broker")) {
@@ -782,7 +884,7 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer;
@@ -972,7 +1074,8 @@ static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t
         router_peer_gone(r, pub.gone[i]);
 }
 
-static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (r->watchers > 0)
@@ -1005,7 +1108,7 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names fans the event out: one instance of each gets it */
     bus_err_t err = ERR_NONE;
@@ -1033,15 +1136,17 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
  * one, which then replaces it (re-encoded, checked again, and still from
  * the same sender: msg_id, type and src must not change). Returns false if
  * the message was answered and must go no further. */
-static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
+static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env,
+                         policy_route_ahead_t *ahead)
 {
     char *text = NULL, reason[512];
     size_t len = 0;
-    switch (policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
+    switch (ahead ? policy_filter_route(r->policy, env, &text, &len, reason, sizeof reason, ahead)
+                  : policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
-        router_send_error(r, peer, env, ERR_DENIED, reason);
+        router_send_error(r, peer, env, policy_refusal_code(r->policy), reason);
         return false;
     case POLICY_FAIL:
         router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
@@ -1091,6 +1196,23 @@ static bool refuse_too_large(router_t *r, peer_t *peer, size_t len)
     return true;
 }
 
+/* True if, should filter() pass it unchanged, handle_request or
+ * handle_event would ask route() where `env` goes next: then both run in
+ * one call into the policy (policy_filter_route). The same tests as
+ * theirs, in their order. */
+static bool route_comes_next(const router_t *r, const envelope_t *env)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (!policy_has(r->policy, HOOK_ROUTE) || env_equals(dst, "broker") || env_equals(dst, "broadcast"))
+        return false;
+    if (env->type == MT_EVENT)
+        return env->f[EF_TOPIC].kind != JSON_STRING;
+    if (env->type != MT_REQUEST || r->stopping)
+        return false;
+    const env_value_t *id = &env->f[EF_MSG_ID];
+    return !inflight_find_hashed(r->inflight, id->ptr, id->len, inflight_hash(id->ptr, id->len));
+}
+
 /* The rules after the envelope is read: who may send it, the policy's
  * say, and where it goes. */
 static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
@@ -1118,23 +1240,27 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
         char reason[512];
         policy_verdict_t verdict = policy_authorize(r->policy, env, peer, reason, sizeof reason);
         if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(r, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+            router_send_error(r, peer, env,
+                              verdict == POLICY_REJECT ? policy_refusal_code(r->policy) : ERR_POLICY_ERROR,
                               verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
             return;
         }
     }
-    if (policy_has(r->policy, HOOK_FILTER) && !apply_filter(r, peer, m, env))
+    policy_route_ahead_t ahead;         /* not zeroed: its route is 2 KB */
+    ahead.taken = false;
+    if (policy_has(r->policy, HOOK_FILTER) &&
+        !apply_filter(r, peer, m, env, route_comes_next(r, env) ? &ahead : NULL))
         return;
     switch (env->type) {
     case MT_REQUEST:
-        handle_request(r, peer, m, env);
+        handle_request(r, peer, m, env, &ahead);
         break;
     case MT_RESPONSE:
     case MT_ERROR:
         handle_answer(r, peer, m, env);
         break;
     case MT_EVENT:
-        handle_event(r, peer, m, env);
+        handle_event(r, peer, m, env, &ahead);
         break;
     default:
         break;
@@ -1241,4 +1367,67 @@ void router_fail_all(router_t *r, bus_err_t code, const char *why)
         fail_request(r, rec, code, why);
         inflight_remove(r->inflight, &rec);
     }
+}
+
+/* --- restored registrations (docs/protocol.md R1-R5) --- */
+
+/* The event a silent restored peer gets when its grace period ends: the
+ * one message that tells whether its identity is connected. */
+static char *restored_notice(const peer_t *peer, size_t *len)
+{
+    char id[37], ts[32];
+    reply_new_uuid(id);
+    reply_timestamp(ts);
+    cJSON *m = cJSON_CreateObject();
+    cJSON *payload = cJSON_CreateObject();
+    cJSON *names = cJSON_AddArrayToObject(payload, "names");
+    for (int i = 0; i < peer->name_count; i++)
+        cJSON_AddItemToArray(names, cJSON_CreateString(peer->names[i]));
+    cJSON_AddStringToObject(payload, "message", "the broker restarted and kept your registrations");
+    cJSON_AddStringToObject(m, "msg_id", id);
+    cJSON_AddStringToObject(m, "type", "event");
+    cJSON_AddStringToObject(m, "src", "broker");
+    cJSON_AddStringToObject(m, "dst", peer->name_count ? peer->names[0] : "");
+    cJSON_AddStringToObject(m, "action", "restored");
+    cJSON_AddItemToObject(m, "payload", payload);
+    cJSON_AddNullToObject(m, "correlation_id");
+    cJSON_AddStringToObject(m, "timestamp", ts);
+    char *text = cJSON_PrintUnformatted(m);
+    cJSON_Delete(m);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
+size_t router_restored_expire(router_t *r)
+{
+    size_t dropped = 0;
+    peer_t *peer, *next;
+    for (peer = registry_next_peer(r->registry, NULL); peer; peer = next) {
+        next = registry_next_peer(r->registry, peer);
+        if (!peer->restored)
+            continue;
+        if (!r->auth) {
+            size_t len = 0;
+            char *text = restored_notice(peer, &len);
+            zmq_msg_t data;
+            bool sent = false;
+            if (text && zmq_msg_init_size(&data, len) == 0) {
+                memcpy(zmq_msg_data(&data), text, len);
+                sent = deliver(r, peer, &data, NULL) == 0;
+                if (sent)
+                    r->stats.out[MT_EVENT]++;
+                else
+                    zmq_msg_close(&data);
+            }
+            free(text);
+            if (sent)
+                continue;               /* it is back: adopted */
+        }
+        char label[2 * PEER_ID_MAX + 3];
+        log_info("restored peer %s did not come back within --restore-grace-ms: dropping its "
+                 "registrations", peer_label(peer, label));
+        router_peer_gone(r, peer);
+        dropped++;
+    }
+    return dropped;
 }

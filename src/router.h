@@ -74,6 +74,9 @@ void router_set_hosts(router_t *r, router_hosts_t hosts);
 void router_set_policy(router_t *r, struct policy *policy);
 /* From now on new requests are answered shutting_down (D5). */
 void router_set_stopping(router_t *r);
+/* By when (router clock, us) the broker will have exited: shutting_down
+ * answers carry the wait as payload.retry_after_ms (D5). */
+void router_set_stop_ends(router_t *r, uint64_t at_us);
 /* Whether `peer` gets a copy of every event (broker actions watch, unwatch). */
 void router_set_watching(router_t *r, peer_t *peer, bool watching);
 
@@ -132,6 +135,12 @@ void router_expire(router_t *r, uint64_t now_ms);
 /* A connection went away: its names are dropped, requests handed to it get
  * service_gone, answers to requests it sent will be dropped. Frees `peer`. */
 void router_peer_gone(router_t *r, peer_t *peer);
+
+/* The restart's grace period is over (--restore-grace-ms): every restored
+ * registration whose connection has not been seen is settled. Plain mode:
+ * one `restored` event to its identity; taken, the peer is back, else it
+ * is dropped. Under CURVE it is dropped. Returns how many were dropped. */
+size_t router_restored_expire(router_t *r);
 
 /* Answers every request in flight with `code` (at shutdown). */
 void router_fail_all(router_t *r, bus_err_t code, const char *why);

@@ -171,9 +171,20 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
+static int64_t (*replay_clock)(void);
+
+void sandbox_set_clock(int64_t (*clock)(void))
+{
+    replay_clock = clock;
+}
+
 /* now_ms(): a monotonic clock in milliseconds (os.clock is CPU time). */
 static int now_ms_fn(lua_State *L)
 {
+    if (replay_clock) {
+        lua_pushinteger(L, (lua_Integer)replay_clock());
+        return 1;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
@@ -858,6 +869,7 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     lua_pushcfunction(L, body);
     lua_pushlightuserdata(L, ud);
     sb->instructions_left = sb->limits.instruction_limit;
+    sb->used_before = 0;
     sb->over_budget = false;
     sb->alloc_uncharged = 0;
     sb->refused[0] = '\0';
@@ -866,7 +878,7 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     sb->in_call = false;
     if (sb->instructions_left < 0)
         sb->over_budget = true;         /* also spent by pattern matching and charges */
-    sb->last_used = sb->limits.instruction_limit -
+    sb->last_used = sb->used_before + sb->limits.instruction_limit -
                     (sb->instructions_left < 0 ? 0 : sb->instructions_left);
     if (status == LUA_OK) {
         lua_settop(L, base);
@@ -884,6 +896,20 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     lua_gc(L, LUA_GCCOLLECT);
     sb->panic_jump = NULL;
     return -1;
+}
+
+void sandbox_new_budget(lua_State *L)
+{
+    sandbox_t *sb = sandbox_of(L);
+    if (!sb->in_call)
+        return;
+    if (sb->over_budget || sb->instructions_left < 0) {
+        sb->over_budget = true;     /* the first hook's overspending stays its own */
+        luaL_error(L, BUDGET_ERROR);
+    }
+    sb->used_before += sb->limits.instruction_limit -
+                       (sb->instructions_left < 0 ? 0 : sb->instructions_left);
+    sb->instructions_left = sb->limits.instruction_limit;
 }
 
 int sandbox_load_text(lua_State *L, const char *text, size_t len, const char *path)

@@ -21,6 +21,7 @@
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -62,6 +63,7 @@ typedef struct sandbox {
     sandbox_limits_t limits;
     long instructions_left;
     long last_used;             /* what the last sandbox_protected call spent */
+    long used_before;           /* what it spent before its last sandbox_new_budget */
     size_t alloc_uncharged;     /* bytes allocated in this call, not yet charged */
     bool over_budget;           /* the current call ran out of instructions */
     bool in_call;               /* the budget counts only inside sandbox_protected */
@@ -86,6 +88,10 @@ void sandbox_free(sandbox_t **self_p);
  * stack is as before either way. Not re-entrant (-1 if called from inside
  * a body of the same state). */
 int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, size_t errlen);
+
+/* Inside a body that calls a second hook (policy.c: filter, then route):
+ * a fresh instruction budget for it, as if it were a call of its own. */
+void sandbox_new_budget(lua_State *L);
 
 /* Inside a body, or a C function called by Lua: charges `units`
  * (instructions' worth of C work about to be done; `what` names it for
@@ -113,6 +119,11 @@ static inline bool sandbox_is_broken(const sandbox_t *sb)
 {
     return sb && sb->broken;
 }
+
+/* Makes now_ms() read `clock` instead of the monotonic clock, in every
+ * state of the process (NULL: back to the monotonic clock). For
+ * smartshop-policy, which replays recorded traffic on its recorded times. */
+void sandbox_set_clock(int64_t (*clock)(void));
 
 /* The sandbox that owns a state (from inside a C function called by Lua). */
 sandbox_t *sandbox_of(lua_State *L);

@@ -248,6 +248,8 @@ function renderPolicy(state) {
   if (p.path) facts.push(["File", p.path]);
   if (p.hooks !== undefined) facts.push(["Hooks", p.hooks || "(none)"]);
   if (p.loads !== undefined) facts.push(["Loads", `${p.loads} (failed ${p.failed_loads}, hook errors ${p.hook_errors})`]);
+  if (p.fallback) facts.push(["Warning", "the file did not load: running its last good version"]);
+  if (p.stale_since) facts.push(["Stale since", p.stale_since + " (the file on disk is not the version running)"]);
   const dl = $("policy");
   dl.replaceChildren();
   for (const [k, v] of facts) { dl.appendChild(el("dt", {}, k)); dl.appendChild(el("dd", {"data-field": "policy-" + k.toLowerCase()}, v)); }

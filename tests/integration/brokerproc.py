@@ -159,7 +159,7 @@ class Broker:
     """
 
     def __init__(self, args=(), endpoint=None, port=None, core_only=True, log_level=None,
-                 ready_timeout=10.0, cwd=None):
+                 ready_timeout=10.0, cwd=None, state_dir=None):
         self.path = broker_path()
         if not os.path.exists(self.path):
             raise AssertionError("broker binary not found: %s (build it, or set SMARTSHOP_BROKER)"
@@ -176,6 +176,15 @@ class Broker:
             cmd += ["--policy", "", "--services", ""]
         if log_level:
             cmd += ["--log-level", log_level]
+        # Each broker keeps its state (state.h) in a directory of its own,
+        # so that no test restores another's registrations; a test that
+        # restarts a broker passes the same state_dir to both.
+        self._own_state = None
+        if state_dir is None and "--state-dir" not in args:
+            state_dir = self._own_state = tempfile.mkdtemp(prefix="smartshop-state-")
+        if state_dir is not None:
+            cmd += ["--state-dir", state_dir]
+        self.state_dir = state_dir
         cmd += list(args)
         self.cmd = cmd
         fd, self.log_path = tempfile.mkstemp(prefix="smartshop-broker-", suffix=".log")
@@ -245,6 +254,8 @@ class Broker:
             os.unlink(self.log_path)
         except OSError:
             pass
+        if self._own_state:
+            shutil.rmtree(self._own_state, ignore_errors=True)
 
     def __enter__(self):
         return self
