@@ -304,28 +304,34 @@ static void add_policy(cJSON *root, const http_sources_t *src)
         cJSON_AddStringToObject(pol, "state", "none");
         return;
     }
-    cJSON_AddStringToObject(pol, "path", p->path);
-    cJSON_AddStringToObject(pol, "state", p->sandbox ? "loaded" : "not loaded");
+    cJSON_AddStringToObject(pol, "path", policy_path(p));
+    cJSON_AddStringToObject(pol, "state", policy_is_loaded(p) ? "loaded" : "not loaded");
     char hooks[128];
     policy_describe_hooks(p, hooks, sizeof hooks);
     cJSON_AddStringToObject(pol, "hooks", hooks);
-    cJSON_AddNumberToObject(pol, "loads", (double)p->loads);
-    cJSON_AddNumberToObject(pol, "failed_loads", (double)p->failed_loads);
-    cJSON_AddNumberToObject(pol, "hook_errors", (double)p->hook_errors);
+    policy_counts_t counts = policy_counts(p);
+    cJSON_AddNumberToObject(pol, "loads", (double)counts.loads);
+    cJSON_AddNumberToObject(pol, "failed_loads", (double)counts.failed_loads);
+    cJSON_AddNumberToObject(pol, "hook_errors", (double)counts.hook_errors);
     /* running a version that is not the file's (the file did not load) */
-    cJSON_AddBoolToObject(pol, "fallback", p->fallback);
-    if (p->stale_since[0])
-        cJSON_AddStringToObject(pol, "stale_since", p->stale_since);
-    if (!p->source)
+    policy_version_t version = policy_version(p);
+    cJSON_AddBoolToObject(pol, "fallback", version.fallback);
+    if (version.stale_since && *version.stale_since)
+        cJSON_AddStringToObject(pol, "stale_since", version.stale_since);
+    if (version.loaded_sha256 && *version.loaded_sha256)
+        cJSON_AddStringToObject(pol, "sha256", version.loaded_sha256);
+    size_t source_len;
+    const char *source = policy_source(p, &source_len);
+    if (!source)
         return;
-    size_t len = p->source_len < HTTP_STATE_POLICY_BYTES ? p->source_len : HTTP_STATE_POLICY_BYTES;
+    size_t len = source_len < HTTP_STATE_POLICY_BYTES ? source_len : HTTP_STATE_POLICY_BYTES;
     char *text = malloc(len + 1);
     if (!text)
         return;
-    memcpy(text, p->source, len);
+    memcpy(text, source, len);
     text[len] = '\0';
     cJSON_AddStringToObject(pol, "source", text);     /* cJSON escapes what JSON needs */
-    cJSON_AddBoolToObject(pol, "source_truncated", len < p->source_len);
+    cJSON_AddBoolToObject(pol, "source_truncated", len < source_len);
     free(text);
 }
 
@@ -392,11 +398,12 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     s->state_ms = maker->state ? maker->state_ms : 0;
     if (src->stopping)
         snprintf(s->not_ready, sizeof s->not_ready, "stopping: the grace period is running");
-    else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
+    else if (src->policy && !policy_is_loaded(src->policy) && policy_counts(src->policy).failed_loads)
         snprintf(s->not_ready, sizeof s->not_ready, "the policy failed to load");
     s->ready = !s->not_ready[0];
-    s->policy_stale = src->policy && src->policy->stale_since[0];
-    s->policy_fallback = src->policy && src->policy->fallback;
+    policy_version_t version = src->policy ? policy_version(src->policy) : (policy_version_t){0};
+    s->policy_stale = version.stale_since && *version.stale_since;
+    s->policy_fallback = version.fallback;
     s->restored_waiting = registry_restored_count(src->registry);
     return s;
 }

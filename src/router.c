@@ -250,7 +250,8 @@ typedef struct {
     const char *why;            /* the broker's message, for its own errors */
     peer_t *requester, *handler;
     uint64_t latency_us;        /* answers: from arrival to the answer */
-    const zmq_msg_t *message;   /* the answer or refused request, for traces (or NULL) */
+    const char *message;        /* the answer or refused request, for traces (or NULL) */
+    size_t message_len;
 } request_outcome_t;
 
 static trace_text_t env_text(const envelope_t *env, env_field_t f)
@@ -290,8 +291,8 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
                 : o->requester && !o->answer ? peer_label(o->requester, from) : NULL,
         .to = o->requester && o->answer ? peer_label(o->requester, to) : NULL,
         .latency_us = o->rec ? (int64_t)o->latency_us : -1,
-        .message = o->message ? zmq_msg_data((zmq_msg_t *)o->message) : NULL,
-        .message_len = o->message ? zmq_msg_size((zmq_msg_t *)o->message) : 0,
+        .message = o->message,
+        .message_len = o->message_len,
     };
     trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
 }
@@ -357,11 +358,12 @@ static const char *answer_code(const envelope_t *env, size_t *len)
 
 /* A request's answer, delivered or dropped (its requester gone). */
 static void note_answer(router_t *r, const inflight_t *rec, const envelope_t *answer,
-                        const zmq_msg_t *message)
+                        zmq_msg_t *message)
 {
     request_outcome_t o = {.series = rec->series, .rec = rec, .answer = answer,
-                           .requester = rec->requester, .handler = rec->handler,
-                           .message = message, .code = ""};
+                           .requester = rec->requester, .handler = rec->handler, .code = "",
+                           .message = message ? zmq_msg_data(message) : NULL,
+                           .message_len = message ? zmq_msg_size(message) : 0};
     o.outcome = answer->type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
     if (o.outcome == METRICS_ERROR) {
         o.code = answer_code(answer, &o.code_len);
@@ -399,7 +401,7 @@ static void note_refused(router_t *r, peer_t *sender, const envelope_t *req, bus
     const char *name = bus_err_name(code);
     request_outcome_t o = {.outcome = METRICS_REFUSED, .series = series, .request = req,
                            .code = name, .code_len = strlen(name), .why = why,
-                           .requester = sender};
+                           .requester = sender, .message = req->buf, .message_len = req->len};
     note_outcome(r, &o);
     bool peer_caused = code == ERR_NO_SUCH_SERVICE || code == ERR_DENIED;
     if (log_enabled(peer_caused ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG)) {
@@ -474,10 +476,11 @@ void router_peer_gone(router_t *r, peer_t *peer)
             size_t used = strlen(names);
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
         }
-        log_limited(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                    peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
-                                           : "peer %s disconnected; unregistered %s",
-                    label, names);
+        log_fields_t f = {.peer = label, .service = names};
+        log_limited_with(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                         peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
+                                                : "peer %s disconnected; unregistered %s",
+                         label, names);
     } else {
         log_debug("peer %s disconnected", label);
     }
@@ -678,8 +681,11 @@ static void handle_register(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3];
-    log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    char text[NAME_MAX_LEN + 1];
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "registered %s (peer %s)", text, label);
     answer_registration(r, peer, env, "register");
 }
 
@@ -691,8 +697,10 @@ static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
-    log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "unregistered %s (peer %s)", text, label);
     if (policy_has(r->policy, HOOK_ON_UNREGISTER)) {
         reply_copy_plain(text, sizeof text, name);
         policy_on_unregister(r->policy, text, peer);
