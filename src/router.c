@@ -1840,6 +1840,11 @@ void router_bus_describe(const router_t *r, cJSON *into)
         r->bus.describe(r->bus.ctx, into);
 }
 
+size_t router_bus_remote(const router_t *r, char *out, size_t cap)
+{
+    return r->bus.remote ? r->bus.remote(r->bus.ctx, out, cap) : 0;
+}
+
 static peer_t *bus_peer(router_t *r)
 {
     return &r->crossing->peer;

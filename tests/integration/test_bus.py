@@ -189,6 +189,25 @@ class CrossBroker(BusTestCase):
         for key in ("requests_out", "answers_in", "events_out"):
             self.assertEqual(after[key], before[key], key)
 
+    def test_list_services_shows_other_brokers_names(self):
+        self.peer("B", "dir-svc")
+        self.peer("B", "dir-svc")
+        self.peer("C", "dir-svc")
+        cli = self.peer("A", "till-11")
+        want = {("dir-svc", "B", 2), ("dir-svc", "C", 1)}
+        deadline = time.monotonic() + 5 * SLOW
+        while True:
+            body = cli.call_broker("list_services")["payload"]
+            got = {(e["name"], e["broker"], e["instances"]) for e in body.get("remote", [])}
+            if want <= got or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(body["broker_id"], "A")
+        self.assertTrue(want <= got, body)
+        local = {e["name"] for e in body["services"]}
+        self.assertIn("till-11", local)
+        self.assertNotIn("dir-svc", local)          # held elsewhere only
+
     def test_stats_show_the_link(self):
         cli = self.peer("B", "till-10")
         st = bus_stats(cli)
