@@ -208,6 +208,27 @@ class CrossBroker(BusTestCase):
         self.assertIn("till-11", local)
         self.assertNotIn("dir-svc", local)          # held elsewhere only
 
+    def test_the_config_file_joins_the_bus(self):
+        import os
+        import tempfile
+        from brokerproc import Broker
+        from natscluster import wait_bus_connected
+        fd, path = tempfile.mkstemp(suffix=".lua")
+        with os.fdopen(fd, "w") as f:
+            f.write('nats = "%s"\nbroker_id = "D-from-file"\n' % self.cluster.urls(2))
+        svc = self.peer("B", "cfg-svc")
+        d = Broker(args=["--config", path])
+        try:
+            wait_bus_connected(d)
+            with d.peer() as cli:
+                cli.register("till-d")
+                reach(cli, svc, "cfg-svc")
+                self.assertEqual(cli.call_broker("stats")["payload"]["bus"]["broker_id"],
+                                 "D-from-file")
+        finally:
+            d.stop()
+            os.unlink(path)
+
     def test_stats_show_the_link(self):
         cli = self.peer("B", "till-10")
         st = bus_stats(cli)
