@@ -291,8 +291,9 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
                 : o->requester && !o->answer ? peer_label(o->requester, from) : NULL,
         .to = o->requester && o->answer ? peer_label(o->requester, to) : NULL,
         .latency_us = o->rec ? (int64_t)o->latency_us : -1,
-        .message = o->message,
-        .message_len = o->message_len,
+        /* a refused request: itself as it came (smartshop-ctl record keeps it) */
+        .message = o->message ? o->message : req ? req->buf : NULL,
+        .message_len = o->message ? o->message_len : req ? req->len : 0,
     };
     trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
 }
