@@ -26,6 +26,8 @@ static const char *const names[ERR__COUNT] = {
     [ERR_POLICY_ERROR] = "policy_error",
     [ERR_SERVICE_ERROR] = "service_error",
     [ERR_LIMIT_EXCEEDED] = "limit_exceeded",
+    [ERR_BAD_PAYLOAD] = "bad_payload",
+    [ERR_UNAVAILABLE] = "unavailable",
     [ERR_REQUESTER_GONE] = "requester_gone",
     [ERR_INTERNAL] = "internal",
 };

@@ -30,6 +30,8 @@ typedef enum {
     ERR_POLICY_ERROR,
     ERR_SERVICE_ERROR,
     ERR_LIMIT_EXCEEDED,
+    ERR_BAD_PAYLOAD,        /* a policy's payload check refused it (smartshop.rules.schema) */
+    ERR_UNAVAILABLE,        /* a policy failed it fast: the service is failing (breaker) */
     ERR_REQUESTER_GONE,     /* a dead letter's reason only: never sent */
     ERR_INTERNAL,
     ERR__COUNT

@@ -38,6 +38,8 @@ typedef struct inflight {
     char msg_id[MSG_ID_MAX_LEN + 1];
     char src[NAME_MAX_LEN + 1]; /* requester's src, for error replies */
     char dst[NAME_MAX_LEN + 1]; /* the name it was sent to, for dead letters */
+    char service[NAME_MAX_LEN + 1]; /* the name it was delivered to (after route()), for
+                                       on_outcome; set by the router */
     char action[MSG_ID_MAX_LEN + 1]; /* "" if not a plain short string */
     UT_hash_handle hh;
 } inflight_t;

@@ -255,6 +255,15 @@ static int raw_json_new(lua_State *L)
     return 1;
 }
 
+void luamsg_push_raw_json(lua_State *L, const char *text, size_t len)
+{
+    raw_json_t *raw = lua_newuserdatauv(L, sizeof *raw, 1);
+    raw->magic = &json_magic;
+    lua_pushlstring(L, text, len);
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, JSON_METATABLE);
+}
+
 static int raw_json_tostring(lua_State *L)
 {
     luaL_checkudata(L, 1, JSON_METATABLE);

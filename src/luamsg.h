@@ -42,6 +42,11 @@ void luamsg_push_json_maker(lua_State *L);
  * one. The text lives as long as the value. */
 const char *luamsg_raw_json(lua_State *L, int index, size_t *len);
 
+/* Pushes a bus.json() value holding `text` as it is, unchecked: for text
+ * the caller knows to be one JSON value (lua_json.c: an integer too large
+ * for Lua, kept as its digits). */
+void luamsg_push_raw_json(lua_State *L, const char *text, size_t len);
+
 /* Pushes a JSON text decoded with lua-cjson (nil if it does not decode). */
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len);
 

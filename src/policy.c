@@ -24,10 +24,15 @@ static const struct {
     {"on_register", HOOK_ON_REGISTER},
     {"on_unregister", HOOK_ON_UNREGISTER},
     {"authorize", HOOK_AUTHORIZE},
+    {"on_outcome", HOOK_ON_OUTCOME},
 };
 #define HOOK_COUNT (sizeof hook_names / sizeof hook_names[0])
 _Static_assert(HOOK_COUNT == POLICY_HOOK_COUNT, "one registry ref per hook");
-enum { I_FILTER, I_ROUTE, I_ON_REGISTER, I_ON_UNREGISTER, I_AUTHORIZE };
+enum { I_FILTER, I_ROUTE, I_ON_REGISTER, I_ON_UNREGISTER, I_AUTHORIZE, I_ON_OUTCOME };
+
+/* The table on_outcome gets, one per state (registry, under this address),
+ * filled again for each outcome: nothing allocated per request. */
+static const char outcome_key;
 
 policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *registry)
 {
@@ -191,6 +196,7 @@ static int load_body(lua_State *L)
     load_job_t *job = lua_touserdata(L, 1);
     luamsg_init(L);
     make_ctx(L, job->p);
+
     if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {
         snprintf(job->err, job->errlen, "%s", lua_tostring(L, -1));
         job->refused = true;
@@ -221,6 +227,10 @@ static int load_body(lua_State *L)
             job->refused = true;
             return 0;
         }
+    }
+    if (job->hooks & HOOK_ON_OUTCOME) {
+        lua_createtable(L, 0, 6);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &outcome_key);
     }
     return 0;
 }
@@ -359,6 +369,8 @@ typedef struct {
     char **rewritten;           /* filter */
     size_t *rewritten_len;
     route_t *route;             /* route */
+    bus_err_t code;             /* a refusal's code */
+    const policy_outcome_t *outcome; /* on_outcome */
 } hook_job_t;
 
 /* False if the hook has no function for env's type (a table of hooks by
@@ -389,6 +401,8 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
     }
     if (job->verdict == POLICY_FAIL)
         hook_failed(p, hook, job->text);
+    if (job->verdict == POLICY_REJECT)
+        p->refusal_code = job->code;
     return job->verdict;
 }
 
@@ -399,18 +413,47 @@ static void take_reason(lua_State *L, int index, const char *fallback, char *rea
     snprintf(reason, cap, "%s", text);
 }
 
+/* The codes a refusal may carry (its third result): what a client can act
+ * on. Anything else fails the hook, so that a typo is seen, not sent. */
+static const bus_err_t refusal_codes[] = {
+    ERR_DENIED, ERR_BAD_PAYLOAD, ERR_UNAVAILABLE, ERR_BUSY, ERR_LIMIT_EXCEEDED,
+};
+
+/* A refusal (false, reason [, code]) at results top-2..top: REJECT with
+ * its reason and code, or FAIL for a code not in refusal_codes. */
+static policy_verdict_t take_refusal(lua_State *L, hook_job_t *job, const char *hook,
+                                     const char *fallback)
+{
+    take_reason(L, -2, fallback, job->text, job->textlen);
+    job->code = ERR_DENIED;
+    int t = lua_type(L, -1);
+    if (t == LUA_TNIL)
+        return POLICY_REJECT;
+    const char *code = t == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    for (size_t i = 0; code && i < sizeof refusal_codes / sizeof refusal_codes[0]; i++) {
+        if (strcmp(code, bus_err_name(refusal_codes[i])) == 0) {
+            job->code = refusal_codes[i];
+            return POLICY_REJECT;
+        }
+    }
+    snprintf(job->text, job->textlen,
+             "%s() refused with %s%s%s; a refusal's code is one of denied, bad_payload, "
+             "unavailable, busy, limit_exceeded", hook, code ? "the unknown code '" : "a ",
+             code ? code : lua_typename(L, t), code ? "'" : " as its code");
+    return POLICY_FAIL;
+}
+
 static int filter_body(lua_State *L)
 {
     hook_job_t *job = lua_touserdata(L, 1);
     push_hook(L, job, I_FILTER);
     luamsg_push(L, job->env);
-    lua_call(L, 1, 2);
-    int t = lua_type(L, -2);
-    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "denied by policy", job->text, job->textlen);
-        job->verdict = POLICY_REJECT;
+    lua_call(L, 1, 3);
+    int t = lua_type(L, -3);
+    if (t == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
+        job->verdict = take_refusal(L, job, "filter", "denied by policy");
     } else if (t == LUA_TTABLE) {
-        *job->rewritten = luamsg_encode(L, -2, job->rewritten_len, job->text, job->textlen);
+        *job->rewritten = luamsg_encode(L, -3, job->rewritten_len, job->text, job->textlen);
         job->verdict = *job->rewritten ? POLICY_DECIDED : POLICY_FAIL;
     } else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
         snprintf(job->text, job->textlen,
@@ -532,11 +575,9 @@ static int authorize_body(lua_State *L)
     push_hook(L, job, I_AUTHORIZE);
     luamsg_push(L, job->env);
     push_peer(L, job->peer);
-    lua_call(L, 2, 2);
-    if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
-        take_reason(L, -1, "not authorized", job->text, job->textlen);
-        job->verdict = POLICY_REJECT;
-    }
+    lua_call(L, 2, 3);
+    if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3))
+        job->verdict = take_refusal(L, job, "authorize", "not authorized");
     return 0;
 }
 
@@ -585,6 +626,45 @@ void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer)
     char err[512];
     hook_job_t job = {.p = p, .name = name, .peer = peer, .text = err, .textlen = sizeof err};
     run_hook(&job, "on_unregister", on_unregister_body);
+}
+
+static const char *const outcome_names[] = {"ok", "error", "timeout", "gone"};
+
+/* on_outcome(o): the state's one outcome table, filled again (a field
+ * absent this time is set to nil). */
+static int on_outcome_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    const policy_outcome_t *o = job->outcome;
+    push_hook(L, job, I_ON_OUTCOME);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &outcome_key);
+    lua_pushstring(L, o->service);
+    lua_setfield(L, -2, "service");
+    if (o->instance)
+        lua_pushlstring(L, o->instance, o->instance_len);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, "instance");
+    lua_pushstring(L, o->action ? o->action : "");
+    lua_setfield(L, -2, "action");
+    lua_pushstring(L, outcome_names[o->kind]);
+    lua_setfield(L, -2, "outcome");
+    if (o->code)
+        lua_pushstring(L, o->code);
+    else
+        lua_pushnil(L);
+    lua_setfield(L, -2, "code");
+    lua_pushnumber(L, o->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+void policy_on_outcome(policy_t *p, const policy_outcome_t *o)
+{
+    char err[512];
+    hook_job_t job = {.p = p, .outcome = o, .text = err, .textlen = sizeof err};
+    run_hook(&job, "on_outcome", on_outcome_body);
 }
 
 const char *policy_path(const policy_t *p)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "envelope.h"
+#include "errors.h"
 #include "registry.h"
 #include "sandbox.h"
 
@@ -24,12 +25,14 @@ typedef enum {
     HOOK_ON_REGISTER = 1 << 2,
     HOOK_ON_UNREGISTER = 1 << 3,
     HOOK_AUTHORIZE = 1 << 4,
+    HOOK_ON_OUTCOME = 1 << 5,
 } policy_hook_t;
 
 typedef enum {
     POLICY_PASS = 0,     /* go on as if no hook were defined */
     POLICY_DECIDED,      /* the hook chose (a rewrite, a route) */
-    POLICY_REJECT,       /* refused: answer `denied` with the reason */
+    POLICY_REJECT,       /* refused: answer policy_refusal_code() (`denied` unless
+                            the hook named another) with the reason */
     POLICY_FAIL          /* the hook failed: answer `policy_error` */
 } policy_verdict_t;
 
@@ -45,7 +48,7 @@ typedef struct {
     peer_t *instance;            /* set if the hook picked an instance */
 } route_t;
 
-#define POLICY_HOOK_COUNT 5
+#define POLICY_HOOK_COUNT 6
 
 typedef struct policy {
     char *path;
@@ -61,6 +64,7 @@ typedef struct policy {
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;
     uint64_t loads, failed_loads, hook_errors;
+    bus_err_t refusal_code;      /* the last POLICY_REJECT's code */
     /* which version runs (docs/operations.md, "The last good policy") */
     struct state *state;         /* where each version that loads is kept, or NULL */
     char file_sha256[65];        /* of the file as last read ("" if never read) */
@@ -69,6 +73,20 @@ typedef struct policy {
                                     the file's ("" while it is) */
     bool fallback;               /* started on the last good version: the file did not load */
 } policy_t;
+
+/* How a request settled, for on_outcome: what the broker learnt when its
+ * answer came, its deadline passed or its instance went away. */
+typedef enum { OUTCOME_OK, OUTCOME_ERROR, OUTCOME_TIMEOUT, OUTCOME_GONE } outcome_kind_t;
+
+typedef struct {
+    const char *service;         /* the name it was delivered to */
+    const void *instance;        /* the instance's identity (bytes), or NULL */
+    size_t instance_len;
+    const char *action;          /* "" if none */
+    outcome_kind_t kind;
+    const char *code;            /* an error answer's code, or NULL */
+    double latency_ms;
+} policy_outcome_t;
 
 /* A policy for `path` (nothing loaded yet). */
 policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *registry);
@@ -82,6 +100,13 @@ int policy_load(policy_t *p, char *err, size_t errlen);
 static inline bool policy_has(const policy_t *p, policy_hook_t hook)
 {
     return p && (p->hooks & hook);
+}
+
+/* The error code of the last POLICY_REJECT: `denied`, or the one the
+ * hook returned third (bad_payload, unavailable, busy, limit_exceeded). */
+static inline bus_err_t policy_refusal_code(const policy_t *p)
+{
+    return p->refusal_code;
 }
 
 /* At start: loads the file and, if it does not load and `strict` is
@@ -111,6 +136,11 @@ policy_verdict_t policy_on_register(policy_t *p, const char *name, const peer_t 
 
 /* on_unregister(name, peer): a notification; errors are only logged. */
 void policy_on_unregister(policy_t *p, const char *name, const peer_t *peer);
+
+/* on_outcome(o): a notification, after a request settled; errors are
+ * only logged. `o` as the hook sees it: {service, instance, action,
+ * outcome = "ok"|"error"|"timeout"|"gone", code, latency_ms}. */
+void policy_on_outcome(policy_t *p, const policy_outcome_t *o);
 
 /* The names of the hooks the running version defines, e.g. "filter route". */
 void policy_describe_hooks(const policy_t *p, char *out, size_t cap);

@@ -296,16 +296,43 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
     trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
 }
 
+/* on_outcome(o) for a request that was handed over (refusals are the
+ * broker's or the policy's own doing, not the service's). */
+static void policy_outcome(router_t *r, const request_outcome_t *o)
+{
+    static const outcome_kind_t kinds[METRICS_OUTCOMES] = {
+        [METRICS_OK] = OUTCOME_OK, [METRICS_ERROR] = OUTCOME_ERROR,
+        [METRICS_TIMEOUT] = OUTCOME_TIMEOUT, [METRICS_GONE] = OUTCOME_GONE,
+    };
+    char code[METRICS_CODE_MAX_LEN + 1];
+    size_t n = o->code_len < sizeof code - 1 ? o->code_len : sizeof code - 1;
+    memcpy(code, o->code, n);
+    code[n] = '\0';
+    policy_outcome_t out = {
+        .service = o->rec->service,
+        .instance = o->handler ? o->handler->id : NULL,
+        .instance_len = o->handler ? o->handler->id_len : 0,
+        .action = o->rec->action,
+        .kind = kinds[o->outcome],
+        .code = n ? code : NULL,
+        .latency_ms = (double)(o->latency_us ? o->latency_us
+                                             : r->clock_us() - o->rec->started_us) / 1000.0,
+    };
+    policy_on_outcome(r->policy, &out);
+}
+
 /* Every request ends here exactly once, whatever ended it: answered ok,
  * answered with an error, timed out, its instance gone (or the broker
  * stopping), or refused by the broker before it was handed over. The
- * metrics, the traces and (developer lualib) the policy's on_outcome hook
- * read it here and nowhere else. */
+ * metrics, the traces and the policy's on_outcome hook (a
+ * request that was handed over) read it here and nowhere else. */
 static void note_outcome(router_t *r, const request_outcome_t *o)
 {
     metrics_outcome(r->metrics, o->series, o->outcome, o->code, o->code_len, o->latency_us);
     if (trace_active(r->trace))
         trace_outcome(r, o);
+    if (o->rec && o->outcome != METRICS_REFUSED && policy_has(r->policy, HOOK_ON_OUTCOME))
+        policy_outcome(r, o);
 }
 
 /* The "code" of an error answer's payload, or "" if it has none. */
@@ -743,6 +770,8 @@ static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
             }
             rec->series = track->series;
             rec->started_us = now_us;
+            memcpy(rec->service, name, len);        /* the name it went to, for on_outcome */
+            rec->service[len] = '\0';
         }
         if (deliver(r, to, data, env) == 0)
             return to;
@@ -1105,7 +1134,7 @@ static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *e
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
-        router_send_error(r, peer, env, ERR_DENIED, reason);
+        router_send_error(r, peer, env, policy_refusal_code(r->policy), reason);
         return false;
     case POLICY_FAIL:
         router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's filter hook failed");
@@ -1182,7 +1211,8 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
         char reason[512];
         policy_verdict_t verdict = policy_authorize(r->policy, env, peer, reason, sizeof reason);
         if (verdict == POLICY_REJECT || verdict == POLICY_FAIL) {
-            router_send_error(r, peer, env, verdict == POLICY_REJECT ? ERR_DENIED : ERR_POLICY_ERROR,
+            router_send_error(r, peer, env,
+                              verdict == POLICY_REJECT ? policy_refusal_code(r->policy) : ERR_POLICY_ERROR,
                               verdict == POLICY_REJECT ? reason : "the policy's authorize hook failed");
             return;
         }

@@ -171,9 +171,20 @@ static int safe_setmetatable(lua_State *L)
     return 1;
 }
 
+static int64_t (*replay_clock)(void);
+
+void sandbox_set_clock(int64_t (*clock)(void))
+{
+    replay_clock = clock;
+}
+
 /* now_ms(): a monotonic clock in milliseconds (os.clock is CPU time). */
 static int now_ms_fn(lua_State *L)
 {
+    if (replay_clock) {
+        lua_pushinteger(L, (lua_Integer)replay_clock());
+        return 1;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     lua_pushinteger(L, (lua_Integer)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);

@@ -21,6 +21,7 @@
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -113,6 +114,11 @@ static inline bool sandbox_is_broken(const sandbox_t *sb)
 {
     return sb && sb->broken;
 }
+
+/* Makes now_ms() read `clock` instead of the monotonic clock, in every
+ * state of the process (NULL: back to the monotonic clock). For
+ * smartshop-policy, which replays recorded traffic on its recorded times. */
+void sandbox_set_clock(int64_t (*clock)(void));
 
 /* The sandbox that owns a state (from inside a C function called by Lua). */
 sandbox_t *sandbox_of(lua_State *L);

@@ -251,7 +251,7 @@ static void check_panic_handler(void)
 
 static registry_t *registry;
 static peer_t *peer;
-static char policy_path[64];
+static char policy_file[64];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -263,7 +263,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     peer = registry_add_peer(registry, "peer-1", 6, PEER_REMOTE, -1);
     if (!peer || registry_register(registry, peer, "svc-a", 5) < 0)
         abort();
-    snprintf(policy_path, sizeof policy_path, "/tmp/fuzz_lua_boundary.%d.lua", (int)getpid());
+    snprintf(policy_file, sizeof policy_file, "/tmp/fuzz_lua_boundary.%d.lua", (int)getpid());
     return 0;
 }
 
@@ -297,13 +297,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unsigned defined = 0;
     adds(&src, "");
     build_policy(&c, &src, &defined);
-    FILE *f = fopen(policy_path, "w");
+    FILE *f = fopen(policy_file, "w");
     if (!f)
         abort();
     fwrite(src.buf, 1, src.len, f);
     fclose(f);
 
-    policy_t *p = policy_new(policy_path, (sandbox_limits_t){MEMORY, INSTRUCTIONS}, registry);
+    policy_t *p = policy_new(policy_file, (sandbox_limits_t){MEMORY, INSTRUCTIONS}, registry);
     char err[1024];
     if (policy_load(p, err, sizeof err) < 0) {
         FUZZ_ASSERT(err[0], "a failed load without a reason");

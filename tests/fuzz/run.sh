@@ -32,7 +32,7 @@ SRC="$ROOT/src"
 OUT="${FUZZ_OUT:-$ROOT/build/fuzz}"
 SKIP=77
 
-TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_patterns fuzz_lua_boundary)
+TARGETS=(fuzz_json_scan fuzz_envelope fuzz_frames fuzz_patterns fuzz_lua_boundary fuzz_lua_json)
 
 # The sources under test each target is compiled with (instrumented).
 sources_of() {
@@ -41,6 +41,7 @@ sources_of() {
     fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
     fuzz_patterns)  echo "lua_patterns.c" ;;
+    fuzz_lua_json) echo "lua_json.c luamsg.c sandbox.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c" ;;
     fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
@@ -50,6 +51,7 @@ corpus_of() {
     fuzz_frames) echo "$HERE/corpus/frames" ;;
     fuzz_patterns) echo "$HERE/corpus/patterns" ;;
     fuzz_lua_boundary) echo "$HERE/corpus/lua" ;;
+    fuzz_lua_json) echo "$HERE/corpus/json" ;;
     *)           echo "$HERE/corpus/envelope" ;;
     esac
 }
@@ -120,7 +122,8 @@ build() {
         local srcs=() s
         for s in $(sources_of "$t"); do srcs+=("$SRC/$s"); done
         # shellcheck disable=SC2086
-        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_patterns ] || [ "$t" = fuzz_lua_boundary ]; then
+        if [ "$t" = fuzz_envelope ] || [ "$t" = fuzz_patterns ] || [ "$t" = fuzz_lua_boundary ] ||
+           [ "$t" = fuzz_lua_json ]; then
             "$CC" $cflags $lua_cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs $lua_libs
         else
             "$CC" $cflags "$HERE/$t.c" "${srcs[@]}" -o "$OUT/$t.new" $libs

@@ -1,0 +1,203 @@
+"""smartshop-policy, the policy test bench (docs/policies.md, "Edit, test,
+save"; man/smartshop-policy.1.md): every shipped policy run offline
+against a recorded file (tests/policy_bench/traffic.jsonl), each decision
+checked, and the exit codes CI relies on.
+
+The program is the one built beside the broker ($SMARTSHOP_BROKER's
+directory), from the broker's own policy.c/sandbox.c.
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from brokerproc import REPO_ROOT, SLOW, broker_path  # noqa: E402
+
+BENCH = os.path.join(os.path.dirname(broker_path()), "smartshop-policy")
+TRAFFIC = os.path.join(REPO_ROOT, "tests", "policy_bench", "traffic.jsonl")
+EXAMPLES = os.path.join(REPO_ROOT, "policies", "examples")
+LINE_RE = re.compile(r"^(\d+): (\S+): (\w+) (\S+) -> (\S+)(?: (\S+))?: (.*)$")
+
+
+def bench(*args, stdin=None):
+    """Runs the bench; returns (exit code, {msg_id: decision}, stdout, stderr)."""
+    r = subprocess.run([BENCH, *args], capture_output=True, text=True, input=stdin,
+                       timeout=30 * SLOW, cwd=REPO_ROOT)
+    decisions = {}
+    for line in r.stdout.splitlines():
+        m = LINE_RE.match(line)
+        if m:
+            decisions[m.group(2)] = m.group(7)
+    return r.returncode, decisions, r.stdout, r.stderr
+
+
+def example(name):
+    return os.path.join(EXAMPLES, name)
+
+
+class ShippedPolicies(unittest.TestCase):
+    """Each shipped policy against the same recording: what it decides."""
+
+    def run_ok(self, policy):
+        rc, d, out, err = bench(policy, TRAFFIC)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("0 hook failures", out)
+        self.assertEqual(len(d), 76, out)         # every message of the recording
+        return d
+
+    def test_routing_lua_passes_everything(self):
+        d = self.run_ok(os.path.join(REPO_ROOT, "policies", "routing.lua"))
+        self.assertEqual(set(d.values()), {"pass"})
+
+    def test_deny_list(self):
+        d = self.run_ok(example("deny_list.lua"))
+        self.assertEqual(d["r001"], 'refuse denied "this client is retired: use catalog-api"')
+        self.assertEqual(d["r002"], 'refuse denied "not on this bus"')
+        self.assertEqual(d["r003"], 'refuse denied "debug actions are off in production"')
+        self.assertEqual(d["r004"], "pass")
+
+    def test_acl(self):
+        d = self.run_ok(example("acl.lua"))
+        self.assertEqual(d["r004"], "pass")                      # stock: anyone
+        self.assertTrue(d["r005"].startswith("refuse denied"), d["r005"])  # web restock
+        self.assertEqual(d["r006"], "pass")                      # warehouse restock
+        self.assertEqual(d["r008"], "pass")                      # payment-service refund
+        self.assertTrue(d["r009"].startswith("refuse denied"), d["r009"])
+        self.assertEqual(d["r010"], "pass")                      # ledger *, anyone
+
+    def test_alias(self):
+        d = self.run_ok(example("alias.lua"))
+        self.assertEqual(d["r004"], "route inventory-v2")
+        self.assertEqual(d["r007"], "route accounts")
+        self.assertEqual(d["r011"], "pass")
+
+    def test_affinity(self):
+        d = self.run_ok(example("affinity.lua"))
+        carts = {k: d[k] for k in ("r011", "r012", "r013", "r014", "r015", "r016")}
+        for v in carts.values():
+            self.assertRegex(v, r"^route cart cart-[abc]$")
+        # the same cart_id, the same instance (c-1: r011 r013 r016; c-2: r012 r015)
+        self.assertEqual(carts["r011"], carts["r013"])
+        self.assertEqual(carts["r011"], carts["r016"])
+        self.assertEqual(carts["r012"], carts["r015"])
+        self.assertEqual(d["r017"], "pass")                      # no cart_id: round-robin
+        self.assertEqual(d["r072"], carts["r011"])               # an event with c-1
+
+    def test_canary_counted(self):
+        d = self.run_ok(example("canary.lua"))
+        checkout = [d["r%03d" % i] for i in range(18, 38)]
+        self.assertEqual(checkout.count("route checkout-canary"), 2, checkout)
+        self.assertEqual(checkout.count("pass"), 18)
+
+    def test_least_loaded(self):
+        d = self.run_ok(example("least_loaded.lua"))
+        self.assertEqual(d["r038"], "route work work-2")         # load 0 of 4, 0, 2
+
+    def test_rate_limit(self):
+        d = self.run_ok(example("rate_limit.lua"))
+        flood = [d["r%03d" % i] for i in range(46, 71)]          # 25 in one ms
+        self.assertEqual(flood.count("pass"), 20, flood)
+        self.assertEqual(flood[20:], ['refuse denied "rate limit"'] * 5)
+
+    def test_composed_five_rules(self):
+        d = self.run_ok(example("composed.lua"))
+        self.assertEqual(d["r001"], 'refuse denied "this client is retired: use catalog-api"')
+        self.assertEqual(d["r041"], "pass")
+        self.assertEqual(d["r042"], 'refuse bad_payload "orders create: field \'qty\' must be at least 1"')
+        self.assertEqual(d["r043"], 'refuse bad_payload "orders create: field \'qty\' is required"')
+        self.assertEqual(d["r044"], 'refuse bad_payload "orders create: field \'qty\' must be an integer"')
+        self.assertEqual(d["r045"],
+                         'refuse bad_payload "orders create: field \'sku\' must be at most 32 characters"')
+        # the breaker: five bad outcomes open it; after open_ms one probe
+        # passes, the next still goes to the fallback; an ok closes it
+        self.assertEqual(d["r073"], "route payments-fallback")
+        self.assertEqual(d["r074"], "pass")
+        self.assertEqual(d["r075"], "route payments-fallback")
+        self.assertEqual(d["r077"], "pass")
+
+
+class ExitCodes(unittest.TestCase):
+    def write(self, text, suffix=".lua"):
+        f = tempfile.NamedTemporaryFile("w", suffix=suffix, delete=False)
+        f.write(text)
+        f.close()
+        self.addCleanup(os.unlink, f.name)
+        return f.name
+
+    def test_against_the_live_policy_prints_the_differences(self):
+        rc, _, out, _ = bench("--against", os.path.join(REPO_ROOT, "policies", "routing.lua"),
+                              example("deny_list.lua"), TRAFFIC)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("3 decisions differ", out)
+        self.assertIn("  - pass\n  + refuse denied \"not on this bus\"", out)
+        rc, _, out, _ = bench("--against", example("deny_list.lua"), example("deny_list.lua"), TRAFFIC)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("0 decisions differ", out)
+
+    def test_expectations_in_the_recording(self):
+        rec = self.write(
+            '{"msg":{"type":"request","msg_id":"a","src":"web","dst":"x","action":"drop_all_tables"},'
+            '"expect":"refuse denied"}\n'
+            '{"msg":{"type":"request","msg_id":"b","src":"web","dst":"x","action":"ok"},"expect":"pass"}\n',
+            ".jsonl")
+        rc, _, out, _ = bench(example("deny_list.lua"), rec)
+        self.assertEqual(rc, 0, out)
+        rc, _, out, _ = bench(example("alias.lua"), rec)      # alias does not refuse it
+        self.assertEqual(rc, 1, out)
+        self.assertIn("1: expected: refuse denied", out)
+        self.assertIn("1 expectations not met", out)
+
+    def test_a_failing_hook_is_exit_1(self):
+        pol = self.write("function filter(msg) if msg.action == 'boom' then error('kaput') end end\n")
+        rec = self.write('{"type":"request","msg_id":"a","src":"web","dst":"x","action":"boom"}\n'
+                         '{"type":"request","msg_id":"b","src":"web","dst":"x","action":"fine"}\n', ".jsonl")
+        rc, d, out, _ = bench(pol, rec)
+        self.assertEqual(rc, 1, out)
+        self.assertTrue(d["a"].startswith('fail "'), d)
+        self.assertIn("kaput", d["a"])
+        self.assertEqual(d["b"], "pass")
+
+    def test_a_refusal_code_not_for_clients_fails_the_hook(self):
+        pol = self.write("function filter(msg) return false, 'no', 'internal' end\n")
+        rec = self.write('{"type":"request","msg_id":"a","src":"web","dst":"x","action":"y"}\n', ".jsonl")
+        rc, d, out, _ = bench(pol, rec)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("unknown code 'internal'", d["a"])
+
+    def test_a_rewrite_is_shown_then_routed(self):
+        pol = self.write("function filter(msg) local t = msg:table() t.action = 'v2' return t end\n"
+                         "function route(msg) if msg.action == 'v2' then return 'svc-v2' end end\n")
+        rec = self.write('{"type":"request","msg_id":"a","src":"web","dst":"svc","action":"v1"}\n', ".jsonl")
+        rc, d, out, _ = bench(pol, rec)
+        self.assertEqual(rc, 0, out)
+        self.assertRegex(d["a"], r'^rewrite \{.*"action":"v2".*\} then route svc-v2$')
+
+    def test_a_policy_that_does_not_load_is_exit_2(self):
+        pol = self.write("local deny = require 'smartshop.rules.deny'\n"
+                         "require('smartshop.policy').use { deny.new { sorce = {'x'} } }\n")
+        rc, _, out, err = bench(pol, TRAFFIC)
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn("does not load", err)
+        self.assertIn("sorce", err)
+
+    def test_a_bad_recording_is_exit_2(self):
+        rec = self.write('{"type":"request","msg_id":"a","src":"web","dst":"x"}\nnot json\n', ".jsonl")
+        rc, _, out, err = bench(example("deny_list.lua"), rec)
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn(":2: not a JSON object", err)
+        rc, _, _, err = bench(example("deny_list.lua"), "/nonexistent.jsonl")
+        self.assertEqual(rc, 2)
+        rc, _, _, err = bench("--bogus")
+        self.assertEqual(rc, 2)
+
+    def test_help(self):
+        r = subprocess.run([BENCH, "--help"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--against", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
