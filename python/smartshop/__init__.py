@@ -11,6 +11,7 @@ smartshop.client (Client), smartshop.service (Service), smartshop.asyncio
 smartshop.keys (CURVE key files), smartshop.config (the default endpoint).
 docs/python-api.md in the repository is the reference.
 """
+from ._engine import Failover
 from .client import Client
 from .config import DEFAULT_ENDPOINT, default_endpoint
 from .errors import *  # noqa: F401,F403
@@ -21,5 +22,5 @@ from .service import Service
 
 __version__ = "0.2.0"
 
-__all__ = ["Client", "Service", "Message", "Curve", "load_key", "load_key_pair", "build_message",
+__all__ = ["Client", "Service", "Failover", "Message", "Curve", "load_key", "load_key_pair", "build_message",
            "dumps", "loads", "DEFAULT_ENDPOINT", "default_endpoint", "__version__"] + list(_errors_all)

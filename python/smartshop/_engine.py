@@ -9,6 +9,12 @@ register them again), the heartbeat (a broker ``ping`` every `heartbeat`
 seconds; names missing from its answer are registered again, L4), and when
 the broker has been silent for `dead_after` seconds, a request for a new
 socket, with a backoff doubling from 0.1 s to `reconnect_max`.
+
+With several endpoints (a failover list, docs/protocol.md section 10b) it
+also keeps what the application sent before the connection's handshake
+(nothing has left the process yet: it may go to the next broker instead),
+and on failover() fails the requests that were waiting with
+BrokerLostError (CF3) and hands back the frames for the next broker.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+import zmq
+
 from . import errors
 from .message import Message, build_message, dumps, loads
 
@@ -26,6 +34,73 @@ log = logging.getLogger("smartshop")
 
 MAX_TTL_MS = 300000
 NAME_MAX = 64
+MAX_UNSENT = 1000      # frames kept before a handshake (ZeroMQ's own queue holds 1000)
+KEY_LEN = 40
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+# what failover needs to learn from a connection's socket monitor at once
+MONITOR_EVENTS = (zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+                  | zmq.EVENT_HANDSHAKE_SUCCEEDED | HANDSHAKE_FAILED)
+
+
+@dataclass
+class Endpoints:
+    """The broker endpoints, in order, and the one in use (CF1)."""
+    addresses: List[str]
+    server_keys: List[Optional[bytes]]     # "#key" of each, or None
+    current: int = 0
+
+    @property
+    def failover(self) -> bool:
+        return len(self.addresses) > 1
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self.current]
+
+    @property
+    def server_key(self) -> Optional[bytes]:
+        return self.server_keys[self.current]
+
+    def advance(self) -> None:
+        self.current = (self.current + 1) % len(self.addresses)
+
+
+def parse_endpoints(spec: Any) -> Endpoints:
+    """"tcp://a:5555, tcp://b:5555" or a list of endpoints; each may end in
+    "#<broker's CURVE public key>". Raises ValueError for anything else."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
+    if items is None:
+        raise ValueError("an endpoint is a string (or a list of them), not %r" % (spec,))
+    addresses, keys = [], []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError("an endpoint is a string, not %r" % (item,))
+        item = item.strip()
+        if not item:
+            continue
+        address, hash_, key = item.partition("#")
+        scheme, sep, rest = address.partition("://")
+        if not scheme or not sep or not rest:
+            raise ValueError("not a ZeroMQ endpoint (e.g. tcp://127.0.0.1:5555): %r" % (item,))
+        if hash_ and len(key) != KEY_LEN:
+            raise ValueError("a broker's key after '#' is 40 characters of Z85: %r" % (item,))
+        addresses.append(address)
+        keys.append(key.encode() if hash_ else None)
+    if not addresses:
+        raise ValueError("no endpoint in %r" % (spec,))
+    return Endpoints(addresses, keys)
+
+
+@dataclass
+class Failover:
+    """What an on_failover callback is told: the endpoint given up, the one
+    now in use, why ("disconnected", "unreachable", "handshake_failed",
+    "silent"), and how many waiting requests got BrokerLostError."""
+    from_endpoint: str
+    to_endpoint: str
+    reason: str
+    failed_requests: int
 
 # settle(answer, None) with the response Message, or settle(None, error)
 Settle = Callable[[Optional[Message], Optional[errors.SmartshopError]], None]
@@ -73,6 +148,13 @@ class Engine:
     # the broker forgot them; msg_ids of those background subscribes
     subscriptions: Dict[Tuple[str, str], None] = field(default_factory=dict)
     background_subs: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    # failover (several endpoints): what the application sent on this
+    # connection before its handshake, and whether the handshake happened
+    keep_unsent: bool = False
+    handshaken: bool = False
+    unsent: List[bytes] = field(default_factory=list)
+    unsent_overflow: bool = False
+    lost: Optional[str] = None     # why this connection's broker is lost (the monitor said)
 
     def start(self, now: float) -> None:
         self.last_heard = now
@@ -239,7 +321,8 @@ class Engine:
             m["ttl_ms"] = ttl_for(self.dead_after, None)
             self.ping_ids.append(m["msg_id"])
             out.append(dumps(m))
-        dead = now - self.last_heard > self.dead_after and now >= self.next_reconnect
+        dead = (self.lost is not None or now - self.last_heard > self.dead_after) \
+            and now >= self.next_reconnect
         return out, dead
 
     def expire(self, now: float) -> None:
@@ -265,14 +348,59 @@ class Engine:
         nxt = self.next_ping
         for p in self.pending.values():
             nxt = min(nxt, p.deadline)
-        nxt = min(nxt, max(self.last_heard + self.dead_after, self.next_reconnect))
+        dead_at = now if self.lost is not None else self.last_heard + self.dead_after
+        nxt = min(nxt, max(dead_at, self.next_reconnect))
         return max(0.0, nxt - now)
 
-    def fail_all(self, error: errors.SmartshopError) -> None:
-        """Settle every pending request with `error` (the client is closing)."""
+    def fail_all(self, error: errors.SmartshopError) -> int:
+        """Settle every pending request with `error` (the client is closing,
+        or its broker was lost); returns how many."""
         pending, self.pending = self.pending, {}
         for p in pending.values():
+            if p.kind == "unregister" and p.name in self.names:
+                self.names.remove(p.name)   # forgotten whatever the answer (as libsmartshop)
             p.settle(None, error)
+        return len(pending)
+
+    # -- failover (several endpoints) -------------------------------------------
+
+    def sent(self, data: bytes) -> None:
+        """The application sent `data` on this connection: kept until its
+        handshake, to go to the next broker if this one is never reached."""
+        if self.keep_unsent and not self.handshaken:
+            if len(self.unsent) < MAX_UNSENT:
+                self.unsent.append(data)
+            else:
+                self.unsent_overflow = True
+
+    def monitor_event(self, event: int) -> None:
+        """An event of this connection's socket monitor (MONITOR_EVENTS)."""
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.handshaken = True      # what it sent may have arrived from now on
+            self.unsent.clear()
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.lost = "disconnected"
+        elif event == zmq.EVENT_CONNECT_RETRIED:
+            self.lost = self.lost or "unreachable"
+        elif event & HANDSHAKE_FAILED:
+            self.lost = "handshake_failed"
+
+    def failover(self, now: float, lost: str, reason: str) -> Tuple[List[bytes], List[bytes], int]:
+        """The broker at `lost` is gone (or was never reached); a new socket
+        to the next one is open. Returns (frames of our own: names and
+        topics again; the application's frames carried over, to send and
+        keep again; how many waiting requests failed with BrokerLostError).
+        Requests fail only if something may have reached the lost broker."""
+        reached = self.handshaken or self.unsent_overflow
+        carried = [] if reached else self.unsent
+        self.unsent, self.unsent_overflow, self.handshaken, self.lost = [], False, False, None
+        self.ping_ids.clear()
+        failed = 0
+        if reached:      # first: an unregister waiting forgets its name before names go again
+            failed = self.fail_all(errors.BrokerLostError(
+                "lost the broker at %s (%s) while waiting; the request may or may not have "
+                "been handled" % (lost, reason)))
+        return self.reconnected(now), carried, failed
 
 
 def _code(msg: Message) -> Optional[str]:

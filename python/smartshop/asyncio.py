@@ -28,7 +28,8 @@ import zmq
 import zmq.asyncio
 
 from . import _engine, _handlers, errors
-from .client import check_request, open_socket, subscription_result
+from .client import (check_endpoints, check_request, close_socket, monitor_event, open_socket,
+                     subscription_result)
 from .config import default_endpoint
 from .keys import Curve, as_curve
 from .message import Message
@@ -42,20 +43,24 @@ Handler = Callable[[Message], Union[Any, Awaitable[Any]]]
 
 
 class Client:
-    """A connection to the broker, on asyncio. Arguments as smartshop.Client,
-    plus `concurrency`: how many requests are served at once.
+    """A connection to the broker, on asyncio. Arguments as smartshop.Client
+    (a failover list too; `on_failover` is called on the loop, and may be a
+    coroutine function), plus `concurrency`: how many requests are served at once.
     Use ``async with Client(...) as bus`` or ``await bus.start()`` /
     ``await bus.close()``."""
 
-    def __init__(self, endpoint: Optional[str] = None, *, name: Optional[str] = None,
+    def __init__(self, endpoint: Optional[Union[str, List[str]]] = None, *, name: Optional[str] = None,
                  identity: Optional[Union[str, bytes]] = None,
                  curve: Optional[Union[Curve, Tuple[Any, Any, Any]]] = None,
                  heartbeat: float = 1.0, dead_after: float = 3.5, reconnect_max: float = 5.0,
-                 context: Optional[zmq.asyncio.Context] = None, concurrency: int = 64) -> None:
-        self.endpoint = endpoint or default_endpoint()
+                 context: Optional[zmq.asyncio.Context] = None, concurrency: int = 64,
+                 on_failover: Optional[Callable[[_engine.Failover], Any]] = None) -> None:
         self._identity = identity.encode() if isinstance(identity, str) else identity
         self._curve = as_curve(curve)
+        self._endpoints = check_endpoints(endpoint or default_endpoint(), self._curve)
+        self._on_failover = on_failover
         self._engine = _engine.Engine(heartbeat, dead_after, reconnect_max)
+        self._engine.keep_unsent = self._endpoints.failover
         if name is not None:
             _engine.check_name(name)
             self._engine.send_as = name
@@ -63,6 +68,7 @@ class Client:
         self._ctx = context
         self._own_ctx = context is None
         self._sock: Optional[zmq.asyncio.Socket] = None
+        self._mon: Optional[zmq.asyncio.Socket] = None
         self._reader: Optional["asyncio.Task[None]"] = None
         self._tasks: Set["asyncio.Task[Any]"] = set()
         self._concurrency = concurrency
@@ -80,7 +86,7 @@ class Client:
             raise errors.StoppedError()
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
-        self._sock = open_socket(self._ctx, self.endpoint, self._identity, self._curve)
+        self._sock, self._mon = self._open()
         self._slots = asyncio.Semaphore(self._concurrency)
         if self._stopped is None:
             self._stopped = asyncio.Event()
@@ -103,7 +109,7 @@ class Client:
             task.cancel()
         self._engine.fail_all(errors.StoppedError())
         if self._sock is not None:
-            self._sock.close(int(linger * 1000))
+            close_socket(self._sock, self._mon, int(linger * 1000))
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
 
@@ -126,6 +132,21 @@ class Client:
         assert self._stopped is not None
         self._stopped.clear()
         await self._stopped.wait()
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use now."""
+        return self._endpoints.address
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Every endpoint, in failover order."""
+        return list(self._endpoints.addresses)
+
+    def _open(self) -> Tuple[zmq.asyncio.Socket, Optional[zmq.asyncio.Socket]]:
+        assert self._ctx is not None
+        return open_socket(self._ctx, self._endpoints.address, self._identity, self._curve,
+                           self._endpoints.server_key, self._endpoints.failover)
 
     # -- names ------------------------------------------------------------------
 
@@ -179,7 +200,7 @@ class Client:
         check_request(dst, action, 1)
         self._need_socket()
         msg_id, data = self._engine.event(dst, action, payload)
-        self._send(data)
+        self._send_app(data)
         return msg_id
 
     def broadcast(self, action: str, payload: Any = None) -> str:
@@ -195,7 +216,7 @@ class Client:
             raise ValueError(problem or "action is a string, not %r" % (action,))
         self._need_socket()
         msg_id, data = self._engine.topic_event(topic, action, payload)
-        self._send(data)
+        self._send_app(data)
         return msg_id
 
     async def subscribe(self, pattern: str, fn: Handler, *, group: Optional[str] = None,
@@ -247,13 +268,21 @@ class Client:
 
         timer = loop.call_later(timeout, self._expire, msg_id)
         self._engine.expect(msg_id, time.monotonic() + timeout, settle, kind, name)
-        if not self._send(data):
+        if not self._send_app(data):
             self._engine.pending.pop(msg_id, None)
             settle(None, errors.UnreachableError())
         return fut
 
     def _expire(self, msg_id: str) -> None:
         self._engine.expire(time.monotonic() + 0.001)   # settles `msg_id` (and any other due)
+
+    def _send_app(self, data: bytes) -> bool:
+        """What the application sends (kept for the next broker until the
+        handshake); what the library sends by itself goes through _send."""
+        if not self._send(data):
+            return False
+        self._engine.sent(data)
+        return True
 
     def _send(self, data: bytes) -> bool:
         if self._sock is None or self._sock.closed:
@@ -308,7 +337,7 @@ class Client:
                     _handlers.log.error("the answer to %r is not JSON: %s", msg.action, exc)
                     data = self._engine.answer(msg, None, errors.ServiceError(
                         "the handler for %r returned a value JSON cannot hold" % (msg.action,)))
-                self._send(data)
+                self._send_app(data)
             else:
                 for fn in self._handlers.for_message(msg):
                     try:
@@ -328,35 +357,44 @@ class Client:
         eng = self._engine
         loop = asyncio.get_running_loop()
         recv: "Optional[asyncio.Future[Any]]" = None   # one receive kept waiting across turns
+        mrecv: "Optional[asyncio.Future[Any]]" = None  # the same for the monitor
         try:
             while True:
                 assert self._sock is not None
                 if recv is None:
                     recv = self._sock.recv_multipart()
-                if not recv.done():
-                    await asyncio.wait((recv,), timeout=max(eng.next_wakeup(time.monotonic()), 0.001))
+                if mrecv is None and self._mon is not None:
+                    mrecv = self._mon.recv_multipart()
+                waiting = [f for f in (recv, mrecv) if f is not None]
+                if not any(f.done() for f in waiting):
+                    await asyncio.wait(waiting, timeout=max(eng.next_wakeup(time.monotonic()), 0.001),
+                                       return_when=asyncio.FIRST_COMPLETED)
                 if recv.done():
                     frames, recv = recv.result(), None
+                    self._take_all(eng, loop, frames)
+                if mrecv is not None and mrecv.done():
+                    frames, mrecv = mrecv.result(), None
                     while frames is not None:
-                        self._take(eng, loop, frames)
-                        try:                               # what else has arrived, no waiting
-                            frames = self._sock.recv_multipart(flags=zmq.DONTWAIT).result()
-                        except zmq.Again:
-                            frames = None
+                        eng.monitor_event(monitor_event(frames))
+                        frames = self._try_recv(self._mon)
+                    if eng.lost is not None:          # what came before the loss is ours
+                        if recv is not None:
+                            if recv.done():
+                                self._take_all(eng, loop, recv.result())
+                            else:
+                                recv.cancel()
+                            recv = None
+                        self._take_all(eng, loop, None)
                 now = time.monotonic()
                 out, dead = eng.tick(now)
                 for data in out:
                     self._send(data)
                 if dead:
-                    _handlers.log.warning("no word from the broker at %s; reconnecting", self.endpoint)
-                    if recv is not None:
-                        recv.cancel()
-                        recv = None
-                    self._sock.close(0)
-                    assert self._ctx is not None
-                    self._sock = open_socket(self._ctx, self.endpoint, self._identity, self._curve)
-                    for data in eng.reconnected(now):
-                        self._send(data)
+                    for f in (recv, mrecv):
+                        if f is not None:
+                            f.cancel()
+                    recv = mrecv = None
+                    self._replace_socket(loop, now)
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
@@ -364,8 +402,59 @@ class Client:
             eng.fail_all(errors.StoppedError("the reader task failed"))
             self.stop()
         finally:
-            if recv is not None:
-                recv.cancel()
+            for f in (recv, mrecv):
+                if f is not None:
+                    f.cancel()
+
+    @staticmethod
+    def _try_recv(sock: Optional[zmq.asyncio.Socket]) -> Optional[List[bytes]]:
+        """What else has arrived on `sock`, no waiting (None: nothing)."""
+        if sock is None:
+            return None
+        try:
+            return sock.recv_multipart(flags=zmq.DONTWAIT).result()
+        except zmq.Again:
+            return None
+
+    def _take_all(self, eng: _engine.Engine, loop: asyncio.AbstractEventLoop,
+                  frames: Optional[List[bytes]]) -> None:
+        if frames is None:
+            frames = self._try_recv(self._sock)
+        while frames is not None:
+            self._take(eng, loop, frames)
+            frames = self._try_recv(self._sock)
+
+    def _replace_socket(self, loop: asyncio.AbstractEventLoop, now: float) -> None:
+        """One endpoint: a fresh socket to it (the broker was silent). Several:
+        the next endpoint (failover)."""
+        eng = self._engine
+        lost, reason = self.endpoint, eng.lost or "silent"
+        if not self._endpoints.failover:
+            _handlers.log.warning("no word from the broker at %s; reconnecting", lost)
+        assert self._sock is not None
+        close_socket(self._sock, self._mon)
+        self._endpoints.advance()
+        self._sock, self._mon = self._open()
+        if not self._endpoints.failover:
+            for data in eng.reconnected(now):
+                self._send(data)
+            return
+        own, carried, failed = eng.failover(now, lost, reason)
+        for data in own:
+            self._send(data)
+        for data in carried:
+            self._send_app(data)
+        _handlers.log.warning("lost the broker at %s (%s); now on %s; %d waiting request(s) "
+                              "failed with broker_lost", lost, reason, self.endpoint, failed)
+        if self._on_failover is not None:
+            try:
+                result = self._on_failover(_engine.Failover(lost, self.endpoint, reason, failed))
+                if inspect.isawaitable(result):
+                    task = loop.create_task(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:  # noqa: BLE001 - the application's bug must not stop the reader
+                _handlers.log.exception("the on_failover callback failed")
 
     def _take(self, eng: _engine.Engine, loop: asyncio.AbstractEventLoop, frames: List[bytes]) -> None:
         msg, out = eng.receive(frames[-1], time.monotonic())   # F4: the last frame
@@ -401,7 +490,7 @@ class Service(Client):
                 try:
                     await self.register(name, timeout)
                     break
-                except (errors.RequestTimeout, errors.UnreachableError) as exc:
+                except (errors.RequestTimeout, errors.UnreachableError, errors.BrokerLostError) as exc:
                     if not retry:
                         raise
                     _handlers.log.warning("no answer from the broker at %s to register %s; "

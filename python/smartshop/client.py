@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import itertools
 import math
 import os
 import queue
+import struct
 import threading
 import time
 import weakref
@@ -65,29 +67,74 @@ def subscription_result(body: Any) -> Any:
 
 
 def open_socket(ctx: zmq.Context, endpoint: str, identity: Optional[bytes],
-                curve: Optional[Curve]) -> zmq.Socket:
-    """A DEALER with the protocol's transport heartbeats (L3), connected."""
+                curve: Optional[Curve], server_key: Optional[bytes] = None,
+                monitor: bool = False) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
+    """A DEALER with the protocol's transport heartbeats (L3), connected to
+    one endpoint (`server_key`: that broker's own CURVE key), and with
+    `monitor` a PAIR reading its monitor's events (before it connects, so
+    that none is missed)."""
     sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
-    if identity:
-        sock.setsockopt(zmq.IDENTITY, identity)
-    if curve is not None:
-        curve.apply(sock)
+    mon = None
     try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        if identity:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        if curve is not None:
+            curve.apply(sock)
+            if server_key is not None:
+                sock.curve_serverkey = server_key
+        if monitor:
+            addr = "inproc://smartshop-monitor-%d-%d" % (os.getpid(), next(_monitor_serial))
+            sock.monitor(addr, _engine.MONITOR_EVENTS)
+            mon = ctx.socket(zmq.PAIR)
+            mon.setsockopt(zmq.LINGER, 0)
+            mon.connect(addr)
         sock.connect(endpoint)
     except zmq.ZMQError:
-        sock.close(0)
+        close_socket(sock, mon)
         raise
-    return sock
+    return sock, mon
+
+
+_monitor_serial = itertools.count()
+
+
+def close_socket(sock: zmq.Socket, mon: Optional[zmq.Socket], linger: int = 0) -> None:
+    if mon is not None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        mon.close(0)
+    sock.close(linger)
+
+
+def monitor_event(frames: List[bytes]) -> int:
+    """The event number of a monitor message ([event:16 value:32, address])."""
+    return struct.unpack("=H", frames[0][:2])[0] if frames and len(frames[0]) >= 2 else 0
+
+
+def check_endpoints(spec: Any, curve: Optional[Curve]) -> _engine.Endpoints:
+    """The failover list; a broker's "#key" needs this client's key pair."""
+    endpoints = _engine.parse_endpoints(spec)
+    if curve is None and any(k is not None for k in endpoints.server_keys):
+        raise ValueError("an endpoint carries a broker key (#key): pass curve= with this "
+                         "client's key pair")
+    return endpoints
 
 
 class Client:
     """A connection to the Smartshop broker.
 
     endpoint      the broker's ZeroMQ endpoint; default $SMARTSHOP_ENDPOINT,
-                  else tcp://127.0.0.1:5555.
+                  else tcp://127.0.0.1:5555. Several (a list, or separated by
+                  commas) are a failover list (docs/protocol.md 10b): one
+                  connection at a time; when its broker is lost, the next
+                  one, names and topics registered again there, and the
+                  requests that were waiting fail with BrokerLostError. An
+                  endpoint may end in "#<that broker's CURVE public key>".
     name          the src an unregistered client sends as (default c-<random>);
                   a registered one sends as its first name (S1).
     identity      a fixed ZeroMQ routing identity (default: ZeroMQ's own;
@@ -99,25 +146,31 @@ class Client:
                   registered again.
     reconnect_max the reconnect backoff (0.1 s, doubling) stops growing here.
     context       a zmq.Context to use (default: one of its own).
+    on_failover   called with a smartshop.Failover after each move to the next
+                  endpoint, on the I/O thread (keep it short, never wait there).
     """
 
-    def __init__(self, endpoint: Optional[str] = None, *, name: Optional[str] = None,
+    def __init__(self, endpoint: Optional[Union[str, List[str]]] = None, *, name: Optional[str] = None,
                  identity: Optional[Union[str, bytes]] = None,
                  curve: Optional[Union[Curve, Tuple[Any, Any, Any]]] = None,
                  heartbeat: float = 1.0, dead_after: float = 3.5, reconnect_max: float = 5.0,
-                 context: Optional[zmq.Context] = None) -> None:
-        self.endpoint = endpoint or default_endpoint()
+                 context: Optional[zmq.Context] = None,
+                 on_failover: Optional[Callable[[_engine.Failover], Any]] = None) -> None:
         self._identity = identity.encode() if isinstance(identity, str) else identity
         self._curve = as_curve(curve)
+        self._endpoints = check_endpoints(endpoint or default_endpoint(), self._curve)
+        self._on_failover = on_failover
         self._engine = _engine.Engine(heartbeat, dead_after, reconnect_max)
+        self._engine.keep_unsent = self._endpoints.failover
         if name is not None:
             _engine.check_name(name)
             self._engine.send_as = name
         self._handlers = _handlers.Handlers()
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
+        self._mon: Optional[zmq.Socket] = None
         try:
-            self._sock = open_socket(self._ctx, self.endpoint, self._identity, self._curve)
+            self._sock, self._mon = self._open()
         except Exception:
             if self._own_ctx:
                 self._ctx.term()
@@ -136,6 +189,20 @@ class Client:
         self._thread = threading.Thread(target=self._io_loop, name="smartshop-io", daemon=True)
         self._thread.start()
         _live.add(self)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint in use now."""
+        return self._endpoints.address
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Every endpoint, in failover order."""
+        return list(self._endpoints.addresses)
+
+    def _open(self) -> Tuple[zmq.Socket, Optional[zmq.Socket]]:
+        return open_socket(self._ctx, self._endpoints.address, self._identity, self._curve,
+                           self._endpoints.server_key, self._endpoints.failover)
 
     # -- names ----------------------------------------------------------------
 
@@ -205,7 +272,7 @@ class Client:
         Returns its msg_id; a refusal (no_such_service...) is only logged."""
         check_request(dst, action, 1)
         msg_id, data = self._engine.event(dst, action, payload)
-        self._call(lambda: self._send(data))
+        self._call(lambda: self._send_app(data))
         return msg_id
 
     def broadcast(self, action: str, payload: Any = None) -> str:
@@ -221,7 +288,7 @@ class Client:
         if problem or not isinstance(action, str):
             raise ValueError(problem or "action is a string, not %r" % (action,))
         msg_id, data = self._engine.topic_event(topic, action, payload)
-        self._call(lambda: self._send(data))
+        self._call(lambda: self._send_app(data))
         return msg_id
 
     def subscribe(self, pattern: str, fn: Optional[Callable[[Message], Any]] = None, *,
@@ -275,7 +342,7 @@ class Client:
 
         def send() -> None:
             self._engine.expect(msg_id, deadline, settle, kind, name)
-            if not self._send(data):
+            if not self._send_app(data):
                 self._engine.pending.pop(msg_id, None)
                 settle(None, errors.UnreachableError())
 
@@ -357,7 +424,7 @@ class Client:
             data = self._engine.answer(request, None, errors.ServiceError(
                 "the handler for %r returned a value JSON cannot hold" % (request.action,)))
         try:
-            self._call(lambda: self._send(data))
+            self._call(lambda: self._send_app(data))
         except errors.StoppedError:
             pass
 
@@ -384,6 +451,14 @@ class Client:
         except BlockingIOError:
             pass                        # a wake-up is pending anyway
 
+    def _send_app(self, data: bytes) -> bool:
+        """What the application sends (kept for the next broker until the
+        handshake); what the library sends by itself goes through _send."""
+        if not self._send(data):
+            return False
+        self._engine.sent(data)
+        return True
+
     def _send(self, data: bytes) -> bool:
         try:
             self._sock.send(data, zmq.DONTWAIT)
@@ -400,6 +475,8 @@ class Client:
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
         poller.register(self._sock, zmq.POLLIN)
+        if self._mon is not None:
+            poller.register(self._mon, zmq.POLLIN)
         try:
             while not self._exit:
                 wait_ms = int(math.ceil(eng.next_wakeup(time.monotonic()) * 1000))
@@ -412,28 +489,21 @@ class Client:
                         pass
                 while self._commands:
                     self._commands.popleft()()
-                while True:
-                    try:
-                        frames = self._sock.recv_multipart(zmq.DONTWAIT)
-                    except zmq.Again:
-                        break
-                    msg, out = eng.receive(frames[-1], time.monotonic())   # F4: the last frame
-                    for data in out:
-                        self._send(data)
-                    if msg is not None:
-                        self._inbox.put(msg)
+                self._drain()
+                if self._mon is not None:
+                    while True:
+                        try:
+                            eng.monitor_event(monitor_event(self._mon.recv_multipart(zmq.DONTWAIT)))
+                        except zmq.Again:
+                            break
+                    if eng.lost is not None:
+                        self._drain()          # what came before the loss is still ours
                 now = time.monotonic()
                 out, dead = eng.tick(now)
                 for data in out:
                     self._send(data)
                 if dead and not self._exit:
-                    _handlers.log.warning("no word from the broker at %s; reconnecting", self.endpoint)
-                    poller.unregister(self._sock)
-                    self._sock.close(0)
-                    self._sock = open_socket(self._ctx, self.endpoint, self._identity, self._curve)
-                    poller.register(self._sock, zmq.POLLIN)
-                    for data in eng.reconnected(now):
-                        self._send(data)
+                    self._replace_socket(poller, now)
         except Exception:  # noqa: BLE001 - a bug here must not hang the callers
             _handlers.log.exception("the smartshop I/O thread failed")
         finally:
@@ -447,8 +517,53 @@ class Client:
                 except Exception:  # noqa: BLE001
                     pass
             eng.fail_all(errors.StoppedError())
-            self._sock.close(self._linger_ms)
+            close_socket(self._sock, self._mon, self._linger_ms)
             self._inbox.put(_CLOSED)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.DONTWAIT)
+            except zmq.Again:
+                return
+            msg, out = self._engine.receive(frames[-1], time.monotonic())   # F4: the last frame
+            for data in out:
+                self._send(data)
+            if msg is not None:
+                self._inbox.put(msg)
+
+    def _replace_socket(self, poller: zmq.Poller, now: float) -> None:
+        """One endpoint: a fresh socket to it (the broker was silent). Several:
+        the next endpoint (failover)."""
+        eng = self._engine
+        lost, reason = self.endpoint, eng.lost or "silent"
+        if not self._endpoints.failover:
+            _handlers.log.warning("no word from the broker at %s; reconnecting", lost)
+        poller.unregister(self._sock)
+        if self._mon is not None:
+            poller.unregister(self._mon)
+        close_socket(self._sock, self._mon)
+        self._endpoints.advance()
+        self._sock, self._mon = self._open()
+        poller.register(self._sock, zmq.POLLIN)
+        if self._mon is not None:
+            poller.register(self._mon, zmq.POLLIN)
+        if not self._endpoints.failover:
+            for data in eng.reconnected(now):
+                self._send(data)
+            return
+        own, carried, failed = eng.failover(now, lost, reason)
+        for data in own:
+            self._send(data)
+        for data in carried:
+            self._send_app(data)
+        _handlers.log.warning("lost the broker at %s (%s); now on %s; %d waiting request(s) "
+                              "failed with broker_lost", lost, reason, self.endpoint, failed)
+        if self._on_failover is not None:
+            try:
+                self._on_failover(_engine.Failover(lost, self.endpoint, reason, failed))
+            except Exception:  # noqa: BLE001 - the application's bug must not stop the I/O
+                _handlers.log.exception("the on_failover callback failed")
 
     def close(self, linger: float = 0.5) -> None:
         """Stop, fail requests still waiting with StoppedError, and close the

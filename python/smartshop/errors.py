@@ -26,7 +26,7 @@ __all__ = [
     "NoSuchServiceError", "UnknownActionError", "UnknownRequestError", "NotYourRequestError",
     "BusyError", "RequestTimeout", "ServiceGoneError", "ShuttingDownError", "DeniedError",
     "PolicyError", "LimitExceededError", "InternalError", "ServiceError", "StoppedError",
-    "UnreachableError", "ERROR_CLASSES", "error_for", "error_from_reply",
+    "UnreachableError", "BrokerLostError", "ERROR_CLASSES", "error_for", "error_from_reply",
 ]
 
 
@@ -119,6 +119,19 @@ class UnreachableError(SmartshopError):
     def __init__(self, message: str = "ZeroMQ cannot queue the message: its queue to the broker "
                  "is full, or no connection is up", reply: Optional[dict] = None) -> None:
         super().__init__("unreachable", message, reply)
+
+
+class BrokerLostError(SmartshopError):
+    """With several endpoints: the broker this request went to was lost
+    (its connection closed, or it stayed silent) and the client moved to the
+    next one (local, docs/protocol.md CF3). The request may or may not have
+    been handled; retry if the action is safe to repeat."""
+
+    code = "broker_lost"
+
+    def __init__(self, message: str = "the broker was lost while waiting; the request may or "
+                 "may not have been handled", reply: Optional[dict] = None) -> None:
+        super().__init__("broker_lost", message, reply)
 
 
 ERROR_CLASSES: Dict[str, Type[SmartshopError]] = {

@@ -61,7 +61,7 @@ class Service(Client):
                 try:
                     self.register(name, timeout)
                     break
-                except (errors.RequestTimeout, errors.UnreachableError) as exc:
+                except (errors.RequestTimeout, errors.UnreachableError, errors.BrokerLostError) as exc:
                     if not retry or self._stop.is_set():
                         raise
                     log.warning("no answer from the broker at %s to register %s; retrying",

@@ -3,12 +3,18 @@
  * Owns the DEALER socket, the requests waiting for answers, the handlers,
  * and staying up: a ping to the broker every heartbeat, a new connection
  * when the broker has been silent too long, and registering again when a
- * ping shows the broker no longer knows our names (it restarted). Never
- * aborts on what comes from the wire: a message it cannot read is dropped
- * (and counted in the log). */
+ * ping shows the broker no longer knows our names (it restarted). With
+ * several endpoints, failover (docs/protocol.md section 10b): one
+ * connection at a time, a socket monitor to learn at once that it closed
+ * or cannot be made, then the next endpoint, every name and topic again,
+ * and the waiting requests failed with broker_lost. Never aborts on what
+ * comes from the wire: a message it cannot read is dropped (and counted in
+ * the log). */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,18 @@
 
 #define MAX_NAMES 16
 #define NAME_LEN 64
+#define MAX_ENDPOINTS 16
+#define KEY_LEN 40
+/* frames kept while a new connection is not up yet, to go to the next
+ * broker if this one never answers (ZeroMQ's own send queue holds 1000) */
+#define MAX_UNSENT 1000
+#define DEFAULT_ENDPOINT "tcp://127.0.0.1:5555"
+
+/* One broker of the failover list. */
+typedef struct {
+    char *address;               /* what zmq_connect takes */
+    char server_key[KEY_LEN + 1];/* its CURVE key ("#key" or the options'); "" plain */
+} endpoint_t;
 
 typedef struct pending {
     struct pending *next;
@@ -54,7 +72,20 @@ typedef struct handler {
 
 struct ss_client {
     void *ctx, *sock;
-    char *endpoints;
+    endpoint_t endpoints[MAX_ENDPOINTS];
+    int endpoint_count, current;     /* current: the one in use */
+    /* failover state (endpoint_count > 1 only) */
+    void *monitor;                   /* PAIR reading sock's monitor events */
+    unsigned socket_serial;          /* names each monitor's inproc endpoint */
+    bool handshaken;                 /* sock completed a handshake: what it sent
+                                        may have reached the broker */
+    const char *lost;                /* why sock's broker is lost, or NULL */
+    char **unsent;                   /* frames sent before the handshake */
+    int unsent_count, unsent_cap;
+    bool unsent_overflow;            /* more than MAX_UNSENT: not all kept */
+    ss_failover_fn *on_failover;
+    void *failover_arg;
+    char public_key[KEY_LEN + 1], secret_key[KEY_LEN + 1];   /* our copies */
     ss_options_t opt;
     char names[MAX_NAMES][NAME_LEN + 1];
     int name_count;
@@ -71,13 +102,16 @@ struct ss_client {
     atomic_int stopped;
 };
 
-static void say(const ss_client_t *c, const char *fmt, const char *arg)
+static void say(const ss_client_t *c, const char *fmt, ...)
 {
     if (c->opt.quiet)
         return;
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "smartshop: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
 }
 
 static int fail(ss_client_t *c, int status, const char *code, const char *message)
@@ -96,6 +130,7 @@ const char *ss_strerror(int status)
     case SS_ENOMEM: return "out of memory";
     case SS_EZMQ: return "ZeroMQ call failed";
     case SS_ESTOPPED: return "stopped";
+    case SS_EBROKER_LOST: return "the broker was lost; the client moved to the next one";
     default: return "unknown status";
     }
 }
@@ -104,8 +139,46 @@ const ss_error_t *ss_last_error(const ss_client_t *c) { return &c->last_error; }
 
 /* --- the socket --- */
 
+static const char *current_endpoint(const ss_client_t *c)
+{
+    return c->endpoints[c->current].address;
+}
+
+/* Watches sock for what failover needs to know at once. */
+static int open_monitor(ss_client_t *c)
+{
+    char addr[80];
+    snprintf(addr, sizeof addr, "inproc://smartshop-monitor-%p-%u", (void *)c, ++c->socket_serial);
+    int events = ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(c->sock, addr, events) < 0)
+        return -1;
+    c->monitor = zmq_socket(c->ctx, ZMQ_PAIR);
+    int linger = 0;
+    if (!c->monitor || zmq_setsockopt(c->monitor, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+        zmq_connect(c->monitor, addr) < 0)
+        return -1;
+    return 0;
+}
+
+static void close_socket(ss_client_t *c)
+{
+    if (c->monitor) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->monitor);
+        c->monitor = NULL;
+    }
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+}
+
+/* A DEALER connected to the endpoint in use (one only: a list is for
+ * failover, never spread over). */
 static int open_socket(ss_client_t *c)
 {
+    const endpoint_t *ep = &c->endpoints[c->current];
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
     if (!c->sock)
         return -1;
@@ -115,49 +188,122 @@ static int open_socket(ss_client_t *c)
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &timeout, sizeof timeout);
     if (c->identity)
         zmq_setsockopt(c->sock, ZMQ_ROUTING_ID, c->identity, strlen(c->identity));
-    if (c->opt.curve_server_key &&
-        (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, c->opt.curve_server_key, 40) < 0 ||
-         zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->opt.curve_public_key, 40) < 0 ||
-         zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->opt.curve_secret_key, 40) < 0)) {
-        zmq_close(c->sock);
-        c->sock = NULL;
+    c->handshaken = false;
+    c->lost = NULL;
+    if ((ep->server_key[0] &&
+         (zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, ep->server_key, KEY_LEN) < 0 ||
+          zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, c->opt.curve_public_key, KEY_LEN) < 0 ||
+          zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, c->opt.curve_secret_key, KEY_LEN) < 0)) ||
+        (c->endpoint_count > 1 && open_monitor(c) < 0) ||      /* before connect: no event missed */
+        zmq_connect(c->sock, ep->address) < 0) {
+        close_socket(c);
         return -1;
     }
-    char *list = strdup(c->endpoints), *save = NULL;
-    int rc = list ? 0 : -1;
-    for (char *ep = list ? strtok_r(list, ",", &save) : NULL; ep; ep = strtok_r(NULL, ",", &save)) {
-        while (*ep == ' ')
-            ep++;
-        if (zmq_connect(c->sock, ep) < 0)
-            rc = -1;
-    }
-    free(list);
-    if (rc < 0) {
-        zmq_close(c->sock);
-        c->sock = NULL;
-    }
-    return rc;
+    return 0;
 }
 
-static int send_text(ss_client_t *c, char *text)
+static void free_unsent(ss_client_t *c)
+{
+    for (int i = 0; i < c->unsent_count; i++)
+        cJSON_free(c->unsent[i]);
+    c->unsent_count = 0;
+    c->unsent_overflow = false;
+}
+
+/* Before the handshake nothing has left the process: keep the frame (no
+ * copy: the text itself) so that it can go to the next broker instead. */
+static bool keep_unsent(ss_client_t *c, char *text)
+{
+    if (c->endpoint_count < 2 || c->handshaken)
+        return false;
+    if (c->unsent_count == c->unsent_cap) {
+        int cap = c->unsent_cap ? c->unsent_cap * 2 : 16;
+        char **grown = cap <= MAX_UNSENT ? realloc(c->unsent, (size_t)cap * sizeof *grown) : NULL;
+        if (!grown) {
+            c->unsent_overflow = true;
+            return false;
+        }
+        c->unsent = grown;
+        c->unsent_cap = cap;
+    }
+    c->unsent[c->unsent_count++] = text;
+    return true;
+}
+
+static int send_frame(ss_client_t *c, char *text, bool keep)
 {
     if (!text)
         return fail(c, SS_ENOMEM, "nomem", "out of memory building a message");
+    if (!c->sock) {                          /* no endpoint could be opened (failover) */
+        cJSON_free(text);
+        return fail(c, SS_EZMQ, "unreachable", "no connection to any broker");
+    }
     int rc = zmq_send(c->sock, text, strlen(text), ZMQ_DONTWAIT);
-    cJSON_free(text);
+    int err = errno;
+    if (rc < 0 || !keep || !keep_unsent(c, text))
+        cJSON_free(text);
     if (rc < 0)
-        return fail(c, SS_EZMQ, "unreachable", zmq_strerror(errno));
+        return fail(c, SS_EZMQ, "unreachable", zmq_strerror(err));
     return SS_OK;
 }
+
+/* What the application sends: kept for the next broker until the handshake. */
+static int send_text(ss_client_t *c, char *text) { return send_frame(c, text, true); }
+
+/* What the library sends by itself (pings, registering again): made anew
+ * for each connection, never carried over. */
+static int send_own(ss_client_t *c, char *text) { return send_frame(c, text, false); }
 
 static void send_register(ss_client_t *c, const char *type, const char *name, char id[37])
 {
     send_text(c, msg_build(type, name, "broker", type, NULL, NULL, 0, id));
 }
 
+/* Splits the list into endpoints, "#key" suffixes into their server keys. */
+static int parse_endpoints(ss_client_t *c, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    if (!copy)
+        return -1;
+    int rc = 0;
+    for (char *ep = strtok_r(copy, ",", &save); ep && rc == 0; ep = strtok_r(NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        size_t len = strlen(ep);
+        while (len && ep[len - 1] == ' ')
+            ep[--len] = '\0';
+        if (!len)
+            continue;
+        char *hash = strchr(ep, '#');
+        const char *key = c->opt.curve_server_key, *scheme = strstr(ep, "://");
+        if (hash) {
+            *hash = '\0';
+            key = hash + 1;
+        }
+        /* CURVE needs a server key for every endpoint, plain mode none */
+        if (c->endpoint_count == MAX_ENDPOINTS || (key && strlen(key) != KEY_LEN) ||
+            (key != NULL) != (c->opt.curve_public_key != NULL) || !scheme || !scheme[3]) {
+            rc = -1;
+            break;
+        }
+        endpoint_t *e = &c->endpoints[c->endpoint_count];
+        snprintf(e->server_key, sizeof e->server_key, "%s", key ? key : "");
+        if (!(e->address = strdup(ep)))
+            rc = -1;
+        else
+            c->endpoint_count++;
+    }
+    free(copy);
+    return rc == 0 && c->endpoint_count > 0 ? 0 : -1;
+}
+
 ss_client_t *ss_client_new(const char *endpoints, const ss_options_t *options)
 {
-    if (!endpoints || !*endpoints)
+    if (!endpoints) {
+        const char *env = getenv("SMARTSHOP_ENDPOINT");
+        endpoints = env && *env ? env : DEFAULT_ENDPOINT;
+    }
+    if (!*endpoints)
         return NULL;
     ss_client_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -170,18 +316,27 @@ ss_client_t *ss_client_new(const char *endpoints, const ss_options_t *options)
         c->opt.dead_after_ms = 3500;
     if (c->opt.reconnect_max_ms <= 0)
         c->opt.reconnect_max_ms = 5000;
-    bool some_keys = c->opt.curve_server_key || c->opt.curve_public_key || c->opt.curve_secret_key;
-    bool all_keys = c->opt.curve_server_key && c->opt.curve_public_key && c->opt.curve_secret_key;
-    if (some_keys && (!all_keys || strlen(c->opt.curve_server_key) != 40 ||
-                      strlen(c->opt.curve_public_key) != 40 || strlen(c->opt.curve_secret_key) != 40)) {
+    /* CURVE: the client's key pair, and a server key in the options or on
+     * every endpoint ("#key"), each as 40 characters of Z85 */
+    bool pair = c->opt.curve_public_key && c->opt.curve_secret_key;
+    if ((c->opt.curve_public_key || c->opt.curve_secret_key) &&
+        (!pair || strlen(c->opt.curve_public_key) != KEY_LEN ||
+         strlen(c->opt.curve_secret_key) != KEY_LEN)) {
         free(c);
-        return NULL;                        /* CURVE needs all three keys, in Z85 */
+        return NULL;
     }
-    c->endpoints = strdup(endpoints);
     c->identity = c->opt.identity ? strdup(c->opt.identity) : NULL;
-    c->opt.identity = NULL;              /* the caller's string need not outlive this call */
-    c->ctx = zmq_ctx_new();
-    if (!c->endpoints || (options && options->identity && !c->identity) || !c->ctx ||
+    c->opt.identity = NULL;              /* the caller's strings need not outlive this call */
+    int parsed = parse_endpoints(c, endpoints);
+    c->opt.curve_server_key = NULL;      /* kept per endpoint */
+    if (pair) {
+        snprintf(c->public_key, sizeof c->public_key, "%s", c->opt.curve_public_key);
+        snprintf(c->secret_key, sizeof c->secret_key, "%s", c->opt.curve_secret_key);
+        c->opt.curve_public_key = c->public_key;
+        c->opt.curve_secret_key = c->secret_key;
+    }
+    c->ctx = parsed == 0 ? zmq_ctx_new() : NULL;
+    if (parsed < 0 || (options && options->identity && !c->identity) || !c->ctx ||
         open_socket(c) < 0) {
         ss_client_destroy(&c);
         return NULL;
@@ -219,42 +374,138 @@ void ss_client_destroy(ss_client_t **self_p)
         free(h->action);
         free(h);
     }
-    if (c->sock)
-        zmq_close(c->sock);
+    close_socket(c);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
-    free(c->endpoints);
+    free_unsent(c);
+    free(c->unsent);
+    for (int i = 0; i < c->endpoint_count; i++)
+        free(c->endpoints[i].address);
     free(c->identity);
     free(c);
     *self_p = NULL;
 }
 
+int ss_on_failover(ss_client_t *c, ss_failover_fn *fn, void *arg)
+{
+    c->on_failover = fn;
+    c->failover_arg = arg;
+    return SS_OK;
+}
+
+const char *ss_client_endpoint(const ss_client_t *c) { return current_endpoint(c); }
+
 static void send_subscribe(ss_client_t *c, const subscription_t *s);
 
-/* The broker was silent too long: a fresh socket (ZeroMQ would reconnect
- * by itself, but a half-open TCP connection can stay silent for minutes),
- * then every name registered again. */
-static void reconnect(ss_client_t *c, uint64_t now)
+static void register_everything(ss_client_t *c)
 {
-    if (now < c->next_reconnect_ms)
-        return;
-    say(c, "no word from the broker at %s; reconnecting", c->endpoints);
-    zmq_close(c->sock);
-    c->sock = NULL;
-    if (open_socket(c) < 0) {
-        say(c, "cannot reconnect to %s; will retry", c->endpoints);
-    } else {
-        char id[37];
-        for (int i = 0; i < c->name_count; i++)
-            send_register(c, "register", c->names[i], id);
-        for (subscription_t *s = c->subscriptions; s; s = s->next)
-            send_subscribe(c, s);
-    }
+    char id[37];
+    for (int i = 0; i < c->name_count; i++)
+        send_own(c, msg_build("register", c->names[i], "broker", "register", NULL, NULL, 0, id));
+    for (subscription_t *s = c->subscriptions; s; s = s->next)
+        send_subscribe(c, s);
+}
+
+static void back_off(ss_client_t *c, uint64_t now)
+{
     c->last_heard_ms = now;
     c->next_ping_ms = now;
     c->next_reconnect_ms = now + (uint64_t)c->backoff_ms;
     c->backoff_ms = c->backoff_ms * 2 > c->opt.reconnect_max_ms ? c->opt.reconnect_max_ms
                                                                  : c->backoff_ms * 2;
+}
+
+/* One endpoint: the broker was silent too long: a fresh socket (ZeroMQ
+ * would reconnect by itself, but a half-open TCP connection can stay
+ * silent for minutes), then every name registered again. */
+static void reconnect(ss_client_t *c, uint64_t now)
+{
+    if (now < c->next_reconnect_ms)
+        return;
+    say(c, "no word from the broker at %s; reconnecting", current_endpoint(c));
+    close_socket(c);
+    if (open_socket(c) < 0)
+        say(c, "cannot reconnect to %s; will retry", current_endpoint(c));
+    else
+        register_everything(c);
+    back_off(c, now);
+}
+
+static int fail_waiting(ss_client_t *c, const char *from, const char *reason);
+
+/* Several endpoints: the broker in use is lost (or was never reached):
+ * the next one, every name and topic again there, and the requests that
+ * were waiting failed with broker_lost (CF3), unless nothing ever left for
+ * the lost broker: then what was sent goes to the next one instead. */
+static void failover(ss_client_t *c, uint64_t now, const char *reason)
+{
+    if (now < c->next_reconnect_ms)
+        return;
+    bool reached = c->handshaken || c->unsent_overflow;
+    char **carried = c->unsent;
+    int carried_count = reached ? 0 : c->unsent_count;
+    if (reached)
+        free_unsent(c);
+    c->unsent = NULL;
+    c->unsent_count = c->unsent_cap = 0;
+    c->unsent_overflow = false;
+    int from = c->current;
+    close_socket(c);
+    c->ping_id[0] = '\0';
+    c->current = (c->current + 1) % c->endpoint_count;
+    say(c, "lost the broker at %s (%s); moving to %s", c->endpoints[from].address, reason,
+        current_endpoint(c));
+    bool opened = open_socket(c) == 0;
+    if (opened)
+        register_everything(c);
+    for (int i = 0; i < carried_count; i++) {
+        if (opened)
+            send_text(c, carried[i]);       /* kept again until this one's handshake */
+        else
+            cJSON_free(carried[i]);
+    }
+    free(carried);
+    if (!opened) {
+        say(c, "cannot connect to %s; will try the next", current_endpoint(c));
+        c->lost = "unreachable";
+    }
+    back_off(c, now);
+    int failed = reached ? fail_waiting(c, c->endpoints[from].address, reason) : 0;
+    if (c->on_failover) {
+        ss_failover_t ev = {c->endpoints[from].address, current_endpoint(c), reason, failed};
+        c->on_failover(c, &ev, c->failover_arg);
+    }
+}
+
+/* Monitor events since the last look: a handshake, or the broker lost. */
+static void read_monitor(ss_client_t *c)
+{
+    for (;;) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&frame) >= sizeof event)
+            memcpy(&event, zmq_msg_data(&frame), sizeof event);
+        while (zmq_msg_more(&frame))                   /* the endpoint's address */
+            zmq_msg_recv(&frame, c->monitor, 0);
+        zmq_msg_close(&frame);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            c->handshaken = true;
+            free_unsent(c);
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            c->lost = "disconnected";
+        } else if (event == ZMQ_EVENT_CONNECT_RETRIED) {
+            if (!c->lost)
+                c->lost = "unreachable";
+        } else if (event & (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)) {
+            c->lost = "handshake_failed";
+        }
+    }
 }
 
 /* --- names --- */
@@ -314,7 +565,9 @@ static void settle(ss_client_t *c, pending_t *p, const ss_msg_t *answer, const s
     if (p->blocking) {
         p->done = true;
         if (err) {
-            p->status = strcmp(err->code, "timeout") == 0 ? SS_ETIMEOUT : SS_EREMOTE;
+            p->status = strcmp(err->code, "timeout") == 0       ? SS_ETIMEOUT
+                        : strcmp(err->code, "broker_lost") == 0 ? SS_EBROKER_LOST
+                                                                : SS_EREMOTE;
             p->err = *err;
         } else {
             p->status = SS_OK;
@@ -334,6 +587,38 @@ static pending_t *find_blocking(ss_client_t *c, pending_t *p)
         if (q == p)
             return q;
     return NULL;
+}
+
+/* Every request waiting for an answer from the lost broker: broker_lost
+ * (CF3). The list is taken first, so that requests a callback makes on the
+ * new connection are not failed with them. Returns how many. */
+static int fail_waiting(ss_client_t *c, const char *from, const char *reason)
+{
+    ss_error_t err;
+    snprintf(err.code, sizeof err.code, "broker_lost");
+    snprintf(err.message, sizeof err.message,
+             "lost the broker at %s (%s) while waiting; the request may or may not have been "
+             "handled", from, reason);
+    pending_t *list = c->pending;
+    c->pending = NULL;
+    int failed = 0;
+    while (list) {
+        pending_t *p = list;
+        list = p->next;
+        p->next = NULL;
+        if (p->done) {                        /* settled, its caller not back yet */
+            p->next = c->pending;
+            c->pending = p;
+            continue;
+        }
+        failed++;
+        if (p->blocking) {
+            p->next = c->pending;
+            c->pending = p;
+        }
+        settle(c, p, NULL, &err);
+    }
+    return failed;
 }
 
 static void expire(ss_client_t *c, uint64_t now)
@@ -418,14 +703,14 @@ static void check_ping(ss_client_t *c, const ss_msg_t *m)
         if (!found) {
             char id[37];
             say(c, "the broker does not know %s (it restarted?); registering again", c->names[i]);
-            send_register(c, "register", c->names[i], id);
+            send_own(c, msg_build("register", c->names[i], "broker", "register", NULL, NULL, 0, id));
         }
     }
     /* fewer subscriptions than ours: it restarted, or lost our connection */
     const cJSON *held = cJSON_GetObjectItemCaseSensitive(m->payload, "subscriptions");
     int broker_holds = cJSON_IsNumber(held) ? held->valueint : 0;     /* absent: none */
     if (c->subscription_count && broker_holds < c->subscription_count) {
-        say(c, "the broker lost our subscriptions (it restarted?); subscribing again", "");
+        say(c, "the broker lost our subscriptions (it restarted?); subscribing again");
         for (subscription_t *s = c->subscriptions; s; s = s->next)
             send_subscribe(c, s);
     }
@@ -481,7 +766,7 @@ static void dispatch(ss_client_t *c, const ss_msg_t *m)
 static void ping(ss_client_t *c, uint64_t now)
 {
     c->next_ping_ms = now + (uint64_t)c->opt.heartbeat_ms;
-    send_text(c, msg_build("request", ss_name(c), "broker", "ping", NULL, NULL,
+    send_own(c, msg_build("request", ss_name(c), "broker", "ping", NULL, NULL,
                            c->opt.dead_after_ms, c->ping_id));
 }
 
@@ -492,6 +777,8 @@ int ss_client_next_timeout(ss_client_t *c)
         if (!p->done && p->deadline_ms < next)
             next = p->deadline_ms;
     uint64_t dead_at = c->last_heard_ms + (uint64_t)c->opt.dead_after_ms;
+    if (c->lost || !c->sock)
+        dead_at = now;                      /* a failover is due */
     if (dead_at < c->next_reconnect_ms)
         dead_at = c->next_reconnect_ms;     /* no point waking before a reconnect may happen */
     if (dead_at < next)
@@ -499,18 +786,12 @@ int ss_client_next_timeout(ss_client_t *c)
     return next <= now ? 0 : (int)(next - now);
 }
 
-int ss_client_process(ss_client_t *c, int timeout_ms)
+/* Reads and dispatches what has arrived. Returns the count, or
+ * SS_ESTOPPED. */
+static int drain(ss_client_t *c)
 {
-    if (c->stopped)
-        return SS_ESTOPPED;
-    int wait = ss_client_next_timeout(c);
-    if (timeout_ms >= 0 && timeout_ms < wait)
-        wait = timeout_ms;
-    zmq_pollitem_t item = {c->sock, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, wait) < 0 && errno != EINTR)
-        return fail(c, SS_EZMQ, "poll", zmq_strerror(errno));
     int handled = 0;
-    for (;;) {
+    while (c->sock) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         /* the last frame is the message (seed troubleshooting #2) */
@@ -527,6 +808,7 @@ int ss_client_process(ss_client_t *c, int timeout_ms)
         }
         c->last_heard_ms = now_ms();
         c->backoff_ms = 100;
+        void *sock = c->sock;
         ss_msg_t m;
         if (msg_parse(&m, zmq_msg_data(&frame), zmq_msg_size(&frame)) == 0) {
             dispatch(c, &m);
@@ -537,13 +819,47 @@ int ss_client_process(ss_client_t *c, int timeout_ms)
         zmq_msg_close(&frame);
         if (c->stopped)
             return SS_ESTOPPED;
+        if (c->sock != sock)                /* a nested call failed over: a new socket */
+            break;
+    }
+    return handled;
+}
+
+int ss_client_process(ss_client_t *c, int timeout_ms)
+{
+    if (c->stopped)
+        return SS_ESTOPPED;
+    int wait = ss_client_next_timeout(c);
+    if (timeout_ms >= 0 && timeout_ms < wait)
+        wait = timeout_ms;
+    zmq_pollitem_t items[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->monitor, 0, ZMQ_POLLIN, 0}};
+    int count = !c->sock ? 0 : c->monitor ? 2 : 1;
+    if (zmq_poll(count ? items : NULL, count, wait) < 0 && errno != EINTR)
+        return fail(c, SS_EZMQ, "poll", zmq_strerror(errno));
+    int handled = drain(c);
+    if (handled < 0)
+        return handled;
+    if (c->monitor) {
+        read_monitor(c);
+        if (c->lost) {                      /* what came before the loss is still ours */
+            int more = drain(c);
+            if (more < 0)
+                return more;
+            handled += more;
+        }
     }
     uint64_t now = now_ms();
     expire(c, now);
-    if (now >= c->next_ping_ms)
+    if (now >= c->next_ping_ms && c->sock)
         ping(c, now);
-    if (now - c->last_heard_ms > (uint64_t)c->opt.dead_after_ms)
+    if (c->endpoint_count > 1) {
+        if (c->lost || !c->sock)
+            failover(c, now, c->lost ? c->lost : "unreachable");
+        else if (now - c->last_heard_ms > (uint64_t)c->opt.dead_after_ms)
+            failover(c, now, "silent");
+    } else if (now - c->last_heard_ms > (uint64_t)c->opt.dead_after_ms) {
         reconnect(c, now);
+    }
     return handled;
 }
 
@@ -563,7 +879,8 @@ int ss_client_fd(ss_client_t *c)
 {
     int fd = -1;
     size_t size = sizeof fd;
-    zmq_getsockopt(c->sock, ZMQ_FD, &fd, &size);
+    if (c->sock)
+        zmq_getsockopt(c->sock, ZMQ_FD, &fd, &size);
     return fd;
 }
 
@@ -587,7 +904,7 @@ static int wait_for(ss_client_t *c, pending_t *p, cJSON **result)
         *result = p->payload;
     else
         cJSON_Delete(p->payload);
-    if (status == SS_EREMOTE || status == SS_ETIMEOUT)
+    if (status == SS_EREMOTE || status == SS_ETIMEOUT || status == SS_EBROKER_LOST)
         c->last_error = p->err;
     free(p);
     return status;
@@ -670,7 +987,8 @@ int ss_unregister(ss_client_t *c, const char *name, int timeout_ms)
 {
     if (!name || !*name)
         return fail(c, SS_EINVAL, "bad_name", "a name is 1 to 64 characters");
-    int rc = registration(c, "unregister", name, timeout_ms);
+    /* forgotten first, whatever the answer: a failover while waiting must
+     * not register it again on the next broker */
     for (int i = 0; i < c->name_count; i++) {
         if (strcmp(c->names[i], name) == 0) {
             memmove(c->names[i], c->names[i + 1], (size_t)(c->name_count - i - 1) * sizeof c->names[0]);
@@ -678,7 +996,7 @@ int ss_unregister(ss_client_t *c, const char *name, int timeout_ms)
             break;
         }
     }
-    return rc;
+    return registration(c, "unregister", name, timeout_ms);
 }
 
 /* --- serving and events --- */
@@ -754,7 +1072,7 @@ static void send_subscribe(ss_client_t *c, const subscription_t *s)
 {
     char id[37];
     cJSON *p = subscription_payload(s->pattern, s->group);
-    send_request(c, "request", ss_name(c), "broker", "subscribe", p, 5000, id);
+    send_own(c, msg_build("request", ss_name(c), "broker", "subscribe", p, NULL, 5000, id));
     cJSON_Delete(p);
 }
 

@@ -37,7 +37,11 @@ typedef enum {
                            ss_last_error() has its code and message */
     SS_ENOMEM = -4,
     SS_EZMQ = -5,       /* a ZeroMQ call failed (ss_last_error says which) */
-    SS_ESTOPPED = -6    /* ss_client_stop() was called */
+    SS_ESTOPPED = -6,   /* ss_client_stop() was called */
+    SS_EBROKER_LOST = -7 /* with several endpoints: the broker this request went
+                            to was lost and the client moved to the next one;
+                            the request may or may not have been handled
+                            (code broker_lost, docs/protocol.md CF3) */
 } ss_status_t;
 
 /* An error reply's payload, or a local failure, in one shape. */
@@ -69,10 +73,33 @@ typedef struct {
 
 /* --- the client --- */
 
-/* Connects to one broker endpoint, or several separated by commas (the
- * socket connects to all; ZeroMQ spreads what it sends). `options` may be
+/* Connects to a broker. `endpoints` is one endpoint, or several separated
+ * by commas: a failover list (docs/protocol.md section 10b), used one at a
+ * time in order; when the broker in use is lost the client moves to the
+ * next, registers its names and subscribes its topics again there, and
+ * fails the requests that were waiting with SS_EBROKER_LOST. With CURVE an
+ * endpoint may carry its broker's public key: "tcp://host:5555#<key>".
+ * NULL: $SMARTSHOP_ENDPOINT, else tcp://127.0.0.1:5555. `options` may be
  * NULL for the defaults. Returns NULL on failure (bad endpoint, no memory). */
 SMARTSHOP_API ss_client_t *ss_client_new(const char *endpoints, const ss_options_t *options);
+
+/* What ss_on_failover's callback is told (valid during the call). */
+typedef struct {
+    const char *from;            /* the endpoint given up */
+    const char *to;              /* the endpoint now in use */
+    const char *reason;          /* "disconnected", "unreachable", "handshake_failed",
+                                    "silent" (dead_after_ms without a word) */
+    int failed_requests;         /* waiting requests just failed with SS_EBROKER_LOST */
+} ss_failover_t;
+
+typedef void(ss_failover_fn)(ss_client_t *c, const ss_failover_t *event, void *arg);
+
+/* Calls `fn` after each move to the next endpoint (NULL: none). With one
+ * endpoint there are no moves. */
+SMARTSHOP_API int ss_on_failover(ss_client_t *c, ss_failover_fn *fn, void *arg);
+
+/* The endpoint in use now (without its "#key"). */
+SMARTSHOP_API const char *ss_client_endpoint(const ss_client_t *c);
 
 /* Closes the connection and frees everything; sets *self_p to NULL. */
 SMARTSHOP_API void ss_client_destroy(ss_client_t **self_p);
