@@ -1808,19 +1808,22 @@ void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, 
         corr->len == id_len && memcmp(corr->ptr, msg_id, id_len) == 0) {
         r->stats.bus.answers_in++;
         r->stats.in[env.type]++;
+        answer_code_t code = {"", 0};   /* read before delivery hands the bytes over */
+        if (env.type == MT_ERROR)
+            read_answer_code(&env, &code);
         if (!rec->requester) {
             r->stats.requester_gone++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, &m.data);
             inflight_remove(r->inflight, &rec);
         } else if (deliver(r, rec->requester, &m.data, &env) == 0) {
             r->stats.out[env.type]++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, NULL);
             inflight_remove(r->inflight, &rec);
         } else {
             /* its queue is full or it is gone: the answer is lost, as on
              * one broker when a requester cannot take it (D3) */
             r->stats.requester_gone++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, &m.data);
             deadletters_add(r->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
                             NULL);
             inflight_remove(r->inflight, &rec);
