@@ -7,7 +7,7 @@
 # and the top functions. Instruction counts do not depend on how busy the
 # machine is, so this is the stable way to compare on a noisy machine.
 #
-#   bench/profile.sh [--target broker|hooks|payload|lua|ceiling]
+#   bench/profile.sh [--target broker|hooks|composed|payload|lua|inv|ceiling]
 #                    [--payload BYTES] [--seconds S] [--clients N] [--window W]
 #                    [--perf] [--build-dir DIR] [--out DIR]
 #
@@ -17,8 +17,10 @@
 #
 #   broker   smartshop-broker, policies/routing.lua, C echo (default)
 #   hooks    the same with bench/policies/hooks.lua
+#   composed the same with bench/policies/composed.lua
 #   payload  the same with bench/policies/payload.lua
 #   lua      the broker hosting services/echo.lua (no remote echo)
+#   inv      the broker hosting bench/services/bench-inventory.lua
 #   ceiling  bench/ceiling.c with the C echo
 #
 # The callgrind file stays in --out (default a temp dir) for
@@ -61,6 +63,8 @@ case $TARGET in
   broker)  CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/policies/routing.lua" --services '') ;;
   hooks)   CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/bench/policies/hooks.lua" --services '') ;;
   payload) CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/bench/policies/payload.lua" --services '') ;;
+  composed) CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/bench/policies/composed.lua" --services '') ;;
+  inv)     CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/policies/routing.lua" --services "$ROOT/bench/services") ;;
   lua)     CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/policies/routing.lua" --services "$ROOT/services") ;;
   ceiling) CMD=("$BUILD/smartshop-ceiling" --endpoint "$EP") ;;
   *) echo "profile.sh: unknown target $TARGET" >&2; exit 2 ;;
@@ -79,12 +83,15 @@ trap cleanup EXIT
 SERVER=$!
 PIDS+=("$SERVER")
 sleep 2
-if [ "$TARGET" != lua ]; then
+LG_ARGS=()
+[ "$TARGET" = inv ] && LG_ARGS=(--service bench-inventory --action stock)
+if [ "$TARGET" != lua ] && [ "$TARGET" != inv ]; then
   "$BUILD/smartshop-bench-echo" --endpoint "$EP" > /dev/null 2>> "$OUT/valgrind.log" &
   PIDS+=("$!")
 fi
 "$BUILD/smartshop-loadgen" --endpoint "$EP" --clients "$CLIENTS" --window "$WINDOW" --payload "$PAYLOAD" \
-  --warmup 2 --duration "$SECONDS_" --ready-timeout 60 --label "profile/$TARGET" > "$OUT/loadgen.txt" &
+  --warmup 2 --duration "$SECONDS_" --ready-timeout 60 --label "profile/$TARGET" ${LG_ARGS[@]+"${LG_ARGS[@]}"} \
+  > "$OUT/loadgen.txt" &
 LG=$!
 PIDS+=("$LG")
 sleep 2

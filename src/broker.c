@@ -27,6 +27,7 @@
 #include "router.h"
 #include "deadletter.h"
 #include "state.h"
+#include "state_keepers.h"
 #include "services.h"
 #include "watch.h"
 #include "wire.h"
@@ -74,6 +75,8 @@ struct broker {
     int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
     uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
     state_t *state;             /* the durable state (state.h), or NULL */
+    registry_keeper_t registry_keeper;   /* the registry's and the dead letters' */
+    deadletters_keeper_t letters_keeper; /* writes into it */
     uint64_t restore_due;       /* when restored registrations not back are settled (0: none) */
     uint64_t last_read_ms;      /* when the ROUTER last gave a message (the stop's quiet rule) */
 };
@@ -345,8 +348,10 @@ static void start_state(broker_t *b)
         return;
     }
     registry_t *reg = router_registry(b->router);
-    registry_set_state(reg, b->state);
-    deadletters_set_state(router_dead(b->router), b->state);
+    b->registry_keeper = state_registry_keeper(b->state);
+    b->letters_keeper = state_letters_keeper(b->state);
+    registry_set_keeper(reg, &b->registry_keeper);
+    deadletters_set_keeper(router_dead(b->router), &b->letters_keeper);
     int names = state_load_registrations(b->state, restore_registration, b);
     int letters = state_load_letters(b->state, restore_letter, router_dead(b->router));
     state_start(b->state);
@@ -443,8 +448,8 @@ void broker_free(broker_t **self_p)
         close(b->signal_fd);
     broker_service_free(&b->service);
     if (b->router) {                    /* what is freed now stays in the file */
-        registry_set_state(router_registry(b->router), NULL);
-        deadletters_set_state(router_dead(b->router), NULL);
+        registry_set_keeper(router_registry(b->router), NULL);
+        deadletters_set_keeper(router_dead(b->router), NULL);
     }
     router_free(&b->router);            /* its requests point at the metrics' series */
     policy_free(&b->policy);

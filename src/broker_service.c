@@ -46,19 +46,16 @@ static void add_policy_versions(cJSON *payload, const policy_t *p)
         return;
     cJSON *o = cJSON_AddObjectToObject(payload, "policy");
     cJSON_AddStringToObject(o, "path", policy_path(p));
-    if (p->file_sha256[0])
-        cJSON_AddStringToObject(o, "file_sha256", p->file_sha256);
-    else
-        cJSON_AddNullToObject(o, "file_sha256");
-    if (p->loaded_sha256[0])
-        cJSON_AddStringToObject(o, "loaded_sha256", p->loaded_sha256);
-    else
-        cJSON_AddNullToObject(o, "loaded_sha256");
-    if (p->stale_since[0])
-        cJSON_AddStringToObject(o, "stale_since", p->stale_since);
-    else
-        cJSON_AddNullToObject(o, "stale_since");
-    cJSON_AddBoolToObject(o, "fallback", p->fallback);
+    policy_version_t v = policy_version(p);
+    const char *keys[] = {"file_sha256", "loaded_sha256", "stale_since"};
+    const char *values[] = {v.file_sha256, v.loaded_sha256, v.stale_since};
+    for (int i = 0; i < 3; i++) {
+        if (values[i][0])
+            cJSON_AddStringToObject(o, keys[i], values[i]);
+        else
+            cJSON_AddNullToObject(o, keys[i]);
+    }
+    cJSON_AddBoolToObject(o, "fallback", v.fallback);
 }
 
 broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx)

@@ -284,24 +284,27 @@ static void add_policy(cJSON *root, const http_sources_t *src)
         cJSON_AddStringToObject(pol, "state", "none");
         return;
     }
-    cJSON_AddStringToObject(pol, "path", p->path);
-    cJSON_AddStringToObject(pol, "state", p->sandbox ? "loaded" : "not loaded");
+    cJSON_AddStringToObject(pol, "path", policy_path(p));
+    cJSON_AddStringToObject(pol, "state", policy_is_loaded(p) ? "loaded" : "not loaded");
     char hooks[128];
     policy_describe_hooks(p, hooks, sizeof hooks);
     cJSON_AddStringToObject(pol, "hooks", hooks);
-    cJSON_AddNumberToObject(pol, "loads", (double)p->loads);
-    cJSON_AddNumberToObject(pol, "failed_loads", (double)p->failed_loads);
-    cJSON_AddNumberToObject(pol, "hook_errors", (double)p->hook_errors);
-    if (!p->source)
+    policy_counts_t counts = policy_counts(p);
+    cJSON_AddNumberToObject(pol, "loads", (double)counts.loads);
+    cJSON_AddNumberToObject(pol, "failed_loads", (double)counts.failed_loads);
+    cJSON_AddNumberToObject(pol, "hook_errors", (double)counts.hook_errors);
+    size_t source_len;
+    const char *source = policy_source(p, &source_len);
+    if (!source)
         return;
-    size_t len = p->source_len < HTTP_STATE_POLICY_BYTES ? p->source_len : HTTP_STATE_POLICY_BYTES;
+    size_t len = source_len < HTTP_STATE_POLICY_BYTES ? source_len : HTTP_STATE_POLICY_BYTES;
     char *text = malloc(len + 1);
     if (!text)
         return;
-    memcpy(text, p->source, len);
+    memcpy(text, source, len);
     text[len] = '\0';
     cJSON_AddStringToObject(pol, "source", text);     /* cJSON escapes what JSON needs */
-    cJSON_AddBoolToObject(pol, "source_truncated", len < p->source_len);
+    cJSON_AddBoolToObject(pol, "source_truncated", len < source_len);
     free(text);
 }
 

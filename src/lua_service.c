@@ -14,7 +14,114 @@
 #include "msg_writer.h"
 #include "reply.h"
 
+typedef struct lua_timer {
+    uint64_t due_ms;
+    uint32_t every_ms;           /* 0: once */
+    int fn_ref;                  /* LUA_NOREF once cancelled or fired */
+    int id;
+} lua_timer_t;
+
+/* One loaded version of a service file. */
+#define LUA_SERVICE_MAX_SUBSCRIPTIONS 32
+
+struct lua_version {
+    struct lua_service *service; /* the service it belongs (or will belong) to */
+    sandbox_t *sandbox;
+    char name[NAME_MAX_LEN + 1];
+    int table_ref;               /* the table the file returned */
+    int bus_ref;                 /* its `bus` table (the global may be changed) */
+    int pending_ref;             /* msg_id -> callback of requests it sent */
+    unsigned handlers;           /* which on_* the table defines */
+    lua_timer_t *timers;
+    int timer_count, timer_cap, next_timer_id;
+    int timer_cursor;            /* where the last pass over the timers stopped */
+    /* the topic patterns the file's table declares (`subscribe = {...}`),
+     * subscribed when the version starts (docs/lua-services.md) */
+    struct {
+        char pattern[TOPIC_MAX_LEN + 1];
+        char group[NAME_MAX_LEN + 1];    /* "" for none */
+    } subs[LUA_SERVICE_MAX_SUBSCRIPTIONS];
+    int sub_count;
+};
+
+struct lua_service {
+    const lua_host_t *host;
+    char path[512];
+    char file[128];              /* its file name in the services directory */
+    struct peer *peer;           /* its virtual peer (NULL until registered) */
+    lua_version_t *version;      /* the running version */
+    long pass_budget;            /* instructions its handlers and timers may spend in
+                                    one pass of services.c before it waits (a call
+                                    started within it may finish: at most twice this) */
+    long pass_used;              /* spent in this pass (lua_service_begin_pass resets it) */
+};
+
 enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4 };
+
+lua_service_t *lua_service_new(const lua_host_t *host, const char *path, const char *file,
+                               long pass_budget)
+{
+    lua_service_t *svc = calloc(1, sizeof *svc);
+    if (!svc)
+        return NULL;
+    svc->host = host;
+    svc->pass_budget = pass_budget;
+    snprintf(svc->file, sizeof svc->file, "%s", file);
+    snprintf(svc->path, sizeof svc->path, "%s", path);
+    return svc;
+}
+
+void lua_service_free(lua_service_t **self_p)
+{
+    lua_service_t *svc = *self_p;
+    if (!svc)
+        return;
+    lua_version_free(&svc->version);
+    free(svc);
+    *self_p = NULL;
+}
+
+const char *lua_service_file(const lua_service_t *svc)
+{
+    return svc->file;
+}
+
+const char *lua_service_name(const lua_service_t *svc)
+{
+    return svc->version ? svc->version->name : "";
+}
+
+struct peer *lua_service_peer(const lua_service_t *svc)
+{
+    return svc->peer;
+}
+
+void lua_service_set_peer(lua_service_t *svc, struct peer *peer)
+{
+    svc->peer = peer;
+}
+
+lua_version_t *lua_service_swap_version(lua_service_t *svc, lua_version_t *fresh)
+{
+    lua_version_t *old = svc->version;
+    svc->version = fresh;
+    return old;
+}
+
+bool lua_service_is_broken(const lua_service_t *svc)
+{
+    return svc->version && sandbox_is_broken(svc->version->sandbox);
+}
+
+void lua_service_begin_pass(lua_service_t *svc)
+{
+    svc->pass_used = 0;
+}
+
+const char *lua_version_name(const lua_version_t *v)
+{
+    return v->name;
+}
 
 static log_ratelimit_t handler_error_limit;
 
@@ -356,8 +463,8 @@ static bool name_from_file(const char *file, char out[NAME_MAX_LEN + 1])
 static int run_protected(lua_version_t *v, lua_CFunction body, void *job, char *err, size_t errlen)
 {
     int rc = sandbox_protected(v->sandbox, body, job, err, errlen);
-    luamsg_release(v->sandbox->L);
-    v->service->pass_used += v->sandbox->last_used;
+    luamsg_release(sandbox_state(v->sandbox));
+    v->service->pass_used += sandbox_last_used(v->sandbox);
     return rc;
 }
 
@@ -522,7 +629,7 @@ void lua_version_free(lua_version_t **self_p)
 /* Pushes handler `name` of the service table (raw); false if it has none. */
 static bool push_handler(lua_version_t *v, const char *name)
 {
-    lua_State *L = v->sandbox->L;
+    lua_State *L = sandbox_state(v->sandbox);
     lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
     lua_pushstring(L, name);
     lua_rawget(L, -2);

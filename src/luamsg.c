@@ -35,7 +35,20 @@ typedef struct {
     int ref;                    /* the view in the registry (an array slot: no hash) */
     const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
                                             a read is told by one compare a key */
+    struct {
+        const char *text;       /* the last string read of each field (kept alive in
+                                   user value UV_LAST + field), or NULL */
+        size_t len;
+    } last[EF__COUNT];
 } view_t;
+
+/* The view's user values: 1 msg.payload, 2 msg.payload_json, then the
+ * last string read of each envelope field. */
+#define UV_LAST 3
+#define UV_COUNT (UV_LAST + EF__COUNT)
+/* Longest string kept as a field's last: Lua interns strings up to 40
+ * bytes (names, types, actions); longer ones are made anew, as before. */
+#define LAST_MAX_LEN 40
 
 /* Calls the kept lua-cjson function under `key` on one string; pushes its
  * result, or nil if it raised. */
@@ -68,6 +81,29 @@ static void push_string_field(lua_State *L, const env_value_t *v)
         /* the quotes around the content are in the frame: decode them too */
         luamsg_push_decoded(L, v->ptr - 1, v->len + 2);
     }
+}
+
+/* A string field of the view at stack index 1: the string pushed the
+ * last time this field was read, if the bytes are the same (a compare
+ * instead of Lua hashing them to find its interned string: dst and action
+ * repeat from message to message), else a new one, kept as the last. */
+static void push_name_field(lua_State *L, view_t *view, env_field_t f)
+{
+    const env_value_t *v = &view->env->f[f];
+    if (v->kind != JSON_STRING || v->escaped || v->len > LAST_MAX_LEN) {
+        push_string_field(L, v);
+        return;
+    }
+    if (view->last[f].text && view->last[f].len == v->len &&
+        memcmp(view->last[f].text, v->ptr, v->len) == 0) {
+        lua_getiuservalue(L, 1, UV_LAST + (int)f);
+        return;
+    }
+    lua_pushlstring(L, v->ptr, v->len);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, UV_LAST + (int)f);
+    view->last[f].text = lua_tostring(L, -1);
+    view->last[f].len = v->len;
 }
 
 /* The view these methods were made for (their upvalue 1), if argument 1
@@ -173,7 +209,7 @@ static int view_index(lua_State *L)
                 env_is_plain_string(&env->f[EF_TYPE]))
                 lua_pushvalue(L, lua_upvalueindex(UPVALUE_TYPE_NAMES + (int)env->type));
             else
-                push_string_field(L, &env->f[view_keys[i].field]);
+                push_name_field(L, view, view_keys[i].field);
             break;
         case K_PAYLOAD: push_payload(L, env); break;
         case K_PAYLOAD_JSON: push_payload_json(L, view); break;
@@ -298,7 +334,8 @@ void luamsg_init(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 1);
 
-    view_t *view = lua_newuserdatauv(L, sizeof *view, 2);
+    view_t *view = lua_newuserdatauv(L, sizeof *view, UV_COUNT);
+    memset(view->last, 0, sizeof view->last);
     view->env = NULL;
     view->payload_text = NULL;
     view->cached = false;
@@ -385,9 +422,9 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
     lua_pushvalue(L, index);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         const sandbox_t *sb = sandbox_of(L);
-        if (sb->over_budget)        /* an allocation refused for it says "not enough memory" */
+        if (sandbox_over_budget(sb))        /* an allocation refused for it says "not enough memory" */
             snprintf(err, errlen, "cannot encode the message: instruction budget exhausted%s%s",
-                     sb->refused[0] ? "; refused: " : "", sb->refused);
+                     sandbox_refusal(sb)[0] ? "; refused: " : "", sandbox_refusal(sb));
         else
             snprintf(err, errlen, "cannot encode the message: %s",
                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");

@@ -104,7 +104,7 @@ static int check_only(config_t *cfg)
         } else {
             policy_describe_hooks(p, hooks, sizeof hooks);
             printf("policy %s: ok (hooks: %s; sha256 %s)\n", cfg->policy_path, hooks,
-                   p->loaded_sha256);
+                   policy_version(p).loaded_sha256);
         }
         policy_free(&p);
         registry_free(&reg);

@@ -371,6 +371,8 @@ typedef struct {
     route_t *route;             /* route */
     bus_err_t code;             /* a refusal's code */
     const policy_outcome_t *outcome; /* on_outcome */
+    policy_route_ahead_t *ahead; /* filter: route() too, in the same call, if it passes */
+    bool in_route;              /* the call got to route() */
 } hook_job_t;
 
 /* False if the hook has no function for env's type (a table of hooks by
@@ -393,7 +395,7 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
     policy_t *p = job->p;
     job->verdict = POLICY_PASS;
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
-    luamsg_release(p->sandbox->L);
+    luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
         hook_failed(p, hook, job->text);
         recover_if_broken(p);
@@ -443,11 +445,15 @@ static policy_verdict_t take_refusal(lua_State *L, hook_job_t *job, const char *
     return POLICY_FAIL;
 }
 
+static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view);
+
 static int filter_body(lua_State *L)
 {
     hook_job_t *job = lua_touserdata(L, 1);
-    push_hook(L, job, I_FILTER);
     luamsg_push(L, job->env);
+    int view = lua_gettop(L);
+    push_hook(L, job, I_FILTER);
+    lua_pushvalue(L, view);
     lua_call(L, 1, 3);
     int t = lua_type(L, -3);
     if (t == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
@@ -459,6 +465,15 @@ static int filter_body(lua_State *L)
         snprintf(job->text, job->textlen,
                  "filter() returned a %s; expected nothing, true, false or a table", lua_typename(L, t));
         job->verdict = POLICY_FAIL;
+    }
+    if (job->ahead && job->verdict == POLICY_PASS) {
+        /* the message goes on unchanged and the router would call route()
+         * next: here, in this call, with a budget of its own */
+        lua_settop(L, view);
+        sandbox_new_budget(L);
+        job->in_route = true;
+        job->ahead->verdict = call_route(L, job, view);
+        job->ahead->taken = true;
     }
     return 0;
 }
@@ -472,6 +487,45 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
     return run_hook(&job, "filter", filter_body);
+}
+
+policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
+                                     size_t *rewritten_len, char *text, size_t textlen,
+                                     policy_route_ahead_t *ahead)
+{
+    ahead->taken = false;
+    ahead->route.count = 0;
+    ahead->route.instance = NULL;
+    if (!hook_wants(p, I_ROUTE, env))
+        return policy_filter(p, env, rewritten, rewritten_len, text, textlen);
+    *rewritten = NULL;
+    if (!hook_wants(p, I_FILTER, env)) {
+        ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
+        ahead->taken = true;
+        return POLICY_PASS;
+    }
+    hook_job_t job = {.p = p, .env = env, .text = text, .textlen = textlen, .rewritten = rewritten,
+                      .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
+    job.verdict = POLICY_PASS;
+    int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
+    luamsg_release(sandbox_state(p->sandbox));
+    if (rc < 0) {
+        /* whichever hook raised failed; filter() had passed if route() ran */
+        hook_failed(p, job.in_route ? "route" : "filter", text);
+        recover_if_broken(p);
+        if (!job.in_route)
+            return POLICY_FAIL;
+        ahead->taken = true;
+        ahead->verdict = POLICY_FAIL;
+        return POLICY_PASS;
+    }
+    if (job.verdict == POLICY_FAIL)
+        hook_failed(p, "filter", text);
+    else if (ahead->taken && ahead->verdict == POLICY_FAIL)
+        hook_failed(p, "route", text);
+    if (job.verdict == POLICY_REJECT)
+        p->refusal_code = job.code;
+    return job.verdict;
 }
 
 /* Reads one target name from the value at `index` into out->names. */
@@ -495,15 +549,17 @@ static bool add_target(lua_State *L, int index, route_t *out, char *err, size_t 
 
 /* route()'s results, read raw: a returned table's __len and __index are
  * not called (a list is its array part, 1..rawlen) */
-static int route_body(lua_State *L)
+static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view)
 {
-    hook_job_t *job = lua_touserdata(L, 1);
     policy_t *p = job->p;
     route_t *out = job->route;
     char *err = job->text;
     size_t errlen = job->textlen;
     push_hook(L, job, I_ROUTE);
-    luamsg_push(L, job->env);
+    if (view)
+        lua_pushvalue(L, view);         /* filter()'s view, still of this message */
+    else
+        luamsg_push(L, job->env);
     lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.ctx");
     lua_call(L, 2, 2);
     policy_verdict_t verdict = POLICY_DECIDED;
@@ -535,7 +591,13 @@ static int route_body(lua_State *L)
                  lua_typename(L, t));
         verdict = POLICY_FAIL;
     }
-    job->verdict = verdict;
+    return verdict;
+}
+
+static int route_body(lua_State *L)
+{
+    hook_job_t *job = lua_touserdata(L, 1);
+    job->verdict = call_route(L, job, 0);
     return 0;
 }
 
@@ -670,4 +732,25 @@ void policy_on_outcome(policy_t *p, const policy_outcome_t *o)
 const char *policy_path(const policy_t *p)
 {
     return p->path;
+}
+
+bool policy_is_loaded(const policy_t *p)
+{
+    return p->sandbox != NULL;
+}
+
+policy_counts_t policy_counts(const policy_t *p)
+{
+    return (policy_counts_t){p->loads, p->failed_loads, p->hook_errors};
+}
+
+policy_version_t policy_version(const policy_t *p)
+{
+    return (policy_version_t){p->file_sha256, p->loaded_sha256, p->stale_since, p->fallback};
+}
+
+const char *policy_source(const policy_t *p, size_t *len)
+{
+    *len = p->source_len;
+    return p->source;
 }

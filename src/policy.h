@@ -121,6 +121,25 @@ int policy_start(policy_t *p, struct state *st, bool strict, char *err, size_t e
 policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewritten,
                                size_t *rewritten_len, char *reason, size_t reasonlen);
 
+/* route()'s verdict when policy_filter_route ran it. */
+typedef struct {
+    bool taken;                  /* route() ran (or was skipped for the type):
+                                    verdict and route are its answer */
+    policy_verdict_t verdict;    /* as policy_route's */
+    route_t route;
+} policy_route_ahead_t;
+
+/* filter(msg) and, if it passes the message unchanged, route(msg, ctx) in
+ * the same protected call (one entry into Lua instead of two; each hook
+ * with its own instruction budget). For a message the router would route
+ * next, unchanged: what route() said is then in *ahead (ahead->taken), and
+ * the router uses it instead of calling policy_route. Returns filter()'s
+ * verdict, as policy_filter; a failed route() is ahead->verdict FAIL (its
+ * error in `text`). */
+policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
+                                     size_t *rewritten_len, char *text, size_t textlen,
+                                     policy_route_ahead_t *ahead);
+
 /* authorize(msg, peer): PASS, REJECT (reason) or FAIL. `peer` is the
  * sending connection (its names and CURVE key). */
 policy_verdict_t policy_authorize(policy_t *p, const envelope_t *env, const peer_t *peer,
@@ -147,5 +166,25 @@ void policy_describe_hooks(const policy_t *p, char *out, size_t cap);
 
 /* The file it loads. */
 const char *policy_path(const policy_t *p);
+
+/* Whether a version runs; how many loads worked and failed, and how many
+ * hook calls failed (the dashboard's). */
+bool policy_is_loaded(const policy_t *p);
+typedef struct {
+    uint64_t loads, failed_loads, hook_errors;
+} policy_counts_t;
+policy_counts_t policy_counts(const policy_t *p);
+
+/* Which version runs, against the file (each "" when not known). */
+typedef struct {
+    const char *file_sha256;     /* of the file as last read */
+    const char *loaded_sha256;   /* of the version running */
+    const char *stale_since;     /* since when the running version is not the file's */
+    bool fallback;               /* started on the last good version */
+} policy_version_t;
+policy_version_t policy_version(const policy_t *p);
+
+/* The running version's text and its length (NULL before one loaded). */
+const char *policy_source(const policy_t *p, size_t *len);
 
 #endif

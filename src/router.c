@@ -250,7 +250,8 @@ typedef struct {
     const char *why;            /* the broker's message, for its own errors */
     peer_t *requester, *handler;
     uint64_t latency_us;        /* answers: from arrival to the answer */
-    const zmq_msg_t *message;   /* the answer or refused request, for traces (or NULL) */
+    const char *message;        /* the answer or refused request, for traces (or NULL) */
+    size_t message_len;
 } request_outcome_t;
 
 static trace_text_t env_text(const envelope_t *env, env_field_t f)
@@ -290,8 +291,8 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
                 : o->requester && !o->answer ? peer_label(o->requester, from) : NULL,
         .to = o->requester && o->answer ? peer_label(o->requester, to) : NULL,
         .latency_us = o->rec ? (int64_t)o->latency_us : -1,
-        .message = o->message ? zmq_msg_data((zmq_msg_t *)o->message) : NULL,
-        .message_len = o->message ? zmq_msg_size((zmq_msg_t *)o->message) : 0,
+        .message = o->message,
+        .message_len = o->message_len,
     };
     trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
 }
@@ -357,11 +358,12 @@ static const char *answer_code(const envelope_t *env, size_t *len)
 
 /* A request's answer, delivered or dropped (its requester gone). */
 static void note_answer(router_t *r, const inflight_t *rec, const envelope_t *answer,
-                        const zmq_msg_t *message)
+                        zmq_msg_t *message)
 {
     request_outcome_t o = {.series = rec->series, .rec = rec, .answer = answer,
-                           .requester = rec->requester, .handler = rec->handler,
-                           .message = message, .code = ""};
+                           .requester = rec->requester, .handler = rec->handler, .code = "",
+                           .message = message ? zmq_msg_data(message) : NULL,
+                           .message_len = message ? zmq_msg_size(message) : 0};
     o.outcome = answer->type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
     if (o.outcome == METRICS_ERROR) {
         o.code = answer_code(answer, &o.code_len);
@@ -399,7 +401,7 @@ static void note_refused(router_t *r, peer_t *sender, const envelope_t *req, bus
     const char *name = bus_err_name(code);
     request_outcome_t o = {.outcome = METRICS_REFUSED, .series = series, .request = req,
                            .code = name, .code_len = strlen(name), .why = why,
-                           .requester = sender};
+                           .requester = sender, .message = req->buf, .message_len = req->len};
     note_outcome(r, &o);
     bool peer_caused = code == ERR_NO_SUCH_SERVICE || code == ERR_DENIED;
     if (log_enabled(peer_caused ? LOG_LEVEL_INFO : LOG_LEVEL_DEBUG)) {
@@ -474,10 +476,11 @@ void router_peer_gone(router_t *r, peer_t *peer)
             size_t used = strlen(names);
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", peer->names[i]);
         }
-        log_limited(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                    peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
-                                           : "peer %s disconnected; unregistered %s",
-                    label, names);
+        log_fields_t f = {.peer = label, .service = names};
+        log_limited_with(&gone_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                         peer->kind == PEER_LUA ? "Lua service %s unloaded; unregistered %s"
+                                                : "peer %s disconnected; unregistered %s",
+                         label, names);
     } else {
         log_debug("peer %s disconnected", label);
     }
@@ -678,8 +681,11 @@ static void handle_register(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3];
-    log_limited(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "registered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    char text[NAME_MAX_LEN + 1];
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&register_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "registered %s (peer %s)", text, label);
     answer_registration(r, peer, env, "register");
 }
 
@@ -691,8 +697,10 @@ static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
         return;
     }
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
-    log_limited(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO,
-                "unregistered %.*s (peer %s)", (int)name->len, name->ptr, peer_label(peer, label));
+    reply_copy_plain(text, sizeof text, name);
+    log_fields_t f = {.peer = peer_label(peer, label), .service = text};
+    log_limited_with(&unregister_lines, PEER_EVENT_LINES_PER_MINUTE, LOG_LEVEL_INFO, &f,
+                     "unregistered %s (peer %s)", text, label);
     if (policy_has(r->policy, HOOK_ON_UNREGISTER)) {
         reply_copy_plain(text, sizeof text, name);
         policy_on_unregister(r->policy, text, peer);
@@ -799,13 +807,21 @@ answered:;
     return NULL;
 }
 
-/* The services a request or event goes to: dst, unless route() says. */
-static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route)
+/* The services a request or event goes to: dst, unless route() says
+ * (in filter()'s call already, if `ahead` was taken there). */
+static bool choose_route(router_t *r, peer_t *peer, const envelope_t *env, route_t *route,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (policy_has(r->policy, HOOK_ROUTE)) {
         char err[512];
-        policy_verdict_t verdict = policy_route(r->policy, env, route, err, sizeof err);
+        policy_verdict_t verdict = ahead->taken ? ahead->verdict
+                                                : policy_route(r->policy, env, route, err, sizeof err);
+        if (ahead->taken && verdict == POLICY_DECIDED) {
+            route->count = ahead->route.count;
+            route->instance = ahead->route.instance;
+            memcpy(route->names, ahead->route.names, sizeof route->names[0] * (size_t)route->count);
+        }
         if (verdict == POLICY_FAIL) {
             router_send_error(r, peer, env, ERR_POLICY_ERROR, "the policy's route hook failed");
             return false;
@@ -850,7 +866,8 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
     router_send_error(r, peer, env, err, why);
 }
 
-static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                           const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (env_equals(dst, "broker")) {
@@ -875,7 +892,7 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer;
@@ -1065,7 +1082,8 @@ static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t
         router_peer_gone(r, pub.gone[i]);
 }
 
-static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
+static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                         const policy_route_ahead_t *ahead)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (r->watchers > 0)
@@ -1098,7 +1116,7 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
         return;
     }
     route_t route;
-    if (!choose_route(r, peer, env, &route))
+    if (!choose_route(r, peer, env, &route, ahead))
         return;
     /* a list of names fans the event out: one instance of each gets it */
     bus_err_t err = ERR_NONE;
@@ -1126,11 +1144,13 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
  * one, which then replaces it (re-encoded, checked again, and still from
  * the same sender: msg_id, type and src must not change). Returns false if
  * the message was answered and must go no further. */
-static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
+static bool apply_filter(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env,
+                         policy_route_ahead_t *ahead)
 {
     char *text = NULL, reason[512];
     size_t len = 0;
-    switch (policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
+    switch (ahead ? policy_filter_route(r->policy, env, &text, &len, reason, sizeof reason, ahead)
+                  : policy_filter(r->policy, env, &text, &len, reason, sizeof reason)) {
     case POLICY_PASS:
         return true;
     case POLICY_REJECT:
@@ -1184,6 +1204,23 @@ static bool refuse_too_large(router_t *r, peer_t *peer, size_t len)
     return true;
 }
 
+/* True if, should filter() pass it unchanged, handle_request or
+ * handle_event would ask route() where `env` goes next: then both run in
+ * one call into the policy (policy_filter_route). The same tests as
+ * theirs, in their order. */
+static bool route_comes_next(const router_t *r, const envelope_t *env)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    if (!policy_has(r->policy, HOOK_ROUTE) || env_equals(dst, "broker") || env_equals(dst, "broadcast"))
+        return false;
+    if (env->type == MT_EVENT)
+        return env->f[EF_TOPIC].kind != JSON_STRING;
+    if (env->type != MT_REQUEST || r->stopping)
+        return false;
+    const env_value_t *id = &env->f[EF_MSG_ID];
+    return !inflight_find_hashed(r->inflight, id->ptr, id->len, inflight_hash(id->ptr, id->len));
+}
+
 /* The rules after the envelope is read: who may send it, the policy's
  * say, and where it goes. */
 static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *env)
@@ -1217,18 +1254,21 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
             return;
         }
     }
-    if (policy_has(r->policy, HOOK_FILTER) && !apply_filter(r, peer, m, env))
+    policy_route_ahead_t ahead;         /* not zeroed: its route is 2 KB */
+    ahead.taken = false;
+    if (policy_has(r->policy, HOOK_FILTER) &&
+        !apply_filter(r, peer, m, env, route_comes_next(r, env) ? &ahead : NULL))
         return;
     switch (env->type) {
     case MT_REQUEST:
-        handle_request(r, peer, m, env);
+        handle_request(r, peer, m, env, &ahead);
         break;
     case MT_RESPONSE:
     case MT_ERROR:
         handle_answer(r, peer, m, env);
         break;
     case MT_EVENT:
-        handle_event(r, peer, m, env);
+        handle_event(r, peer, m, env, &ahead);
         break;
     default:
         break;

@@ -16,7 +16,7 @@
 #include <lua-cjson.h>
 
 #include "log.h"
-#include "lua_patterns.h"
+#include "pattern_match.h"
 
 /* How often (in VM instructions) the count hook checks the budget. */
 #define HOOK_EVERY 1000
@@ -757,7 +757,7 @@ static int open_libraries(lua_State *L)
 
     /* pattern matching runs in C, where the count hook never fires: it
      * draws on the same budget through its own step counter */
-    lua_patterns_open(L, &sandbox_of(L)->instructions_left);
+    pattern_match_open(L, &sandbox_of(L)->instructions_left);
     return 0;
 }
 
@@ -869,6 +869,7 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     lua_pushcfunction(L, body);
     lua_pushlightuserdata(L, ud);
     sb->instructions_left = sb->limits.instruction_limit;
+    sb->used_before = 0;
     sb->over_budget = false;
     sb->alloc_uncharged = 0;
     sb->refused[0] = '\0';
@@ -877,7 +878,7 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     sb->in_call = false;
     if (sb->instructions_left < 0)
         sb->over_budget = true;         /* also spent by pattern matching and charges */
-    sb->last_used = sb->limits.instruction_limit -
+    sb->last_used = sb->used_before + sb->limits.instruction_limit -
                     (sb->instructions_left < 0 ? 0 : sb->instructions_left);
     if (status == LUA_OK) {
         lua_settop(L, base);
@@ -895,6 +896,20 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     lua_gc(L, LUA_GCCOLLECT);
     sb->panic_jump = NULL;
     return -1;
+}
+
+void sandbox_new_budget(lua_State *L)
+{
+    sandbox_t *sb = sandbox_of(L);
+    if (!sb->in_call)
+        return;
+    if (sb->over_budget || sb->instructions_left < 0) {
+        sb->over_budget = true;     /* the first hook's overspending stays its own */
+        luaL_error(L, BUDGET_ERROR);
+    }
+    sb->used_before += sb->limits.instruction_limit -
+                       (sb->instructions_left < 0 ? 0 : sb->instructions_left);
+    sb->instructions_left = sb->limits.instruction_limit;
 }
 
 int sandbox_load_text(lua_State *L, const char *text, size_t len, const char *path)

@@ -63,6 +63,7 @@ typedef struct sandbox {
     sandbox_limits_t limits;
     long instructions_left;
     long last_used;             /* what the last sandbox_protected call spent */
+    long used_before;           /* what it spent before its last sandbox_new_budget */
     size_t alloc_uncharged;     /* bytes allocated in this call, not yet charged */
     bool over_budget;           /* the current call ran out of instructions */
     bool in_call;               /* the budget counts only inside sandbox_protected */
@@ -87,6 +88,10 @@ void sandbox_free(sandbox_t **self_p);
  * stack is as before either way. Not re-entrant (-1 if called from inside
  * a body of the same state). */
 int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, size_t errlen);
+
+/* Inside a body that calls a second hook (policy.c: filter, then route):
+ * a fresh instruction budget for it, as if it were a call of its own. */
+void sandbox_new_budget(lua_State *L);
 
 /* Inside a body, or a C function called by Lua: charges `units`
  * (instructions' worth of C work about to be done; `what` names it for
@@ -113,6 +118,30 @@ char *sandbox_read_file(const char *path, size_t max, size_t *len, char *err, si
 static inline bool sandbox_is_broken(const sandbox_t *sb)
 {
     return sb && sb->broken;
+}
+
+/* Its Lua state. */
+static inline lua_State *sandbox_state(const sandbox_t *sb)
+{
+    return sb->L;
+}
+
+/* What the last sandbox_protected call spent of its budget. */
+static inline long sandbox_last_used(const sandbox_t *sb)
+{
+    return sb->last_used;
+}
+
+/* Whether the current call ran out of instructions, and what a charge
+ * last refused ("" if nothing), for error texts. */
+static inline bool sandbox_over_budget(const sandbox_t *sb)
+{
+    return sb->over_budget;
+}
+
+static inline const char *sandbox_refusal(const sandbox_t *sb)
+{
+    return sb->refused;
 }
 
 /* Makes now_ms() read `clock` instead of the monotonic clock, in every

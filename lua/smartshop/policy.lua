@@ -186,6 +186,21 @@ local function filter_of(c)
     end
   end
   local need_dst = c.need_dst
+  if n == 2 and not need_dst then
+    -- the common case unrolled: two rules without a dst guard (each VM
+    -- instruction counts: the budget's count hook traps on every one)
+    local f1, o1, f2, o2 = f[1], o[1], f[2], o[2]
+    return function(msg)
+      local r, reason, code = f1(o1, msg)
+      if r == false then return false, reason, code end
+      local cur = msg
+      if r ~= nil and r ~= true then cur = r end
+      r, reason, code = f2(o2, cur)
+      if r == false then return false, reason, code end
+      if r ~= nil and r ~= true then return r end
+      if cur ~= msg then return cur end
+    end
+  end
   return function(msg)
     local dst = need_dst and msg.dst
     local cur = msg

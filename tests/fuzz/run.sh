@@ -40,9 +40,9 @@ sources_of() {
     fuzz_json_scan) echo "json_scan.c" ;;
     fuzz_envelope)  echo "json_scan.c envelope.c names.c errors.c reply.c msg_writer.c" ;;
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
-    fuzz_patterns)  echo "lua_patterns.c" ;;
-    fuzz_lua_json) echo "lua_json.c luamsg.c sandbox.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c" ;;
-    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c lua_patterns.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c" ;;
+    fuzz_patterns)  echo "pattern_match.c" ;;
+    fuzz_lua_json) echo "lua_json.c luamsg.c sandbox.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c" ;;
+    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
