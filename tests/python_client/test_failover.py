@@ -52,8 +52,17 @@ class FailoverTestCase(unittest.TestCase):
         self.brokers[i].kill()
 
     def restart(self, i):
+        """Broker i again on its port (tried again if someone's outgoing
+        connection holds that port for a moment on a shared machine)."""
         self.brokers[i].cleanup()
-        self.brokers[i] = bp.Broker(port=self.ports[i])
+        for attempt in range(5):
+            try:
+                self.brokers[i] = bp.Broker(port=self.ports[i])
+                return
+            except AssertionError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.3)
 
     def wait_listed(self, i, name, want=1, timeout=3.0):
         return support.wait_until(lambda: listed_at(self.brokers[i], name) == want, timeout)
