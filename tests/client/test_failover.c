@@ -54,11 +54,7 @@ static void start_broker(int i)
 {
     ss_options_t quiet = {.quiet = true};
     for (int tries = 0; tries < 100; tries++) {
-        if (tries % 10 == 0) {
-            if (pid[i] > 0 && waitpid(pid[i], NULL, WNOHANG) == 0) {
-                kill(pid[i], SIGKILL);
-                waitpid(pid[i], NULL, 0);
-            }
+        if (tries == 0 || waitpid(pid[i], NULL, WNOHANG) == pid[i]) {   /* none, or it exited */
             pid[i] = fork();
             if (pid[i] > 0 && started_count < 64)
                 started[started_count++] = pid[i];
