@@ -103,6 +103,21 @@ def main():
                   f" {fmt(cpu, 2):>16} {fmt(ratio(cpu, r_cpu), 2):>6}"
                   f" {fmt(med(runs, lab, 'echo_sched_us_per_rt'), 2):>14}")
 
+    if runs.get("xbroker/4x64"):
+        print()
+        print("== across brokers: A -> nats-server -> B -> C echo (bench/xbroker.sh), beside one broker")
+        print(f"{'target':34} {'rt/s':>9} {'p50 us':>7} {'w1 p50 us':>9} {'A us/rt':>8} {'B us/rt':>8}"
+              f" {'nats us/rt':>10} {'total us/rt':>11}")
+        print(f"{'one broker (main/brk)':34} {fmt(med(runs, 'main/brk', 'rt_per_s')):>9}"
+              f" {fmt(med(runs, 'main/brk', 'p50_us'), 0):>7} {fmt(med(runs, 'w1/brk', 'p50_us'), 1):>9}"
+              f" {fmt(med(runs, 'main/brk', 'broker_sched_us_per_rt'), 2):>8} {'-':>8} {'-':>10}"
+              f" {fmt(med(runs, 'main/brk', 'broker_sched_us_per_rt'), 2):>11}")
+        x = "xbroker/4x64"
+        print(f"{'two brokers, one nats-server':34} {fmt(med(runs, x, 'rt_per_s')):>9}"
+              f" {fmt(med(runs, x, 'p50_us'), 0):>7} {fmt(med(runs, 'xbroker/w1', 'p50_us'), 1):>9}"
+              f" {fmt(med(runs, x, 'broker_sched_us_per_rt'), 2):>8} {fmt(med(runs, x, 'echo_sched_us_per_rt'), 2):>8}"
+              f" {fmt(med(runs, x, 'nats_cpu_us_per_rt'), 2):>10} {fmt(med(runs, x, 'bus_cpu_us_per_rt'), 2):>11}")
+
     print()
     print("== w1: 1 client x 1 in flight, 64 B, all on CPU 0: latency (median of the rounds' p50/p99)")
     print(f"{'target':34} {'p50 us':>7} {'x ceil':>6} {'p99 us':>7} {'rt/s':>8} {'broker CPU us/rt':>16}")

@@ -44,6 +44,9 @@
 #            (distinct names), 4 x 64, 64 B; interleaved rounds
 #   fanout   one publisher, 10 and 100 subscribers of a topic (bench/fanout.c),
 #            the broker beside nats-server: deliveries/s, CPU per delivery
+#   xbroker  request/response through two brokers and one nats-server
+#            (bench/xbroker.sh): 4 x 64 and 1 x 1, A's, B's and the server's
+#            CPU per round trip
 #   bcast    one publisher, events to "broadcast", 10 registered peers: the
 #            broker beside the ceiling doing the same fan-out; 3 rounds
 #   ir       instructions per round trip under callgrind (bench/profile.sh)
@@ -382,6 +385,22 @@ if [ $MAIN_ONLY = 0 ]; then
       stop fonats
     done
   done
+fi
+
+# --- xbroker: request/response through two brokers and one nats-server ---
+# bench/xbroker.sh (docs/performance.md, "Across brokers"): its lines go to
+# the results beside the one-broker rows. Skipped where nats-server is not.
+if [ $MAIN_ONLY = 0 ] && [ -n "$NATS" ]; then
+  echo "across brokers (A -> nats-server -> B -> echo)"
+  if [ $QUICK = 1 ]; then XB_D=0.5; XB_W=0.2; else XB_D=$DURATION; XB_W=1; fi
+  if xb=$("${CLIENT_CPU[@]}" "$ROOT/bench/xbroker.sh" "$BUILD" "$OUT" "$((PORT + 900))" "$XB_D" "$XB_W"); then
+    echo "$xb" >> "$RESULTS"
+    echo "$xb" | tr ' ' '\n' | grep -E '^(label|rt_per_s|p50_us|broker_cpu_us_per_rt|echo_cpu_us_per_rt|nats_cpu_us_per_rt|bus_cpu_us_per_rt)=' |
+      paste -sd' ' | sed 's/ label=/\n  label=/g; s/^/  /'
+  else
+    echo "run.sh: the cross-broker row failed (see $OUT/xbroker.log)" >&2
+    echo "label=xbroker failed=1" >> "$RESULTS"; FAILED=1
+  fi
 fi
 
 # --- bcast: events to "broadcast", 10 registered peers -------------------

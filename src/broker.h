@@ -19,7 +19,7 @@
  *   policy.c          routing.lua's hooks (filter, route, on_register, ...)
  *   luamsg.c          envelopes between C and Lua (the lazy msg view)
  *   sandbox.c         a Lua state with a memory cap and an instruction budget
- *   lua_patterns.c    the sandbox's string patterns (our bounded matcher)
+ *   pattern_match.c   the sandbox's string patterns (our bounded matcher)
  *   inflight.c        requests handed out and not yet answered
  *   deadletter.c      refused and undelivered messages, for list and replay
  *   metrics.c         per service/action counters and latency; Prometheus text

@@ -46,19 +46,16 @@ static void add_policy_versions(cJSON *payload, const policy_t *p)
         return;
     cJSON *o = cJSON_AddObjectToObject(payload, "policy");
     cJSON_AddStringToObject(o, "path", policy_path(p));
-    if (p->file_sha256[0])
-        cJSON_AddStringToObject(o, "file_sha256", p->file_sha256);
-    else
-        cJSON_AddNullToObject(o, "file_sha256");
-    if (p->loaded_sha256[0])
-        cJSON_AddStringToObject(o, "loaded_sha256", p->loaded_sha256);
-    else
-        cJSON_AddNullToObject(o, "loaded_sha256");
-    if (p->stale_since[0])
-        cJSON_AddStringToObject(o, "stale_since", p->stale_since);
-    else
-        cJSON_AddNullToObject(o, "stale_since");
-    cJSON_AddBoolToObject(o, "fallback", p->fallback);
+    policy_version_t v = policy_version(p);
+    const char *keys[] = {"file_sha256", "loaded_sha256", "stale_since"};
+    const char *values[] = {v.file_sha256, v.loaded_sha256, v.stale_since};
+    for (int i = 0; i < 3; i++) {
+        if (values[i][0])
+            cJSON_AddStringToObject(o, keys[i], values[i]);
+        else
+            cJSON_AddNullToObject(o, keys[i]);
+    }
+    cJSON_AddBoolToObject(o, "fallback", v.fallback);
 }
 
 broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx)
@@ -102,6 +99,19 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
             cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
 }
 
+/* "bus": what crossed to and from the other brokers (--nats). */
+static void add_bus_stats(const router_t *r, const stats_t *s, cJSON *payload)
+{
+    cJSON *bus = cJSON_AddObjectToObject(payload, "bus");
+    router_bus_describe(r, bus);
+#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)s->bus.field)
+    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
+    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
+    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
+    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
+#undef BUS_COUNT
+}
+
 static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
@@ -129,6 +139,8 @@ static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
     /* requests by how they ended: ok, and every way of failing */
     metrics_add_totals_json(router_metrics(bs->router), payload);
+    if (router_bus_active(bs->router))
+        add_bus_stats(bs->router, s, payload);
     add_policy_versions(payload, router_policy(bs->router));
     cJSON *state = cJSON_AddObjectToObject(payload, "state");
     if (bs->state) {

@@ -18,7 +18,7 @@ struct deadletters {
     size_t bytes, max_bytes;
     size_t share_count, share_bytes; /* one sender's most letters and bytes */
     uint64_t next_id, dropped;   /* dropped: evicted to stay within bounds */
-    struct state *state;         /* where letters are kept across restarts, or NULL */
+    const deadletters_keeper_t *keeper; /* where letters are kept across restarts, or NULL */
 };
 
 deadletters_t *deadletters_new(size_t max_count, size_t max_bytes, size_t share)
@@ -52,7 +52,7 @@ void deadletters_free(deadletters_t **self_p)
     deadletters_t *dl = *self_p;
     if (!dl)
         return;
-    dl->state = NULL;           /* letters freed here stay in the file */
+    dl->keeper = NULL;          /* letters freed here stay kept */
     while (dl->oldest)
         drop(dl, dl->oldest);
     free(dl->slots);
@@ -87,8 +87,8 @@ static void drop(deadletters_t *dl, deadletter_t *d)
     dl->bytes -= d->len;
     dl->count--;
     dl->dropped++;
-    if (dl->state)
-        state_del_letter(dl->state, d->id);
+    if (dl->keeper)
+        dl->keeper->del(dl->keeper->ctx, d->id);
     free(d->bytes);
     memset(d, 0, sizeof *d);
     d->newer = dl->free_slots;
@@ -181,19 +181,13 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
     if (action)
         copy_text(d->action, sizeof d->action, action);
     link_letter(dl, d);
-    if (dl->state) {
-        /* written behind: a copy of the letter goes to the writer's queue */
-        state_letter_t row = {.id = d->id, .at = d->at, .code = bus_err_name(code),
-                              .sender = d->from, .sender_len = d->from_len, .msg_id = d->msg_id,
-                              .src = d->src, .dst = d->dst, .action = d->action,
-                              .bytes = d->bytes, .len = d->len};
-        state_put_letter(dl->state, &row);
-    }
+    if (dl->keeper)
+        dl->keeper->put(dl->keeper->ctx, d);
 }
 
-void deadletters_set_state(deadletters_t *dl, struct state *st)
+void deadletters_set_keeper(deadletters_t *dl, const deadletters_keeper_t *keeper)
 {
-    dl->state = st;
+    dl->keeper = keeper;
 }
 
 static bus_err_t code_named(const char *name)

@@ -72,9 +72,17 @@ void deadletters_add(deadletters_t *dl, bus_err_t code, const peer_t *from,
                      const envelope_t *env, const char *msg_id, const char *src,
                      const char *dst, const char *action);
 
-/* Keeps every letter added or evicted from now on in `st` too (NULL:
- * no longer). deadletters_free leaves the file as it is. */
-void deadletters_set_state(deadletters_t *dl, struct state *st);
+/* Where letters are kept across restarts: told of each letter kept (put)
+ * and each evicted (del). broker.c hands these to state.c. */
+typedef struct {
+    void *ctx;
+    void (*put)(void *ctx, const deadletter_t *d);
+    void (*del)(void *ctx, uint64_t id);
+} deadletters_keeper_t;
+
+/* Hands every letter added or evicted from now on to `keeper`, which
+ * must outlive it (NULL: no longer; deadletters_free tells it nothing). */
+void deadletters_set_keeper(deadletters_t *dl, const deadletters_keeper_t *keeper);
 
 /* A letter read back from the state file at start: its id, time and
  * sender as they were, under today's bounds and shares (the oldest go

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+/* no CODE_FILE/CODE_LINE fields: they would name this file for every line */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 static log_level_t current_level = LOG_LEVEL_INFO;

@@ -34,49 +34,39 @@ typedef struct lua_host {
     uint32_t request_timeout_ms;  /* a bus.request's default (--request-timeout-ms) */
 } lua_host_t;
 
-typedef struct lua_timer {
-    uint64_t due_ms;
-    uint32_t every_ms;           /* 0: once */
-    int fn_ref;                  /* LUA_NOREF once cancelled or fired */
-    int id;
-} lua_timer_t;
+typedef struct lua_service lua_service_t;
+typedef struct lua_version lua_version_t;
 
-/* One loaded version of a service file. */
-#define LUA_SERVICE_MAX_SUBSCRIPTIONS 32
+/* A service for the file `file` at `path`, sending through `host` (which
+ * must outlive it); its handlers and timers may spend `pass_budget`
+ * instructions in one pass of the host (0: no bound). No version runs
+ * until lua_service_swap_version. NULL if memory ran out. */
+lua_service_t *lua_service_new(const lua_host_t *host, const char *path, const char *file,
+                               long pass_budget);
+/* Frees it and its running version (its peer is the host's to drop first). */
+void lua_service_free(lua_service_t **self_p);
 
-typedef struct lua_version {
-    struct lua_service *service; /* the service it belongs (or will belong) to */
-    sandbox_t *sandbox;
-    char name[NAME_MAX_LEN + 1];
-    int table_ref;               /* the table the file returned */
-    int bus_ref;                 /* its `bus` table (the global may be changed) */
-    int pending_ref;             /* msg_id -> callback of requests it sent */
-    unsigned handlers;           /* which on_* the table defines */
-    lua_timer_t *timers;
-    int timer_count, timer_cap, next_timer_id;
-    int timer_cursor;            /* where the last pass over the timers stopped */
-    /* the topic patterns the file's table declares (`subscribe = {...}`),
-     * subscribed when the version starts (docs/lua-services.md) */
-    struct {
-        char pattern[TOPIC_MAX_LEN + 1];
-        char group[NAME_MAX_LEN + 1];    /* "" for none */
-    } subs[LUA_SERVICE_MAX_SUBSCRIPTIONS];
-    int sub_count;
-} lua_version_t;
+/* Its file name in the services directory; the running version's name
+ * ("" before one runs). */
+const char *lua_service_file(const lua_service_t *svc);
+const char *lua_service_name(const lua_service_t *svc);
 
-typedef struct lua_service {
-    const lua_host_t *host;
-    char path[512];
-    char file[128];              /* its file name in the services directory */
-    struct peer *peer;           /* its virtual peer (NULL until registered) */
-    lua_version_t *version;      /* the running version */
-    uint32_t queued;             /* messages waiting for it */
-    long pass_budget;            /* instructions its handlers and timers may spend in
-                                    one pass of services.c before it waits (a call
-                                    started within it may finish: at most twice this) */
-    long pass_used;              /* spent in this pass (services.c resets it) */
-    struct lua_service *next;
-} lua_service_t;
+/* Its virtual peer (NULL until the host registered it). */
+struct peer *lua_service_peer(const lua_service_t *svc);
+void lua_service_set_peer(lua_service_t *svc, struct peer *peer);
+
+/* Makes `fresh` the running version; returns the one it replaces (NULL
+ * the first time), for the caller to free. */
+lua_version_t *lua_service_swap_version(lua_service_t *svc, lua_version_t *fresh);
+
+/* Whether the running version's Lua state failed (a panic: a bug). */
+bool lua_service_is_broken(const lua_service_t *svc);
+
+/* A new pass of the host: the pass budget is whole again. */
+void lua_service_begin_pass(lua_service_t *svc);
+
+/* A version's service name (from its file's table). */
+const char *lua_version_name(const lua_version_t *v);
 
 /* Loads `path` into a new version for `svc`. Returns NULL with
  * "file:line: error" in `err` if the file does not load or does not
@@ -84,6 +74,20 @@ typedef struct lua_service {
 lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
                                 char *err, size_t errlen);
 void lua_version_free(lua_version_t **self_p);
+
+/* Hands svc's running version's state to `fresh`, which is to replace it
+ * (docs/lua-services.md, "Reload hand-over"): if fresh's table has
+ * on_reload, it is called with the old version's state (what its
+ * on_save() returns, else its table's `state` field), copied across the
+ * two Lua states as JSON (lua_json.c: arrays and 64-bit integers kept).
+ * Returns 0, or -1 with the reason in `err`: the reload must then be
+ * refused (the old version keeps running, with its state). */
+int lua_service_hand_over(lua_service_t *svc, lua_version_t *fresh, char *err, size_t errlen);
+
+/* Answers every request `v` still holds for a late answer with error
+ * service_error `why` (a version being replaced), so each gets exactly
+ * one answer. */
+void lua_version_abandon_later(lua_version_t *v, const char *why);
 
 /* Handles one message delivered to the service (a request, an event or
  * broadcast, or the answer to a request it sent). */

@@ -423,9 +423,9 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
     lua_pushvalue(L, index);
     if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
         const sandbox_t *sb = sandbox_of(L);
-        if (sb->over_budget)        /* an allocation refused for it says "not enough memory" */
+        if (sandbox_over_budget(sb))        /* an allocation refused for it says "not enough memory" */
             snprintf(err, errlen, "cannot encode the message: instruction budget exhausted%s%s",
-                     sb->refused[0] ? "; refused: " : "", sb->refused);
+                     sandbox_refusal(sb)[0] ? "; refused: " : "", sandbox_refusal(sb));
         else
             snprintf(err, errlen, "cannot encode the message: %s",
                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");

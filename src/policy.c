@@ -398,7 +398,7 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
     policy_t *p = job->p;
     job->verdict = POLICY_PASS;
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
-    luamsg_release(p->sandbox->L);
+    luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
         hook_failed(p, hook, job->text);
         recover_if_broken(p);
@@ -511,7 +511,7 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
                       .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
     job.verdict = POLICY_PASS;
     int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
-    luamsg_release(p->sandbox->L);
+    luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
         /* whichever hook raised failed; filter() had passed if route() ran */
         hook_failed(p, job.in_route ? "route" : "filter", text);
@@ -735,4 +735,25 @@ void policy_on_outcome(policy_t *p, const policy_outcome_t *o)
 const char *policy_path(const policy_t *p)
 {
     return p->path;
+}
+
+bool policy_is_loaded(const policy_t *p)
+{
+    return p->sandbox != NULL;
+}
+
+policy_counts_t policy_counts(const policy_t *p)
+{
+    return (policy_counts_t){p->loads, p->failed_loads, p->hook_errors};
+}
+
+policy_version_t policy_version(const policy_t *p)
+{
+    return (policy_version_t){p->file_sha256, p->loaded_sha256, p->stale_since, p->fallback};
+}
+
+const char *policy_source(const policy_t *p, size_t *len)
+{
+    *len = p->source_len;
+    return p->source;
 }

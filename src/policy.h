@@ -167,4 +167,24 @@ void policy_describe_hooks(const policy_t *p, char *out, size_t cap);
 /* The file it loads. */
 const char *policy_path(const policy_t *p);
 
+/* Whether a version runs; how many loads worked and failed, and how many
+ * hook calls failed (the dashboard's). */
+bool policy_is_loaded(const policy_t *p);
+typedef struct {
+    uint64_t loads, failed_loads, hook_errors;
+} policy_counts_t;
+policy_counts_t policy_counts(const policy_t *p);
+
+/* Which version runs, against the file (each "" when not known). */
+typedef struct {
+    const char *file_sha256;     /* of the file as last read */
+    const char *loaded_sha256;   /* of the version running */
+    const char *stale_since;     /* since when the running version is not the file's */
+    bool fallback;               /* started on the last good version */
+} policy_version_t;
+policy_version_t policy_version(const policy_t *p);
+
+/* The running version's text and its length (NULL before one loaded). */
+const char *policy_source(const policy_t *p, size_t *len);
+
 #endif

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "state.h"
 /* What the registry knows of one connection descriptor. */
 typedef struct {
     peer_t *peer;              /* the peer last seen on it */
@@ -25,7 +24,7 @@ struct registry {
     int registered_peer_count; /* peers holding at least one name */
     uint64_t generation;       /* bumped by every change to services (registry_generation) */
     int restored_count;        /* peers still `restored` */
-    struct state *state;       /* where remote registrations are kept, or NULL */
+    const registry_keeper_t *keeper; /* where remote registrations are kept, or NULL */
     uint64_t serials;          /* peers added so far: the next one's serial */
 };
 
@@ -39,7 +38,7 @@ void registry_free(registry_t **self_p)
     registry_t *reg = *self_p;
     if (!reg)
         return;
-    reg->state = NULL;          /* the names freed here stay in the file */
+    reg->keeper = NULL;         /* the names freed here stay kept */
     peer_t *peer, *tmp;
     HASH_ITER(hh, reg->peers, peer, tmp) {
         peer_t *p = peer;
@@ -255,12 +254,8 @@ int registry_register(registry_t *reg, peer_t *peer, const char *name, size_t le
     if (peer->name_count++ == 0)
         reg->registered_peer_count++;
     reg->generation++;
-    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0) {
-        state_registration_t row = {.identity = peer->id, .identity_len = peer->id_len,
-                                    .name = peer->names[peer->name_count - 1], .key = peer->key,
-                                    .delimiter = peer->delimiter};
-        state_put_registration(reg->state, &row);
-    }
+    if (reg->keeper && peer->kind == PEER_REMOTE && peer->id[0] != 0)
+        reg->keeper->put(reg->keeper->ctx, peer, peer->names[peer->name_count - 1]);
     return 0;
 fail:
     if (svc->count == 0) {
@@ -282,8 +277,8 @@ int registry_unregister(registry_t *reg, peer_t *peer, const char *name, size_t 
     service_t *svc = registry_find_service(reg, name, len);
     if (svc)
         service_drop_instance(reg, svc, peer);
-    if (reg->state && peer->kind == PEER_REMOTE && peer->id[0] != 0)
-        state_del_registration(reg->state, peer->id, peer->id_len, peer->names[at]);
+    if (reg->keeper && peer->kind == PEER_REMOTE && peer->id[0] != 0)
+        reg->keeper->del(reg->keeper->ctx, peer, peer->names[at]);
     /* `name` may point into peer->names: it is not read after this move */
     memmove(&peer->names[at], &peer->names[at + 1],
             (size_t)(peer->name_count - at - 1) * sizeof *peer->names);
@@ -307,9 +302,9 @@ uint64_t registry_generation(const registry_t *reg)
     return reg->generation;
 }
 
-void registry_set_state(registry_t *reg, struct state *st)
+void registry_set_keeper(registry_t *reg, const registry_keeper_t *keeper)
 {
-    reg->state = st;
+    reg->keeper = keeper;
 }
 
 peer_t *registry_restore(registry_t *reg, const void *id, size_t id_len, const char *key,
@@ -330,10 +325,10 @@ peer_t *registry_restore(registry_t *reg, const void *id, size_t id_len, const c
         peer->restored = true;
         reg->restored_count++;
     }
-    struct state *st = reg->state;
-    reg->state = NULL;          /* read from the file: nothing to write back */
+    const registry_keeper_t *keeper = reg->keeper;
+    reg->keeper = NULL;         /* read from the file: nothing to write back */
     int rc = registry_register(reg, peer, name, len);
-    reg->state = st;
+    reg->keeper = keeper;
     if (rc < 0 && peer->name_count == 0) {
         registry_remove_peer(reg, &peer);
         return NULL;

@@ -10,8 +10,9 @@
  * only (registry_find_peer), so no identity a peer chooses can ever reach a
  * hosted service's record, whatever bytes it holds (docs/security.md).
  *
- * With a state attached (registry_set_state), every name a remote
- * connection gains or loses is written behind to the state file, and at
+ * With a keeper attached (registry_set_keeper: broker.c's, writing to the
+ * state file), every name a remote connection gains or loses is handed to
+ * it, and at
  * start registry_restore brings the names back as "restored" records:
  * peers with no connection seen yet (fd -1), known by identity and key,
  * until their connection is back or their grace period ends
@@ -30,10 +31,12 @@
 
 #define PEER_ID_MAX 255
 
-typedef enum { PEER_REMOTE = 0, PEER_LUA } peer_kind_t;
+/* PEER_BUS: the other brokers, as one peer that the router keeps outside
+ * the registry (router_bus.c): the requester of a request that came over
+ * the bus, the handler of one that left on it. */
+typedef enum { PEER_REMOTE = 0, PEER_LUA, PEER_BUS } peer_kind_t;
 
 struct inflight;
-struct state;
 
 typedef struct peer {
     uint8_t id[PEER_ID_MAX];   /* routing identity */
@@ -150,9 +153,19 @@ peer_t *service_next_instance(service_t *svc);
  * what was built from the services (a listing) is current while it holds. */
 uint64_t registry_generation(const registry_t *reg);
 
-/* Keeps every remote registration made or dropped from now on in `st`
- * too (NULL: no longer; registry_free leaves the file as it is). */
-void registry_set_state(registry_t *reg, struct state *st);
+/* Where remote registrations are kept across restarts: told of each name
+ * a remote connection gains (put) or loses (del). The registry knows no
+ * file: broker.c hands these to state.c. */
+typedef struct {
+    void *ctx;
+    void (*put)(void *ctx, const peer_t *peer, const char *name);
+    void (*del)(void *ctx, const peer_t *peer, const char *name);
+} registry_keeper_t;
+
+/* Hands every remote registration made or dropped from now on to
+ * `keeper`, which must outlive it (NULL: no longer; registry_free tells
+ * it nothing). */
+void registry_set_keeper(registry_t *reg, const registry_keeper_t *keeper);
 
 /* A registration read back from the state file: gives `name` to the
  * remote peer of this identity, adding it as a restored record (no

@@ -16,7 +16,7 @@
 #include <lua-cjson.h>
 
 #include "log.h"
-#include "lua_patterns.h"
+#include "pattern_match.h"
 
 /* How often (in VM instructions) the count hook checks the budget. */
 #define HOOK_EVERY 1000
@@ -757,7 +757,7 @@ static int open_libraries(lua_State *L)
 
     /* pattern matching runs in C, where the count hook never fires: it
      * draws on the same budget through its own step counter */
-    lua_patterns_open(L, &sandbox_of(L)->instructions_left);
+    pattern_match_open(L, &sandbox_of(L)->instructions_left);
     return 0;
 }
 

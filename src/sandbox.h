@@ -120,6 +120,30 @@ static inline bool sandbox_is_broken(const sandbox_t *sb)
     return sb && sb->broken;
 }
 
+/* Its Lua state. */
+static inline lua_State *sandbox_state(const sandbox_t *sb)
+{
+    return sb->L;
+}
+
+/* What the last sandbox_protected call spent of its budget. */
+static inline long sandbox_last_used(const sandbox_t *sb)
+{
+    return sb->last_used;
+}
+
+/* Whether the current call ran out of instructions, and what a charge
+ * last refused ("" if nothing), for error texts. */
+static inline bool sandbox_over_budget(const sandbox_t *sb)
+{
+    return sb->over_budget;
+}
+
+static inline const char *sandbox_refusal(const sandbox_t *sb)
+{
+    return sb->refused;
+}
+
 /* Makes now_ms() read `clock` instead of the monotonic clock, in every
  * state of the process (NULL: back to the monotonic clock). For
  * smartshop-policy, which replays recorded traffic on its recorded times. */

@@ -38,13 +38,22 @@ typedef struct {
 
 #define SERVICES_MAX_PENDING_FILES 32
 
+/* The host's record of one service: the service itself (lua_service.c's)
+ * and the count of its messages in the queue. A hosted peer's `host`
+ * points here. */
+typedef struct hosted {
+    lua_service_t *svc;
+    uint32_t queued;             /* messages waiting for it, at most queue_limit */
+    struct hosted *next;
+} hosted_t;
+
 struct services {
     router_t *router;
     lua_host_t host;            /* what each service is given: services_send */
     char *dir;
     sandbox_limits_t limits;
     uint32_t queue_limit;        /* messages waiting for one service, at most */
-    lua_service_t *list;
+    hosted_t *list;
     msg_list_t queue;            /* messages waiting for the services */
     msg_list_t outbox;           /* what the services sent during this run */
     bool running;                /* handlers or timers running: sends go to the outbox */
@@ -83,18 +92,17 @@ static bool is_service_file(const char *file)
     return n > 4 && n < 128 && file[0] != '.' && strcmp(file + n - 4, ".lua") == 0;
 }
 
-static lua_service_t *find_by_file(services_t *s, const char *file)
+static hosted_t *find_by_file(services_t *s, const char *file)
 {
-    for (lua_service_t *svc = s->list; svc; svc = svc->next)
-        if (strcmp(svc->file, file) == 0)
-            return svc;
+    for (hosted_t *h = s->list; h; h = h->next)
+        if (strcmp(lua_service_file(h->svc), file) == 0)
+            return h;
     return NULL;
 }
 
 /* Sends a register or unregister for the service's name, through the
  * router like any peer's: policies' on_register hooks apply. */
-static void send_registration(services_t *s, lua_service_t *svc, const char *type,
-                              const char *name)
+static void send_registration(services_t *s, hosted_t *h, const char *type, const char *name)
 {
     cJSON *msg = cJSON_CreateObject();
     char id[37], ts[32];
@@ -109,97 +117,110 @@ static void send_registration(services_t *s, lua_service_t *svc, const char *typ
     char *text = cJSON_PrintUnformatted(msg);
     cJSON_Delete(msg);
     if (text)
-        router_inject(s->router, svc->peer, text, strlen(text));
+        router_inject(s->router, lua_service_peer(h->svc), text, strlen(text));
     cJSON_free(text);
 }
 
 /* Drops a service: its registrations go, requests handed to it get
  * service_gone, messages queued for it are dropped when reached. */
-static void drop_service(services_t *s, lua_service_t *svc)
+static void drop_service(services_t *s, hosted_t *h)
 {
-    for (lua_service_t **p = &s->list; *p; p = &(*p)->next) {
-        if (*p == svc) {
-            *p = svc->next;
+    for (hosted_t **p = &s->list; *p; p = &(*p)->next) {
+        if (*p == h) {
+            *p = h->next;
             break;
         }
     }
-    if (svc->peer)
-        router_peer_gone(s->router, svc->peer);
-    lua_version_free(&svc->version);
-    free(svc);
+    peer_t *peer = lua_service_peer(h->svc);
+    if (peer)
+        router_peer_gone(s->router, peer);
+    lua_service_free(&h->svc);
+    free(h);
+}
+
+/* Gives a loaded service its peer and its place in the list, and
+ * registers its name and subscriptions. Returns false if memory ran out. */
+static bool start_service(services_t *s, lua_service_t *svc, const char *file)
+{
+    hosted_t *h = calloc(1, sizeof *h);
+    char id[PEER_ID_MAX];
+    int n = snprintf(id, sizeof id, "lua:%s", file);
+    peer_t *peer = h ? registry_add_peer(router_registry(s->router), id, (size_t)n, PEER_LUA, -1)
+                     : NULL;
+    if (!peer) {
+        free(h);
+        return false;
+    }
+    h->svc = svc;
+    peer->host = h;
+    lua_service_set_peer(svc, peer);
+    h->next = s->list;
+    s->list = h;
+    send_registration(s, h, "register", lua_service_name(svc));
+    return true;
 }
 
 /* Loads (or reloads) one file. A version that fails to load leaves the
  * running one, if any, in place. */
 static void load_file(services_t *s, const char *file)
 {
-    lua_service_t *svc = find_by_file(s, file);
+    hosted_t *h = find_by_file(s, file);
     char path[512];
     snprintf(path, sizeof path, "%s/%s", s->dir, file);
     if (access(path, F_OK) != 0) {
-        if (svc) {
-            log_info("service %s (%s): file removed; unregistering", svc->version->name, file);
-            drop_service(s, svc);
+        if (h) {
+            log_info("service %s (%s): file removed; unregistering", lua_service_name(h->svc), file);
+            drop_service(s, h);
         }
         return;
     }
-    bool is_new = svc == NULL;
-    if (is_new) {
-        svc = calloc(1, sizeof *svc);
-        if (!svc) {
-            log_error("service %s: out of memory", file);
-            return;
-        }
-        svc->host = &s->host;
-        svc->pass_budget = s->limits.instruction_limit;
-        snprintf(svc->file, sizeof svc->file, "%s", file);
-        snprintf(svc->path, sizeof svc->path, "%s", path);
+    lua_service_t *svc = h ? h->svc : lua_service_new(&s->host, path, file, s->limits.instruction_limit);
+    if (!svc) {
+        log_error("service %s: out of memory", file);
+        return;
     }
     char err[1024];
     lua_version_t *fresh = lua_version_load(svc, s->limits, err, sizeof err);
     if (!fresh) {
-        if (is_new) {
+        if (!h) {
             log_error("service %s not loaded: %s", file, err);
-            free(svc);
-        } else if (sandbox_is_broken(svc->version->sandbox)) {
+            lua_service_free(&svc);
+        } else if (lua_service_is_broken(svc)) {
             log_error("service %s dropped: its Lua state failed and the file does not load: %s",
                       file, err);
-            drop_service(s, svc);
+            drop_service(s, h);
         } else {
             log_error("service %s refused, the previous version keeps running: %s", file, err);
         }
         return;
     }
-    lua_version_t *old = svc->version;
-    svc->version = fresh;
-    if (is_new) {
-        char id[PEER_ID_MAX];
-        int n = snprintf(id, sizeof id, "lua:%s", file);
-        svc->peer = registry_add_peer(router_registry(s->router), id, (size_t)n, PEER_LUA, -1);
-        if (!svc->peer) {
-            log_error("service %s: cannot add its peer", file);
-            lua_version_free(&svc->version);
-            free(svc);
-            return;
-        }
-        svc->peer->host = svc;
-        svc->next = s->list;
-        s->list = svc;
-        send_registration(s, svc, "register", fresh->name);
-        lua_service_send_subscriptions(fresh, fresh, "subscribe");
-        log_info("service %s loaded from %s", fresh->name, file);
+    if (h && lua_service_hand_over(svc, fresh, err, sizeof err) < 0) {
+        log_error("service %s refused, the previous version keeps running: %s", file, err);
+        lua_version_free(&fresh);
         return;
     }
-    if (strcmp(old->name, fresh->name) != 0) {
-        send_registration(s, svc, "unregister", old->name);
-        send_registration(s, svc, "register", fresh->name);
+    lua_version_t *old = lua_service_swap_version(svc, fresh);
+    if (!h) {
+        if (!start_service(s, svc, file)) {
+            log_error("service %s: cannot add its peer", file);
+            lua_service_free(&svc);
+            return;
+        }
+        lua_service_send_subscriptions(fresh, fresh, "subscribe");
+        log_info("service %s loaded from %s", lua_version_name(fresh), file);
+        return;
+    }
+    if (strcmp(lua_version_name(old), lua_version_name(fresh)) != 0) {
+        send_registration(s, h, "unregister", lua_version_name(old));
+        send_registration(s, h, "register", lua_version_name(fresh));
     }
     /* the peer and its subscriptions stay across a reload: the old list
      * goes, the new one comes (the same patterns again are idempotent) */
     lua_service_send_subscriptions(fresh, old, "unsubscribe");
     lua_service_send_subscriptions(fresh, fresh, "subscribe");
+    lua_version_abandon_later(old, "the service was reloaded before it answered");
     lua_version_free(&old);
-    log_info("service %s reloaded from %s", fresh->name, file);
+    log_info("service %s reloaded from %s", lua_version_name(fresh), file);
 }
 
 int services_load_all(services_t *s)
@@ -308,8 +329,8 @@ static void entry_free(services_t *s, queued_msg_t *q)
 
 int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
-    lua_service_t *svc = to->host;
-    if (svc->queued >= s->queue_limit) {
+    hosted_t *h = to->host;
+    if (h->queued >= s->queue_limit) {
         errno = EAGAIN;
         return -1;
     }
@@ -319,7 +340,7 @@ int services_enqueue(services_t *s, peer_t *to, zmq_msg_t *data, const envelope_
         return -1;
     }
     list_push(&s->queue, q);
-    svc->queued++;
+    h->queued++;
     return 0;
 }
 
@@ -383,18 +404,18 @@ static bool deliver_queued(services_t *s, queued_msg_t *q)
     peer_t *peer = registry_find_hosted(router_registry(s->router), q->peer_id, q->peer_id_len);
     if (!peer)
         return true;                        /* dropped meanwhile: already answered */
-    lua_service_t *svc = peer->host;
-    if (lua_service_pass_spent(svc))
+    hosted_t *h = peer->host;
+    if (lua_service_pass_spent(h->svc))
         return false;
-    svc->queued--;
+    h->queued--;
     const char *why;
     if (!q->has_env &&
         envelope_parse(&q->env, zmq_msg_data(&q->data), zmq_msg_size(&q->data), &why) != ERR_NONE) {
         log_error("service %s: got a message the broker should have refused: %s",
-                  svc->version->name, why ? why : "");
+                  lua_service_name(h->svc), why ? why : "");
         return true;
     }
-    lua_service_handle(svc, &q->env);
+    lua_service_handle(h->svc, &q->env);
     return true;
 }
 
@@ -426,8 +447,8 @@ static void deliver_all_queued(services_t *s)
 /* A pass: every service may spend its pass budget again. */
 static void begin_pass(services_t *s)
 {
-    for (lua_service_t *svc = s->list; svc; svc = svc->next)
-        svc->pass_used = 0;
+    for (hosted_t *h = s->list; h; h = h->next)
+        lua_service_begin_pass(h->svc);
 }
 
 bool services_have_queued(const services_t *s)
@@ -449,17 +470,17 @@ void services_run(services_t *s, uint64_t now_ms)
     begin_pass(s);
     s->running = true;
     deliver_all_queued(s);
-    for (lua_service_t *svc = s->list; svc; svc = svc->next)
-        if (!lua_service_pass_spent(svc) && lua_service_next_timer(svc) <= now_ms)
-            lua_service_run_timers(svc, now_ms);
+    for (hosted_t *h = s->list; h; h = h->next)
+        if (!lua_service_pass_spent(h->svc) && lua_service_next_timer(h->svc) <= now_ms)
+            lua_service_run_timers(h->svc, now_ms);
     s->running = false;
     flush_outbox(s);        /* before any service is reloaded or dropped */
     /* a state that failed (a Lua panic: a bug) is replaced from its file */
-    for (lua_service_t *svc = s->list, *next; svc; svc = next) {
-        next = svc->next;
-        if (sandbox_is_broken(svc->version->sandbox)) {
+    for (hosted_t *h = s->list, *next; h; h = next) {
+        next = h->next;
+        if (lua_service_is_broken(h->svc)) {
             char file[128];
-            snprintf(file, sizeof file, "%s", svc->file);
+            snprintf(file, sizeof file, "%s", lua_service_file(h->svc));
             load_file(s, file);
         }
     }
@@ -480,8 +501,8 @@ uint64_t services_next_due(const services_t *s)
     if (services_have_queued(s))
         return 0;
     uint64_t next = UINT64_MAX;
-    for (const lua_service_t *svc = s->list; svc; svc = svc->next) {
-        uint64_t t = lua_service_next_timer(svc);
+    for (const hosted_t *h = s->list; h; h = h->next) {
+        uint64_t t = lua_service_next_timer(h->svc);
         if (t < next)
             next = t;
     }

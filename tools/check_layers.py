@@ -7,9 +7,18 @@ between modules are built from the source text alone:
   includes  a file has #include "OTHER.h" (between files)
   calls     NAME.c calls a function that OTHER.h declares (between modules)
 
-Each must be free of cycles. Prints every cycle found (the modules of each
-strongly connected component, with the edges that close it) and exits 1,
-or prints the layers (each module after everything it uses) and exits 0.
+Each must be free of cycles. It also checks that no module reads the
+fields of another module's state: a struct that OTHER.h defines with its
+fields and hands out from a constructor (a function named *_new or *_load
+returning a pointer to it) is OTHER's state, and `x->field` or `x.field`
+on a variable, parameter or call result of that type is a reach-in
+anywhere but in OTHER.c and OTHER.h. (Records passed between modules, such
+as peer_t or envelope_t, have no constructor of their own and are not
+state.) The types are tracked from declarations, one function at a time:
+a heuristic for this code base, not a C parser.
+
+Prints every cycle and reach-in found and exits 1, or prints the layers
+(each module after everything it uses) and exits 0.
 
     tools/check_layers.py [--src DIR] [--quiet]
 """
@@ -34,17 +43,22 @@ def strip(text):
         keep[len(keep)] = m.group(0)
         return "@INCLUDE%d@" % (len(keep) - 1)
     text = INCLUDE.sub(hold, text)
-    text = LEXEMES.sub(lambda m: " " if m.group(0)[0] == "/" else '""', text)
+    # (a comment keeps its line breaks, so that line numbers stay right)
+    text = LEXEMES.sub(lambda m: (" " + "\n" * m.group(0).count("\n")) if m.group(0)[0] == "/"
+                       else '""', text)
     return re.sub(r"@INCLUDE(\d+)@", lambda m: keep[int(m.group(1))], text)
 
 
-def modules(src):
+def modules(src, raw=None):
     mods = {}
     for f in sorted(os.listdir(src)):
         stem, ext = os.path.splitext(f)
         if ext in (".c", ".h") and os.path.isfile(os.path.join(src, f)):
             with open(os.path.join(src, f), encoding="utf-8", errors="replace") as fh:
-                mods.setdefault(stem, {})[ext] = strip(fh.read())
+                text = fh.read()
+            mods.setdefault(stem, {})[ext] = strip(text)
+            if raw is not None:
+                raw[stem + ext] = text
     return mods
 
 
@@ -103,6 +117,120 @@ def sccs(graph):
     return out
 
 
+STRUCT_BODY = re.compile(
+    r'(?:typedef\s+)?struct\s+(\w+)?\s*\{((?:[^{}]|\{[^{}]*\})*)\}\s*(\w+)?\s*;', re.S)
+FIELD = re.compile(r'\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\]\s*)*(?=[;,):])')
+TYPED_FIELD = re.compile(r'^\s*(?:const\s+)?(struct\s+\w+|\w+)\s*[\s*]\s*(?:const\s+)?\**\s*(\w+)\s*(?:\[|$)')
+CTOR = re.compile(r'\b(\w+)\s*\*\s*\w+_(?:new|load)\s*\(')
+RETURNS = re.compile(r'^[ \t]*(?:const\s+)?(struct\s+\w+|\w+)\s*\*\s*([a-z_]\w*)\s*\(', re.M)
+KEYWORDS = {"const", "struct", "unsigned", "signed", "volatile"}
+
+
+def header_structs(mods):
+    """{type name: (module, {field: its struct type or None}, is state)} for
+    every struct a header defines; a struct is its module's state when the
+    header hands it out from a constructor (*_new, *_load)."""
+    found = {}
+    for m, files in mods.items():
+        h = files.get(".h", "")
+        ctors = set(CTOR.findall(h))
+        for tag, body, typedef in STRUCT_BODY.findall(h):
+            names = [n for n in (typedef, "struct " + tag if tag else None) if n]
+            fields = {f: None for f in FIELD.findall(body) if f not in KEYWORDS}
+            for stmt in re.sub(r'\{[^{}]*\}', ' ', body).split(";"):
+                t = TYPED_FIELD.match(stmt.replace("\n", " "))
+                if t and t.group(2) in fields:
+                    fields[t.group(2)] = t.group(1)
+            state = any(n in ctors for n in names)
+            for n in names:
+                found[n] = (m, fields, state)
+    # `typedef struct x x_t;` names the struct of that tag, wherever defined
+    for m, files in mods.items():
+        for tag, name in re.findall(r'typedef\s+struct\s+(\w+)\s+(\w+)\s*;', files.get(".h", "")):
+            if "struct " + tag in found and name not in found:
+                found[name] = found["struct " + tag]
+    return found
+
+
+def functions(text):
+    """The text split into its top-level pieces (a function each, mostly)."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                out.append((start, text[start:i + 1]))
+                start = i + 1
+    out.append((start, text[start:]))
+    return out
+
+
+def call_end(text, open_paren):
+    depth = 0
+    for i in range(open_paren, len(text)):
+        if text[i] == "(":
+            depth += 1
+        elif text[i] == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+CHAIN = re.compile(r'(?:\s*(?:->|\.)\s*[A-Za-z_]\w*(?:\s*\[[^\]]*\])?)+')
+
+
+def reach_ins(mods, raw):
+    """[(file, line, what)] for every read of another module's state fields:
+    a chain such as b->registry->peers is followed field by field."""
+    types = header_structs(mods)
+    returns = {fn: t for files in mods.values()
+               for t, fn in RETURNS.findall(files.get(".h", "")) if t in types}
+    plain = sorted((t for t in types if not t.startswith("struct ")), key=len, reverse=True)
+    tags = [t[7:] for t in types if t.startswith("struct ")]
+    decl = re.compile(r'(?:\b(%s)|\bstruct\s+(%s))\b\s*(?:const\s*)?\**\s*(?:const\s+)?(\w+)\s*[,;=)\[]'
+                      % ("|".join(map(re.escape, plain)) or "(?!)",
+                         "|".join(map(re.escape, tags)) or "(?!)"))
+    out = set()
+
+    def walk(m, t, chain, where):
+        for field in re.findall(r'(?:->|\.)\s*([A-Za-z_]\w*)', chain):
+            if t not in types:
+                return
+            owner, fields, state = types[t]
+            if field not in fields:
+                return
+            if state and owner != m:
+                where(owner, t, field)
+            t = fields[field]
+
+    for m, files in mods.items():
+        for ext, text in files.items():
+            for start, piece in functions(text):
+                var_type = {}
+                for tname, tag, var in decl.findall(piece):
+                    var_type[var] = tname or "struct " + tag
+
+                def where(owner, t, field, pos=0):
+                    line = text.count("\n", 0, start + pos) + 1
+                    out.add(("%s%s" % (m, ext), line, "%s reads %s's %s field %s: %s"
+                             % (m, owner, t, field, raw[m + ext].splitlines()[line - 1].strip())))
+                for mm in re.finditer(r'\b([A-Za-z_]\w*)(?=\s*(?:->|\.))', piece):
+                    if mm.group(1) in var_type and (mm.start() == 0 or piece[mm.start() - 1] not in ".>"):
+                        chain = CHAIN.match(piece, mm.end())
+                        walk(m, var_type[mm.group(1)], chain.group(0),
+                             lambda o, t, f, p=mm.start(): where(o, t, f, p))
+                for fn, t in returns.items():
+                    for mm in re.finditer(r'\b%s\s*\(' % re.escape(fn), piece):
+                        end = call_end(piece, mm.end() - 1)
+                        chain = CHAIN.match(piece, end)
+                        if chain:
+                            walk(m, t, chain.group(0), lambda o, t_, f, p=mm.start(): where(o, t_, f, p))
+    return sorted(out)
+
+
 def layers(graph):
     depth = {}
 
@@ -124,9 +252,13 @@ def main():
     ap.add_argument("--src", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    mods = modules(args.src)
+    raw = {}
+    mods = modules(args.src, raw)
     inc, call = graphs(mods)
     bad = False
+    for path, line, what in reach_ins(mods, raw):
+        bad = True
+        print("reach-in: src/%s:%d: %s" % (path, line, what))
     for kind, g in (("include", inc), ("call", call)):
         for comp in sccs(g):
             if len(comp) > 1:

@@ -1,4 +1,4 @@
-/* fuzz_patterns: our pattern matcher (src/lua_patterns.c) against the
+/* fuzz_patterns: our pattern matcher (src/pattern_match.c) against the
  * stock Lua 5.4 string library, on any bytes.
  *
  * One Lua state holds both sets of functions. Each input is one call:
@@ -28,7 +28,7 @@
 #include <lua.h>
 #include <lualib.h>
 
-#include "lua_patterns.h"
+#include "pattern_match.h"
 
 #define CASE_BUDGET 100000
 
@@ -92,7 +92,7 @@ static void open_state(void)
         fprintf(stderr, "harness: %s\n", lua_tostring(L, -1));
         abort();
     }
-    lua_patterns_open(L, &steps_left);
+    pattern_match_open(L, &steps_left);
     lua_getglobal(L, "save_ours");
     lua_call(L, 0, 0);
 }
@@ -142,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     open_state();
     steps_left = CASE_BUDGET;
     char *ours = run_with("OURS", op, s, ls, p, lp, arg, plain, rkind, r, lr);
-    if (strstr(ours, LUA_PATTERNS_BUDGET_ERROR)) {
+    if (strstr(ours, PATTERN_MATCH_BUDGET_ERROR)) {
         free(ours);     /* too heavy to hand to stock */
         lua_close(L);
         return 0;

@@ -12,6 +12,7 @@
 #include "clock.h"
 #include "deadletter.h"
 #include "registry.h"
+#include "state_keepers.h"
 #include "state.h"
 
 static char dir[200];
@@ -148,7 +149,8 @@ static void test_dead_letters_across_reopen(void)
     state_start(st);
     /* 8 letters, a share of 1/2: one sender keeps 4 at most */
     deadletters_t *dl = deadletters_new(8, 1 << 20, 2);
-    deadletters_set_state(dl, st);
+    deadletters_keeper_t keeper = state_letters_keeper(st);
+    deadletters_set_keeper(dl, &keeper);
     for (int i = 0; i < 6; i++) {
         char id[16];
         snprintf(id, sizeof id, "a%d", i);
@@ -160,7 +162,8 @@ static void test_dead_letters_across_reopen(void)
 
     st = reopen("restored");
     dl = deadletters_new(8, 1 << 20, 2);
-    deadletters_set_state(dl, st);
+    keeper = state_letters_keeper(st);
+    deadletters_set_keeper(dl, &keeper);
     CHECK_EQ_INT(state_load_letters(st, restore_letter, dl), 5);
     state_start(st);
     const deadletter_t *d = deadletters_find(dl, 7);

@@ -1,4 +1,4 @@
-/* lua_patterns, differentially: a generated corpus of patterns and
+/* pattern_match, differentially: a generated corpus of patterns and
  * subjects (valid and malformed: unbalanced brackets, %b without its two
  * characters, %f without a set, captures left open or closed twice, capture
  * indexes out of range, a trailing '%') through the stock string library
@@ -20,7 +20,7 @@
 #include <lualib.h>
 
 #include "check.h"
-#include "lua_patterns.h"
+#include "pattern_match.h"
 
 #define FIXED_SEED 20260402
 #define DEFAULT_CASES 30000
@@ -37,7 +37,7 @@ static int set_budget(lua_State *L)
 }
 
 static const char *const harness =
-    "-- The differential harness (tests/unit/test_lua_patterns_diff.c runs it):\n"
+    "-- The differential harness (tests/unit/test_pattern_match_diff.c runs it):\n"
     "-- random patterns and subjects through the stock functions and ours, in\n"
     "-- the same state; the serialized results or error messages must be equal.\n"
     "local STOCK, OURS = STOCK, OURS\n"
@@ -352,7 +352,7 @@ static lua_State *new_state(void)
     }
     lua_setglobal(L, "STOCK");
     lua_pop(L, 1);
-    lua_patterns_open(L, &steps_left);
+    pattern_match_open(L, &steps_left);
     lua_getglobal(L, "string");
     lua_newtable(L);
     for (int i = 0; i < 4; i++) {
@@ -363,7 +363,7 @@ static lua_State *new_state(void)
     lua_pop(L, 1);
     lua_pushcfunction(L, set_budget);
     lua_setglobal(L, "set_budget");
-    lua_pushstring(L, LUA_PATTERNS_BUDGET_ERROR);
+    lua_pushstring(L, PATTERN_MATCH_BUDGET_ERROR);
     lua_setglobal(L, "BUDGET_ERROR");
     lua_pushinteger(L, CASE_BUDGET);
     lua_setglobal(L, "OUR_BUDGET");
@@ -468,5 +468,5 @@ int main(void)
     depth(L);
     bench(L, env_long("PATTERNS_BENCH_ITERATIONS", 3000));
     lua_close(L);
-    return check_done("lua_patterns_diff");
+    return check_done("pattern_match_diff");
 }

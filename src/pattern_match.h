@@ -1,4 +1,4 @@
-/* lua_patterns: Lua 5.4's pattern matching (string.find, string.match,
+/* pattern_match: Lua 5.4's pattern matching (string.find, string.match,
  * string.gmatch, string.gsub) with a step budget.
  *
  * Stock Lua matches patterns in C, where the count hook never fires, so a
@@ -16,20 +16,20 @@
  * memmem: a long literal, a back reference, a plain find), one per 8 bytes
  * looked at one by one or copied (a repetition, %b, gsub's output), and
  * one per pattern byte compiled. When the counter goes below zero the call
- * raises the Lua error LUA_PATTERNS_BUDGET_ERROR. Results and error
+ * raises the Lua error PATTERN_MATCH_BUDGET_ERROR. Results and error
  * messages are otherwise those of stock Lua 5.4. */
-#ifndef SMARTSHOP_LUA_PATTERNS_H
-#define SMARTSHOP_LUA_PATTERNS_H
+#ifndef SMARTSHOP_PATTERN_MATCH_H
+#define SMARTSHOP_PATTERN_MATCH_H
 
 #include <lua.h>
 
-#define LUA_PATTERNS_BUDGET_ERROR "instruction budget exhausted"
+#define PATTERN_MATCH_BUDGET_ERROR "instruction budget exhausted"
 
 /* Replaces find, match, gmatch and gsub in the `string` table (already
  * opened in L, found through package.loaded or the global `string`) with
  * the budgeted versions. Each closure (and each iterator gmatch returns)
  * keeps `steps_left`, which must outlive the state; the host refills it
  * before each call into Lua. NULL means no budget. */
-void lua_patterns_open(lua_State *L, long *steps_left);
+void pattern_match_open(lua_State *L, long *steps_left);
 
 #endif

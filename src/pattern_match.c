@@ -1,8 +1,8 @@
-/* lua_patterns: our own Lua 5.4 pattern matcher with a step budget
- * (lua_patterns.h). Written from the reference manual, section 6.4.1;
+/* pattern_match: our own Lua 5.4 pattern matcher with a step budget
+ * (pattern_match.h). Written from the reference manual, section 6.4.1;
  * where the manual leaves a behaviour open (error messages, the depth
  * limit, a class at the end of a range) it does what stock Lua was
- * measured to do, and tests/unit/test_lua_patterns_diff.c compares the two.
+ * measured to do, and tests/unit/test_pattern_match_diff.c compares the two.
  *
  * A call compiles the pattern into nodes (compile()), then runs them from
  * each candidate start position (run()). Errors are lazy, as in stock Lua:
@@ -12,7 +12,7 @@
  * points they leave go on an explicit stack of frames; its limit and which
  * constructs take a frame reproduce stock's "pattern too complex". */
 #define _GNU_SOURCE             /* memmem */
-#include "lua_patterns.h"
+#include "pattern_match.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -396,7 +396,7 @@ static void ms_init(matchstate *ms, lua_State *L, const char *s, size_t ls)
 
 static void __attribute__((noinline, noreturn)) out_of_budget(lua_State *L)
 {
-    luaL_error(L, "%s", LUA_PATTERNS_BUDGET_ERROR);
+    luaL_error(L, "%s", PATTERN_MATCH_BUDGET_ERROR);
     abort();    /* not reached: luaL_error does not return */
 }
 
@@ -966,7 +966,7 @@ static int pat_gsub(lua_State *L)
     return 2;
 }
 
-void lua_patterns_open(lua_State *L, long *steps_left)
+void pattern_match_open(lua_State *L, long *steps_left)
 {
     static const luaL_Reg fns[] = {
         {"find", pat_find}, {"match", pat_match}, {"gmatch", pat_gmatch}, {"gsub", pat_gsub},
