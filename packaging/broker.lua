@@ -28,9 +28,11 @@ services = "/etc/smartshop/services"
 --   journalctl -u smartshop-broker -f
 log_level = "info"
 
--- Prometheus metrics over HTTP (off unless set), e.g. for a scrape of
--- http://127.0.0.1:9100/metrics:
--- metrics = "tcp://127.0.0.1:9100"
+-- HTTP (off unless set): Prometheus metrics at http://127.0.0.1:8555/metrics,
+-- /healthz, /readyz, and the dashboard at http://127.0.0.1:8555/
+-- (docs/operations.md, "HTTP endpoints and the dashboard"). No
+-- authentication: keep it on loopback or a monitoring network.
+-- metrics = "tcp://127.0.0.1:8555"
 
 -- CURVE encryption and authentication (docs/security.md); the secret key
 -- file must belong to the user smartshop, mode 600:

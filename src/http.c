@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ typedef struct {
     bool cut;                   /* shut down; libmicrohttpd closes it next */
     struct MHD_Connection *waiting;  /* suspended until a fresh snapshot */
     uint64_t arrived_ms;        /* when the request waiting arrived */
+    unsigned part;              /* what it waits for (HTTP_PART_*) */
     bool resumed;
 } conn_t;
 
@@ -59,10 +61,12 @@ struct http_server {
     http_snapshot_t *current;   /* under lock */
     _Atomic uint64_t loop_turned_ms;
     atomic_bool quit;
-    atomic_bool wanted;         /* a request waits for a fresh snapshot */
+    atomic_uint wanted;         /* HTTP_PART_* requests wait for */
     /* the broker thread's */
     http_snapshot_maker_t maker;
     uint64_t next_publish_ms, last_publish_ms;
+    http_snapshot_t *pending;   /* taken, not yet swapped in (the lock was busy) */
+    unsigned pending_asked;     /* the parts requests wait for in it */
     /* the HTTP thread's */
     conn_t *conns;
     size_t conn_cap, conn_used;
@@ -72,6 +76,7 @@ struct http_server {
     uint64_t requests[EP__COUNT];
     uint64_t refused, cut_off;
     log_ratelimit_t refusal_lines;
+    uint64_t accept_paused_until;   /* out of descriptors: the listener rests */
 };
 
 /* --- the listening socket --- */
@@ -196,6 +201,14 @@ static void accept_all(http_server_t *h)
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
         int fd = accept4(h->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* no descriptor to take it with: the listener stays readable,
+             * so it is left alone a while rather than polled in a spin */
+            h->accept_paused_until = clock_ms() + HTTP_ACCEPT_PAUSE_MS;
+            log_limited(&h->refusal_lines, 10, LOG_LEVEL_WARN,
+                        "metrics: cannot accept a connection: %s", strerror(errno));
+            return;
+        }
         if (fd < 0)
             return;             /* EAGAIN, or a connection that went away meanwhile */
         conn_t *c = h->conn_used < h->conn_cap ? conn_of_fd(h, -1) : NULL;
@@ -364,7 +377,8 @@ static enum MHD_Result answer_blob(http_server_t *h, struct MHD_Connection *conn
     return queue(connection, MHD_HTTP_OK, r, type);
 }
 
-static const char *const not_started = "{\"status\":\"starting\",\"reason\":\"the event loop has not started\"}\n";
+static const char *const not_started =
+    "{\"status\":\"starting\",\"reason\":\"the event loop has made no snapshot yet\"}\n";
 
 /* The HTTP server's own counters, in the Prometheus text format. */
 static size_t http_counters(http_server_t *h, char *out, size_t cap)
@@ -395,10 +409,26 @@ static size_t http_counters(http_server_t *h, char *out, size_t cap)
     return n < cap ? n : cap - 1;
 }
 
-/* Whether the request can be answered now from a snapshot taken after it
+/* When the snapshot's `part` was made (0: never). */
+static uint64_t made_ms(const http_snapshot_t *s, unsigned part)
+{
+    return !s ? 0 : part == HTTP_PART_METRICS ? s->prometheus_ms : s->state_ms;
+}
+
+/* Asks the broker thread for a snapshot with `part` made anew. */
+static void want(http_server_t *h, unsigned part)
+{
+    if (atomic_fetch_or(&h->wanted, part) == 0) {
+        uint64_t one = 1;
+        if (write(h->want_fd, &one, sizeof one) < 0)
+            (void)0;            /* already readable: the broker will look */
+    }
+}
+
+/* Whether the request can be answered now from a `part` made after it
  * arrived; if not, it is suspended and the broker asked for one (true:
  * it was suspended, the handler returns and is called again later). */
-static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection)
+static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, unsigned part)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -411,19 +441,16 @@ static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection)
     }
     uint64_t now = clock_ms();
     http_snapshot_t *s = current_snapshot(h);
-    bool fresh = s && s->taken_ms >= now;
+    bool fresh = made_ms(s, part) >= now;
     http_snapshot_release(&s);
     if (fresh)
         return false;
     c->waiting = connection;
     c->arrived_ms = now;
+    c->part = part;
     c->resumed = false;
     MHD_suspend_connection(connection);
-    if (!atomic_exchange(&h->wanted, true)) {
-        uint64_t one = 1;
-        if (write(h->want_fd, &one, sizeof one) < 0)
-            (void)0;            /* already readable: the broker will look */
-    }
+    want(h, part);
     return true;
 }
 
@@ -432,29 +459,36 @@ static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection)
 static uint64_t resume_waiting(http_server_t *h, uint64_t now)
 {
     http_snapshot_t *s = current_snapshot(h);
-    uint64_t taken = s ? s->taken_ms : 0, next = UINT64_MAX;
-    http_snapshot_release(&s);
+    uint64_t next = UINT64_MAX;
     for (size_t i = 0; i < h->conn_cap; i++) {
         conn_t *c = &h->conns[i];
         if (c->fd < 0 || !c->waiting || c->resumed)
             continue;
-        if (taken >= c->arrived_ms || now >= c->arrived_ms + HTTP_FRESH_WAIT_MS) {
+        if (made_ms(s, c->part) >= c->arrived_ms || now >= c->arrived_ms + HTTP_FRESH_WAIT_MS) {
             c->resumed = true;
             MHD_resume_connection(c->waiting);
-        } else if (c->arrived_ms + HTTP_FRESH_WAIT_MS < next) {
-            next = c->arrived_ms + HTTP_FRESH_WAIT_MS;
+            continue;
         }
+        /* a snapshot taken after it arrived but without its part (one
+         * taken as it asked): ask again */
+        if (s && s->taken_ms >= c->arrived_ms)
+            want(h, c->part);
+        if (c->arrived_ms + HTTP_FRESH_WAIT_MS < next)
+            next = c->arrived_ms + HTTP_FRESH_WAIT_MS;
     }
+    http_snapshot_release(&s);
     return next;
 }
 
 static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *connection)
 {
-    if (wait_for_fresh(h, connection))
+    if (wait_for_fresh(h, connection, HTTP_PART_METRICS))
         return MHD_YES;
     http_snapshot_t *s = current_snapshot(h);
-    if (!s)
+    if (!s || !s->prometheus) {     /* the broker did not answer within HTTP_FRESH_WAIT_MS */
+        http_snapshot_release(&s);
         return answer_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", not_started);
+    }
     /* what changes at every scrape: the uptime, the process, this server */
     char tail[4096];
     size_t n = metrics_uptime_text(tail, sizeof tail, (double)(clock_ms() - h->started_ms) / 1000.0);
@@ -503,11 +537,13 @@ static enum MHD_Result serve_readyz(http_server_t *h, struct MHD_Connection *con
 
 static enum MHD_Result serve_state(http_server_t *h, struct MHD_Connection *connection)
 {
-    if (wait_for_fresh(h, connection))
+    if (wait_for_fresh(h, connection, HTTP_PART_STATE))
         return MHD_YES;
     http_snapshot_t *s = current_snapshot(h);
-    if (!s)
+    if (!s || !s->state) {
+        http_snapshot_release(&s);
         return answer_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", not_started);
+    }
     http_blob_t *blob = http_blob_ref(s->state);
     http_snapshot_release(&s);
     return answer_blob(h, connection, "application/json", blob, "", 0);
@@ -605,6 +641,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void *serve(void *arg)
 {
     http_server_t *h = arg;
+    /* the event loop comes first: on a busy machine the scheduler gives
+     * this thread's work (scrape floods included) the CPU the loop leaves */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), HTTP_THREAD_NICE) < 0)
+        log_debug("http: cannot lower the HTTP thread's priority: %s", strerror(errno));
     while (!atomic_load(&h->quit)) {
         uint64_t now = clock_ms();
         uint64_t next = expire(h, now);
@@ -616,10 +656,13 @@ static void *serve(void *arg)
             next = now + mhd_ms;
         if (now + 1000 < next)      /* the history takes a sample at least this often */
             next = now + 1000;
+        bool resting = now < h->accept_paused_until;
+        if (resting && h->accept_paused_until < next)
+            next = h->accept_paused_until;
         struct pollfd fds[3 + HTTP_REFUSING_MAX];
         nfds_t nfds = 0;
         fds[nfds++] = (struct pollfd){.fd = h->wake_fd, .events = POLLIN};
-        fds[nfds++] = (struct pollfd){.fd = h->listen_fd, .events = POLLIN};
+        fds[nfds++] = (struct pollfd){.fd = resting ? -1 : h->listen_fd, .events = POLLIN};
         fds[nfds++] = (struct pollfd){.fd = h->mhd_fd, .events = POLLIN};
         for (size_t i = 0; i < h->refusing_used; i++)
             fds[nfds++] = (struct pollfd){.fd = h->refusing[i].fd, .events = POLLIN};
@@ -713,15 +756,40 @@ fail:
 
 uint64_t http_next_due(const http_server_t *h)
 {
+    if (h->pending)             /* a swap to retry: soon */
+        return h->last_publish_ms + 1;
     uint64_t fresh = h->last_publish_ms + HTTP_FRESH_MIN_MS;
     if (atomic_load_explicit(&h->wanted, memory_order_relaxed) && fresh < h->next_publish_ms)
         return fresh;
     return h->next_publish_ms;
 }
 
+/* Swaps `pending` in if the lock is free: the broker thread never waits
+ * for the HTTP thread (which holds it for a pointer copy, but may be
+ * preempted meanwhile); else the next pass tries again. Wakes the HTTP
+ * thread when requests wait for it. */
+static void swap_in(http_server_t *h)
+{
+    if (pthread_mutex_trylock(&h->lock) != 0)
+        return;
+    http_snapshot_t *old = h->current;
+    h->current = h->pending;
+    pthread_mutex_unlock(&h->lock);
+    h->pending = NULL;
+    http_snapshot_release(&old);
+    uint64_t one = 1;
+    if (h->pending_asked && write(h->wake_fd, &one, sizeof one) < 0)
+        (void)0;
+    h->pending_asked = 0;
+}
+
 bool http_tick(http_server_t *h, uint64_t now_ms)
 {
     atomic_store_explicit(&h->loop_turned_ms, now_ms, memory_order_relaxed);
+    if (h->pending) {
+        swap_in(h);
+        return false;
+    }
     return now_ms >= http_next_due(h);
 }
 
@@ -742,18 +810,13 @@ void http_publish(http_server_t *h, const router_t *router, bool stopping, uint6
     h->next_publish_ms = now_ms + HTTP_SNAPSHOT_MS;
     h->last_publish_ms = now_ms;
     /* before the snapshot is taken: a request arriving meanwhile asks again */
-    bool asked = atomic_exchange(&h->wanted, false);
-    http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, now_ms);
+    unsigned asked = atomic_exchange(&h->wanted, 0);
+    http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, asked, now_ms);
     if (!fresh)
         return;                 /* out of memory: the last one stays */
-    pthread_mutex_lock(&h->lock);
-    http_snapshot_t *old = h->current;
-    h->current = fresh;
-    pthread_mutex_unlock(&h->lock);
-    http_snapshot_release(&old);
-    uint64_t one = 1;           /* the HTTP thread resumes who waited for it */
-    if (asked && write(h->wake_fd, &one, sizeof one) < 0)
-        (void)0;
+    h->pending = fresh;
+    h->pending_asked = asked;
+    swap_in(h);
 }
 
 void http_stop(http_server_t **h_p)
@@ -768,8 +831,17 @@ void http_stop(http_server_t **h_p)
             (void)0;
         pthread_join(h->thread, NULL);
     }
-    if (h->mhd)
+    if (h->mhd) {
+        /* libmicrohttpd stops only with no connection suspended: the
+         * waiting ones get what there is, then all are closed */
+        for (size_t i = 0; i < h->conn_cap; i++)
+            if (h->conns[i].fd >= 0 && h->conns[i].waiting && !h->conns[i].resumed) {
+                h->conns[i].resumed = true;
+                MHD_resume_connection(h->conns[i].waiting);
+            }
+        MHD_run(h->mhd);
         MHD_stop_daemon(h->mhd);        /* closes the connections it holds */
+    }
     for (size_t i = 0; i < h->refusing_used; i++)
         close(h->refusing[i].fd);
     if (h->listen_fd >= 0)
@@ -779,6 +851,7 @@ void http_stop(http_server_t **h_p)
     if (h->want_fd >= 0)
         close(h->want_fd);
     http_snapshot_release(&h->current);
+    http_snapshot_release(&h->pending);
     http_snapshot_maker_clear(&h->maker);
     http_history_free(&h->history);
     pthread_mutex_destroy(&h->lock);

@@ -6,13 +6,15 @@
  * The broker thread never waits for HTTP: it calls http_tick on every pass
  * of its loop (an atomic store) and, when it says so, http_publish, which
  * takes a snapshot of its state (http_snapshot.h) and swaps it in under a
- * lock held for a pointer swap. The HTTP thread answers from the newest
+ * lock it only tries (busy: the next pass swaps). The HTTP thread answers from the newest
  * snapshot only, so a slow or hostile HTTP client can never stall routing.
- * A snapshot is due once a second, and sooner when a request for /metrics
- * or /api/v1/state waits for one taken after it arrived (it is suspended
- * until then, at most HTTP_FRESH_WAIT_MS): what a scrape shows includes
- * every message the broker handled before it. Those extra snapshots come
- * at most one per HTTP_FRESH_MIN_MS, whatever the number of scrapes.
+ * A snapshot is due once a second (the service totals of the history,
+ * readiness), and sooner when a request for /metrics or /api/v1/state
+ * waits for its part made after it arrived (it is suspended until then,
+ * at most HTTP_FRESH_WAIT_MS): what a scrape shows includes every message
+ * the broker handled before it, and the Prometheus text and the JSON are
+ * made only when someone asks. Those extra snapshots come at most one per
+ * HTTP_FRESH_MIN_MS, whatever the number of requests.
  *
  * libmicrohttpd runs in its external-epoll mode inside that thread, which
  * accepts the connections itself: up to --metrics-max-connections at once
@@ -38,10 +40,16 @@
  * they are closed; at most HTTP_REFUSING_MAX of them wait at once (more
  * are closed at once). */
 #define HTTP_REFUSE_LINGER_MS 1000
+/* Out of descriptors, the HTTP thread stops accepting this long (rather
+ * than spin on a listener that stays readable). */
+#define HTTP_ACCEPT_PAUSE_MS 100
 #define HTTP_REFUSING_MAX 64
 
 #define HTTP_FRESH_MIN_MS 100
 #define HTTP_FRESH_WAIT_MS 1000
+/* The HTTP thread's nice value over the loop's: its work never takes the
+ * CPU the event loop wants. */
+#define HTTP_THREAD_NICE 10
 
 typedef struct http_server http_server_t;
 

@@ -76,6 +76,7 @@ void http_snapshot_maker_clear(http_snapshot_maker_t *maker)
 {
     metrics_text_release(&maker->text);
     http_blob_release(&maker->blob);
+    http_blob_release(&maker->state);
 }
 
 /* The Prometheus text: rendered by metrics.c only when a counter changed;
@@ -94,7 +95,8 @@ static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sou
             metrics_text_release(&text);
             return NULL;
         }
-        http_snapshot_maker_clear(maker);
+        metrics_text_release(&maker->text);
+        http_blob_release(&maker->blob);
         maker->text = text;         /* keeps our reference */
         maker->blob = blob;
     } else {
@@ -205,12 +207,25 @@ static void add_broker(cJSON *root, const http_sources_t *src, uint64_t now_ms)
     add_counts(messages, "errors", src->stats->errors, ERR__COUNT, code_name);
 }
 
-static cJSON *peer_json(const peer_t *p)
+/* What a peer is called on the page: "#serial", or a hosted service's
+ * file; its full log label goes with it. */
+static void add_peer_names(cJSON *item, const peer_t *p)
 {
     char label[2 * PEER_ID_MAX + 3];
-    cJSON *item = cJSON_CreateObject();
-    cJSON_AddStringToObject(item, "id", peer_label(p, label));
+    if (p->kind == PEER_LUA)
+        snprintf(label, sizeof label, "%.*s", p->id_len, (const char *)p->id);
+    else
+        snprintf(label, sizeof label, "#%llu", (unsigned long long)p->serial);
+    cJSON_AddStringToObject(item, "id", label);
+    cJSON_AddStringToObject(item, "label", peer_label(p, label));
     cJSON_AddStringToObject(item, "kind", p->kind == PEER_LUA ? "lua" : "remote");
+    cJSON_AddStringToObject(item, "address", p->addr);
+}
+
+static cJSON *peer_json(const peer_t *p, uint64_t now_ms)
+{
+    cJSON *item = cJSON_CreateObject();
+    add_peer_names(item, p);
     cJSON *names = cJSON_AddArrayToObject(item, "names");
     for (int i = 0; i < p->name_count; i++)
         cJSON_AddItemToArray(names, cJSON_CreateString(p->names[i]));
@@ -220,6 +235,13 @@ static cJSON *peer_json(const peer_t *p)
     cJSON_AddNumberToObject(item, "waiting", p->waiting_count);
     cJSON_AddNumberToObject(item, "queued_bytes", (double)p->queued_bytes);
     cJSON_AddBoolToObject(item, "watching", p->watching);
+    cJSON_AddNumberToObject(item, "messages_in", (double)p->msgs_in);
+    cJSON_AddNumberToObject(item, "messages_out", (double)p->msgs_out);
+    /* the router stamps with the same clock, maybe after now_ms was read */
+    cJSON_AddNumberToObject(item, "connected_ms",
+                            (double)(p->since_ms && now_ms > p->since_ms ? now_ms - p->since_ms : 0));
+    cJSON_AddNumberToObject(item, "idle_ms",
+                            (double)(p->seen_ms && now_ms > p->seen_ms ? now_ms - p->seen_ms : 0));
     return item;
 }
 
@@ -241,10 +263,8 @@ static void add_services(cJSON *root, const http_sources_t *src, const http_serv
         cJSON *instances = cJSON_AddArrayToObject(item, "instances");
         const service_t *svc = registry_find_service(src->registry, t[i].name, strlen(t[i].name));
         for (int k = 0; svc && k < svc->count && k < HTTP_STATE_INSTANCES_MAX; k++) {
-            char label[2 * PEER_ID_MAX + 3];
             cJSON *inst = cJSON_CreateObject();
-            cJSON_AddStringToObject(inst, "id", peer_label(svc->instances[k], label));
-            cJSON_AddStringToObject(inst, "kind", svc->instances[k]->kind == PEER_LUA ? "lua" : "remote");
+            add_peer_names(inst, svc->instances[k]);
             cJSON_AddNumberToObject(inst, "handling", svc->instances[k]->handling_count);
             cJSON_AddItemToArray(instances, inst);
         }
@@ -252,14 +272,14 @@ static void add_services(cJSON *root, const http_sources_t *src, const http_serv
     }
 }
 
-static void add_peers(cJSON *root, const http_sources_t *src)
+static void add_peers(cJSON *root, const http_sources_t *src, uint64_t now_ms)
 {
     cJSON *list = cJSON_AddArrayToObject(root, "peers");
     size_t n = 0, total = 0;
     for (peer_t *p = registry_next_peer(src->registry, NULL); p;
          p = registry_next_peer(src->registry, p), total++)
         if (n < HTTP_STATE_PEERS_MAX) {
-            cJSON_AddItemToArray(list, peer_json(p));
+            cJSON_AddItemToArray(list, peer_json(p, now_ms));
             n++;
         }
     cJSON_AddNumberToObject(root, "peers_total", (double)total);
@@ -293,6 +313,13 @@ static void add_policy(cJSON *root, const http_sources_t *src)
     cJSON_AddNumberToObject(pol, "loads", (double)counts.loads);
     cJSON_AddNumberToObject(pol, "failed_loads", (double)counts.failed_loads);
     cJSON_AddNumberToObject(pol, "hook_errors", (double)counts.hook_errors);
+    /* running a version that is not the file's (the file did not load) */
+    policy_version_t version = policy_version(p);
+    cJSON_AddBoolToObject(pol, "fallback", version.fallback);
+    if (version.stale_since && *version.stale_since)
+        cJSON_AddStringToObject(pol, "stale_since", version.stale_since);
+    if (version.loaded_sha256 && *version.loaded_sha256)
+        cJSON_AddStringToObject(pol, "sha256", version.loaded_sha256);
     size_t source_len;
     const char *source = policy_source(p, &source_len);
     if (!source)
@@ -316,7 +343,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
         return NULL;
     add_broker(root, src, now_ms);
     add_services(root, src, t, n);
-    add_peers(root, src);
+    add_peers(root, src, now_ms);
     add_dead_letters(root, src);
     add_policy(root, src);
     char *text = cJSON_PrintUnformatted(root);
@@ -329,7 +356,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
 }
 
 http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
-                                    bool stopping, uint64_t now_ms)
+                                    bool stopping, unsigned parts, uint64_t now_ms)
 {
     const http_sources_t sources = {
         router_config(router), router_metrics(router), router_stats(router),
@@ -349,20 +376,34 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     s->taken_ms = now_ms;
     s->service_count = (size_t)n;
     memcpy(s->services, totals, (size_t)n * sizeof *totals);
-    s->prometheus = prometheus_blob(maker, src);
-    s->state = state_blob(src, totals, (size_t)n, now_ms);
-    free(totals);
-    if (!s->prometheus || !s->state) {
-        http_snapshot_release(&s);
-        return NULL;
+    if (parts & HTTP_PART_METRICS) {
+        http_blob_t *fresh = prometheus_blob(maker, src);
+        if (fresh) {                /* else (out of memory) the last one stays */
+            http_blob_release(&fresh);
+            maker->blob_ms = now_ms;
+        }
     }
+    if (parts & HTTP_PART_STATE) {
+        http_blob_t *fresh = state_blob(src, totals, (size_t)n, now_ms);
+        if (fresh) {
+            http_blob_release(&maker->state);
+            maker->state = fresh;
+            maker->state_ms = now_ms;
+        }
+    }
+    free(totals);
+    s->prometheus = http_blob_ref(maker->blob);
+    s->prometheus_ms = maker->blob ? maker->blob_ms : 0;
+    s->state = http_blob_ref(maker->state);
+    s->state_ms = maker->state ? maker->state_ms : 0;
     if (src->stopping)
         snprintf(s->not_ready, sizeof s->not_ready, "stopping: the grace period is running");
-    else if (src->policy && !src->policy->sandbox && src->policy->failed_loads)
+    else if (src->policy && !policy_is_loaded(src->policy) && policy_counts(src->policy).failed_loads)
         snprintf(s->not_ready, sizeof s->not_ready, "the policy failed to load");
     s->ready = !s->not_ready[0];
-    s->policy_stale = src->policy && src->policy->stale_since[0];
-    s->policy_fallback = src->policy && src->policy->fallback;
+    policy_version_t version = src->policy ? policy_version(src->policy) : (policy_version_t){0};
+    s->policy_stale = version.stale_since && *version.stale_since;
+    s->policy_fallback = version.fallback;
     s->restored_waiting = registry_restored_count(src->registry);
     return s;
 }

@@ -3,12 +3,14 @@
  * changed: the HTTP thread only reads it, so no lock is held while a
  * client is served and no HTTP client can slow routing down.
  *
- * A snapshot holds the Prometheus text of the broker's counters, the JSON
- * of /api/v1/state (services with their instances, peers, dead letters,
- * the policy in force), the per-service totals the history is built from
- * (http_history.h), and whether the broker is ready. Snapshots and their
- * texts are reference counted with atomics: whichever thread lets go of
- * the last reference frees it. */
+ * A snapshot holds the per-service totals the history is built from
+ * (http_history.h) and whether the broker is ready, and, made only when a
+ * request asked for them (HTTP_PART_*), the Prometheus text of the
+ * broker's counters and the JSON of /api/v1/state (services with their
+ * instances, peers, dead letters, the policy in force); a part not asked
+ * for is the previous snapshot's, shared. Snapshots and their texts are
+ * reference counted with atomics: whichever thread lets go of the last
+ * reference frees it. */
 #ifndef SMARTSHOP_HTTP_SNAPSHOT_H
 #define SMARTSHOP_HTTP_SNAPSHOT_H
 
@@ -56,25 +58,36 @@ typedef struct http_snapshot {
     uint64_t taken_ms;          /* clock_ms() when it was taken */
     bool ready;                 /* what /readyz says, and why not */
     char not_ready[96];
-    http_blob_t *prometheus;    /* the counters' text, without the uptime */
-    http_blob_t *state;         /* the JSON of /api/v1/state */
+    http_blob_t *prometheus;    /* the counters' text, without the uptime (or NULL) */
+    uint64_t prometheus_ms;     /* when it was made (0: never) */
+    http_blob_t *state;         /* the JSON of /api/v1/state (or NULL) */
+    uint64_t state_ms;
     bool policy_stale, policy_fallback; /* the restart gauges (metrics_restart_text) */
     size_t restored_waiting;
     size_t service_count;
     http_service_totals_t services[];   /* by name */
 } http_snapshot_t;
 
-/* The broker thread's side: remembers the last Prometheus rendering, so
- * that an unchanged one is shared rather than copied. */
+/* The parts made only on request. */
+#define HTTP_PART_METRICS 1u
+#define HTTP_PART_STATE 2u
+
+/* The broker thread's side: the parts made last, for the snapshots that
+ * do not make them anew, and the last Prometheus rendering, so that an
+ * unchanged one is shared rather than copied. */
 typedef struct {
     metrics_text_t *text;       /* a reference, so its address is not reused */
     http_blob_t *blob;          /* its copy */
+    uint64_t blob_ms;
+    http_blob_t *state;
+    uint64_t state_ms;
 } http_snapshot_maker_t;
 
 /* A new snapshot of what the router holds, with one reference, or NULL
- * if out of memory. `stopping`: the grace period runs (not ready). */
+ * if out of memory; `parts` (HTTP_PART_*) are made anew. `stopping`: the
+ * grace period runs (not ready). */
 http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
-                                    bool stopping, uint64_t now_ms);
+                                    bool stopping, unsigned parts, uint64_t now_ms);
 
 void http_snapshot_maker_clear(http_snapshot_maker_t *maker);
 

@@ -10,6 +10,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "lua_json.h"
 #include "luamsg.h"
 #include "msg_writer.h"
 #include "reply.h"
@@ -23,6 +24,20 @@ typedef struct lua_timer {
 
 /* One loaded version of a service file. */
 #define LUA_SERVICE_MAX_SUBSCRIPTIONS 32
+/* Requests a version may hold for a late answer (bus.later) at once. */
+#define LUA_SERVICE_MAX_LATER 4096
+
+/* A request taken by bus.later(msg): what its answer needs, kept until it
+ * is answered or its deadline passes. */
+typedef struct {
+    char src[NAME_MAX_LEN + 1];  /* the requester (the answer's dst) */
+    char msg_id[MSG_ID_MAX_LEN + 1];  /* raw, as in the request (escapes kept) */
+    char action[MSG_ID_MAX_LEN + 1];
+    uint8_t msg_id_len, action_len;
+    bool msg_id_escaped, action_escaped, has_action;
+    uint64_t due_ms;             /* its deadline (ttl_ms or --request-timeout-ms); 0: free */
+    uint32_t gen;                /* bumped when the slot is freed: old handles go stale */
+} lua_later_t;
 
 struct lua_version {
     struct lua_service *service; /* the service it belongs (or will belong) to */
@@ -42,6 +57,10 @@ struct lua_version {
         char group[NAME_MAX_LEN + 1];    /* "" for none */
     } subs[LUA_SERVICE_MAX_SUBSCRIPTIONS];
     int sub_count;
+    lua_later_t *later;          /* requests waiting for a late answer */
+    int later_count, later_cap;  /* slots in use (not yet answered), allocated */
+    const envelope_t *current;   /* the request on_request is handling, or NULL */
+    bool deferred;               /* on_request called bus.later(msg) for it */
 };
 
 struct lua_service {
@@ -56,7 +75,7 @@ struct lua_service {
     long pass_used;              /* spent in this pass (lua_service_begin_pass resets it) */
 };
 
-enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4 };
+enum { ON_REQUEST = 1, ON_EVENT = 2, ON_BROADCAST = 4, ON_RELOAD = 8, ON_SAVE = 16 };
 
 lua_service_t *lua_service_new(const lua_host_t *host, const char *path, const char *file,
                                long pass_budget)
@@ -418,6 +437,167 @@ static int bus_cancel(lua_State *L)
     return 1;
 }
 
+/* --- late answers: bus.later(msg) --- */
+
+static void later_free(lua_version_t *v, lua_later_t *slot)
+{
+    slot->due_ms = 0;
+    slot->gen++;
+    v->later_count--;
+}
+
+/* A free slot, or NULL when LUA_SERVICE_MAX_LATER are taken and none has
+ * passed its deadline (those are dropped: the broker answered timeout). */
+static lua_later_t *later_slot(lua_version_t *v)
+{
+    if (v->later_count == v->later_cap && v->later_cap < LUA_SERVICE_MAX_LATER) {
+        int cap = v->later_cap ? 2 * v->later_cap : 16;
+        if (cap > LUA_SERVICE_MAX_LATER)
+            cap = LUA_SERVICE_MAX_LATER;
+        lua_later_t *grown = realloc(v->later, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        memset(grown + v->later_cap, 0, (size_t)(cap - v->later_cap) * sizeof *grown);
+        v->later = grown;
+        v->later_cap = cap;
+    }
+    if (v->later_count == v->later_cap) {
+        uint64_t now = clock_ms();
+        for (int i = 0; i < v->later_cap; i++)
+            if (v->later[i].due_ms && v->later[i].due_ms <= now)
+                later_free(v, &v->later[i]);
+    }
+    for (int i = 0; i < v->later_cap; i++)
+        if (!v->later[i].due_ms)
+            return &v->later[i];
+    return NULL;
+}
+
+/* A string field of the request as stored raw (escapes kept). */
+static bool copy_raw(const env_value_t *f, char *out, uint8_t *len, bool *escaped)
+{
+    if (f->kind != JSON_STRING || f->len > MSG_ID_MAX_LEN)
+        return false;
+    memcpy(out, f->ptr, f->len);
+    out[f->len] = '\0';
+    *len = (uint8_t)f->len;
+    *escaped = f->escaped;
+    return true;
+}
+
+/* The request a slot stands for, as an envelope its answer can be built
+ * from (send_response, answer_error read src, action and msg_id). */
+static void later_envelope(const lua_later_t *slot, envelope_t *env)
+{
+    memset(env, 0, sizeof *env);
+    env->type = MT_REQUEST;
+    env->f[EF_SRC] = (env_value_t){slot->src, (uint32_t)strlen(slot->src), JSON_STRING, false};
+    env->f[EF_MSG_ID] = (env_value_t){slot->msg_id, slot->msg_id_len, JSON_STRING, slot->msg_id_escaped};
+    if (slot->has_action)
+        env->f[EF_ACTION] = (env_value_t){slot->action, slot->action_len, JSON_STRING,
+                                          slot->action_escaped};
+}
+
+static void answer_error(lua_version_t *v, const envelope_t *env, const char *code, const char *text);
+static void send_response(lua_version_t *v, const envelope_t *request, const char *payload,
+                          size_t payload_len);
+
+/* answer(value) / answer(nil, message [, code]): the late answer, as
+ * on_request's results would have been. Returns true once; false, why
+ * if it was answered already or its deadline passed (the requester got
+ * timeout from the broker). Upvalues: the version, the slot, its gen. */
+static int later_answer(lua_State *L)
+{
+    lua_version_t *v = lua_touserdata(L, lua_upvalueindex(1));
+    lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
+    uint32_t gen = (uint32_t)lua_tointeger(L, lua_upvalueindex(3));
+    lua_later_t *slot = i < v->later_cap ? &v->later[i] : NULL;
+    if (!slot || slot->gen != gen || !slot->due_ms) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "this request was answered already");
+        return 2;
+    }
+    if (clock_ms() >= slot->due_ms) {
+        later_free(v, slot);
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "the request's deadline passed (its requester got timeout)");
+        return 2;
+    }
+    envelope_t env;
+    later_envelope(slot, &env);
+    if (lua_isnil(L, 1) && lua_type(L, 2) == LUA_TSTRING) {
+        const char *code = lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3)
+                                                         : bus_err_name(ERR_SERVICE_ERROR);
+        answer_error(v, &env, code, lua_tostring(L, 2));
+    } else {
+        size_t len = 0;
+        const char *payload = luamsg_raw_json(L, 1, &len);
+        char *encoded = NULL, err[256];
+        if (!payload && !lua_isnoneornil(L, 1)) {
+            payload = encoded = luamsg_encode(L, 1, &len, err, sizeof err);
+            if (!encoded)
+                return luaL_error(L, "answer: %s", err);   /* not answered: may try again */
+        }
+        send_response(v, &env, payload, len);
+        free(encoded);
+    }
+    later_free(v, slot);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* bus.later(msg) -> answer: in on_request, takes the request to answer
+ * later (from a bus.request callback, a timer...), exactly once, before
+ * its deadline. on_request's own results are then ignored. */
+static int bus_later(lua_State *L)
+{
+    lua_version_t *v = bus_version(L);
+    const envelope_t *env = v->current;
+    if (!env || v->service->version != v)
+        return luaL_error(L, "bus.later(msg) can be called from on_request only, with its msg");
+    if (!lua_isuserdata(L, 1))
+        return luaL_error(L, "bus.later: pass the msg on_request got");
+    if (v->deferred)
+        return luaL_error(L, "bus.later: this request is taken already");
+    lua_later_t *slot = later_slot(v);
+    if (!slot)
+        return luaL_error(L, "bus.later: %d requests wait for a late answer already, the most "
+                             "a service may hold", LUA_SERVICE_MAX_LATER);
+    size_t src_len = env->f[EF_SRC].len;
+    if (src_len > NAME_MAX_LEN || !copy_raw(&env->f[EF_MSG_ID], slot->msg_id, &slot->msg_id_len,
+                                            &slot->msg_id_escaped))
+        return luaL_error(L, "bus.later: this request cannot be answered later");
+    memcpy(slot->src, env->f[EF_SRC].ptr, src_len);
+    slot->src[src_len] = '\0';
+    slot->has_action = copy_raw(&env->f[EF_ACTION], slot->action, &slot->action_len,
+                                &slot->action_escaped);
+    uint32_t ttl = env->ttl_ms ? env->ttl_ms : v->service->host->request_timeout_ms;
+    slot->due_ms = clock_ms() + ttl;
+    v->later_count++;
+    v->deferred = true;
+    lua_pushlightuserdata(L, v);
+    lua_pushinteger(L, slot - v->later);
+    lua_pushinteger(L, slot->gen);
+    lua_pushcclosure(L, later_answer, 3);
+    return 1;
+}
+
+void lua_version_abandon_later(lua_version_t *v, const char *why)
+{
+    uint64_t now = clock_ms();
+    for (int i = 0; v && i < v->later_cap; i++) {
+        lua_later_t *slot = &v->later[i];
+        if (!slot->due_ms)
+            continue;
+        if (slot->due_ms > now) {
+            envelope_t env;
+            later_envelope(slot, &env);
+            answer_error(v, &env, bus_err_name(ERR_SERVICE_ERROR), why);
+        }
+        later_free(v, slot);
+    }
+}
+
 /* bus.now_ms() -> a monotonic clock in milliseconds */
 static int bus_now_ms(lua_State *L)
 {
@@ -431,7 +611,7 @@ static void open_bus(lua_State *L, lua_version_t *v)
         {"event", bus_event},   {"broadcast", bus_broadcast}, {"request", bus_request},
         {"every", bus_every},   {"after", bus_after},         {"cancel", bus_cancel},
         {"now_ms", bus_now_ms}, {"subscribe", bus_subscribe}, {"unsubscribe", bus_unsubscribe},
-        {"publish", bus_publish}, {NULL, NULL},
+        {"publish", bus_publish}, {"later", bus_later}, {NULL, NULL},
     };
     lua_newtable(L);
     lua_pushlightuserdata(L, v);
@@ -533,6 +713,7 @@ static int load_body(lua_State *L)
     lua_version_t *v = job->v;
     const char *path = v->service->path;
     luamsg_init(L);
+    lua_json_install(L);           /* json.*, payloads and answers: arrays and int64 kept */
     lua_newtable(L);
     v->pending_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     open_bus(L, v);
@@ -559,8 +740,9 @@ static int load_body(lua_State *L)
         return refuse(job, "%s: '%s' is not a name a service may register", path, v->name);
     static const struct { const char *name; unsigned bit; } handlers[] = {
         {"on_request", ON_REQUEST}, {"on_event", ON_EVENT}, {"on_broadcast", ON_BROADCAST},
+        {"on_reload", ON_RELOAD},   {"on_save", ON_SAVE},
     };
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof handlers / sizeof handlers[0]; i++) {
         lua_pushstring(L, handlers[i].name);
         t = lua_rawget(L, -2);
         lua_pop(L, 1);
@@ -620,6 +802,7 @@ void lua_version_free(lua_version_t **self_p)
         return;
     sandbox_free(&v->sandbox);
     free(v->timers);
+    free(v->later);
     free(v);
     *self_p = NULL;
 }
@@ -676,7 +859,14 @@ static int request_body(lua_State *L)
         return 0;
     }
     luamsg_push(L, job->env);
+    v->current = job->env;
+    v->deferred = false;
     lua_call(L, 1, 3);
+    v->current = NULL;
+    if (v->deferred) {          /* bus.later(msg): answered later, its results ignored */
+        job->answered = true;
+        return 0;
+    }
     if (lua_isnil(L, -3) && lua_type(L, -2) == LUA_TSTRING) {
         const char *code = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : bus_err_name(ERR_SERVICE_ERROR);
         answer_error(v, job->env, code, lua_tostring(L, -2));
@@ -711,6 +901,18 @@ static void handle_request(lua_version_t *v, const envelope_t *env)
     }
     call_job_t job = {.v = v, .env = env};
     int rc = run_protected(v, request_body, &job, err, sizeof err);
+    v->current = NULL;
+    if (v->deferred && rc < 0) {
+        /* it failed after bus.later: the error below is its one answer */
+        for (int i = 0; i < v->later_cap; i++) {
+            lua_later_t *slot = &v->later[i];
+            if (slot->due_ms && slot->msg_id_len == env->f[EF_MSG_ID].len &&
+                memcmp(slot->msg_id, env->f[EF_MSG_ID].ptr, slot->msg_id_len) == 0)
+                later_free(v, slot);
+        }
+        job.answered = false;
+    }
+    v->deferred = false;
     if (job.answered)
         return;
     if (rc < 0) {
@@ -892,4 +1094,80 @@ uint64_t lua_service_next_timer(const lua_service_t *svc)
         if (v->timers[i].fn_ref != LUA_NOREF && v->timers[i].due_ms < next)
             next = v->timers[i].due_ms;
     return next;
+}
+
+/* --- reload hand-over --- */
+
+typedef struct {
+    lua_version_t *v;
+    char *text;                 /* the old state as JSON (malloc'd), NULL for nil */
+    size_t len;
+} handover_job_t;
+
+/* In the old state: on_save() or the table's `state`, encoded by lua_json. */
+static int save_body(lua_State *L)
+{
+    handover_job_t *job = lua_touserdata(L, 1);
+    lua_version_t *v = job->v;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
+    if (v->handlers & ON_SAVE) {
+        lua_pushliteral(L, "on_save");
+        lua_rawget(L, -2);
+        lua_call(L, 0, 1);
+    } else {
+        lua_pushliteral(L, "state");
+        lua_rawget(L, -2);
+    }
+    if (lua_isnil(L, -1))
+        return 0;
+    lua_pushcfunction(L, lua_json_encode);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    if (!(job->text = malloc(len + 1)))
+        return luaL_error(L, "out of memory");
+    memcpy(job->text, text, len + 1);
+    job->len = len;
+    return 0;
+}
+
+/* In the new state: on_reload(old_state), decoded by lua_json. */
+static int reload_body(lua_State *L)
+{
+    handover_job_t *job = lua_touserdata(L, 1);
+    if (!push_handler(job->v, "on_reload"))
+        return 0;
+    if (job->text) {
+        lua_pushcfunction(L, lua_json_decode);
+        lua_pushlstring(L, job->text, job->len);
+        lua_call(L, 1, 1);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+int lua_service_hand_over(lua_service_t *svc, lua_version_t *fresh, char *err, size_t errlen)
+{
+    lua_version_t *old = svc->version;
+    if (!old || !(fresh->handlers & ON_RELOAD))
+        return 0;                    /* nothing asks for the old state */
+    handover_job_t job = {.v = old};
+    char why[900];
+    if (run_protected(old, save_body, &job, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s: the old version's state cannot be handed over (%s): %s",
+                 fresh->service->path, old->handlers & ON_SAVE ? "on_save" : "its `state`", why);
+        free(job.text);
+        return -1;
+    }
+    job.v = fresh;
+    int rc = run_protected(fresh, reload_body, &job, why, sizeof why);
+    free(job.text);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: on_reload failed: %s", fresh->service->path, why);
+        return -1;
+    }
+    return 0;
 }

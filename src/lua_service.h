@@ -75,6 +75,20 @@ lua_version_t *lua_version_load(lua_service_t *svc, sandbox_limits_t limits,
                                 char *err, size_t errlen);
 void lua_version_free(lua_version_t **self_p);
 
+/* Hands svc's running version's state to `fresh`, which is to replace it
+ * (docs/lua-services.md, "Reload hand-over"): if fresh's table has
+ * on_reload, it is called with the old version's state (what its
+ * on_save() returns, else its table's `state` field), copied across the
+ * two Lua states as JSON (lua_json.c: arrays and 64-bit integers kept).
+ * Returns 0, or -1 with the reason in `err`: the reload must then be
+ * refused (the old version keeps running, with its state). */
+int lua_service_hand_over(lua_service_t *svc, lua_version_t *fresh, char *err, size_t errlen);
+
+/* Answers every request `v` still holds for a late answer with error
+ * service_error `why` (a version being replaced), so each gets exactly
+ * one answer. */
+void lua_version_abandon_later(lua_version_t *v, const char *why);
+
 /* Handles one message delivered to the service (a request, an event or
  * broadcast, or the answer to a request it sent). */
 void lua_service_handle(lua_service_t *svc, const envelope_t *env);

@@ -194,6 +194,11 @@ static void load_file(services_t *s, const char *file)
         }
         return;
     }
+    if (h && lua_service_hand_over(svc, fresh, err, sizeof err) < 0) {
+        log_error("service %s refused, the previous version keeps running: %s", file, err);
+        lua_version_free(&fresh);
+        return;
+    }
     lua_version_t *old = lua_service_swap_version(svc, fresh);
     if (!h) {
         if (!start_service(s, svc, file)) {
@@ -213,6 +218,7 @@ static void load_file(services_t *s, const char *file)
      * goes, the new one comes (the same patterns again are idempotent) */
     lua_service_send_subscriptions(fresh, old, "unsubscribe");
     lua_service_send_subscriptions(fresh, fresh, "subscribe");
+    lua_version_abandon_later(old, "the service was reloaded before it answered");
     lua_version_free(&old);
     log_info("service %s reloaded from %s", lua_version_name(fresh), file);
 }

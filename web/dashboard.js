@@ -86,9 +86,12 @@ function chart(series, width, height, opts) {
     svg.appendChild(svgEl("path", {d: d, fill: "none", stroke: s.color, "stroke-width": 1.5,
                                    "vector-effect": "non-scaling-stroke"}));
   }
-  if (opts.label) {
-    const t = svgEl("text", {x: 3, y: 11, fill: "#8b949e", "font-size": 10});
-    t.textContent = opts.label(max);
+  if (opts.label) {           // the scale, on a backing so that lines do not cross it
+    const text = opts.label(max);
+    svg.appendChild(svgEl("rect", {x: 0, y: 0, width: text.length * 5.6 + 6, height: 13, fill: "#161b22",
+                                   "fill-opacity": 0.85}));
+    const t = svgEl("text", {x: 3, y: 10, fill: "#8b949e", "font-size": 10});
+    t.textContent = text;
     svg.appendChild(t);
   }
   return svg;
@@ -141,6 +144,9 @@ function renderTraffic(history) {
   $("traffic-note").textContent = n ? `last ${duration(-history.ago_s[0] + history.step_s)}` : "";
 }
 
+// The series metrics.h keeps under reserved names ('_' starts no real one).
+const SPECIAL = {_none: "(no such service)", _other: "(other: past the series bound)"};
+
 function renderServices(state, history) {
   const byName = new Map(history.services.map((s) => [s.name, s]));
   const body = $("services").tBodies[0];
@@ -149,10 +155,12 @@ function renderServices(state, history) {
     const h = byName.get(s.name);
     const w = h ? h.window : {};
     const tr = el("tr", {"data-service": s.name});
-    tr.appendChild(el("td", {class: "name", "data-field": "name"}, s.name));
+    tr.appendChild(el("td", {class: "name" + (SPECIAL[s.name] ? " special" : ""), "data-field": "name",
+                             title: SPECIAL[s.name] ? s.name : ""}, SPECIAL[s.name] || s.name));
     const inst = el("td", {"data-field": "instances", "data-count": s.instance_count});
     if (!s.instance_count) inst.appendChild(el("span", {class: "none"}, "none"));
-    for (const i of s.instances) inst.appendChild(el("span", {class: "chip " + i.kind, title: `handling ${i.handling}`}, i.id));
+    for (const i of s.instances)
+      inst.appendChild(el("span", {class: "chip " + i.kind, title: `${i.label} · handling ${i.handling}`}, i.id));
     if (s.instance_count > s.instances.length) inst.appendChild(el("span", {class: "chip"}, `+${s.instance_count - s.instances.length}`));
     tr.appendChild(inst);
     tr.appendChild(el("td", {class: "num", "data-field": "requests"}, count(s.requests)));
@@ -189,20 +197,23 @@ function renderServices(state, history) {
 function renderPeers(state) {
   const rows = state.peers.map((p) => {
     const tr = el("tr", {"data-peer": p.id});
-    tr.appendChild(el("td", {title: p.key ? "CURVE key " + p.key : ""}, p.id));
-    tr.appendChild(el("td", {}, p.kind + (p.watching ? " · watching" : "")));
+    tr.appendChild(el("td", {title: p.label + (p.key ? " · CURVE key " + p.key : "")},
+                      p.id + (p.key ? " 🔑" : "")));
+    tr.appendChild(el("td", {}, p.kind === "lua" ? "hosted Lua" : (p.address || "-")));
     const names = el("td");
     if (!p.names.length) names.appendChild(el("span", {class: "none"}, "client"));
     for (const n of p.names) names.appendChild(el("span", {class: "chip"}, n));
+    if (p.watching) names.appendChild(el("span", {class: "chip"}, "watching"));
     tr.appendChild(names);
-    tr.appendChild(el("td", {class: "num"}, count(p.handling)));
-    tr.appendChild(el("td", {class: "num"}, count(p.waiting)));
+    tr.appendChild(el("td", {class: "num", title: "idle " + duration(p.idle_ms / 1000)}, duration(p.connected_ms / 1000)));
+    tr.appendChild(el("td", {class: "num"}, count(p.messages_in) + " / " + count(p.messages_out)));
+    tr.appendChild(el("td", {class: "num"}, count(p.handling) + " / " + count(p.waiting)));
     tr.appendChild(el("td", {class: "num"}, count(p.queued_bytes) + " B"));
     return tr;
   });
   if (!rows.length) {
     const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 6, class: "none"}, "Nobody is connected."));
+    tr.appendChild(el("td", {colspan: 7, class: "none"}, "Nobody is connected."));
     rows.push(tr);
   }
   $("peers").tBodies[0].replaceChildren(...rows);
@@ -215,7 +226,7 @@ function renderDead(state) {
   const rows = d.newest.slice(0, DEAD_LETTERS_SHOWN).map((l) => {
     const tr = el("tr", {"data-dead-letter": l.id});
     tr.appendChild(el("td", {class: "num"}, l.id));
-    tr.appendChild(el("td", {}, (l.at || "").replace("T", " ").replace("Z", "")));
+    tr.appendChild(el("td", {title: l.at || ""}, (l.at || "").replace(/^.*T/, "").replace("Z", "")));
     tr.appendChild(el("td", {class: "failed-some"}, l.code));
     tr.appendChild(el("td", {}, l.src || "-"));
     tr.appendChild(el("td", {}, l.dst || "-"));
@@ -237,6 +248,8 @@ function renderPolicy(state) {
   if (p.path) facts.push(["File", p.path]);
   if (p.hooks !== undefined) facts.push(["Hooks", p.hooks || "(none)"]);
   if (p.loads !== undefined) facts.push(["Loads", `${p.loads} (failed ${p.failed_loads}, hook errors ${p.hook_errors})`]);
+  if (p.fallback) facts.push(["Warning", "the file did not load: running its last good version"]);
+  if (p.stale_since) facts.push(["Stale since", p.stale_since + " (the file on disk is not the version running)"]);
   const dl = $("policy");
   dl.replaceChildren();
   for (const [k, v] of facts) { dl.appendChild(el("dt", {}, k)); dl.appendChild(el("dd", {"data-field": "policy-" + k.toLowerCase()}, v)); }

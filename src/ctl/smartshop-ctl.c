@@ -81,6 +81,9 @@ static void usage(FILE *out)
         "                              printing each, until Ctrl-C\n"
         "  peers                       every connection: identity, names, address, key,\n"
         "                              connected since, idle, in flight, messages in/out\n"
+        "  record FILE [SERVICE]       traffic into FILE as JSON lines for smartshop-policy\n"
+        "                              (instances, messages, outcomes), sampled at --rate;\n"
+        "                              --seconds N, --limit N lines, --no-payloads\n"
         "  trace [SERVICE]             requests, answers, errors and events live, one a\n"
         "                              line, until Ctrl-C; with --action A, --src NAME,\n"
         "                              --code CODE, --kinds request,response,error,event,\n"
@@ -1581,6 +1584,166 @@ static int cmd_trace(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* --- record FILE: traffic as JSON lines for smartshop-policy --- */
+
+/* What record writes (docs/policies.md, "Edit, test, save"): a line of
+ * the registered instances, then each message the broker traced (requests
+ * handed over, requests refused, events) as {"at_ms", "from", "msg"} and
+ * each request's end as {"at_ms", "outcome"}. Sampled by the trace's rate;
+ * payloads dropped with --no-payloads. */
+typedef struct {
+    FILE *out;
+    double started;
+    long lines, limit;
+    bool stop;
+} record_state_t;
+static struct {
+    long seconds;
+    bool no_payloads;
+} record_opt;
+
+static void record_line(record_state_t *st, cJSON *line)
+{
+    char *text = cJSON_PrintUnformatted(line);
+    if (text) {
+        fprintf(st->out, "%s\n", text);
+        fflush(st->out);
+        cJSON_free(text);
+        st->lines++;
+    }
+    if (st->limit > 0 && st->lines >= st->limit)
+        st->stop = true;
+}
+
+static void record_traced(ss_client_t *c, const ss_msg_t *m, void *arg)
+{
+    (void)c;
+    record_state_t *st = arg;
+    const cJSON *p = ss_msg_payload(m);
+    const char *kind = str_or(p, "kind", "");
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive(p, "message");
+    const char *type = str_or(message, "type", "");
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddNumberToObject(line, "at_ms", (double)(long long)(mono_ms() - st->started));
+    bool keep = false;
+    if ((strcmp(kind, "request") == 0 || strcmp(kind, "event") == 0 ||
+         (strcmp(kind, "error") == 0 && strcmp(type, "request") == 0)) && cJSON_IsObject(message)) {
+        /* a message as it reached the broker (a refused request: as it came) */
+        cJSON *from = cJSON_AddObjectToObject(line, "from");
+        const char *src = str_or(message, "src", NULL);
+        /* the sender's identity: its peer label up to the '#' of its serial */
+        char id[256];
+        snprintf(id, sizeof id, "%s", str_or(p, "peer", src ? src : "client"));
+        char *hash = strrchr(id, '#');
+        if (hash && hash != id)
+            *hash = '\0';
+        cJSON_AddStringToObject(from, "id", id);
+        cJSON *names = cJSON_AddArrayToObject(from, "names");
+        if (src)
+            cJSON_AddItemToArray(names, cJSON_CreateString(src));
+        cJSON *copy = cJSON_Duplicate(message, true);
+        if (record_opt.no_payloads)
+            cJSON_DeleteItemFromObjectCaseSensitive(copy, "payload");
+        cJSON_AddItemToObject(line, "msg", copy);
+        keep = true;
+    } else if ((strcmp(kind, "response") == 0 || strcmp(kind, "error") == 0) &&
+               str_or(p, "correlation_id", NULL) && str_or(p, "service", NULL)) {
+        /* a request handed over ended: how (for on_outcome) */
+        const char *code = str_or(p, "code", NULL);
+        const char *outcome = strcmp(kind, "response") == 0 ? "ok"
+                              : code && strcmp(code, "timeout") == 0 ? "timeout"
+                              : code && (strcmp(code, "service_gone") == 0 ||
+                                         strcmp(code, "shutting_down") == 0) ? "gone" : "error";
+        cJSON *o = cJSON_AddObjectToObject(line, "outcome");
+        cJSON_AddStringToObject(o, "service", str_or(p, "service", ""));
+        cJSON_AddStringToObject(o, "outcome", outcome);
+        if (code && strcmp(outcome, "ok") != 0)
+            cJSON_AddStringToObject(o, "code", code);
+        if (str_or(p, "action", NULL))
+            cJSON_AddStringToObject(o, "action", str_or(p, "action", ""));
+        cJSON_AddNumberToObject(o, "latency_ms", num_or(p, "latency_ms", 0));
+        keep = true;
+    }
+    if (keep)
+        record_line(st, line);
+    cJSON_Delete(line);
+    fflush(st->out);
+}
+
+/* The registered instances, from the peers action: {"services": {name: [{id, load}]}}. */
+static int record_services(record_state_t *st)
+{
+    cJSON *all = NULL;
+    int rc = paged_action("peers", "peers", "record (peers)", false, &all);
+    if (rc)
+        return rc;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddNumberToObject(line, "at_ms", 0);
+    cJSON *services = cJSON_AddObjectToObject(line, "services");
+    const cJSON *peer;
+    cJSON_ArrayForEach(peer, cJSON_GetObjectItemCaseSensitive(all, "peers")) {
+        const cJSON *name;
+        cJSON_ArrayForEach(name, cJSON_GetObjectItemCaseSensitive(peer, "names")) {
+            if (!cJSON_IsString(name))
+                continue;
+            cJSON *list = cJSON_GetObjectItemCaseSensitive(services, name->valuestring);
+            if (!list)
+                list = cJSON_AddArrayToObject(services, name->valuestring);
+            cJSON *inst = cJSON_CreateObject();
+            cJSON_AddStringToObject(inst, "id", str_or(peer, "identity", "?"));
+            cJSON_AddNumberToObject(inst, "load",
+                num_or(cJSON_GetObjectItemCaseSensitive(peer, "inflight"), "handling", 0));
+            cJSON_AddItemToArray(list, inst);
+        }
+    }
+    record_line(st, line);
+    st->lines = 0;                  /* --limit counts messages and outcomes */
+    cJSON_Delete(line);
+    cJSON_Delete(all);
+    return EXIT_OK;
+}
+
+static int cmd_record(int argc, char **argv)
+{
+    if (argc < 1 || argc > 2)
+        return usage_error("record takes FILE ('-': standard output) and [SERVICE], and options "
+                           "(--seconds, --limit, --rate, --no-payloads, --action, --src)");
+    if (argc == 2)
+        trace_opt.service = argv[1];
+    record_state_t st = {.out = strcmp(argv[0], "-") == 0 ? stdout : fopen(argv[0], "w"),
+                         .limit = opt.limit};
+    if (!st.out) {
+        say("cannot write %s: %s", argv[0], strerror(errno));
+        return EXIT_USAGE;
+    }
+    int rc = record_services(&st);
+    if (rc == EXIT_OK && ss_on_event(client, "trace", record_traced, &st) != SS_OK)
+        rc = EXIT_REMOTE;
+    cJSON *req = trace_request(), *first = NULL;
+    if (rc == EXIT_OK)
+        rc = broker_action("trace", req, "record", &first);
+    if (rc == EXIT_OK) {
+        say("recording %s at %s into %s (at most %.0f a second)%s; Ctrl-C to stop",
+            trace_opt.service ? trace_opt.service : "every service", opt.endpoint, argv[0],
+            num_or(first, "rate", 0), record_opt.no_payloads ? ", without payloads" : "");
+        st.started = mono_ms();
+        double until = record_opt.seconds ? st.started + 1000.0 * record_opt.seconds : 0;
+        while (!interrupted && !st.stop && (!until || mono_ms() < until))
+            if (ss_client_process(client, 100) == SS_ESTOPPED)
+                break;
+        cJSON *done = NULL;
+        failure_t ignored;
+        call("broker", "untrace", NULL, &done, &ignored);
+        cJSON_Delete(done);
+        say("recorded %ld lines", st.lines);
+    }
+    cJSON_Delete(first);
+    cJSON_Delete(req);
+    if (st.out != stdout)
+        fclose(st.out);
+    return rc;
+}
+
 /* --- dead-letters show ID --- */
 
 static void dead_letter_text(const cJSON *payload, void *arg)
@@ -1733,6 +1896,8 @@ int main(int argc, char **argv)
         {"code", required_argument, 0, 'C'},
         {"kinds", required_argument, 0, 'k'},
         {"rate", required_argument, 0, 'r'},
+        {"seconds", required_argument, 0, 's'},
+        {"no-payloads", no_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -1746,7 +1911,7 @@ int main(int argc, char **argv)
         opt.server_key_file = NULL;
     if (opt.key_prefix && !*opt.key_prefix)
         opt.key_prefix = NULL;
-    bool limit_given = false, trace_given = false;
+    bool limit_given = false, trace_given = false, record_given = false;
     opterr = 0;
     int ch;
     long n;
@@ -1800,6 +1965,16 @@ int main(int argc, char **argv)
             trace_opt.rate = n;
             trace_given = true;
             break;
+        case 's':
+            if (!parse_long(optarg, 1, 86400, &n))
+                return usage_error("--seconds: '%s' is not a number of seconds (1..86400)", optarg);
+            record_opt.seconds = n;
+            record_given = true;
+            break;
+        case 'P':
+            record_opt.no_payloads = true;
+            record_given = true;
+            break;
         case 'h':
             usage(stdout);
             return EXIT_OK;
@@ -1816,7 +1991,7 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage_error("no command given (ping, services, stats, metrics, request, watch, "
-                           "reload, dead-letters, replay, pub, sub, reply, top, peers, trace)");
+                           "reload, dead-letters, replay, pub, sub, reply, top, peers, trace, record)");
     const char *cmd = argv[optind];
     int nargs = argc - optind - 1;
     char **args = argv + optind + 1;
@@ -1828,7 +2003,7 @@ int main(int argc, char **argv)
         {"ping", 0, 0},     {"services", 0, 0}, {"stats", 0, 0},  {"metrics", 0, 0},
         {"request", 0, 99}, {"watch", 0, 0},    {"reload", 0, 0}, {"dead-letters", 0, 2},
         {"replay", 0, 99},  {"pub", 0, 99},     {"sub", 0, 99},   {"reply", 0, 99},  {"top", 0, 99},
-        {"peers", 0, 0},    {"trace", 0, 99},
+        {"peers", 0, 0},    {"trace", 0, 99},   {"record", 0, 99},
     };
     int which = -1;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
@@ -1843,10 +2018,13 @@ int main(int argc, char **argv)
     }
     if (nargs > commands[which].max_args)
         return usage_error("%s takes no arguments (got '%s')", cmd, args[0]);
-    if (limit_given && strcmp(cmd, "dead-letters") != 0)
-        return usage_error("--limit goes with dead-letters only");
-    if (trace_given && strcmp(cmd, "trace") != 0)
-        return usage_error("--action, --src, --code, --kinds and --rate go with trace only");
+    bool recording = strcmp(cmd, "record") == 0;
+    if (limit_given && strcmp(cmd, "dead-letters") != 0 && !recording)
+        return usage_error("--limit goes with dead-letters and record only");
+    if (trace_given && strcmp(cmd, "trace") != 0 && !recording)
+        return usage_error("--action, --src, --code, --kinds and --rate go with trace and record only");
+    if (record_given && !recording)
+        return usage_error("--seconds and --no-payloads go with record only");
     bool show_letter = strcmp(cmd, "dead-letters") == 0 && nargs > 0;
     if (show_letter && strcmp(args[0], "show") != 0)
         return usage_error("dead-letters takes no arguments, or show ID (got '%s')", args[0]);
@@ -1890,6 +2068,8 @@ int main(int argc, char **argv)
         rc = cmd_peers();
     else if (strcmp(cmd, "trace") == 0)
         rc = cmd_trace(nargs, args);
+    else if (recording)
+        rc = cmd_record(nargs, args);
     else if (strcmp(cmd, "pub") == 0)
         rc = cmd_pub(nargs, args);
     else if (strcmp(cmd, "sub") == 0)
@@ -1905,7 +2085,7 @@ int main(int argc, char **argv)
     if (fflush(stdout) != 0 && rc == EXIT_OK)
         rc = EXIT_REMOTE;       /* stdout closed or full: do not claim success */
     if (interrupted && rc == EXIT_OK && strcmp(cmd, "watch") != 0 && strcmp(cmd, "sub") != 0 &&
-        strcmp(cmd, "reply") != 0 && strcmp(cmd, "top") != 0 && strcmp(cmd, "trace") != 0)
+        strcmp(cmd, "reply") != 0 && strcmp(cmd, "top") != 0 && strcmp(cmd, "trace") != 0 && !recording)
         rc = EXIT_INTERRUPTED;
     return rc;
 }

@@ -46,12 +46,16 @@ class Page:
     def wait_for(self, expression, timeout=20.0, interval=0.1):
         """Until the expression is truthy in the page; returns its value."""
         deadline = time.monotonic() + timeout
+        error = None
         while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
+            try:                # the page may still be loading: not yet
+                value = self.evaluate(expression)
+                if value:
+                    return value
+            except CDPError as exc:
+                error = exc
             if time.monotonic() > deadline:
-                raise CDPError("page: %r still false after %.0f s" % (expression, timeout))
+                raise CDPError("page: %r still false after %.0f s (%s)" % (expression, timeout, error))
             time.sleep(interval)
 
     def screenshot(self, path, width=1440):
@@ -140,6 +144,8 @@ class Chromium:
         page.call("Emulation.setDeviceMetricsOverride", width=1440, height=900,
                   deviceScaleFactor=1, mobile=False)
         page.call("Page.navigate", url=url)
+        page.wait_for("location.href === %s && document.readyState === 'complete'" % json.dumps(url),
+                      self.timeout)
         return page
 
     def close(self):

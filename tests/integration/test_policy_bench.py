@@ -6,17 +6,22 @@ checked, and the exit codes CI relies on.
 The program is the one built beside the broker ($SMARTSHOP_BROKER's
 directory), from the broker's own policy.c/sandbox.c.
 """
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokerproc as bp  # noqa: E402
 from brokerproc import REPO_ROOT, SLOW, broker_path  # noqa: E402
 
 BENCH = os.path.join(os.path.dirname(broker_path()), "smartshop-policy")
+CTL = os.environ.get("SMARTSHOP_CTL") or os.path.join(os.path.dirname(broker_path()), "smartshop-ctl")
 TRAFFIC = os.path.join(REPO_ROOT, "tests", "policy_bench", "traffic.jsonl")
 EXAMPLES = os.path.join(REPO_ROOT, "policies", "examples")
 LINE_RE = re.compile(r"^(\d+): (\S+): (\w+) (\S+) -> (\S+)(?: (\S+))?: (.*)$")
@@ -197,6 +202,90 @@ class ExitCodes(unittest.TestCase):
         r = subprocess.run([BENCH, "--help"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0)
         self.assertIn("--against", r.stdout)
+
+
+class LiveRecording(bp.PolicyTestCase):
+    """smartshop-ctl record on a live broker running deny_list.lua, then
+    the bench on what it wrote: the same decisions offline."""
+
+    with open(os.path.join(EXAMPLES, "deny_list.lua")) as f:
+        POLICY = f.read()
+
+    def record(self, *extra):
+        out = os.path.join(self.tmp, "rec-%d.jsonl" % time.monotonic_ns())
+        proc = subprocess.Popen([CTL, "-e", self.broker.endpoint, "record", out, *extra],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.communicate()))
+        # recording once its first line (the instances) is out and the trace is on
+        self.assertTrue(bp.wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 0,
+                                      5 * SLOW), "record wrote nothing")
+        time.sleep(0.3 * SLOW)
+        return proc, out
+
+    def traffic(self, orders, web):
+        """list (answered ok), drop_all_tables (refused live), an error answer, an event."""
+        sent = []
+        m = web.request("orders", "list", {"page": 1})
+        _, req = orders.recv()
+        orders.answer(req, payload={"items": []})
+        web.recv_answer(m["msg_id"])
+        sent.append(m["msg_id"])
+        m = web.request("orders", "drop_all_tables", {})
+        self.expectError(web, "denied", correlation_id=m["msg_id"])
+        sent.append(m["msg_id"])
+        m = web.request("orders", "get", {"id": 7})
+        _, req = orders.recv()
+        orders.answer(req, type="error", payload={"code": "not_found", "message": "no 7"})
+        web.recv_answer(m["msg_id"])
+        sent.append(m["msg_id"])
+        e = web.send(bp.msg("event", "web", "orders", "touched", payload={"id": 7}))
+        orders.recv()
+        sent.append(e["msg_id"])
+        return sent
+
+    def lines(self, path):
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def test_record_then_replay(self):
+        orders = self.peer(identity="orders-1", register="orders")
+        web = self.peer(identity="web-1", register="web")
+        proc, out = self.record("--seconds", str(int(4 * SLOW)))
+        sent = self.traffic(orders, web)
+        _, err = proc.communicate(timeout=10 * SLOW)
+        self.assertEqual(proc.returncode, 0, err)
+        lines = self.lines(out)
+        self.assertEqual(lines[0]["services"]["orders"][0]["id"], "orders-1", lines[0])
+        msgs = [l["msg"] for l in lines if "msg" in l]
+        self.assertEqual([m["msg_id"] for m in msgs], sent, lines)
+        self.assertEqual(msgs[0]["payload"], {"page": 1})
+        self.assertEqual([l["from"]["names"] for l in lines if "msg" in l], [["web"]] * 4)
+        outcomes = [l["outcome"] for l in lines if "outcome" in l]
+        self.assertEqual([(o["service"], o["outcome"], o.get("code")) for o in outcomes],
+                         [("orders", "ok", None), ("orders", "error", "not_found")], lines)
+        # offline, the same policy decides as the broker did
+        rc, d, stdout, _ = bench(example("deny_list.lua"), out)
+        self.assertEqual(rc, 0, stdout)
+        self.assertEqual(d[sent[0]], "pass")
+        self.assertEqual(d[sent[1]], 'refuse denied "not on this bus"')
+        self.assertEqual(d[sent[3]], "pass")
+        # every shipped policy runs on it
+        for name in sorted(os.listdir(EXAMPLES)):
+            rc, _, stdout, _ = bench(example(name), out)
+            self.assertEqual(rc, 0, name + ": " + stdout)
+
+    def test_record_without_payloads(self):
+        orders = self.peer(identity="orders-2", register="orders")
+        web = self.peer(identity="web-2", register="web")
+        proc, out = self.record("--no-payloads", "--limit", "3")
+        self.traffic(orders, web)
+        _, err = proc.communicate(timeout=10 * SLOW)     # --limit 3: stops by itself
+        self.assertEqual(proc.returncode, 0, err)
+        lines = self.lines(out)
+        self.assertEqual(len(lines), 4, lines)        # the instances and 3 lines
+        for line in lines:
+            if "msg" in line:
+                self.assertNotIn("payload", line["msg"])
 
 
 if __name__ == "__main__":

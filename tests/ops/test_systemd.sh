@@ -135,8 +135,8 @@ expect "the policy fixed: smartshop-ctl reload exits 0" [ $? = 0 ]
 
 sed -i 's|^-- metrics = |metrics = |' /etc/smartshop/broker.lua
 systemctl restart smartshop-broker
-out=$(/usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9100/metrics", timeout=3).read().decode())')
-expect "metrics on: Prometheus text at http://127.0.0.1:9100/metrics" grep -q "^smartshop_uptime_seconds" <<<"$out"
+out=$(/usr/bin/python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:8555/metrics", timeout=3).read().decode())')
+expect "metrics on: Prometheus text at http://127.0.0.1:8555/metrics" grep -q "^smartshop_uptime_seconds" <<<"$out"
 smartshop-ctl metrics
 expect "smartshop-ctl metrics" [ $? = 0 ]
 
