@@ -7,13 +7,18 @@
  *   broker.c          the ROUTER socket, the socket monitor, signals, the loop;
  *                     builds the router and gives it its transport and clock
  *   http.c            the --metrics HTTP endpoint (libmicrohttpd, its own thread):
- *                     metrics, health, the JSON API, the dashboard (web/)
+ *                     metrics, health, the JSON API, the dashboard (web/,
+ *                     compiled in as http_assets.h by embed_assets.cmake)
  *   http_snapshot.c   the state it serves, taken on the loop's thread
  *   http_history.c    rates and latency over the last minutes (HTTP thread)
  *   process_stats.c   CPU, memory and descriptors of the process (HTTP thread)
  *   broker_service.c  dst "broker": ping, list_services, stats, reload_policy
+ *   bus.c             this broker as one of several on NATS (--nats): the
+ *                     router's bus_hooks.h, arrivals handed to the router
+ *   nats_link.c       the one connection to the NATS cluster (libnats)
  *   services.c        the Lua services in services/, as virtual peers
  *   lua_service.c     one Lua service: its handlers, timers and `bus` API
+ *   lua_json.c        JSON for Lua services that keeps integers and []
  *   router.c          the message path: decide, deliver, or answer an error;
  *                     owns the bus's state (router_t)
  *   policy.c          routing.lua's hooks (filter, route, on_register, ...)
@@ -23,6 +28,10 @@
  *   inflight.c        requests handed out and not yet answered
  *   deadletter.c      refused and undelivered messages, for list and replay
  *   metrics.c         per service/action counters and latency; Prometheus text
+ *   trace.c           live copies of requests and answers for tracers
+ *   state.c           the state directory (SQLite): registrations, dead letters
+ *                     and the last good policy across restarts
+ *   state_keepers.c   the registry's and dead letters' keepers on state.c
  *   topics.c          topic subscriptions and queue groups
  *   registry.c        peers (connections) and the names they hold
  *   conn_bytes.c      bytes queued and unread per connection (broker.c's sends)
@@ -36,10 +45,12 @@
  *   keyfile.c         CURVE key files (also smartshop-ctl's)
  *   watch.c           inotify: reload what operators edit
  *   keyed_hash.c      the keyed hash of every uthash table
+ *   sha256.c          SHA-256 of a policy's text (which version runs)
  *   names.c errors.c log.c config.c   small shared rules
  *   clock.h iso_time.h msg_id.h stats.h version.h   header-only helpers
  *   client/           libsmartshop, the C client library (its own state only)
  *   ctl/              smartshop-ctl, the operator's tool (on libsmartshop)
+ *   policy_bench/     smartshop-policy, a policy run against recorded messages
  *
  * Everything runs on one thread but HTTP's, which only reads snapshots;
  * the event loop never blocks on a peer.
