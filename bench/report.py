@@ -197,6 +197,22 @@ def main():
         print(f"   paired: broker/ceiling CPU per copy "
               f"{fmt_paired(paired(runs, 'bcast/brk/s10', 'bcast/ceil/s10', 'server_cpu_us_per_delivery'))}")
 
+    irs = {l.split("/", 1)[1]: runs[l][-1] for l in runs if l.startswith("ir/")}
+    if irs:
+        print()
+        print("== instructions per round trip (callgrind, 4 x 16, 64 B; user space of all the server's threads)")
+        base = float(irs["ceiling"]["ir_per_rt"]) if "ceiling" in irs else None
+        brk = float(irs["broker"]["ir_per_rt"]) if "broker" in irs else None
+        print(f"{'target':12} {'Ir/rt':>8} {'x ceil':>7} {'- routing.lua':>14} {'in the hooks':>13} {'in the service':>15}")
+        for t in ("ceiling", "broker", "hooks", "composed", "payload", "inv"):
+            if t not in irs:
+                continue
+            ir = float(irs[t]["ir_per_rt"])
+            print(f"{t:12} {fmt(ir):>8} {fmt(ratio(ir, base), 2):>7}"
+                  f" {fmt(ir - brk) if brk and t not in ('ceiling', 'broker') else '-':>14}"
+                  f" {fmt(float(irs[t].get('policy_ir_per_rt', 0))):>13}"
+                  f" {fmt(float(irs[t].get('lua_service_ir_per_rt', 0))):>15}")
+
     print()
     print("== targets (issue 9)")
     b_rate, b_cpu = med(runs, "main/brk", "rt_per_s"), med(runs, "main/brk", "broker_sched_us_per_rt")
@@ -239,16 +255,23 @@ def main():
         print("== targets (issue 24)")
         for text, r, ok in checks:
             print(f"  {text:62} {fmt(r, 3):>6}  {verdict(ok)}")
+    if (runs.get("main/comp") and runs.get("main/hooks")) or irs:
+        print("== targets (issue 20)")
     if runs.get("main/comp") and runs.get("main/hooks"):
         # issue 20: the composed policy costs no more than hooks.lua did:
         # 1.59 x the ceiling's CPU per round trip when the issue was filed
         # (docs/performance.md); also shown against today's hooks.lua
         r = main_ratio("comp", "broker_sched_us_per_rt")
-        print("== targets (issue 20)")
         print(f"  {'composed.lua: broker CPU per round trip <= 1.59 x ceiling s':62} {fmt(r, 3):>6}"
               f"  {verdict(r is not None and r <= 1.59)}")
         r2 = ratio(med(runs, "main/comp", "broker_sched_us_per_rt"), med(runs, "main/hooks", "broker_sched_us_per_rt"))
         print(f"  {'   (composed.lua / hooks.lua in this run)':62} {fmt(r2, 3):>6}")
+    if "composed" in irs:
+        # hooks.lua's hooks cost 9,644 Ir a round trip at 23d3152, when the
+        # issue was filed (bench/profile.sh --target hooks)
+        ir = float(irs["composed"]["policy_ir_per_rt"])
+        print(f"  {'composed.lua: Ir in the hooks <= hooks.lua at 23d3152 (9,644)':62} {fmt(ir / 9644, 3):>6}"
+              f"  {verdict(ir <= 9644)}")
     if runs.get("main/nats"):
         print("== beside nats-server (same envelopes, same load)")
         for t in ("brk", "lua", "comp"):

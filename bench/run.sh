@@ -49,6 +49,10 @@
 #            CPU per round trip
 #   bcast    one publisher, events to "broadcast", 10 registered peers: the
 #            broker beside the ceiling doing the same fan-out; 3 rounds
+#   ir       instructions per round trip under callgrind (bench/profile.sh)
+#            of the ceiling, routing.lua, hooks.lua, composed.lua,
+#            payload.lua and the Lua inventory service: the noise-robust
+#            second measure (not with --quick or --main-only)
 # nats-server is installed (apt-get) if missing and we are root; else the
 # NATS rows are skipped, and said.
 # Then bench/report.py prints medians and ours/ceiling ratios. Exit status
@@ -421,6 +425,26 @@ if [ $MAIN_ONLY = 0 ]; then
       stop bc
     done
   done
+fi
+
+# --- ir: instructions per round trip (callgrind), the noise-robust view ---
+# What each forwarder executes per round trip does not depend on how busy
+# the machine is (kernel time is not in it: a ratio of these overstates the
+# CPU ratio; a difference of two is the work one adds over the other).
+if [ $MAIN_ONLY = 0 ] && [ $QUICK = 0 ]; then
+  if command -v valgrind > /dev/null; then
+    echo "instructions (callgrind)"
+    for t in ceiling broker hooks composed payload inv; do
+      if line=$(bash "$ROOT/bench/profile.sh" --target "$t" --seconds 3 --build-dir "$BUILD" \
+                  --out "$OUT/callgrind" 2>> "$LOG" | sed -n 's/^summary //p') && [ -n "$line" ]; then
+        echo "$line" >> "$RESULTS"; echo "  $line"
+      else
+        echo "run.sh: callgrind run of $t failed (see $LOG)" >&2
+      fi
+    done
+  else
+    echo "run.sh: valgrind not installed (apt-get install valgrind): no instruction counts" >&2
+  fi
 fi
 
 if [ $QUICK = 1 ]; then BUSY_AFTER=0; else BUSY_AFTER=$(machine_busy); fi

@@ -168,7 +168,7 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
-static int deliver_to_bus(router_t *r, zmq_msg_t *data);
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env);
 /* R2, R3: a restored record whose connection has not been seen since the
  * restart. Plain mode: its identity is all there is to know, so a send
  * that libzmq takes (the identity is connected: ZMQ_ROUTER_MANDATORY)
@@ -194,11 +194,11 @@ static int deliver_restored(router_t *r, peer_t *to, zmq_msg_t *data)
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     int rc;
-    if (to->kind == PEER_BUS) {
-        rc = deliver_to_bus(r, data);
-    } else if (to->kind != PEER_LUA) {
+    if (to->kind == PEER_REMOTE) {     /* one test, as without a bus */
         rc = __builtin_expect(to->restored, 0) ? deliver_restored(r, to, data)
                                                : r->wire.send(r->wire.ctx, to, data);
+    } else if (to->kind == PEER_BUS) {
+        rc = deliver_to_bus(r, data, env);
     } else if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
         rc = -1;
@@ -250,7 +250,8 @@ typedef struct {
     metric_series_t *series;    /* its series */
     const inflight_t *rec;      /* its record in flight, if it was handed over */
     const envelope_t *request;  /* the request, if the router still has it (refusals) */
-    const envelope_t *answer;   /* the answer (ok, error) */
+    const envelope_t *answer;   /* the answer (ok, error), only while its bytes are
+                                   there (`message`): delivery hands them over */
     const char *code;           /* the error's code ("" for ok) */
     size_t code_len;
     const char *why;            /* the broker's message, for its own errors */
@@ -285,7 +286,9 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
     const envelope_t *req = o->request;
     trace_point_t p = {
         .kind = o->outcome == METRICS_OK ? TRACE_RESPONSE : TRACE_ERROR,
-        .service = c_text(o->series->key[0] == '_' ? NULL : o->series->key),
+        /* the name it went to; for a refusal, its series' (none: "_none") */
+        .service = o->rec ? c_text(o->rec->service)
+                          : c_text(o->series->key[0] == '_' ? NULL : o->series->key),
         .dst = o->rec ? c_text(o->rec->dst) : env_text(req, EF_DST),
         .src = o->rec ? c_text(o->rec->src) : env_text(req, EF_SRC),
         .action = o->rec ? c_text(o->rec->action) : env_text(req, EF_ACTION),
@@ -343,41 +346,56 @@ static void note_outcome(router_t *r, const request_outcome_t *o)
         policy_outcome(r, o);
 }
 
-/* The "code" of an error answer's payload, or "" if it has none. */
-static const char *answer_code(const envelope_t *env, size_t *len)
+/* An error answer's code, copied: the answer's bytes go to its requester
+ * before the outcome is noted. */
+typedef struct {
+    char text[METRICS_CODE_MAX_LEN + 1];
+    size_t len;
+} answer_code_t;
+
+/* The "code" of an error answer's payload; service_error if it has none
+ * (an error without a code is one), "(other)" if it is too long. */
+static void read_answer_code(const envelope_t *env, answer_code_t *out)
 {
     const env_value_t *p = &env->f[EF_PAYLOAD];
     json_object_t obj;
-    *len = 0;
-    if (env->type != MT_ERROR || p->kind != JSON_OBJECT ||
-        json_scan_object(p->ptr, p->len, &obj, NULL) != JSON_SCAN_OK)
-        return "";
-    for (int i = 0; i < obj.count; i++) {
-        const json_member_t *m = &obj.members[i];
-        if (m->key_len == 4 && memcmp(p->ptr + m->key_off, "code", 4) == 0 &&
-            m->kind == JSON_STRING && !m->val_escaped) {
-            *len = m->val_len;
-            return p->ptr + m->val_off;
+    const char *code = bus_err_name(ERR_SERVICE_ERROR);
+    size_t len = strlen(code);
+    if (p->kind == JSON_OBJECT && json_scan_object(p->ptr, p->len, &obj, NULL) == JSON_SCAN_OK) {
+        for (int i = 0; i < obj.count; i++) {
+            const json_member_t *m = &obj.members[i];
+            if (m->key_len == 4 && memcmp(p->ptr + m->key_off, "code", 4) == 0 &&
+                m->kind == JSON_STRING && !m->val_escaped && m->val_len > 0) {
+                code = p->ptr + m->val_off;
+                len = m->val_len;
+                break;
+            }
         }
     }
-    return "";
+    if (len > METRICS_CODE_MAX_LEN) {
+        code = METRICS_OTHER_ACTION;
+        len = strlen(code);
+    }
+    memcpy(out->text, code, len);
+    out->text[len] = '\0';
+    out->len = len;
 }
 
-/* A request's answer, delivered or dropped (its requester gone). */
-static void note_answer(router_t *r, const inflight_t *rec, const envelope_t *answer,
-                        zmq_msg_t *message)
+/* A request's answer, delivered or dropped (its requester gone): `type`
+ * and `code` read before the answer left; `message` its bytes, if they
+ * are still there (for traces). */
+static void note_answer(router_t *r, const inflight_t *rec, msg_type_t type,
+                        const answer_code_t *code, const envelope_t *answer, zmq_msg_t *message)
 {
-    request_outcome_t o = {.series = rec->series, .rec = rec, .answer = answer,
+    request_outcome_t o = {.series = rec->series, .rec = rec,
+                           .answer = message ? answer : NULL,
                            .requester = rec->requester, .handler = rec->handler, .code = "",
                            .message = message ? zmq_msg_data(message) : NULL,
                            .message_len = message ? zmq_msg_size(message) : 0};
-    o.outcome = answer->type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
+    o.outcome = type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
     if (o.outcome == METRICS_ERROR) {
-        o.code = answer_code(answer, &o.code_len);
-        if (!o.code_len) {
-            o.code = bus_err_name(ERR_SERVICE_ERROR);   /* an error without a code is one */
-            o.code_len = strlen(o.code);
-        }
+        o.code = code->text;
+        o.code_len = code->len;
     }
     o.latency_us = r->clock_us() - rec->started_us;
     note_outcome(r, &o);
@@ -1005,14 +1023,13 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
     }
     /* the request ends with its answer, even one its requester is gone
      * for (the service did its part) */
+    answer_code_t code = {"", 0};
+    if (env->type == MT_ERROR)
+        read_answer_code(env, &code);
     if (!rec->requester) {
         r->stats.requester_gone++;
-        note_answer(r, rec, env, &m->data);
+        note_answer(r, rec, env->type, &code, env, &m->data);
         deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
-        inflight_remove(r->inflight, &rec);
-        return;
-    }
-    if (rec->requester->kind == PEER_BUS && !aim_at_origin(r, rec)) {
         inflight_remove(r->inflight, &rec);
         return;
     }
@@ -1022,9 +1039,10 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
     }
+    msg_type_t type = env->type;        /* env points into the frame delivery hands over */
     if (deliver(r, rec->requester, &m->data, env) == 0) {
-        r->stats.out[env->type]++;
-        note_answer(r, rec, env, traced ? &copy : NULL);
+        r->stats.out[type]++;
+        note_answer(r, rec, type, &code, env, traced ? &copy : NULL);
         inflight_remove(r->inflight, &rec);
         if (traced)
             zmq_msg_close(&copy);
@@ -1036,7 +1054,7 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         router_send_error(r, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
         return;
     }
-    note_answer(r, rec, env, &m->data);
+    note_answer(r, rec, type, &code, env, &m->data);
     r->stats.requester_gone++;
     deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
@@ -1485,6 +1503,15 @@ void router_bus_stop(router_t *r)
 {
     if (!r->crossing)
         return;
+    peer_t *bus = &r->crossing->peer;   /* no record may point at it once freed */
+    while (bus->handling) {
+        inflight_t *rec = bus->handling;
+        inflight_remove(r->inflight, &rec);
+    }
+    while (bus->waiting) {
+        inflight_t *rec = bus->waiting;
+        inflight_remove(r->inflight, &rec);
+    }
     free(r->crossing->events);
     free(r->crossing);
     r->crossing = NULL;
@@ -1510,14 +1537,24 @@ static bool aim_at_origin(router_t *r, const inflight_t *rec)
     return true;
 }
 
-/* deliver() to the bus peer: the bytes to the broker `reply` names. The
- * frame is consumed on success, as deliver() promises. */
-static int deliver_to_bus(router_t *r, zmq_msg_t *data)
+/* deliver() to the bus peer: the bytes to the broker `reply` names. An
+ * answer (`env` given) is aimed at the origin of the request it answers
+ * here, so that the answer path needs no test of its own; an error the
+ * router makes (`env` NULL) goes where the caller aimed. The frame is
+ * consumed on success, as deliver() promises; a failure is EAGAIN, never
+ * "gone": the bus peer is not a connection to drop. */
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env)
 {
     struct router_bus *rb = r->crossing;
     if (!rb) {
-        errno = EHOSTUNREACH;
+        errno = EAGAIN;
         return -1;
+    }
+    if (env && (env->type == MT_RESPONSE || env->type == MT_ERROR)) {
+        const env_value_t *corr = &env->f[EF_CORRELATION_ID];
+        inflight_t *rec = inflight_find(r->inflight, corr->ptr, corr->len);
+        if (rec && rec->requester == &rb->peer)
+            aim_at_origin(r, rec);
     }
     int rc = r->bus.answer(r->bus.ctx, rb->reply.origin, rb->reply.kind,
                                  rb->reply.seq, rb->reply.msg_id, strlen(rb->reply.msg_id),
@@ -1788,19 +1825,22 @@ void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, 
         corr->len == id_len && memcmp(corr->ptr, msg_id, id_len) == 0) {
         r->stats.bus.answers_in++;
         r->stats.in[env.type]++;
+        answer_code_t code = {"", 0};   /* read before delivery hands the bytes over */
+        if (env.type == MT_ERROR)
+            read_answer_code(&env, &code);
         if (!rec->requester) {
             r->stats.requester_gone++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, &m.data);
             inflight_remove(r->inflight, &rec);
         } else if (deliver(r, rec->requester, &m.data, &env) == 0) {
             r->stats.out[env.type]++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, NULL);
             inflight_remove(r->inflight, &rec);
         } else {
             /* its queue is full or it is gone: the answer is lost, as on
              * one broker when a requester cannot take it (D3) */
             r->stats.requester_gone++;
-            note_answer(r, rec, &env, NULL);
+            note_answer(r, rec, env.type, &code, &env, &m.data);
             deadletters_add(r->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
                             NULL);
             inflight_remove(r->inflight, &rec);
@@ -1823,6 +1863,11 @@ void router_bus_describe(const router_t *r, cJSON *into)
 {
     if (r->bus.describe)
         r->bus.describe(r->bus.ctx, into);
+}
+
+size_t router_bus_remote(const router_t *r, char *out, size_t cap)
+{
+    return r->bus.remote ? r->bus.remote(r->bus.ctx, out, cap) : 0;
 }
 
 static peer_t *bus_peer(router_t *r)
