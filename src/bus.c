@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
+#include "keyed_hash.h"
 #include "log.h"
+#include "names.h"
 #include "nats_link.h"
 #include "reply.h"
 #include "router.h"
@@ -15,8 +18,27 @@
  * turn between). */
 #define TAKE_MAX 64
 
+/* How often each broker says which names it holds (smartshop.dir), how
+ * soon after a change at the earliest, and when an entry not renewed is
+ * taken for a broker gone. Only list_services reads the directory: the
+ * routing itself never waits for it (X2). */
+#define ANNOUNCE_EVERY_MS 2000
+#define ANNOUNCE_AFTER_CHANGE_MS 200
+#define DIRECTORY_STALE_MS (3 * ANNOUNCE_EVERY_MS)
+#define DIRECTORY_BROKERS_MAX 1024
+
+/* One other broker's last announcement. */
+typedef struct dir_entry {
+    char id[NATS_BROKER_ID_MAX + 1];
+    uint64_t seen_ms;
+    cJSON *names;               /* {"name": instances, ...} */
+    UT_hash_handle hh;
+} dir_entry_t;
+
 struct bus {
     router_t *router;
+    dir_entry_t *directory;     /* by broker id */
+    uint64_t announced_ms;      /* when this broker last announced */
     nats_link_t *link;
     bool joined;                /* connected at least once (the "joined" line) */
     bool left;                  /* bus_leave: names no longer offered */
@@ -83,6 +105,91 @@ static void hook_holds(void *ctx, const char *name, size_t len, int delta)
                     (int)len, name);
 }
 
+/* --- the directory (list_services) --- */
+
+static void directory_drop(bus_t *bus, dir_entry_t *e)
+{
+    HASH_DEL(bus->directory, e);
+    cJSON_Delete(e->names);
+    free(e);
+}
+
+static void directory_heard(bus_t *bus, const char *data, size_t len)
+{
+    cJSON *msg = cJSON_ParseWithLength(data, len);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "broker");
+    cJSON *names = cJSON_GetObjectItemCaseSensitive(msg, "names");
+    if (!cJSON_IsString(id) || !nats_broker_id_valid(id->valuestring) || !cJSON_IsObject(names) ||
+        strcmp(id->valuestring, nats_link_broker_id(bus->link)) == 0) {
+        router_bus_refused(bus->router);
+        cJSON_Delete(msg);
+        return;
+    }
+    dir_entry_t *e = NULL;
+    HASH_FIND_STR(bus->directory, id->valuestring, e);
+    if (!e && HASH_COUNT(bus->directory) < DIRECTORY_BROKERS_MAX && (e = calloc(1, sizeof *e))) {
+        snprintf(e->id, sizeof e->id, "%s", id->valuestring);
+        HASH_ADD_STR(bus->directory, id, e);
+    }
+    if (e) {
+        cJSON_Delete(e->names);
+        e->names = cJSON_DetachItemViaPointer(msg, names);
+        e->seen_ms = clock_ms();
+        if (!e->names->child)
+            directory_drop(bus, e);     /* it left the bus (X8) */
+    }
+    cJSON_Delete(msg);
+}
+
+static void announce(bus_t *bus, uint64_t now)
+{
+    size_t len = 0;
+    char *text = nats_link_directory_text(bus->link, &len);
+    if (text && nats_link_publish(bus->link, "smartshop.dir", NULL, text, len) == 0)
+        bus->announced_ms = now;
+    free(text);
+}
+
+static void announce_if_due(bus_t *bus)
+{
+    uint64_t now = clock_ms();
+    if (now - bus->announced_ms >= ANNOUNCE_EVERY_MS ||
+        (nats_link_directory_dirty(bus->link) && now - bus->announced_ms >= ANNOUNCE_AFTER_CHANGE_MS))
+        announce(bus, now);
+}
+
+static size_t hook_remote(void *ctx, char *out, size_t cap)
+{
+    bus_t *bus = ctx;
+    uint64_t now = clock_ms();
+    size_t n = (size_t)snprintf(out, cap, "\"broker_id\":\"%s\",\"remote\":[",
+                                nats_link_broker_id(bus->link));
+    bool first = true, cut = false;
+    dir_entry_t *e, *tmp;
+    HASH_ITER(hh, bus->directory, e, tmp) {
+        if (now - e->seen_ms > DIRECTORY_STALE_MS) {
+            directory_drop(bus, e);
+            continue;
+        }
+        for (const cJSON *item = e->names->child; item; item = item->next) {
+            if (!cJSON_IsNumber(item) || !name_is_valid(item->string, strlen(item->string)))
+                continue;
+            char entry[NAME_MAX_LEN + NATS_BROKER_ID_MAX + 64];
+            int w = snprintf(entry, sizeof entry, "%s{\"name\":\"%s\",\"broker\":\"%s\",\"instances\":%d}",
+                             first ? "" : ",", item->string, e->id, item->valueint);
+            if (w < 0 || n + (size_t)w + 32 > cap) {
+                cut = true;
+                break;
+            }
+            memcpy(out + n, entry, (size_t)w);
+            n += (size_t)w;
+            first = false;
+        }
+    }
+    n += (size_t)snprintf(out + n, cap - n, cut ? "],\"remote_truncated\":true," : "],");
+    return n;
+}
+
 /* --- what arrives --- */
 
 static void dispatch(bus_t *bus, const nats_in_t *in)
@@ -108,6 +215,9 @@ static void dispatch(bus_t *bus, const nats_in_t *in)
     case NL_BROADCAST:
     case NL_TOPIC:
         router_bus_broadcast(r, in->data, in->len, in->kind == NL_TOPIC);
+        return;
+    case NL_DIRECTORY:
+        directory_heard(bus, in->data, in->len);
         return;
     case NL_REPLY:
         if (!nats_parse_reply(in->subject, origin, &kind, &seq, msg_id, &id_len) ||
@@ -152,6 +262,7 @@ bool bus_poll_done(bus_t *bus, const struct pollfd fds[2], int max)
     nats_link_poll_done(bus->link, fds);
     if (fds[1].revents)
         log_changes(bus);
+    announce_if_due(bus);
     nats_in_t in[TAKE_MAX];
     for (int done = 0; done < max;) {
         size_t n = nats_link_take(bus->link, in, TAKE_MAX);
@@ -191,7 +302,7 @@ bus_t *bus_new(router_t *r, const config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     bus_hooks_t hooks = {bus, hook_request, hook_event, hook_broadcast, hook_topic, hook_answer,
-                         hook_holds, hook_describe};
+                         hook_holds, hook_describe, hook_remote};
     if (router_bus_start(r, hooks) < 0) {
         snprintf(err, errlen, "out of memory");
         bus_free(&bus);
@@ -211,6 +322,7 @@ void bus_leave(bus_t *bus)
 {
     bus->left = true;
     nats_link_release_all(bus->link);
+    announce(bus, clock_ms());          /* no names: the others drop it from their lists */
 }
 
 void bus_flush(bus_t *bus, int ms)
@@ -225,6 +337,9 @@ void bus_free(bus_t **self_p)
         return;
     router_bus_stop(bus->router);
     nats_link_free(&bus->link);
+    dir_entry_t *e, *tmp;
+    HASH_ITER(hh, bus->directory, e, tmp)
+        directory_drop(bus, e);
     free(bus);
     *self_p = NULL;
 }

@@ -32,6 +32,11 @@ typedef struct {
     void (*holds)(void *ctx, const char *name, size_t len, int delta);
     /* the link's state and counters, for stats */
     void (*describe)(void *ctx, struct cJSON *into);
+    /* the names other brokers hold, for list_services: writes
+     * `"broker_id":"<own>","remote":[{"name":N,"broker":B,"instances":K},...],`
+     * (and `"remote_truncated":true,` when it did not fit) into out[cap];
+     * returns its length */
+    size_t (*remote)(void *ctx, char *out, size_t cap);
 } bus_hooks_t;
 
 #endif

@@ -271,7 +271,7 @@ static void grow(writer_t *w, size_t need)
         cap *= 2;
     /* said as what it is, before the allocator refuses it */
     const sandbox_t *sb = sandbox_of(w->L);
-    size_t left = sb->limits.memory_limit > sb->memory_used ? sb->limits.memory_limit - sb->memory_used : 0;
+    size_t left = sandbox_memory_left(sb);
     if (cap > left)
         luaL_error(w->L, "json.encode: the text needs more than %f bytes, more than the memory "
                          "left (%f)", (double)(w->len + need), (double)left);

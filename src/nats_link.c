@@ -79,7 +79,9 @@ struct nats_link {
     held_name_t *held;
     uint64_t subscriptions;
     char *nkey_pub;             /* derived from the seed file, or NULL */
-    sub_closure_t closures[NL_REPLY + 1];
+    sub_closure_t closures[NL_DIRECTORY + 1];
+    natsSubscription *directory;
+    bool dirty;                 /* names changed since the last directory text */
     bool opened;                /* counted in links_open */
 
     /* below: shared with library threads, under `mu` */
@@ -91,6 +93,8 @@ struct nats_link {
     uint64_t queue_dropped, disconnects, reconnects;
     int changes;
     char last_error[160];
+    bool closed;                /* the library said the connection is closed */
+    pthread_cond_t closed_cond;
 };
 
 
@@ -156,6 +160,9 @@ static natsStatus ev_detach(void *user_data)
 
 /* --- connection events and deliveries (library threads) --- */
 
+/* Records a change for the loop. The last thing a callback does with the
+ * link: nats_link_free waits for the "closed" one under the same mutex,
+ * so nothing may touch `l` after the unlock. */
 static void note_change(nats_link_t *l, int change, const char *error)
 {
     pthread_mutex_lock(&l->mu);
@@ -166,8 +173,12 @@ static void note_change(nats_link_t *l, int change, const char *error)
         l->reconnects++;
     if (error)
         snprintf(l->last_error, sizeof l->last_error, "%s", error);
-    pthread_mutex_unlock(&l->mu);
     wake(l);
+    if (change == NL_CHANGED_CLOSED) {
+        l->closed = true;
+        pthread_cond_broadcast(&l->closed_cond);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -590,12 +601,13 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
         return NULL;
     }
     pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->closed_cond, NULL);
     l->sock = NO_SOCKET;
     l->loop_thread = pthread_self();
     l->q_limit = cfg->queue_limit ? cfg->queue_limit : 65536;
     snprintf(l->broker_id, sizeof l->broker_id, "%s", cfg->broker_id);
     snprintf(l->reply_prefix, sizeof l->reply_prefix, "smartshop.reply.%s.", cfg->broker_id);
-    for (int k = 0; k <= NL_REPLY; k++)
+    for (int k = 0; k <= NL_DIRECTORY; k++)
         l->closures[k] = (sub_closure_t){l, (nats_kind_t)k};
     l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     natsStatus s;
@@ -624,7 +636,8 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
     snprintf(reply, sizeof reply, "%s>", l->reply_prefix);
     if (subscribe_plain(l, &l->bcast, "smartshop.bcast", NL_BROADCAST) < 0 ||
         subscribe_plain(l, &l->topic, "smartshop.topic", NL_TOPIC) < 0 ||
-        subscribe_plain(l, &l->reply, reply, NL_REPLY) < 0) {
+        subscribe_plain(l, &l->reply, reply, NL_REPLY) < 0 ||
+        subscribe_plain(l, &l->directory, "smartshop.dir", NL_DIRECTORY) < 0) {
         fail_status(NATS_ERR, "cannot subscribe on NATS", err, errlen);
         goto fail;
     }
@@ -644,6 +657,7 @@ static void drop_pair(sub_pair_t *p)
 
 void nats_link_release_all(nats_link_t *l)
 {
+    l->dirty = true;
     held_name_t *h, *tmp;
     HASH_ITER(hh, l->held, h, tmp) {
         for (int i = 0; i < h->count; i++)
@@ -665,7 +679,18 @@ void nats_link_free(nats_link_t **self_p)
         natsSubscription_Destroy(l->bcast);
         natsSubscription_Destroy(l->topic);
         natsSubscription_Destroy(l->reply);
+        natsSubscription_Destroy(l->directory);
         natsConnection_Close(l->nc);
+        /* its callbacks run on a library thread, after Close returns: wait
+         * for the last ("closed") before the memory they use goes */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3;
+        pthread_mutex_lock(&l->mu);
+        while (!l->closed &&
+               pthread_cond_timedwait(&l->closed_cond, &l->mu, &until) == 0)
+            ;
+        pthread_mutex_unlock(&l->mu);
         natsConnection_Destroy(l->nc);
     }
     natsOptions_Destroy(l->opts);
@@ -682,6 +707,7 @@ void nats_link_free(nats_link_t **self_p)
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->closed_cond);
     free(l);
     *self_p = NULL;
 }
@@ -797,6 +823,7 @@ int nats_link_hold(nats_link_t *l, const char *name, size_t len)
     }
     h->pairs[h->count++] = p;
     l->subscriptions += 2;
+    l->dirty = true;
     return 0;
 }
 
@@ -808,6 +835,7 @@ void nats_link_release(nats_link_t *l, const char *name, size_t len)
         return;
     drop_pair(&h->pairs[--h->count]);
     l->subscriptions -= 2;
+    l->dirty = true;
     if (h->count == 0) {
         HASH_DEL(l->held, h);
         free(h->pairs);
@@ -868,4 +896,29 @@ void nats_link_flush(nats_link_t *l, int ms)
         if (poll(fds, 1, (int)(ms - spent)) > 0)
             nats_link_poll_done(l, fds);
     }
+}
+
+bool nats_link_directory_dirty(const nats_link_t *l)
+{
+    return l->dirty;
+}
+
+char *nats_link_directory_text(nats_link_t *l, size_t *len)
+{
+    size_t cap = 64 + strlen(l->broker_id), count = HASH_COUNT(l->held);
+    cap += count * (NAME_MAX_LEN + 16);
+    char *text = malloc(cap);
+    if (!text)
+        return NULL;
+    size_t n = (size_t)snprintf(text, cap, "{\"broker\":\"%s\",\"names\":{", l->broker_id);
+    held_name_t *h, *tmp;
+    bool first = true;
+    HASH_ITER(hh, l->held, h, tmp) {
+        n += (size_t)snprintf(text + n, cap - n, "%s\"%s\":%d", first ? "" : ",", h->name, h->count);
+        first = false;
+    }
+    n += (size_t)snprintf(text + n, cap - n, "}}");
+    l->dirty = false;
+    *len = n;
+    return text;
 }

@@ -51,6 +51,7 @@ typedef enum {
     NL_BROADCAST,               /* smartshop.bcast */
     NL_TOPIC,                   /* smartshop.topic */
     NL_REPLY,                   /* smartshop.reply.<own id>.* */
+    NL_DIRECTORY,               /* smartshop.dir: which broker holds which names */
 } nats_kind_t;
 
 typedef struct {
@@ -96,6 +97,14 @@ bool nats_link_pending(nats_link_t *l);
 int nats_link_hold(nats_link_t *l, const char *name, size_t len);
 /* One fewer. Unsubscribes before any answer about it is sent. */
 void nats_link_release(nats_link_t *l, const char *name, size_t len);
+/* This broker's names and instance counts, as the announcement it
+ * publishes on smartshop.dir: {"broker":"<id>","names":{"<name>":N,...}}
+ * (names need no escaping: N1). Malloc'd; NULL if out of memory. Empty
+ * "names" after nats_link_release_all. */
+char *nats_link_directory_text(nats_link_t *l, size_t *len);
+/* Whether the names held changed since the last directory text. */
+bool nats_link_directory_dirty(const nats_link_t *l);
+
 /* Drops every name subscription (graceful stop: new requests go elsewhere). */
 void nats_link_release_all(nats_link_t *l);
 

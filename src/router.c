@@ -168,7 +168,7 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
-static int deliver_to_bus(router_t *r, zmq_msg_t *data);
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env);
 /* R2, R3: a restored record whose connection has not been seen since the
  * restart. Plain mode: its identity is all there is to know, so a send
  * that libzmq takes (the identity is connected: ZMQ_ROUTER_MANDATORY)
@@ -194,11 +194,11 @@ static int deliver_restored(router_t *r, peer_t *to, zmq_msg_t *data)
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     int rc;
-    if (to->kind == PEER_BUS) {
-        rc = deliver_to_bus(r, data);
-    } else if (to->kind != PEER_LUA) {
+    if (to->kind == PEER_REMOTE) {     /* one test, as without a bus */
         rc = __builtin_expect(to->restored, 0) ? deliver_restored(r, to, data)
                                                : r->wire.send(r->wire.ctx, to, data);
+    } else if (to->kind == PEER_BUS) {
+        rc = deliver_to_bus(r, data, env);
     } else if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
         rc = -1;
@@ -286,7 +286,9 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
     const envelope_t *req = o->request;
     trace_point_t p = {
         .kind = o->outcome == METRICS_OK ? TRACE_RESPONSE : TRACE_ERROR,
-        .service = c_text(o->series->key[0] == '_' ? NULL : o->series->key),
+        /* the name it went to; for a refusal, its series' (none: "_none") */
+        .service = o->rec ? c_text(o->rec->service)
+                          : c_text(o->series->key[0] == '_' ? NULL : o->series->key),
         .dst = o->rec ? c_text(o->rec->dst) : env_text(req, EF_DST),
         .src = o->rec ? c_text(o->rec->src) : env_text(req, EF_SRC),
         .action = o->rec ? c_text(o->rec->action) : env_text(req, EF_ACTION),
@@ -1031,10 +1033,6 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         inflight_remove(r->inflight, &rec);
         return;
     }
-    if (rec->requester->kind == PEER_BUS && !aim_at_origin(r, rec)) {
-        inflight_remove(r->inflight, &rec);
-        return;
-    }
     zmq_msg_t copy;                     /* for a trace: delivery consumes the frame */
     bool traced = trace_active(r->trace);
     if (traced) {
@@ -1505,6 +1503,15 @@ void router_bus_stop(router_t *r)
 {
     if (!r->crossing)
         return;
+    peer_t *bus = &r->crossing->peer;   /* no record may point at it once freed */
+    while (bus->handling) {
+        inflight_t *rec = bus->handling;
+        inflight_remove(r->inflight, &rec);
+    }
+    while (bus->waiting) {
+        inflight_t *rec = bus->waiting;
+        inflight_remove(r->inflight, &rec);
+    }
     free(r->crossing->events);
     free(r->crossing);
     r->crossing = NULL;
@@ -1530,14 +1537,24 @@ static bool aim_at_origin(router_t *r, const inflight_t *rec)
     return true;
 }
 
-/* deliver() to the bus peer: the bytes to the broker `reply` names. The
- * frame is consumed on success, as deliver() promises. */
-static int deliver_to_bus(router_t *r, zmq_msg_t *data)
+/* deliver() to the bus peer: the bytes to the broker `reply` names. An
+ * answer (`env` given) is aimed at the origin of the request it answers
+ * here, so that the answer path needs no test of its own; an error the
+ * router makes (`env` NULL) goes where the caller aimed. The frame is
+ * consumed on success, as deliver() promises; a failure is EAGAIN, never
+ * "gone": the bus peer is not a connection to drop. */
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env)
 {
     struct router_bus *rb = r->crossing;
     if (!rb) {
-        errno = EHOSTUNREACH;
+        errno = EAGAIN;
         return -1;
+    }
+    if (env && (env->type == MT_RESPONSE || env->type == MT_ERROR)) {
+        const env_value_t *corr = &env->f[EF_CORRELATION_ID];
+        inflight_t *rec = inflight_find(r->inflight, corr->ptr, corr->len);
+        if (rec && rec->requester == &rb->peer)
+            aim_at_origin(r, rec);
     }
     int rc = r->bus.answer(r->bus.ctx, rb->reply.origin, rb->reply.kind,
                                  rb->reply.seq, rb->reply.msg_id, strlen(rb->reply.msg_id),
@@ -1846,6 +1863,11 @@ void router_bus_describe(const router_t *r, cJSON *into)
 {
     if (r->bus.describe)
         r->bus.describe(r->bus.ctx, into);
+}
+
+size_t router_bus_remote(const router_t *r, char *out, size_t cap)
+{
+    return r->bus.remote ? r->bus.remote(r->bus.ctx, out, cap) : 0;
 }
 
 static peer_t *bus_peer(router_t *r)

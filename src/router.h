@@ -181,6 +181,8 @@ void router_bus_refused(router_t *r);
  * (stats "bus"). */
 bool router_bus_active(const router_t *r);
 void router_bus_describe(const router_t *r, struct cJSON *into);
+/* The other brokers' names, as bus_hooks_t.remote writes them; 0 without a bus. */
+size_t router_bus_remote(const router_t *r, char *out, size_t cap);
 
 /* A label a person can read for a peer, for logs: its identity if
  * printable, its number, first name and address, as one word

@@ -144,6 +144,12 @@ static inline const char *sandbox_refusal(const sandbox_t *sb)
     return sb->refused;
 }
 
+/* The bytes it may still allocate under its memory cap. */
+static inline size_t sandbox_memory_left(const sandbox_t *sb)
+{
+    return sb->limits.memory_limit > sb->memory_used ? sb->limits.memory_limit - sb->memory_used : 0;
+}
+
 /* Makes now_ms() read `clock` instead of the monotonic clock, in every
  * state of the process (NULL: back to the monotonic clock). For
  * smartshop-policy, which replays recorded traffic on its recorded times. */

@@ -106,10 +106,12 @@ class CrossBroker(BusTestCase):
                         p.answer(body, {})
         self.assertEqual(sum(got.values()), 60, got)       # each once, nobody twice
         self.assertTrue(all(v > 0 for v in got.values()), got)
-        answers = set()
+        answers = set()                 # (probes that reach() left unanswered time out)
         while len(answers) < 60:
-            _, body = cli.recv(2 * SLOW)
-            answers.add(body["correlation_id"])
+            _, body = cli.recv(3 * SLOW)
+            if body["correlation_id"] in ids:
+                self.assertEqual(body["type"], "response", body)
+                answers.add(body["correlation_id"])
         self.assertEqual(answers, set(ids))
 
     def test_event_crosses_and_nobody_is_told(self):
@@ -188,6 +190,46 @@ class CrossBroker(BusTestCase):
         after = bus_stats(cli)
         for key in ("requests_out", "answers_in", "events_out"):
             self.assertEqual(after[key], before[key], key)
+
+    def test_list_services_shows_other_brokers_names(self):
+        self.peer("B", "dir-svc")
+        self.peer("B", "dir-svc")
+        self.peer("C", "dir-svc")
+        cli = self.peer("A", "till-11")
+        want = {("dir-svc", "B", 2), ("dir-svc", "C", 1)}
+        deadline = time.monotonic() + 5 * SLOW
+        while True:
+            body = cli.call_broker("list_services")["payload"]
+            got = {(e["name"], e["broker"], e["instances"]) for e in body.get("remote", [])}
+            if want <= got or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(body["broker_id"], "A")
+        self.assertTrue(want <= got, body)
+        local = {e["name"] for e in body["services"]}
+        self.assertIn("till-11", local)
+        self.assertNotIn("dir-svc", local)          # held elsewhere only
+
+    def test_the_config_file_joins_the_bus(self):
+        import os
+        import tempfile
+        from brokerproc import Broker
+        from natscluster import wait_bus_connected
+        fd, path = tempfile.mkstemp(suffix=".lua")
+        with os.fdopen(fd, "w") as f:
+            f.write('nats = "%s"\nbroker_id = "D-from-file"\n' % self.cluster.urls(2))
+        svc = self.peer("B", "cfg-svc")
+        d = Broker(args=["--config", path])
+        try:
+            wait_bus_connected(d)
+            with d.peer() as cli:
+                cli.register("till-d")
+                reach(cli, svc, "cfg-svc")
+                self.assertEqual(cli.call_broker("stats")["payload"]["bus"]["broker_id"],
+                                 "D-from-file")
+        finally:
+            d.stop()
+            os.unlink(path)
 
     def test_stats_show_the_link(self):
         cli = self.peer("B", "till-10")

@@ -80,7 +80,7 @@ class BusSecurity(unittest.TestCase):
                 tls + "/ca.key", "-CAcreateserial", "-out", tls + "/node.crt", "-days", "2",
                 "-extfile", tls + "/ext")
         cls.ca = tls + "/ca.crt"
-        cls.keys = {bid: nkey_pair(os.path.join(d, bid)) for bid in ("store1", "store2")}
+        cls.keys = {bid: nkey_pair(os.path.join(d, bid)) for bid in ("store1", "store1b", "store2")}
         nkey_pair(os.path.join(d, "intruder"))
 
         n = 3
@@ -106,8 +106,9 @@ class BusSecurity(unittest.TestCase):
             cls.start_server(conf, "hub%d" % (i + 1))
         cls.hub_client, cls.hub_http = client, http
         cls.leaf_port, leaf_http = free_port(), free_port()
+        cls.leaf_http = leaf_http
         leaf = doc_block("nats-leaf")
-        leaf = user_entries(leaf, [("store1", cls.keys["store1"])])
+        leaf = user_entries(leaf, [("store1", cls.keys["store1"]), ("store1b", cls.keys["store1b"])])
         leaf = leaf.replace("127.0.0.1:4222", "127.0.0.1:%d" % cls.leaf_port)
         leaf = leaf.replace("127.0.0.1:8222", "127.0.0.1:%d" % leaf_http)
         leaf = leaf.replace("/etc/nats/tls/ca.crt", cls.ca)
@@ -121,7 +122,10 @@ class BusSecurity(unittest.TestCase):
                               "store1", "--nats-nkey", os.path.join(d, "store1.nk")])
         cls.s2 = Broker(args=["--nats", "tls://127.0.0.1:%d" % client[1], "--broker-id", "store2",
                               "--nats-nkey", os.path.join(d, "store2.nk"), "--nats-ca", cls.ca])
+        cls.s1b = Broker(args=["--nats", "nats://127.0.0.1:%d" % cls.leaf_port, "--broker-id",
+                               "store1b", "--nats-nkey", os.path.join(d, "store1b.nk")])
         wait_bus_connected(cls.s1)
+        wait_bus_connected(cls.s1b)
         wait_bus_connected(cls.s2)
 
     @classmethod
@@ -151,7 +155,7 @@ class BusSecurity(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for b in (getattr(cls, "s1", None), getattr(cls, "s2", None)):
+        for b in (getattr(cls, "s1", None), getattr(cls, "s1b", None), getattr(cls, "s2", None)):
             if b and b.alive():
                 b.stop()
         for p in cls.procs:
@@ -170,6 +174,29 @@ class BusSecurity(unittest.TestCase):
             svc.answer(req, {"price": 2})
             _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
             self.assertEqual(ans["payload"], {"price": 2})
+
+    def test_z_a_cut_wan_keeps_in_store_traffic(self):     # last: it stops the hub
+        # the store's two brokers share the leaf; the hub goes silent
+        # (all three nodes stopped): requests within the store go on
+        with self.s1b.peer() as svc, self.s1.peer() as cli:
+            svc.register("store-till")
+            cli.register("store-client")
+            reach(cli, svc, "store-till")
+            hubs = self.procs[:3]
+            for p in hubs:
+                p.send_signal(signal.SIGSTOP)
+            try:
+                for _ in range(20):
+                    m = cli.request("store-till", ttl_ms=int(2000 * SLOW))
+                    _, req = svc.recv(2 * SLOW)
+                    svc.answer(req, {"ok": True})
+                    _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
+                    self.assertEqual(ans["type"], "response", ans)
+            finally:
+                for p in hubs:
+                    p.send_signal(signal.SIGCONT)
+                self.wait_monitor(self.leaf_http, "leafz",
+                                  lambda j: len(j.get("leafs") or []) >= 1, "leaf again")
 
     def joins(self, args):
         b = Broker(args=args)
