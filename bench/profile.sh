@@ -58,6 +58,7 @@ PORT=$((40000 + RANDOM % 20000))
 EP=tcp://127.0.0.1:$PORT
 CG=$OUT/$TARGET.p$PAYLOAD.callgrind
 
+export SMARTSHOP_LUA_PATH=${SMARTSHOP_LUA_PATH:-$ROOT/lua}   # valgrind hides where the program is
 VG=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CG")
 case $TARGET in
   broker)  CMD=("$BUILD/smartshop-broker" --endpoint "$EP" --log-level warn --policy "$ROOT/policies/routing.lua" --services '') ;;

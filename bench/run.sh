@@ -435,7 +435,7 @@ if [ $MAIN_ONLY = 0 ] && [ $QUICK = 0 ]; then
   if command -v valgrind > /dev/null; then
     echo "instructions (callgrind)"
     for t in ceiling broker hooks composed payload inv; do
-      if line=$(bash "$ROOT/bench/profile.sh" --target "$t" --seconds 3 --build-dir "$BUILD" \
+      if line=$(timeout 240 bash "$ROOT/bench/profile.sh" --target "$t" --seconds 3 --build-dir "$BUILD" \
                   --out "$OUT/callgrind" 2>> "$LOG" | sed -n 's/^summary //p') && [ -n "$line" ]; then
         echo "$line" >> "$RESULTS"; echo "  $line"
       else
@@ -444,6 +444,8 @@ if [ $MAIN_ONLY = 0 ] && [ $QUICK = 0 ]; then
     done
   else
     echo "run.sh: valgrind not installed (apt-get install valgrind): no instruction counts" >&2
+    # (a profiled server that dies leaves its load generator waiting: the
+    # timeout above bounds each row)
   fi
 fi
 

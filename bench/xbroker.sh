@@ -4,8 +4,9 @@
 #
 #   bench/xbroker.sh BUILD_DIR OUT_DIR PORT DURATION WARMUP
 #
-# Starts nats-server on PORT, broker A on PORT+1 and broker B on PORT+2
-# (both --nats to that server), smartshop-bench-echo registered on B, and
+# Starts nats-server, broker A and broker B (both --nats to that server) on
+# free loopback ports from PORT on (a port another process took meanwhile is
+# skipped: make test runs this beside other tests), smartshop-bench-echo registered on B, and
 # runs smartshop-loadgen on A: every request crosses A -> NATS -> B -> echo
 # and back. Two runs: 4 clients x 64 in flight (throughput, CPU) and 1 x 1
 # (latency). Prints one key=value line per run, the loadgen's fields
@@ -28,26 +29,49 @@ cleanup() {
 }
 trap cleanup EXIT
 
-NPORT=$PORT APORT=$((PORT + 1)) BPORT=$((PORT + 2))
-"$NATS" -a 127.0.0.1 -p "$NPORT" >> "$LOG" 2>&1 &
-NPID=$!; PIDS+=("$NPID")
-for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break; sleep 0.1; done
+# The next port from $NEXT_PORT on that nothing listens on.
+NEXT_PORT=$PORT
+free_port() {
+  while (exec 3<>"/dev/tcp/127.0.0.1/$NEXT_PORT") 2>/dev/null; do NEXT_PORT=$((NEXT_PORT + 1)); done
+  echo "$NEXT_PORT"; NEXT_PORT=$((NEXT_PORT + 1))
+}
 
-start_broker() {   # ID PORT: prints its pid once it joined the bus
-  local id=$1 port=$2 log=$OUT/xbroker.$1.log
-  "$BUILD/smartshop-broker" --endpoint "tcp://127.0.0.1:$port" --policy '' --services '' \
-    --nats "nats://127.0.0.1:$NPORT" --broker-id "$id" > "$log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 100); do
-    grep -q "joined the bus" "$log" 2>/dev/null && { echo "$pid"; return 0; }
+# nats-server, again on the next free port if it could not listen
+for _ in 1 2 3 4 5; do
+  NPORT=$(free_port)
+  "$NATS" -a 127.0.0.1 -p "$NPORT" >> "$LOG" 2>&1 &
+  NPID=$!
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$NPORT") 2>/dev/null && break
+    kill -0 "$NPID" 2>/dev/null || break
     sleep 0.1
+  done
+  kill -0 "$NPID" 2>/dev/null && break
+done
+PIDS+=("$NPID")
+
+start_broker() {   # ID: sets BROKER_PID and BROKER_PORT once it joined the bus
+  local id=$1 log=$OUT/xbroker.$1.log pid port attempt
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    "$BUILD/smartshop-broker" --endpoint "tcp://127.0.0.1:$port" --policy '' --services '' \
+      --state-dir '' --nats "nats://127.0.0.1:$NPORT" --broker-id "$id" > "$log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do
+      if grep -q "joined the bus" "$log" 2>/dev/null; then
+        BROKER_PID=$pid BROKER_PORT=$port; return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break     # exited: its port was taken meanwhile?
+      sleep 0.1
+    done
+    grep -q "Address already in use" "$log" 2>/dev/null || break
   done
   echo "xbroker.sh: broker $id did not join the bus (see $log)" >&2
   return 1
 }
-APID=$(start_broker A "$APORT")
-BPID=$(start_broker B "$BPORT")
+start_broker A; APID=$BROKER_PID APORT=$BROKER_PORT
+start_broker B; BPID=$BROKER_PID BPORT=$BROKER_PORT
 "$BUILD/smartshop-bench-echo" --endpoint "tcp://127.0.0.1:$BPORT" > "$OUT/xbroker.echo.out" 2>> "$LOG" &
 PIDS+=("$!")
 for _ in $(seq 100); do grep -q registered "$OUT/xbroker.echo.out" 2>/dev/null && break; sleep 0.1; done

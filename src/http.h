@@ -1,13 +1,15 @@
 /* http: the --metrics HTTP endpoint on Debian's libmicrohttpd, in a thread
  * of its own: /metrics (Prometheus text), /healthz, /readyz, the JSON API
  * (/api/v1/state, /api/v1/history) and the dashboard (/, its assets
- * compiled in from web/). docs/operations.md, "HTTP endpoints".
+ * compiled in from web/). docs/operations.md, "HTTP endpoints and the
+ * dashboard".
  *
  * The broker thread never waits for HTTP: it calls http_tick on every pass
  * of its loop (an atomic store) and, when it says so, http_publish, which
  * takes a snapshot of its state (http_snapshot.h) and swaps it in under a
- * lock it only tries (busy: the next pass swaps). The HTTP thread answers from the newest
- * snapshot only, so a slow or hostile HTTP client can never stall routing.
+ * lock it only tries (busy: the next pass swaps). The HTTP thread answers
+ * from the newest snapshot only, so a slow or hostile HTTP client can
+ * never stall routing; it runs at HTTP_THREAD_NICE below the loop.
  * A snapshot is due once a second (the service totals of the history,
  * readiness), and sooner when a request for /metrics or /api/v1/state
  * waits for its part made after it arrived (it is suspended until then,

@@ -93,6 +93,8 @@ struct nats_link {
     uint64_t queue_dropped, disconnects, reconnects;
     int changes;
     char last_error[160];
+    bool closed;                /* the library said the connection is closed */
+    pthread_cond_t closed_cond;
 };
 
 
@@ -158,6 +160,9 @@ static natsStatus ev_detach(void *user_data)
 
 /* --- connection events and deliveries (library threads) --- */
 
+/* Records a change for the loop. The last thing a callback does with the
+ * link: nats_link_free waits for the "closed" one under the same mutex,
+ * so nothing may touch `l` after the unlock. */
 static void note_change(nats_link_t *l, int change, const char *error)
 {
     pthread_mutex_lock(&l->mu);
@@ -168,8 +173,12 @@ static void note_change(nats_link_t *l, int change, const char *error)
         l->reconnects++;
     if (error)
         snprintf(l->last_error, sizeof l->last_error, "%s", error);
-    pthread_mutex_unlock(&l->mu);
     wake(l);
+    if (change == NL_CHANGED_CLOSED) {
+        l->closed = true;
+        pthread_cond_broadcast(&l->closed_cond);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void on_disconnected(natsConnection *nc, void *closure)
@@ -592,6 +601,7 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
         return NULL;
     }
     pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->closed_cond, NULL);
     l->sock = NO_SOCKET;
     l->loop_thread = pthread_self();
     l->q_limit = cfg->queue_limit ? cfg->queue_limit : 65536;
@@ -671,6 +681,16 @@ void nats_link_free(nats_link_t **self_p)
         natsSubscription_Destroy(l->reply);
         natsSubscription_Destroy(l->directory);
         natsConnection_Close(l->nc);
+        /* its callbacks run on a library thread, after Close returns: wait
+         * for the last ("closed") before the memory they use goes */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 3;
+        pthread_mutex_lock(&l->mu);
+        while (!l->closed &&
+               pthread_cond_timedwait(&l->closed_cond, &l->mu, &until) == 0)
+            ;
+        pthread_mutex_unlock(&l->mu);
         natsConnection_Destroy(l->nc);
     }
     natsOptions_Destroy(l->opts);
@@ -687,6 +707,7 @@ void nats_link_free(nats_link_t **self_p)
     if (l->wake_fd >= 0)
         close(l->wake_fd);
     pthread_mutex_destroy(&l->mu);
+    pthread_cond_destroy(&l->closed_cond);
     free(l);
     *self_p = NULL;
 }

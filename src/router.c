@@ -286,7 +286,9 @@ static void trace_outcome(router_t *r, const request_outcome_t *o)
     const envelope_t *req = o->request;
     trace_point_t p = {
         .kind = o->outcome == METRICS_OK ? TRACE_RESPONSE : TRACE_ERROR,
-        .service = c_text(o->series->key[0] == '_' ? NULL : o->series->key),
+        /* the name it went to; for a refusal, its series' (none: "_none") */
+        .service = o->rec ? c_text(o->rec->service)
+                          : c_text(o->series->key[0] == '_' ? NULL : o->series->key),
         .dst = o->rec ? c_text(o->rec->dst) : env_text(req, EF_DST),
         .src = o->rec ? c_text(o->rec->src) : env_text(req, EF_SRC),
         .action = o->rec ? c_text(o->rec->action) : env_text(req, EF_ACTION),

@@ -224,8 +224,7 @@ function renderPeers(state) {
 function renderDead(state) {
   const d = state.dead_letters;
   const rows = d.newest.slice(0, DEAD_LETTERS_SHOWN).map((l) => {
-    const tr = el("tr", {"data-dead-letter": l.id});
-    tr.appendChild(el("td", {class: "num"}, l.id));
+    const tr = el("tr", {"data-dead-letter": l.id, title: `letter ${l.id}: smartshop-ctl dead-letters show ${l.id}`});
     tr.appendChild(el("td", {title: l.at || ""}, (l.at || "").replace(/^.*T/, "").replace("Z", "")));
     tr.appendChild(el("td", {class: "failed-some"}, l.code));
     tr.appendChild(el("td", {}, l.src || "-"));
@@ -235,7 +234,7 @@ function renderDead(state) {
   });
   if (!rows.length) {
     const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 6, class: "none"}, "None: every message was delivered."));
+    tr.appendChild(el("td", {colspan: 5, class: "none"}, "None: every message was delivered."));
     rows.push(tr);
   }
   $("dead").tBodies[0].replaceChildren(...rows);

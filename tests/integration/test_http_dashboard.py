@@ -174,6 +174,8 @@ class DashboardTest(bp.PolicyTestCase):
         for name in ("dash-echo", "dash-stock"):
             self.assertIn(name, want)
         self.assertEqual(want["dash-echo"][2], 0)
+        # a service's error answers are failures (issue 19), on the page too
+        self.assertGreater(want["dash-stock"][2], 0)
 
         def shows_broker_numbers():
             rows = self.page_numbers(page)

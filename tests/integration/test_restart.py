@@ -269,6 +269,39 @@ class RestartTest(unittest.TestCase):
         self.assertIsNone(seed.proc.poll())
 
 
+class GracefulStopTest(unittest.TestCase):
+    """D5: a stop answers every request in flight with shutting_down, whose
+    retry_after_ms covers the time until the broker has exited."""
+
+    def test_in_flight_and_new_requests_get_shutting_down_with_retry_after(self):
+        b = bp.Broker(args=["--shutdown-grace-ms", "400"])
+        try:
+            svc = b.peer(name="silent")
+            svc.register("silent")            # never answers
+            client = b.peer(name="client")
+            r = client.request("silent", "wait", src="client")
+            svc.recv(3 * SLOW)                # it is in flight
+            b.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            late = client.request("silent", "again", src="client")
+            answers = {}
+            while len(answers) < 2 and time.monotonic() < t0 + 5 * SLOW:
+                _, body = client.recv(5 * SLOW)
+                answers[body.get("correlation_id")] = (time.monotonic(), body)
+            self.assertEqual(b.wait(10 * SLOW), 0, b.log_text())
+            exited = time.monotonic()
+            for m in (r, late):
+                at, body = answers[m["msg_id"]]
+                self.assertEqual(bp.error_code(body), "shutting_down", body)
+                wait_s = body["payload"]["retry_after_ms"] / 1000.0
+                self.assertGreaterEqual(at + wait_s, exited - 0.05,
+                                        "retry_after_ms ends before the broker exited: %s" % body)
+            svc.close()
+            client.close()
+        finally:
+            b.cleanup()
+
+
 class CurveRestartTest(unittest.TestCase):
     """Under CURVE a restored name stays bound to the key that registered it."""
 

@@ -15,6 +15,8 @@ import sys
 import tempfile
 import unittest
 
+import zmq
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 
@@ -142,6 +144,52 @@ class ReloadTest(unittest.TestCase):
         self.assertIn("log_level", body["message"])
         self.assertRegex(self.b.log_text(), r"config .* refused, the running settings stay")
         self.assertEqual(p.call_broker("ping", src="op")["payload"]["status"], "ok")
+
+
+class AllowListReloadTest(unittest.TestCase):
+    """SIGHUP re-reads the allow list even when its path did not change."""
+
+    def test_a_key_added_to_the_allow_list_connects_after_sighup(self):
+        d = tempfile.mkdtemp(prefix="smartshop-reload-allow-")
+        try:
+            broker_pub, _ = bp.keygen(os.path.join(d, "broker"))
+            first = bp.keygen(os.path.join(d, "first"))
+            later = bp.keygen(os.path.join(d, "later"))
+            allow = os.path.join(d, "allow")
+            with open(allow, "w") as f:
+                f.write("%s *\n" % first[0])
+            b = bp.Broker(args=["--curve-secret-key", os.path.join(d, "broker.key"),
+                                "--curve-allow", allow])
+
+            def curve_peer(keys):
+                return b.peer(options={zmq.CURVE_SERVERKEY: broker_pub.encode(),
+                                       zmq.CURVE_PUBLICKEY: keys[0].encode(),
+                                       zmq.CURVE_SECRETKEY: keys[1].encode()}, name="p")
+
+            def pings(keys):
+                p = curve_peer(keys)
+                try:
+                    m = p.send(bp.msg("request", "p", "broker", "ping"))
+                    return p.recv_answer(m["msg_id"], 1.0 * SLOW)[1].get("type") == "response"
+                except AssertionError:
+                    return False
+                finally:
+                    p.close()
+            try:
+                self.assertTrue(pings(first))
+                self.assertFalse(pings(later), "a key not in the allow list got in")
+                with open(allow, "a") as f:
+                    f.write("%s *\n" % later[0])
+                start = len(b.log_text())
+                b.send_signal(signal.SIGHUP)
+                self.assertTrue(b.wait_for_log(r"reloaded: applied .*and the allow list", 5 * SLOW,
+                                               start), b.log_text()[start:])
+                self.assertTrue(pings(later), "the reloaded allow list was not used")
+                self.assertEqual(b.stop(), 0, b.log_text())
+            finally:
+                b.cleanup()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
