@@ -13,12 +13,14 @@ JOBS       ?= 2
 # Debian 12 packages, in three lists, so that a host that only builds and
 # runs the broker (make run, make build, install_broker.sh) gets no test
 # toolchain (issue 17):
-#   PKGS_BUILD  building and running: compiler, CMake, the libraries; and
-#               python3-zmq for the demo's Python peers (examples/python)
+#   PKGS_BUILD  building and running: compiler, CMake, the libraries (libnats-dev:
+#               --nats, several brokers on one bus); and python3-zmq for the
+#               demo's Python peers (examples/python)
 #   PKGS_TEST   what only the tests add: clang and libFuzzer (the fuzzers),
 #               systemd (systemd-analyze lints the unit), bash-completion
 #               (test_deb.sh runs the completion of smartshop-ctl),
-#               nats-server (bench's fan-out row beside NATS), python3-venv
+#               nats-server (bench's fan-out row beside NATS, and the tests of
+#               several brokers on one bus), python3-venv
 #               and python3-setuptools (pip-installing the Python client), lua5.4
 #               and lua-cjson (the Lua library's unit tests, tests/lua_lib),
 #               chromium and python3-websocket (the dashboard's browser test,
@@ -27,7 +29,7 @@ JOBS       ?= 2
 #               package's own build dependencies come from debian/control
 # make test installs all three (the test suite builds the package too).
 PKGS_BUILD := cmake make gcc pkg-config libzmq3-dev liblua5.4-dev lua-cjson-dev \
-        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libmicrohttpd-dev libsqlite3-dev python3-zmq
+        uuid-dev uthash-dev libsodium-dev libcjson-dev libsystemd-dev libmicrohttpd-dev libsqlite3-dev libnats-dev python3-zmq
 PKGS_TEST  := clang-14 libfuzzer-14-dev libclang-rt-14-dev systemd bash-completion \
         nats-server python3-venv python3-setuptools lua5.4 lua-cjson chromium python3-websocket
 PKGS_DEB   := dpkg-dev debhelper lintian

@@ -115,6 +115,11 @@ def main():
         rest = total - inclusive[main_fn]
         print(f"{'libzmq I/O thread and the rest (total - loop)':50} {rest / rt:>9,.0f}"
               f" {rest / messages:>8,.0f} {100 * rest / total:>5.1f}%")
+    # one line for bench/run.sh's instruction rows (report.py)
+    hooks = sum(inclusive.get(fn, 0) for fn in
+                ("policy_filter", "policy_filter_route", "policy_route", "policy_authorize"))
+    print(f"summary label=ir/{target} ir_per_rt={total / rt:.0f} policy_ir_per_rt={hooks / rt:.0f} "
+          f"lua_service_ir_per_rt={inclusive.get('lua_service_handle', 0) / rt:.0f}")
     print()
     print(f"top functions by own cost (self Ir per round trip):")
     for ir, name in sorted(self_cost, reverse=True)[:25]:

@@ -103,6 +103,21 @@ def main():
                   f" {fmt(cpu, 2):>16} {fmt(ratio(cpu, r_cpu), 2):>6}"
                   f" {fmt(med(runs, lab, 'echo_sched_us_per_rt'), 2):>14}")
 
+    if runs.get("xbroker/4x64"):
+        print()
+        print("== across brokers: A -> nats-server -> B -> C echo (bench/xbroker.sh), beside one broker")
+        print(f"{'target':34} {'rt/s':>9} {'p50 us':>7} {'w1 p50 us':>9} {'A us/rt':>8} {'B us/rt':>8}"
+              f" {'nats us/rt':>10} {'total us/rt':>11}")
+        print(f"{'one broker (main/brk)':34} {fmt(med(runs, 'main/brk', 'rt_per_s')):>9}"
+              f" {fmt(med(runs, 'main/brk', 'p50_us'), 0):>7} {fmt(med(runs, 'w1/brk', 'p50_us'), 1):>9}"
+              f" {fmt(med(runs, 'main/brk', 'broker_sched_us_per_rt'), 2):>8} {'-':>8} {'-':>10}"
+              f" {fmt(med(runs, 'main/brk', 'broker_sched_us_per_rt'), 2):>11}")
+        x = "xbroker/4x64"
+        print(f"{'two brokers, one nats-server':34} {fmt(med(runs, x, 'rt_per_s')):>9}"
+              f" {fmt(med(runs, x, 'p50_us'), 0):>7} {fmt(med(runs, 'xbroker/w1', 'p50_us'), 1):>9}"
+              f" {fmt(med(runs, x, 'broker_sched_us_per_rt'), 2):>8} {fmt(med(runs, x, 'echo_sched_us_per_rt'), 2):>8}"
+              f" {fmt(med(runs, x, 'nats_cpu_us_per_rt'), 2):>10} {fmt(med(runs, x, 'bus_cpu_us_per_rt'), 2):>11}")
+
     print()
     print("== w1: 1 client x 1 in flight, 64 B, all on CPU 0: latency (median of the rounds' p50/p99)")
     print(f"{'target':34} {'p50 us':>7} {'x ceil':>6} {'p99 us':>7} {'rt/s':>8} {'broker CPU us/rt':>16}")
@@ -182,6 +197,22 @@ def main():
         print(f"   paired: broker/ceiling CPU per copy "
               f"{fmt_paired(paired(runs, 'bcast/brk/s10', 'bcast/ceil/s10', 'server_cpu_us_per_delivery'))}")
 
+    irs = {l.split("/", 1)[1]: runs[l][-1] for l in runs if l.startswith("ir/")}
+    if irs:
+        print()
+        print("== instructions per round trip (callgrind, 4 x 16, 64 B; user space of all the server's threads)")
+        base = float(irs["ceiling"]["ir_per_rt"]) if "ceiling" in irs else None
+        brk = float(irs["broker"]["ir_per_rt"]) if "broker" in irs else None
+        print(f"{'target':12} {'Ir/rt':>8} {'x ceil':>7} {'- routing.lua':>14} {'in the hooks':>13} {'in the service':>15}")
+        for t in ("ceiling", "broker", "hooks", "composed", "payload", "inv"):
+            if t not in irs:
+                continue
+            ir = float(irs[t]["ir_per_rt"])
+            print(f"{t:12} {fmt(ir):>8} {fmt(ratio(ir, base), 2):>7}"
+                  f" {fmt(ir - brk) if brk and t not in ('ceiling', 'broker') else '-':>14}"
+                  f" {fmt(float(irs[t].get('policy_ir_per_rt', 0))):>13}"
+                  f" {fmt(float(irs[t].get('lua_service_ir_per_rt', 0))):>15}")
+
     print()
     print("== targets (issue 9)")
     b_rate, b_cpu = med(runs, "main/brk", "rt_per_s"), med(runs, "main/brk", "broker_sched_us_per_rt")
@@ -224,16 +255,23 @@ def main():
         print("== targets (issue 24)")
         for text, r, ok in checks:
             print(f"  {text:62} {fmt(r, 3):>6}  {verdict(ok)}")
+    if (runs.get("main/comp") and runs.get("main/hooks")) or irs:
+        print("== targets (issue 20)")
     if runs.get("main/comp") and runs.get("main/hooks"):
         # issue 20: the composed policy costs no more than hooks.lua did:
         # 1.59 x the ceiling's CPU per round trip when the issue was filed
         # (docs/performance.md); also shown against today's hooks.lua
         r = main_ratio("comp", "broker_sched_us_per_rt")
-        print("== targets (issue 20)")
         print(f"  {'composed.lua: broker CPU per round trip <= 1.59 x ceiling s':62} {fmt(r, 3):>6}"
               f"  {verdict(r is not None and r <= 1.59)}")
         r2 = ratio(med(runs, "main/comp", "broker_sched_us_per_rt"), med(runs, "main/hooks", "broker_sched_us_per_rt"))
         print(f"  {'   (composed.lua / hooks.lua in this run)':62} {fmt(r2, 3):>6}")
+    if "composed" in irs:
+        # hooks.lua's hooks cost 9,644 Ir a round trip at 23d3152, when the
+        # issue was filed (bench/profile.sh --target hooks)
+        ir = float(irs["composed"]["policy_ir_per_rt"])
+        print(f"  {'composed.lua: Ir in the hooks <= hooks.lua at 23d3152 (9,644)':62} {fmt(ir / 9644, 3):>6}"
+              f"  {verdict(ir <= 9644)}")
     if runs.get("main/nats"):
         print("== beside nats-server (same envelopes, same load)")
         for t in ("brk", "lua", "comp"):

@@ -44,8 +44,15 @@
 #            (distinct names), 4 x 64, 64 B; interleaved rounds
 #   fanout   one publisher, 10 and 100 subscribers of a topic (bench/fanout.c),
 #            the broker beside nats-server: deliveries/s, CPU per delivery
+#   xbroker  request/response through two brokers and one nats-server
+#            (bench/xbroker.sh): 4 x 64 and 1 x 1, A's, B's and the server's
+#            CPU per round trip
 #   bcast    one publisher, events to "broadcast", 10 registered peers: the
 #            broker beside the ceiling doing the same fan-out; 3 rounds
+#   ir       instructions per round trip under callgrind (bench/profile.sh)
+#            of the ceiling, routing.lua, hooks.lua, composed.lua,
+#            payload.lua and the Lua inventory service: the noise-robust
+#            second measure (not with --quick or --main-only)
 # nats-server is installed (apt-get) if missing and we are root; else the
 # NATS rows are skipped, and said.
 # Then bench/report.py prints medians and ours/ceiling ratios. Exit status
@@ -380,6 +387,22 @@ if [ $MAIN_ONLY = 0 ]; then
   done
 fi
 
+# --- xbroker: request/response through two brokers and one nats-server ---
+# bench/xbroker.sh (docs/performance.md, "Across brokers"): its lines go to
+# the results beside the one-broker rows. Skipped where nats-server is not.
+if [ $MAIN_ONLY = 0 ] && [ -n "$NATS" ]; then
+  echo "across brokers (A -> nats-server -> B -> echo)"
+  if [ $QUICK = 1 ]; then XB_D=0.5; XB_W=0.2; else XB_D=$DURATION; XB_W=1; fi
+  if xb=$("${CLIENT_CPU[@]}" "$ROOT/bench/xbroker.sh" "$BUILD" "$OUT" "$((PORT + 900))" "$XB_D" "$XB_W"); then
+    echo "$xb" >> "$RESULTS"
+    echo "$xb" | tr ' ' '\n' | grep -E '^(label|rt_per_s|p50_us|broker_cpu_us_per_rt|echo_cpu_us_per_rt|nats_cpu_us_per_rt|bus_cpu_us_per_rt)=' |
+      paste -sd' ' | sed 's/ label=/\n  label=/g; s/^/  /'
+  else
+    echo "run.sh: the cross-broker row failed (see $OUT/xbroker.log)" >&2
+    echo "label=xbroker failed=1" >> "$RESULTS"; FAILED=1
+  fi
+fi
+
 # --- bcast: events to "broadcast", 10 registered peers -------------------
 # The broker's fan-out (T5) beside the ceiling's (a copy to each registered
 # peer, nothing checked): server CPU per delivered copy.
@@ -402,6 +425,26 @@ if [ $MAIN_ONLY = 0 ]; then
       stop bc
     done
   done
+fi
+
+# --- ir: instructions per round trip (callgrind), the noise-robust view ---
+# What each forwarder executes per round trip does not depend on how busy
+# the machine is (kernel time is not in it: a ratio of these overstates the
+# CPU ratio; a difference of two is the work one adds over the other).
+if [ $MAIN_ONLY = 0 ] && [ $QUICK = 0 ]; then
+  if command -v valgrind > /dev/null; then
+    echo "instructions (callgrind)"
+    for t in ceiling broker hooks composed payload inv; do
+      if line=$(bash "$ROOT/bench/profile.sh" --target "$t" --seconds 3 --build-dir "$BUILD" \
+                  --out "$OUT/callgrind" 2>> "$LOG" | sed -n 's/^summary //p') && [ -n "$line" ]; then
+        echo "$line" >> "$RESULTS"; echo "  $line"
+      else
+        echo "run.sh: callgrind run of $t failed (see $LOG)" >&2
+      fi
+    done
+  else
+    echo "run.sh: valgrind not installed (apt-get install valgrind): no instruction counts" >&2
+  fi
 fi
 
 if [ $QUICK = 1 ]; then BUSY_AFTER=0; else BUSY_AFTER=$(machine_busy); fi

@@ -18,6 +18,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "broker_service.h"
+#include "bus.h"
 #include "clock.h"
 #include "conn_bytes.h"
 #include "inflight.h"
@@ -74,6 +75,7 @@ struct broker {
     watch_t *watch;             /* the policy's and services' directories, for live reload */
     int policy_watch, services_watch; /* their indexes in `watch`, -1 if not watched */
     uint64_t policy_reload_due; /* when a change seen on disk is reloaded (0: none) */
+    bus_t *bus;                 /* the other brokers over NATS (--nats), or NULL */
     state_t *state;             /* the durable state (state.h), or NULL */
     registry_keeper_t registry_keeper;   /* the registry's and the dead letters' */
     deadletters_keeper_t letters_keeper; /* writes into it */
@@ -419,6 +421,9 @@ broker_t *broker_new(config_t *cfg, auth_t *auth, char *err, size_t errlen,
         *exit_code = 2;
         goto fail;
     }
+    /* before the services: the names they register are offered on it */
+    if (*cfg->nats_urls && !(b->bus = bus_new(b->router, cfg, err, errlen)))
+        goto fail;
     if (cfg->services_dir && *cfg->services_dir && start_services(b, err, errlen) < 0)
         goto fail;
     return b;
@@ -433,6 +438,7 @@ void broker_free(broker_t **self_p)
     if (!b)
         return;
     services_free(&b->services);        /* may still answer peers: before the socket closes */
+    bus_free(&b->bus);
     if (b->auth)
         auth_stop(b->auth);
     if (b->monitor) {
@@ -537,6 +543,8 @@ static void begin_stop(broker_t *b, const char *signal_name)
     b->last_read_ms = clock_ms();
     router_set_stopping(b->router);
     b->stop_deadline_ms = clock_ms() + b->cfg->shutdown_grace_ms;
+    if (b->bus)
+        bus_leave(b->bus);              /* new requests go to the other brokers (X8) */
     router_set_stop_ends(b->router, (b->stop_deadline_ms + STOP_QUIET_MAX_MS) * 1000);
     log_info("%s: stopping; %zu request(s) in flight get up to %u ms", signal_name,
              router_inflight_count(b->router), b->cfg->shutdown_grace_ms);
@@ -635,7 +643,7 @@ int broker_run(broker_t *b)
      * ROUTER since its last empty receive (a send may take in the very
      * notice that a message arrived). */
     enum { P_ROUTER, P_MONITOR, P_SIGNALS, P_WATCH, P_ZAP, P_HTTP, P__COUNT };
-    struct pollfd fds[P__COUNT];
+    struct pollfd fds[P__COUNT + 2];    /* + the NATS socket and its eventfd (--nats) */
     int fd_count = 0;
     int slot[P__COUNT];
     void *zsock[P__COUNT] = {b->socket, b->monitor, NULL, NULL,
@@ -653,12 +661,16 @@ int broker_run(broker_t *b)
         slot[i] = fd_count;
         fds[fd_count++] = (struct pollfd){.fd = fd, .events = POLLIN};
     }
+    int bus_slot = fd_count;
     bool first = true, wake_now = false;
     for (;;) {
         uint64_t now = clock_ms();
         if (b->stopping && stop_now(b, now))
             break;
-        if (poll(fds, (nfds_t)fd_count, wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
+        if (b->bus)                     /* its socket changes with every reconnect */
+            bus_poll_prepare(b->bus, &fds[bus_slot]);
+        if (poll(fds, (nfds_t)(fd_count + (b->bus ? 2 : 0)),
+                 wake_now ? 0 : (int)poll_timeout(b, now)) < 0 &&
             errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             return 1;
@@ -709,6 +721,8 @@ int broker_run(broker_t *b)
             }
         }
         uint64_t sends_after_read = b->socket_sends;
+        /* after the ROUTER's empty receive: what this sends on it wakes the loop */
+        bool bus_more = b->bus && bus_poll_done(b->bus, &fds[bus_slot], BATCH_MAX);
         if (FIRED(P_WATCH))
             watch_read(b->watch, on_file_changed, b);
 #undef FIRED
@@ -732,13 +746,15 @@ int broker_run(broker_t *b)
         }
         if (b->http && http_tick(b->http, now))
             http_publish(b->http, b->router, b->stopping, now);
-        wake_now = batch_full || b->socket_sends != sends_after_read;
+        wake_now = batch_full || bus_more || b->socket_sends != sends_after_read;
     }
     sd_notify(0, "STOPPING=1");
     if (router_inflight_count(b->router) > 0)
         log_info("grace period over: answering %zu request(s) shutting_down",
                  router_inflight_count(b->router));
     router_fail_all(b->router, ERR_SHUTTING_DOWN, "the broker stopped before this request was answered");
+    if (b->bus)
+        bus_flush(b->bus, 500);         /* those answers, to the brokers that asked */
     services_free(&b->services);        /* unloads them: their lines come before "stopped" */
     log_info("stopped");
     return 0;

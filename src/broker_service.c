@@ -99,6 +99,19 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
             cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
 }
 
+/* "bus": what crossed to and from the other brokers (--nats). */
+static void add_bus_stats(const router_t *r, const stats_t *s, cJSON *payload)
+{
+    cJSON *bus = cJSON_AddObjectToObject(payload, "bus");
+    router_bus_describe(r, bus);
+#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)s->bus.field)
+    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
+    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
+    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
+    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
+#undef BUS_COUNT
+}
+
 static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
@@ -126,6 +139,8 @@ static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     cJSON_AddNumberToObject(payload, "topic_unmatched", (double)s->topic_unmatched);
     /* requests by how they ended: ok, and every way of failing */
     metrics_add_totals_json(router_metrics(bs->router), payload);
+    if (router_bus_active(bs->router))
+        add_bus_stats(bs->router, s, payload);
     add_policy_versions(payload, router_policy(bs->router));
     cJSON *state = cJSON_AddObjectToObject(payload, "state");
     if (bs->state) {
@@ -626,6 +641,8 @@ static struct {
  * if --max-message-bytes says so: a flood of list_services, or a peer
  * that does not read its answers, costs the broker 64 KiB an answer. */
 #define LIST_PAGE_BYTES (64u << 10)
+/* The other brokers' names on the first page (--nats), at most. */
+#define LIST_REMOTE_BYTES (16u << 10)
 #define PAGE_HEAD "{\"services\":["
 #define PAGE_END "],\"truncated\":false}"
 #define PAGE_MORE "],\"truncated\":true,\"next\":\""
@@ -792,9 +809,13 @@ static void list_services(broker_service_t *bs, peer_t *peer, const envelope_t *
         problem = "out of memory";
     size_t first = 0, end = 0, room = 0;
     bool more = false;
+    /* with --nats, the first page also says which names other brokers
+     * hold (X2), within a bounded part of the page */
+    static char remote[LIST_REMOTE_BYTES];
+    size_t remote_len = !problem && !after ? router_bus_remote(bs->router, remote, sizeof remote) : 0;
     if (!problem) {
         first = after ? first_after(after, after_len) : 0;
-        size_t fixed = env_len + sizeof PAGE_HEAD - 1;
+        size_t fixed = env_len + sizeof PAGE_HEAD - 1 + remote_len;
         size_t max = router_config(bs->router)->max_message_bytes;
         size_t rest = listing.count > first ? listing.ends[listing.count - 1] - entry_start(first) - 1 : 0;
         if (fixed + rest + sizeof PAGE_END - 1 <= max && rest <= LIST_PAGE_BYTES &&
@@ -826,7 +847,7 @@ static void list_services(broker_service_t *bs, peer_t *peer, const envelope_t *
     size_t entries = end > first ? listing.ends[end - 1] - entry_start(first) - 1 : 0;
     size_t next_len = 0;
     const char *next = more ? entry_name(end - 1, &next_len) : NULL;
-    size_t total = env_len + sizeof PAGE_HEAD - 1 + entries +
+    size_t total = env_len + sizeof PAGE_HEAD - 1 + remote_len + entries +
                    (more ? sizeof PAGE_MORE - 1 + next_len + 2 : sizeof PAGE_END - 1);
     char *text = malloc(total), *w = text;
     if (!text) {
@@ -836,7 +857,10 @@ static void list_services(broker_service_t *bs, peer_t *peer, const envelope_t *
     }
 #define PUT(src, n) (memcpy(w, (src), (n)), w += (n))
     PUT(around, at);
-    PUT(PAGE_HEAD, sizeof PAGE_HEAD - 1);
+    PUT(PAGE_HEAD, 1);                  /* "{", the other brokers' names, "services" */
+    if (remote_len)
+        PUT(remote, remote_len);
+    PUT(PAGE_HEAD + 1, sizeof PAGE_HEAD - 2);
     if (entries)                /* (an empty registry has no text at all) */
         PUT(listing.text + entry_start(first), entries);
     if (more) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -60,6 +61,10 @@ static const setting_t settings[] = {
     {"curve_secret_key", SET_STRING, offsetof(config_t, curve_secret_key), 0, 0, 0, false},
     {"curve_allow", SET_STRING, offsetof(config_t, curve_allow), 0, 0, 0, true},
     {"metrics", SET_STRING, offsetof(config_t, metrics_endpoint), 0, 0, 0, false},
+    {"nats", SET_STRING, offsetof(config_t, nats_urls), 0, 0, 0, false},
+    {"broker_id", SET_STRING, offsetof(config_t, broker_id), 0, 0, 0, false},
+    {"nats_nkey", SET_STRING, offsetof(config_t, nats_nkey), 0, 0, 0, false},
+    {"nats_ca", SET_STRING, offsetof(config_t, nats_ca), 0, 0, 0, false},
     {"log_level", SET_LEVEL, offsetof(config_t, log_level), 0, 0, 0, true},
     {"state_dir", SET_STRING, offsetof(config_t, state_dir), 0, 0, 0, false},
     {"strict_policy", SET_BOOL, offsetof(config_t, strict_policy), 0, 0, 0, false},
@@ -158,12 +163,31 @@ static const char usage[] =
     "                              instead of running its last good version\n"
     "      --check                 check the config and the policy, print what is wrong,\n"
     "                              exit 0 (good) or 2 (not)\n"
+    "      --nats URL[,URL...]     join other brokers into one bus over these NATS\n"
+    "                              servers (nats:// or tls://; default off)\n"
+    "      --broker-id ID          this broker's id on the bus, [A-Za-z0-9-]\n"
+    "                              (default: the host name)\n"
+    "      --nats-nkey FILE        authenticate to NATS with this nkey seed file\n"
+    "      --nats-ca FILE          trust this CA for tls:// NATS servers\n"
     "      --keygen PREFIX         write a CURVE key pair to PREFIX.key and PREFIX.pub, exit\n"
+    "      --nats-keygen PREFIX    write an nkey pair to PREFIX.nk and PREFIX.nk.pub, exit\n"
     "  -h, --help                  show this help and exit\n"
     "  -V, --version               show the version and exit\n"
     "\n"
     "Config file keys are the long flag names with '_' for '-' (endpoints is a list).\n"
     "Docs: README.md, docs/protocol.md, docs/policies.md.\n";
+
+/* The host name, with anything a broker id may not hold made '-'. */
+static char *default_broker_id(void)
+{
+    char host[65] = "";
+    if (gethostname(host, sizeof host - 1) < 0 || !*host)
+        snprintf(host, sizeof host, "broker");
+    for (char *c = host; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
+            *c = '-';
+    return strdup(host);
+}
 
 static void set_defaults(config_t *cfg)
 {
@@ -173,6 +197,10 @@ static void set_defaults(config_t *cfg)
     cfg->curve_secret_key = strdup("");
     cfg->curve_allow = strdup("");
     cfg->metrics_endpoint = strdup("");
+    cfg->nats_urls = strdup("");
+    cfg->broker_id = default_broker_id();
+    cfg->nats_nkey = strdup("");
+    cfg->nats_ca = strdup("");
     cfg->log_level = LOG_LEVEL_INFO;
     cfg->max_message_bytes = 1048576;
     cfg->request_timeout_ms = 30000;
@@ -218,6 +246,11 @@ void config_free(config_t *cfg)
     free(cfg->curve_secret_key);
     free(cfg->curve_allow);
     free(cfg->metrics_endpoint);
+    free(cfg->nats_urls);
+    free(cfg->broker_id);
+    free(cfg->nats_nkey);
+    free(cfg->nats_ca);
+    cfg->nats_urls = cfg->broker_id = cfg->nats_nkey = cfg->nats_ca = NULL;
     free(cfg->state_dir);
     free(cfg->config_path);
     cfg->metrics_endpoint = cfg->state_dir = cfg->config_path = NULL;
@@ -426,6 +459,10 @@ static const struct option long_options[] = {
     {"curve-secret-key", required_argument, 0, OPT_FIRST_LONG},
     {"curve-allow", required_argument, 0, OPT_FIRST_LONG},
     {"metrics", required_argument, 0, OPT_FIRST_LONG},
+    {"nats", required_argument, 0, OPT_FIRST_LONG},
+    {"broker-id", required_argument, 0, OPT_FIRST_LONG},
+    {"nats-nkey", required_argument, 0, OPT_FIRST_LONG},
+    {"nats-ca", required_argument, 0, OPT_FIRST_LONG},
     {"max-names-per-peer", required_argument, 0, OPT_FIRST_LONG},
     {"max-services", required_argument, 0, OPT_FIRST_LONG},
     {"dead-letters", required_argument, 0, OPT_FIRST_LONG},

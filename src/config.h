@@ -22,6 +22,10 @@ typedef struct {
     char *curve_secret_key;     /* "" = plain mode; else the broker's secret key file */
     char *curve_allow;          /* the allow list of client keys (with CURVE) */
     char *metrics_endpoint;     /* "" = no Prometheus endpoint */
+    char *nats_urls;            /* "" = one broker alone; else the NATS servers (nats_link.h) */
+    char *broker_id;            /* this broker's id on the bus (default: the host name) */
+    char *nats_nkey;            /* "" = none; else the nkey seed file */
+    char *nats_ca;              /* "" = the system's CAs; else the CA file for tls:// */
     bool policy_explicit;       /* given by flag or file, so it must exist */
     bool services_explicit;
     log_level_t log_level;

@@ -76,6 +76,7 @@ struct http_server {
     uint64_t requests[EP__COUNT];
     uint64_t refused, cut_off;
     log_ratelimit_t refusal_lines;
+    uint64_t accept_paused_until;   /* out of descriptors: the listener rests */
 };
 
 /* --- the listening socket --- */
@@ -200,6 +201,14 @@ static void accept_all(http_server_t *h)
         struct sockaddr_storage addr;
         socklen_t len = sizeof addr;
         int fd = accept4(h->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+            /* no descriptor to take it with: the listener stays readable,
+             * so it is left alone a while rather than polled in a spin */
+            h->accept_paused_until = clock_ms() + HTTP_ACCEPT_PAUSE_MS;
+            log_limited(&h->refusal_lines, 10, LOG_LEVEL_WARN,
+                        "metrics: cannot accept a connection: %s", strerror(errno));
+            return;
+        }
         if (fd < 0)
             return;             /* EAGAIN, or a connection that went away meanwhile */
         conn_t *c = h->conn_used < h->conn_cap ? conn_of_fd(h, -1) : NULL;
@@ -647,10 +656,13 @@ static void *serve(void *arg)
             next = now + mhd_ms;
         if (now + 1000 < next)      /* the history takes a sample at least this often */
             next = now + 1000;
+        bool resting = now < h->accept_paused_until;
+        if (resting && h->accept_paused_until < next)
+            next = h->accept_paused_until;
         struct pollfd fds[3 + HTTP_REFUSING_MAX];
         nfds_t nfds = 0;
         fds[nfds++] = (struct pollfd){.fd = h->wake_fd, .events = POLLIN};
-        fds[nfds++] = (struct pollfd){.fd = h->listen_fd, .events = POLLIN};
+        fds[nfds++] = (struct pollfd){.fd = resting ? -1 : h->listen_fd, .events = POLLIN};
         fds[nfds++] = (struct pollfd){.fd = h->mhd_fd, .events = POLLIN};
         for (size_t i = 0; i < h->refusing_used; i++)
             fds[nfds++] = (struct pollfd){.fd = h->refusing[i].fd, .events = POLLIN};

@@ -40,6 +40,9 @@
  * they are closed; at most HTTP_REFUSING_MAX of them wait at once (more
  * are closed at once). */
 #define HTTP_REFUSE_LINGER_MS 1000
+/* Out of descriptors, the HTTP thread stops accepting this long (rather
+ * than spin on a listener that stays readable). */
+#define HTTP_ACCEPT_PAUSE_MS 100
 #define HTTP_REFUSING_MAX 64
 
 #define HTTP_FRESH_MIN_MS 100

@@ -156,9 +156,10 @@ inflight_result_t inflight_add(inflight_table_t *t, const envelope_t *env, unsig
         return INFLIGHT_TABLE_FULL;
     /* the shares: one requester, or one handler that never answers, can
      * hold only its part of the table, so the rest stays for the others */
-    if (requester && requester->waiting_count >= t->per_requester)
+    if (requester && requester->waiting_count >= t->per_requester &&
+        requester->kind != PEER_BUS)   /* the bus stands for many; its shares are theirs */
         return INFLIGHT_REQUESTER_SHARE;
-    if (handler->handling_count >= t->per_handler)
+    if (handler->handling_count >= t->per_handler && handler->kind != PEER_BUS)
         return INFLIGHT_HANDLER_SHARE;
     if (!env_is_plain_string(id) || id->len == 0 || id->len > MSG_ID_MAX_LEN)
         return INFLIGHT_NO_MEMORY;  /* not a checked msg_id: copied, its key would not match `hash` */

@@ -33,6 +33,7 @@ typedef struct inflight {
     uint64_t started_us;        /* arrival, for the latency metrics */
     metric_series_t *series;    /* its service/action metrics (may be NULL) */
     size_t heap_index;
+    uint64_t bus_seq;           /* crossed the bus (handler or requester PEER_BUS): its seq; else 0 */
     struct inflight *wait_prev, *wait_next;     /* in requester->waiting */
     struct inflight *handle_prev, *handle_next; /* in handler->handling */
     char msg_id[MSG_ID_MAX_LEN + 1];
@@ -41,6 +42,7 @@ typedef struct inflight {
     char service[NAME_MAX_LEN + 1]; /* the name it was delivered to (after route()), for
                                        on_outcome; set by the router */
     char action[MSG_ID_MAX_LEN + 1]; /* "" if not a plain short string */
+    char bus_origin[65];        /* requester PEER_BUS: the id of the broker that asked */
     UT_hash_handle hh;
 } inflight_t;
 

@@ -16,6 +16,7 @@
 #include "auth.h"
 #include "broker.h"
 #include "config.h"
+#include "nats_link.h"
 #include "log.h"
 #include "policy.h"
 #include "registry.h"
@@ -163,6 +164,17 @@ int main(int argc, char **argv)
                 return 2;
             }
             if (auth_keygen(argv[i + 1], err, sizeof err) < 0) {
+                fprintf(stderr, "smartshop-broker: %s\n", err);
+                return 2;
+            }
+            return 0;
+        }
+        if (strcmp(argv[i], "--nats-keygen") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "smartshop-broker: --nats-keygen needs a file prefix (see --help)\n");
+                return 2;
+            }
+            if (nats_nkey_keygen(argv[i + 1], err, sizeof err) < 0) {
                 fprintf(stderr, "smartshop-broker: %s\n", err);
                 return 2;
             }

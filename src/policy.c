@@ -125,6 +125,9 @@ static int ctx_services(lua_State *L)
     return 1;
 }
 
+/* ctx in the registry under this address: no string to look up a call */
+static const char ctx_key;
+
 static void make_ctx(lua_State *L, policy_t *p)
 {
     static const luaL_Reg fns[] = {
@@ -133,7 +136,7 @@ static void make_ctx(lua_State *L, policy_t *p)
     lua_newtable(L);
     lua_pushlightuserdata(L, p);
     luaL_setfuncs(L, fns, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "smartshop.ctx");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
 }
 
 /* --- loading --- */
@@ -560,7 +563,7 @@ static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view)
         lua_pushvalue(L, view);         /* filter()'s view, still of this message */
     else
         luamsg_push(L, job->env);
-    lua_getfield(L, LUA_REGISTRYINDEX, "smartshop.ctx");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key);
     lua_call(L, 2, 2);
     policy_verdict_t verdict = POLICY_DECIDED;
     int t = lua_type(L, -2);

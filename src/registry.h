@@ -31,7 +31,10 @@
 
 #define PEER_ID_MAX 255
 
-typedef enum { PEER_REMOTE = 0, PEER_LUA } peer_kind_t;
+/* PEER_BUS: the other brokers, as one peer that the router keeps outside
+ * the registry (router_bus.c): the requester of a request that came over
+ * the bus, the handler of one that left on it. */
+typedef enum { PEER_REMOTE = 0, PEER_LUA, PEER_BUS } peer_kind_t;
 
 struct inflight;
 

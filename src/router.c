@@ -40,6 +40,8 @@ struct router {
     uint64_t stop_ends_us;      /* by when the broker will have exited (retry_after_ms) */
     uint64_t started_ms;
     stats_t stats;
+    bus_hooks_t bus;            /* the other brokers (X1-X12; ctx NULL: none) */
+    struct router_bus *crossing; /* what crosses: the bus peer, seqs (below) */
 };
 
 router_t *router_new(const config_t *cfg, auth_t *auth, router_transport_t transport,
@@ -71,6 +73,7 @@ void router_free(router_t **self_p)
     router_t *r = *self_p;
     if (!r)
         return;
+    router_bus_stop(r);
     inflight_table_free(&r->inflight);
     topics_free(&r->topics);
     deadletters_free(&r->dead);
@@ -165,6 +168,7 @@ static void free_text(void *data, void *hint)
  * service need not read it again. On success the message is consumed.
  * Returns 0, or -1 with errno EAGAIN (its queue is full) or EHOSTUNREACH
  * (gone). */
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env);
 /* R2, R3: a restored record whose connection has not been seen since the
  * restart. Plain mode: its identity is all there is to know, so a send
  * that libzmq takes (the identity is connected: ZMQ_ROUTER_MANDATORY)
@@ -190,9 +194,11 @@ static int deliver_restored(router_t *r, peer_t *to, zmq_msg_t *data)
 static int deliver(router_t *r, peer_t *to, zmq_msg_t *data, const envelope_t *env)
 {
     int rc;
-    if (to->kind != PEER_LUA) {
+    if (to->kind == PEER_REMOTE) {     /* one test, as without a bus */
         rc = __builtin_expect(to->restored, 0) ? deliver_restored(r, to, data)
                                                : r->wire.send(r->wire.ctx, to, data);
+    } else if (to->kind == PEER_BUS) {
+        rc = deliver_to_bus(r, data, env);
     } else if (!r->hosts.enqueue) {
         errno = EHOSTUNREACH;
         rc = -1;
@@ -244,7 +250,8 @@ typedef struct {
     metric_series_t *series;    /* its series */
     const inflight_t *rec;      /* its record in flight, if it was handed over */
     const envelope_t *request;  /* the request, if the router still has it (refusals) */
-    const envelope_t *answer;   /* the answer (ok, error) */
+    const envelope_t *answer;   /* the answer (ok, error), only while its bytes are
+                                   there (`message`): delivery hands them over */
     const char *code;           /* the error's code ("" for ok) */
     size_t code_len;
     const char *why;            /* the broker's message, for its own errors */
@@ -337,41 +344,56 @@ static void note_outcome(router_t *r, const request_outcome_t *o)
         policy_outcome(r, o);
 }
 
-/* The "code" of an error answer's payload, or "" if it has none. */
-static const char *answer_code(const envelope_t *env, size_t *len)
+/* An error answer's code, copied: the answer's bytes go to its requester
+ * before the outcome is noted. */
+typedef struct {
+    char text[METRICS_CODE_MAX_LEN + 1];
+    size_t len;
+} answer_code_t;
+
+/* The "code" of an error answer's payload; service_error if it has none
+ * (an error without a code is one), "(other)" if it is too long. */
+static void read_answer_code(const envelope_t *env, answer_code_t *out)
 {
     const env_value_t *p = &env->f[EF_PAYLOAD];
     json_object_t obj;
-    *len = 0;
-    if (env->type != MT_ERROR || p->kind != JSON_OBJECT ||
-        json_scan_object(p->ptr, p->len, &obj, NULL) != JSON_SCAN_OK)
-        return "";
-    for (int i = 0; i < obj.count; i++) {
-        const json_member_t *m = &obj.members[i];
-        if (m->key_len == 4 && memcmp(p->ptr + m->key_off, "code", 4) == 0 &&
-            m->kind == JSON_STRING && !m->val_escaped) {
-            *len = m->val_len;
-            return p->ptr + m->val_off;
+    const char *code = bus_err_name(ERR_SERVICE_ERROR);
+    size_t len = strlen(code);
+    if (p->kind == JSON_OBJECT && json_scan_object(p->ptr, p->len, &obj, NULL) == JSON_SCAN_OK) {
+        for (int i = 0; i < obj.count; i++) {
+            const json_member_t *m = &obj.members[i];
+            if (m->key_len == 4 && memcmp(p->ptr + m->key_off, "code", 4) == 0 &&
+                m->kind == JSON_STRING && !m->val_escaped && m->val_len > 0) {
+                code = p->ptr + m->val_off;
+                len = m->val_len;
+                break;
+            }
         }
     }
-    return "";
+    if (len > METRICS_CODE_MAX_LEN) {
+        code = METRICS_OTHER_ACTION;
+        len = strlen(code);
+    }
+    memcpy(out->text, code, len);
+    out->text[len] = '\0';
+    out->len = len;
 }
 
-/* A request's answer, delivered or dropped (its requester gone). */
-static void note_answer(router_t *r, const inflight_t *rec, const envelope_t *answer,
-                        zmq_msg_t *message)
+/* A request's answer, delivered or dropped (its requester gone): `type`
+ * and `code` read before the answer left; `message` its bytes, if they
+ * are still there (for traces). */
+static void note_answer(router_t *r, const inflight_t *rec, msg_type_t type,
+                        const answer_code_t *code, const envelope_t *answer, zmq_msg_t *message)
 {
-    request_outcome_t o = {.series = rec->series, .rec = rec, .answer = answer,
+    request_outcome_t o = {.series = rec->series, .rec = rec,
+                           .answer = message ? answer : NULL,
                            .requester = rec->requester, .handler = rec->handler, .code = "",
                            .message = message ? zmq_msg_data(message) : NULL,
                            .message_len = message ? zmq_msg_size(message) : 0};
-    o.outcome = answer->type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
+    o.outcome = type == MT_ERROR ? METRICS_ERROR : METRICS_OK;
     if (o.outcome == METRICS_ERROR) {
-        o.code = answer_code(answer, &o.code_len);
-        if (!o.code_len) {
-            o.code = bus_err_name(ERR_SERVICE_ERROR);   /* an error without a code is one */
-            o.code_len = strlen(o.code);
-        }
+        o.code = code->text;
+        o.code_len = code->len;
     }
     o.latency_us = r->clock_us() - rec->started_us;
     note_outcome(r, &o);
@@ -438,8 +460,14 @@ void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
 }
 
 /* An error to the requester of a request in flight (timeout, service_gone). */
+static bool aim_at_origin(router_t *r, const inflight_t *rec);
+
 static void fail_request(router_t *r, inflight_t *rec, bus_err_t code, const char *why)
 {
+    /* the origin broker owns the deadline of a request that crossed (X4) */
+    if (rec->requester && rec->requester->kind == PEER_BUS &&
+        (code == ERR_TIMEOUT || !aim_at_origin(r, rec)))
+        return;
     note_failed(r, rec, code, why);
     deadletters_add(r->dead, code, rec->requester, NULL, rec->msg_id, rec->src, rec->dst,
                     rec->action);
@@ -457,6 +485,10 @@ void router_peer_gone(router_t *r, peer_t *peer)
 {
     char label[2 * PEER_ID_MAX + 3];
     peer_label(peer, label);
+    /* off the bus first: new requests for its names go elsewhere (X8) */
+    if (r->bus.ctx)
+        for (int i = 0; i < peer->name_count; i++)
+            r->bus.holds(r->bus.ctx, peer->names[i], strlen(peer->names[i]), -1);
     while (peer->handling) {
         inflight_t *rec = peer->handling;
         fail_request(r, rec, ERR_SERVICE_GONE, "the instance handling this request disconnected");
@@ -681,6 +713,8 @@ static void handle_register(router_t *r, peer_t *peer, const envelope_t *env)
         router_send_error(r, peer, env, ERR_INTERNAL, "out of memory");
         return;
     }
+    if (r->bus.ctx)
+        r->bus.holds(r->bus.ctx, name->ptr, name->len, +1);
     char label[2 * PEER_ID_MAX + 3];
     char text[NAME_MAX_LEN + 1];
     reply_copy_plain(text, sizeof text, name);
@@ -697,6 +731,8 @@ static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
         router_send_error(r, peer, env, ERR_NOT_REGISTERED, "this connection has not registered that name");
         return;
     }
+    if (r->bus.ctx)
+        r->bus.holds(r->bus.ctx, name->ptr, name->len, -1);
     char label[2 * PEER_ID_MAX + 3], text[NAME_MAX_LEN + 1];
     reply_copy_plain(text, sizeof text, name);
     log_fields_t f = {.peer = peer_label(peer, label), .service = text};
@@ -713,7 +749,17 @@ static void handle_unregister(router_t *r, peer_t *peer, const envelope_t *env)
 typedef struct {
     unsigned id_hash;           /* inflight_hash() of its msg_id */
     metric_series_t *series;    /* its metrics series (may be NULL) */
+    const char *bus_origin;     /* came over the bus: the broker that asked; else NULL */
+    uint64_t bus_seq;
 } tracking_t;
+
+static bool cross_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                          const char *name, const tracking_t *track, bus_err_t *err);
+static peer_t *bus_peer(router_t *r);
+static bool cross_event(router_t *r, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+                        const char *name, bus_err_t *err);
+static void cross_once(router_t *r, bus_send_fn send, zmq_msg_t *data,
+                       uint64_t *counter);
 
 /* Hands `data` to one live instance of service `name` (or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
@@ -781,6 +827,10 @@ static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
             rec->started_us = now_us;
             memcpy(rec->service, name, len);        /* the name it went to, for on_outcome */
             rec->service[len] = '\0';
+            if (track->bus_origin) {
+                rec->bus_seq = track->bus_seq;
+                snprintf(rec->bus_origin, sizeof rec->bus_origin, "%s", track->bus_origin);
+            }
         }
         if (deliver(r, to, data, env) == 0)
             return to;
@@ -918,6 +968,12 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         if (!to && err != ERR_NO_SUCH_SERVICE)
             break;
     }
+    /* held nowhere here: local first, then the other brokers (X2) */
+    if (!to && err == ERR_NO_SUCH_SERVICE && r->bus.ctx && !route.instance &&
+        cross_request(r, peer, m, env, route.names[0], &track, &err)) {
+        to = bus_peer(r);
+        name = route.names[0];
+    }
     if (to) {
         r->stats.out[MT_REQUEST]++;
         metrics_handed_over(r->metrics, track.series);
@@ -965,9 +1021,12 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
     }
     /* the request ends with its answer, even one its requester is gone
      * for (the service did its part) */
+    answer_code_t code = {"", 0};
+    if (env->type == MT_ERROR)
+        read_answer_code(env, &code);
     if (!rec->requester) {
         r->stats.requester_gone++;
-        note_answer(r, rec, env, &m->data);
+        note_answer(r, rec, env->type, &code, env, &m->data);
         deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
         inflight_remove(r->inflight, &rec);
         return;
@@ -978,9 +1037,10 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
     }
+    msg_type_t type = env->type;        /* env points into the frame delivery hands over */
     if (deliver(r, rec->requester, &m->data, env) == 0) {
-        r->stats.out[env->type]++;
-        note_answer(r, rec, env, traced ? &copy : NULL);
+        r->stats.out[type]++;
+        note_answer(r, rec, type, &code, env, traced ? &copy : NULL);
         inflight_remove(r->inflight, &rec);
         if (traced)
             zmq_msg_close(&copy);
@@ -992,7 +1052,7 @@ static void handle_answer(router_t *r, peer_t *peer, wire_msg_t *m, const envelo
         router_send_error(r, peer, env, ERR_BUSY, "the requester cannot take more messages now; retry");
         return;
     }
-    note_answer(r, rec, env, &m->data);
+    note_answer(r, rec, type, &code, env, &m->data);
     r->stats.requester_gone++;
     deadletters_add(r->dead, ERR_REQUESTER_GONE, peer, env, NULL, NULL, NULL, NULL);
     peer_t *requester = rec->requester;
@@ -1024,6 +1084,9 @@ static void broadcast(router_t *r, peer_t *sender, wire_msg_t *m, const envelope
     }
     for (int i = 0; i < gone_count; i++)
         router_peer_gone(r, gone[i]);
+    /* once, from the broker it entered at; never again from the others (X6) */
+    if (r->bus.ctx && sender->kind != PEER_BUS)
+        cross_once(r, r->bus.broadcast, &m->data, &r->stats.bus.broadcasts_out);
 }
 
 /* A copy of an event for every connection that asked to watch (the
@@ -1081,6 +1144,8 @@ static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t
     metrics_topic(r->metrics, topic->ptr, topic->len, reached);
     for (int i = 0; i < pub.gone_count; i++)
         router_peer_gone(r, pub.gone[i]);
+    if (r->bus.ctx && sender->kind != PEER_BUS)
+        cross_once(r, r->bus.topic, &m->data, &r->stats.bus.topics_out);
 }
 
 static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
@@ -1131,6 +1196,9 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
         if (deliver_to_service(r, peer, &copy, env, name, strlen(name), route.instance, NULL,
                                &this_err)) {
             r->stats.out[MT_EVENT]++;
+            delivered++;
+        } else if (this_err == ERR_NO_SUCH_SERVICE && r->bus.ctx && !route.instance &&
+                   peer->kind != PEER_BUS && cross_event(r, peer, &copy, env, name, &this_err)) {
             delivered++;
         } else if (!err) {
             err = this_err;
@@ -1376,6 +1444,433 @@ void router_fail_all(router_t *r, bus_err_t code, const char *why)
         fail_request(r, rec, code, why);
         inflight_remove(r->inflight, &rec);
     }
+}
+
+/* --- across brokers (docs/protocol.md X1-X12) ---
+ *
+ * The other brokers are one peer of kind PEER_BUS, kept here and not in
+ * the registry: the handler of a request that left on the bus, and the
+ * requester of one that came over it. What is sent to it goes to the
+ * broker and request named by `reply`, set before each use. */
+
+#define CROSSED_EVENTS 1024     /* events awaiting a possible "nobody" (power of 2) */
+
+/* An event that crossed, until a "nobody" about it might come back. */
+typedef struct {
+    uint64_t seq;
+    peer_kind_t kind;
+    uint8_t id_len;
+    uint8_t id[PEER_ID_MAX];
+    char src[NAME_MAX_LEN + 1], action[MSG_ID_MAX_LEN + 1], msg_id[MSG_ID_MAX_LEN + 1];
+    char name[NAME_MAX_LEN + 1];
+} crossed_event_t;
+
+struct router_bus {
+    peer_t peer;
+    uint64_t seq;                       /* the last seq given to a crossing */
+    struct {                            /* where deliver_to_bus sends */
+        char origin[65];
+        char kind;
+        uint64_t seq;
+        char msg_id[MSG_ID_MAX_LEN + 1];
+    } reply;
+    crossed_event_t *events;            /* ring of CROSSED_EVENTS */
+};
+
+int router_bus_start(router_t *r, bus_hooks_t hooks)
+{
+    struct router_bus *rb = calloc(1, sizeof *rb);
+    if (!rb || !(rb->events = calloc(CROSSED_EVENTS, sizeof *rb->events))) {
+        free(rb);
+        return -1;
+    }
+    rb->peer.kind = PEER_BUS;
+    rb->peer.fd = -1;
+    memcpy(rb->peer.id, "(bus)", 5);
+    rb->peer.id_len = 5;
+    r->crossing = rb;
+    r->bus = hooks;
+    /* names held already (restored from the state file) are offered too */
+    for (peer_t *p = registry_next_peer(r->registry, NULL); p; p = registry_next_peer(r->registry, p))
+        for (int i = 0; i < p->name_count; i++)
+            hooks.holds(hooks.ctx, p->names[i], strlen(p->names[i]), +1);
+    return 0;
+}
+
+void router_bus_stop(router_t *r)
+{
+    if (!r->crossing)
+        return;
+    peer_t *bus = &r->crossing->peer;   /* no record may point at it once freed */
+    while (bus->handling) {
+        inflight_t *rec = bus->handling;
+        inflight_remove(r->inflight, &rec);
+    }
+    while (bus->waiting) {
+        inflight_t *rec = bus->waiting;
+        inflight_remove(r->inflight, &rec);
+    }
+    free(r->crossing->events);
+    free(r->crossing);
+    r->crossing = NULL;
+    r->bus = (bus_hooks_t){0};
+}
+
+static void aim(router_t *r, const char *origin, char kind, uint64_t seq, const char *msg_id)
+{
+    struct router_bus *rb = r->crossing;
+    snprintf(rb->reply.origin, sizeof rb->reply.origin, "%s", origin);
+    rb->reply.kind = kind;
+    rb->reply.seq = seq;
+    snprintf(rb->reply.msg_id, sizeof rb->reply.msg_id, "%s", msg_id);
+}
+
+/* Points the bus peer at the broker a record's request came from. False
+ * if the bus is gone (stopped). */
+static bool aim_at_origin(router_t *r, const inflight_t *rec)
+{
+    if (!r->crossing)
+        return false;
+    aim(r, rec->bus_origin, 'r', rec->bus_seq, rec->msg_id);
+    return true;
+}
+
+/* deliver() to the bus peer: the bytes to the broker `reply` names. An
+ * answer (`env` given) is aimed at the origin of the request it answers
+ * here, so that the answer path needs no test of its own; an error the
+ * router makes (`env` NULL) goes where the caller aimed. The frame is
+ * consumed on success, as deliver() promises; a failure is EAGAIN, never
+ * "gone": the bus peer is not a connection to drop. */
+static int deliver_to_bus(router_t *r, zmq_msg_t *data, const envelope_t *env)
+{
+    struct router_bus *rb = r->crossing;
+    if (!rb) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (env && (env->type == MT_RESPONSE || env->type == MT_ERROR)) {
+        const env_value_t *corr = &env->f[EF_CORRELATION_ID];
+        inflight_t *rec = inflight_find(r->inflight, corr->ptr, corr->len);
+        if (rec && rec->requester == &rb->peer)
+            aim_at_origin(r, rec);
+    }
+    int rc = r->bus.answer(r->bus.ctx, rb->reply.origin, rb->reply.kind,
+                                 rb->reply.seq, rb->reply.msg_id, strlen(rb->reply.msg_id),
+                                 zmq_msg_data(data), zmq_msg_size(data));
+    if (rc < 0) {
+        r->stats.bus.unreachable++;
+        errno = EAGAIN;             /* not the bus peer's end: never "gone" */
+        return -1;
+    }
+    r->stats.bus.answers_out++;
+    zmq_msg_close(data);
+    zmq_msg_init(data);
+    return 0;
+}
+
+/* A request no local instance holds: recorded here (this broker owns its
+ * fate: X3, X4) and published to whichever broker holds `name`. False with
+ * *err when it could not leave (then the caller answers). */
+static bool cross_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                          const char *name, const tracking_t *track, bus_err_t *err)
+{
+    struct router_bus *rb = r->crossing;
+    if (peer->kind == PEER_BUS)
+        return false;                   /* from the bus: delivered here or nowhere (X6) */
+    uint64_t ttl = env->ttl_ms ? env->ttl_ms : r->cfg->request_timeout_ms;
+    uint64_t now_us = r->clock_us();
+    inflight_t *rec = NULL;
+    const char *why = NULL;
+    switch (inflight_add(r->inflight, env, track->id_hash, peer, &rb->peer, now_us / 1000 + ttl,
+                         &rec)) {
+    case INFLIGHT_ADDED: break;
+    case INFLIGHT_REQUESTER_SHARE:
+        why = "this connection has as many requests in flight as one connection may; retry when "
+              "some are answered";
+        break;
+    case INFLIGHT_TABLE_FULL:
+        why = "the broker has as many requests in flight as it may; retry later";
+        break;
+    default:
+        why = "could not record the request";
+        break;
+    }
+    if (!rec) {
+        router_send_error(r, peer, env, why[0] == 'c' ? ERR_INTERNAL : ERR_BUSY, why);
+        *err = ERR_NONE;
+        return false;
+    }
+    rec->series = track->series;
+    rec->started_us = now_us;
+    rec->bus_seq = ++rb->seq;
+    int rc = r->bus.request(r->bus.ctx, name, rec->bus_seq, rec->msg_id,
+                                  strlen(rec->msg_id), zmq_msg_data(&m->data),
+                                  zmq_msg_size(&m->data));
+    if (rc == 0) {
+        r->stats.bus.requests_out++;
+        return true;
+    }
+    inflight_remove(r->inflight, &rec);
+    char text[200];
+    if (rc == -2) {
+        snprintf(text, sizeof text, "no instance of %s here, and the message is over the bus's "
+                 "max_payload", name);
+        router_send_error(r, peer, env, ERR_TOO_LARGE, text);
+    } else {
+        r->stats.bus.unreachable++;
+        snprintf(text, sizeof text, "no instance of %s here, and the other brokers are "
+                 "unreachable now", name);
+        router_send_error(r, peer, env, ERR_NO_SUCH_SERVICE, text);
+    }
+    *err = ERR_NONE;
+    return false;
+}
+
+/* An event no local instance holds: published with a reply subject only to
+ * hear "nobody" (X5), remembered in a ring for that. */
+static bool cross_event(router_t *r, peer_t *peer, zmq_msg_t *data, const envelope_t *env,
+                        const char *name, bus_err_t *err)
+{
+    struct router_bus *rb = r->crossing;
+    uint64_t seq = ++rb->seq;
+    crossed_event_t *e = &rb->events[seq & (CROSSED_EVENTS - 1)];
+    e->seq = seq;
+    e->kind = peer->kind;
+    e->id_len = peer->id_len;
+    memcpy(e->id, peer->id, peer->id_len);
+    reply_copy_plain(e->src, sizeof e->src, &env->f[EF_SRC]);
+    reply_copy_plain(e->action, sizeof e->action, &env->f[EF_ACTION]);
+    reply_copy_plain(e->msg_id, sizeof e->msg_id, &env->f[EF_MSG_ID]);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    int rc = r->bus.event(r->bus.ctx, name, seq, e->msg_id, strlen(e->msg_id),
+                                zmq_msg_data(data), zmq_msg_size(data));
+    if (rc == 0) {
+        r->stats.bus.events_out++;
+        return true;
+    }
+    e->seq = 0;
+    if (rc == -1)
+        r->stats.bus.unreachable++;
+    *err = rc == -2 ? ERR_TOO_LARGE : ERR_NO_SUCH_SERVICE;
+    return false;
+}
+
+static void cross_once(router_t *r, bus_send_fn send, zmq_msg_t *data,
+                       uint64_t *counter)
+{
+    if (send(r->bus.ctx, zmq_msg_data(data), zmq_msg_size(data)) == 0)
+        (*counter)++;
+    else
+        r->stats.bus.unreachable++;
+}
+
+/* Reads an arrival's bytes into a frame of its own, with its envelope.
+ * False (counted) if they are not one valid envelope of type `type`
+ * (MT_NONE: a response or an error; the
+ * brokers trust each other's checks, not each other's bytes: X9). */
+static bool read_arrival(router_t *r, const void *data, size_t len, msg_type_t type,
+                         wire_msg_t *m, envelope_t *env)
+{
+    *m = (wire_msg_t){.delimiter = false, .bad_frames = false, .fd = -1, .injected = true};
+    zmq_msg_init(&m->id);
+    const char *why = NULL;
+    if (len > r->cfg->max_message_bytes || zmq_msg_init_size(&m->data, len) < 0) {
+        zmq_msg_init(&m->data);
+        r->stats.bus.refused++;
+        return false;
+    }
+    memcpy(zmq_msg_data(&m->data), data, len);
+    if (envelope_parse(env, zmq_msg_data(&m->data), len, &why) != ERR_NONE ||
+        (type == MT_NONE ? env->type != MT_RESPONSE && env->type != MT_ERROR : env->type != type)) {
+        r->stats.bus.refused++;
+        return false;
+    }
+    return true;
+}
+
+void router_bus_request(router_t *r, const char *origin, uint64_t seq, const char *name,
+                        const void *data, size_t len)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!r->crossing)
+        return;
+    if (read_arrival(r, data, len, MT_REQUEST, &m, &env)) {
+        peer_t *bus = &r->crossing->peer;
+        char msg_id[MSG_ID_MAX_LEN + 1];
+        reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
+        aim(r, origin, 'r', seq, msg_id);
+        r->stats.bus.requests_in++;
+        r->stats.in[MT_REQUEST]++;
+        const env_value_t *id = &env.f[EF_MSG_ID];
+        tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len), .bus_origin = origin,
+                            .bus_seq = seq};
+        bus_err_t err = ERR_NO_SUCH_SERVICE;
+        char why[200];
+        if (r->stopping) {
+            router_send_error(r, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
+                              "is shutting down");
+        } else if (inflight_find_hashed(r->inflight, id->ptr, id->len, track.id_hash)) {
+            router_send_error(r, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
+                              "is in flight at the broker holding the service");
+        } else if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, &track,
+                                      &err)) {
+            r->stats.out[MT_REQUEST]++;
+        } else if (err == ERR_NO_SUCH_SERVICE) {
+            /* its last instance went before the bus knew: handed to nobody */
+            snprintf(why, sizeof why, "no service named %s is registered (its last instance "
+                     "left broker %s)", name, r->cfg->broker_id);
+            router_send_error(r, bus, &env, ERR_NO_SUCH_SERVICE, why);
+        } else if (err == ERR_BUSY) {
+            snprintf(why, sizeof why, "%s cannot take more messages now", name);
+            router_send_error(r, bus, &env, ERR_BUSY, why);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+void router_bus_event(router_t *r, const char *origin, uint64_t seq, const char *name,
+                      const void *data, size_t len)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!r->crossing)
+        return;
+    if (read_arrival(r, data, len, MT_EVENT, &m, &env)) {
+        peer_t *bus = &r->crossing->peer;
+        r->stats.bus.events_in++;
+        r->stats.in[MT_EVENT]++;
+        bus_err_t err = ERR_NONE;
+        if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
+            r->stats.out[MT_EVENT]++;
+        } else if (err == ERR_NO_SUCH_SERVICE) {
+            char msg_id[MSG_ID_MAX_LEN + 1];
+            reply_copy_plain(msg_id, sizeof msg_id, &env.f[EF_MSG_ID]);
+            r->bus.answer(r->bus.ctx, origin, 'e', seq, msg_id, strlen(msg_id), "", 0);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+void router_bus_broadcast(router_t *r, const void *data, size_t len, bool topic)
+{
+    wire_msg_t m;
+    envelope_t env;
+    if (!r->crossing)
+        return;
+    if (read_arrival(r, data, len, MT_EVENT, &m, &env) &&
+        (topic ? env.f[EF_TOPIC].kind == JSON_STRING : env_equals(&env.f[EF_DST], "broadcast"))) {
+        r->stats.in[MT_EVENT]++;
+        if (topic) {
+            r->stats.bus.topics_in++;
+            publish(r, &r->crossing->peer, &m, &env);
+        } else {
+            r->stats.bus.broadcasts_in++;
+            broadcast(r, &r->crossing->peer, &m, &env);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+/* "Nobody took it" about an event that crossed: its sender hears
+ * no_such_service, as for a name held nowhere on one broker (T5). */
+static void event_reached_nobody(router_t *r, uint64_t seq)
+{
+    crossed_event_t *e = &r->crossing->events[seq & (CROSSED_EVENTS - 1)];
+    if (e->seq != seq) {
+        r->stats.bus.late++;
+        return;
+    }
+    e->seq = 0;
+    peer_t *to = e->kind == PEER_LUA ? registry_find_hosted(r->registry, e->id, e->id_len)
+                                     : registry_find_peer(r->registry, e->id, e->id_len);
+    if (!to)
+        return;
+    char why[160];
+    snprintf(why, sizeof why, "no service named %s is registered on any broker", e->name);
+    size_t len = 0;
+    char *text = reply_error(e->src, e->action, e->msg_id, ERR_NO_SUCH_SERVICE, why, &len);
+    send_error_text(r, to, text, len, MT_EVENT, ERR_NO_SUCH_SERVICE);
+}
+
+void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, size_t id_len,
+                      const void *data, size_t len, bool nobody)
+{
+    if (!r->crossing)
+        return;
+    if (kind == 'e') {
+        if (nobody || len == 0)
+            event_reached_nobody(r, seq);
+        return;
+    }
+    inflight_t *rec = inflight_find(r->inflight, msg_id, id_len);
+    if (!rec || rec->handler != &r->crossing->peer || rec->bus_seq != seq) {
+        r->stats.bus.late++;            /* answered, timed out, or another request's (X4) */
+        return;
+    }
+    if (nobody) {
+        r->stats.bus.no_responders++;
+        char why[160];
+        snprintf(why, sizeof why, "no service named %s is registered on any broker", rec->dst);
+        fail_request(r, rec, ERR_NO_SUCH_SERVICE, why);
+        inflight_remove(r->inflight, &rec);
+        return;
+    }
+    wire_msg_t m;
+    envelope_t env;
+    const env_value_t *corr = &env.f[EF_CORRELATION_ID];
+    if (read_arrival(r, data, len, MT_NONE, &m, &env) &&
+        corr->len == id_len && memcmp(corr->ptr, msg_id, id_len) == 0) {
+        r->stats.bus.answers_in++;
+        r->stats.in[env.type]++;
+        answer_code_t code = {"", 0};   /* read before delivery hands the bytes over */
+        if (env.type == MT_ERROR)
+            read_answer_code(&env, &code);
+        if (!rec->requester) {
+            r->stats.requester_gone++;
+            note_answer(r, rec, env.type, &code, &env, &m.data);
+            inflight_remove(r->inflight, &rec);
+        } else if (deliver(r, rec->requester, &m.data, &env) == 0) {
+            r->stats.out[env.type]++;
+            note_answer(r, rec, env.type, &code, &env, NULL);
+            inflight_remove(r->inflight, &rec);
+        } else {
+            /* its queue is full or it is gone: the answer is lost, as on
+             * one broker when a requester cannot take it (D3) */
+            r->stats.requester_gone++;
+            note_answer(r, rec, env.type, &code, &env, &m.data);
+            deadletters_add(r->dead, ERR_REQUESTER_GONE, rec->requester, &env, NULL, NULL, NULL,
+                            NULL);
+            inflight_remove(r->inflight, &rec);
+        }
+    }
+    wire_msg_close(&m);
+}
+
+void router_bus_refused(router_t *r)
+{
+    r->stats.bus.refused++;
+}
+
+bool router_bus_active(const router_t *r)
+{
+    return r->crossing != NULL;
+}
+
+void router_bus_describe(const router_t *r, cJSON *into)
+{
+    if (r->bus.describe)
+        r->bus.describe(r->bus.ctx, into);
+}
+
+size_t router_bus_remote(const router_t *r, char *out, size_t cap)
+{
+    return r->bus.remote ? r->bus.remote(r->bus.ctx, out, cap) : 0;
+}
+
+static peer_t *bus_peer(router_t *r)
+{
+    return &r->crossing->peer;
 }
 
 /* --- restored registrations (docs/protocol.md R1-R5) --- */

@@ -19,6 +19,7 @@
 
 #include <zmq.h>
 
+#include "bus_hooks.h"
 #include "config.h"
 #include "envelope.h"
 #include "errors.h"
@@ -152,6 +153,36 @@ int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_
 /* Answers `to` with an error about `about` (may be NULL). */
 void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why);
+
+/* --- across brokers (docs/protocol.md X1-X12; bus.c calls these) --- */
+
+/* From now on names held nowhere here cross to the other brokers through
+ * `hooks`. Returns 0, or -1 if memory ran out. */
+int router_bus_start(router_t *r, bus_hooks_t hooks);
+/* No more crossing; what is in flight across ends in timeout. */
+void router_bus_stop(router_t *r);
+
+/* A request from broker `origin` (its `seq`) for `name`, held here. */
+void router_bus_request(router_t *r, const char *origin, uint64_t seq, const char *name,
+                        const void *data, size_t len);
+/* An event from broker `origin` for `name`. */
+void router_bus_event(router_t *r, const char *origin, uint64_t seq, const char *name,
+                      const void *data, size_t len);
+/* A broadcast (or, with `topic`, a topic event) another broker let in. */
+void router_bus_broadcast(router_t *r, const void *data, size_t len, bool topic);
+/* What came back about this broker's request ('r') or event ('e') `seq`:
+ * an answer's bytes, or `nobody` (no broker took it). */
+void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, size_t id_len,
+                      const void *data, size_t len, bool nobody);
+
+/* An arrival that was none of ours (a bad subject), for stats. */
+void router_bus_refused(router_t *r);
+/* Whether the router has a bus; and its state and counters into `into`
+ * (stats "bus"). */
+bool router_bus_active(const router_t *r);
+void router_bus_describe(const router_t *r, struct cJSON *into);
+/* The other brokers' names, as bus_hooks_t.remote writes them; 0 without a bus. */
+size_t router_bus_remote(const router_t *r, char *out, size_t cap);
 
 /* A label a person can read for a peer, for logs: its identity if
  * printable, its number, first name and address, as one word

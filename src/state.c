@@ -21,6 +21,7 @@
 /* Changes queued at most: if the disk stalls, the loop drops changes
  * (counted, logged) rather than hold memory without end. */
 #define QUEUE_MAX 100000
+#define QUEUE_MAX_BYTES (64u << 20)     /* and their bytes (a letter keeps its message) */
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS registrations("
@@ -56,6 +57,7 @@ typedef struct op {
     const char *ptr[OP_FIELDS];
     size_t len[OP_FIELDS];
     unsigned blob;              /* bit i: field i is a BLOB */
+    size_t size;                /* the allocation's, for the queue's byte bound */
 } op_t;
 
 struct state {
@@ -69,6 +71,7 @@ struct state {
     pthread_mutex_t lock;
     pthread_cond_t wake, idle;  /* writer: work or stop; waiters: queue empty */
     op_t *head, *tail;
+    size_t queued_bytes;        /* of the changes in the queue */
     bool stop, busy;
     state_counts_t counts;
 };
@@ -365,6 +368,7 @@ static void enqueue(state_t *st, op_kind_t kind, int64_t number, unsigned blob, 
         op->kind = kind;
         op->number = number;
         op->blob = blob;
+        op->size = total;
         char *at = (char *)(op + 1);
         for (int i = 0; i < n; i++) {
             if (!ptr[i])
@@ -376,7 +380,7 @@ static void enqueue(state_t *st, op_kind_t kind, int64_t number, unsigned blob, 
         }
     }
     pthread_mutex_lock(&st->lock);
-    if (!op || st->counts.queued >= QUEUE_MAX) {
+    if (!op || st->counts.queued >= QUEUE_MAX || st->queued_bytes + total > QUEUE_MAX_BYTES) {
         static log_ratelimit_t limit;
         st->counts.dropped++;
         pthread_mutex_unlock(&st->lock);
@@ -391,6 +395,7 @@ static void enqueue(state_t *st, op_kind_t kind, int64_t number, unsigned blob, 
         st->head = op;
     st->tail = op;
     st->counts.queued++;
+    st->queued_bytes += total;
     if (!st->busy)
         pthread_cond_signal(&st->wake);
     pthread_mutex_unlock(&st->lock);
@@ -481,8 +486,9 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&st->lock);
 
         uint64_t n = 0, failed = 0;
+        size_t bytes = 0;
         bool in_tx = exec(st->db, "BEGIN") == 0;
-        for (op_t *op = batch; op; op = op->next, n++)
+        for (op_t *op = batch; op; bytes += op->size, op = op->next, n++)
             if (apply_op(st, op) < 0) {
                 failed++;
                 log_limited(&failures, 6, LOG_LEVEL_ERROR, "state %s: a change failed: %s",
@@ -502,6 +508,7 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&st->lock);
         st->busy = false;
         st->counts.queued -= n;
+        st->queued_bytes -= bytes;
         st->counts.written += n - failed;
         st->counts.failed += failed;
         st->counts.commits++;

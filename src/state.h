@@ -6,7 +6,9 @@
  * written behind: the event loop only appends a change to a queue (one
  * malloc and a mutex, no system call unless the writer sleeps), and a
  * writer thread of its own commits whatever has queued, one transaction
- * per batch. Nothing on the message path ever waits on the disk.
+ * per batch. Nothing on the message path ever waits on the disk. The
+ * queue holds at most 100000 changes and 64 MiB: past that (a stalled
+ * disk) changes are dropped, counted and logged.
  *
  * A file that cannot be read (corrupted, not SQLite, a newer schema) is
  * reported, moved aside as broker.db.corrupt-<time> and replaced by an

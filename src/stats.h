@@ -19,6 +19,17 @@ typedef struct {
     uint64_t broadcast_undelivered;/* broadcast copies a receiver could not take */
     uint64_t topic_unmatched;      /* topic events no subscription matched */
     uint64_t topic_undelivered;    /* topic event copies a subscriber could not take */
+    struct {                       /* what crossed the bus between brokers (--nats) */
+        uint64_t requests_out, requests_in;   /* requests sent to / taken from other brokers */
+        uint64_t events_out, events_in;
+        uint64_t broadcasts_out, broadcasts_in;
+        uint64_t topics_out, topics_in;
+        uint64_t answers_out, answers_in;     /* answers (and errors) sent back / received */
+        uint64_t no_responders;               /* crossed to nobody: no broker held the name */
+        uint64_t unreachable;                 /* not sent: the bus was down */
+        uint64_t late;                        /* answers for no request in flight here */
+        uint64_t refused;                     /* arrivals that were not a valid envelope */
+    } bus;
 } stats_t;
 
 #endif

@@ -123,7 +123,14 @@ int trace_start(trace_t *t, peer_t *peer, const char *dst, const char *filter, s
     if (*why)
         return -1;
     tracer_t *slot = tracer_of(t, peer);
-    if (!slot) {
+    if (slot) {
+        /* a trace sent again (smartshop-ctl does, each second) keeps its
+         * window and what it skipped: the rate is per connection */
+        next.window_ms = slot->window_ms;
+        next.sent = slot->sent;
+        next.skipped = slot->skipped;
+        next.seq = slot->seq;
+    } else {
         slot = tracer_of(t, NULL);
         if (!slot) {
             *why = "as many connections trace as may (8): stop one first";

@@ -23,6 +23,7 @@
 static const char *broker_path;
 static char endpoint[BROKERS][64];
 static pid_t pid[BROKERS];
+static int base_port;
 static double slow = 1.0;            /* SMARTSHOP_SANITIZED: timing bounds x4 */
 
 static long long ms_now(void)
@@ -46,18 +47,23 @@ static void kill_all(void)
         }
 }
 
+/* Starts broker i on its port; a broker that exits at once (its port held
+ * for a moment by someone's outgoing connection on a shared machine) is
+ * started again. */
 static void start_broker(int i)
 {
-    pid[i] = fork();
-    if (pid[i] > 0 && started_count < 64)
-        started[started_count++] = pid[i];
-    if (pid[i] == 0) {
-        execl(broker_path, broker_path, "--endpoint", endpoint[i], "--policy", "", "--services", "",
-              "--log-level", "error", (char *)NULL);
-        _exit(127);
-    }
     ss_options_t quiet = {.quiet = true};
     for (int tries = 0; tries < 100; tries++) {
+        if (tries == 0 || waitpid(pid[i], NULL, WNOHANG) == pid[i]) {   /* none, or it exited */
+            pid[i] = fork();
+            if (pid[i] > 0 && started_count < 64)
+                started[started_count++] = pid[i];
+            if (pid[i] == 0) {
+                execl(broker_path, broker_path, "--endpoint", endpoint[i], "--policy", "",
+                      "--services", "", "--log-level", "error", (char *)NULL);
+                _exit(127);
+            }
+        }
         ss_client_t *c = ss_client_new(endpoint[i], &quiet);
         int rc = ss_request(c, "broker", "ping", NULL, 200, NULL);
         ss_client_destroy(&c);
@@ -117,6 +123,7 @@ typedef struct {
     pthread_t thread;
     pthread_mutex_t lock;
     int failovers, topic_events;
+    long long moved_at;
     char last_from[64], last_to[64], last_reason[32];
 } service_t;
 
@@ -130,6 +137,8 @@ static void on_failover(ss_client_t *c, const ss_failover_t *ev, void *arg)
     service_t *s = arg;
     pthread_mutex_lock(&s->lock);
     s->failovers++;
+    if (!s->moved_at)
+        s->moved_at = ms_now();
     snprintf(s->last_from, sizeof s->last_from, "%s", ev->from);
     snprintf(s->last_to, sizeof s->last_to, "%s", ev->to);
     snprintf(s->last_reason, sizeof s->last_reason, "%s", ev->reason);
@@ -158,7 +167,10 @@ static int service_get(service_t *s, int *field)
     return v;
 }
 
-static ss_options_t fast = {.quiet = true, .heartbeat_ms = 200, .dead_after_ms = 1500};
+/* dead_after_ms well above the bounds put on a failover, so that meeting
+ * them shows the socket monitor at work, not the silence rule */
+static ss_options_t fast = {.quiet = true, .heartbeat_ms = 200, .dead_after_ms = 6000};
+#define MOVE_BOUND_MS 2000
 
 static char *list_of(int a, int b)
 {
@@ -193,9 +205,11 @@ static void service_fails_over_and_back(void)
     long long t0 = ms_now();
     kill_broker(0);
     CHECK(listed_within(1, "c-fo-svc", 1, 3000));
-    long long moved_ms = ms_now() - t0;
-    printf("failover: registered on the next broker %lld ms after the kill\n", moved_ms);
-    CHECK(moved_ms < scaled(1000));          /* the monitor, not dead_after_ms (1500) */
+    pthread_mutex_lock(&svc.lock);
+    long long moved_ms = svc.moved_at - t0;
+    pthread_mutex_unlock(&svc.lock);
+    printf("failover: moved to the next broker %lld ms after the kill\n", moved_ms);
+    CHECK(moved_ms < scaled(MOVE_BOUND_MS));
     CHECK_EQ_INT(service_get(&svc, &svc.failovers), 1);
     pthread_mutex_lock(&svc.lock);
     CHECK(strcmp(svc.last_from, endpoint[0]) == 0);
@@ -254,7 +268,7 @@ static void on_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t
 
 static void *kill_after(void *arg)
 {
-    usleep(300000);
+    usleep(500000);
     kill_broker(*(int *)arg);
     return NULL;
 }
@@ -276,7 +290,7 @@ static void waiting_requests_get_broker_lost(void)
 
     long long t0 = ms_now();
     kill_broker(1);
-    while ((out[0].calls + out[1].calls + out[2].calls) < 3 && ms_now() - t0 < scaled(5000))
+    while ((out[0].calls + out[1].calls + out[2].calls) < 3 && ms_now() - t0 < scaled(MOVE_BOUND_MS + 3000))
         ss_client_process(c, 100);
     long long took = ms_now() - t0;
     printf("failover: 3 waiting requests failed %lld ms after the kill\n", took);
@@ -284,7 +298,7 @@ static void waiting_requests_get_broker_lost(void)
         CHECK_EQ_INT(out[i].calls, 1);
         CHECK(strcmp(out[i].code, "broker_lost") == 0);
     }
-    CHECK(took < scaled(2000));
+    CHECK(took < scaled(MOVE_BOUND_MS));
     CHECK(strcmp(ss_client_endpoint(c), endpoint[2]) == 0);
 
     /* a blocking request waiting when its broker dies: SS_EBROKER_LOST */
@@ -301,7 +315,7 @@ static void waiting_requests_get_broker_lost(void)
     pthread_join(killer, NULL);
     CHECK_EQ_INT(rc, SS_EBROKER_LOST);
     CHECK(strcmp(ss_last_error(c)->code, "broker_lost") == 0);
-    CHECK(took < scaled(3000));
+    CHECK(took < scaled(MOVE_BOUND_MS + 500));
     CHECK(strcmp(ss_strerror(SS_EBROKER_LOST), "unknown status") != 0);
     /* it went round to B (restarted), and works there */
     CHECK(strcmp(ss_client_endpoint(c), endpoint[1]) == 0);
@@ -323,7 +337,11 @@ static void waiting_requests_get_broker_lost(void)
 static void dead_first_endpoint_at_start(void)
 {
     char dead[64], list[200];
-    snprintf(dead, sizeof dead, "tcp://127.0.0.1:%d", 20000 + rand() % 20000);
+    int port;
+    do
+        port = 20000 + rand() % 12000;
+    while (port >= base_port && port < base_port + BROKERS);
+    snprintf(dead, sizeof dead, "tcp://127.0.0.1:%d", port);
     snprintf(list, sizeof list, "%s,%s", dead, endpoint[2]);
     ss_client_t *c = ss_client_new(list, &fast);
     CHECK(c != NULL);
@@ -397,9 +415,9 @@ int main(int argc, char **argv)
         slow = 4.0;
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)getpid());
-    int base = 20000 + rand() % 20000;
+    base_port = 20000 + rand() % 12000;       /* below Linux's ephemeral ports (32768-) */
     for (int i = 0; i < BROKERS; i++) {
-        snprintf(endpoint[i], sizeof endpoint[i], "tcp://127.0.0.1:%d", base + i);
+        snprintf(endpoint[i], sizeof endpoint[i], "tcp://127.0.0.1:%d", base_port + i);
         start_broker(i);
     }
     endpoint_lists_are_checked();

@@ -42,7 +42,7 @@ sources_of() {
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
     fuzz_patterns)  echo "pattern_match.c" ;;
     fuzz_lua_json) echo "lua_json.c luamsg.c sandbox.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c" ;;
-    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c" ;;
+    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c sha256.c state.c reply.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
@@ -111,7 +111,7 @@ build() {
     cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
             -fno-sanitize-recover=all -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
             -I$SRC $(pkg-config --cflags libzmq libcjson uuid)"
-    libs="$(pkg-config --libs libzmq libcjson uuid libsodium) -lpthread -lm"
+    libs="$(pkg-config --libs libzmq libcjson uuid libsodium sqlite3 libsystemd) -lpthread -lm"
     # fuzz_envelope also reads each message with lua-cjson, as policies do;
     # fuzz_lua_boundary runs policies
     local lua_cflags lua_libs

@@ -350,5 +350,69 @@ class EndpointsTest(bp.BrokerTestCase):
         self.assertEqual(get("/healthz")[0], 200)
 
 
+def runnable_share(pid, thread_name, seconds=1.0, samples=50):
+    """How often the thread was running or waiting for a CPU (state R)
+    rather than asleep, sampled over `seconds`: a thread that spins is R
+    however busy the machine is (its CPU time would tell only on an idle
+    machine)."""
+    task = None
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+            if f.read().strip() == thread_name:
+                task = "/proc/%d/task/%s/stat" % (pid, tid)
+    assert task, "no thread %s" % thread_name
+    running = 0
+    for _ in range(samples):
+        with open(task) as f:
+            running += f.read().rsplit(")", 1)[1].split()[0] == "R"
+        time.sleep(seconds / samples)
+    return running / samples
+
+
+class OutOfDescriptorsTest(bp.unittest.TestCase):
+    """A broker with few descriptors, and HTTP clients that take them all:
+    it refuses what it cannot accept, stays idle meanwhile (before the
+    listener was polled in a spin), and serves again once they go."""
+
+    def test_no_spin_when_descriptors_run_out(self):
+        import resource
+        port = bp.free_port()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))     # inherited by the broker
+        try:
+            broker = bp.Broker(args=("--metrics", "tcp://127.0.0.1:%d" % port,
+                                     "--metrics-max-connections", "1024",
+                                     "--metrics-idle-timeout-ms", "60000"))
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        socks = []
+        try:
+            for _ in range(100):
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            time.sleep(0.5)
+            share = runnable_share(broker.proc.pid, "smartshop-http")
+            self.assertLess(share, 0.5, "the HTTP thread spun while out of descriptors")
+            for s in socks:
+                s.close()
+            socks = []
+            deadline = time.monotonic() + 10 * bp.SLOW
+            while True:
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=2) as r:
+                        self.assertEqual(r.status, 200)
+                        break
+                except (OSError, urllib.error.URLError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            with broker.peer() as p:
+                self.assertEqual(p.call_broker("ping", src="h-fd-pinger")["payload"]["status"], "ok")
+        finally:
+            for s in socks:
+                s.close()
+            self.assertEqual(broker.stop(), 0)
+            broker.cleanup()
+
+
 if __name__ == "__main__":
     bp.main()

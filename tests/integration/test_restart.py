@@ -139,7 +139,14 @@ class RestartTest(unittest.TestCase):
         for p in self.peers:
             p.close()
         for b in self.brokers:
+            stopped_by_test = b.returncode is not None or b.proc.poll() is not None
+            code = b.stop()
+            log = b.log_text()
             b.cleanup()
+            # a clean stop, sanitizers included (a kill -9 by the test aside)
+            if not stopped_by_test:
+                self.assertEqual(code, 0, log)
+            self.assertNotRegex(log, r"Sanitizer|runtime error")
         shutil.rmtree(self.state, ignore_errors=True)
 
     def start_broker(self, *args):
@@ -197,7 +204,7 @@ class RestartTest(unittest.TestCase):
         restarted = time.monotonic()
         b2 = self.start_broker("--shutdown-grace-ms", "1000")
         b2_ready = time.monotonic()
-        self.assertRegex(b2.log_text(), r"restored \d+ registration")
+        self.assertTrue(b2.wait_for_log(r"restored \d+ registration", 5 * SLOW), b2.log_text())
         # every service routable again, none of them doing anything for it
         ok = bp.wait_until(lambda: all(c.answered_after(restarted + 0.2) for c in clients),
                            10 * SLOW)
@@ -280,7 +287,14 @@ class CurveRestartTest(unittest.TestCase):
         for p in self.peers:
             p.close()
         for b in self.brokers:
+            stopped_by_test = b.returncode is not None or b.proc.poll() is not None
+            code = b.stop()
+            log = b.log_text()
             b.cleanup()
+            # a clean stop, sanitizers included (a kill -9 by the test aside)
+            if not stopped_by_test:
+                self.assertEqual(code, 0, log)
+            self.assertNotRegex(log, r"Sanitizer|runtime error")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_broker(self):

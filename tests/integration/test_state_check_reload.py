@@ -89,7 +89,11 @@ class ReloadTest(unittest.TestCase):
     def tearDown(self):
         for p in self.peers:
             p.close()
+        code = self.b.stop()
+        log = self.b.log_text()
         self.b.cleanup()
+        self.assertEqual(code, 0, log)
+        self.assertNotRegex(log, r"Sanitizer|runtime error")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def write_conf(self, text):

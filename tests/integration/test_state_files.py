@@ -45,7 +45,14 @@ class StateFilesTest(unittest.TestCase):
         for p in self.peers:
             p.close()
         for b in self.brokers:
+            stopped_by_test = b.returncode is not None or b.proc.poll() is not None
+            code = b.stop()
+            log = b.log_text()
             b.cleanup()
+            # a clean stop, sanitizers included (a kill -9 by the test aside)
+            if not stopped_by_test:
+                self.assertEqual(code, 0, log)
+            self.assertNotRegex(log, r"Sanitizer|runtime error")
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start(self, *args, core_only=True):
@@ -76,7 +83,8 @@ class StateFilesTest(unittest.TestCase):
         self.kill9(b)
 
         b2 = self.start()
-        self.assertRegex(b2.log_text(), r"restored \d+ registration\(s\).*1 dead letter")
+        self.assertTrue(b2.wait_for_log(r"restored \d+ registration\(s\).*1 dead letter", 5 * SLOW),
+                        b2.log_text())
         admin = self.peer(b2, name="admin")
         after = admin.call_broker("dead_letters")["payload"]["dead_letters"]
         self.assertEqual(after, before)     # the same id, time, code and fields
@@ -113,7 +121,8 @@ class StateFilesTest(unittest.TestCase):
         self.write_policy(BROKEN_POLICY)
 
         b2 = self.start(*args)              # not exit 2: the last good version runs
-        self.assertRegex(b2.log_text(), r"ERROR\s+POLICY FALLBACK: .*routing\.lua does not load")
+        self.assertTrue(b2.wait_for_log(r"ERROR\s+POLICY FALLBACK: .*routing\.lua does not load",
+                                        5 * SLOW), b2.log_text())
         p = self.peer(b2, name="c")
         for action in ("ping", "stats"):
             v = p.call_broker(action, src="c")["payload"]["policy"]
@@ -159,6 +168,7 @@ class StateFilesTest(unittest.TestCase):
             if os.path.exists(db + tail):
                 os.unlink(db + tail)
         b2 = self.start()
+        self.assertTrue(b2.wait_for_log(r"starting empty", 5 * SLOW), b2.log_text())
         log = b2.log_text()
         self.assertRegex(log, r"ERROR\s+state file .*broker\.db cannot be read .* moved aside to "
                               r".*broker\.db\.corrupt-")
@@ -171,6 +181,7 @@ class StateFilesTest(unittest.TestCase):
 
     def test_missing_state_file_is_reported_and_the_broker_starts_empty(self):
         b = self.start()
+        self.assertTrue(b.wait_for_log(r"ready: listening", 5 * SLOW), b.log_text())
         log = b.log_text()
         self.assertRegex(log, r"WARN\s+state .*broker\.db: no state file yet; starting empty")
         c = self.peer(b, name="c")

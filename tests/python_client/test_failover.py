@@ -21,7 +21,10 @@ from support import SLOW, bp, unique  # noqa: E402
 import smartshop  # noqa: E402
 import smartshop.asyncio as ssa  # noqa: E402
 
-FAST = dict(heartbeat=0.2 * SLOW, dead_after=1.5 * SLOW, reconnect_max=1.0)
+# dead_after well above the bounds the tests put on a failover, so that
+# meeting them shows the socket monitor at work, not the silence rule
+FAST = dict(heartbeat=0.2 * SLOW, dead_after=6.0 * SLOW, reconnect_max=1.0)
+MOVE_BOUND = 2.0 * SLOW
 
 
 def listed_at(broker, name):
@@ -49,8 +52,17 @@ class FailoverTestCase(unittest.TestCase):
         self.brokers[i].kill()
 
     def restart(self, i):
+        """Broker i again on its port (tried again if someone's outgoing
+        connection holds that port for a moment on a shared machine)."""
         self.brokers[i].cleanup()
-        self.brokers[i] = bp.Broker(port=self.ports[i])
+        for attempt in range(5):
+            try:
+                self.brokers[i] = bp.Broker(port=self.ports[i])
+                return
+            except AssertionError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.3)
 
     def wait_listed(self, i, name, want=1, timeout=3.0):
         return support.wait_until(lambda: listed_at(self.brokers[i], name) == want, timeout)
@@ -63,8 +75,12 @@ class FailoverTestCase(unittest.TestCase):
 
 class SyncFailoverTest(FailoverTestCase):
     def test_service_moves_on_registers_again_and_comes_back(self):
-        name, moves, topics = unique("py-fo"), [], []
-        svc = smartshop.Service(name, self.endpoints(0, 1), on_failover=moves.append, **FAST)
+        name, moves, topics, moved_at = unique("py-fo"), [], [], []
+
+        def on_failover(ev):
+            moved_at.append(time.monotonic())
+            moves.append(ev)
+        svc = smartshop.Service(name, self.endpoints(0, 1), on_failover=on_failover, **FAST)
         svc.handler("echo")(lambda req: req.payload)
         st = support.ServiceThread(svc)
         self.closers.append(st.stop)
@@ -79,9 +95,9 @@ class SyncFailoverTest(FailoverTestCase):
         t0 = time.monotonic()
         self.kill(0)
         self.assertTrue(self.wait_listed(1, name), "not registered on the next broker")
-        took = time.monotonic() - t0
-        print("sync: registered on the next broker %.0f ms after the kill" % (took * 1000))
-        self.assertLess(took, 1.0 * SLOW)       # the monitor, not dead_after (1.5 s)
+        took = moved_at[0] - t0
+        print("sync: moved to the next broker %.0f ms after the kill" % (took * 1000))
+        self.assertLess(took, MOVE_BOUND)
         self.assertEqual(svc.endpoint, self.brokers[1].endpoint)
         self.assertEqual(len(moves), 1)
         self.assertEqual((moves[0].from_endpoint, moves[0].to_endpoint, moves[0].reason),
@@ -120,12 +136,12 @@ class SyncFailoverTest(FailoverTestCase):
         self.kill(1)
         for f in futures:
             with self.assertRaises(smartshop.BrokerLostError) as cm:
-                f.result(timeout=3 * SLOW)
+                f.result(timeout=MOVE_BOUND + 1)
             self.assertEqual(cm.exception.code, "broker_lost")
             self.assertIsNone(cm.exception.reply)
         took = time.monotonic() - t0
         print("sync: 3 waiting requests failed %.0f ms after the kill" % (took * 1000))
-        self.assertLess(took, 2.0 * SLOW)
+        self.assertLess(took, MOVE_BOUND)
         self.assertEqual(c.endpoint, self.brokers[2].endpoint)
         self.assertEqual(c.call_broker("ping")["status"], "ok")
         time.sleep(0.3)
@@ -134,9 +150,11 @@ class SyncFailoverTest(FailoverTestCase):
         silent2 = unique("py-silent2")
         self.client(self.brokers[2].endpoint).register(silent2)
         self.restart(1)
-        threading.Timer(0.3, self.kill, (2,)).start()
+        killer = threading.Timer(0.5, self.kill, (2,))
+        killer.start()
         with self.assertRaises(smartshop.BrokerLostError):
             c.request(silent2, "work", timeout=20)
+        killer.join()
         self.assertEqual(c.endpoint, self.brokers[1].endpoint)
 
     def test_dead_first_endpoint_at_start(self):
@@ -214,7 +232,7 @@ class AsyncFailoverTest(FailoverTestCase):
                 await asyncio.wait_for(waiting, 3 * SLOW)
             took = time.monotonic() - t0
             print("asyncio: a waiting request failed %.0f ms after the kill" % (took * 1000))
-            self.assertLess(took, 2.0 * SLOW)
+            self.assertLess(took, MOVE_BOUND)
             self.assertEqual(c.endpoint, self.brokers[1].endpoint)
             deadline = time.monotonic() + 3 * SLOW
             while listed_at(self.brokers[1], name) != 1 and time.monotonic() < deadline:

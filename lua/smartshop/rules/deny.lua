@@ -33,6 +33,45 @@ local TYPES = { request = true, response = true, error = true, event = true }
 local _M = {}
 local mt = { __index = _M }
 
+-- Lists of exact names only (no "*", no prefix), the usual case: the
+-- filter made for them reads just the fields listed and looks each up in
+-- place. The budget's count hook traps on every VM instruction, so the
+-- lists a rule does not have are not even looked at. nil if a list has
+-- patterns.
+local function exact_filter(self)
+  local keys, maps = {}, {}
+  for _, field in ipairs { "src", "dst", "action" } do
+    local m = self[field]
+    if m then
+      if m.patterns then return nil end
+      keys[#keys + 1], maps[#maps + 1] = field, m.exact
+    end
+  end
+  local code = self.code
+  local k1, e1, k2, e2, k3, e3 = keys[1], maps[1], keys[2], maps[2], keys[3], maps[3]
+  if #keys == 1 then
+    return function(_, msg)
+      local r = e1[msg[k1]]
+      if r then return false, r, code end
+    end
+  elseif #keys == 2 then
+    return function(_, msg)
+      local r = e1[msg[k1]]
+      if r then return false, r, code end
+      r = e2[msg[k2]]
+      if r then return false, r, code end
+    end
+  end
+  return function(_, msg)
+    local r = e1[msg[k1]]
+    if r then return false, r, code end
+    r = e2[msg[k2]]
+    if r then return false, r, code end
+    r = e3[msg[k3]]
+    if r then return false, r, code end
+  end
+end
+
 function _M.new(opts)
   util.options(MOD, opts, {
     src = "table?", dst = "table?", action = "table?",
@@ -52,6 +91,7 @@ function _M.new(opts)
   if not (self.src or self.dst or self.action) then
     util.fail(MOD, "give at least one of the options src, dst, action")
   end
+  self.filter = exact_filter(self)      -- nil: the general one below
   return setmetatable(self, mt)
 end
 
