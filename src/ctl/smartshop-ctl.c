@@ -1619,6 +1619,8 @@ static void record_traced(ss_client_t *c, const ss_msg_t *m, void *arg)
 {
     (void)c;
     record_state_t *st = arg;
+    if (st->stop)
+        return;                 /* --limit reached: copies already on their way are left out */
     const cJSON *p = ss_msg_payload(m);
     const char *kind = str_or(p, "kind", "");
     const cJSON *message = cJSON_GetObjectItemCaseSensitive(p, "message");

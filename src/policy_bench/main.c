@@ -525,10 +525,20 @@ int main(int argc, char **argv)
 
     runner_t runs[2] = {{.path = policy_path, .label = ""}, {.path = against, .label = "old"}};
     int nruns = against ? 2 : 1;
-    for (int r = 0; r < nruns; r++) {
+    int status = 0;
+    for (int r = 0; r < nruns && !status; r++) {
         runs[r].world.reg = registry_new();
         if (!runs[r].world.reg || !(runs[r].policy = load_policy(runs[r].path, limits, runs[r].world.reg)))
-            return 2;
+            status = 2;
+    }
+    if (status) {
+        for (int r = 0; r < nruns; r++) {
+            policy_free(&runs[r].policy);
+            registry_free(&runs[r].world.reg);
+        }
+        if (in != stdin)
+            fclose(in);
+        return status;
     }
 
     char hooks[128];
@@ -540,7 +550,6 @@ int main(int argc, char **argv)
     size_t cap = 0;
     ssize_t n;
     long lineno = 0, messages = 0, failed = 0, unmet = 0, differ = 0;
-    int status = 0;
     static char decision[2][DECISION_MAX];
     while ((n = getline(&text, &cap, in)) >= 0) {
         lineno++;

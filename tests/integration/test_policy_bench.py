@@ -213,14 +213,23 @@ class LiveRecording(bp.PolicyTestCase):
 
     def record(self, *extra):
         out = os.path.join(self.tmp, "rec-%d.jsonl" % time.monotonic_ns())
+        err = open(out + ".err", "w+")
+        self.addCleanup(err.close)
         proc = subprocess.Popen([CTL, "-e", self.broker.endpoint, "record", out, *extra],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.communicate()))
-        # recording once its first line (the instances) is out and the trace is on
-        self.assertTrue(bp.wait_until(lambda: os.path.exists(out) and os.path.getsize(out) > 0,
-                                      5 * SLOW), "record wrote nothing")
-        time.sleep(0.3 * SLOW)
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        # recording once it says so: the broker took its trace
+        def started():
+            with open(out + ".err") as f:
+                return "recording" in f.read()
+        self.assertTrue(bp.wait_until(started, 5 * SLOW), "record did not start")
+        proc.err_path = out + ".err"
         return proc, out
+
+    def finished(self, proc):
+        proc.wait(timeout=10 * SLOW)
+        with open(proc.err_path) as f:
+            return f.read()
 
     def traffic(self, orders, web):
         """list (answered ok), drop_all_tables (refused live), an error answer, an event."""
@@ -252,7 +261,7 @@ class LiveRecording(bp.PolicyTestCase):
         web = self.peer(identity="web-1", register="web")
         proc, out = self.record("--seconds", str(int(4 * SLOW)))
         sent = self.traffic(orders, web)
-        _, err = proc.communicate(timeout=10 * SLOW)
+        err = self.finished(proc)
         self.assertEqual(proc.returncode, 0, err)
         lines = self.lines(out)
         self.assertEqual(lines[0]["services"]["orders"][0]["id"], "orders-1", lines[0])
@@ -279,7 +288,7 @@ class LiveRecording(bp.PolicyTestCase):
         web = self.peer(identity="web-2", register="web")
         proc, out = self.record("--no-payloads", "--limit", "3")
         self.traffic(orders, web)
-        _, err = proc.communicate(timeout=10 * SLOW)     # --limit 3: stops by itself
+        err = self.finished(proc)                       # --limit 3: stops by itself
         self.assertEqual(proc.returncode, 0, err)
         lines = self.lines(out)
         self.assertEqual(len(lines), 4, lines)        # the instances and 3 lines
