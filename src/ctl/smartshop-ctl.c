@@ -1014,16 +1014,19 @@ static int cmd_replay(int argc, char **argv)
 
 /* --- watch --- */
 
-/* The broker forgets a watch when our connection goes (a restart, or
- * ZeroMQ reconnecting under us), so the tool sends `watch` again every
- * second: the action is idempotent, and its answer doubles as a check
- * that the broker is there. */
+/* The broker forgets a watch or a trace when our connection goes (a
+ * restart, or ZeroMQ reconnecting under us), so the tool sends the action
+ * again every second (renew_until_interrupted): the actions are
+ * idempotent, and their answer doubles as a check that the broker is
+ * there. */
 typedef struct {
-    bool lost;                  /* the last watch went unanswered */
-    bool out;                   /* a watch request is on its way */
-    int failed;                 /* exit code of a refused watch */
+    const char *action;         /* "watch" or "trace" */
+    const char *again;          /* said when the broker answers again */
+    bool lost;                  /* the last request went unanswered */
+    bool out;                   /* a request is on its way */
+    int failed;                 /* exit code of a refusal */
     failure_t f;
-} watch_state_t;
+} renewal_t;
 
 /* One message as a line for a person: `head`, the fields the command
  * shows, then the payload as compact JSON, both made safe for a terminal;
@@ -1067,9 +1070,9 @@ static void print_watched(ss_client_t *c, const ss_msg_t *m, void *arg)
     print_message_line(m, head);
 }
 
-static void on_watch_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
+static void on_renewal_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
 {
-    watch_state_t *w = arg;
+    renewal_t *w = arg;
     w->out = false;
     if (err && strcmp(err->code, "timeout") == 0) {
         if (!w->lost)
@@ -1088,7 +1091,7 @@ static void on_watch_answer(ss_client_t *c, const ss_msg_t *response, const ss_e
         return;
     }
     if (w->lost)
-        say("watching again");
+        say("%s", w->again);
     w->lost = false;
 }
 
@@ -1099,10 +1102,29 @@ static double mono_ms(void)
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
 
+/* Sends w->action (with `req`, which stays ours) again every second until
+ * Ctrl-C or a refusal; the exit code. */
+static int renew_until_interrupted(renewal_t *w, const cJSON *req)
+{
+    double next = mono_ms() + 1000;
+    while (!interrupted) {
+        if (ss_client_process(client, 250) == SS_ESTOPPED)
+            break;
+        double t = mono_ms();
+        if (t >= next && !w->out) {
+            w->out = ss_request_async(client, "broker", w->action, req, 2000,
+                                      on_renewal_answer, w) == SS_OK;
+            next = t + 1000;
+        }
+    }
+    if (w->failed)
+        return report_failure(w->failed, w->action, &w->f);
+    return EXIT_OK;
+}
+
 static int cmd_watch(void)
 {
-    watch_state_t w;
-    memset(&w, 0, sizeof w);
+    renewal_t w = {.action = "watch", .again = "watching again"};
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (ss_on_event(client, NULL, print_watched, NULL) != SS_OK) {
         say("out of memory");
@@ -1116,20 +1138,7 @@ static int cmd_watch(void)
         return rc;
     cJSON_Delete(first);
     say("watching events and broadcasts at %s; Ctrl-C to stop", opt.endpoint);
-    double next = mono_ms() + 1000;
-    while (!interrupted) {
-        rc = ss_client_process(client, 250);
-        if (rc == SS_ESTOPPED)
-            break;
-        double t = mono_ms();
-        if (t >= next && !w.out) {
-            w.out = ss_request_async(client, "broker", "watch", NULL, 2000, on_watch_answer, &w) == SS_OK;
-            next = t + 1000;
-        }
-    }
-    if (w.failed)
-        return report_failure(w.failed, "watch", &w.f);
-    return EXIT_OK;
+    return renew_until_interrupted(&w, NULL);
 }
 
 /* --- topics --- */
@@ -1512,47 +1521,13 @@ static void print_traced(ss_client_t *c, const ss_msg_t *m, void *arg)
     fflush(stdout);
 }
 
-/* The answer to a trace sent again: as watch's, it also tells the
- * broker is there (see watch_state_t below). */
-typedef struct {
-    bool lost, out;
-    int failed;
-    failure_t f;
-} trace_state_t;
-
-static void on_trace_answer(ss_client_t *c, const ss_msg_t *response, const ss_error_t *err, void *arg)
-{
-    trace_state_t *w = arg;
-    w->out = false;
-    if (err && strcmp(err->code, "timeout") == 0) {
-        if (!w->lost)
-            say("lost the broker at %s; waiting for it to come back", opt.endpoint);
-        w->lost = true;
-        return;
-    }
-    failure_t f;
-    if (err || status_error(ss_msg_payload(response), &f)) {
-        if (err)
-            set_failure(&w->f, err->code, "%s", err->message);
-        else
-            w->f = f;
-        w->failed = EXIT_REMOTE;
-        ss_client_stop(c);
-        return;
-    }
-    if (w->lost)
-        say("tracing again");
-    w->lost = false;
-}
-
 static int cmd_trace(int argc, char **argv)
 {
     if (argc > 1)
         return usage_error("trace takes [SERVICE] and options (--action, --src, --code, --kinds, --rate)");
     if (argc == 1)
         trace_opt.service = argv[0];
-    trace_state_t w;
-    memset(&w, 0, sizeof w);
+    renewal_t w = {.action = "trace", .again = "tracing again"};
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (ss_on_event(client, "trace", print_traced, NULL) != SS_OK) {
         say("out of memory");
@@ -1567,21 +1542,9 @@ static int cmd_trace(int argc, char **argv)
     say("tracing %s at %s (at most %.0f a second); Ctrl-C to stop",
         trace_opt.service ? trace_opt.service : "every service", opt.endpoint, num_or(first, "rate", 0));
     cJSON_Delete(first);
-    double next = mono_ms() + 1000;
-    while (!interrupted) {
-        rc = ss_client_process(client, 250);
-        if (rc == SS_ESTOPPED)
-            break;
-        double t = mono_ms();
-        if (t >= next && !w.out) {
-            w.out = ss_request_async(client, "broker", "trace", req, 2000, on_trace_answer, &w) == SS_OK;
-            next = t + 1000;
-        }
-    }
+    rc = renew_until_interrupted(&w, req);
     cJSON_Delete(req);
-    if (w.failed)
-        return report_failure(w.failed, "trace", &w.f);
-    return EXIT_OK;
+    return rc;
 }
 
 /* --- record FILE: traffic as JSON lines for smartshop-policy --- */
