@@ -18,6 +18,13 @@
 #include <dirent.h>
 #include <stdio.h>
 #include <time.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 /* The string value after `key` (a literal such as "\"dst\":\""), as a
  * pointer into buf and a length, up to the next '"'. Returns false when the
@@ -121,6 +128,48 @@ static inline bool bu_sched_ns(int pid, uint64_t *ns)
     closedir(d);
     *ns = sum;
     return true;
+}
+
+/* A TCP connection to "host:port" (an IPv4 address) with TCP_NODELAY,
+ * for the tools that speak NATS's text protocol (nats_rr, fanout).
+ * Returns the descriptor, -2 when the endpoint is not host:port, -1 when
+ * the connection fails (errno says why). */
+static inline int bu_tcp_connect(const char *endpoint)
+{
+    char host[64];
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon)
+        return -2;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - endpoint), endpoint);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    inet_pton(AF_INET, host, &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+/* Writes all of text to a blocking descriptor. Returns 0, or -1. */
+static inline int bu_write_all(int fd, const char *text, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, text, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        text += n;
+        len -= (size_t)n;
+    }
+    return 0;
 }
 
 #endif

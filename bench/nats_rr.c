@@ -52,32 +52,18 @@ static void die(const char *what)
 
 static int tcp_connect(void)
 {
-    char host[64];
-    const char *colon = strrchr(opt.endpoint, ':');
-    if (!colon)
+    int fd = bu_tcp_connect(opt.endpoint);
+    if (fd == -2)
         die("--endpoint host:port");
-    snprintf(host, sizeof host, "%.*s", (int)(colon - opt.endpoint), opt.endpoint);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    inet_pton(AF_INET, host, &a.sin_addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+    if (fd < 0)
         die("connect to nats-server");
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
 }
 
 static void write_all(int fd, const char *text, size_t len)
 {
-    while (len) {
-        ssize_t n = write(fd, text, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            die("write to nats-server");
-        text += n;
-        len -= (size_t)n;
-    }
+    if (bu_write_all(fd, text, len) < 0)
+        die("write to nats-server");
 }
 
 /* A connection: what was read and not parsed yet, what is to be written. */
