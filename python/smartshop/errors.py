@@ -25,6 +25,7 @@ __all__ = [
     "UnsupportedVersionError", "NotRegisteredError", "SpoofedSrcError", "DuplicateMsgIdError",
     "NoSuchServiceError", "UnknownActionError", "UnknownRequestError", "NotYourRequestError",
     "BusyError", "RequestTimeout", "ServiceGoneError", "ShuttingDownError", "DeniedError",
+    "BadPayloadError", "UnavailableError",
     "PolicyError", "LimitExceededError", "InternalError", "ServiceError", "StoppedError",
     "UnreachableError", "BrokerLostError", "ERROR_CLASSES", "error_for", "error_from_reply",
 ]
@@ -92,6 +93,10 @@ RequestTimeout = _coded("RequestTimeout", "timeout",
 ServiceGoneError = _coded("ServiceGoneError", "service_gone", "The handler disconnected (D2).")
 ShuttingDownError = _coded("ShuttingDownError", "shutting_down", "The broker is stopping (D5).")
 DeniedError = _coded("DeniedError", "denied", "A policy or the CURVE allow list refused it (N3, N4, P1).")
+BadPayloadError = _coded("BadPayloadError", "bad_payload",
+                         "A policy's payload check refused it; the message names the field (P1).")
+UnavailableError = _coded("UnavailableError", "unavailable",
+                          "A policy failed it fast: the service is failing, e.g. circuit open (P1).")
 PolicyError = _coded("PolicyError", "policy_error", "A policy hook failed (N4, P1).")
 LimitExceededError = _coded("LimitExceededError", "limit_exceeded", "A broker limit is reached (L5).")
 InternalError = _coded("InternalError", "internal", "A broker fault.")
@@ -140,7 +145,7 @@ ERROR_CLASSES: Dict[str, Type[SmartshopError]] = {
         ReservedNameError, NameTakenError, UnsupportedVersionError, NotRegisteredError,
         SpoofedSrcError, DuplicateMsgIdError, NoSuchServiceError, UnknownActionError,
         UnknownRequestError, NotYourRequestError, BusyError, RequestTimeout, ServiceGoneError,
-        ShuttingDownError, DeniedError, PolicyError, LimitExceededError, InternalError,
+        ShuttingDownError, DeniedError, BadPayloadError, UnavailableError, PolicyError, LimitExceededError, InternalError,
         ServiceError)
 }
 """Protocol error code -> its class (every code of docs/protocol.md section 13)."""
