@@ -41,6 +41,7 @@ struct bus {
     uint64_t announced_ms;      /* when this broker last announced */
     nats_link_t *link;
     bool joined;                /* connected at least once (the "joined" line) */
+    bool closed_logged;         /* the "connection is closed" error, said once */
     bool left;                  /* bus_leave: names no longer offered */
 };
 
@@ -231,6 +232,19 @@ static void dispatch(bus_t *bus, const nats_in_t *in)
     }
 }
 
+/* libnats closes a connection for good when the server refuses it (an
+ * unknown nkey, plain TCP to a TLS port): say so once, loudly, with the
+ * cause; the broker goes on serving its own peers. */
+static void log_closed(bus_t *bus, const char *error)
+{
+    if (bus->closed_logged)
+        return;
+    bus->closed_logged = true;
+    log_error("the NATS connection is closed%s%s: this broker serves only its own peers "
+              "until it restarts (check --nats, --nats-nkey and --nats-ca)",
+              *error ? ": " : "", error);
+}
+
 /* State changes seen on the library's threads, logged from the loop. */
 static void log_changes(bus_t *bus)
 {
@@ -249,7 +263,7 @@ static void log_changes(bus_t *bus)
         bus->joined = true;
     }
     if (changes & NL_CHANGED_CLOSED)
-        log_warn("the NATS connection is closed");
+        log_closed(bus, error);
 }
 
 void bus_poll_prepare(bus_t *bus, struct pollfd fds[2])
@@ -311,6 +325,10 @@ bus_t *bus_new(router_t *r, const config_t *cfg, char *err, size_t errlen)
     if (nats_link_connected(bus->link)) {
         log_info("joined the bus as %s (NATS %s)", cfg->broker_id, cfg->nats_urls);
         bus->joined = true;
+    } else if (nats_link_closed(bus->link)) {
+        char error[160];
+        nats_link_take_changes(bus->link, error, sizeof error);
+        log_closed(bus, error);
     } else {
         log_warn("no NATS server answers yet (%s); names held elsewhere get no_such_service "
                  "until one does", cfg->nats_urls);

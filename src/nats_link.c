@@ -526,6 +526,15 @@ static int subscribe_plain(nats_link_t *l, natsSubscription **sub, const char *s
                ? 0 : -1;
 }
 
+static void drop_plain_subscriptions(nats_link_t *l)
+{
+    natsSubscription **subs[] = {&l->bcast, &l->topic, &l->reply, &l->directory};
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        natsSubscription_Destroy(*subs[i]);
+        *subs[i] = NULL;
+    }
+}
+
 static int set_options(nats_link_t *l, const nats_link_config_t *cfg, char *err, size_t errlen)
 {
     char *copy = strdup(cfg->urls);
@@ -638,6 +647,14 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
         subscribe_plain(l, &l->topic, "smartshop.topic", NL_TOPIC) < 0 ||
         subscribe_plain(l, &l->reply, reply, NL_REPLY) < 0 ||
         subscribe_plain(l, &l->directory, "smartshop.dir", NL_DIRECTORY) < 0) {
+        /* the server may already have refused us (bad credentials, plain
+         * TCP to a TLS port): libnats then closes the connection for good,
+         * as it would later. The broker runs alone, as after a later close
+         * (nats_link_closed), rather than not at all. */
+        if (natsConnection_Status(l->nc) == NATS_CONN_STATUS_CLOSED) {
+            drop_plain_subscriptions(l);
+            return l;
+        }
         fail_status(NATS_ERR, "cannot subscribe on NATS", err, errlen);
         goto fail;
     }
@@ -676,10 +693,7 @@ void nats_link_free(nats_link_t **self_p)
         return;
     if (l->nc) {
         nats_link_release_all(l);
-        natsSubscription_Destroy(l->bcast);
-        natsSubscription_Destroy(l->topic);
-        natsSubscription_Destroy(l->reply);
-        natsSubscription_Destroy(l->directory);
+        drop_plain_subscriptions(l);
         natsConnection_Close(l->nc);
         /* its callbacks run on a library thread, after Close returns: wait
          * for the last ("closed") before the memory they use goes */
@@ -715,6 +729,11 @@ void nats_link_free(nats_link_t **self_p)
 bool nats_link_connected(nats_link_t *l)
 {
     return natsConnection_Status(l->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+bool nats_link_closed(nats_link_t *l)
+{
+    return natsConnection_Status(l->nc) == NATS_CONN_STATUS_CLOSED;
 }
 
 void nats_link_poll_prepare(nats_link_t *l, struct pollfd fds[2])
@@ -875,6 +894,11 @@ int nats_link_take_changes(nats_link_t *l, char *last_error, size_t cap)
     if (last_error && cap)
         snprintf(last_error, cap, "%s", l->last_error);
     pthread_mutex_unlock(&l->mu);
+    /* a refused first connect reaches no error handler: ask the library */
+    const char *text = NULL;
+    if (last_error && cap && !*last_error && natsConnection_GetLastError(l->nc, &text) != NATS_OK &&
+        text)
+        snprintf(last_error, cap, "%s", text);
     return changes;
 }
 

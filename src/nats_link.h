@@ -75,6 +75,10 @@ void nats_link_free(nats_link_t **self_p);
  * was told something else (X3). */
 bool nats_link_connected(nats_link_t *l);
 
+/* Whether libnats has closed the connection for good (the server refused
+ * our credentials, say): it does not reconnect after that. */
+bool nats_link_closed(nats_link_t *l);
+
 /* The two descriptors the loop polls: fds[0] the connection's socket
  * (fd -1 while there is none), fds[1] an eventfd, readable when messages
  * or state changes wait. Call before every poll: reconnects change them. */

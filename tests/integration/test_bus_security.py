@@ -223,6 +223,8 @@ class BusSecurity(unittest.TestCase):
             "--nats", "tls://127.0.0.1:%d" % self.hub_client[0], "--broker-id", "intruder",
             "--nats-nkey", os.path.join(self.dir, "intruder.nk"), "--nats-ca", self.ca])
         self.assertFalse(connected)
+        # the operator is told why, once, and the broker went on serving
+        self.assertRegex(log, r"ERROR the NATS connection is closed: .*serves only its own peers")
 
     def test_plain_tcp_to_a_tls_server_no_bus(self):
         connected, _, _ = self.joins(["--nats", "nats://127.0.0.1:%d" % self.hub_client[0],
