@@ -98,7 +98,10 @@ class Flood:
 
 
 class RequesterShareTest(bp.BrokerTestCase):
-    BROKER_ARGS = ("--max-inflight", str(TABLE))
+    # a sink's queue (--send-hwm, 1000 by default) must not fill before the
+    # share does: on a loaded machine the sink reads late, and "sh-sink
+    # cannot take more messages" would answer first
+    BROKER_ARGS = ("--max-inflight", str(TABLE), "--send-hwm", str(TABLE))
 
     def test_one_connection_cannot_fill_the_table(self):
         sink = self.peer(register="sh-sink")
