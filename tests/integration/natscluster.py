@@ -138,17 +138,32 @@ def wait_bus_connected(broker, timeout=10.0):
 
 
 def reach(client, service, name, timeout=10.0):
-    """Probe until a request from `client` to `name` reaches `service` (which answers it)."""
+    """Probe until a request from `client` to `name` reaches `service` (which answers it).
+
+    Any of the probes sent counts: on a loaded machine one may arrive after
+    the next was sent, and waiting for the newest only would stay one behind
+    for ever. Probes still on their way when one got through are answered
+    and drained, so that the caller's next message is its own."""
     deadline = time.monotonic() + timeout * SLOW
-    while time.monotonic() < deadline:
-        m = client.request(name, action="probe", ttl_ms=int(2000 * SLOW))
-        frames = service.recv_raw(0.2 * SLOW)
-        if frames is not None:
+    sent = set()
+
+    def answer_probes(wait):
+        got = []
+        for frames in service.drain(wait):
             body = json.loads(frames[-1])
-            if body.get("msg_id") == m["msg_id"]:
+            if body.get("msg_id") in sent:
                 service.answer(body, {"probe": True})
-                client.recv_answer(m["msg_id"], 2 * SLOW)
-                return
+                got.append(body["msg_id"])
+        return got
+
+    while time.monotonic() < deadline:
+        sent.add(client.request(name, action="probe", ttl_ms=int(2000 * SLOW))["msg_id"])
+        got = answer_probes(0.2 * SLOW)
+        if got:
+            client.recv_answer(got[0], 2 * SLOW)
+            answer_probes(0.3 * SLOW)
+            client.drain(0.05)
+            return
         # nobody got it: it was answered no_such_service (or will be)
         client.drain(0.05)
         time.sleep(0.05)
