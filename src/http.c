@@ -455,7 +455,11 @@ static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, 
 }
 
 /* Resumes the waiting requests a snapshot now answers, and those that
- * waited long enough (a stalled broker: they get the last snapshot). */
+ * waited long enough (a stalled broker: they get the last snapshot).
+ * Returns when to look again: `now` when it resumed one, since
+ * libmicrohttpd (external epoll, no inter-thread channel) answers a
+ * resumed connection only at the next MHD_run, and nothing on its epoll
+ * descriptor says so (waiting for it cost a whole poll period). */
 static uint64_t resume_waiting(http_server_t *h, uint64_t now)
 {
     http_snapshot_t *s = current_snapshot(h);
@@ -467,6 +471,7 @@ static uint64_t resume_waiting(http_server_t *h, uint64_t now)
         if (made_ms(s, c->part) >= c->arrived_ms || now >= c->arrived_ms + HTTP_FRESH_WAIT_MS) {
             c->resumed = true;
             MHD_resume_connection(c->waiting);
+            next = now;
             continue;
         }
         /* a snapshot taken after it arrived but without its part (one
@@ -670,11 +675,12 @@ static void *serve(void *arg)
             log_error("http: poll failed: %s", strerror(errno));
             break;
         }
-        if (fds[0].revents) {
+        if (fds[0].revents) {   /* quit, or a snapshot that waiting requests asked for */
             uint64_t v;
             if (read(h->wake_fd, &v, sizeof v) < 0)
                 (void)0;
-            continue;           /* quit, checked at the top */
+            if (atomic_load(&h->quit))
+                break;
         }
         /* back to front: drain_refusing may move the last entry into i */
         for (size_t i = nfds - 3; i-- > 0;)
@@ -682,6 +688,8 @@ static void *serve(void *arg)
                 drain_refusing(h, i);
         if (fds[1].revents)
             accept_all(h);
+        /* resumed now, answered by this MHD_run; those resumed at the
+         * top of the pass made its poll return at once */
         resume_waiting(h, clock_ms());
         MHD_run(h->mhd);
         http_snapshot_t *s = current_snapshot(h);
