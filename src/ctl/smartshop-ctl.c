@@ -44,6 +44,7 @@ typedef struct {
     const char *server_key_file;
     const char *key_prefix;
     long limit;                 /* dead-letters --limit; -1: the broker's default */
+    const char *pub_to;         /* pub --to: a service name or "broadcast" (NULL: a topic) */
     char server_key[KEY_LEN + 1], public_key[KEY_LEN + 1], secret_key[KEY_LEN + 1];
 } opts_t;
 
@@ -71,6 +72,8 @@ static void usage(FILE *out)
         "  dead-letters show ID        one dead letter with its message, before a replay\n"
         "  replay ID                   send dead letter ID again, as its sender did\n"
         "  pub TOPIC ACTION [JSON]     publish an event on TOPIC (e.g. order.created)\n"
+        "  pub --to NAME ACTION [JSON] an event to service NAME; --to broadcast: to every\n"
+        "                              connection holding a name\n"
         "  sub PATTERN [GROUP]         print the events on topics matching PATTERN live\n"
         "                              (order.*, store.12.>), until Ctrl-C\n"
         "  top [N]                     per service: requests/s, ok and failed per second,\n"
@@ -1143,15 +1146,54 @@ static int cmd_watch(void)
 
 /* --- topics --- */
 
+static int paged_action(const char *action, const char *key, const char *what, bool quiet,
+                        cJSON **out);
+
+/* The broker answers an event to a name nobody holds with an error the
+ * client library drops (it answers no request of ours): said here from
+ * the listing, as a warning, since a policy may route the name elsewhere. */
+static void warn_unless_registered(const char *name)
+{
+    cJSON *answer = NULL;
+    if (paged_action("list_services", "services", "pub", true, &answer) != EXIT_OK)
+        return;
+    const cJSON *services = cJSON_GetObjectItemCaseSensitive(answer, "services"), *s;
+    bool held = false;
+    for (int part = 0; part < 2; part++) {      /* this broker's, and others' (--nats) */
+        cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(answer, part ? "remote" : "services")) {
+            const char *n = str_or(s, "name", NULL);
+            if (n && strcmp(n, name) == 0)
+                held = true;
+        }
+    }
+    if (cJSON_IsArray(services) && !held)
+        say("pub: no service %s is registered now: unless the policy routes it elsewhere, the "
+            "broker refuses the event (no_such_service, see dead-letters)", name);
+    cJSON_Delete(answer);
+}
+
+/* pub TOPIC ACTION [JSON], or with --to NAME: pub ACTION [JSON], an
+ * event to a service name or "broadcast" (docs/protocol.md T5). */
 static int cmd_pub(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3)
-        return usage_error("pub takes TOPIC ACTION [JSON] (quote the JSON for the shell)");
+    const char *to = opt.pub_to;
+    if (to && (argc < 1 || argc > 2))
+        return usage_error("pub --to NAME takes ACTION [JSON] (quote the JSON for the shell)");
+    if (!to && (argc < 2 || argc > 3))
+        return usage_error("pub takes TOPIC ACTION [JSON], or --to NAME ACTION [JSON] (quote the "
+                           "JSON for the shell)");
+    const char *where = to ? to : argv[0], *action = to ? argv[0] : argv[1];
+    const char *json = argc > (to ? 1 : 2) ? argv[to ? 1 : 2] : NULL;
     cJSON *payload = NULL, *answer = NULL;
-    int rc = read_payload(argc > 2 ? argv[2] : NULL, &payload);
+    int rc = read_payload(json, &payload);
     if (rc)
         return rc;
-    rc = ss_publish_topic(client, argv[0], argv[1], payload);
+    if (!to)
+        rc = ss_publish_topic(client, where, action, payload);
+    else if (strcmp(to, "broadcast") == 0)
+        rc = ss_broadcast(client, action, payload);
+    else
+        rc = ss_publish(client, to, action, payload);
     cJSON_Delete(payload);
     if (rc != SS_OK) {
         say("pub: %s", ss_last_error(client)->message);
@@ -1161,8 +1203,15 @@ static int cmd_pub(int argc, char **argv)
      * (one connection keeps order), and it tells a broker that is not there */
     rc = broker_action("ping", NULL, "pub", &answer);
     cJSON_Delete(answer);
-    if (rc == EXIT_OK && !opt.json)
-        printf("published %s %s\n", argv[0], argv[1]);
+    if (rc != EXIT_OK)
+        return rc;
+    bool broadcast = to && strcmp(to, "broadcast") == 0;
+    if (to && !broadcast)
+        warn_unless_registered(to);
+    if (!opt.json && broadcast)
+        printf("broadcast %s\n", action);
+    else if (!opt.json)
+        printf("%s %s %s\n", to ? "sent to" : "published", where, action);
     return rc;
 }
 
@@ -1863,6 +1912,7 @@ int main(int argc, char **argv)
         {"rate", required_argument, 0, 'r'},
         {"seconds", required_argument, 0, 's'},
         {"no-payloads", no_argument, 0, 'P'},
+        {"to", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -1936,6 +1986,11 @@ int main(int argc, char **argv)
             record_opt.seconds = n;
             record_given = true;
             break;
+        case 'T':
+            if (!*optarg)
+                return usage_error("--to needs a service name, or broadcast");
+            opt.pub_to = optarg;
+            break;
         case 'P':
             record_opt.no_payloads = true;
             record_given = true;
@@ -1988,6 +2043,8 @@ int main(int argc, char **argv)
         return usage_error("--limit goes with dead-letters and record only");
     if (trace_given && strcmp(cmd, "trace") != 0 && !recording)
         return usage_error("--action, --src, --code, --kinds and --rate go with trace and record only");
+    if (opt.pub_to && strcmp(cmd, "pub") != 0)
+        return usage_error("--to goes with pub only");
     if (record_given && !recording)
         return usage_error("--seconds and --no-payloads go with record only");
     bool show_letter = strcmp(cmd, "dead-letters") == 0 && nargs > 0;

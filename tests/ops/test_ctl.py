@@ -488,6 +488,35 @@ class CtlTest(bp.BrokerTestCase):
             proc.stdout.close()
             proc.stderr.close()
 
+    # --- pub: an event to a service, a broadcast (topics: test_topics.py) ---
+
+    def test_pub_sends_an_event_and_a_broadcast(self):
+        # before, pub took a topic only: no way to send an event to a
+        # service name or to "broadcast" from the shell
+        svc = self.peer(register="ctl-pub-target")
+        other = self.peer(register="ctl-pub-other")
+        out = self.run_ctl("pub", "--to", "ctl-pub-target", "restocked", '{"qty": 5}')
+        self.assertExit(out, 0)
+        self.assertIn("sent to ctl-pub-target restocked", out.stdout)
+        _, ev = svc.recv(2 * bp.SLOW)
+        self.assertEqual((ev["type"], ev["dst"], ev["action"], ev["payload"]),
+                         ("event", "ctl-pub-target", "restocked", {"qty": 5}))
+        out = self.run_ctl("pub", "--to", "broadcast", "price_changed", '{"sku": "A-1"}')
+        self.assertExit(out, 0)
+        for p in (svc, other):
+            _, ev = p.recv(2 * bp.SLOW)
+            self.assertEqual((ev["dst"], ev["action"], ev["payload"]),
+                             ("broadcast", "price_changed", {"sku": "A-1"}))
+        # a name nobody holds: said, since the broker's refusal of an event
+        # answers no request of the tool's
+        out = self.run_ctl("pub", "--to", "ctl-pub-nobody", "x")
+        self.assertExit(out, 0)
+        self.assertIn("no service ctl-pub-nobody is registered", out.stderr)
+        self.assertExit(self.run_ctl("pub", "--to", "ctl-pub-target"), 2)
+        self.assertExit(self.run_ctl("--to", "ctl-pub-target", "ping"), 2)
+        out = ctl("pub", "--to", "x", "y", endpoint="tcp://127.0.0.1:%d" % bp.free_port())
+        self.assertExit(out, 3)
+
     # --- reply (a stub responder) and top (live rates per service) ---
 
     def test_reply_answers_every_request_until_interrupted(self):
