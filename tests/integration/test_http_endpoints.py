@@ -408,6 +408,34 @@ ANSWER_BOUND_S = 0.3 * bp.SLOW
 
 
 
+class ExamplePortTest(bp.unittest.TestCase):
+    """The example port is not node_exporter's 9100 (before issue 19 the
+    --help text, the man page, packaging/broker.lua and operations.md
+    all showed tcp://127.0.0.1:9100), and the one shown serves."""
+
+    def test_no_example_takes_node_exporters_port(self):
+        out = bp.subprocess.run([bp.broker_path(), "--help"], capture_output=True, text=True, timeout=10)
+        self.assertNotRegex(out.stdout, r":9100\b")
+        shown = re.search(r"--metrics EP.*?e\.g\. (tcp://[^;)\s]+)", out.stdout, re.S)
+        self.assertTrue(shown, out.stdout)
+        for rel in ("packaging/broker.lua", "man/smartshop-broker.8.md", "docs/operations.md",
+                    "README.md", "packaging/grafana/smartshop-broker.json"):
+            path = os.path.join(bp.REPO_ROOT, rel)
+            if os.path.exists(path):
+                with open(path) as f:
+                    self.assertNotRegex(f.read(), r":9100\b", rel)
+        # the example itself on a free port: same form, and it answers
+        port = bp.free_port()
+        example = re.sub(r":\d+$", ":%d" % port, shown.group(1))
+        broker = bp.Broker(args=("--metrics", example))
+        try:
+            self.assertEqual(urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port,
+                                                    timeout=5 * bp.SLOW).status, 200)
+        finally:
+            self.assertEqual(broker.stop(), 0)
+            broker.cleanup()
+
+
 def runnable_share(pid, thread_name, seconds=1.0, samples=50):
     """How often the thread was running or waiting for a CPU (state R)
     rather than asleep, sampled over `seconds`: a thread that spins is R
