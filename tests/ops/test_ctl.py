@@ -11,6 +11,7 @@ tests/integration/brokerproc.py (stdlib and Debian's python3-zmq).
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -516,6 +517,39 @@ class CtlTest(bp.BrokerTestCase):
         self.assertExit(self.run_ctl("--to", "ctl-pub-target", "ping"), 2)
         out = ctl("pub", "--to", "x", "y", endpoint="tcp://127.0.0.1:%d" % bp.free_port())
         self.assertExit(out, 3)
+
+    # --- bash completion (packaging/bash-completion/smartshop-ctl) ---
+
+    def complete(self, *words):
+        """What the completion offers for `smartshop-ctl WORDS...` (the
+        last word being completed)."""
+        script = ('source /usr/share/bash-completion/bash_completion 2>/dev/null; source "$1"; shift; '
+                  'COMP_WORDS=(smartshop-ctl "$@"); COMP_CWORD=$#; COMP_LINE="${COMP_WORDS[*]}"; '
+                  'COMP_POINT=${#COMP_LINE}; _smartshop_ctl; printf "%s\\n" "${COMPREPLY[@]}"')
+        path = os.path.join(bp.REPO_ROOT, "packaging", "bash-completion", "smartshop-ctl")
+        env = dict(os.environ, PATH=os.path.dirname(ctl_path()) + ":" + os.environ["PATH"],
+                   SMARTSHOP_ENDPOINT=self.ep)
+        out = subprocess.run(["bash", "-c", script, "bash", path] + list(words), capture_output=True,
+                             text=True, timeout=20, env=env)
+        return set(out.stdout.split())
+
+    def test_bash_completion_offers_every_command_and_option(self):
+        if not os.path.exists("/usr/share/bash-completion/bash_completion"):
+            self.skipTest("bash-completion is not installed (make deps-test)")
+        usage = ctl("--help").stdout
+        commands = set(re.findall(r"^  ([a-z][a-z-]+)\b", usage.split("Options:")[0], re.M))
+        self.assertGreaterEqual(len(commands), 16, usage)
+        self.assertEqual(commands - self.complete(""), set(), "commands not completed")
+        options = set(re.findall(r"--[a-z][a-z-]+", usage)) - {"--keygen"}   # smartshop-broker's
+        offered = set()
+        for cmd in sorted(commands):
+            offered |= self.complete(cmd, "--")
+        self.assertEqual(options - offered, set(), "options not completed")
+        self.assertIn("broadcast", self.complete("pub", "--to", ""))
+        svc = self.peer(register="ctl-completed")
+        self.assertIn("ctl-completed", self.complete("pub", "--to", "ctl-comp"))
+        self.assertIn("ctl-completed", self.complete("record", "out.jsonl", "ctl-comp"))
+        svc.close()
 
     # --- reply (a stub responder) and top (live rates per service) ---
 
