@@ -19,18 +19,30 @@
 #define TAKE_MAX 64
 
 /* How often each broker says which names it holds (smartshop.dir), how
- * soon after a change at the earliest, and when an entry not renewed is
- * taken for a broker gone. Only list_services reads the directory: the
- * routing itself never waits for it (X2). */
-#define ANNOUNCE_EVERY_MS 2000
+ * soon after a change at the earliest. The announcement is also each
+ * broker's heartbeat: one not heard for SILENT_MS is *silent* (hung,
+ * stopped, swapping, or gone), and while a holder of a name is silent,
+ * requests and events for that name go to one of its other holders on
+ * that broker's own subject rather than to the queue group, in which NATS
+ * would go on handing the silent one its share (X10). The loop wakes at
+ * least once a second, so a live broker announces at most 2 s apart.
+ * list_services shows an entry until DIRECTORY_STALE_MS; the routing
+ * remembers a silent broker until FORGET_MS (a broker that stops cleanly
+ * says so and is forgotten at once). The routing never waits for the
+ * directory: without a silent holder it is the queue group (X2). */
+#define ANNOUNCE_EVERY_MS 1000
 #define ANNOUNCE_AFTER_CHANGE_MS 200
-#define DIRECTORY_STALE_MS (3 * ANNOUNCE_EVERY_MS)
+#define SILENT_MS 3000
+#define DIRECTORY_STALE_MS 6000
+#define FORGET_MS (10 * 60 * 1000)
+#define SWEEP_EVERY_MS 200
 #define DIRECTORY_BROKERS_MAX 1024
 
 /* One other broker's last announcement. */
 typedef struct dir_entry {
     char id[NATS_BROKER_ID_MAX + 1];
     uint64_t seen_ms;
+    bool silent;                /* not heard for SILENT_MS */
     cJSON *names;               /* {"name": instances, ...} */
     UT_hash_handle hh;
 } dir_entry_t;
@@ -39,6 +51,10 @@ struct bus {
     router_t *router;
     dir_entry_t *directory;     /* by broker id */
     uint64_t announced_ms;      /* when this broker last announced */
+    uint64_t swept_ms;          /* when silence was last looked for */
+    int silent_count;           /* directory entries silent now */
+    uint64_t turn;              /* round-robin over the live holders */
+    uint64_t directed_out, directed_in;
     nats_link_t *link;
     bool joined;                /* connected at least once (the "joined" line) */
     bool closed_logged;         /* the "connection is closed" error, said once */
@@ -47,12 +63,56 @@ struct bus {
 
 /* --- the router's hooks: what leaves --- */
 
+/* The instances broker entry `e` announced for `name`, 0 if none. */
+static int instances_at(const dir_entry_t *e, const char *name)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(e->names, name);
+    return cJSON_IsNumber(n) && n->valueint > 0 ? n->valueint : 0;
+}
+
+/* Where a request or event for `name` goes: its queue group's subject;
+ * but while a broker holding it is silent, the own subject of one of the
+ * holders that are not, in turn by their instances. With no live holder
+ * known (all silent, or one not announced yet) it stays the queue group:
+ * a name just registered elsewhere is reached, a hung one's share times
+ * out as before. */
+static bool subject_for(bus_t *bus, nats_kind_t kind, const char *name, char *out)
+{
+    size_t len = strlen(name);
+    if (bus->silent_count > 0) {
+        uint64_t live = 0;
+        bool silent_holder = false;
+        dir_entry_t *e, *tmp;
+        HASH_ITER(hh, bus->directory, e, tmp) {
+            int k = instances_at(e, name);
+            if (e->silent)
+                silent_holder |= k > 0;
+            else
+                live += (uint64_t)k;
+        }
+        if (silent_holder && live > 0) {
+            uint64_t pick = bus->turn++ % live;
+            HASH_ITER(hh, bus->directory, e, tmp) {
+                if (e->silent)
+                    continue;
+                uint64_t k = (uint64_t)instances_at(e, name);
+                if (pick < k) {
+                    bus->directed_out++;
+                    return nats_subject_for_broker(e->id, kind, name, len, out, NATS_SUBJECT_MAX);
+                }
+                pick -= k;
+            }
+        }
+    }
+    return nats_subject_for_name(kind, name, len, out, NATS_SUBJECT_MAX);
+}
+
 static int hook_request(void *ctx, const char *name, uint64_t seq, const char *msg_id,
                         size_t id_len, const void *data, size_t len)
 {
     bus_t *bus = ctx;
     char subject[NATS_SUBJECT_MAX], reply[NATS_SUBJECT_MAX];
-    if (!nats_subject_for_name(NL_REQUEST, name, strlen(name), subject, sizeof subject))
+    if (!subject_for(bus, NL_REQUEST, name, subject))
         return -1;
     nats_link_reply_subject(bus->link, 'r', seq, msg_id, id_len, reply);
     return nats_link_publish(bus->link, subject, reply, data, len);
@@ -63,7 +123,7 @@ static int hook_event(void *ctx, const char *name, uint64_t seq, const char *msg
 {
     bus_t *bus = ctx;
     char subject[NATS_SUBJECT_MAX], reply[NATS_SUBJECT_MAX];
-    if (!nats_subject_for_name(NL_EVENT, name, strlen(name), subject, sizeof subject))
+    if (!subject_for(bus, NL_EVENT, name, subject))
         return -1;
     nats_link_reply_subject(bus->link, 'e', seq, msg_id, id_len, reply);
     return nats_link_publish(bus->link, subject, reply, data, len);
@@ -110,6 +170,8 @@ static void hook_holds(void *ctx, const char *name, size_t len, int delta)
 
 static void directory_drop(bus_t *bus, dir_entry_t *e)
 {
+    if (e->silent)
+        bus->silent_count--;
     HASH_DEL(bus->directory, e);
     cJSON_Delete(e->names);
     free(e);
@@ -136,6 +198,11 @@ static void directory_heard(bus_t *bus, const char *data, size_t len)
         cJSON_Delete(e->names);
         e->names = cJSON_DetachItemViaPointer(msg, names);
         e->seen_ms = clock_ms();
+        if (e->silent) {
+            e->silent = false;
+            bus->silent_count--;
+            log_info("broker %s is heard again on the bus", e->id);
+        }
         if (!e->names->child)
             directory_drop(bus, e);     /* it left the bus (X8) */
     }
@@ -151,9 +218,30 @@ static void announce(bus_t *bus, uint64_t now)
     free(text);
 }
 
+/* Marks the brokers not heard for SILENT_MS, forgets those gone long. */
+static void sweep(bus_t *bus, uint64_t now)
+{
+    if (now - bus->swept_ms < SWEEP_EVERY_MS)
+        return;
+    bus->swept_ms = now;
+    dir_entry_t *e, *tmp;
+    HASH_ITER(hh, bus->directory, e, tmp) {
+        if (now - e->seen_ms > FORGET_MS) {
+            directory_drop(bus, e);
+        } else if (!e->silent && now - e->seen_ms > SILENT_MS) {
+            e->silent = true;
+            bus->silent_count++;
+            log_warn("broker %s has said nothing on the bus for %llu ms (hung, stopped or gone): "
+                     "names it holds go to their other holders", e->id,
+                     (unsigned long long)(now - e->seen_ms));
+        }
+    }
+}
+
 static void announce_if_due(bus_t *bus)
 {
     uint64_t now = clock_ms();
+    sweep(bus, now);
     if (now - bus->announced_ms >= ANNOUNCE_EVERY_MS ||
         (nats_link_directory_dirty(bus->link) && now - bus->announced_ms >= ANNOUNCE_AFTER_CHANGE_MS))
         announce(bus, now);
@@ -168,10 +256,8 @@ static size_t hook_remote(void *ctx, char *out, size_t cap)
     bool first = true, cut = false;
     dir_entry_t *e, *tmp;
     HASH_ITER(hh, bus->directory, e, tmp) {
-        if (now - e->seen_ms > DIRECTORY_STALE_MS) {
-            directory_drop(bus, e);
-            continue;
-        }
+        if (now - e->seen_ms > DIRECTORY_STALE_MS)
+            continue;           /* still remembered for the routing (sweep) */
         for (const cJSON *item = e->names->child; item; item = item->next) {
             if (!cJSON_IsNumber(item) || !name_is_valid(item->string, strlen(item->string)))
                 continue;
@@ -208,6 +294,8 @@ static void dispatch(bus_t *bus, const nats_in_t *in)
             router_bus_refused(r);
             return;
         }
+        if (in->direct)
+            bus->directed_in++;
         if (in->kind == NL_REQUEST)
             router_bus_request(r, origin, seq, name, in->data, in->len);
         else
@@ -219,6 +307,10 @@ static void dispatch(bus_t *bus, const nats_in_t *in)
         return;
     case NL_DIRECTORY:
         directory_heard(bus, in->data, in->len);
+        return;
+    case NL_DIRECT:             /* smartshop.to.<own id>. and nothing we know */
+    case NL_KINDS:
+        router_bus_refused(r);
         return;
     case NL_REPLY:
         if (!nats_parse_reply(in->subject, origin, &kind, &seq, msg_id, &id_len) ||
@@ -373,4 +465,11 @@ static void hook_describe(void *ctx, cJSON *into)
     cJSON_AddNumberToObject(into, "reconnects", (double)st.reconnects);
     cJSON_AddNumberToObject(into, "queue_dropped", (double)st.queue_dropped);
     cJSON_AddNumberToObject(into, "subscriptions", (double)st.subscriptions);
+    cJSON_AddNumberToObject(into, "directed_out", (double)bus->directed_out);
+    cJSON_AddNumberToObject(into, "directed_in", (double)bus->directed_in);
+    cJSON *silent = cJSON_AddArrayToObject(into, "silent");
+    dir_entry_t *e, *tmp;
+    HASH_ITER(hh, bus->directory, e, tmp)
+        if (e->silent)
+            cJSON_AddItemToArray(silent, cJSON_CreateString(e->id));
 }

@@ -79,8 +79,9 @@ struct nats_link {
     held_name_t *held;
     uint64_t subscriptions;
     char *nkey_pub;             /* derived from the seed file, or NULL */
-    sub_closure_t closures[NL_DIRECTORY + 1];
-    natsSubscription *directory;
+    sub_closure_t closures[NL_KINDS];
+    natsSubscription *directory, *direct;
+    char direct_prefix[NATS_BROKER_ID_MAX + 32];  /* "smartshop.to.<id>." */
     bool dirty;                 /* names changed since the last directory text */
     bool opened;                /* counted in links_open */
 
@@ -273,11 +274,23 @@ bool nats_subject_for_name(nats_kind_t kind, const char *name, size_t len, char 
     return true;
 }
 
+bool nats_subject_for_broker(const char *bid, nats_kind_t kind, const char *name, size_t len,
+                             char *out, size_t cap)
+{
+    char normal[NATS_SUBJECT_MAX];
+    if (!nats_subject_for_name(kind, name, len, normal, sizeof normal))
+        return false;
+    int n = snprintf(out, cap, "smartshop.to.%s.%s", bid, normal + 10);
+    return n > 0 && (size_t)n < cap;
+}
+
 bool nats_name_of_subject(const char *subject, char *out, size_t cap)
 {
-    if (strncmp(subject, "smartshop.req.", 14) != 0 && strncmp(subject, "smartshop.evt.", 14) != 0)
+    if (strncmp(subject, "smartshop.", 10) == 0)
+        subject += 10;
+    if (strncmp(subject, "req.", 4) != 0 && strncmp(subject, "evt.", 4) != 0)
         return false;
-    const char *tok = subject + 14;
+    const char *tok = subject + 4;
     size_t len = strlen(tok);
     if (len == 0 || len + 1 > cap)
         return false;
@@ -528,7 +541,7 @@ static int subscribe_plain(nats_link_t *l, natsSubscription **sub, const char *s
 
 static void drop_plain_subscriptions(nats_link_t *l)
 {
-    natsSubscription **subs[] = {&l->bcast, &l->topic, &l->reply, &l->directory};
+    natsSubscription **subs[] = {&l->bcast, &l->topic, &l->reply, &l->directory, &l->direct};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
         natsSubscription_Destroy(*subs[i]);
         *subs[i] = NULL;
@@ -616,7 +629,8 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
     l->q_limit = cfg->queue_limit ? cfg->queue_limit : 65536;
     snprintf(l->broker_id, sizeof l->broker_id, "%s", cfg->broker_id);
     snprintf(l->reply_prefix, sizeof l->reply_prefix, "smartshop.reply.%s.", cfg->broker_id);
-    for (int k = 0; k <= NL_DIRECTORY; k++)
+    snprintf(l->direct_prefix, sizeof l->direct_prefix, "smartshop.to.%s.", cfg->broker_id);
+    for (int k = 0; k < NL_KINDS; k++)
         l->closures[k] = (sub_closure_t){l, (nats_kind_t)k};
     l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     natsStatus s;
@@ -641,12 +655,14 @@ nats_link_t *nats_link_new(const nats_link_config_t *cfg, char *err, size_t errl
         fail_status(s, "cannot connect to NATS", err, errlen);
         goto fail;
     }
-    char reply[NATS_BROKER_ID_MAX + 40];
+    char reply[NATS_BROKER_ID_MAX + 40], direct[NATS_BROKER_ID_MAX + 40];
     snprintf(reply, sizeof reply, "%s>", l->reply_prefix);
+    snprintf(direct, sizeof direct, "%s>", l->direct_prefix);
     if (subscribe_plain(l, &l->bcast, "smartshop.bcast", NL_BROADCAST) < 0 ||
         subscribe_plain(l, &l->topic, "smartshop.topic", NL_TOPIC) < 0 ||
         subscribe_plain(l, &l->reply, reply, NL_REPLY) < 0 ||
-        subscribe_plain(l, &l->directory, "smartshop.dir", NL_DIRECTORY) < 0) {
+        subscribe_plain(l, &l->directory, "smartshop.dir", NL_DIRECTORY) < 0 ||
+        subscribe_plain(l, &l->direct, direct, NL_DIRECT) < 0) {
         /* the server may already have refused us (bad credentials, plain
          * TCP to a TLS port): libnats then closes the connection for good,
          * as it would later. The broker runs alone, as after a later close
@@ -791,6 +807,15 @@ size_t nats_link_take(nats_link_t *l, nats_in_t *out, size_t max)
             .len = (size_t)natsMsg_GetDataLength(m),
             .handle = m,
         };
+        size_t plen = strlen(l->direct_prefix);
+        if (out[i].kind == NL_DIRECT && strncmp(out[i].subject, l->direct_prefix, plen) == 0) {
+            const char *tail = out[i].subject + plen;
+            if (strncmp(tail, "req.", 4) == 0 || strncmp(tail, "evt.", 4) == 0) {
+                out[i].kind = tail[0] == 'r' ? NL_REQUEST : NL_EVENT;
+                out[i].direct = true;
+                out[i].subject = tail;
+            }
+        }
     }
     return n;
 }

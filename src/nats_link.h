@@ -19,7 +19,13 @@
  *   smartshop.topic        topic events; one plain subscription per broker
  *   smartshop.reply.<bid>.<r|e><seq>.<hex msg_id>
  *                          answers and "no responders" (503) statuses for
- *                          broker <bid>: only it subscribes */
+ *                          broker <bid>: only it subscribes
+ *   smartshop.dir          each broker's names, announced every second
+ *   smartshop.to.<bid>.req.<tok>, smartshop.to.<bid>.evt.<tok>
+ *                          a request or event for broker <bid> alone: what
+ *                          an origin sends while another holder of the
+ *                          name is silent (a hung broker, X10); one plain
+ *                          subscription per broker, smartshop.to.<bid>.> */
 #ifndef SMARTSHOP_NATS_LINK_H
 #define SMARTSHOP_NATS_LINK_H
 
@@ -52,11 +58,15 @@ typedef enum {
     NL_TOPIC,                   /* smartshop.topic */
     NL_REPLY,                   /* smartshop.reply.<own id>.* */
     NL_DIRECTORY,               /* smartshop.dir: which broker holds which names */
+    NL_DIRECT,                  /* smartshop.to.<own id>.* that is neither of below */
+    NL_KINDS
 } nats_kind_t;
 
 typedef struct {
     nats_kind_t kind;
     bool no_responders;         /* a 503 status: the message reached nobody */
+    bool direct;                /* came on smartshop.to.<own id>.: kind is NL_REQUEST or
+                                 * NL_EVENT and subject the part after the id */
     const char *subject;
     const char *reply;          /* NULL if none */
     const char *data;
@@ -120,8 +130,12 @@ int nats_link_publish(nats_link_t *l, const char *subject, const char *reply,
 /* "smartshop.req.<tok>" or "smartshop.evt.<tok>" for `name`; false if it
  * does not fit `cap`. */
 bool nats_subject_for_name(nats_kind_t kind, const char *name, size_t len, char *out, size_t cap);
-/* The name a request or event subject is for, into out[NAME_MAX_LEN + 1];
- * false if the subject is none of ours. */
+/* "smartshop.to.<bid>.req.<tok>" (or .evt.): for broker `bid` alone. */
+bool nats_subject_for_broker(const char *bid, nats_kind_t kind, const char *name, size_t len,
+                             char *out, size_t cap);
+/* The name a request or event subject is for, into out[NAME_MAX_LEN + 1]
+ * (the subject with or without its "smartshop." as nats_link_take gives a
+ * direct one); false if the subject is none of ours. */
 bool nats_name_of_subject(const char *subject, char *out, size_t cap);
 /* This broker's reply subject for a request ('r') or event ('e') `seq`
  * with `msg_id`. */

@@ -175,6 +175,41 @@ class BusSecurity(unittest.TestCase):
             _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
             self.assertEqual(ans["payload"], {"price": 2})
 
+    def test_a_hung_broker_is_passed_by_with_these_permissions(self):
+        # the announcements (smartshop.dir) and the sends to one broker
+        # (smartshop.to.<id>) pass the doc's permissions: list_services
+        # shows the other brokers' names, and a hung holder's share moves
+        # to the other holder (X10)
+        with self.s1b.peer() as near, self.s2.peer() as far, self.s1.peer() as cli:
+            near.register("shelf")
+            cli.register("shelf-client")
+            reach(cli, near, "shelf")
+            far.register("shelf")
+            deadline = time.monotonic() + 10 * SLOW
+            want = {("shelf", "store1b"), ("shelf", "store2")}
+            while True:
+                body = cli.call_broker("list_services")["payload"]
+                got = {(e["name"], e["broker"]) for e in body.get("remote", [])}
+                if want <= got or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertTrue(want <= got, body)
+            self.s1b.send_signal(signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 10 * SLOW
+                while "store1b" not in cli.call_broker("stats")["payload"]["bus"]["silent"]:
+                    self.assertLess(time.monotonic(), deadline, "store1b never silent")
+                    time.sleep(0.1)
+                for _ in range(10):
+                    m = cli.request("shelf", ttl_ms=int(2000 * SLOW))
+                    _, req = far.recv(2 * SLOW)
+                    far.answer(req, {"ok": True})
+                    _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
+                    self.assertEqual(ans["type"], "response", ans)
+            finally:
+                self.s1b.send_signal(signal.SIGCONT)
+            self.assertNotIn("Permissions Violation", self.s1.log_text())
+
     def test_z_a_cut_wan_keeps_in_store_traffic(self):     # last: it stops the hub
         # the store's two brokers share the leaf; the hub goes silent
         # (all three nodes stopped): requests within the store go on

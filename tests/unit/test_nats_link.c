@@ -128,6 +128,10 @@ static void test_subjects(void)
     CHECK(strcmp(name, "a..b") == 0);
     CHECK(!nats_name_of_subject("smartshop.bcast", name, sizeof name));
     CHECK(!nats_name_of_subject("smartshop.req.", name, sizeof name));
+    CHECK(nats_subject_for_broker("store-2", NL_EVENT, "a.b", 3, out, sizeof out));
+    CHECK(strcmp(out, "smartshop.to.store-2.evt.a_b") == 0);
+    CHECK(nats_name_of_subject("evt.a_b", name, sizeof name) && strcmp(name, "a.b") == 0);
+    CHECK(!nats_subject_for_broker("store-2", NL_REQUEST, "a", 1, out, 20));
 
     const char *id = "x.*> y}~!";
     nats_reply_subject("store-1", 'r', 42, id, strlen(id), out);
@@ -231,6 +235,19 @@ static void test_live(void)
     if (i >= 0)
         CHECK(strcmp(a.got[i].subject, reply) == 0);
     forget(&a);
+
+    /* sent to B alone (a holder was silent, X10): B takes it as a request,
+     * with the subject after its id; A's own subject is not B's */
+    nats_subject_for_broker("B", NL_REQUEST, "price.eu", 8, subject, sizeof subject);
+    nats_link_reply_subject(a.link, 'r', 9, "m-3", 3, reply);
+    CHECK(nats_link_publish(a.link, subject, reply, "{}", 2) == 0);
+    i = wait_for(&a, &b, &b, NL_REQUEST);
+    CHECK(i >= 0 && b.got[i].direct && strcmp(b.got[i].subject, "req.price_eu") == 0);
+    forget(&b);
+    CHECK(nats_link_publish(a.link, "smartshop.to.B.junk", NULL, "{}", 2) == 0);
+    i = wait_for(&a, &b, &b, NL_DIRECT);
+    CHECK(i >= 0 && !b.got[i].direct);
+    forget(&b);
 
     /* a broadcast reaches B, never its sender */
     CHECK(nats_link_publish(a.link, "smartshop.bcast", NULL, "b", 1) == 0);
