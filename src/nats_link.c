@@ -88,6 +88,8 @@ struct nats_link {
     /* below: shared with library threads, under `mu` */
     pthread_mutex_t mu;
     natsSock sock;              /* the socket attach gave, or -1 */
+    uint64_t sock_gen;          /* attaches so far: which socket `sock` is */
+    uint64_t polled_gen;        /* sock_gen when the loop last prepared a poll */
     bool want_read, want_write;
     queued_t *queue;            /* ring */
     size_t q_head, q_count, q_cap, q_limit;
@@ -117,6 +119,7 @@ static natsStatus ev_attach(void **user_data, void *loop, natsConnection *nc, na
     (void)nc;
     pthread_mutex_lock(&l->mu);
     l->sock = sock;
+    l->sock_gen++;
     l->want_read = true;
     l->want_write = false;
     pthread_mutex_unlock(&l->mu);
@@ -757,7 +760,14 @@ void nats_link_poll_prepare(nats_link_t *l, struct pollfd fds[2])
     pthread_mutex_lock(&l->mu);
     int sock = (int)l->sock;
     short events = (short)((l->want_read ? POLLIN : 0) | (l->want_write ? POLLOUT : 0));
+    l->polled_gen = l->sock_gen;
     pthread_mutex_unlock(&l->mu);
+    /* After losing its server libnats closes the socket and stops reading
+     * it without detaching it (it attaches the next one on reconnect): a
+     * closed descriptor is POLLNVAL at once, every pass, and the loop would
+     * spin for as long as the server is away. Nothing wanted: not polled. */
+    if (!events)
+        sock = -1;
     fds[0] = (struct pollfd){.fd = sock, .events = events};
     fds[1] = (struct pollfd){.fd = l->wake_fd, .events = POLLIN};
 }
@@ -770,6 +780,15 @@ void nats_link_poll_done(nats_link_t *l, const struct pollfd fds[2])
     }
     if (fds[0].fd < 0 || !fds[0].revents)
         return;
+    if (fds[0].revents & POLLNVAL) {
+        /* closed under us while wanted: the same, until libnats attaches
+         * a socket again (not one attached since this poll was prepared) */
+        pthread_mutex_lock(&l->mu);
+        if (l->sock_gen == l->polled_gen && l->sock == (natsSock)fds[0].fd)
+            l->sock = NO_SOCKET;
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR))
         natsConnection_ProcessReadEvent(l->nc);
     /* only on POLLOUT, and only while libnats asked for it: a write event

@@ -8,6 +8,7 @@ A's own nats-server killed (A moves to the next URL). Every request gets
 exactly one answer, or is told why; none vanishes.
 """
 import json
+import os
 import signal
 import time
 import unittest
@@ -177,6 +178,40 @@ class Failures(unittest.TestCase):
         self.assertTrue(st["connected"], st)
         self.brokers["A"].wait_for_log(r"rejoined the bus", timeout=2 * SLOW)
 
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of process `pid` so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Orphan(unittest.TestCase):
+    """A broker whose every NATS server is gone idles while libnats retries."""
+
+    def test_a_broker_without_its_servers_stays_idle(self):
+        # libnats closes the lost server's socket without detaching it; a
+        # loop that polled the dead descriptor spun at full speed (POLLNVAL
+        # every pass) for as long as the servers were away
+        cluster = NatsCluster(size=1)
+        b = bus_broker(cluster, "orphan", 0)
+        try:
+            wait_bus_connected(b)
+            cluster.kill(0)
+            b.wait_for_log(r"lost the NATS server", timeout=5 * SLOW)
+            time.sleep(0.5)
+            before, t0 = cpu_seconds(b.proc.pid), time.monotonic()
+            time.sleep(3.0)
+            used = cpu_seconds(b.proc.pid) - before
+            share = used / (time.monotonic() - t0)
+            print("orphan broker: %.1f %% CPU" % (100 * share))
+            self.assertLess(share, 0.05 * SLOW, "%.2f s of CPU in 3 s" % used)
+            with b.peer() as cli:                    # and it still serves its own
+                self.assertEqual(cli.call_broker("ping")["type"], "response")
+        finally:
+            b.kill()
+            cluster.stop()
 
 if __name__ == "__main__":
     unittest.main()
