@@ -681,7 +681,14 @@ static int safe_require(lua_State *L)
     lua_pushlightuserdata(L, (void *)&safe_require);      /* loading: a cycle raises */
     lua_rawset(L, -4);
     lua_pushvalue(L, 1);
-    lua_call(L, 1, 1);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        /* not loaded: the next require tries again (and fails the same
+         * way), rather than taking the marker for a cycle */
+        lua_pushvalue(L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -4);                                 /* loaded (1 name, 2 loaded, 3 error) */
+        return lua_error(L);
+    }
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_pushboolean(L, 1);
