@@ -247,6 +247,10 @@ for _, n in ipairs(names) do
     failed = failed + 1
   else
     chunk()
+    if #cases == 0 then          -- a file that tests nothing is a failure, not a pass
+      io.stderr:write("FAIL ", n, ": no test in ", file, "\n")
+      failed = failed + 1
+    end
     for _, c in ipairs(cases) do
       local ok, e = xpcall(c.fn, debug.traceback)
       if ok then
