@@ -33,6 +33,11 @@ policy.use {
 class Breaker(bp.PolicyTestCase):
     POLICY = POLICY
 
+    def logged(self, pattern):
+        """The broker logs a line matching pattern (each change of state is logged)."""
+        self.assertTrue(self.broker.wait_for_log(pattern, timeout=3 * bp.SLOW),
+                        "not logged: %s\n%s" % (pattern, self.broker.log_text()))
+
     def service(self, name, identity):
         return self.peer(identity=identity, register=name)
 
@@ -67,7 +72,7 @@ class Breaker(bp.PolicyTestCase):
         self.assertEqual(bp.error_code(body), "timeout")
         self.assertEqual(bp.error_code(self.call(client, payments, "error")), "internal")
         # three bad outcomes: open. The next requests go to the fallback
-        self.broker.wait_for_log(r"breaker payments: open \(3 bad outcomes", timeout=3 * bp.SLOW)
+        self.logged(r"breaker payments: open \(3 bad outcomes")
         for _ in range(2):
             self.assertEqual(self.call(client, fallback)["payload"], {"by": "payments-fallback"})
         payments.expect_nothing(0.1)
@@ -77,15 +82,16 @@ class Breaker(bp.PolicyTestCase):
         probe = client.request("payments", "charge", {"amount": 2})
         _, probe_req = payments.recv(timeout=3 * bp.SLOW)
         self.assertEqual(probe_req["msg_id"], probe["msg_id"])
+        self.logged(r"breaker payments: half-open: one probe goes through")
         self.assertEqual(self.call(client, fallback)["payload"], {"by": "payments-fallback"})
         payments.answer(probe_req, type="error", payload={"code": "internal", "message": "still"})
         client.recv_answer(probe["msg_id"])
-        self.broker.wait_for_log(r"breaker payments: open \(the probe failed", timeout=3 * bp.SLOW)
+        self.logged(r"breaker payments: open \(the probe failed")
         self.assertEqual(self.call(client, fallback)["payload"], {"by": "payments-fallback"})
         # again after open_ms: the probe succeeds, the circuit closes
         time.sleep(OPEN_MS / 1000 + 0.1)
         self.assertEqual(self.call(client, payments)["payload"], {"by": "payments"})
-        self.broker.wait_for_log(r"breaker payments: closed", timeout=3 * bp.SLOW)
+        self.logged(r"breaker payments: closed")
         for _ in range(3):
             self.assertEqual(self.call(client, payments)["payload"], {"by": "payments"})
         fallback.expect_nothing(0.1)
@@ -105,7 +111,7 @@ class Breaker(bp.PolicyTestCase):
         ledger2.answer(req, type="error", payload={"code": "internal", "message": "x"})
         client.recv_answer(m["msg_id"])
         # two bad outcomes: open, no fallback: refused at once, `unavailable`
-        self.broker.wait_for_log(r"breaker ledger: open", timeout=3 * bp.SLOW)
+        self.logged(r"breaker ledger: open")
         m = client.request("ledger", "post", {})
         body = self.expectError(client, "unavailable", correlation_id=m["msg_id"])
         self.assertIn("circuit open: ledger is failing", body["payload"]["message"])
@@ -116,7 +122,7 @@ class Breaker(bp.PolicyTestCase):
         _, req = ledger2.recv(timeout=3 * bp.SLOW)
         ledger2.answer(req, payload={"ok": True})
         self.assertEqual(client.recv_answer(m["msg_id"])[1]["type"], "response")
-        self.broker.wait_for_log(r"breaker ledger: closed", timeout=3 * bp.SLOW)
+        self.logged(r"breaker ledger: closed")
         stats = client.call_broker("stats")["payload"]
         self.assertGreaterEqual(stats["errors"].get("unavailable", 0), 1, stats)
 

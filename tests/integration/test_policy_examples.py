@@ -284,6 +284,119 @@ class LeastLoadedTest(ExampleCase):
         self.assertEqual(got.count(b), 2, "idle instances take turns")
 
 
+class AclTest(ExampleCase):
+    EXAMPLE = "acl.lua"
+
+    def refused(self, client, dst, action):
+        req = client.request(dst, action=action)
+        return self.expectError(client, "denied", correlation_id=req["msg_id"])["payload"]["message"]
+
+    def test_listed_actions_only_from_their_senders(self):
+        inventory = self.peer(register="inventory")
+        ledger = self.peer(register="ledger")
+        web = self.peer(name="web")
+        warehouse = self.peer(name="warehouse")
+        payments = self.peer(name="payment-service")
+        self.assertEqual(self.refused(web, "inventory", "restock"), "web may not call inventory restock")
+        self.assertEqual(self.refused(web, "ledger", "refund"), "web may not call ledger refund")
+        self.assertEqual(self.refused(web, "inventory", "delete"), "web may not call inventory delete",
+                         "a listed service is closed except for what it lists")
+        inventory.expect_nothing(0.1)
+        ledger.expect_nothing(0.1)
+        self.assertIs(self.round_trip(warehouse, [inventory], "inventory", action="restock"), inventory)
+        self.assertIs(self.round_trip(web, [inventory], "inventory", action="stock"), inventory)
+        self.assertIs(self.round_trip(payments, [ledger], "ledger", action="refund"), ledger)
+        self.assertIs(self.round_trip(web, [ledger], "ledger", action="balance"), ledger)
+
+    def test_services_not_listed_are_open(self):
+        orders = self.peer(register="orders")
+        web = self.peer(name="web")
+        self.assertIs(self.round_trip(web, [orders], "orders", action="anything"), orders)
+
+
+class ComposedTest(ExampleCase):
+    """composed.lua's five rules in the real broker: deny, rate_limit,
+    schema, canary, breaker, each deciding in turn."""
+    EXAMPLE = "composed.lua"
+
+    def test_deny_then_schema_then_pass(self):
+        orders = self.peer(register="orders")
+        scraper = self.peer(name="legacy-scraper")
+        ui = self.peer(name="shop-ui")
+        req = scraper.request("orders", action="create", payload={"sku": "a", "qty": 1})
+        body = self.expectError(scraper, "denied", correlation_id=req["msg_id"])
+        self.assertEqual(body["payload"]["message"], "this client is retired: use catalog-api")
+        req = ui.request("orders", action="create", payload={"sku": "a", "qty": 0})
+        body = self.expectError(ui, "bad_payload", correlation_id=req["msg_id"])
+        self.assertEqual(body["payload"]["message"], "orders create: field 'qty' must be at least 1")
+        req = ui.request("orders", action="create", payload={"qty": 2})
+        body = self.expectError(ui, "bad_payload", correlation_id=req["msg_id"])
+        self.assertEqual(body["payload"]["message"], "orders create: field 'sku' is required")
+        orders.expect_nothing(0.1)
+        self.assertIs(self.round_trip(ui, [orders], "orders", action="create",
+                                      payload={"sku": "a", "qty": 2}), orders)
+
+    def test_rate_limit_before_schema(self):
+        orders = self.peer(register="orders")
+        flood = self.peer(name="flood-client")
+        start = time.monotonic()
+        reqs = [flood.request("orders", action="list") for _ in range(70)]
+        # over its rate, a sender is refused before its payload is looked at
+        bad = flood.request("orders", action="create", payload={"qty": 0})
+        reqs.append(bad)
+        # orders answers what reaches it; flood gets 70 answers or refusals
+        poller = zmq.Poller()
+        poller.register(orders.sock, zmq.POLLIN)
+        poller.register(flood.sock, zmq.POLLIN)
+        answers = {}
+        deadline = time.monotonic() + 5 * bp.SLOW
+        while len(answers) < len(reqs) and time.monotonic() < deadline:
+            for sock, _ in poller.poll(100):
+                body = bp.loads(sock.recv_multipart()[-1])
+                if sock is orders.sock:
+                    orders.answer(body)
+                else:
+                    answers[body["correlation_id"]] = body
+        elapsed = time.monotonic() - start
+        self.assertEqual(len(answers), len(reqs), "requests without an answer")
+        self.assertEqual(answers[bad["msg_id"]]["payload"]["message"], "rate limit",
+                         "elapsed %.2f s" % elapsed)
+        passed = [a for a in answers.values() if a["type"] == "response"]
+        refused = [a for a in answers.values() if a["type"] == "error"]
+        for body in refused:
+            self.assertError(body, "denied")
+            self.assertEqual(body["payload"]["message"], "rate limit")
+        # a burst of 50, then 20 a second
+        self.assertGreaterEqual(len(passed), 50)
+        self.assertLessEqual(len(passed), 50 + int(20 * elapsed) + 1, "elapsed %.2f s" % elapsed)
+        self.assertGreaterEqual(len(refused), 2, "elapsed %.2f s" % elapsed)
+        # another sender has its own bucket
+        other = self.peer(name="calm-client")
+        self.assertIs(self.round_trip(other, [orders], "orders", action="list"), orders)
+
+    def test_canary_sticky_and_breaker_fallback(self):
+        checkout = self.peer(register="checkout")
+        canary = self.peer(register="checkout-canary")
+        ui = self.peer(name="shop-ui")
+        first = self.round_trip(ui, [checkout, canary], "checkout")
+        for _ in range(4):
+            self.assertIs(self.round_trip(ui, [checkout, canary], "checkout"), first,
+                          "a sender stays on its side")
+        payments = self.peer(register="payments")
+        fallback = self.peer(register="payments-fallback")
+        for _ in range(5):
+            req = ui.request("payments", action="charge")
+            [(inst, _, body)] = self.receive_on([payments, fallback], 1)
+            self.assertIs(inst, payments)
+            payments.answer(body, type="error", payload={"code": "internal", "message": "down"})
+            ui.recv_answer(req["msg_id"])
+        self.assertTrue(self.b.wait_for_log(r"breaker payments: open \(5 bad outcomes", 3 * bp.SLOW),
+                        self.b.log_text())
+        for _ in range(3):
+            self.assertIs(self.round_trip(ui, [payments, fallback], "payments", action="charge"),
+                          fallback)
+
+
 class ExampleFilesTest(unittest.TestCase):
     """Static checks with luac5.4: each example compiles, defines only hooks as
     globals and reads only what the sandbox provides (no typos)."""
