@@ -74,6 +74,15 @@ int main(void)
            "assert(tostring(json.decode('12345678901234567890')) == '12345678901234567890')\n"
            "assert(json.encode(json.decode('[123456789012345678901234567890]')) == '[123456789012345678901234567890]')\n"
            "assert(json.encode(math.maxinteger) == '9223372036854775807')\n"
+           /* one past each end of int64: kept as digits, not wrapped, not a float */
+           "assert(math.type(json.decode('9223372036854775808')) == nil)\n"
+           "assert(tostring(json.decode('9223372036854775808')) == '9223372036854775808')\n"
+           "assert(json.encode(json.decode('9223372036854775808')) == '9223372036854775808')\n"
+           "assert(json.encode(json.decode('-9223372036854775809')) == '-9223372036854775809')\n"
+           "assert(tonumber(json.decode('12345678901234567890')) == nil)\n"
+           "assert(tonumber(tostring(json.decode('12345678901234567890'))) == 12345678901234567890.0)\n"
+           "assert(not pcall(function() return json.decode('12345678901234567890') + 1 end))\n"
+           "assert(json.encode(json.decode('[1e400]')) == '[1e400]')\n"
            "assert(json.encode(json.decode('{\"id\":-42}')) == '{\"id\":-42}')\n");
     /* floats: shortest text that reads back the same; whole ones keep .0 */
     PASSES("assert(math.type(json.decode('3.0')) == 'float')\n"
