@@ -16,6 +16,8 @@ import tempfile
 import time
 import unittest
 
+import zmq
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokerproc as bp  # noqa: E402
 from brokerproc import REPO_ROOT, SLOW, broker_path  # noqa: E402
@@ -282,6 +284,133 @@ class LiveRecording(bp.PolicyTestCase):
         for name in sorted(os.listdir(EXAMPLES)):
             rc, _, stdout, _ = bench(example(name), out)
             self.assertEqual(rc, 0, name + ": " + stdout)
+
+    def test_every_example_decides_on_a_live_recording(self):
+        """Traffic that each shipped example decides on, recorded live (where
+        deny_list.lua runs), then every example over the file."""
+        names = ["inventory", "inventory-v2", "ledger", "checkout", "work", "orders"]
+        svc = {n: self.peer(identity=n + "-9", register=n) for n in names}
+        carts = [self.peer(identity="cart-%s" % x, register="cart") for x in "abc"]
+        web = self.peer(identity="web-9", register="web")
+        warehouse = self.peer(identity="warehouse-9", register="warehouse")
+        proc, rec = self.record("--seconds", str(int(4 * SLOW)))
+
+        def serve(client, dst, action, payload, peers):
+            m = client.request(dst, action, payload)
+            poller_peers = {p.sock: p for p in peers}
+            poller = zmq.Poller()
+            for p in peers:
+                poller.register(p.sock, zmq.POLLIN)
+            events = dict(poller.poll(int(3000 * SLOW)))
+            self.assertTrue(events, "%s %s reached no instance" % (dst, action))
+            inst = poller_peers[next(iter(events))]
+            _, req = inst.recv()
+            inst.answer(req, payload={"by": inst.name})
+            client.recv_answer(m["msg_id"])
+            return m["msg_id"]
+
+        ids = {
+            "inventory": serve(web, "inventory", "stock", {"sku": "a"}, [svc["inventory"]]),
+            "restock": serve(web, "inventory", "restock", {"sku": "a"}, [svc["inventory"]]),
+            "restock_ok": serve(warehouse, "inventory", "restock", {"sku": "a"}, [svc["inventory"]]),
+            "refund": serve(web, "ledger", "refund", {}, [svc["ledger"]]),
+            "checkout": serve(web, "checkout", "pay", {}, [svc["checkout"]]),
+            "work": serve(web, "work", "run", {}, [svc["work"]]),
+            "cart1": serve(web, "cart", "add", {"cart_id": "c-1"}, carts),
+            "cart2": serve(web, "cart", "add", {"cart_id": "c-2"}, carts),
+            "cart1b": serve(web, "cart", "add", {"cart_id": "c-1"}, carts),
+            "create": serve(web, "orders", "create", {"sku": "a", "qty": 0}, [svc["orders"]]),
+        }
+        err = self.finished(proc)
+        self.assertEqual(proc.returncode, 0, err)
+        msgs = [l["msg"]["msg_id"] for l in self.lines(rec) if "msg" in l]
+        self.assertEqual(msgs, list(ids.values()))
+        decided = {}
+        for name in sorted(os.listdir(EXAMPLES)):
+            rc, d, out, _ = bench(example(name), rec)
+            self.assertEqual(rc, 0, name + ": " + out)
+            self.assertEqual(set(d), set(ids.values()), name + ": " + out)
+            decided[name] = {k: d[v] for k, v in ids.items()}
+        self.assertEqual(set(decided["deny_list.lua"].values()), {"pass"})
+        self.assertEqual(set(decided["rate_limit.lua"].values()), {"pass"})
+        self.assertEqual(decided["alias.lua"]["inventory"], "route inventory-v2")
+        self.assertEqual(decided["acl.lua"]["restock"], 'refuse denied "web may not call inventory restock"')
+        self.assertEqual(decided["acl.lua"]["restock_ok"], "pass")
+        self.assertEqual(decided["acl.lua"]["refund"], 'refuse denied "web may not call ledger refund"')
+        self.assertEqual(decided["acl.lua"]["inventory"], "pass")
+        a = decided["affinity.lua"]
+        self.assertRegex(a["cart1"], r"^route cart \S+$")
+        self.assertEqual(a["cart1"], a["cart1b"], "the same cart, the same instance")
+        self.assertEqual(a["work"], "pass")
+        self.assertRegex(decided["least_loaded.lua"]["work"], r"^route work \S+$")
+        self.assertEqual(decided["canary.lua"]["checkout"], "pass", "no canary up")
+        c = decided["composed.lua"]
+        self.assertEqual(c.pop("create"),
+                         'refuse bad_payload "orders create: field \'qty\' must be at least 1"')
+        self.assertEqual(set(c.values()), {"pass"})
+
+    def test_edit_test_save(self):
+        """docs/policies.md, "Edit, test, save", step by step on the live broker."""
+        orders = self.peer(identity="orders-3", register="orders")
+        web = self.peer(identity="web-3", register="web")
+        # 1. record
+        proc, rec = self.record("--seconds", str(int(3 * SLOW)))
+        created = []
+        for qty in (1, 0, 5):
+            m = web.request("orders", "create", {"sku": "a", "qty": qty})
+            _, req = orders.recv()
+            orders.answer(req, payload={"ok": True})
+            web.recv_answer(m["msg_id"])
+            created.append(m["msg_id"])
+        err = self.finished(proc)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertEqual([l["msg"]["msg_id"] for l in self.lines(rec) if "msg" in l], created)
+        # 2. edit a copy: a schema rule added to the live policy's list
+        new = os.path.join(self.tmp, "new.lua")
+        with open(self.policy) as f:
+            text = f.read()
+        self.assertIn("policy.use {\n", text)
+        text = ('local schema = require "smartshop.rules.schema"\n' + text).replace(
+            "policy.use {\n",
+            "policy.use {\n  schema.new { service = \"orders\", actions = {\n"
+            "    create = { qty = { type = \"integer\", min = 1 } } } },\n", 1)
+        with open(new, "w") as f:
+            f.write(text)
+        luac = shutil.which("luac5.4")
+        if luac:
+            subprocess.run([luac, "-p", new], check=True)
+        # 3. test it against the live policy: only the qty 0 create differs
+        rc, _, out, _ = bench("--against", self.policy, new, rec)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("1 decisions differ", out)
+        self.assertIn("%s: request web -> orders create\n  - pass\n"
+                      "  + refuse bad_payload \"orders create: field 'qty' must be at least 1\"\n"
+                      % created[1], out)
+        # 4. save by renaming over the live file: the broker loads it
+        with open(self.policy) as f:
+            live = f.read()
+        self.addCleanup(self.restore, live)
+        mark = len(self.broker.log_text())
+        tmp = os.path.join(self.tmp, ".policy.lua.tmp")
+        shutil.copy(new, tmp)
+        os.rename(tmp, self.policy)
+        self.assertTrue(self.broker.wait_for_log(r"policy .* loaded \(hooks: filter\)", 5 * SLOW, mark),
+                        self.broker.log_text()[mark:])
+        m = web.request("orders", "create", {"sku": "a", "qty": 0})
+        body = self.expectError(web, "bad_payload", correlation_id=m["msg_id"])
+        self.assertEqual(body["payload"]["message"], "orders create: field 'qty' must be at least 1")
+        orders.expect_nothing(0.1)
+        stats = web.call_broker("stats")["payload"]
+        self.assertGreaterEqual(stats["errors"].get("bad_payload", 0), 1, stats)
+
+    def restore(self, text):
+        """5. roll back: the previous version put back the same way."""
+        mark = len(self.broker.log_text())
+        tmp = os.path.join(self.tmp, ".policy.lua.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.policy)
+        self.assertTrue(self.broker.wait_for_log(r"policy .* loaded", 5 * SLOW, mark))
 
     def test_record_without_payloads(self):
         orders = self.peer(identity="orders-2", register="orders")
