@@ -412,6 +412,28 @@ class LiveRecording(bp.PolicyTestCase):
         os.rename(tmp, self.policy)
         self.assertTrue(self.broker.wait_for_log(r"policy .* loaded", 5 * SLOW, mark))
 
+    def test_record_is_sampled(self):
+        """--rate 5: a busy broker is sampled, the rest left out (B5)."""
+        orders = self.peer(identity="orders-4", register="orders")
+        web = self.peer(identity="web-4", register="web")
+        secs = int(2 * SLOW)
+        proc, rec = self.record("--rate", "5", "--seconds", str(secs))
+        for i in range(40):
+            m = web.request("orders", "list", {"i": i})
+            _, req = orders.recv()
+            orders.answer(req, payload={"items": []})
+            web.recv_answer(m["msg_id"])
+        err = self.finished(proc)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("at most 5 a second", err)
+        copies = [l for l in self.lines(rec) if "msg" in l or "outcome" in l]
+        self.assertGreaterEqual(len(copies), 1, err)
+        # 80 copies matched (40 requests, 40 answers); at most 5 a second were sent
+        self.assertLessEqual(len(copies), 5 * (secs + 1), copies)
+        # what was kept replays
+        rc, _, out, _ = bench(example("deny_list.lua"), rec)
+        self.assertEqual(rc, 0, out)
+
     def test_record_without_payloads(self):
         orders = self.peer(identity="orders-2", register="orders")
         web = self.peer(identity="web-2", register="web")
