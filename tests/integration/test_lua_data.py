@@ -33,6 +33,14 @@ class Base(bp.LuaServicesTestCase):
         frames, body = client.recv_answer(m["msg_id"], timeout * bp.SLOW)
         return (frames[-1].decode(), body) if raw else body
 
+    def replace(self, source, comment=None):
+        tmp = os.path.join(self.dir, ".keeper.lua.tmp")
+        shutil.copy(fixture(source), tmp)
+        if comment:
+            with open(tmp, "a") as f:
+                f.write(comment + "\n")
+        os.rename(tmp, os.path.join(self.dir, "keeper.lua"))
+
 
 class JsonFidelity(Base):
     DOC = ('{"items":[],"nested":{"empty":[],"obj":{}},"big":12345678901234567890,'
@@ -73,11 +81,6 @@ class JsonFidelity(Base):
 
 
 class ReloadHandOver(Base):
-    def replace(self, source):
-        tmp = os.path.join(self.dir, ".keeper.lua.tmp")
-        shutil.copy(fixture(source), tmp)
-        os.rename(tmp, os.path.join(self.dir, "keeper.lua"))
-
     def test_on_reload_gets_the_old_state(self):
         client = self.peer(name="reload-client")
         self.ask(client, "keeper", "put", {"k": "cart", "v": {"lines": [], "id": 9007199254740993}})
@@ -102,6 +105,46 @@ class ReloadHandOver(Base):
         self.replace("keeper_v2.lua")
         self.assertTrue(self.broker.wait_for_log(r"service keeper reloaded", LIVE, mark))
         self.assertEqual(self.ask(client, "keeper", "count")["payload"], {"version": 2, "calls": 6})
+
+
+class ReloadRefusedOnSave(Base):
+    """The old version's state cannot be handed over (on_save raises, or
+    what it gives is not JSON): the reload is refused and the old version
+    keeps running with its state, until a state that is JSON comes."""
+
+    def test_a_state_that_is_not_json_refuses_the_reload(self):
+        client = self.peer(name="save-client")
+        self.ask(client, "keeper", "put", {"k": "cart", "v": {"lines": []}})
+        mark = len(self.broker.log_text())
+        self.replace("keeper_bad_save.lua")         # from version 1 (its `state`)
+        self.assertTrue(self.broker.wait_for_log(r"service keeper reloaded", LIVE, mark))
+        self.assertEqual(self.ask(client, "keeper", "count")["payload"], {"version": "save", "calls": 2})
+        calls = 2
+        for how, why in (("function", r"cannot encode a function"),
+                         ("cycle", r"nested more than 64"),
+                         ("deep", r"nested more than 64"),
+                         ("raise", r"on_save broken on purpose")):
+            with self.subTest(how=how):
+                self.assertEqual(self.ask(client, "keeper", "poison", {"how": how})["payload"], {"how": how})
+                calls += 1
+                mark = len(self.broker.log_text())
+                self.replace("keeper_v2.lua", "-- edited: " + how)
+                self.assertTrue(self.broker.wait_for_log(
+                    r"service keeper.lua refused, the previous version keeps running: .*"
+                    r"the old version's state cannot be handed over \(on_save\): .*" + why, LIVE, mark),
+                    self.broker.log_text()[mark:])
+                calls += 1
+                self.assertEqual(self.ask(client, "keeper", "count")["payload"],
+                                 {"version": "save", "calls": calls}, "the old version, its state kept")
+        self.ask(client, "keeper", "poison", {"how": "none"})
+        mark = len(self.broker.log_text())
+        self.replace("keeper_v2.lua", "-- edited: none")
+        self.assertTrue(self.broker.wait_for_log(r"service keeper reloaded", LIVE, mark),
+                        self.broker.log_text()[mark:])
+        self.assertEqual(self.ask(client, "keeper", "count")["payload"],
+                         {"version": 2, "calls": calls + 2}, "the calls handed over")
+        text, _ = self.ask(client, "keeper", "get", {"k": "cart"}, raw=True)
+        self.assertIn('"lines":[]', text)
 
 
 class LateAnswers(Base):
