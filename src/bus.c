@@ -1,5 +1,5 @@
 /* bus: the broker's side of the NATS bus. See bus.h; the rules are
- * docs/protocol.md X1-X12, the operator's view docs/operations.md. */
+ * docs/protocol.md X1-X13, the operator's view docs/operations.md. */
 #include "bus.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /* bus_hooks: how the router hands what it cannot deliver here to the
- * other brokers (docs/protocol.md X1-X12). Filled by bus.c, which owns the
+ * other brokers (docs/protocol.md X1-X13). Filled by bus.c, which owns the
  * NATS link; the router knows no subject and no library. Every sender
  * returns 0 (published), -1 (the bus is unreachable now: nothing was sent)
  * or -2 (over the bus's max_payload: nothing was sent). */

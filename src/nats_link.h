@@ -1,5 +1,5 @@
 /* nats_link: the broker's one connection to the NATS cluster that joins
- * brokers into one bus (--nats; docs/protocol.md "Across brokers", X1-X12).
+ * brokers into one bus (--nats; docs/protocol.md "Across brokers", X1-X13).
  * Knows subjects and bytes, nothing of envelopes or peers: router_bus.c
  * decides what crosses and what an arrival means.
  *

@@ -40,7 +40,7 @@ struct router {
     uint64_t stop_ends_us;      /* by when the broker will have exited (retry_after_ms) */
     uint64_t started_ms;
     stats_t stats;
-    bus_hooks_t bus;            /* the other brokers (X1-X12; ctx NULL: none) */
+    bus_hooks_t bus;            /* the other brokers (X1-X13; ctx NULL: none) */
     struct router_bus *crossing; /* what crosses: the bus peer, seqs (below) */
 };
 
@@ -1150,10 +1150,10 @@ static void publish(router_t *r, peer_t *sender, wire_msg_t *m, const envelope_t
         cross_once(r, r->bus.topic, &m->data, &r->stats.bus.topics_out);
 }
 
-static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
-                         const policy_route_ahead_t *ahead)
+/* B3 and B5 for an event that entered here, or arrived from another
+ * broker (`peer` the bus): copies before it is routed. */
+static void observe_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env)
 {
-    const env_value_t *dst = &env->f[EF_DST];
     if (r->watchers > 0)
         copy_to_watchers(r, peer, m, env);
     if (trace_active(r->trace)) {
@@ -1165,6 +1165,13 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
                            .message = zmq_msg_data(&m->data), .message_len = zmq_msg_size(&m->data)};
         trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
     }
+}
+
+static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
+                         const policy_route_ahead_t *ahead)
+{
+    const env_value_t *dst = &env->f[EF_DST];
+    observe_event(r, peer, m, env);
     if (env->f[EF_TOPIC].kind == JSON_STRING) {
         const env_value_t *topic = &env->f[EF_TOPIC];
         if (r->auth && peer->kind == PEER_REMOTE &&
@@ -1448,7 +1455,7 @@ void router_fail_all(router_t *r, bus_err_t code, const char *why)
     }
 }
 
-/* --- across brokers (docs/protocol.md X1-X12) ---
+/* --- across brokers (docs/protocol.md X1-X13) ---
  *
  * The other brokers are one peer of kind PEER_BUS, kept here and not in
  * the registry: the handler of a request that left on the bus, and the
@@ -1709,14 +1716,21 @@ void router_bus_request(router_t *r, const char *origin, uint64_t seq, const cha
                             .bus_seq = seq};
         bus_err_t err = ERR_NO_SUCH_SERVICE;
         char why[200];
+        peer_t *to = NULL;
+        zmq_msg_t copy;                 /* for a trace: delivery consumes the frame */
+        bool traced = trace_active(r->trace);
+        if (traced) {
+            zmq_msg_init(&copy);
+            zmq_msg_copy(&copy, &m.data);
+        }
         if (r->stopping) {
             router_send_error(r, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
                               "is shutting down");
         } else if (inflight_find_hashed(r->inflight, id->ptr, id->len, track.id_hash)) {
             router_send_error(r, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
                               "is in flight at the broker holding the service");
-        } else if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, &track,
-                                      &err)) {
+        } else if ((to = deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL,
+                                            &track, &err))) {
             r->stats.out[MT_REQUEST]++;
         } else if (err == ERR_NO_SUCH_SERVICE) {
             /* its last instance went before the bus knew: handed to nobody */
@@ -1726,6 +1740,20 @@ void router_bus_request(router_t *r, const char *origin, uint64_t seq, const cha
         } else if (err == ERR_BUSY) {
             snprintf(why, sizeof why, "%s cannot take more messages now", name);
             router_send_error(r, bus, &env, ERR_BUSY, why);
+        }
+        if (traced) {                   /* B5 at the broker that hands it over */
+            if (to) {
+                char from[2 * PEER_ID_MAX + 3], label[2 * PEER_ID_MAX + 3];
+                trace_point_t p = {.kind = TRACE_REQUEST, .service = c_text(name),
+                                   .dst = env_text(&env, EF_DST), .src = env_text(&env, EF_SRC),
+                                   .action = env_text(&env, EF_ACTION),
+                                   .msg_id = env_text(&env, EF_MSG_ID),
+                                   .peer = peer_label(bus, from), .to = peer_label(to, label),
+                                   .latency_us = -1, .message = zmq_msg_data(&copy),
+                                   .message_len = zmq_msg_size(&copy)};
+                trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
+            }
+            zmq_msg_close(&copy);
         }
     }
     wire_msg_close(&m);
@@ -1742,6 +1770,7 @@ void router_bus_event(router_t *r, const char *origin, uint64_t seq, const char 
         peer_t *bus = &r->crossing->peer;
         r->stats.bus.events_in++;
         r->stats.in[MT_EVENT]++;
+        observe_event(r, bus, &m, &env);
         bus_err_t err = ERR_NONE;
         if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
             r->stats.out[MT_EVENT]++;
@@ -1763,6 +1792,7 @@ void router_bus_broadcast(router_t *r, const void *data, size_t len, bool topic)
     if (read_arrival(r, data, len, MT_EVENT, &m, &env) &&
         (topic ? env.f[EF_TOPIC].kind == JSON_STRING : env_equals(&env.f[EF_DST], "broadcast"))) {
         r->stats.in[MT_EVENT]++;
+        observe_event(r, &r->crossing->peer, &m, &env);
         if (topic) {
             r->stats.bus.topics_in++;
             publish(r, &r->crossing->peer, &m, &env);

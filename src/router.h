@@ -154,7 +154,7 @@ int router_send_made(router_t *r, peer_t *to, const char *text, size_t len, msg_
 void router_send_error(router_t *r, peer_t *to, const envelope_t *about,
                        bus_err_t code, const char *why);
 
-/* --- across brokers (docs/protocol.md X1-X12; bus.c calls these) --- */
+/* --- across brokers (docs/protocol.md X1-X13; bus.c calls these) --- */
 
 /* From now on names held nowhere here cross to the other brokers through
  * `hooks`. Returns 0, or -1 if memory ran out. */

@@ -152,6 +152,41 @@ class CrossBroker(BusTestCase):
         sub.expect_nothing(0.3 * SLOW)
         pub.expect_nothing(0.1)                 # never its own
 
+    def test_watch_and_trace_see_what_arrives_from_other_brokers(self):
+        # B3 and B5 across brokers: a watcher or a tracer on C sees the
+        # events and broadcasts that reach C from A, and the requests C
+        # hands to its instance, as it sees those that enter at C
+        sink = self.peer("C", "obs-sink")
+        watcher = self.peer("C")
+        self.assertEqual(watcher.call_broker("watch")["payload"]["status"], "ok")
+        tracer = self.peer("C")
+        self.assertEqual(tracer.call_broker("trace", {"rate": 1000})["payload"]["status"], "ok")
+        cli = self.peer("A", "till-obs")
+        reach(cli, sink, "obs-sink")
+        e = cli.send(msg("event", "till-obs", "obs-sink", "sold", payload={"n": 1}))
+        b = cli.send(msg("event", "till-obs", "broadcast", "hello"))
+        m = cli.request("obs-sink", action="count")
+        _, req = sink.recv_until(lambda x: x.get("msg_id") == m["msg_id"], 2 * SLOW)[:2]
+        sink.answer(req, {"n": 2})
+        cli.recv_answer(m["msg_id"], 2 * SLOW)
+        for mid in (e["msg_id"], b["msg_id"]):
+            _, copy = watcher.recv_until(lambda x: x.get("msg_id") == mid, 2 * SLOW)[:2]
+            self.assertEqual(copy["src"], "till-obs")
+        seen = {}
+        deadline = time.monotonic() + 2 * SLOW
+        while len(seen) < 4 and time.monotonic() < deadline:
+            frames = tracer.recv_raw(0.2)
+            if frames is None:
+                continue
+            p = json.loads(frames[-1]).get("payload") or {}
+            if p.get("msg_id") in (e["msg_id"], b["msg_id"], m["msg_id"]):
+                seen[(p["kind"], p["msg_id"])] = p
+        self.assertIn(("event", e["msg_id"]), seen)
+        self.assertIn(("event", b["msg_id"]), seen)
+        self.assertIn(("request", m["msg_id"]), seen)
+        self.assertEqual(seen[("request", m["msg_id"])]["service"], "obs-sink")
+        self.assertIn("(bus)", seen[("event", e["msg_id"])]["peer"])
+
     def test_spoofed_src_is_refused_where_it_enters(self):
         owner = self.peer("A", "kasse")
         svc = self.peer("B", "ledger")
