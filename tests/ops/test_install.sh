@@ -98,6 +98,19 @@ else
     bad "missing after install:$missing" "$tmp/install1.log"
 fi
 
+# the policy library and the bench: the installed bench loads the
+# installed routing.lua with the installed lua/ (../share/smartshop/lua)
+printf '{"type":"request","msg_id":"a","src":"web","dst":"orders","action":"list"}\n' >"$tmp/one.jsonl"
+if [ -x "$root/usr/local/bin/smartshop-policy" ] &&
+   [ -f "$root/usr/local/share/smartshop/lua/smartshop/rules/breaker.lua" ] &&
+   (cd / && env -u SMARTSHOP_LUA_PATH "$root/usr/local/bin/smartshop-policy" \
+        "$root/etc/smartshop/policies/routing.lua" "$tmp/one.jsonl") >"$tmp/bench.log" 2>&1 &&
+   grep -q "^1: a: request web -> orders list: pass$" "$tmp/bench.log"; then
+    ok "smartshop-policy and the Lua library installed; the bench runs the installed routing.lua"
+else
+    bad "smartshop-policy runs the installed routing.lua with the installed library" "$tmp/bench.log"
+fi
+
 # the policy in /etc, the demo services and example policies only as
 # examples (as the package has them), byte for byte
 doc=$root/usr/local/share/doc/smartshop-broker
