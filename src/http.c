@@ -490,7 +490,9 @@ static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *co
     if (wait_for_fresh(h, connection, HTTP_PART_METRICS))
         return MHD_YES;
     http_snapshot_t *s = current_snapshot(h);
-    if (!s || !s->prometheus) {     /* the broker did not answer within HTTP_FRESH_WAIT_MS */
+    /* rendered here, in the HTTP thread, from the counters' copy */
+    http_blob_t *blob = http_snapshot_prometheus(s);
+    if (!blob) {                    /* the broker did not answer within HTTP_FRESH_WAIT_MS */
         http_snapshot_release(&s);
         return answer_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", not_started);
     }
@@ -503,7 +505,6 @@ static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *co
     n += http_counters(h, tail + n, sizeof tail - n);
     n += metrics_restart_text(tail + n, sizeof tail - n, s->policy_stale, s->policy_fallback,
                               s->restored_waiting);
-    http_blob_t *blob = http_blob_ref(s->prometheus);
     http_snapshot_release(&s);
     return answer_blob(h, connection, "text/plain; version=0.0.4; charset=utf-8", blob, tail, n);
 }

@@ -54,6 +54,24 @@ static http_blob_t *blob_new(const char *text, size_t len)
     return blob;
 }
 
+static http_metrics_part_t *metrics_part_ref(http_metrics_part_t *part)
+{
+    if (part)
+        atomic_fetch_add_explicit(&part->refs, 1, memory_order_relaxed);
+    return part;
+}
+
+static void metrics_part_release(http_metrics_part_t **part_p)
+{
+    http_metrics_part_t *part = *part_p;
+    *part_p = NULL;
+    if (!part || atomic_fetch_sub_explicit(&part->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    metrics_copy_free(&part->copy);
+    http_blob_release(&part->rendered);
+    free(part);
+}
+
 http_snapshot_t *http_snapshot_ref(http_snapshot_t *s)
 {
     if (s)
@@ -67,42 +85,52 @@ void http_snapshot_release(http_snapshot_t **s_p)
     *s_p = NULL;
     if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
-    http_blob_release(&s->prometheus);
+    metrics_part_release(&s->metrics);
     http_blob_release(&s->state);
     free(s);
 }
 
 void http_snapshot_maker_clear(http_snapshot_maker_t *maker)
 {
-    metrics_text_release(&maker->text);
-    http_blob_release(&maker->blob);
+    metrics_part_release(&maker->metrics);
     http_blob_release(&maker->state);
 }
 
-/* The Prometheus text: rendered by metrics.c only when a counter changed;
- * copied here only when it was rendered anew. */
-static http_blob_t *prometheus_blob(http_snapshot_maker_t *maker, const http_sources_t *src)
+http_blob_t *http_snapshot_prometheus(http_snapshot_t *s)
 {
-    metrics_text_t *text = metrics_prometheus(src->metrics, src->stats,
-                                              registry_peer_count(src->registry),
-                                              registry_service_count(src->registry),
-                                              src->inflight);
-    if (!text)
+    http_metrics_part_t *part = s ? s->metrics : NULL;
+    if (!part)
         return NULL;
-    if (text != maker->text || !maker->blob) {
-        http_blob_t *blob = blob_new(text->text, text->len);
-        if (!blob) {
-            metrics_text_release(&text);
+    if (!part->rendered) {
+        metrics_text_t *text = metrics_prometheus(part->copy, &part->stats, part->peers,
+                                                  part->services, part->inflight);
+        if (!text)
             return NULL;
-        }
-        metrics_text_release(&maker->text);
-        http_blob_release(&maker->blob);
-        maker->text = text;         /* keeps our reference */
-        maker->blob = blob;
-    } else {
+        part->rendered = blob_new(text->text, text->len);
         metrics_text_release(&text);
+        metrics_copy_free(&part->copy);     /* rendered once: the counts are not needed again */
     }
-    return http_blob_ref(maker->blob);
+    return http_blob_ref(part->rendered);
+}
+
+/* A copy of the counters for the Prometheus text (the broker thread's
+ * part: a copy, no rendering). */
+static http_metrics_part_t *metrics_part_new(const http_sources_t *src)
+{
+    http_metrics_part_t *part = calloc(1, sizeof *part);
+    if (!part)
+        return NULL;
+    atomic_init(&part->refs, 1);
+    part->copy = metrics_copy(src->metrics);
+    if (!part->copy) {
+        free(part);
+        return NULL;
+    }
+    part->stats = *src->stats;
+    part->peers = registry_peer_count(src->registry);
+    part->services = registry_service_count(src->registry);
+    part->inflight = src->inflight;
+    return part;
 }
 
 static int by_name(const void *a, const void *b)
@@ -377,10 +405,11 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     s->service_count = (size_t)n;
     memcpy(s->services, totals, (size_t)n * sizeof *totals);
     if (parts & HTTP_PART_METRICS) {
-        http_blob_t *fresh = prometheus_blob(maker, src);
+        http_metrics_part_t *fresh = metrics_part_new(src);
         if (fresh) {                /* else (out of memory) the last one stays */
-            http_blob_release(&fresh);
-            maker->blob_ms = now_ms;
+            metrics_part_release(&maker->metrics);
+            maker->metrics = fresh;
+            maker->metrics_ms = now_ms;
         }
     }
     if (parts & HTTP_PART_STATE) {
@@ -392,8 +421,8 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
         }
     }
     free(totals);
-    s->prometheus = http_blob_ref(maker->blob);
-    s->prometheus_ms = maker->blob ? maker->blob_ms : 0;
+    s->metrics = metrics_part_ref(maker->metrics);
+    s->prometheus_ms = maker->metrics ? maker->metrics_ms : 0;
     s->state = http_blob_ref(maker->state);
     s->state_ms = maker->state ? maker->state_ms : 0;
     if (src->stopping)

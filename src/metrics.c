@@ -96,6 +96,52 @@ void metrics_free(metrics_t **self_p)
     *self_p = NULL;
 }
 
+metrics_t *metrics_copy(const metrics_t *m)
+{
+    metrics_t *c = malloc(sizeof *c);
+    metric_series_t *all = m->count ? malloc(m->count * sizeof *all) : NULL;
+    if (!c || (m->count && !all)) {
+        free(c);
+        free(all);
+        return NULL;
+    }
+    *c = *m;
+    c->cached = NULL;
+    memset(c->cached_key, 0, sizeof c->cached_key);
+    /* one block, linked as series_next walks them (by hh.next only);
+     * dst and action point into each copy's own key */
+    size_t i = 0;
+    for (const metric_series_t *s = m->series; s; s = s->hh.next, i++) {
+        all[i] = *s;
+        memset(&all[i].hh, 0, sizeof all[i].hh);
+        all[i].dst = all[i].key + (s->dst - s->key);
+        all[i].action = all[i].key + (s->action - s->key);
+        if (i > 0)
+            all[i - 1].hh.next = &all[i];
+    }
+    c->series = all;
+    c->count = i;
+    metric_series_t *fixed[2] = {&c->overflow, &c->unrouted};
+    const metric_series_t *from[2] = {&m->overflow, &m->unrouted};
+    for (int k = 0; k < 2; k++) {
+        memset(&fixed[k]->hh, 0, sizeof fixed[k]->hh);
+        fixed[k]->dst = fixed[k]->key + (from[k]->dst - from[k]->key);
+        fixed[k]->action = fixed[k]->key + (from[k]->action - from[k]->key);
+    }
+    return c;
+}
+
+void metrics_copy_free(metrics_t **copy_p)
+{
+    metrics_t *c = *copy_p;
+    if (!c)
+        return;
+    free(c->series);            /* the one block */
+    metrics_text_release(&c->cached);
+    free(c);
+    *copy_p = NULL;
+}
+
 /* A label-safe copy of a field: the field itself when it is a plain
  * string of at most `max` bytes, else "(other)". */
 static const char *label_of(const env_value_t *v, size_t max, size_t *len)

@@ -113,6 +113,13 @@ typedef struct metrics {
 metrics_t *metrics_new(void);
 void metrics_free(metrics_t **self_p);
 
+/* A copy of every count, for another thread to read or render (with
+ * metrics_prometheus) while this one goes on counting: a few hundred
+ * bytes a series, copied in one block. It can only be read, rendered and
+ * freed (metrics_copy_free), never counted into. NULL if out of memory. */
+metrics_t *metrics_copy(const metrics_t *m);
+void metrics_copy_free(metrics_t **copy_p);
+
 /* The series of a request addressed to `dst` and routed to the first of
  * `names` that is a registered service (NULL, 0: to dst itself), with
  * its `action` (created on first use; the overflow series once

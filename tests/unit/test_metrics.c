@@ -98,6 +98,33 @@ int main(void)
     CHECK(strstr(text->text, "le=\"300\"") != NULL);
     CHECK(strstr(text->text, "smartshop_request_errors_total{service=\"checkout-canary\","
                              "action=\"pay\",dst=\"checkout\",code=\"(other)\"} 5\n") != NULL);
+
+    /* a copy renders the same text, and stays as it was while the
+     * original counts on (the HTTP thread renders copies: src/http_snapshot.h) */
+    env_value_t second = S("refund");
+    metrics_series_of(m, reg, &dst, names, 2, &second, 10);     /* two series, linked */
+    metrics_text_release(&text);
+    text = metrics_prometheus(m, &st, 1, 1, 0);
+    metrics_t *copy = metrics_copy(m);
+    CHECK(copy != NULL);
+    metrics_text_t *copied = metrics_prometheus(copy, &st, 1, 1, 0);
+    CHECK(copied != NULL);
+    CHECK_EQ_INT(copied->len, text->len);
+    CHECK(memcmp(copied->text, text->text, text->len) == 0);
+    metrics_text_release(&copied);
+    metrics_handed_over(m, s);
+    metrics_outcome(m, s, METRICS_OK, NULL, 0, 100);
+    metrics_t *fresh = metrics_copy(m);
+    metrics_text_t *now = metrics_prometheus(fresh, &st, 1, 1, 0);
+    copied = metrics_prometheus(copy, &st, 1, 1, 0);
+    CHECK(copied->len == text->len && memcmp(copied->text, text->text, text->len) == 0);
+    CHECK(strstr(now->text, "smartshop_request_outcomes_total{service=\"checkout-canary\","
+                            "action=\"pay\",dst=\"checkout\",outcome=\"ok\"} 2\n") != NULL);
+    metrics_text_release(&now);
+    metrics_text_release(&copied);
+    metrics_copy_free(&copy);
+    metrics_copy_free(&fresh);
+    CHECK(copy == NULL);
     metrics_text_release(&text);
 
     metrics_free(&m);
