@@ -27,6 +27,7 @@
  * snapshot's size, and the broker thread's time making it, stay bounded
  * whatever connects. */
 #define HTTP_STATE_PEERS_MAX 256
+#define HTTP_STATE_SERVICES_MAX 256     /* the busiest, by requests */
 #define HTTP_STATE_INSTANCES_MAX 32
 #define HTTP_STATE_DEAD_LETTERS 20
 #define HTTP_STATE_POLICY_BYTES (64u << 10)

@@ -116,12 +116,15 @@ function renderCards(state, history) {
     okRate += s.window.ok_per_s || 0;
     failedRate += s.window.failed_per_s || 0;
   }
-  for (const s of state.services) failedTotal += s.failed;
+  // the sums over every service (the list holds the busiest 256)
+  if (state.services_failed !== undefined) failedTotal = state.services_failed;
+  else for (const s of state.services) failedTotal += s.failed;
   $("card-peers").textContent = count(b.peers);
   $("card-peers-sub").textContent = "remote connections · " +
     state.peers.filter((p) => p.kind === "lua").length + " hosted Lua";
   $("card-services").textContent = count(b.services);
-  const instances = state.services.reduce((a, s) => a + s.instance_count, 0);
+  const instances = state.services_instances !== undefined ? state.services_instances
+    : state.services.reduce((a, s) => a + s.instance_count, 0);
   $("card-services-sub").textContent = count(instances) + " instance(s)";
   $("card-inflight").textContent = count(b.inflight);
   $("card-ok").textContent = rate(okRate);
@@ -149,6 +152,9 @@ const SPECIAL = {_none: "(no such service)", _other: "(other: past the series bo
 
 function renderServices(state, history) {
   const byName = new Map(history.services.map((s) => [s.name, s]));
+  const total = state.services_total ?? state.services.length;
+  $("services-note").textContent = total > state.services.length
+    ? `the busiest ${state.services.length} of ${count(total)}` : "";
   const body = $("services").tBodies[0];
   const rows = [];
   for (const s of state.services) {
