@@ -24,10 +24,12 @@ policy.use {
   breaker.new { service = "payments", failures = 3, window_ms = 60000, open_ms = %d,
                 fallback = "payments-fallback", error_codes = { "internal" } },
   breaker.new { service = "ledger", failures = 2, window_ms = 60000, open_ms = %d },
+  breaker.new { service = "stock", failures = 2, window_ms = 60000, open_ms = %d,
+                fallback = "stock-fallback" },
   schema.new { service = "orders", actions = { create = {
     qty = { type = "integer", required = true, min = 1 } } } },
 }
-""" % (OPEN_MS, OPEN_MS)
+""" % (OPEN_MS, OPEN_MS, OPEN_MS)
 
 
 class Breaker(bp.PolicyTestCase):
@@ -125,6 +127,52 @@ class Breaker(bp.PolicyTestCase):
         self.logged(r"breaker ledger: closed")
         stats = client.call_broker("stats")["payload"]
         self.assertGreaterEqual(stats["errors"].get("unavailable", 0), 1, stats)
+
+    def test_answers_to_requests_from_before_the_open_do_not_decide(self):
+        client = self.peer(register="shop-d")
+        stock = self.service("stock", "stock-1")
+        fallback = self.service("stock-fallback", "stock-fallback-1")
+        # two requests stuck at stock, then two failures open the circuit
+        held = []
+        for _ in range(2):
+            m = client.request("stock", "count", {}, ttl_ms=int(20000 * bp.SLOW))
+            _, req = stock.recv(timeout=3 * bp.SLOW)
+            held.append((m, req))
+        for _ in range(2):
+            m = client.request("stock", "count", {})
+            _, req = stock.recv(timeout=3 * bp.SLOW)
+            stock.answer(req, type="error", payload={"code": "internal", "message": "down"})
+            client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)
+        self.logged(r"breaker stock: open \(2 bad outcomes")
+        time.sleep(OPEN_MS / 1000 + 0.1)
+        probe = client.request("stock", "count", {"probe": True})
+        _, probe_req = stock.recv(timeout=3 * bp.SLOW)
+        self.assertEqual(probe_req["msg_id"], probe["msg_id"])
+        # an old request answered ok now: not the probe's outcome, still half-open
+        m, req = held[0]
+        stock.answer(req, payload={"late": True})
+        client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)
+        time.sleep(0.1)
+        self.assertEqual(self.call_to(client, "stock", fallback)["payload"], {"by": "stock-fallback"},
+                         "while the probe is out the others still go to the fallback")
+        # the probe's ok closes it
+        stock.answer(probe_req, payload={"ok": True})
+        client.recv_answer(probe["msg_id"], timeout=3 * bp.SLOW)
+        self.logged(r"breaker stock: closed")
+        # the other old request fails now: stale, it does not count
+        m, req = held[1]
+        stock.answer(req, type="error", payload={"code": "internal", "message": "late"})
+        client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)
+        self.assertEqual(self.call_to(client, "stock", stock, "error")["payload"]["code"], "internal")
+        self.assertEqual(self.call_to(client, "stock", stock)["payload"], {"by": "stock"},
+                         "one new failure after the close; the stale one did not count")
+        fallback.expect_nothing(0.1)
+
+    def call_to(self, client, dst, svc, answer="ok"):
+        m = client.request(dst, "count", {})
+        req = self.serve_one(svc, answer)
+        self.assertEqual(req["msg_id"], m["msg_id"])
+        return client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)[1]
 
     def test_bad_payload_names_the_field(self):
         client = self.peer(register="shop-c")

@@ -119,3 +119,36 @@ test("a probe without outcome lets another go after probe_ms; error_codes", func
   b:on_outcome(out("p", "gone"))
   eq(b:state(), "open")
 end)
+
+test("outcomes of requests sent before the circuit opened are ignored", function()
+  local S = T.sandbox()
+  local b = T.wrap(S.require "smartshop.rules.breaker").new {
+    service = "p", failures = 2, window_ms = 60000, open_ms = 1000, quiet = true,
+  }
+  local function late(outcome, sent_ms_ago)
+    local o = out("p", outcome)
+    o.latency_ms = sent_ms_ago
+    b:on_outcome(o)
+  end
+  local function admitted() return b:filter(msg { dst = "p" }) == nil end
+  late("timeout", 5)
+  late("timeout", 5)
+  eq(b:state(), "open")
+  S.advance(1000)
+  ok(admitted(), "the probe")
+  eq(b:state(), "half_open")
+  -- requests handed over before the open, ending now: old news
+  late("ok", 1500)
+  eq(b:state(), "half_open", "an ok from before the open is not the probe's")
+  late("timeout", 1200)
+  eq(b:state(), "half_open", "a timeout from before the open does not open it again")
+  late("ok", 3)                        -- the probe
+  eq(b:state(), "closed")
+  -- closed again: the rest of the old requests time out; they do not count
+  S.advance(20000)
+  for _ = 1, 5 do late("timeout", 21500) end
+  eq({ b:state() }, { "closed", 0, 0 }, "stale timeouts after the close")
+  late("timeout", 10)
+  late("timeout", 10)
+  eq(b:state(), "open", "new failures still count")
+end)

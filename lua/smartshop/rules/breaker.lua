@@ -25,9 +25,12 @@
 --              again for open_ms. A probe with no outcome after `probe_ms`
 --              (it was refused further on, say) lets another probe go.
 -- Outcomes are matched by the name the request was delivered to, so the
--- fallback's own outcomes do not count for the service. Outcomes that
--- arrive while open (of requests sent before) are ignored; in half_open
--- any outcome for the service decides. Events are not affected.
+-- fallback's own outcomes do not count for the service. The outcome of a
+-- request that reached the broker before the circuit last opened (its end
+-- minus latency_ms) is ignored, in every state: it tells of the failure
+-- already acted on, so a late ok is not taken for the probe's, and the
+-- timeouts of requests stuck since then neither open a half-open circuit
+-- again nor count once it has closed. Events are not affected.
 --
 -- Options:
 --   service      the service guarded (a name).
@@ -135,6 +138,10 @@ end
 
 function _M:on_outcome(o)
   if o.service ~= self.service then return end
+  local opened_at = self.opened_at
+  if opened_at and now_ms() - (o.latency_ms or 0) < opened_at then
+    return            -- a request handed over before the circuit last opened
+  end
   local outcome = o.outcome
   local is_bad = self.bad[outcome] == true
   if is_bad and outcome == "error" and self.codes and not self.codes[o.code] then
