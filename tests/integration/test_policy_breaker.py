@@ -138,6 +138,7 @@ class Breaker(bp.PolicyTestCase):
             m = client.request("stock", "count", {}, ttl_ms=int(20000 * bp.SLOW))
             _, req = stock.recv(timeout=3 * bp.SLOW)
             held.append((m, req))
+        time.sleep(0.02)      # now_ms() counts whole ms: held well before the open
         for _ in range(2):
             m = client.request("stock", "count", {})
             _, req = stock.recv(timeout=3 * bp.SLOW)
@@ -151,8 +152,7 @@ class Breaker(bp.PolicyTestCase):
         # an old request answered ok now: not the probe's outcome, still half-open
         m, req = held[0]
         stock.answer(req, payload={"late": True})
-        client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)
-        time.sleep(0.1)
+        client.recv_answer(m["msg_id"], timeout=3 * bp.SLOW)    # settled: on_outcome heard it
         self.assertEqual(self.call_to(client, "stock", fallback)["payload"], {"by": "stock-fallback"},
                          "while the probe is out the others still go to the fallback")
         # the probe's ok closes it
