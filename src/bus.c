@@ -211,10 +211,18 @@ static void directory_heard(bus_t *bus, const char *data, size_t len)
 
 static void announce(bus_t *bus, uint64_t now)
 {
+    static log_ratelimit_t too_large;
+    /* tried once per period even when it cannot go (no server, over
+     * max_payload): not rebuilt on every pass of the loop */
+    bus->announced_ms = now;
+    if (!nats_link_connected(bus->link))
+        return;
     size_t len = 0;
     char *text = nats_link_directory_text(bus->link, &len);
-    if (text && nats_link_publish(bus->link, "smartshop.dir", NULL, text, len) == 0)
-        bus->announced_ms = now;
+    if (text && nats_link_publish(bus->link, "smartshop.dir", NULL, text, len) == -2)
+        log_limited(&too_large, 1, LOG_LEVEL_WARN, "the list of this broker's names (%zu bytes) "
+                    "is over the NATS servers' max_payload: the other brokers do not see them "
+                    "(list_services) and take this broker for silent (X10)", len);
     free(text);
 }
 

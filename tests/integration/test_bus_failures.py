@@ -213,5 +213,25 @@ class Orphan(unittest.TestCase):
             b.kill()
             cluster.stop()
 
+
+class Announcements(unittest.TestCase):
+
+    def test_names_over_max_payload_are_reported_once(self):
+        # a broker whose list of names cannot cross (over the servers'
+        # max_payload) says so, once: the others will take it for silent
+        cluster = NatsCluster(size=1, extra_conf="max_payload: 2048\n")
+        b = bus_broker(cluster, "many", 0)
+        try:
+            wait_bus_connected(b)
+            with b.peer() as svc:
+                for i in range(60):         # about 3 KB of names
+                    svc.register("shelf-%03d-aisle-%03d-%s" % (i, i, "x" * 24))
+                b.wait_for_log(r"over the NATS servers' max_payload", timeout=5 * SLOW)
+                time.sleep(2.5)
+                self.assertEqual(b.log_text().count("over the NATS servers' max_payload"), 1)
+        finally:
+            b.kill()
+            cluster.stop()
+
 if __name__ == "__main__":
     unittest.main()
