@@ -2,7 +2,6 @@
 #include "lua_json.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -13,8 +12,62 @@
 #include <lauxlib.h>
 
 #include "json_scan.h"
-#include "luamsg.h"
 #include "sandbox.h"
+
+/* --- bus.json() values: JSON text sent as it is --- */
+
+#define RAW_METATABLE "smartshop.json"
+
+/* What a bus.json() userdata holds, so that it is told apart from other
+ * userdata by a compare, not by a metatable lookup by name. */
+typedef struct {
+    const void *magic;          /* &raw_magic */
+} raw_json_t;
+static const char raw_magic;
+
+static int raw_tostring(lua_State *L)
+{
+    luaL_checkudata(L, 1, RAW_METATABLE);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+void lua_json_init_raw(lua_State *L)
+{
+    luaL_newmetatable(L, RAW_METATABLE);
+    lua_pushcfunction(L, raw_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "json");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+}
+
+void lua_json_wrap_raw(lua_State *L)
+{
+    raw_json_t *raw = lua_newuserdatauv(L, sizeof *raw, 1);
+    raw->magic = &raw_magic;
+    lua_rotate(L, -2, 1);                   /* the string on top */
+    lua_setiuservalue(L, -2, 1);
+    luaL_setmetatable(L, RAW_METATABLE);
+}
+
+void lua_json_push_raw(lua_State *L, const char *text, size_t len)
+{
+    lua_pushlstring(L, text, len);
+    lua_json_wrap_raw(L);
+}
+
+const char *lua_json_raw(lua_State *L, int index, size_t *len)
+{
+    const raw_json_t *raw = lua_touserdata(L, index);
+    if (lua_type(L, index) != LUA_TUSERDATA || lua_rawlen(L, index) != sizeof *raw ||
+        raw->magic != &raw_magic)
+        return NULL;
+    lua_getiuservalue(L, index, 1);
+    const char *text = lua_tolstring(L, -1, len);
+    lua_pop(L, 1);          /* the userdata still holds the string */
+    return text;
+}
 
 /* The array metatable, in the registry under this address. */
 static const char array_mt_key;
@@ -68,14 +121,17 @@ static void add_utf8(luaL_Buffer *b, unsigned cp)
 static void read_string(lua_State *L, reader_t *r)
 {
     const char *s = ++r->p;
-    const char *q = s;
-    while (*q != '"' && *q != '\\')
-        q++;
-    if (*q == '"') {                        /* no escapes: the bytes themselves */
+    /* valid JSON: the first quote ends the string unless a backslash
+     * comes before it (memchr: a word at a time, not a byte) */
+    const char *q = memchr(s, '"', (size_t)(r->end - s));
+    if (!memchr(s, '\\', (size_t)(q - s))) {   /* no escapes: the bytes themselves */
         lua_pushlstring(L, s, (size_t)(q - s));
         r->p = q + 1;
         return;
     }
+    q = s;
+    while (*q != '"' && *q != '\\')
+        q++;
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     for (;;) {
@@ -149,7 +205,7 @@ static void read_number(lua_State *L, reader_t *r)
                 return;
             }
         }
-        luamsg_push_raw_json(L, s, len);   /* beyond 64 bits: its digits, kept */
+        lua_json_push_raw(L, s, len);   /* beyond 64 bits: its digits, kept */
         return;
     }
     double v;
@@ -166,53 +222,104 @@ static void read_number(lua_State *L, reader_t *r)
         lua_pop(L, 1);                      /* the buffer's box */
     }
     if (isinf(v))                           /* 1e400: no double holds it, keep its text */
-        luamsg_push_raw_json(L, s, len);
+        lua_json_push_raw(L, s, len);
     else
         lua_pushnumber(L, v);
 }
 
 static void read_value(lua_State *L, reader_t *r, int depth);
 
+/* Values are read onto the stack first, at most GATHER_MAX at a time,
+ * and the table is made with their count (no rehash as it grows): an
+ * object's keys and values, or an array's values, are then set in the
+ * order read (a repeated key: the last wins, as in lua-cjson). */
+#define GATHER_MAX 64
+
+/* Sets the n key/value pairs above the table at `t` into it, popping them. */
+static void flush_pairs(lua_State *L, int t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        lua_pushvalue(L, t + 1 + 2 * i);
+        lua_pushvalue(L, t + 2 + 2 * i);
+        lua_rawset(L, t);
+    }
+    lua_settop(L, t);
+}
+
 static void read_array(lua_State *L, reader_t *r, int depth)
 {
     r->p++;
-    lua_newtable(L);
-    push_array_mt(L);
-    lua_setmetatable(L, -2);
     skip_ws(r);
     if (*r->p == ']') {
         r->p++;
+        lua_createtable(L, 0, 0);
+        push_array_mt(L);
+        lua_setmetatable(L, -2);
         return;
     }
-    for (lua_Integer i = 1;; i++) {
+    luaL_checkstack(L, GATHER_MAX + 4, "json.decode: nesting too deep");
+    int base = lua_gettop(L);       /* the values go above it */
+    int n = 0, t = 0;               /* t: the table, once made */
+    lua_Integer next = 1;
+    bool more = true;
+    while (more) {
         read_value(L, r, depth + 1);
-        lua_rawseti(L, -2, i);
+        n++;
         skip_ws(r);
-        if (*r->p++ == ']')
-            return;
-        skip_ws(r);
+        more = *r->p++ != ']';
+        if (more)
+            skip_ws(r);
+        if (n == GATHER_MAX || !more) {
+            if (!t) {
+                lua_createtable(L, more ? 2 * n : n, 0);
+                push_array_mt(L);
+                lua_setmetatable(L, -2);
+                lua_insert(L, base + 1);
+                t = base + 1;
+            }
+            for (int i = 0; i < n; i++) {
+                lua_pushvalue(L, t + 1 + i);
+                lua_rawseti(L, t, next + i);
+            }
+            lua_settop(L, t);
+            next += n;
+            n = 0;
+        }
     }
 }
 
 static void read_object(lua_State *L, reader_t *r, int depth)
 {
     r->p++;
-    lua_newtable(L);
     skip_ws(r);
     if (*r->p == '}') {
         r->p++;
+        lua_createtable(L, 0, 0);
         return;
     }
-    for (;;) {
+    luaL_checkstack(L, 2 * GATHER_MAX + 4, "json.decode: nesting too deep");
+    int base = lua_gettop(L);
+    int n = 0, t = 0;
+    bool more = true;
+    while (more) {
         read_string(L, r);
         skip_ws(r);
         r->p++;                             /* ':' */
         read_value(L, r, depth + 1);
-        lua_rawset(L, -3);                  /* a repeated key: the last wins, as in cjson */
+        n++;
         skip_ws(r);
-        if (*r->p++ == '}')
-            return;
-        skip_ws(r);
+        more = *r->p++ != '}';
+        if (more)
+            skip_ws(r);
+        if (n == GATHER_MAX || !more) {
+            if (!t) {
+                lua_createtable(L, 0, more ? 2 * n : n);
+                lua_insert(L, base + 1);
+                t = base + 1;
+            }
+            flush_pairs(L, t, n);
+            n = 0;
+        }
     }
 }
 
@@ -231,16 +338,11 @@ static void read_value(lua_State *L, reader_t *r, int depth)
     }
 }
 
-/* The registry's decode (SANDBOX_JSON_DECODE): for text the broker
- * checked already (payloads, fields, messages of read envelopes), whose
- * caller charged it (luamsg_push_decoded): not scanned again. */
-static int decode_checked_text(lua_State *L)
+void lua_json_push_checked(lua_State *L, const char *text, size_t len)
 {
-    size_t len;
-    const char *text = luaL_checklstring(L, 1, &len);
+    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "json.decode");
     reader_t r = {text, text + len};
     read_value(L, &r, 0);
-    return 1;
 }
 
 int lua_json_decode(lua_State *L)
@@ -274,6 +376,10 @@ typedef struct {
     char *data;
     size_t len, cap;
     double visited, charged;    /* instructions' worth of the values written, charged */
+    bool unsure;                /* wrote what may not be a payload the scanner accepts
+                                   (non-ASCII bytes, a bus.json value, deep nesting) */
+    lua_json_text_t *owned;     /* lua_json_encode_send: the text is a block of the
+                                   state's allocator, not a box (no object to collect) */
 } writer_t;
 
 static void grow(writer_t *w, size_t need)
@@ -287,6 +393,18 @@ static void grow(writer_t *w, size_t need)
     if (cap > left)
         luaL_error(w->L, "json.encode: the text needs more than %f bytes, more than the memory "
                          "left (%f)", (double)(w->len + need), (double)left);
+    if (w->owned) {
+        /* the state's allocator: counted against its cap and charged as
+         * any allocation; the caller frees it, also after an error */
+        void *ud;
+        lua_Alloc alloc = lua_getallocf(w->L, &ud);
+        char *bigger = alloc(ud, w->data, w->cap, cap);
+        if (!bigger)
+            luaL_error(w->L, "not enough memory");
+        w->owned->data = w->data = bigger;
+        w->owned->cap = w->cap = cap;
+        return;
+    }
     char *bigger = lua_newuserdatauv(w->L, cap, 0);
     if (w->len)
         memcpy(bigger, w->data, w->len);
@@ -329,34 +447,89 @@ static void charge_visits(lua_State *L, writer_t *w, bool last)
     }
 }
 
+/* Whether any of the 8 bytes in v is < 0x20, '"', '\\' or >= 0x80 (exact
+ * as a yes/no: the usual "has a zero byte" tests). */
+static inline bool word_special(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t quote = v ^ (ones * '"'), slash = v ^ (ones * '\\');
+    return (((v - ones * 0x20) & ~v) | ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+            v) & highs;
+}
+
+/* The bytes a string holds as they are: not < 0x20, '"', '\\', nor >= 0x80
+ * (those are copied too, but the scanner judges them). */
+static const bool plain_byte[256] = {
+    [0x20] = 1, [0x21] = 1, [0x23 ... 0x5B] = 1, [0x5D ... 0x7F] = 1,
+};
+
 static void write_string(writer_t *w, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
+    if (w->cap - w->len < len + 2)
+        grow(w, len + 2);
     add_char(w, '"');
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        add(w, s + start, i - start);
-        start = i + 1;
-        add_char(w, '\\');
-        switch (c) {
-        case '"': add_char(w, '"'); break;
-        case '\\': add_char(w, '\\'); break;
-        case '\n': add_char(w, 'n'); break;
-        case '\r': add_char(w, 'r'); break;
-        case '\t': add_char(w, 't'); break;
-        case '\b': add_char(w, 'b'); break;
-        case '\f': add_char(w, 'f'); break;
-        default: {
-            char u[5] = {'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            add(w, u, 5);
+    size_t start = 0, i = 0;
+    while (i < len) {
+        size_t stop = len;
+        uint64_t v;
+        if (len - i >= 8) {
+            memcpy(&v, s + i, 8);
+            if (!word_special(v)) {
+                i += 8;                     /* 8 plain bytes */
+                continue;
+            }
+            stop = i + 8;
+        } else if (len >= 8) {
+            memcpy(&v, s + len - 8, 8);     /* the last 8, some seen already */
+            if (!word_special(v))
+                break;
         }
+        for (; i < stop; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (plain_byte[c])
+                continue;
+            if (c >= 0x80) {                /* copied as it is: the scanner judges it */
+                w->unsure = true;
+                continue;
+            }
+            add(w, s + start, i - start);
+            start = i + 1;
+            add_char(w, '\\');
+            switch (c) {
+            case '"': add_char(w, '"'); break;
+            case '\\': add_char(w, '\\'); break;
+            case '\n': add_char(w, 'n'); break;
+            case '\r': add_char(w, 'r'); break;
+            case '\t': add_char(w, 't'); break;
+            case '\b': add_char(w, 'b'); break;
+            case '\f': add_char(w, 'f'); break;
+            default: {
+                char u[5] = {'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                add(w, u, 5);
+            }
+            }
         }
     }
     add(w, s + start, len - start);
     add_char(w, '"');
+}
+
+/* An integer's digits (snprintf's %lld costs ten times this). */
+static int format_int(int64_t v, char out[24])
+{
+    char tmp[24];
+    int n = 0, k = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[k++] = '-';
+    while (n)
+        out[k++] = tmp[--n];
+    return k;
 }
 
 /* A float in the fewest significant digits (15..17) that read back as
@@ -385,7 +558,7 @@ static void write_number(lua_State *L, writer_t *w, int index)
     char out[40];
     int n;
     if (lua_isinteger(L, index))
-        n = snprintf(out, sizeof out, "%" PRId64, (int64_t)lua_tointeger(L, index));
+        n = format_int((int64_t)lua_tointeger(L, index), out);
     else
         n = format_float(L, (double)lua_tonumber(L, index), out);
     add(w, out, (size_t)n);
@@ -442,7 +615,7 @@ static void write_key(lua_State *L, writer_t *w, int key)
     char out[40];
     int n;
     if (lua_isinteger(L, key))
-        n = snprintf(out, sizeof out, "%" PRId64, (int64_t)lua_tointeger(L, key));
+        n = format_int((int64_t)lua_tointeger(L, key), out);
     else
         n = format_float(L, (double)lua_tonumber(L, key), out);
     write_string(w, out, (size_t)n);
@@ -453,6 +626,8 @@ static void write_table(lua_State *L, writer_t *w, int index, int depth)
     if (depth >= LUA_JSON_MAX_DEPTH)
         luaL_error(L, "json.encode: tables nested more than %d deep", LUA_JSON_MAX_DEPTH);
     luaL_checkstack(L, 6, "json.encode: nesting too deep");
+    if (depth >= LUA_JSON_MAX_DEPTH - 2)
+        w->unsure = true;                   /* near the scanner's limit for a payload */
     lua_Integer n;
     if (array_length(L, index, &n)) {
         add_char(w, '[');
@@ -506,10 +681,11 @@ static void write_value(lua_State *L, writer_t *w, int index, int depth)
         /* fall through */
     default: {
         size_t len;
-        const char *raw = luamsg_raw_json(L, index, &len);
+        const char *raw = lua_json_raw(L, index, &len);
         if (!raw)
             luaL_error(L, "json.encode: cannot encode a %s", luaL_typename(L, index));
         add(w, raw, len);
+        w->unsure = true;                   /* its nesting adds to the depth here */
     }
     }
 }
@@ -525,6 +701,30 @@ int lua_json_encode(lua_State *L)
     sandbox_charge(L, (double)w.len / SANDBOX_SCAN_BYTES_PER_UNIT, "json.encode");
     lua_pushlstring(L, w.data ? w.data : "", w.len);
     return 1;
+}
+
+int lua_json_encode_send(lua_State *L)
+{
+    lua_json_text_t *out = lua_touserdata(L, 2);
+    lua_settop(L, 1);
+    writer_t w = {.L = L, .owned = out};
+    write_value(L, &w, 1, 0);
+    charge_visits(L, &w, true);
+    sandbox_charge(L, (double)w.len / SANDBOX_SCAN_BYTES_PER_UNIT, "json.encode");
+    out->len = w.len;
+    out->unsure = w.unsure;
+    return 0;
+}
+
+void lua_json_text_free(lua_State *L, lua_json_text_t *t)
+{
+    if (t->data) {
+        void *ud;
+        lua_Alloc alloc = lua_getallocf(L, &ud);
+        alloc(ud, t->data, t->cap, 0);
+    }
+    t->data = NULL;
+    t->cap = t->len = 0;
 }
 
 /* json.array([t]): t (or a new table) marked as an array. */
@@ -549,10 +749,6 @@ void lua_json_install(lua_State *L)
     lua_setfield(L, -2, "__name");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
 
-    lua_pushcfunction(L, decode_checked_text);
-    lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_DECODE);
-    lua_pushcfunction(L, lua_json_encode);
-    lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
 
     lua_getglobal(L, "json");               /* sandbox.c made it: replace its functions */
     if (!lua_istable(L, -1)) {

@@ -531,7 +531,7 @@ static int later_answer(lua_State *L)
         answer_error(v, &env, code, lua_tostring(L, 2));
     } else {
         size_t len = 0;
-        const char *payload = luamsg_raw_json(L, 1, &len);
+        const char *payload = lua_json_raw(L, 1, &len);
         char *encoded = NULL, err[256];
         if (!payload && !lua_isnoneornil(L, 1)) {
             payload = encoded = luamsg_encode(L, 1, &len, err, sizeof err);
@@ -873,22 +873,20 @@ static int request_body(lua_State *L)
         job->answered = true;
         return 0;
     }
-    /* the response's payload: a bus.json() value's text as it is (held by
-     * the value, on the stack until the response is written), any other
-     * value encoded */
-    size_t len = 0;
-    const char *payload = luamsg_raw_json(L, -3, &len);
-    char *encoded = NULL;
-    if (!payload && !lua_isnil(L, -3)) {
-        payload = encoded = luamsg_encode(L, -3, &len, job->err, sizeof job->err);
-        if (!encoded) {
+    /* the response's payload: a bus.json() value's text as it is, any
+     * other value encoded */
+    if (lua_isnil(L, -3)) {
+        send_response(v, job->env, NULL, 0);
+    } else {
+        luamsg_text_t text;         /* not copied: written straight into the frame */
+        if (!luamsg_encode_text(L, -3, &text, job->err, sizeof job->err)) {
             job->bad_result = true;
             return 0;
         }
+        send_response(v, job->env, text.text, text.len);
+        luamsg_text_free(L, &text);
     }
-    send_response(v, job->env, payload, len);
     job->answered = true;
-    free(encoded);
     return 0;
 }
 

@@ -8,21 +8,15 @@
 #include <lauxlib.h>
 
 #include "json_scan.h"
+#include "lua_json.h"
 #include "sandbox.h"
 
 #define VIEW_METATABLE "smartshop.msg"
-#define JSON_METATABLE "smartshop.json"
 
 /* The state's one view, in the registry under this address (lua_rawgetp:
  * no string to intern on every message). */
 static const char view_key;
 
-/* What a bus.json() userdata holds, so that it is told apart from other
- * userdata by a compare, not by a metatable lookup by name. */
-typedef struct {
-    const void *magic;          /* &json_magic */
-} raw_json_t;
-static const char json_magic;
 
 /* The fields a view has, in view_keys order. */
 #define VIEW_KEY_COUNT 13
@@ -50,24 +44,12 @@ typedef struct {
  * bytes (names, types, actions); longer ones are made anew, as before. */
 #define LAST_MAX_LEN 40
 
-/* Calls the kept lua-cjson function under `key` on one string; pushes its
- * result, or nil if it raised. */
-static void call_json(lua_State *L, const char *key, const char *text, size_t len)
-{
-    lua_getfield(L, LUA_REGISTRYINDEX, key);
-    lua_pushlstring(L, text, len);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        lua_pop(L, 1);
-        lua_pushnil(L);
-    }
-}
-
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
-    /* msg:table() in a loop is one VM instruction a decode: charged, and
-     * refused (raised, not nil) if it cannot fit in the memory left */
-    sandbox_json_decode_check(L, json, len);
-    call_json(L, SANDBOX_JSON_DECODE, json, len);
+    /* msg:table() in a loop is one VM instruction a decode: charged by
+     * length, and refused (raised, not nil) by the state's memory cap;
+     * read in place from the frame's checked bytes (lua_json.c) */
+    lua_json_push_checked(L, json, len);
 }
 
 /* A string field: its bytes, or, if it has escapes, its decoded value. */
@@ -281,43 +263,12 @@ static int raw_json_new(lua_State *L)
         if (!json_scan_member_value(trimmed, len, &why))
             return luaL_error(L, "bus.json: not a payload the broker can send: %s", why);
     }
-    raw_json_t *raw = lua_newuserdatauv(L, sizeof *raw, 1);
-    raw->magic = &json_magic;
     if (trimmed == text && len == lua_rawlen(L, 1))
         lua_pushvalue(L, 1);
     else
         lua_pushlstring(L, trimmed, len);
-    lua_setiuservalue(L, -2, 1);
-    luaL_setmetatable(L, JSON_METATABLE);
+    lua_json_wrap_raw(L);
     return 1;
-}
-
-void luamsg_push_raw_json(lua_State *L, const char *text, size_t len)
-{
-    raw_json_t *raw = lua_newuserdatauv(L, sizeof *raw, 1);
-    raw->magic = &json_magic;
-    lua_pushlstring(L, text, len);
-    lua_setiuservalue(L, -2, 1);
-    luaL_setmetatable(L, JSON_METATABLE);
-}
-
-static int raw_json_tostring(lua_State *L)
-{
-    luaL_checkudata(L, 1, JSON_METATABLE);
-    lua_getiuservalue(L, 1, 1);
-    return 1;
-}
-
-const char *luamsg_raw_json(lua_State *L, int index, size_t *len)
-{
-    const raw_json_t *raw = lua_touserdata(L, index);
-    if (lua_type(L, index) != LUA_TUSERDATA || lua_rawlen(L, index) != sizeof *raw ||
-        raw->magic != &json_magic)
-        return NULL;
-    lua_getiuservalue(L, index, 1);
-    const char *text = lua_tolstring(L, -1, len);
-    lua_pop(L, 1);          /* the userdata still holds the string */
-    return text;
 }
 
 void luamsg_push_json_maker(lua_State *L)
@@ -328,12 +279,7 @@ void luamsg_push_json_maker(lua_State *L)
 
 void luamsg_init(lua_State *L)
 {
-    luaL_newmetatable(L, JSON_METATABLE);
-    lua_pushcfunction(L, raw_json_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "json");
-    lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 1);
+    lua_json_init_raw(L);
 
     view_t *view = lua_newuserdatauv(L, sizeof *view, UV_COUNT);
     memset(view->last, 0, sizeof view->last);
@@ -397,31 +343,18 @@ void luamsg_release(lua_State *L)
     }
 }
 
-static char *copy_text(const char *text, size_t n, size_t *len)
-{
-    char *copy = malloc(n + 1);
-    if (copy) {
-        memcpy(copy, text, n);
-        copy[n] = '\0';
-        *len = n;
-    }
-    return copy;
-}
-
-char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen)
+bool luamsg_encode_text(lua_State *L, int index, luamsg_text_t *out, char *err, size_t errlen)
 {
     index = lua_absindex(L, index);
-    size_t raw_len;
-    const char *raw = luamsg_raw_json(L, index, &raw_len);
-    if (raw) {
-        char *copy = copy_text(raw, raw_len, len);
-        if (!copy)
-            snprintf(err, errlen, "out of memory");
-        return copy;
-    }
-    lua_getfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
+    memset(out, 0, sizeof *out);
+    out->text = lua_json_raw(L, index, &out->len);
+    if (out->text)
+        return true;                        /* held by the value itself */
+    lua_json_text_t *t = &out->owned;
+    lua_pushcfunction(L, lua_json_encode_send);     /* light: nothing allocated */
     lua_pushvalue(L, index);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pushlightuserdata(L, t);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         const sandbox_t *sb = sandbox_of(L);
         if (sandbox_over_budget(sb))        /* an allocation refused for it says "not enough memory" */
             snprintf(err, errlen, "cannot encode the message: instruction budget exhausted%s%s",
@@ -430,38 +363,42 @@ char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errl
             snprintf(err, errlen, "cannot encode the message: %s",
                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error");
         lua_pop(L, 1);
-        return NULL;
+        lua_json_text_free(L, t);
+        return false;
     }
-    size_t n;
-    const char *text = lua_tolstring(L, -1, &n);
-    char *copy = malloc(n + 1);
+    /* lua_json copies a Lua string's bytes as they are and nests as deep
+     * as a table goes: what it could not vouch for is scanned, and refused
+     * here as the broker would refuse it as bad_json from anyone else */
+    const char *why = NULL;
+    if (t->unsure && !json_scan_member_value(t->data, t->len, &why)) {
+        snprintf(err, errlen, "cannot send the encoded value: %s", why);
+        lua_json_text_free(L, t);
+        return false;
+    }
+    out->text = t->data;
+    out->len = t->len;
+    return true;
+}
+
+void luamsg_text_free(lua_State *L, luamsg_text_t *t)
+{
+    lua_json_text_free(L, &t->owned);
+    t->text = NULL;
+}
+
+char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen)
+{
+    luamsg_text_t t;
+    if (!luamsg_encode_text(L, index, &t, err, errlen))
+        return NULL;
+    char *copy = malloc(t.len + 1);
     if (copy) {
-        /* lua-cjson writes '/' as "\/"; JSON does not ask for it, and the
-         * broker compares ids by their bytes: write '/' plain */
-        size_t out = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (text[i] == '\\' && i + 1 < n) {
-                if (text[i + 1] != '/')
-                    copy[out++] = text[i];
-                copy[out++] = text[++i];
-            } else {
-                copy[out++] = text[i];
-            }
-        }
-        copy[out] = '\0';
-        *len = out;
-        /* lua-cjson copies a Lua string's bytes as they are and nests
-         * deeper than a message may: refuse here what the broker would
-         * refuse as bad_json from anyone else */
-        const char *why = NULL;
-        if (!json_scan_member_value(copy, out, &why)) {
-            snprintf(err, errlen, "cannot send the encoded value: %s", why);
-            free(copy);
-            copy = NULL;
-        }
+        memcpy(copy, t.text, t.len);
+        copy[t.len] = '\0';
+        *len = t.len;
     } else {
         snprintf(err, errlen, "out of memory");
     }
-    lua_pop(L, 1);
+    luamsg_text_free(L, &t);
     return copy;
 }

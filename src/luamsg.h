@@ -3,8 +3,8 @@
  * The one place where envelopes cross between C and Lua. A hook gets a
  * light view (one userdata reused for every message) whose fields are
  * read from the frame's bytes when Lua asks: a hook that reads msg.dst
- * costs a string push, and the payload is decoded with lua-cjson only when
- * read. The view is valid only during the call it was passed to.
+ * costs a string push, and the payload is decoded (lua_json.c, from the
+ * frame's bytes) only when read. The view is valid only during the call it was passed to.
  *
  * Every function here but luamsg_release calls Lua: use them inside a
  * sandbox_protected() body (or a C function Lua called). Decoding is
@@ -18,6 +18,7 @@
 #include <lua.h>
 
 #include "envelope.h"
+#include "lua_json.h"
 
 /* Sets up the view's metatable in a state (once, after sandbox_new). */
 void luamsg_init(lua_State *L);
@@ -29,25 +30,29 @@ void luamsg_push(lua_State *L, const envelope_t *env);
  * safe after sandbox_protected() returns, whatever happened inside. */
 void luamsg_release(lua_State *L);
 
-/* Encodes the Lua value at `index` as JSON with lua-cjson (a bus.json()
- * value as its text), checked to be valid JSON in UTF-8. Returns a
- * malloc'd text (caller frees) or NULL with the reason in `err`. */
+/* Encodes the Lua value at `index` as JSON with lua_json.c (a bus.json()
+ * value as its text), valid JSON in UTF-8 that may stand as a payload.
+ * Returns a malloc'd text (caller frees) or NULL with the reason in `err`. */
 char *luamsg_encode(lua_State *L, int index, size_t *len, char *err, size_t errlen);
+
+/* The same without the copy: `text` is the value's own (a bus.json()
+ * value: valid while it is) or a block of the state's allocator. Returns
+ * false with the reason in `err`. Free with luamsg_text_free (plain C). */
+typedef struct {
+    const char *text;
+    size_t len;
+    lua_json_text_t owned;
+} luamsg_text_t;
+bool luamsg_encode_text(lua_State *L, int index, luamsg_text_t *out, char *err, size_t errlen);
+void luamsg_text_free(lua_State *L, luamsg_text_t *t);
 
 /* Pushes the function behind bus.json(text): checks that the text is one
  * JSON value and returns a value that is sent as that text, unencoded. */
 void luamsg_push_json_maker(lua_State *L);
 
-/* The JSON text of a bus.json() value at `index`, or NULL if it is not
- * one. The text lives as long as the value. */
-const char *luamsg_raw_json(lua_State *L, int index, size_t *len);
-
-/* Pushes a bus.json() value holding `text` as it is, unchecked: for text
- * the caller knows to be one JSON value (lua_json.c: an integer too large
- * for Lua, kept as its digits). */
-void luamsg_push_raw_json(lua_State *L, const char *text, size_t len);
-
-/* Pushes a JSON text decoded with lua-cjson (nil if it does not decode). */
+/* Pushes the value of a JSON text the broker checked (a read envelope's
+ * payload, field or whole text), decoded by lua_json.c; raises if it does
+ * not fit in the memory left. */
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len);
 
 #endif

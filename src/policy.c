@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 
 #include "log.h"
+#include "lua_json.h"
 #include "luamsg.h"
 #include "reply.h"
 #include "sha256.h"
@@ -198,6 +199,7 @@ static int load_body(lua_State *L)
 {
     load_job_t *job = lua_touserdata(L, 1);
     luamsg_init(L);
+    lua_json_install(L);    /* json.*, payloads and rewrites: as a Lua service's */
     make_ctx(L, job->p);
 
     if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {

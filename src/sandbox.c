@@ -538,9 +538,8 @@ void sandbox_json_decode_check(lua_State *L, const char *text, size_t len)
                       "memory left (%.0f)", len, need, left);
 }
 
-/* json.decode(text): checked, then guarded. The registry's decode
- * (SANDBOX_JSON_DECODE, for luamsg.c, which checks first) is call_cjson
- * on lua-cjson's decode. */
+/* json.decode(text): checked, then guarded (states that install
+ * lua_json.c replace it; luamsg.c decodes with lua_json.c). */
 static int checked_decode(lua_State *L)
 {
     size_t len;
@@ -564,15 +563,10 @@ static void open_json(lua_State *L)
     lua_call(L, 1, 0);
     lua_createtable(L, 0, 3);
     lua_getfield(L, cjson, "decode");
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, call_cjson, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_DECODE);
     lua_pushcclosure(L, checked_decode, 1);
     lua_setfield(L, -2, "decode");
     lua_getfield(L, cjson, "encode");
     lua_pushcclosure(L, charged_encode, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, SANDBOX_JSON_ENCODE);
     lua_setfield(L, -2, "encode");
     lua_getfield(L, cjson, "null");
     lua_setfield(L, -2, "null");

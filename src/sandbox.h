@@ -27,13 +27,6 @@
 
 #include "log.h"
 
-/* Registry keys of the JSON functions C code uses: lua-cjson's decode,
- * guarded but not checked (callers call sandbox_json_decode_check first:
- * luamsg.c), and the charging encode that json.encode is too, kept where
- * scripts cannot replace them. */
-#define SANDBOX_JSON_DECODE "smartshop.json_decode"
-#define SANDBOX_JSON_ENCODE "smartshop.json_encode"
-
 /* What C work costs, in instructions. Measured on the development machine
  * (docs/lua-services.md, "Limits"): a VM instruction ~5-11 ns, a byte
  * decoded by lua-cjson or read by utf8.len ~4 ns, a copy of string.rep's

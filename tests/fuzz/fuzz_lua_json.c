@@ -15,6 +15,10 @@
  *   array array, big integer the same digits; and which lua-cjson decodes
  *   to the same tree as the original text (ours writes nothing lua-cjson
  *   reads differently);
+ * - the send path (lua_json_encode_send, luamsg_encode_text) writes what
+ *   json.encode writes, and skips the scanner only for text it accepts;
+ *   with the input's bytes as a Lua string (any bytes: value and key) it
+ *   sends exactly what the scanner accepts;
  * - nothing leaks, no Lua error escapes (the state is never broken). */
 #include <math.h>
 #include <stdint.h>
@@ -40,7 +44,7 @@ static bool as_double(lua_State *L, int i, double *out)
         return true;
     }
     size_t len;
-    const char *raw = luamsg_raw_json(L, i, &len);
+    const char *raw = lua_json_raw(L, i, &len);
     if (!raw)
         return false;
     char tmp[512];
@@ -89,7 +93,7 @@ static void same(lua_State *L, int a, int b, bool strict, int array_mt, int dept
                 FUZZ_ASSERT(lua_isinteger(L, a) == lua_isinteger(L, b), "an integer became a float or back");
             else {
                 size_t la, lb;
-                const char *ra = luamsg_raw_json(L, a, &la), *rb = luamsg_raw_json(L, b, &lb);
+                const char *ra = lua_json_raw(L, a, &la), *rb = lua_json_raw(L, b, &lb);
                 FUZZ_ASSERT(la == lb && memcmp(ra, rb, la) == 0, "kept digits differ");
             }
         }
@@ -142,6 +146,38 @@ static int call_cjson_decode(lua_State *L)
     return 1;
 }
 
+/* The value at `index` through the send path: lua_json_encode_send
+ * writes `expect` (json.encode's text; NULL: any), and a text it
+ * vouches for (unsure = false) is one the scanner accepts; then
+ * luamsg_encode_text sends exactly what the scanner accepts. */
+static void check_send(lua_State *L, int index, const char *expect, size_t expect_len)
+{
+    lua_json_text_t t = {NULL, 0, 0, false};
+    lua_pushcfunction(L, lua_json_encode_send);
+    lua_pushvalue(L, index);
+    lua_pushlightuserdata(L, &t);
+    int ok = lua_pcall(L, 2, 0, 0) == LUA_OK;
+    if (!ok)
+        lua_pop(L, 1);
+    FUZZ_ASSERT(ok || !expect, "the send path cannot encode what json.encode did");
+    const char *why = NULL;
+    bool valid = ok && json_scan_member_value(t.data, t.len, &why);
+    if (ok && expect)
+        FUZZ_ASSERT(t.len == expect_len && memcmp(t.data, expect, t.len) == 0,
+                    "the send path wrote %.*s, json.encode %.*s", (int)t.len, t.data,
+                    (int)expect_len, expect);
+    if (ok && !t.unsure)
+        FUZZ_ASSERT(valid, "the send path vouched for bad JSON (%s): %.*s", why, (int)t.len,
+                    t.data);
+    lua_json_text_free(L, &t);
+    luamsg_text_t sent;
+    char err[256];
+    bool sent_ok = luamsg_encode_text(L, index, &sent, err, sizeof err);
+    FUZZ_ASSERT(sent_ok == valid, "luamsg_encode_text %s what the scanner %s: %s",
+                sent_ok ? "sent" : "refused", valid ? "accepts" : "refuses", sent_ok ? "" : err);
+    luamsg_text_free(L, &sent);
+}
+
 static int body(lua_State *L)
 {
     job_t *job = lua_touserdata(L, 1);
@@ -161,6 +197,15 @@ static int body(lua_State *L)
     FUZZ_ASSERT(ours_ok == job->valid, "ours %s what the scanner %s: %s",
                 ours_ok ? "decoded" : "refused", job->valid ? "accepts" : "refuses",
                 ours_ok ? "" : lua_tostring(L, -1));
+    /* the input's bytes as a Lua string (any bytes), a value and a key */
+    lua_createtable(L, 0, 2);
+    lua_pushlstring(L, job->text, job->len);
+    lua_setfield(L, -2, "s");
+    lua_pushlstring(L, job->text, job->len);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    check_send(L, lua_gettop(L), NULL, 0);
+    lua_pop(L, 1);
     if (!ours_ok)
         return 0;
     int ours = lua_gettop(L);
@@ -195,6 +240,10 @@ static int body(lua_State *L)
     lua_pushvalue(L, text2);
     FUZZ_ASSERT(lua_pcall(L, 1, 1, 0) == LUA_OK, "lua-cjson cannot read what ours wrote");
     same(L, theirs, -1, false, array_mt, 0);
+
+    /* what the broker sends (luamsg_encode_text): the same text, and
+     * written unscanned only where the scanner accepts it */
+    check_send(L, ours, again, len);
     return 0;
 }
 

@@ -35,6 +35,11 @@ function filter(msg)
   if a == "no_payload" then
     return false, show(msg.payload)
   end
+  if a == "exact" then
+    local p = msg.payload
+    return false, json.encode({n = show(p.n), x = show(p.x), big = p.big, empty = p.empty,
+                               obj = p.obj})
+  end
   if a == "raw" then
     return false, msg.raw
   end
@@ -160,6 +165,21 @@ class FilterTest(HooksCase):
         c.send(req)
         _, got = svc.recv()
         self.assertEqual(got["msg_id"], req["msg_id"])
+
+    def test_the_payload_keeps_integers_and_arrays(self):
+        # the policy reads payloads with the services' codec (lua_json.c):
+        # 3 is an integer, 2^53 + 1 keeps its digits, [] stays an array, in
+        # what the hook sees and in a rewrite it returns
+        c = self.peer(name="shop-ui")
+        payload = {"n": 3, "x": 2.5, "big": 9007199254740993, "empty": [], "obj": {}}
+        req = c.request("nobody", action="exact", payload=payload)
+        got = self.denied_reason(c, req)
+        self.assertEqual(json.loads(got), dict(payload, n="integer", x="float"), got)
+        self.assertIn('"big":9007199254740993', got)
+        svc = self.peer(register=uid("svc"))
+        req = c.request(svc.name, action="rewrite", payload=dict(payload))
+        frames, got = svc.recv()
+        self.assertEqual(got["payload"], dict(payload, seen_by_policy=True), frames[-1])
 
     def test_filter_sees_answers(self):
         c = self.peer(name="shop-ui")
