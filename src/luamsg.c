@@ -1,6 +1,7 @@
 /* luamsg: envelopes between C and Lua. See luamsg.h. */
 #include "luamsg.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +12,6 @@
 #include "lua_json.h"
 #include "sandbox.h"
 
-#define VIEW_METATABLE "smartshop.msg"
-
 /* The state's one view, in the registry under this address (lua_rawgetp:
  * no string to intern on every message). */
 static const char view_key;
@@ -21,28 +20,50 @@ static const char view_key;
 /* The fields a view has, in view_keys order. */
 #define VIEW_KEY_COUNT 13
 
+/* How a read is served. The view is a userdata whose metatable's __index
+ * is, during a call, a plain table of fields kept for the message's type:
+ * a field found there costs the VM one table lookup, no call into C (a
+ * call into C from __index costs ~450 instructions with the budget's hook
+ * on). What is not there falls to that table's own __index, view_index
+ * (C), which pushes the value and stores it in the table. Before each
+ * call luamsg_push brings the table of the message's type up to date for
+ * the fields that hooks read from messages of that type before (the
+ * fields of a message are the same few, message after message, and most
+ * of their values too: a field whose bytes have not changed is left as it
+ * is). Before a call that does not push a view, the view gets a
+ * metatable whose __index is an empty table (luamsg_enter, from
+ * sandbox_protected), so that a view kept past its call finds nothing
+ * there and view_index raises; a call that pushes a view gives it its
+ * type's metatable first thing, before any Lua code runs (no swap at all
+ * while messages of one type follow each other). A script
+ * never reaches these tables (the metatable is hidden; msg is read-only). */
 typedef struct {
     const envelope_t *env;      /* NULL outside the call it was passed to */
     const char *payload_text;   /* the string msg.payload_json gave in this call (kept
-                                   alive in user value 2), or NULL */
-    bool cached;                /* user value 1 or 2 holds this message's payload */
+                                   alive in the fields table), or NULL */
     int ref;                    /* the view in the registry (an array slot: no hash) */
+    int armed;                  /* the type whose metatable the view has, or -1 */
+    bool will_push;             /* the next call pushes a view (luamsg_will_push) */
+    const void *fields[MT__COUNT]; /* the fields tables, by address */
+    uint16_t filled[MT__COUNT]; /* the keys set in each, by view_keys index */
+    uint16_t guess[MT__COUNT];  /* the keys to bring up to date before a call */
     const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
                                             a read is told by one compare a key */
     struct {
-        const char *text;       /* the last string read of each field (kept alive in
-                                   user value UV_LAST + field), or NULL */
+        const char *text;       /* a string field's value in the fields table (kept
+                                   alive there), or NULL */
         size_t len;
-    } last[EF__COUNT];
+    } held[MT__COUNT][VIEW_KEY_COUNT];
 } view_t;
 
-/* The view's user values: 1 msg.payload, 2 msg.payload_json, then the
- * last string read of each envelope field. */
-#define UV_LAST 3
-#define UV_COUNT (UV_LAST + EF__COUNT)
-/* Longest string kept as a field's last: Lua interns strings up to 40
- * bytes (names, types, actions); longer ones are made anew, as before. */
-#define LAST_MAX_LEN 40
+/* The view's user values. Its metatable is, during a call, the one of the
+ * message's type (its __index: that type's fields table), else the
+ * released one (__index: a table with nothing but msg.table). */
+#define UV_FIELDS 1                     /* + type: the fields tables */
+#define UV_META (UV_FIELDS + MT__COUNT) /* + type: the metatables; + MT__COUNT: released */
+#define UV_KEYS (UV_META + MT__COUNT + 1) /* + key index: the keys' strings */
+#define UV_TYPES (UV_KEYS + VIEW_KEY_COUNT) /* + type: the names of the types */
+#define UV_COUNT (UV_TYPES + MT__COUNT - 1)
 
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
@@ -55,37 +76,12 @@ void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 /* A string field: its bytes, or, if it has escapes, its decoded value. */
 static void push_string_field(lua_State *L, const env_value_t *v)
 {
-    if (v->kind != JSON_STRING) {
-        lua_pushnil(L);
-    } else if (!v->escaped) {
+    if (!v->escaped) {
         lua_pushlstring(L, v->ptr, v->len);
     } else {
         /* the quotes around the content are in the frame: decode them too */
         luamsg_push_decoded(L, v->ptr - 1, v->len + 2);
     }
-}
-
-/* A string field of the view at stack index 1: the string pushed the
- * last time this field was read, if the bytes are the same (a compare
- * instead of Lua hashing them to find its interned string: dst and action
- * repeat from message to message), else a new one, kept as the last. */
-static void push_name_field(lua_State *L, view_t *view, env_field_t f)
-{
-    const env_value_t *v = &view->env->f[f];
-    if (v->kind != JSON_STRING || v->escaped || v->len > LAST_MAX_LEN) {
-        push_string_field(L, v);
-        return;
-    }
-    if (view->last[f].text && view->last[f].len == v->len &&
-        memcmp(view->last[f].text, v->ptr, v->len) == 0) {
-        lua_getiuservalue(L, 1, UV_LAST + (int)f);
-        return;
-    }
-    lua_pushlstring(L, v->ptr, v->len);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_LAST + (int)f);
-    view->last[f].text = lua_tostring(L, -1);
-    view->last[f].len = v->len;
 }
 
 /* The view these methods were made for (their upvalue 1), if argument 1
@@ -111,9 +107,7 @@ static int view_table(lua_State *L)
 }
 
 /* The fields a view has. A read finds its key by the address of the key's
- * string: Lua interns short strings, so equal names are one object (the
- * view's __index holds them as upvalues, after the view, and after them
- * the names of the message types, pushed for msg.type without a hash). */
+ * string: Lua interns short strings, so equal names are one object. */
 typedef enum { K_STRING, K_PAYLOAD, K_PAYLOAD_JSON, K_TTL_MS, K_RAW, K_TABLE } view_key_kind_t;
 
 static const struct {
@@ -132,82 +126,118 @@ static const struct {
     {"topic", 5, K_STRING, EF_TOPIC},
 };
 _Static_assert(sizeof view_keys / sizeof view_keys[0] == VIEW_KEY_COUNT, "one address per key");
-#define UPVALUE_TYPE_NAMES (2 + VIEW_KEY_COUNT)  /* + msg_type_t */
+_Static_assert(VIEW_KEY_COUNT <= 16, "a key set fits in 16 bits");
 
-/* msg.payload: decoded once per message, cached in user value 1 */
-static void push_payload(lua_State *L, const envelope_t *env)
+/* The keys brought up to date before a call: cheap to push and the same
+ * few message after message (a payload is decoded only when read). */
+#define GUESSABLE(kind) ((kind) == K_STRING || (kind) == K_TTL_MS)
+
+/* Pushes the value of key i of the view at `vi`; false (nothing pushed)
+ * if the message has no such field. */
+static bool push_key_value(lua_State *L, view_t *view, int vi, size_t i)
 {
-    lua_getiuservalue(L, 1, 1);
-    if (!lua_isnil(L, -1))
-        return;
-    lua_pop(L, 1);
-    const env_value_t *p = &env->f[EF_PAYLOAD];
-    if (p->kind == JSON_ABSENT || p->kind == JSON_NULL) {
-        lua_pushnil(L);
-        return;
+    const envelope_t *env = view->env;
+    switch (view_keys[i].kind) {
+    case K_STRING: {
+        const env_value_t *v = &env->f[view_keys[i].field];
+        if (v->kind != JSON_STRING)
+            return false;
+        if (view_keys[i].field == EF_TYPE && env->type != MT_NONE && !v->escaped)
+            lua_getiuservalue(L, vi, UV_TYPES + (int)env->type);     /* names made once */
+        else
+            push_string_field(L, v);
+        return true;
     }
-    const char *from = p->kind == JSON_STRING ? p->ptr - 1 : p->ptr;
-    size_t len = p->kind == JSON_STRING ? p->len + 2 : p->len;
-    luamsg_push_decoded(L, from, len);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 1);
-    ((view_t *)lua_touserdata(L, 1))->cached = true;
+    case K_PAYLOAD: {
+        const env_value_t *p = &env->f[EF_PAYLOAD];
+        if (p->kind == JSON_ABSENT || p->kind == JSON_NULL)
+            return false;
+        if (p->kind == JSON_STRING)
+            luamsg_push_decoded(L, p->ptr - 1, p->len + 2);
+        else
+            luamsg_push_decoded(L, p->ptr, p->len);
+        return true;
+    }
+    case K_PAYLOAD_JSON: {
+        /* the payload's bytes as they came, not decoded; remembered (and
+         * kept alive in the fields table) for the call, so that
+         * bus.json(msg.payload_json) need not check it again */
+        const env_value_t *p = &env->f[EF_PAYLOAD];
+        if (p->kind == JSON_ABSENT)
+            lua_pushliteral(L, "null");
+        else if (p->kind == JSON_STRING)
+            lua_pushlstring(L, p->ptr - 1, p->len + 2);
+        else
+            lua_pushlstring(L, p->ptr, p->len);
+        view->payload_text = lua_tostring(L, -1);
+        return true;
+    }
+    case K_TTL_MS:
+        if (!env->ttl_ms)
+            return false;
+        lua_pushinteger(L, env->ttl_ms);
+        return true;
+    case K_RAW:
+        lua_pushlstring(L, env->buf, env->len);
+        return true;
+    case K_TABLE:
+        break;                  /* in every fields table for good (luamsg_init) */
+    }
+    return false;
 }
 
-/* msg.payload_json: the payload's bytes as they came, not decoded. The
- * string is remembered (and kept alive) for the call, so that
- * bus.json(msg.payload_json) need not check it again. */
-static void push_payload_json(lua_State *L, view_t *view)
+/* Whether the fields table of type t holds key i's value for this message
+ * already: a plain string field with the same bytes. */
+static bool held_still(const view_t *view, int t, size_t i)
 {
-    if (view->payload_text) {            /* read before in this call: the same string */
-        lua_getiuservalue(L, 1, 2);
-        return;
-    }
-    const env_value_t *p = &view->env->f[EF_PAYLOAD];
-    if (p->kind == JSON_ABSENT)
-        lua_pushliteral(L, "null");
-    else if (p->kind == JSON_STRING)
-        lua_pushlstring(L, p->ptr - 1, p->len + 2);
-    else
-        lua_pushlstring(L, p->ptr, p->len);
-    view->payload_text = lua_tostring(L, -1);
-    view->cached = true;
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, 2);
+    if (view_keys[i].kind != K_STRING)
+        return false;
+    const env_value_t *v = &view->env->f[view_keys[i].field];
+    const char *text = view->held[t][i].text;
+    return text && v->kind == JSON_STRING && !v->escaped && view->held[t][i].len == v->len &&
+           memcmp(text, v->ptr, v->len) == 0;
 }
 
+/* Sets key i of the fields table at `fi` (type t) to the value on top
+ * (popped) and notes it. */
+static void hold(lua_State *L, view_t *view, int fi, int t, size_t i)
+{
+    const envelope_t *env = view->env;
+    bool plain = view_keys[i].kind == K_STRING &&
+                 !env->f[view_keys[i].field].escaped;
+    view->held[t][i].text = plain ? lua_tostring(L, -1) : NULL;
+    view->held[t][i].len = plain ? env->f[view_keys[i].field].len : 0;
+    lua_rawset(L, fi);
+    view->filled[t] |= (uint16_t)(1u << i);
+}
+
+/* __index of a fields table: a key not in it. Upvalue 1: the view. */
 static int view_index(lua_State *L)
 {
-    view_t *view = *(view_t **)lua_getextraspace(L);
-    if (lua_touserdata(L, 1) != view || !view->env)
-        view = checked_view(L);             /* raises */
-    const envelope_t *env = view->env;
+    view_t *view = lua_touserdata(L, lua_upvalueindex(1));
+    if (!view->env || lua_topointer(L, 1) != view->fields[view->env->type]) {
+        lua_settop(L, 0);
+        lua_pushvalue(L, lua_upvalueindex(1));
+        checked_view(L);                    /* raises: released */
+    }
     const void *key = lua_topointer(L, 2);
     for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
         if (view->key_ptr[i] != key)
             continue;
-        switch (view_keys[i].kind) {
-        case K_STRING:
-            if (view_keys[i].field == EF_TYPE && env->type != MT_NONE &&
-                env_is_plain_string(&env->f[EF_TYPE]))
-                lua_pushvalue(L, lua_upvalueindex(UPVALUE_TYPE_NAMES + (int)env->type));
-            else
-                push_name_field(L, view, view_keys[i].field);
-            break;
-        case K_PAYLOAD: push_payload(L, env); break;
-        case K_PAYLOAD_JSON: push_payload_json(L, view); break;
-        case K_TTL_MS:
-            if (env->ttl_ms)
-                lua_pushinteger(L, env->ttl_ms);
-            else
-                lua_pushnil(L);
-            break;
-        case K_RAW: lua_pushlstring(L, env->buf, env->len); break;
-        case K_TABLE:
-            lua_pushvalue(L, lua_upvalueindex(1));
-            lua_pushcclosure(L, view_table, 1);
-            break;
+        lua_settop(L, 2);
+        lua_pushvalue(L, lua_upvalueindex(1));                  /* 3: the view */
+        if (!push_key_value(L, view, 3, i)) {
+            lua_pushnil(L);
+            return 1;
         }
+        /* kept for the rest of the call, and brought up to date for the
+         * next message of this type */
+        int t = view->env->type;
+        lua_pushvalue(L, 2);
+        lua_pushvalue(L, -2);
+        hold(L, view, 1, t, i);
+        if (GUESSABLE(view_keys[i].kind))
+            view->guess[t] |= (uint16_t)(1u << i);
         return 1;
     }
     luaL_checklstring(L, 2, NULL);          /* msg[1]: an error, as it always was */
@@ -277,37 +307,67 @@ void luamsg_push_json_maker(lua_State *L)
     lua_pushcclosure(L, raw_json_new, 1);
 }
 
+static void luamsg_enter(lua_State *L);
+
 void luamsg_init(lua_State *L)
 {
     lua_json_init_raw(L);
 
     view_t *view = lua_newuserdatauv(L, sizeof *view, UV_COUNT);
-    memset(view->last, 0, sizeof view->last);
-    view->env = NULL;
-    view->payload_text = NULL;
-    view->cached = false;
-    /* its methods hold the view itself (upvalue 1): checked by a compare */
-    luaL_newmetatable(L, VIEW_METATABLE);
+    memset(view, 0, sizeof *view);
+    view->armed = -1;
+    int vi = lua_gettop(L);
+    for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
+        lua_pushlstring(L, view_keys[i].name, view_keys[i].len);
+        view->key_ptr[i] = lua_topointer(L, -1);    /* kept alive as a user value */
+        lua_setiuservalue(L, vi, UV_KEYS + (int)i);
+    }
+    for (int t = 0; t < MT__COUNT; t++) {
+        lua_pushstring(L, msg_type_name((msg_type_t)t));
+        lua_setiuservalue(L, vi, UV_TYPES + t);
+    }
+    /* the fields tables (one a type, and the empty one) share a metatable
+     * whose __index holds the view itself (upvalue 1): checked by a compare */
+    lua_createtable(L, 0, 1);
+    int fields_mt = lua_gettop(L);
+    lua_pushvalue(L, vi);
+    lua_pushcclosure(L, view_index, 1);
+    lua_setfield(L, fields_mt, "__index");
+    lua_pushvalue(L, vi);
+    lua_pushcclosure(L, view_table, 1);             /* msg:table(), in each for good */
+    int table_fn = lua_gettop(L);
     static const struct { const char *name; lua_CFunction fn; } methods[] = {
         {"__newindex", view_newindex}, {"__tostring", view_tostring},
     };
-    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
-        lua_pushvalue(L, -2);
-        lua_pushcclosure(L, methods[i].fn, 1);
-        lua_setfield(L, -2, methods[i].name);
+    for (int t = 0; t <= MT__COUNT; t++) {          /* MT__COUNT: released */
+        lua_createtable(L, 0, t < MT__COUNT ? 8 : 1);
+        lua_pushvalue(L, fields_mt);
+        lua_setmetatable(L, -2);
+        lua_pushliteral(L, "table");
+        lua_pushvalue(L, table_fn);
+        lua_rawset(L, -3);
+        int fields = lua_gettop(L);
+        if (t < MT__COUNT)
+            view->fields[t] = lua_topointer(L, fields);
+        lua_createtable(L, 0, 4);                   /* the view's metatable for it */
+        for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+            lua_pushvalue(L, vi);
+            lua_pushcclosure(L, methods[i].fn, 1);
+            lua_setfield(L, -2, methods[i].name);
+        }
+        lua_pushvalue(L, fields);
+        lua_setfield(L, -2, "__index");
+        lua_pushliteral(L, "message");
+        lua_setfield(L, -2, "__metatable");         /* scripts cannot reach the methods */
+        lua_setiuservalue(L, vi, UV_META + t);
+        if (t < MT__COUNT)
+            lua_setiuservalue(L, vi, UV_FIELDS + t);
+        else
+            lua_pop(L, 1);                          /* held by its metatable */
     }
-    lua_pushvalue(L, -2);
-    for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
-        lua_pushlstring(L, view_keys[i].name, view_keys[i].len);
-        view->key_ptr[i] = lua_topointer(L, -1);    /* kept alive as an upvalue */
-    }
-    for (int t = 0; t < MT__COUNT; t++)
-        lua_pushstring(L, msg_type_name((msg_type_t)t));
-    lua_pushcclosure(L, view_index, UPVALUE_TYPE_NAMES - 1 + MT__COUNT);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "message");
-    lua_setfield(L, -2, "__metatable");   /* scripts cannot reach the methods */
-    lua_setmetatable(L, -2);
+    lua_getiuservalue(L, vi, UV_META + MT__COUNT);
+    lua_setmetatable(L, vi);
+    lua_settop(L, vi);
     lua_pushvalue(L, -1);
     view->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &view_key);
@@ -315,32 +375,111 @@ void luamsg_init(lua_State *L)
      * protected call, whatever happened in it); the view is anchored in
      * the registry, and userdata never move */
     *(view_t **)lua_getextraspace(L) = view;
+    sandbox_set_on_enter(sandbox_of(L), luamsg_enter);
+}
+
+/* Gives the view at `vi` the metatable of type t (MT__COUNT: the released
+ * one). lua_setmetatable on a userdata allocates nothing and, with no
+ * __gc in these metatables, cannot raise. */
+static void set_meta(lua_State *L, int vi, int t)
+{
+    lua_getiuservalue(L, vi, UV_META + t);
+    lua_setmetatable(L, vi);
+}
+
+/* Empties, in the fields table of type t, what is not worth keeping for
+ * the next message of that type (what hooks read lazily: payload, raw;
+ * and a field the next message may lack is checked at the next push). An
+ * existing key set to nil: nothing allocated, cannot raise. */
+static void drop_lazy(lua_State *L, view_t *view, int vi, int t)
+{
+    unsigned lazy = view->filled[t] & ~view->guess[t];
+    if (!lazy)
+        return;
+    lua_getiuservalue(L, vi, UV_FIELDS + t);
+    for (; lazy; lazy &= lazy - 1) {
+        int i = __builtin_ctz(lazy);
+        lua_getiuservalue(L, vi, UV_KEYS + i);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+        view->held[t][i].text = NULL;
+    }
+    lua_pop(L, 1);
+    view->filled[t] &= view->guess[t];
 }
 
 void luamsg_push(lua_State *L, const envelope_t *env)
 {
     view_t *view = *(view_t **)lua_getextraspace(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
+    int vi = lua_gettop(L);
+    int t = env->type;
     view->env = env;
     view->payload_text = NULL;
-    if (view->cached) {
-        lua_pushnil(L);
-        lua_setiuservalue(L, -2, 1);      /* forget the last message's payload */
-        lua_pushnil(L);
-        lua_setiuservalue(L, -2, 2);      /* and its payload_json */
-        view->cached = false;
+    drop_lazy(L, view, vi, t);              /* what the last call of this type read lazily */
+    /* the fields table of this type, brought up to date: the keys hooks
+     * read before, where the value changed or is gone */
+    int fi = 0;                             /* the fields table, once pushed */
+    for (unsigned todo = view->guess[t]; todo; todo &= todo - 1) {
+        int i = __builtin_ctz(todo);
+        if (held_still(view, t, (size_t)i))
+            continue;
+        if (!fi) {
+            lua_getiuservalue(L, vi, UV_FIELDS + t);
+            fi = lua_gettop(L);
+        }
+        lua_getiuservalue(L, vi, UV_KEYS + i);
+        if (push_key_value(L, view, vi, (size_t)i)) {
+            hold(L, view, fi, t, (size_t)i);
+        } else if (view->filled[t] & (1u << i)) {
+            lua_pushnil(L);                 /* absent from this message */
+            lua_rawset(L, fi);
+            view->filled[t] &= (uint16_t)~(1u << i);
+            view->held[t][i].text = NULL;
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    if (fi)
+        lua_settop(L, vi);
+    if (view->armed != t) {
+        set_meta(L, vi, t);
+        view->armed = t;
     }
 }
 
 void luamsg_release(lua_State *L)
 {
-    /* plain C: the cached payload and payload_json strings stay referenced
-     * (user values) until the next luamsg_push clears them */
     view_t *view = *(view_t **)lua_getextraspace(L);
     if (view) {
         view->env = NULL;
         view->payload_text = NULL;
     }
+}
+
+void luamsg_will_push(lua_State *L)
+{
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (view)
+        view->will_push = true;
+}
+
+/* sandbox_protected's on_enter: plain C, with calls that cannot raise. A
+ * call that will not push a view finds it released (and one that will
+ * gets its type's metatable from luamsg_push, first thing). */
+static void luamsg_enter(lua_State *L)
+{
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (!view)
+        return;
+    bool pushing = view->will_push;
+    view->will_push = false;
+    if (pushing || view->armed < 0 || !lua_checkstack(L, 3))
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
+    set_meta(L, lua_gettop(L), MT__COUNT);
+    view->armed = -1;
+    lua_pop(L, 1);
 }
 
 bool luamsg_encode_text(lua_State *L, int index, luamsg_text_t *out, char *err, size_t errlen)

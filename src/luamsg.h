@@ -23,11 +23,20 @@
 /* Sets up the view's metatable in a state (once, after sandbox_new). */
 void luamsg_init(lua_State *L);
 
-/* Pushes the view of `env`. Call luamsg_release() when the call returns. */
+/* Pushes the view of `env`. Call luamsg_release() when the call returns.
+ * The body of a call that pushes a view must do it before any Lua code
+ * runs. */
 void luamsg_push(lua_State *L, const envelope_t *env);
 
+/* Before sandbox_protected, for a call whose body pushes a view (plain C):
+ * the view stays as it is until luamsg_push, instead of being made
+ * unreadable first (what every other call does; sandbox_protected calls
+ * luamsg.c for it). Only saves work: forgetting it is safe. */
+void luamsg_will_push(lua_State *L);
+
 /* Detaches the view from the envelope it showed. Plain C, no Lua call:
- * safe after sandbox_protected() returns, whatever happened inside. */
+ * safe after sandbox_protected() returns, whatever happened inside (a
+ * view kept past its call raises when read, in any later call). */
 void luamsg_release(lua_State *L);
 
 /* Encodes the Lua value at `index` as JSON with lua_json.c (a bus.json()

@@ -399,6 +399,8 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
 {
     policy_t *p = job->p;
     job->verdict = POLICY_PASS;
+    if (job->env)
+        luamsg_will_push(sandbox_state(p->sandbox));    /* a message hook */
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
     luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {
@@ -512,6 +514,7 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
     hook_job_t job = {.p = p, .env = env, .text = text, .textlen = textlen, .rewritten = rewritten,
                       .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
     job.verdict = POLICY_PASS;
+    luamsg_will_push(sandbox_state(p->sandbox));
     int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
     luamsg_release(sandbox_state(p->sandbox));
     if (rc < 0) {

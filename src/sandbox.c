@@ -874,6 +874,8 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     sb->over_budget = false;
     sb->alloc_uncharged = 0;
     sb->refused[0] = '\0';
+    if (sb->on_enter)
+        sb->on_enter(L);
     sb->in_call = true;
     int status = lua_pcall(L, 1, 0, base + 1);
     sb->in_call = false;
@@ -897,6 +899,11 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     lua_gc(L, LUA_GCCOLLECT);
     sb->panic_jump = NULL;
     return -1;
+}
+
+void sandbox_set_on_enter(sandbox_t *sb, void (*fn)(lua_State *L))
+{
+    sb->on_enter = fn;
 }
 
 void sandbox_new_budget(lua_State *L)

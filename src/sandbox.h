@@ -67,6 +67,9 @@ typedef struct sandbox {
     char refused[120];          /* what a charge refused, for the error text */
     jmp_buf *panic_jump;        /* the running sandbox_protected's way back */
     log_ratelimit_t log_limit;  /* a script's log lines: bounded, like everything */
+    void (*on_enter)(lua_State *L); /* called by sandbox_protected before the body
+                                   runs, outside its protection: plain C that cannot
+                                   raise (luamsg.c: a view kept past its call) */
 } sandbox_t;
 
 /* A new sandboxed state. Returns NULL on allocation failure. */
@@ -81,6 +84,10 @@ void sandbox_free(sandbox_t **self_p);
  * stack is as before either way. Not re-entrant (-1 if called from inside
  * a body of the same state). */
 int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, size_t errlen);
+
+/* Sets the function sandbox_protected calls before each body, outside
+ * its protection: plain C that cannot raise (luamsg.c). */
+void sandbox_set_on_enter(sandbox_t *sb, void (*fn)(lua_State *L));
 
 /* Inside a body that calls a second hook (policy.c: filter, then route):
  * a fresh instruction budget for it, as if it were a call of its own. */

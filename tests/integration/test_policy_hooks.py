@@ -35,6 +35,16 @@ function filter(msg)
   if a == "no_payload" then
     return false, show(msg.payload)
   end
+  if a == "seq" then
+    -- the same fields read from message after message (luamsg.c keeps
+    -- them between calls): each must be this message's
+    return false, json.encode({dst = show(msg.dst), src = show(msg.src), ttl = show(msg.ttl_ms),
+                               topic = show(msg.topic), corr = show(msg.correlation_id),
+                               id = show(msg.msg_id), p = show(msg.payload_json),
+                               k = type(msg.payload) ~= "table" and "-"
+                                   or type(msg.payload.k) == "table" and "table"
+                                   or show(msg.payload.k)})
+  end
   if a == "exact" then
     local p = msg.payload
     return false, json.encode({n = show(p.n), x = show(p.x), big = p.big, empty = p.empty,
@@ -165,6 +175,36 @@ class FilterTest(HooksCase):
         c.send(req)
         _, got = svc.recv()
         self.assertEqual(got["msg_id"], req["msg_id"])
+
+    def test_fields_read_again_are_each_messages_own(self):
+        # the hooks read the same fields from each message; some change,
+        # come and go (ttl_ms, payload), or arrive escaped
+        c = self.peer(name="shop-ui")
+        cases = [
+            dict(dst="nobody", ttl_ms=900, payload={"k": 1}),
+            dict(dst="nobody", payload={"k": "two"}),
+            dict(dst="other-one", ttl_ms=5),
+            dict(dst="nobody"),
+            dict(dst="n\u006fbody", ttl_ms=7, payload={"k": [1]}),
+        ]
+        for _ in range(2):
+            for case in cases:
+                case = dict(case)
+                dst = case.pop("dst")
+                req = bp.msg("request", "shop-ui", "DST", "seq", payload=case.pop("payload", None),
+                             **case)
+                text = bp.dumps(req).decode().replace('"DST"', '"%s"' % dst)
+                c.send(text)
+                got = json.loads(self.denied_reason(c, req))
+                want = {"dst": dst.replace("\\u006f", "o"), "src": "shop-ui",
+                        "ttl": "integer" if "ttl_ms" in case else "nil",
+                        "topic": "nil", "corr": "nil", "id": req["msg_id"],
+                        "p": bp.dumps(req["payload"]).decode() if req.get("payload") else "null",
+                        "k": "-"}
+                if req.get("payload"):
+                    k = req["payload"]["k"]
+                    want["k"] = "integer" if isinstance(k, int) else ("table" if isinstance(k, list) else k)
+                self.assertEqual(got, want, text)
 
     def test_the_payload_keeps_integers_and_arrays(self):
         # the policy reads payloads with the services' codec (lua_json.c):
