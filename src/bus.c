@@ -285,6 +285,24 @@ static size_t hook_remote(void *ctx, char *out, size_t cap)
     return n;
 }
 
+_Static_assert(NATS_BROKER_ID_MAX == BUS_BROKER_ID_MAX, "bus_hooks.h's broker id bound");
+
+/* The names hook_remote lists, one by one, with whether their broker is
+ * silent. */
+static void hook_each_remote(void *ctx, bus_remote_fn fn, void *arg)
+{
+    bus_t *bus = ctx;
+    uint64_t now = clock_ms();
+    dir_entry_t *e, *tmp;
+    HASH_ITER(hh, bus->directory, e, tmp) {
+        if (now - e->seen_ms > DIRECTORY_STALE_MS)
+            continue;
+        for (const cJSON *item = e->names->child; item; item = item->next)
+            if (cJSON_IsNumber(item) && name_is_valid(item->string, strlen(item->string)))
+                fn(arg, item->string, e->id, item->valueint, e->silent);
+    }
+}
+
 /* --- what arrives --- */
 
 static void dispatch(bus_t *bus, const nats_in_t *in)
@@ -416,7 +434,7 @@ bus_t *bus_new(router_t *r, const config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     bus_hooks_t hooks = {bus, hook_request, hook_event, hook_broadcast, hook_topic, hook_answer,
-                         hook_holds, hook_describe, hook_remote};
+                         hook_holds, hook_describe, hook_remote, hook_each_remote};
     if (router_bus_start(r, hooks) < 0) {
         snprintf(err, errlen, "out of memory");
         bus_free(&bus);

@@ -6,10 +6,20 @@
 #ifndef SMARTSHOP_BUS_HOOKS_H
 #define SMARTSHOP_BUS_HOOKS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct cJSON;
+
+/* A broker id's longest (nats_link.h's NATS_BROKER_ID_MAX, which bus.c
+ * checks is the same): for those that keep ids the callbacks pass. */
+#define BUS_BROKER_ID_MAX 64
+
+/* One name another broker holds: `instances` of it there; `silent`: that
+ * broker has not been heard for a while (its names are still listed). */
+typedef void (*bus_remote_fn)(void *arg, const char *name, const char *broker, int instances,
+                              bool silent);
 
 /* Sends bytes that need no reply subject (broadcasts, topic events). */
 typedef int (*bus_send_fn)(void *ctx, const void *data, size_t len);
@@ -37,6 +47,9 @@ typedef struct {
      * (and `"remote_truncated":true,` when it did not fit) into out[cap];
      * returns its length */
     size_t (*remote)(void *ctx, char *out, size_t cap);
+    /* the same names, one call of fn each, in no order (the dashboard's
+     * list, which the caller bounds and counts) */
+    void (*each_remote)(void *ctx, bus_remote_fn fn, void *arg);
 } bus_hooks_t;
 
 #endif

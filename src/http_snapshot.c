@@ -16,6 +16,7 @@
 
 /* What a snapshot is taken from: the router's tables. */
 typedef struct {
+    const router_t *router;     /* for the bus only (router_bus_*) */
     const config_t *cfg;
     metrics_t *metrics;
     const stats_t *stats;
@@ -404,6 +405,79 @@ static void add_policy(cJSON *root, const http_sources_t *src)
     free(text);
 }
 
+/* --- the bus (--nats): its state, what crossed, who holds what --- */
+
+typedef struct {
+    char name[NAME_MAX_LEN + 1];
+    char broker[BUS_BROKER_ID_MAX + 1];
+    int instances;
+    bool silent;
+} remote_entry_t;
+
+/* The first HTTP_STATE_REMOTE_MAX names other brokers hold, by name then
+ * broker, out of however many: kept in twice that room, cut back to the
+ * first ones each time it fills (n log n over all, no allocation a name). */
+struct remote_pick {
+    remote_entry_t *e;
+    size_t n, total;
+    bool failed;
+};
+
+static int by_name_broker(const void *a, const void *b)
+{
+    const remote_entry_t *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : strcmp(x->broker, y->broker);
+}
+
+static void pick_remote(void *arg, const char *name, const char *broker, int instances, bool silent)
+{
+    struct remote_pick *p = arg;
+    p->total++;
+    if (p->failed)
+        return;
+    if (p->n == 2 * HTTP_STATE_REMOTE_MAX) {
+        qsort(p->e, p->n, sizeof *p->e, by_name_broker);
+        p->n = HTTP_STATE_REMOTE_MAX;
+    }
+    remote_entry_t *e = &p->e[p->n++];
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->broker, sizeof e->broker, "%s", broker);
+    e->instances = instances;
+    e->silent = silent;
+}
+
+static void add_bus(cJSON *root, const http_sources_t *src)
+{
+    if (!router_bus_active(src->router))
+        return;
+    cJSON *bus = cJSON_AddObjectToObject(root, "bus");
+    router_bus_describe(src->router, bus);  /* broker_id, connected, silent, ... */
+#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)src->stats->bus.field)
+    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
+    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
+    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
+    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
+#undef BUS_COUNT
+    struct remote_pick pick = {calloc(2 * HTTP_STATE_REMOTE_MAX, sizeof(remote_entry_t)), 0, 0, false};
+    pick.failed = !pick.e;
+    router_bus_each_remote(src->router, pick_remote, &pick);
+    cJSON *list = cJSON_AddArrayToObject(root, "remote");
+    cJSON_AddNumberToObject(root, "remote_total", (double)pick.total);
+    if (pick.failed)
+        return;
+    qsort(pick.e, pick.n, sizeof *pick.e, by_name_broker);
+    for (size_t i = 0; i < pick.n && i < HTTP_STATE_REMOTE_MAX; i++) {
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "name", pick.e[i].name);
+        cJSON_AddStringToObject(item, "broker", pick.e[i].broker);
+        cJSON_AddNumberToObject(item, "instances", pick.e[i].instances);
+        cJSON_AddBoolToObject(item, "silent", pick.e[i].silent);
+        cJSON_AddItemToArray(list, item);
+    }
+    free(pick.e);
+}
+
 static http_blob_t *state_blob(const http_sources_t *src, const http_service_totals_t *t, size_t n,
                                uint64_t now_ms)
 {
@@ -415,6 +489,7 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
     add_peers(root, src, now_ms);
     add_dead_letters(root, src);
     add_policy(root, src);
+    add_bus(root, src);
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!text)
@@ -428,7 +503,7 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
                                     bool stopping, unsigned parts, uint64_t now_ms)
 {
     const http_sources_t sources = {
-        router_config(router), router_metrics(router), router_stats(router),
+        router, router_config(router), router_metrics(router), router_stats(router),
         router_registry(router), router_inflight_count(router), router_dead(router),
         router_policy(router), router_started_ms(router), stopping};
     const http_sources_t *src = &sources;

@@ -7,7 +7,8 @@
  * (http_history.h) and whether the broker is ready, and, made only when a
  * request asked for them (HTTP_PART_*), a copy of the broker's counters
  * for the Prometheus text (rendered by the HTTP thread) and the JSON of /api/v1/state (services with their
- * instances, peers, dead letters, the policy in force); a part not asked
+ * instances, peers, dead letters, the policy in force, with --nats the bus
+ * and the names other brokers hold); a part not asked
  * for is the previous snapshot's, shared. Snapshots and their texts are
  * reference counted with atomics: whichever thread lets go of the last
  * reference frees it. */
@@ -29,6 +30,7 @@
 #define HTTP_STATE_PEERS_MAX 256
 #define HTTP_STATE_SERVICES_MAX 256     /* the busiest, by requests */
 #define HTTP_STATE_INSTANCES_MAX 32
+#define HTTP_STATE_REMOTE_MAX 256       /* other brokers' names (--nats), the first by name */
 #define HTTP_STATE_DEAD_LETTERS 20
 #define HTTP_STATE_POLICY_BYTES (64u << 10)
 

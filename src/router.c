@@ -1900,6 +1900,12 @@ size_t router_bus_remote(const router_t *r, char *out, size_t cap)
     return r->bus.remote ? r->bus.remote(r->bus.ctx, out, cap) : 0;
 }
 
+void router_bus_each_remote(const router_t *r, bus_remote_fn fn, void *arg)
+{
+    if (r->bus.each_remote)
+        r->bus.each_remote(r->bus.ctx, fn, arg);
+}
+
 static peer_t *bus_peer(router_t *r)
 {
     return &r->crossing->peer;

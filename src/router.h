@@ -183,6 +183,8 @@ bool router_bus_active(const router_t *r);
 void router_bus_describe(const router_t *r, struct cJSON *into);
 /* The other brokers' names, as bus_hooks_t.remote writes them; 0 without a bus. */
 size_t router_bus_remote(const router_t *r, char *out, size_t cap);
+/* Each of them, as bus_hooks_t.each_remote calls fn; none without a bus. */
+void router_bus_each_remote(const router_t *r, bus_remote_fn fn, void *arg);
 
 /* A label a person can read for a peer, for logs: its identity if
  * printable, its number, first name and address, as one word

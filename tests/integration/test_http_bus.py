@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""The whole bus in /api/v1/state (issue 25): two brokers with --nats on a
+real nats-server, each with --metrics. A name registered on A shows, on
+B's state, in "remote" with broker A and its instance count, and B's "bus"
+says B's id, that it is connected, and what crossed; a broker that stops
+answering is listed as silent. Past HTTP_STATE_REMOTE_MAX (256) names the
+list is cut, in name order, and remote_total counts them all. A broker
+without --nats has neither "bus" nor "remote".
+
+Before this, /api/v1/state had no bus data at all: every check of "bus"
+and "remote" here fails."""
+import json
+import os
+import signal
+import sys
+import time
+import unittest
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import brokerproc as bp  # noqa: E402
+from natscluster import NatsCluster, bus_broker, reach, wait_bus_connected  # noqa: E402
+
+REMOTE_MAX = 256                # HTTP_STATE_REMOTE_MAX (src/http_snapshot.h)
+
+
+def state(port):
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/state" % port,
+                                timeout=10 * bp.SLOW) as r:
+        return json.loads(r.read())
+
+
+def wait_state(port, until, what, timeout=15.0):
+    """Polls /api/v1/state (a snapshot a second) until until(state); returns it."""
+    deadline = time.monotonic() + timeout * bp.SLOW
+    last = None
+    while time.monotonic() < deadline:
+        last = state(port)
+        if until(last):
+            return last
+        time.sleep(0.1)
+    raise AssertionError("%s: not within %.0f s; last state's bus %r, remote %r" % (
+        what, timeout, last.get("bus"), (last.get("remote") or [])[:5]))
+
+
+def remote_of(st, name):
+    return [r for r in st.get("remote", []) if r["name"] == name]
+
+
+class BusState(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = NatsCluster(size=1)
+        cls.http = {"dash-A": bp.free_port(), "dash-B": bp.free_port()}
+        cls.brokers = {}
+        try:
+            for bid, port in cls.http.items():
+                cls.brokers[bid] = bus_broker(cls.cluster, bid, 0,
+                                              ["--metrics", "tcp://127.0.0.1:%d" % port])
+            for b in cls.brokers.values():
+                wait_bus_connected(b)
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for b in cls.brokers.values():
+            b.send_signal(signal.SIGCONT)       # if a test left it stopped
+            b.cleanup()
+        cls.cluster.stop()
+
+    def setUp(self):
+        self.peers = []
+
+    def tearDown(self):
+        for p in self.peers:
+            p.close()
+
+    def peer(self, bid, name=None):
+        p = self.brokers[bid].peer()
+        self.peers.append(p)
+        if name:
+            p.register(name)
+        return p
+
+    def test_a_name_on_A_is_listed_on_B_with_its_broker(self):
+        svc1 = self.peer("dash-A", "dash-remote-svc")
+        self.peer("dash-A", "dash-remote-svc")
+        st = wait_state(self.http["dash-B"],
+                        lambda s: any(r["instances"] == 2 for r in remote_of(s, "dash-remote-svc")),
+                        "dash-remote-svc with 2 instances on B")
+        self.assertEqual(remote_of(st, "dash-remote-svc"),
+                         [{"name": "dash-remote-svc", "broker": "dash-A", "instances": 2,
+                           "silent": False}])
+        self.assertGreaterEqual(st["remote_total"], 1)
+        self.assertEqual(st["bus"]["broker_id"], "dash-B")
+        self.assertIs(st["bus"]["connected"], True)
+        self.assertNotIn("dash-A", st["bus"]["silent"])
+        # B holds no instance: it is not among B's own services
+        self.assertNotIn("dash-remote-svc", [s["name"] for s in st["services"]])
+        # A's own state: its id, and its own name is not "remote" there
+        a = state(self.http["dash-A"])
+        self.assertEqual(a["bus"]["broker_id"], "dash-A")
+        self.assertEqual(remote_of(a, "dash-remote-svc"), [])
+        # what crossed: a request from B to A's name, counted on both sides
+        before = st["bus"]["requests_out"]
+        cli = self.peer("dash-B", "dash-till")
+        reach(cli, svc1, "dash-remote-svc")
+        wait_state(self.http["dash-B"], lambda s: s["bus"]["requests_out"] > before,
+                   "B's bus.requests_out counting the request")
+        wait_state(self.http["dash-A"], lambda s: s["bus"]["requests_in"] >= 1,
+                   "A's bus.requests_in counting it")
+
+    def test_the_remote_list_is_bounded_and_counted(self):
+        names = ["dash-many-%03d" % i for i in range(REMOTE_MAX + 44)]
+        for k in range(0, len(names), 60):     # 64 names a peer at most (the default)
+            p = self.peer("dash-A")
+            for n in names[k:k + 60]:
+                p.register(n)
+        st = wait_state(self.http["dash-B"],
+                        lambda s: s["remote_total"] >= len(names),
+                        "B counting all %d names" % len(names))
+        self.assertEqual(len(st["remote"]), REMOTE_MAX)
+        listed = [(r["name"], r["broker"]) for r in st["remote"]]
+        self.assertEqual(listed, sorted(listed))         # the first ones, by name
+        shown = [r["name"] for r in st["remote"] if r["name"].startswith("dash-many-")]
+        self.assertEqual(shown, names[:len(shown)])      # none skipped before the cut
+
+    def test_a_broker_not_heard_is_silent(self):
+        self.peer("dash-A", "dash-quiet-svc")
+        wait_state(self.http["dash-B"], lambda s: remote_of(s, "dash-quiet-svc"),
+                   "dash-quiet-svc on B")
+        a = self.brokers["dash-A"]
+        a.send_signal(signal.SIGSTOP)           # hung: announces nothing
+        try:
+            st = wait_state(self.http["dash-B"], lambda s: "dash-A" in s["bus"]["silent"],
+                            "dash-A silent on B", timeout=20.0)
+            for r in remote_of(st, "dash-quiet-svc"):   # listed a while longer, marked
+                self.assertIs(r["silent"], True)
+        finally:
+            a.send_signal(signal.SIGCONT)
+        wait_state(self.http["dash-B"], lambda s: "dash-A" not in s["bus"]["silent"],
+                   "dash-A heard again on B")
+
+
+class NoBus(unittest.TestCase):
+    def test_without_nats_the_state_has_no_bus(self):
+        port = bp.free_port()
+        with bp.Broker(args=["--metrics", "tcp://127.0.0.1:%d" % port]):
+            st = wait_state(port, lambda s: "broker" in s, "the state")
+            self.assertNotIn("bus", st)
+            self.assertNotIn("remote", st)
+            self.assertNotIn("remote_total", st)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
