@@ -284,6 +284,55 @@ function renderMessages(state) {
   }
 }
 
+// The bus (--nats): shown only when the state has one.
+function renderBus(state) {
+  const bus = state.bus;
+  $("bus-panel").hidden = !bus;
+  if (!bus) return;
+  const pill = $("bus-state");
+  pill.textContent = bus.connected ? "connected" : "disconnected";
+  pill.className = "pill " + (bus.connected ? "ready" : "not-ready");
+  const silent = new Set(bus.silent || []);
+  const facts = [["Broker id", bus.broker_id],
+                 ["Silent brokers", silent.size ? [...silent].join(", ") : "none"],
+                 ["Requests out / in", count(bus.requests_out) + " / " + count(bus.requests_in)],
+                 ["Events out / in", count(bus.events_out) + " / " + count(bus.events_in)],
+                 ["Answers out / in", count(bus.answers_out) + " / " + count(bus.answers_in)],
+                 ["Broadcasts, topics out / in", count(bus.broadcasts_out + bus.topics_out) + " / " +
+                   count(bus.broadcasts_in + bus.topics_in)],
+                 ["Not crossed", `${count(bus.no_responders)} to nobody · ${count(bus.unreachable)} bus down · ` +
+                   `${count(bus.late)} late · ${count(bus.refused)} refused`],
+                 ["Link", `${count(bus.disconnects)} disconnects · ${count(bus.reconnects)} reconnects · ` +
+                   `${count(bus.queue_dropped)} dropped`]];
+  const dl = $("bus");
+  dl.replaceChildren();
+  for (const [k, v] of facts) {
+    dl.appendChild(el("dt", {}, k));
+    dl.appendChild(el("dd", {"data-field": "bus-" + k.toLowerCase().replace(/[^a-z]+/g, "-")}, v));
+  }
+  const remote = state.remote || [];
+  const rows = remote.map((r) => {
+    const quiet = r.silent || silent.has(r.broker);
+    const tr = el("tr", {"data-remote": r.name, "data-broker": r.broker});
+    tr.appendChild(el("td", {class: "name", "data-field": "name"}, r.name));
+    const b = el("td", {"data-field": "broker", class: quiet ? "failed-some" : "",
+                        title: quiet ? "not heard for a while" : ""}, r.broker);
+    if (quiet) b.appendChild(el("span", {class: "chip silent", "data-field": "silent"}, "silent"));
+    tr.appendChild(b);
+    tr.appendChild(el("td", {class: "num", "data-field": "instances"}, count(r.instances)));
+    return tr;
+  });
+  if (!rows.length) {
+    const tr = el("tr");
+    tr.appendChild(el("td", {colspan: 3, class: "none"}, "No other broker holds a name."));
+    rows.push(tr);
+  }
+  $("remote").tBodies[0].replaceChildren(...rows);
+  const total = state.remote_total ?? remote.length;
+  $("bus-note").textContent = total > remote.length
+    ? `the first ${remote.length} of ${count(total)} remote names` : `${count(total)} remote name(s)`;
+}
+
 async function getJSON(path) {
   const r = await fetch(path, {cache: "no-store"});
   if (!r.ok && r.status !== 503) throw new Error(path + ": HTTP " + r.status);
@@ -305,6 +354,7 @@ async function refresh() {
     renderDead(state.body);
     renderPolicy(state.body);
     renderMessages(state.body);
+    renderBus(state.body);
     lastGood = new Date();
     $("offline").hidden = true;
     document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);

@@ -22,6 +22,12 @@ sys.path.insert(0, HERE)
 import brokerproc as bp  # noqa: E402
 from natscluster import NatsCluster, bus_broker, reach, wait_bus_connected  # noqa: E402
 
+try:
+    import cdp  # noqa: E402  (python3-websocket; make test installs it, PKGS_TEST)
+except ImportError as exc:
+    cdp = None
+    CDP_MISSING = str(exc)
+
 REMOTE_MAX = 256                # HTTP_STATE_REMOTE_MAX (src/http_snapshot.h)
 
 
@@ -143,6 +149,25 @@ class BusState(unittest.TestCase):
             a.send_signal(signal.SIGCONT)
         wait_state(self.http["dash-B"], lambda s: "dash-A" not in s["bus"]["silent"],
                    "dash-A heard again on B")
+
+
+    @unittest.skipIf(cdp is None, "python3-websocket missing: %s" % (CDP_MISSING if cdp is None else ""))
+    def test_the_dashboard_shows_which_broker_holds_a_name(self):
+        self.peer("dash-A", "dash-page-svc")
+        wait_state(self.http["dash-B"], lambda s: remote_of(s, "dash-page-svc"), "dash-page-svc on B")
+        browser = cdp.Chromium(timeout=30 * bp.SLOW)
+        self.addCleanup(browser.close)
+        page = browser.open("http://127.0.0.1:%d/" % self.http["dash-B"])
+        row = page.wait_for("""(() => {
+            const tr = document.querySelector('#remote tr[data-remote="dash-page-svc"]');
+            return tr && !document.getElementById('bus-panel').hidden && {
+                broker: tr.querySelector('td[data-field=broker]').textContent,
+                instances: tr.querySelector('td[data-field=instances]').textContent,
+                state: document.getElementById('bus-state').textContent,
+                id: document.querySelector('[data-field=bus-broker-id]').textContent};
+        })()""", 30 * bp.SLOW)
+        self.assertEqual(row, {"broker": "dash-A", "instances": "1", "state": "connected",
+                               "id": "dash-B"})
 
 
 class NoBus(unittest.TestCase):

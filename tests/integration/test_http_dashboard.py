@@ -212,6 +212,8 @@ class DashboardTest(bp.PolicyTestCase):
         self.assertEqual(cards["hooks"], "filter")
         self.assertIn("function filter(msg)", cards["source"])
         self.assertEqual(cards["ready"], "ready")
+        # without --nats the page has no bus panel (test_http_bus.py has one)
+        self.assertIs(page.evaluate("document.getElementById('bus-panel').hidden"), True)
         self.assertGreater(stats["errors"]["no_such_service"], 0)
         self.assertEqual(int(cards["dead"].replace(",", "")), dead["count"])
         self.assertGreater(cards["deadRows"], 0)
