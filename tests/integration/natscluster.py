@@ -183,19 +183,23 @@ def gone_from_bus(client, name, timeout=10.0):
 
 
 class BusTestCase(unittest.TestCase):
-    """One 3-node cluster and brokers A, B, C per class."""
+    """One cluster (3 nodes unless CLUSTER_SIZE says) and brokers A, B, C
+    (or BROKER_IDS) per class, broker i listing node i % size first."""
 
     BROKER_ARGS = ()
     PER_BROKER_ARGS = {}        # {"A": [...]}: more flags for one broker
     CLUSTER_CONF = ""
+    CLUSTER_SIZE = 3
+    BROKER_IDS = ("A", "B", "C")
 
     @classmethod
     def setUpClass(cls):
-        cls.cluster = NatsCluster(extra_conf=cls.CLUSTER_CONF)
+        cls.cluster = NatsCluster(size=cls.CLUSTER_SIZE, extra_conf=cls.CLUSTER_CONF)
         cls.brokers = {}
         try:
-            for i, bid in enumerate("ABC"):
-                cls.brokers[bid] = bus_broker(cls.cluster, bid, i, list(cls.BROKER_ARGS) +
+            for i, bid in enumerate(cls.BROKER_IDS):
+                cls.brokers[bid] = bus_broker(cls.cluster, bid, i % cls.CLUSTER_SIZE,
+                                              list(cls.BROKER_ARGS) +
                                               list(cls.PER_BROKER_ARGS.get(bid, ())))
             for b in cls.brokers.values():
                 wait_bus_connected(b)
@@ -207,6 +211,7 @@ class BusTestCase(unittest.TestCase):
     def tearDownClass(cls):
         for b in cls.brokers.values():
             if b.alive():
+                b.send_signal(signal.SIGCONT)       # if a test left it stopped
                 b.stop()
         cls.cluster.stop()
 

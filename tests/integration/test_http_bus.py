@@ -20,7 +20,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import brokerproc as bp  # noqa: E402
-from natscluster import NatsCluster, bus_broker, reach, wait_bus_connected  # noqa: E402
+from natscluster import BusTestCase, reach  # noqa: E402
 
 try:
     import cdp  # noqa: E402  (python3-websocket; make test installs it, PKGS_TEST)
@@ -54,42 +54,12 @@ def remote_of(st, name):
     return [r for r in st.get("remote", []) if r["name"] == name]
 
 
-class BusState(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = NatsCluster(size=1)
-        cls.http = {"dash-A": bp.free_port(), "dash-B": bp.free_port()}
-        cls.brokers = {}
-        try:
-            for bid, port in cls.http.items():
-                cls.brokers[bid] = bus_broker(cls.cluster, bid, 0,
-                                              ["--metrics", "tcp://127.0.0.1:%d" % port])
-            for b in cls.brokers.values():
-                wait_bus_connected(b)
-        except Exception:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        for b in cls.brokers.values():
-            b.send_signal(signal.SIGCONT)       # if a test left it stopped
-            b.cleanup()
-        cls.cluster.stop()
-
-    def setUp(self):
-        self.peers = []
-
-    def tearDown(self):
-        for p in self.peers:
-            p.close()
-
-    def peer(self, bid, name=None):
-        p = self.brokers[bid].peer()
-        self.peers.append(p)
-        if name:
-            p.register(name)
-        return p
+class BusState(BusTestCase):
+    CLUSTER_SIZE = 1
+    BROKER_IDS = ("dash-A", "dash-B")
+    http = {"dash-A": bp.free_port(), "dash-B": bp.free_port()}
+    PER_BROKER_ARGS = {bid: ["--metrics", "tcp://127.0.0.1:%d" % port]
+                       for bid, port in http.items()}
 
     def test_a_name_on_A_is_listed_on_B_with_its_broker(self):
         svc1 = self.peer("dash-A", "dash-remote-svc")
