@@ -170,6 +170,16 @@ def reach(client, service, name, timeout=10.0):
     raise AssertionError("%s never reached across the bus" % name)
 
 
+def round_trip(client, service, name, payload=None, answer=None, ttl_ms=None):
+    """One request from `client` to `name`, which `service` receives and
+    answers with `answer`; the requester's answer body."""
+    m = client.request(name, payload=payload, ttl_ms=ttl_ms or int(2000 * SLOW))
+    _, req = service.recv(2 * SLOW)
+    service.answer(req, answer if answer is not None else {})
+    _, body = client.recv_answer(m["msg_id"], 2 * SLOW)
+    return body
+
+
 def gone_from_bus(client, name, timeout=10.0):
     """Until a request from `client` to `name` is answered no_such_service."""
     deadline = time.monotonic() + timeout * SLOW

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from brokerproc import SLOW, error_code, msg
-from natscluster import BusTestCase, gone_from_bus, reach
+from natscluster import BusTestCase, gone_from_bus, reach, round_trip
 
 
 def bus_stats(peer):
@@ -218,10 +218,7 @@ class CrossBroker(BusTestCase):
         cli = self.peer("A", "till-9")
         before = bus_stats(cli)
         for _ in range(5):
-            m = cli.request("local-svc")
-            _, req = svc.recv(2 * SLOW)
-            svc.answer(req, {})
-            cli.recv_answer(m["msg_id"], 2 * SLOW)
+            self.assertEqual(round_trip(cli, svc, "local-svc")["type"], "response")
         after = bus_stats(cli)
         for key in ("requests_out", "answers_in", "events_out"):
             self.assertEqual(after[key], before[key], key)

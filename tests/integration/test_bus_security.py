@@ -20,7 +20,7 @@ import urllib.request
 import json
 
 from brokerproc import REPO_ROOT, SLOW, Broker, broker_path, error_code, free_port
-from natscluster import NATS_SERVER, _SERVERS, reach, wait_bus_connected
+from natscluster import NATS_SERVER, _SERVERS, reach, round_trip, wait_bus_connected
 
 OPS_DOC = os.path.join(REPO_ROOT, "docs", "operations.md")
 
@@ -169,10 +169,7 @@ class BusSecurity(unittest.TestCase):
             svc.register("hq-prices")
             cli.register("till")
             reach(cli, svc, "hq-prices")
-            m = cli.request("hq-prices", payload={"sku": 1})
-            _, req = svc.recv(2 * SLOW)
-            svc.answer(req, {"price": 2})
-            _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
+            ans = round_trip(cli, svc, "hq-prices", payload={"sku": 1}, answer={"price": 2})
             self.assertEqual(ans["payload"], {"price": 2})
 
     def test_a_hung_broker_is_passed_by_with_these_permissions(self):
@@ -201,10 +198,7 @@ class BusSecurity(unittest.TestCase):
                     self.assertLess(time.monotonic(), deadline, "store1b never silent")
                     time.sleep(0.1)
                 for _ in range(10):
-                    m = cli.request("shelf", ttl_ms=int(2000 * SLOW))
-                    _, req = far.recv(2 * SLOW)
-                    far.answer(req, {"ok": True})
-                    _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
+                    ans = round_trip(cli, far, "shelf", answer={"ok": True})
                     self.assertEqual(ans["type"], "response", ans)
             finally:
                 self.s1b.send_signal(signal.SIGCONT)
@@ -222,10 +216,7 @@ class BusSecurity(unittest.TestCase):
                 p.send_signal(signal.SIGSTOP)
             try:
                 for _ in range(20):
-                    m = cli.request("store-till", ttl_ms=int(2000 * SLOW))
-                    _, req = svc.recv(2 * SLOW)
-                    svc.answer(req, {"ok": True})
-                    _, ans = cli.recv_answer(m["msg_id"], 2 * SLOW)
+                    ans = round_trip(cli, svc, "store-till", answer={"ok": True})
                     self.assertEqual(ans["type"], "response", ans)
             finally:
                 for p in hubs:
