@@ -99,19 +99,6 @@ static void add_by_type(cJSON *parent, const char *key, const uint64_t counts[MT
             cJSON_AddNumberToObject(obj, msg_type_name((msg_type_t)t), (double)counts[t]);
 }
 
-/* "bus": what crossed to and from the other brokers (--nats). */
-static void add_bus_stats(const router_t *r, const stats_t *s, cJSON *payload)
-{
-    cJSON *bus = cJSON_AddObjectToObject(payload, "bus");
-    router_bus_describe(r, bus);
-#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)s->bus.field)
-    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
-    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
-    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
-    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
-#undef BUS_COUNT
-}
-
 static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
 {
     (void)peer;
@@ -140,7 +127,7 @@ static cJSON *stats(broker_service_t *bs, peer_t *peer, const envelope_t *env)
     /* requests by how they ended: ok, and every way of failing */
     metrics_add_totals_json(router_metrics(bs->router), payload);
     if (router_bus_active(bs->router))
-        add_bus_stats(bs->router, s, payload);
+        router_bus_describe(bs->router, cJSON_AddObjectToObject(payload, "bus"));
     add_policy_versions(payload, router_policy(bs->router));
     cJSON *state = cJSON_AddObjectToObject(payload, "state");
     if (bs->state) {

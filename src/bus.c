@@ -255,40 +255,11 @@ static void announce_if_due(bus_t *bus)
         announce(bus, now);
 }
 
-static size_t hook_remote(void *ctx, char *out, size_t cap)
-{
-    bus_t *bus = ctx;
-    uint64_t now = clock_ms();
-    size_t n = (size_t)snprintf(out, cap, "\"broker_id\":\"%s\",\"remote\":[",
-                                nats_link_broker_id(bus->link));
-    bool first = true, cut = false;
-    dir_entry_t *e, *tmp;
-    HASH_ITER(hh, bus->directory, e, tmp) {
-        if (now - e->seen_ms > DIRECTORY_STALE_MS)
-            continue;           /* still remembered for the routing (sweep) */
-        for (const cJSON *item = e->names->child; item; item = item->next) {
-            if (!cJSON_IsNumber(item) || !name_is_valid(item->string, strlen(item->string)))
-                continue;
-            char entry[NAME_MAX_LEN + NATS_BROKER_ID_MAX + 64];
-            int w = snprintf(entry, sizeof entry, "%s{\"name\":\"%s\",\"broker\":\"%s\",\"instances\":%d}",
-                             first ? "" : ",", item->string, e->id, item->valueint);
-            if (w < 0 || n + (size_t)w + 32 > cap) {
-                cut = true;
-                break;
-            }
-            memcpy(out + n, entry, (size_t)w);
-            n += (size_t)w;
-            first = false;
-        }
-    }
-    n += (size_t)snprintf(out + n, cap - n, cut ? "],\"remote_truncated\":true," : "],");
-    return n;
-}
-
 _Static_assert(NATS_BROKER_ID_MAX == BUS_BROKER_ID_MAX, "bus_hooks.h's broker id bound");
 
-/* The names hook_remote lists, one by one, with whether their broker is
- * silent. */
+/* The names other brokers announced lately (within DIRECTORY_STALE_MS;
+ * older ones are still remembered for the routing, see sweep), one call
+ * of fn each, with whether their broker is silent. */
 static void hook_each_remote(void *ctx, bus_remote_fn fn, void *arg)
 {
     bus_t *bus = ctx;
@@ -301,6 +272,43 @@ static void hook_each_remote(void *ctx, bus_remote_fn fn, void *arg)
             if (cJSON_IsNumber(item) && name_is_valid(item->string, strlen(item->string)))
                 fn(arg, item->string, e->id, item->valueint, e->silent);
     }
+}
+
+/* list_services' text of the same names, written into out[cap] */
+typedef struct {
+    char *out;
+    size_t cap, n;
+    bool first, cut;
+} remote_text_t;
+
+static void write_remote(void *arg, const char *name, const char *broker, int instances,
+                         bool silent)
+{
+    (void)silent;
+    remote_text_t *t = arg;
+    if (t->cut)
+        return;
+    char entry[NAME_MAX_LEN + NATS_BROKER_ID_MAX + 64];
+    int w = snprintf(entry, sizeof entry, "%s{\"name\":\"%s\",\"broker\":\"%s\",\"instances\":%d}",
+                     t->first ? "" : ",", name, broker, instances);
+    if (w < 0 || t->n + (size_t)w + 32 > t->cap) {
+        t->cut = true;
+        return;
+    }
+    memcpy(t->out + t->n, entry, (size_t)w);
+    t->n += (size_t)w;
+    t->first = false;
+}
+
+static size_t hook_remote(void *ctx, char *out, size_t cap)
+{
+    bus_t *bus = ctx;
+    remote_text_t t = {out, cap, 0, true, false};
+    t.n = (size_t)snprintf(out, cap, "\"broker_id\":\"%s\",\"remote\":[",
+                           nats_link_broker_id(bus->link));
+    hook_each_remote(bus, write_remote, &t);
+    t.n += (size_t)snprintf(out + t.n, cap - t.n, t.cut ? "],\"remote_truncated\":true," : "],");
+    return t.n;
 }
 
 /* --- what arrives --- */

@@ -452,13 +452,7 @@ static void add_bus(cJSON *root, const http_sources_t *src)
     if (!router_bus_active(src->router))
         return;
     cJSON *bus = cJSON_AddObjectToObject(root, "bus");
-    router_bus_describe(src->router, bus);  /* broker_id, connected, silent, ... */
-#define BUS_COUNT(field) cJSON_AddNumberToObject(bus, #field, (double)src->stats->bus.field)
-    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
-    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
-    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
-    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
-#undef BUS_COUNT
+    router_bus_describe(src->router, bus);  /* as stats "bus": state and what crossed */
     struct remote_pick pick = {calloc(2 * HTTP_STATE_REMOTE_MAX, sizeof(remote_entry_t)), 0, 0, false};
     pick.failed = !pick.e;
     router_bus_each_remote(src->router, pick_remote, &pick);

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "auth.h"
 #include "deadletter.h"
 #include "inflight.h"
@@ -1893,6 +1895,12 @@ void router_bus_describe(const router_t *r, cJSON *into)
 {
     if (r->bus.describe)
         r->bus.describe(r->bus.ctx, into);
+#define BUS_COUNT(field) cJSON_AddNumberToObject(into, #field, (double)r->stats.bus.field)
+    BUS_COUNT(requests_out); BUS_COUNT(requests_in); BUS_COUNT(events_out); BUS_COUNT(events_in);
+    BUS_COUNT(broadcasts_out); BUS_COUNT(broadcasts_in); BUS_COUNT(topics_out);
+    BUS_COUNT(topics_in); BUS_COUNT(answers_out); BUS_COUNT(answers_in);
+    BUS_COUNT(no_responders); BUS_COUNT(unreachable); BUS_COUNT(late); BUS_COUNT(refused);
+#undef BUS_COUNT
 }
 
 size_t router_bus_remote(const router_t *r, char *out, size_t cap)

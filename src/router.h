@@ -177,8 +177,9 @@ void router_bus_reply(router_t *r, char kind, uint64_t seq, const char *msg_id, 
 
 /* An arrival that was none of ours (a bad subject), for stats. */
 void router_bus_refused(router_t *r);
-/* Whether the router has a bus; and its state and counters into `into`
- * (stats "bus"). */
+/* Whether the router has a bus; and its state (the bus's describe hook)
+ * and what crossed (stats_t.bus) into `into`: stats' and /api/v1/state's
+ * "bus". */
 bool router_bus_active(const router_t *r);
 void router_bus_describe(const router_t *r, struct cJSON *into);
 /* The other brokers' names, as bus_hooks_t.remote writes them; 0 without a bus. */
