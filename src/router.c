@@ -921,6 +921,36 @@ static void refuse_delivery(router_t *r, peer_t *peer, const envelope_t *env,
     router_send_error(r, peer, env, err, why);
 }
 
+/* B5 for a request: the frame as it came, kept while tracing is on, since
+ * delivery consumes it. Returns whether `copy` holds it. */
+static bool trace_keep_frame(router_t *r, zmq_msg_t *frame, zmq_msg_t *copy)
+{
+    if (!trace_active(r->trace))
+        return false;
+    zmq_msg_init(copy);
+    zmq_msg_copy(copy, frame);
+    return true;
+}
+
+/* The request `copy` (trace_keep_frame) from `from`, handed to `to` as
+ * service `name` (NULL `to`: refused, which on_outcome traces); closes
+ * the copy. */
+static void trace_handed_over(router_t *r, peer_t *from, peer_t *to, const char *name,
+                              const envelope_t *env, zmq_msg_t *copy)
+{
+    if (to) {
+        char from_label[2 * PEER_ID_MAX + 3], to_label[2 * PEER_ID_MAX + 3];
+        trace_point_t p = {.kind = TRACE_REQUEST, .service = c_text(name),
+                           .dst = env_text(env, EF_DST), .src = env_text(env, EF_SRC),
+                           .action = env_text(env, EF_ACTION), .msg_id = env_text(env, EF_MSG_ID),
+                           .peer = peer_label(from, from_label), .to = peer_label(to, to_label),
+                           .latency_us = -1, .message = zmq_msg_data(copy),
+                           .message_len = zmq_msg_size(copy)};
+        trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
+    }
+    zmq_msg_close(copy);
+}
+
 static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
                            const policy_route_ahead_t *ahead)
 {
@@ -956,12 +986,8 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
                                      &env->f[EF_ACTION], r->cfg->metrics_max_series);
     metric_series_t *outer = r->routing;
     r->routing = track.series;          /* for a refusal on the way (note_refused) */
-    zmq_msg_t copy;                     /* for a trace: delivery consumes the frame */
-    bool traced = trace_active(r->trace);
-    if (traced) {
-        zmq_msg_init(&copy);
-        zmq_msg_copy(&copy, &m->data);
-    }
+    zmq_msg_t copy;
+    bool traced = trace_keep_frame(r, &m->data, &copy);
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     peer_t *to = NULL;
     const char *name = NULL;
@@ -985,20 +1011,8 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         refuse_delivery(r, peer, env, &route, err);
     }
     r->routing = outer;
-    if (traced) {
-        if (to) {
-            char from[2 * PEER_ID_MAX + 3], label[2 * PEER_ID_MAX + 3];
-            trace_point_t p = {.kind = TRACE_REQUEST, .service = c_text(name),
-                               .dst = env_text(env, EF_DST), .src = env_text(env, EF_SRC),
-                               .action = env_text(env, EF_ACTION),
-                               .msg_id = env_text(env, EF_MSG_ID),
-                               .peer = peer_label(peer, from), .to = peer_label(to, label),
-                               .latency_us = -1, .message = zmq_msg_data(&copy),
-                               .message_len = zmq_msg_size(&copy)};
-            trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
-        }
-        zmq_msg_close(&copy);
-    }
+    if (traced)
+        trace_handed_over(r, peer, to, name, env, &copy);
 }
 
 /* T4: an answer goes back to whoever sent the request, and only from the
@@ -1719,12 +1733,8 @@ void router_bus_request(router_t *r, const char *origin, uint64_t seq, const cha
         bus_err_t err = ERR_NO_SUCH_SERVICE;
         char why[200];
         peer_t *to = NULL;
-        zmq_msg_t copy;                 /* for a trace: delivery consumes the frame */
-        bool traced = trace_active(r->trace);
-        if (traced) {
-            zmq_msg_init(&copy);
-            zmq_msg_copy(&copy, &m.data);
-        }
+        zmq_msg_t copy;
+        bool traced = trace_keep_frame(r, &m.data, &copy);
         if (r->stopping) {
             router_send_error(r, bus, &env, ERR_SHUTTING_DOWN, "the broker holding the service "
                               "is shutting down");
@@ -1743,20 +1753,8 @@ void router_bus_request(router_t *r, const char *origin, uint64_t seq, const cha
             snprintf(why, sizeof why, "%s cannot take more messages now", name);
             router_send_error(r, bus, &env, ERR_BUSY, why);
         }
-        if (traced) {                   /* B5 at the broker that hands it over */
-            if (to) {
-                char from[2 * PEER_ID_MAX + 3], label[2 * PEER_ID_MAX + 3];
-                trace_point_t p = {.kind = TRACE_REQUEST, .service = c_text(name),
-                                   .dst = env_text(&env, EF_DST), .src = env_text(&env, EF_SRC),
-                                   .action = env_text(&env, EF_ACTION),
-                                   .msg_id = env_text(&env, EF_MSG_ID),
-                                   .peer = peer_label(bus, from), .to = peer_label(to, label),
-                                   .latency_us = -1, .message = zmq_msg_data(&copy),
-                                   .message_len = zmq_msg_size(&copy)};
-                trace_offer(r->trace, &p, r->clock_us() / 1000, send_trace_copy, r);
-            }
-            zmq_msg_close(&copy);
-        }
+        if (traced)                     /* B5 at the broker that hands it over */
+            trace_handed_over(r, bus, to, name, &env, &copy);
     }
     wire_msg_close(&m);
 }
