@@ -53,6 +53,14 @@ typedef struct {
     bool escaped;
 } env_value_t;
 
+/* A present field's JSON text as it came: a string's quotes included. */
+static inline const char *env_value_json(const env_value_t *v, size_t *len)
+{
+    bool quoted = v->kind == JSON_STRING;
+    *len = v->len + (quoted ? 2u : 0u);
+    return quoted ? v->ptr - 1 : v->ptr;
+}
+
 typedef struct {
     const char *buf;
     size_t len;

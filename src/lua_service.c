@@ -994,11 +994,11 @@ static log_ratelimit_t stray_error_limit;
 static void handle_answer(lua_version_t *v, const envelope_t *env)
 {
     const env_value_t *corr = &env->f[EF_CORRELATION_ID], *p = &env->f[EF_PAYLOAD];
-    bool has_payload = p->kind != JSON_ABSENT;
+    size_t payload_len = 0;
+    const char *payload = p->kind != JSON_ABSENT ? env_value_json(p, &payload_len) : NULL;
     answer_job_t job = {
         .v = v, .corr = corr->ptr, .corr_len = corr->len,
-        .payload = has_payload ? (p->kind == JSON_STRING ? p->ptr - 1 : p->ptr) : NULL,
-        .payload_len = p->kind == JSON_STRING ? p->len + 2 : p->len,
+        .payload = payload, .payload_len = payload_len,
         .is_error = env->type == MT_ERROR,
     };
     char err[1024];

@@ -79,8 +79,9 @@ static void push_string_field(lua_State *L, const env_value_t *v)
     if (!v->escaped) {
         lua_pushlstring(L, v->ptr, v->len);
     } else {
-        /* the quotes around the content are in the frame: decode them too */
-        luamsg_push_decoded(L, v->ptr - 1, v->len + 2);
+        size_t len;             /* the quotes around the content too */
+        const char *text = env_value_json(v, &len);
+        luamsg_push_decoded(L, text, len);
     }
 }
 
@@ -152,10 +153,9 @@ static bool push_key_value(lua_State *L, view_t *view, int vi, size_t i)
         const env_value_t *p = &env->f[EF_PAYLOAD];
         if (p->kind == JSON_ABSENT || p->kind == JSON_NULL)
             return false;
-        if (p->kind == JSON_STRING)
-            luamsg_push_decoded(L, p->ptr - 1, p->len + 2);
-        else
-            luamsg_push_decoded(L, p->ptr, p->len);
+        size_t len;
+        const char *text = env_value_json(p, &len);
+        luamsg_push_decoded(L, text, len);
         return true;
     }
     case K_PAYLOAD_JSON: {
@@ -163,12 +163,13 @@ static bool push_key_value(lua_State *L, view_t *view, int vi, size_t i)
          * kept alive in the fields table) for the call, so that
          * bus.json(msg.payload_json) need not check it again */
         const env_value_t *p = &env->f[EF_PAYLOAD];
-        if (p->kind == JSON_ABSENT)
+        if (p->kind == JSON_ABSENT) {
             lua_pushliteral(L, "null");
-        else if (p->kind == JSON_STRING)
-            lua_pushlstring(L, p->ptr - 1, p->len + 2);
-        else
-            lua_pushlstring(L, p->ptr, p->len);
+        } else {
+            size_t len;
+            const char *text = env_value_json(p, &len);
+            lua_pushlstring(L, text, len);
+        }
         view->payload_text = lua_tostring(L, -1);
         return true;
     }
