@@ -826,8 +826,8 @@ size_t nats_link_take(nats_link_t *l, nats_in_t *out, size_t max)
             .len = (size_t)natsMsg_GetDataLength(m),
             .handle = m,
         };
-        size_t plen = strlen(l->direct_prefix);
-        if (out[i].kind == NL_DIRECT && strncmp(out[i].subject, l->direct_prefix, plen) == 0) {
+        size_t plen = out[i].kind == NL_DIRECT ? strlen(l->direct_prefix) : 0;
+        if (plen && strncmp(out[i].subject, l->direct_prefix, plen) == 0) {
             const char *tail = out[i].subject + plen;
             if (strncmp(tail, "req.", 4) == 0 || strncmp(tail, "evt.", 4) == 0) {
                 out[i].kind = tail[0] == 'r' ? NL_REQUEST : NL_EVENT;

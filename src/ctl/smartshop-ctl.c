@@ -1162,8 +1162,7 @@ static void warn_unless_registered(const char *name)
     for (int part = 0; part < 2; part++) {      /* this broker's, and others' (--nats) */
         cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(answer, part ? "remote" : "services")) {
             const char *n = str_or(s, "name", NULL);
-            if (n && strcmp(n, name) == 0)
-                held = true;
+            held |= n && strcmp(n, name) == 0;
         }
     }
     if (cJSON_IsArray(services) && !held)
@@ -1177,6 +1176,7 @@ static void warn_unless_registered(const char *name)
 static int cmd_pub(int argc, char **argv)
 {
     const char *to = opt.pub_to;
+    bool broadcast = to && strcmp(to, "broadcast") == 0;
     if (to && (argc < 1 || argc > 2))
         return usage_error("pub --to NAME takes ACTION [JSON] (quote the JSON for the shell)");
     if (!to && (argc < 2 || argc > 3))
@@ -1190,7 +1190,7 @@ static int cmd_pub(int argc, char **argv)
         return rc;
     if (!to)
         rc = ss_publish_topic(client, where, action, payload);
-    else if (strcmp(to, "broadcast") == 0)
+    else if (broadcast)
         rc = ss_broadcast(client, action, payload);
     else
         rc = ss_publish(client, to, action, payload);
@@ -1205,7 +1205,6 @@ static int cmd_pub(int argc, char **argv)
     cJSON_Delete(answer);
     if (rc != EXIT_OK)
         return rc;
-    bool broadcast = to && strcmp(to, "broadcast") == 0;
     if (to && !broadcast)
         warn_unless_registered(to);
     if (!opt.json && broadcast)
