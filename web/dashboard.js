@@ -16,6 +16,13 @@ function el(tag, attrs, text) {
   return e;
 }
 
+// The one row of a table with nothing to show, saying so.
+function emptyRow(columns, text) {
+  const tr = el("tr");
+  tr.appendChild(el("td", {colspan: columns, class: "none"}, text));
+  return tr;
+}
+
 function svgEl(tag, attrs) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
@@ -192,11 +199,7 @@ function renderServices(state, history) {
     tr.appendChild(latCell);
     rows.push(tr);
   }
-  if (!rows.length) {
-    const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 11, class: "none"}, "No service has registered yet."));
-    rows.push(tr);
-  }
+  if (!rows.length) rows.push(emptyRow(11, "No service has registered yet."));
   body.replaceChildren(...rows);
 }
 
@@ -217,11 +220,7 @@ function renderPeers(state) {
     tr.appendChild(el("td", {class: "num"}, count(p.queued_bytes) + " B"));
     return tr;
   });
-  if (!rows.length) {
-    const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 7, class: "none"}, "Nobody is connected."));
-    rows.push(tr);
-  }
+  if (!rows.length) rows.push(emptyRow(7, "Nobody is connected."));
   $("peers").tBodies[0].replaceChildren(...rows);
   $("peers-note").textContent = state.peers_total > state.peers.length
     ? `${state.peers.length} of ${count(state.peers_total)} shown` : `${count(state.peers_total)}`;
@@ -238,11 +237,7 @@ function renderDead(state) {
     tr.appendChild(el("td", {}, l.action || "-"));
     return tr;
   });
-  if (!rows.length) {
-    const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 5, class: "none"}, "None: every message was delivered."));
-    rows.push(tr);
-  }
+  if (!rows.length) rows.push(emptyRow(5, "None: every message was delivered."));
   $("dead").tBodies[0].replaceChildren(...rows);
   $("dead-note").textContent = d.count ? `${count(d.count)} kept, the newest ${Math.min(d.count, DEAD_LETTERS_SHOWN)} shown` : "";
 }
@@ -322,11 +317,7 @@ function renderBus(state) {
     tr.appendChild(el("td", {class: "num", "data-field": "instances"}, count(r.instances)));
     return tr;
   });
-  if (!rows.length) {
-    const tr = el("tr");
-    tr.appendChild(el("td", {colspan: 3, class: "none"}, "No other broker holds a name."));
-    rows.push(tr);
-  }
+  if (!rows.length) rows.push(emptyRow(3, "No other broker holds a name."));
   $("remote").tBodies[0].replaceChildren(...rows);
   const total = state.remote_total ?? remote.length;
   $("bus-note").textContent = total > remote.length
