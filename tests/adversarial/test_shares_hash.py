@@ -70,13 +70,6 @@ def colliding_ids(count):
     return ids
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def drain(sock):
     n = 0
     while True:
@@ -101,7 +94,7 @@ class KeyedHashTest(bp.BrokerTestCase):
         pings = []                  # another peer's round trips meanwhile
         pid = self.broker.proc.pid
         received = 0
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        cpu0, t0 = bp.cpu_seconds(pid), time.monotonic()
         for start in range(0, len(ids), 200 * PEERS):
             chunk = ids[start:start + 200 * PEERS]
             for k, msg_id in enumerate(chunk):
@@ -119,7 +112,7 @@ class KeyedHashTest(bp.BrokerTestCase):
             received += got
             if not got:
                 time.sleep(0.005)
-        cpu, wall = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+        cpu, wall = bp.cpu_seconds(pid) - cpu0, time.monotonic() - t0
         self.assertEqual(received, len(ids), "%s: the sinks got %d of %d requests in %.1f s"
                          % (name, received, len(ids), patience))
         refused = [c for c in callers if c.recv_raw(0)]

@@ -464,6 +464,15 @@ def wait_until(pred, timeout=2.0, interval=0.05):
         time.sleep(interval)
 
 
+def cpu_seconds(pid, tid=None):
+    """User plus system CPU time so far of process `pid`, or of its thread
+    `tid` (/proc/PID/stat, /proc/PID/task/TID/stat)."""
+    path = "/proc/%d/stat" % pid if tid is None else "/proc/%d/task/%d/stat" % (pid, tid)
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def python_env(endpoint):
     """Environment for the example scripts: our endpoint, unbuffered output."""
     env = dict(os.environ)

@@ -8,12 +8,11 @@ A's own nats-server killed (A moves to the next URL). Every request gets
 exactly one answer, or is told why; none vanishes.
 """
 import json
-import os
 import signal
 import time
 import unittest
 
-from brokerproc import SLOW
+from brokerproc import SLOW, cpu_seconds
 from bustraffic import Traffic
 from natscluster import NatsCluster, bus_broker, reach, wait_bus_connected
 
@@ -178,13 +177,6 @@ class Failures(unittest.TestCase):
         self.assertTrue(st["connected"], st)
         self.brokers["A"].wait_for_log(r"rejoined the bus", timeout=2 * SLOW)
 
-
-
-def cpu_seconds(pid):
-    """User plus system CPU time of process `pid` so far (/proc/PID/stat)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Orphan(unittest.TestCase):

@@ -408,13 +408,6 @@ ANSWER_BOUND_S = 0.3 * bp.SLOW
 
 
 
-def thread_cpu_s(pid, tid):
-    """CPU time (user + system) the thread has used, in seconds."""
-    with open("/proc/%d/task/%d/stat" % (pid, tid)) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class RenderingOffTheLoopTest(bp.unittest.TestCase):
     """The Prometheus text of 1000 series (2.7 MB, 3 to 10 ms to make) is
     made by the HTTP thread from a copy of the counters, not by the event
@@ -441,7 +434,7 @@ class RenderingOffTheLoopTest(bp.unittest.TestCase):
             size = len(urllib.request.urlopen(url, timeout=10 * bp.SLOW).read())
             self.assertGreater(size, 2 << 20)
             pid = broker.proc.pid           # the event loop is the main thread
-            before = thread_cpu_s(pid, pid)
+            before = bp.cpu_seconds(pid, pid)
             for i in range(self.SCRAPES):
                 m = client.request("h-many", "a%d" % i)         # a counter changes
                 _, req = svc.recv(5 * bp.SLOW)
@@ -449,7 +442,7 @@ class RenderingOffTheLoopTest(bp.unittest.TestCase):
                 client.recv_answer(m["msg_id"], 5 * bp.SLOW)
                 text = urllib.request.urlopen(url, timeout=10 * bp.SLOW).read()
                 self.assertGreater(len(text), 2 << 20)
-            used = thread_cpu_s(pid, pid) - before
+            used = bp.cpu_seconds(pid, pid) - before
             self.assertLess(used, 0.1 * bp.SLOW,
                             "the event loop spent %.3f s on %d scrapes" % (used, self.SCRAPES))
             svc.close()
@@ -490,14 +483,14 @@ class ManyServicesTest(bp.unittest.TestCase):
                 client.recv_answer(m["msg_id"], 5 * bp.SLOW)
             url = "http://127.0.0.1:%d/api/v1/state" % port
             pid = broker.proc.pid
-            before = thread_cpu_s(pid, pid)
+            before = bp.cpu_seconds(pid, pid)
             for i in range(self.SCRAPES):
                 m = client.request(busy, "go")          # something changes
                 _, req = peers[49].recv(5 * bp.SLOW)
                 peers[49].answer(req)
                 client.recv_answer(m["msg_id"], 5 * bp.SLOW)
                 state = json.loads(urllib.request.urlopen(url, timeout=10 * bp.SLOW).read())
-            used = thread_cpu_s(pid, pid) - before
+            used = bp.cpu_seconds(pid, pid) - before
             self.assertLess(used, 0.25 * bp.SLOW,
                             "the event loop spent %.3f s on %d requests for the state"
                             % (used, self.SCRAPES))

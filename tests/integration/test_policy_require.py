@@ -126,7 +126,10 @@ class Report:
         return reason[len(name) + 1:]
 
 
-class RequireBase(bp.BrokerTestCase):
+class RequireBase(bp.PolicyTestCase):
+    """Its own setUpClass (planted files, the broker's working directory
+    and library path); PolicyTestCase's tear-down removes cls.tmp."""
+
     @classmethod
     def lua_path(cls):
         """$SMARTSHOP_LUA_PATH for the broker, or None for the default."""
@@ -168,13 +171,6 @@ class RequireBase(bp.BrokerTestCase):
                 os.environ.pop("SMARTSHOP_LUA_PATH", None)
             else:
                 os.environ["SMARTSHOP_LUA_PATH"] = old
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def report(self):
         """{probe name: what it gave}, asked of the running policy one by one."""
