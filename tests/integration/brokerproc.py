@@ -73,11 +73,22 @@ def broker_path():
     return os.path.join(REPO_ROOT, "build", "smartshop-broker")
 
 
+_ports_given = set()
+
+
 def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port nobody listens on right now, and not one this
+    process was given before: the kernel may hand the port it just freed
+    out again, and two calls in a row (--endpoint, --metrics) would then
+    name the same one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise AssertionError("no loopback port that was not given out already")
 
 
 def port_accepts(port, host="127.0.0.1"):
