@@ -31,6 +31,7 @@ typedef struct {
     bool cut;                   /* shut down; libmicrohttpd closes it next */
     struct MHD_Connection *waiting;  /* suspended until a fresh snapshot */
     uint64_t arrived_ms;        /* when the request waiting arrived */
+    uint64_t ask;               /* its number (`asks`) */
     unsigned part;              /* what it waits for (HTTP_PART_*) */
     bool resumed;
 } conn_t;
@@ -62,6 +63,13 @@ struct http_server {
     _Atomic uint64_t loop_turned_ms;
     atomic_bool quit;
     atomic_uint wanted;         /* HTTP_PART_* requests wait for */
+    /* Requests waiting for a fresh part are numbered, and a snapshot says
+     * the last number given before it was taken: a part covering a
+     * request's number was made after the request arrived, so it shows
+     * every message the broker handled before. (A clock cannot say so: a
+     * millisecond holds a snapshot, a routed answer and the scrape its
+     * receiver sent next.) */
+    _Atomic uint64_t asks;
     /* the broker thread's */
     http_snapshot_maker_t maker;
     uint64_t next_publish_ms, last_publish_ms;
@@ -75,6 +83,7 @@ struct http_server {
     http_history_t *history;
     uint64_t requests[EP__COUNT];
     uint64_t refused, cut_off;
+    uint64_t stale;             /* answers the broker made no fresh part for in time */
     log_ratelimit_t refusal_lines;
     uint64_t accept_paused_until;   /* out of descriptors: the listener rests */
 };
@@ -402,17 +411,21 @@ static size_t http_counters(http_server_t *h, char *out, size_t cap)
                      "# TYPE smartshop_http_refused_total counter\nsmartshop_http_refused_total %llu\n"
                      "# HELP smartshop_http_cut_off_total Connections closed for sending no request or "
                      "taking no answer in time (--metrics-idle-timeout-ms).\n"
-                     "# TYPE smartshop_http_cut_off_total counter\nsmartshop_http_cut_off_total %llu\n",
-                     h->conn_used, (unsigned long long)h->refused, (unsigned long long)h->cut_off);
+                     "# TYPE smartshop_http_cut_off_total counter\nsmartshop_http_cut_off_total %llu\n"
+                     "# HELP smartshop_http_stale_total Answers from a snapshot older than their "
+                     "request: the event loop made none within 1 s.\n"
+                     "# TYPE smartshop_http_stale_total counter\nsmartshop_http_stale_total %llu\n",
+                     h->conn_used, (unsigned long long)h->refused, (unsigned long long)h->cut_off,
+                     (unsigned long long)h->stale);
         n += w > 0 ? (size_t)w : 0;
     }
     return n < cap ? n : cap - 1;
 }
 
-/* When the snapshot's `part` was made (0: never). */
-static uint64_t made_ms(const http_snapshot_t *s, unsigned part)
+/* The last ask the snapshot's `part` covers (0: none). */
+static uint64_t part_covers(const http_snapshot_t *s, unsigned part)
 {
-    return !s ? 0 : part == HTTP_PART_METRICS ? s->prometheus_ms : s->state_ms;
+    return !s ? 0 : part == HTTP_PART_METRICS ? s->metrics_covers : s->state_covers;
 }
 
 /* Asks the broker thread for a snapshot with `part` made anew. */
@@ -425,9 +438,9 @@ static void want(http_server_t *h, unsigned part)
     }
 }
 
-/* Whether the request can be answered now from a `part` made after it
- * arrived; if not, it is suspended and the broker asked for one (true:
- * it was suspended, the handler returns and is called again later). */
+/* Suspends the request until a `part` made after it arrived, or
+ * HTTP_FRESH_WAIT_MS, and asks the broker for one (true: the handler
+ * returns and is called again at the resume, when this says false). */
 static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, unsigned part)
 {
     const union MHD_ConnectionInfo *info =
@@ -436,17 +449,17 @@ static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, 
     if (!c)
         return false;
     if (c->waiting) {           /* called again after the resume: answer */
+        http_snapshot_t *s = current_snapshot(h);
+        if (part_covers(s, c->part) < c->ask)
+            h->stale++;         /* HTTP_FRESH_WAIT_MS ran out: a stalled broker */
+        http_snapshot_release(&s);
         c->waiting = NULL;
         return false;
     }
-    uint64_t now = clock_ms();
-    http_snapshot_t *s = current_snapshot(h);
-    bool fresh = made_ms(s, part) >= now;
-    http_snapshot_release(&s);
-    if (fresh)
-        return false;
     c->waiting = connection;
-    c->arrived_ms = now;
+    c->arrived_ms = clock_ms();
+    /* before want(): the snapshot that sees its wish sees its number */
+    c->ask = atomic_fetch_add(&h->asks, 1) + 1;
     c->part = part;
     c->resumed = false;
     MHD_suspend_connection(connection);
@@ -468,7 +481,7 @@ static uint64_t resume_waiting(http_server_t *h, uint64_t now)
         conn_t *c = &h->conns[i];
         if (c->fd < 0 || !c->waiting || c->resumed)
             continue;
-        if (made_ms(s, c->part) >= c->arrived_ms || now >= c->arrived_ms + HTTP_FRESH_WAIT_MS) {
+        if (part_covers(s, c->part) >= c->ask || now >= c->arrived_ms + HTTP_FRESH_WAIT_MS) {
             c->resumed = true;
             MHD_resume_connection(c->waiting);
             next = now;
@@ -476,7 +489,7 @@ static uint64_t resume_waiting(http_server_t *h, uint64_t now)
         }
         /* a snapshot taken after it arrived but without its part (one
          * taken as it asked): ask again */
-        if (s && s->taken_ms >= c->arrived_ms)
+        if (s && s->taken_covers >= c->ask)
             want(h, c->part);
         if (c->arrived_ms + HTTP_FRESH_WAIT_MS < next)
             next = c->arrived_ms + HTTP_FRESH_WAIT_MS;
@@ -818,9 +831,12 @@ void http_publish(http_server_t *h, const router_t *router, bool stopping, uint6
 {
     h->next_publish_ms = now_ms + HTTP_SNAPSHOT_MS;
     h->last_publish_ms = now_ms;
-    /* before the snapshot is taken: a request arriving meanwhile asks again */
+    /* before the snapshot is taken: a request arriving meanwhile asks
+     * again; the wishes before the numbers, so that a wish seen here has
+     * its number covered */
     unsigned asked = atomic_exchange(&h->wanted, 0);
-    http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, asked, now_ms);
+    uint64_t covers = atomic_load(&h->asks);
+    http_snapshot_t *fresh = http_snapshot_take(&h->maker, router, stopping, asked, covers, now_ms);
     if (!fresh)
         return;                 /* out of memory: the last one stays */
     h->pending = fresh;

@@ -14,8 +14,10 @@
  * readiness), and sooner when a request for /metrics or /api/v1/state
  * waits for its part made after it arrived (it is suspended until then,
  * at most HTTP_FRESH_WAIT_MS): what a scrape shows includes every message
- * the broker handled before it, and the Prometheus text and the JSON are
- * made only when someone asks. Those extra snapshots come at most one per
+ * the broker handled before it (requests are numbered and a part says
+ * the last number it covers: a millisecond clock cannot tell, since one
+ * millisecond holds a snapshot, an answer and the scrape sent next), and
+ * the Prometheus text and the JSON are made only when someone asks. Those extra snapshots come at most one per
  * HTTP_FRESH_MIN_MS, whatever the number of requests.
  *
  * libmicrohttpd runs in its external-epoll mode inside that thread, which

@@ -494,7 +494,8 @@ static http_blob_t *state_blob(const http_sources_t *src, const http_service_tot
 }
 
 http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
-                                    bool stopping, unsigned parts, uint64_t now_ms)
+                                    bool stopping, unsigned parts, uint64_t covers,
+                                    uint64_t now_ms)
 {
     const http_sources_t sources = {
         router, router_config(router), router_metrics(router), router_stats(router),
@@ -512,6 +513,7 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     }
     atomic_init(&s->refs, 1);
     s->taken_ms = now_ms;
+    s->taken_covers = covers;
     s->service_count = (size_t)n;
     memcpy(s->services, totals, (size_t)n * sizeof *totals);
     if (parts & HTTP_PART_METRICS) {
@@ -519,7 +521,7 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
         if (fresh) {                /* else (out of memory) the last one stays */
             metrics_part_release(&maker->metrics);
             maker->metrics = fresh;
-            maker->metrics_ms = now_ms;
+            maker->metrics_covers = covers;
         }
     }
     if (parts & HTTP_PART_STATE) {
@@ -527,14 +529,14 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
         if (fresh) {
             http_blob_release(&maker->state);
             maker->state = fresh;
-            maker->state_ms = now_ms;
+            maker->state_covers = covers;
         }
     }
     free(totals);
     s->metrics = metrics_part_ref(maker->metrics);
-    s->prometheus_ms = maker->metrics ? maker->metrics_ms : 0;
+    s->metrics_covers = maker->metrics ? maker->metrics_covers : 0;
     s->state = http_blob_ref(maker->state);
-    s->state_ms = maker->state ? maker->state_ms : 0;
+    s->state_covers = maker->state ? maker->state_covers : 0;
     if (src->stopping)
         snprintf(s->not_ready, sizeof s->not_ready, "stopping: the grace period is running");
     else if (src->policy && !policy_is_loaded(src->policy) && policy_counts(src->policy).failed_loads)

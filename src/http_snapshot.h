@@ -76,9 +76,10 @@ typedef struct http_snapshot {
     bool ready;                 /* what /readyz says, and why not */
     char not_ready[96];
     http_metrics_part_t *metrics;   /* the counters, for the Prometheus text (or NULL) */
-    uint64_t prometheus_ms;     /* when they were copied (0: never) */
+    uint64_t metrics_covers;    /* the last ask (http.c) they were copied after (0: none) */
     http_blob_t *state;         /* the JSON of /api/v1/state (or NULL) */
-    uint64_t state_ms;
+    uint64_t state_covers;
+    uint64_t taken_covers;      /* the last ask made before it was taken */
     bool policy_stale, policy_fallback; /* the restart gauges (metrics_restart_text) */
     size_t restored_waiting;
     size_t service_count;
@@ -93,16 +94,19 @@ typedef struct http_snapshot {
  * do not make them anew. */
 typedef struct {
     http_metrics_part_t *metrics;   /* the last copy of the counters */
-    uint64_t metrics_ms;
+    uint64_t metrics_covers;
     http_blob_t *state;
-    uint64_t state_ms;
+    uint64_t state_covers;
 } http_snapshot_maker_t;
 
 /* A new snapshot of what the router holds, with one reference, or NULL
- * if out of memory; `parts` (HTTP_PART_*) are made anew. `stopping`: the
- * grace period runs (not ready). */
+ * if out of memory; `parts` (HTTP_PART_*) are made anew. `covers`: the
+ * number of the last ask for a fresh part made before this call (http.c),
+ * which the parts made anew then cover. `stopping`: the grace period runs
+ * (not ready). */
 http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t *router,
-                                    bool stopping, unsigned parts, uint64_t now_ms);
+                                    bool stopping, unsigned parts, uint64_t covers,
+                                    uint64_t now_ms);
 
 void http_snapshot_maker_clear(http_snapshot_maker_t *maker);
 
