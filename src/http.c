@@ -413,10 +413,10 @@ static size_t http_counters(http_server_t *h, char *out, size_t cap)
                      "taking no answer in time (--metrics-idle-timeout-ms).\n"
                      "# TYPE smartshop_http_cut_off_total counter\nsmartshop_http_cut_off_total %llu\n"
                      "# HELP smartshop_http_stale_total Answers from a snapshot older than their "
-                     "request: the event loop made none within 1 s.\n"
+                     "request: the event loop made none within %d ms.\n"
                      "# TYPE smartshop_http_stale_total counter\nsmartshop_http_stale_total %llu\n",
                      h->conn_used, (unsigned long long)h->refused, (unsigned long long)h->cut_off,
-                     (unsigned long long)h->stale);
+                     HTTP_FRESH_WAIT_MS, (unsigned long long)h->stale);
         n += w > 0 ? (size_t)w : 0;
     }
     return n < cap ? n : cap - 1;
@@ -440,19 +440,23 @@ static void want(http_server_t *h, unsigned part)
 
 /* Suspends the request until a `part` made after it arrived, or
  * HTTP_FRESH_WAIT_MS, and asks the broker for one (true: the handler
- * returns and is called again at the resume, when this says false). */
-static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, unsigned part)
+ * returns and is called again at the resume, when this says false and
+ * sets `*answer_from` to the snapshot to answer from, a reference the
+ * caller releases). */
+static bool wait_for_fresh(http_server_t *h, struct MHD_Connection *connection, unsigned part,
+                           http_snapshot_t **answer_from)
 {
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
     conn_t *c = info ? conn_of_fd(h, info->connect_fd) : NULL;
-    if (!c)
+    if (!c) {
+        *answer_from = current_snapshot(h);
         return false;
+    }
     if (c->waiting) {           /* called again after the resume: answer */
-        http_snapshot_t *s = current_snapshot(h);
-        if (part_covers(s, c->part) < c->ask)
+        *answer_from = current_snapshot(h);
+        if (part_covers(*answer_from, c->part) < c->ask)
             h->stale++;         /* HTTP_FRESH_WAIT_MS ran out: a stalled broker */
-        http_snapshot_release(&s);
         c->waiting = NULL;
         return false;
     }
@@ -500,9 +504,9 @@ static uint64_t resume_waiting(http_server_t *h, uint64_t now)
 
 static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *connection)
 {
-    if (wait_for_fresh(h, connection, HTTP_PART_METRICS))
+    http_snapshot_t *s;
+    if (wait_for_fresh(h, connection, HTTP_PART_METRICS, &s))
         return MHD_YES;
-    http_snapshot_t *s = current_snapshot(h);
     /* rendered here, in the HTTP thread, from the counters' copy */
     http_blob_t *blob = http_snapshot_prometheus(s);
     if (!blob) {                    /* the broker did not answer within HTTP_FRESH_WAIT_MS */
@@ -556,9 +560,9 @@ static enum MHD_Result serve_readyz(http_server_t *h, struct MHD_Connection *con
 
 static enum MHD_Result serve_state(http_server_t *h, struct MHD_Connection *connection)
 {
-    if (wait_for_fresh(h, connection, HTTP_PART_STATE))
+    http_snapshot_t *s;
+    if (wait_for_fresh(h, connection, HTTP_PART_STATE, &s))
         return MHD_YES;
-    http_snapshot_t *s = current_snapshot(h);
     if (!s || !s->state) {
         http_snapshot_release(&s);
         return answer_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json", not_started);

@@ -17,8 +17,9 @@
  * the broker handled before it (requests are numbered and a part says
  * the last number it covers: a millisecond clock cannot tell, since one
  * millisecond holds a snapshot, an answer and the scrape sent next), and
- * the Prometheus text and the JSON are made only when someone asks. Those extra snapshots come at most one per
- * HTTP_FRESH_MIN_MS, whatever the number of requests.
+ * the Prometheus text and the JSON are made only when someone asks.
+ * Those extra snapshots come at most one per HTTP_FRESH_MIN_MS, whatever
+ * the number of requests.
  *
  * libmicrohttpd runs in its external-epoll mode inside that thread, which
  * accepts the connections itself: up to --metrics-max-connections at once
