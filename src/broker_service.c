@@ -56,6 +56,9 @@ static void add_policy_versions(cJSON *payload, const policy_t *p)
             cJSON_AddNullToObject(o, keys[i]);
     }
     cJSON_AddBoolToObject(o, "fallback", v.fallback);
+    policy_counts_t counts = policy_counts(p);    /* the decision cache (docs/policies.md) */
+    cJSON_AddNumberToObject(o, "cache_hits", (double)counts.cache_hits);
+    cJSON_AddNumberToObject(o, "cache_misses", (double)counts.cache_misses);
 }
 
 broker_service_t *broker_service_new(router_t *router, broker_reload_t reload, void *reload_ctx)

@@ -522,6 +522,8 @@ static enum MHD_Result serve_metrics(http_server_t *h, struct MHD_Connection *co
     n += http_counters(h, tail + n, sizeof tail - n);
     n += metrics_restart_text(tail + n, sizeof tail - n, s->policy_stale, s->policy_fallback,
                               s->restored_waiting);
+    n += metrics_policy_cache_text(tail + n, sizeof tail - n, s->policy_cache_hits,
+                                   s->policy_cache_misses);
     http_snapshot_release(&s);
     return answer_blob(h, connection, "text/plain; version=0.0.4; charset=utf-8", blob, tail, n);
 }

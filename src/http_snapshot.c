@@ -383,6 +383,8 @@ static void add_policy(cJSON *root, const http_sources_t *src)
     cJSON_AddNumberToObject(pol, "loads", (double)counts.loads);
     cJSON_AddNumberToObject(pol, "failed_loads", (double)counts.failed_loads);
     cJSON_AddNumberToObject(pol, "hook_errors", (double)counts.hook_errors);
+    cJSON_AddNumberToObject(pol, "cache_hits", (double)counts.cache_hits);
+    cJSON_AddNumberToObject(pol, "cache_misses", (double)counts.cache_misses);
     /* running a version that is not the file's (the file did not load) */
     policy_version_t version = policy_version(p);
     cJSON_AddBoolToObject(pol, "fallback", version.fallback);
@@ -545,6 +547,9 @@ http_snapshot_t *http_snapshot_take(http_snapshot_maker_t *maker, const router_t
     policy_version_t version = src->policy ? policy_version(src->policy) : (policy_version_t){0};
     s->policy_stale = version.stale_since && *version.stale_since;
     s->policy_fallback = version.fallback;
+    policy_counts_t counts = src->policy ? policy_counts(src->policy) : (policy_counts_t){0};
+    s->policy_cache_hits = counts.cache_hits;
+    s->policy_cache_misses = counts.cache_misses;
     s->restored_waiting = registry_restored_count(src->registry);
     return s;
 }

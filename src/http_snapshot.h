@@ -81,6 +81,7 @@ typedef struct http_snapshot {
     uint64_t state_covers;
     uint64_t taken_covers;      /* the last ask made before it was taken */
     bool policy_stale, policy_fallback; /* the restart gauges (metrics_restart_text) */
+    uint64_t policy_cache_hits, policy_cache_misses; /* policy_counts' */
     size_t restored_waiting;
     size_t service_count;
     http_service_totals_t services[];   /* by name */

@@ -47,6 +47,9 @@ typedef struct {
     const void *fields[MT__COUNT]; /* the fields tables, by address */
     uint16_t filled[MT__COUNT]; /* the keys set in each, by view_keys index */
     uint16_t guess[MT__COUNT];  /* the keys to bring up to date before a call */
+    uint16_t ever[MT__COUNT];   /* the keys hooks ever read from messages of each
+                                   type (luamsg_fields_read) */
+    const void *reader;         /* view_index's closure (luamsg_is_reader) */
     const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
                                             a read is told by one compare a key */
     struct {
@@ -225,6 +228,7 @@ static int view_index(lua_State *L)
     for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
         if (view->key_ptr[i] != key)
             continue;
+        view->ever[view->env->type] |= (uint16_t)(1u << i);
         lua_settop(L, 2);
         lua_pushvalue(L, lua_upvalueindex(1));                  /* 3: the view */
         if (!push_key_value(L, view, 3, i)) {
@@ -333,6 +337,7 @@ void luamsg_init(lua_State *L)
     int fields_mt = lua_gettop(L);
     lua_pushvalue(L, vi);
     lua_pushcclosure(L, view_index, 1);
+    view->reader = lua_topointer(L, -1);            /* anchored by fields_mt */
     lua_setfield(L, fields_mt, "__index");
     lua_pushvalue(L, vi);
     lua_pushcclosure(L, view_table, 1);             /* msg:table(), in each for good */
@@ -447,6 +452,29 @@ void luamsg_push(lua_State *L, const envelope_t *env)
         set_meta(L, vi, t);
         view->armed = t;
     }
+}
+
+unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other)
+{
+    const view_t *view = *(view_t **)lua_getextraspace(L);
+    unsigned fields = 0;
+    *other = false;
+    /* msg.table is in every fields table from the start (never read through
+     * view_index): calling it is a C function the caller sees called */
+    for (unsigned todo = view ? view->ever[t] : 0; todo; todo &= todo - 1) {
+        int i = __builtin_ctz(todo);
+        if (view_keys[i].kind == K_STRING)
+            fields |= 1u << view_keys[i].field;
+        else
+            *other = true;
+    }
+    return fields;
+}
+
+bool luamsg_is_reader(lua_State *L, const void *fn)
+{
+    const view_t *view = *(view_t **)lua_getextraspace(L);
+    return view && fn == view->reader;
 }
 
 void luamsg_release(lua_State *L)

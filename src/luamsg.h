@@ -39,6 +39,17 @@ void luamsg_will_push(lua_State *L);
  * view kept past its call raises when read, in any later call). */
 void luamsg_release(lua_State *L);
 
+/* The envelope's string fields that hooks of this state have read from
+ * messages of type t so far, as bits (1u << env_field_t); *other is set
+ * if they read any other key (msg.payload, msg.raw, msg.ttl_ms ...).
+ * Only grows while the state lives. Plain C. */
+unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other);
+
+/* Whether `fn` (lua_topointer of a function) is the C function that
+ * reads a field into a view: Lua calls it as a metamethod for a field
+ * read the first time; what it reads, luamsg_fields_read tells. */
+bool luamsg_is_reader(lua_State *L, const void *fn);
+
 /* Encodes the Lua value at `index` as JSON with lua_json.c (a bus.json()
  * value as its text), valid JSON in UTF-8 that may stand as a payload.
  * Returns a malloc'd text (caller frees) or NULL with the reason in `err`. */

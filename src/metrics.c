@@ -788,6 +788,21 @@ size_t metrics_uptime_text(char *out, size_t cap, double uptime_s)
     return n < 0 ? 0 : (size_t)n >= cap ? cap - 1 : (size_t)n;
 }
 
+size_t metrics_policy_cache_text(char *out, size_t cap, uint64_t hits, uint64_t misses)
+{
+    int n = snprintf(out, cap,
+                     "# HELP smartshop_policy_cache_hits_total Hook calls answered by a kept "
+                     "decision of a pure filter() or route(), without running Lua.\n"
+                     "# TYPE smartshop_policy_cache_hits_total counter\n"
+                     "smartshop_policy_cache_hits_total %llu\n"
+                     "# HELP smartshop_policy_cache_misses_total Lookups of a kept decision that "
+                     "found none (the hook ran).\n"
+                     "# TYPE smartshop_policy_cache_misses_total counter\n"
+                     "smartshop_policy_cache_misses_total %llu\n",
+                     (unsigned long long)hits, (unsigned long long)misses);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 void metrics_text_release(metrics_text_t **text_p)
 {
     metrics_text_t *t = *text_p;

@@ -197,6 +197,11 @@ size_t metrics_uptime_text(char *out, size_t cap, double uptime_s);
 size_t metrics_restart_text(char *out, size_t cap, bool policy_stale, bool policy_fallback,
                             size_t restored_waiting);
 
+/* The policy decision cache's counters (docs/policies.md, "The decision
+ * cache"): lookups that found a kept decision, and those that did not.
+ * Returns their length. */
+size_t metrics_policy_cache_text(char *out, size_t cap, uint64_t hits, uint64_t misses);
+
 void metrics_text_release(metrics_text_t **text_p);
 
 

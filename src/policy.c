@@ -8,8 +8,10 @@
 #include <lauxlib.h>
 
 #include "log.h"
+#include "lua_code.h"
 #include "lua_json.h"
 #include "luamsg.h"
+#include "policy_cache.h"
 #include "reply.h"
 #include "sha256.h"
 #include "state.h"
@@ -43,6 +45,7 @@ policy_t *policy_new(const char *path, sandbox_limits_t limits, registry_t *regi
     p->path = strdup(path);
     p->limits = limits;
     p->registry = registry;
+    p->cache = policy_cache_new();      /* NULL: decisions are not kept, all else works */
     for (int i = 0; i < POLICY_HOOK_COUNT; i++)
         for (int mt = 0; mt < MT__COUNT; mt++)
             p->hook_refs[i][mt] = LUA_NOREF;
@@ -59,6 +62,7 @@ void policy_free(policy_t **self_p)
     if (!p)
         return;
     sandbox_free(&p->sandbox);
+    policy_cache_free(&p->cache);
     free(p->source);
     free(p->path);
     free(p);
@@ -140,6 +144,81 @@ static void make_ctx(lua_State *L, policy_t *p)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
 }
 
+/* --- what the decision cache may rely on --- */
+
+/* The C functions a watched call may make and stay pure: they store
+ * nothing and answer from their arguments alone (ctx.has from the
+ * registry too, which a kept decision then depends on). Taken by
+ * identity before the file runs, and anchored (a collected one's address
+ * could be reused by another). ipairs' iterator comes from calling it. */
+static const char *const pure_names[] = {
+    "type", "next", "pairs", "ipairs", "select", "rawget", "rawlen", "rawequal",
+    "tostring", "tonumber", "assert",
+    "string.sub", "string.len", "string.lower", "string.upper", "string.byte",
+    "string.find", "string.match", "string.format", "string.rep",
+    "math.floor", "math.ceil", "math.abs", "math.min", "math.max", "math.tointeger",
+    "math.type", "math.fmod",
+};
+static const char pure_key;     /* registry: the anchor of those functions */
+static const char memo_key;     /* registry: Lua function -> stores nothing (weak keys) */
+
+typedef struct {
+    const void *fns[sizeof ((policy_t *)0)->pure_fns / sizeof(void *)];
+    int count;
+} pure_set_t;
+
+static void take_pure(lua_State *L, pure_set_t *set, int anchor)
+{
+    if (lua_iscfunction(L, -1) && set->count < (int)(sizeof set->fns / sizeof set->fns[0])) {
+        set->fns[set->count++] = lua_topointer(L, -1);
+        lua_rawseti(L, anchor, set->count);
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+/* In load_body, before the file runs: ctx.has first, then pure_names. */
+static void find_pure_functions(lua_State *L, pure_set_t *set)
+{
+    lua_createtable(L, 40, 0);
+    int anchor = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key);
+    lua_getfield(L, -1, "has");
+    lua_remove(L, -2);
+    take_pure(L, set, anchor);
+    for (size_t i = 0; i < sizeof pure_names / sizeof pure_names[0]; i++) {
+        const char *name = pure_names[i], *dot = strchr(name, '.');
+        lua_pushglobaltable(L);
+        if (dot) {
+            lua_pushlstring(L, name, (size_t)(dot - name));
+            lua_rawget(L, -2);
+            lua_remove(L, -2);
+            name = dot + 1;
+        }
+        if (lua_type(L, -1) == LUA_TTABLE)
+            lua_getfield(L, -1, name);
+        else
+            lua_pushnil(L);
+        lua_remove(L, -2);
+        take_pure(L, set, anchor);
+        if (strcmp(pure_names[i], "ipairs") == 0) {
+            lua_pushglobaltable(L);
+            lua_getfield(L, -1, "ipairs");
+            lua_remove(L, -2);
+            lua_newtable(L);
+            lua_call(L, 1, 1);              /* its iterator (and two more, dropped) */
+            take_pure(L, set, anchor);
+        }
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &pure_key);
+    lua_newtable(L);                        /* the memo: weak keys, for functions */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &memo_key);
+}
+
 /* --- loading --- */
 
 typedef struct {
@@ -148,6 +227,7 @@ typedef struct {
     size_t len;
     unsigned hooks;
     int refs[POLICY_HOOK_COUNT][MT__COUNT];
+    pure_set_t pure;
     char *err;                  /* set for a failure that is not a Lua error */
     size_t errlen;
     bool refused;
@@ -201,6 +281,8 @@ static int load_body(lua_State *L)
     luamsg_init(L);
     lua_json_install(L);    /* json.*, payloads and rewrites: as a Lua service's */
     make_ctx(L, job->p);
+    lua_code_self_check(L);
+    find_pure_functions(L, &job->pure);
 
     if (sandbox_load_text(L, job->text, job->len, job->p->path) < 0) {
         snprintf(job->err, job->errlen, "%s", lua_tostring(L, -1));
@@ -269,6 +351,11 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     p->sandbox = fresh;
     p->hooks = job.hooks;
     memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
+    memcpy(p->pure_fns, job.pure.fns, sizeof p->pure_fns);
+    p->pure_fn_count = job.pure.count;
+    memset(p->impure, 0, sizeof p->impure);
+    if (p->cache)
+        policy_cache_forget(p->cache);      /* decisions of the version before */
     return 0;
 }
 
@@ -378,6 +465,13 @@ typedef struct {
     const policy_outcome_t *outcome; /* on_outcome */
     policy_route_ahead_t *ahead; /* filter: route() too, in the same call, if it passes */
     bool in_route;              /* the call got to route() */
+    bool watched;               /* its calls are watched for the decision cache */
+    struct {
+        bool impure;            /* it ran code that may store, or called a function
+                                   not known to be pure */
+        bool uses_registry;     /* it called ctx.has */
+    } seen[2];                  /* [0] filter() or the one hook; [1] route() after filter() */
+    bool route_gave_id;         /* route() returned name, instance id */
 } hook_job_t;
 
 /* False if the hook has no function for env's type (a table of hooks by
@@ -394,6 +488,148 @@ static void push_hook(lua_State *L, const hook_job_t *job, int index)
     lua_rawgeti(L, LUA_REGISTRYINDEX, job->p->hook_refs[index][job->env ? job->env->type : MT_NONE]);
 }
 
+/* sandbox_call_watched's watcher: is the function called known to store
+ * nothing? A Lua function is judged by its code (lua_code.h; once, kept
+ * in the memo), a C function by its identity (pure_names, the view's
+ * field reader). */
+static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
+{
+    hook_job_t *job = ud;
+    policy_t *p = job->p;
+    int top = lua_gettop(L);
+    bool pure = false;
+    if (lua_getinfo(L, "f", ar)) {
+        int fn = lua_gettop(L);
+        const void *ptr = lua_topointer(L, fn);
+        if (lua_iscfunction(L, fn)) {
+            for (int i = 0; i < p->pure_fn_count && !pure; i++)
+                pure = ptr == p->pure_fns[i];
+            if (pure && ptr == p->pure_fns[0])
+                job->seen[job->in_route].uses_registry = true;
+            pure = pure || luamsg_is_reader(L, ptr);
+        } else {
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &memo_key);
+            lua_pushvalue(L, fn);
+            if (lua_rawget(L, -2) == LUA_TBOOLEAN) {
+                pure = lua_toboolean(L, -1);
+            } else {
+                pure = lua_code_writes_nothing(L, fn);
+                lua_pushvalue(L, fn);
+                lua_pushboolean(L, pure);
+                lua_rawset(L, -4);
+            }
+        }
+    }
+    lua_settop(L, top);
+    if (!pure)
+        job->seen[job->in_route].impure = true;
+    return true;
+}
+
+/* Calls the hook push_hook pushed: watched, if the decision cache wants
+ * to know what it does. */
+static void call_hook(lua_State *L, hook_job_t *job, int nargs, int nresults)
+{
+    if (job->watched)
+        sandbox_call_watched(L, nargs, nresults, watch_call, job);
+    else
+        lua_call(L, nargs, nresults);
+}
+
+/* --- the decision cache (policy_cache.h; docs/policies.md) --- */
+
+/* The fields a decision may be keyed on: the names. A hook that reads
+ * anything else of a message type (msg_id, payload, ...) decides on more
+ * than a key can hold. */
+#define KEYABLE ((1u << EF_TYPE) | (1u << EF_SRC) | (1u << EF_DST) | (1u << EF_ACTION) | \
+                 (1u << EF_TOPIC))
+
+/* The fields hooks read from messages of env's type, if a key can hold
+ * them; -1 if not (for good: what hooks read only grows). */
+static long cache_fields(const policy_t *p, const envelope_t *env)
+{
+    bool other;
+    unsigned f = luamsg_fields_read(sandbox_state(p->sandbox), env->type, &other);
+    return other || (f & ~KEYABLE) ? -1 : (long)f;
+}
+
+/* Whether hook `index`'s decisions for env's type are looked up and kept. */
+static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
+{
+    return p->cache && !p->impure[index][env->type] &&
+           policy_cache_worth(p->cache, (unsigned)(index * MT__COUNT + env->type));
+}
+
+/* The decision kept for hook `index` and env, if any. */
+static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d)
+{
+    long f = cache_fields(p, env);
+    pcache_key_t key;
+    if (f < 0 || !policy_cache_key(&key, index, env, (unsigned)f))
+        return false;
+    bool hit = policy_cache_get(p->cache, &key, registry_generation(p->registry), d);
+    policy_cache_note(p->cache, (unsigned)(index * MT__COUNT + env->type), hit);
+    return hit;
+}
+
+/* After a watched call of hook `index` (seen: what it did): keeps its
+ * decision `d` (NULL: not one to keep), or, if the call was not pure,
+ * forgets everything (it may have changed what hooks read) and watches
+ * this hook for this type no more. */
+static void cache_after(policy_t *p, int index, const envelope_t *env, bool impure,
+                        bool uses_registry, const pcache_decision_t *d)
+{
+    if (impure) {
+        p->impure[index][env->type] = true;
+        policy_cache_forget(p->cache);
+        return;
+    }
+    long f = cache_fields(p, env);
+    pcache_key_t key;
+    if (d && f >= 0 && policy_cache_key(&key, index, env, (unsigned)f))
+        policy_cache_put(p->cache, &key, uses_registry, registry_generation(p->registry), d);
+}
+
+/* A filter() decision as kept: pass, or a refusal with its reason. */
+static bool filter_decision(const hook_job_t *job, pcache_decision_t *d)
+{
+    if (job->verdict != POLICY_PASS && job->verdict != POLICY_REJECT)
+        return false;
+    *d = (pcache_decision_t){.verdict = job->verdict, .code = job->code,
+                             .text = job->verdict == POLICY_REJECT ? job->text : "",
+                             .text_len = job->verdict == POLICY_REJECT ? strlen(job->text) : 0};
+    return true;
+}
+
+/* A route() decision as kept: pass, or one name (no instance). */
+static bool route_decision(const route_t *r, policy_verdict_t v, bool gave_id, pcache_decision_t *d)
+{
+    if (!(v == POLICY_PASS || (v == POLICY_DECIDED && r->count == 1 && !gave_id)))
+        return false;
+    *d = (pcache_decision_t){.verdict = v, .text = v == POLICY_DECIDED ? r->names[0] : "",
+                             .text_len = v == POLICY_DECIDED ? strlen(r->names[0]) : 0};
+    return true;
+}
+
+static policy_verdict_t filter_from(policy_t *p, const pcache_decision_t *d, char *reason,
+                                    size_t reasonlen)
+{
+    if (d->verdict == POLICY_REJECT) {
+        snprintf(reason, reasonlen, "%s", d->text);
+        p->refusal_code = (bus_err_t)d->code;
+    }
+    return (policy_verdict_t)d->verdict;
+}
+
+static policy_verdict_t route_from(const pcache_decision_t *d, route_t *out)
+{
+    if (d->verdict == POLICY_DECIDED) {
+        memcpy(out->names[0], d->text, d->text_len + 1);
+        out->count = 1;
+    }
+    return (policy_verdict_t)d->verdict;
+}
+
 /* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
 static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunction body)
 {
@@ -403,7 +639,10 @@ static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunctio
         luamsg_will_push(sandbox_state(p->sandbox));    /* a message hook */
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
     luamsg_release(sandbox_state(p->sandbox));
+    if (!job->watched && p->cache)
+        policy_cache_forget(p->cache);  /* it may have changed what hooks read */
     if (rc < 0) {
+        job->verdict = POLICY_FAIL;
         hook_failed(p, hook, job->text);
         recover_if_broken(p);
         return POLICY_FAIL;
@@ -461,7 +700,7 @@ static int filter_body(lua_State *L)
     int view = lua_gettop(L);
     push_hook(L, job, I_FILTER);
     lua_pushvalue(L, view);
-    lua_call(L, 1, 3);
+    call_hook(L, job, 1, 3);
     int t = lua_type(L, -3);
     if (t == LUA_TBOOLEAN && !lua_toboolean(L, -3)) {
         job->verdict = take_refusal(L, job, "filter", "denied by policy");
@@ -493,7 +732,15 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
         return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
-    return run_hook(&job, "filter", filter_body);
+    pcache_decision_t d;
+    job.watched = cache_wanted(p, I_FILTER, env);
+    if (job.watched && cache_find(p, I_FILTER, env, &d))
+        return filter_from(p, &d, reason, reasonlen);
+    policy_verdict_t v = run_hook(&job, "filter", filter_body);
+    if (job.watched)
+        cache_after(p, I_FILTER, env, job.seen[0].impure, job.seen[0].uses_registry,
+                    filter_decision(&job, &d) ? &d : NULL);
+    return v;
 }
 
 policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **rewritten,
@@ -506,17 +753,38 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
     if (!hook_wants(p, I_ROUTE, env))
         return policy_filter(p, env, rewritten, rewritten_len, text, textlen);
     *rewritten = NULL;
-    if (!hook_wants(p, I_FILTER, env)) {
-        ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
-        ahead->taken = true;
-        return POLICY_PASS;
+    pcache_decision_t d;
+    bool watched = cache_wanted(p, I_FILTER, env) && cache_wanted(p, I_ROUTE, env);
+    if (!hook_wants(p, I_FILTER, env) || (watched && cache_find(p, I_FILTER, env, &d))) {
+        /* no filter(), or its decision kept: route() alone, if it passes */
+        policy_verdict_t v = hook_wants(p, I_FILTER, env) ? filter_from(p, &d, text, textlen)
+                                                          : POLICY_PASS;
+        if (v == POLICY_PASS) {
+            ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
+            ahead->taken = true;
+        }
+        return v;
     }
     hook_job_t job = {.p = p, .env = env, .text = text, .textlen = textlen, .rewritten = rewritten,
-                      .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead};
+                      .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead,
+                      .watched = watched};
     job.verdict = POLICY_PASS;
     luamsg_will_push(sandbox_state(p->sandbox));
     int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
     luamsg_release(sandbox_state(p->sandbox));
+    if (!watched && p->cache)
+        policy_cache_forget(p->cache);  /* it may have changed what hooks read */
+    if (watched) {
+        bool keep = rc == 0 && filter_decision(&job, &d);
+        cache_after(p, I_FILTER, env, job.seen[0].impure, job.seen[0].uses_registry,
+                    keep ? &d : NULL);
+        if (job.in_route) {
+            keep = rc == 0 && ahead->taken &&
+                   route_decision(&ahead->route, ahead->verdict, job.route_gave_id, &d);
+            cache_after(p, I_ROUTE, env, job.seen[1].impure || job.seen[0].impure,
+                        job.seen[1].uses_registry, keep ? &d : NULL);
+        }
+    }
     if (rc < 0) {
         /* whichever hook raised failed; filter() had passed if route() ran */
         hook_failed(p, job.in_route ? "route" : "filter", text);
@@ -569,7 +837,7 @@ static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view)
     else
         luamsg_push(L, job->env);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &ctx_key);
-    lua_call(L, 2, 2);
+    call_hook(L, job, 2, 2);
     policy_verdict_t verdict = POLICY_DECIDED;
     int t = lua_type(L, -2);
     if (t == LUA_TNIL) {
@@ -578,6 +846,7 @@ static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view)
         if (!add_target(L, -2, out, err, errlen))
             verdict = POLICY_FAIL;
         else if (lua_type(L, -1) == LUA_TSTRING) {
+            job->route_gave_id = true;
             /* route() returned name, instance id: that instance, if it holds the name */
             size_t id_len;
             const char *id = lua_tolstring(L, -1, &id_len);
@@ -617,7 +886,15 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
     if (!hook_wants(p, I_ROUTE, env))
         return POLICY_PASS;
     hook_job_t job = {.p = p, .env = env, .text = err, .textlen = errlen, .route = out};
-    return run_hook(&job, "route", route_body);
+    pcache_decision_t d;
+    job.watched = cache_wanted(p, I_ROUTE, env);
+    if (job.watched && cache_find(p, I_ROUTE, env, &d))
+        return route_from(&d, out);
+    policy_verdict_t v = run_hook(&job, "route", route_body);
+    if (job.watched)
+        cache_after(p, I_ROUTE, env, job.seen[0].impure, job.seen[0].uses_registry,
+                    route_decision(out, v, job.route_gave_id, &d) ? &d : NULL);
+    return v;
 }
 
 /* The peer as hooks see it: { id = "...", names = {...}, key = "..." }
@@ -645,7 +922,7 @@ static int authorize_body(lua_State *L)
     push_hook(L, job, I_AUTHORIZE);
     luamsg_push(L, job->env);
     push_peer(L, job->peer);
-    lua_call(L, 2, 3);
+    call_hook(L, job, 2, 3);
     if (lua_type(L, -3) == LUA_TBOOLEAN && !lua_toboolean(L, -3))
         job->verdict = take_refusal(L, job, "authorize", "not authorized");
     return 0;
@@ -666,7 +943,7 @@ static int on_register_body(lua_State *L)
     push_hook(L, job, I_ON_REGISTER);
     lua_pushstring(L, job->name);
     push_peer(L, job->peer);
-    lua_call(L, 2, 2);
+    call_hook(L, job, 2, 2);
     if (lua_type(L, -2) == LUA_TBOOLEAN && !lua_toboolean(L, -2)) {
         take_reason(L, -1, "name refused by policy", job->text, job->textlen);
         job->verdict = POLICY_REJECT;
@@ -687,7 +964,7 @@ static int on_unregister_body(lua_State *L)
     push_hook(L, job, I_ON_UNREGISTER);
     lua_pushstring(L, job->name);
     push_peer(L, job->peer);
-    lua_call(L, 2, 0);
+    call_hook(L, job, 2, 0);
     return 0;
 }
 
@@ -726,7 +1003,7 @@ static int on_outcome_body(lua_State *L)
     lua_setfield(L, -2, "code");
     lua_pushnumber(L, o->latency_ms);
     lua_setfield(L, -2, "latency_ms");
-    lua_call(L, 1, 0);
+    call_hook(L, job, 1, 0);
     return 0;
 }
 
@@ -749,7 +1026,9 @@ bool policy_is_loaded(const policy_t *p)
 
 policy_counts_t policy_counts(const policy_t *p)
 {
-    return (policy_counts_t){p->loads, p->failed_loads, p->hook_errors};
+    return (policy_counts_t){p->loads, p->failed_loads, p->hook_errors,
+                             p->cache ? policy_cache_hits(p->cache) : 0,
+                             p->cache ? policy_cache_misses(p->cache) : 0};
 }
 
 policy_version_t policy_version(const policy_t *p)

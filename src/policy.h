@@ -60,6 +60,12 @@ typedef struct policy {
                                          file loaded (registry refs, in hook_names order),
                                          by message type: LUA_NOREF for a type the hook
                                          has no function for (never called for it) */
+    struct policy_cache *cache;  /* kept decisions (policy_cache.h), or NULL: none kept */
+    bool impure[POLICY_HOOK_COUNT][MT__COUNT]; /* this version's hook was seen to store
+                                    or call what is not known to be pure */
+    const void *pure_fns[40];    /* the C functions known to be pure, by address
+                                    (policy.c, pure_names); [0] is ctx.has */
+    int pure_fn_count;
     char *source;                /* the running version's text: rebuilt from it if
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;
@@ -172,6 +178,7 @@ const char *policy_path(const policy_t *p);
 bool policy_is_loaded(const policy_t *p);
 typedef struct {
     uint64_t loads, failed_loads, hook_errors;
+    uint64_t cache_hits, cache_misses;  /* the decision cache's lookups (policy_cache.h) */
 } policy_counts_t;
 policy_counts_t policy_counts(const policy_t *p);
 

@@ -79,12 +79,28 @@ sandbox_t *sandbox_of(lua_State *L)
     return ud;
 }
 
-/* Once the budget is gone, every tick raises again, so that a pcall inside
- * the script cannot swallow the error and keep looping. */
-static void count_hook(lua_State *L, lua_Debug *ar)
+static void budget_hook(lua_State *L, lua_Debug *ar);
+
+/* Back to the count hook alone, after a watched call. */
+static void stop_watching(lua_State *L, sandbox_t *sb)
 {
-    (void)ar;
+    sb->watch = NULL;
+    sb->watch_ud = NULL;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+}
+
+/* The budget's hook. Once the budget is gone, every tick raises again, so
+ * that a pcall inside the script cannot swallow the error and keep
+ * looping. A call event comes only during sandbox_call_watched, for its
+ * watcher. */
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
     sandbox_t *sb = sandbox_of(L);
+    if (ar->event != LUA_HOOKCOUNT) {
+        if (sb->watch && !sb->watch(L, ar, sb->watch_ud))
+            stop_watching(L, sb);
+        return;
+    }
     if (!sb->in_call)
         return;
     sb->instructions_left -= HOOK_EVERY;
@@ -795,7 +811,7 @@ sandbox_t *sandbox_new(const char *label, sandbox_limits_t limits)
     }
     *(void **)lua_getextraspace(sb->L) = NULL;     /* luamsg's (see luamsg_init) */
     lua_atpanic(sb->L, on_panic);
-    lua_sethook(sb->L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    lua_sethook(sb->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
     char err[256];
     if (sandbox_protected(sb, open_libraries, NULL, err, sizeof err) < 0) {
         log_error("[%s] cannot set up the Lua state: %s", label, err);
@@ -879,6 +895,8 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     sb->in_call = true;
     int status = lua_pcall(L, 1, 0, base + 1);
     sb->in_call = false;
+    if (sb->watch)
+        stop_watching(L, sb);           /* a watched call that raised */
     if (sb->instructions_left < 0)
         sb->over_budget = true;         /* also spent by pattern matching and charges */
     sb->last_used = sb->used_before + sb->limits.instruction_limit -
@@ -918,6 +936,17 @@ void sandbox_new_budget(lua_State *L)
     sb->used_before += sb->limits.instruction_limit -
                        (sb->instructions_left < 0 ? 0 : sb->instructions_left);
     sb->instructions_left = sb->limits.instruction_limit;
+}
+
+void sandbox_call_watched(lua_State *L, int nargs, int nresults, sandbox_watch_t watch, void *ud)
+{
+    sandbox_t *sb = sandbox_of(L);
+    sb->watch = watch;
+    sb->watch_ud = ud;
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT | LUA_MASKCALL, HOOK_EVERY);
+    lua_call(L, nargs, nresults);
+    if (sb->watch)
+        stop_watching(L, sb);
 }
 
 int sandbox_load_text(lua_State *L, const char *text, size_t len, const char *path)

@@ -48,6 +48,11 @@ typedef struct {
     long instruction_limit;     /* VM instructions per call */
 } sandbox_limits_t;
 
+/* Told of each call a watched call makes (sandbox_call_watched): `ar` is
+ * the hook's (lua_getinfo(L, "f", ar) pushes the function called).
+ * Plain C apart from that; returns false to be told no more. */
+typedef bool (*sandbox_watch_t)(lua_State *L, lua_Debug *ar, void *ud);
+
 typedef struct sandbox {
     lua_State *L;
     char label[160];            /* "policy policies/routing.lua", for logs */
@@ -64,6 +69,8 @@ typedef struct sandbox {
     bool in_cjson;              /* lua-cjson runs: an allocation refused there would
                                    leak its malloc'd buffer (it frees it only on its
                                    own errors), so none is refused below 2x the cap */
+    sandbox_watch_t watch;      /* the running sandbox_call_watched's watcher, or NULL */
+    void *watch_ud;
     char refused[120];          /* what a charge refused, for the error text */
     jmp_buf *panic_jump;        /* the running sandbox_protected's way back */
     log_ratelimit_t log_limit;  /* a script's log lines: bounded, like everything */
@@ -92,6 +99,12 @@ void sandbox_set_on_enter(sandbox_t *sb, void (*fn)(lua_State *L));
 /* Inside a body that calls a second hook (policy.c: filter, then route):
  * a fresh instruction budget for it, as if it were a call of its own. */
 void sandbox_new_budget(lua_State *L);
+
+/* Inside a body: lua_call, with `watch` told of every call made until it
+ * returns, the callee's own entry first (a call hook beside the count
+ * hook: the budget is as for lua_call). policy.c watches for what its
+ * decision cache must know (policy_cache.h). */
+void sandbox_call_watched(lua_State *L, int nargs, int nresults, sandbox_watch_t watch, void *ud);
 
 /* Inside a body, or a C function called by Lua: charges `units`
  * (instructions' worth of C work about to be done; `what` names it for

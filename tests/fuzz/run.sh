@@ -42,7 +42,7 @@ sources_of() {
     fuzz_frames)    echo "json_scan.c envelope.c names.c errors.c wire.c" ;;
     fuzz_patterns)  echo "pattern_match.c" ;;
     fuzz_lua_json) echo "lua_json.c luamsg.c sandbox.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c" ;;
-    fuzz_lua_boundary) echo "sandbox.c policy.c luamsg.c lua_json.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c sha256.c state.c reply.c" ;;
+    fuzz_lua_boundary) echo "sandbox.c policy.c policy_cache.c lua_code.c luamsg.c lua_json.c pattern_match.c json_scan.c envelope.c names.c errors.c log.c registry.c keyed_hash.c sha256.c state.c reply.c" ;;
     *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
