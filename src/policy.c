@@ -150,17 +150,20 @@ static void make_ctx(lua_State *L, policy_t *p)
  * nothing and answer from their arguments alone (ctx.has from the
  * registry too, which a kept decision then depends on). Taken by
  * identity before the file runs, and anchored (a collected one's address
- * could be reused by another). ipairs' iterator comes from calling it. */
+ * could be reused by another); of one the sandbox wraps to charge it,
+ * the original too (the wrapper calls it). ipairs' iterator comes from
+ * calling it. Not tostring nor string.format: they show addresses. */
 static const char *const pure_names[] = {
     "type", "next", "pairs", "ipairs", "select", "rawget", "rawlen", "rawequal",
-    "tostring", "tonumber", "assert",
+    "tonumber", "assert",
     "string.sub", "string.len", "string.lower", "string.upper", "string.byte",
-    "string.find", "string.match", "string.format", "string.rep",
+    "string.find", "string.match", "string.rep",
     "math.floor", "math.ceil", "math.abs", "math.min", "math.max", "math.tointeger",
     "math.type", "math.fmod",
 };
 static const char pure_key;     /* registry: the anchor of those functions */
 static const char memo_key;     /* registry: Lua function -> stores nothing (weak keys) */
+static const char gc_key;       /* registry: {[1] = a table nothing else holds}, weak values */
 
 typedef struct {
     const void *fns[sizeof ((policy_t *)0)->pure_fns / sizeof(void *)];
@@ -169,7 +172,17 @@ typedef struct {
 
 static void take_pure(lua_State *L, pure_set_t *set, int anchor)
 {
-    if (lua_iscfunction(L, -1) && set->count < (int)(sizeof set->fns / sizeof set->fns[0])) {
+    if (!lua_iscfunction(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (lua_getupvalue(L, -1, 1)) {
+        if (lua_iscfunction(L, -1))
+            take_pure(L, set, anchor);          /* a charged wrapper's original (popped) */
+        else
+            lua_pop(L, 1);
+    }
+    if (set->count < (int)(sizeof set->fns / sizeof set->fns[0])) {
         set->fns[set->count++] = lua_topointer(L, -1);
         lua_rawseti(L, anchor, set->count);
     } else {
@@ -217,6 +230,36 @@ static void find_pure_functions(lua_State *L, pure_set_t *set)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &memo_key);
+    lua_newtable(L);                        /* the collector's mark (gc_cleared) */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &gc_key);
+}
+
+/* Whether a collection cycle cleared weak tables since the mark was set:
+ * the mark, a table held only by a weak value, is cleared in the same
+ * step as any weak entry a hook could read, so a decision kept before it
+ * may be stale. Raw reads: plain, cannot raise. */
+static bool gc_cleared(lua_State *L)
+{
+    int top = lua_gettop(L);
+    bool cleared = lua_rawgetp(L, LUA_REGISTRYINDEX, &gc_key) != LUA_TTABLE ||
+                   lua_rawgeti(L, -1, 1) == LUA_TNIL;
+    lua_settop(L, top);
+    return cleared;
+}
+
+/* A new mark, in a protected call (it allocates). */
+static void gc_mark(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &gc_key);
+    lua_newtable(L);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
 }
 
 /* --- loading --- */
@@ -354,6 +397,7 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     memcpy(p->pure_fns, job.pure.fns, sizeof p->pure_fns);
     p->pure_fn_count = job.pure.count;
     memset(p->impure, 0, sizeof p->impure);
+    p->gc_remark = false;                   /* the fresh state has its mark */
     if (p->cache)
         policy_cache_forget(p->cache);      /* decisions of the version before */
     return 0;
@@ -492,6 +536,8 @@ static void push_hook(lua_State *L, const hook_job_t *job, int index)
  * nothing? A Lua function is judged by its code (lua_code.h; once, kept
  * in the memo), a C function by its identity (pure_names, the view's
  * field reader). */
+#define MEMO_MEMORY_MARGIN (256u << 10)
+
 static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
 {
     hook_job_t *job = ud;
@@ -514,9 +560,13 @@ static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
                 pure = lua_toboolean(L, -1);
             } else {
                 pure = lua_code_writes_nothing(L, fn);
-                lua_pushvalue(L, fn);
-                lua_pushboolean(L, pure);
-                lua_rawset(L, -4);
+                /* remembered, unless that could meet the memory cap: the
+                 * watch must not fail a call that would not fail unwatched */
+                if (sandbox_memory_left(sandbox_of(L)) > MEMO_MEMORY_MARGIN) {
+                    lua_pushvalue(L, fn);
+                    lua_pushboolean(L, pure);
+                    lua_rawset(L, -4);
+                }
             }
         }
     }
@@ -530,6 +580,10 @@ static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
  * to know what it does. */
 static void call_hook(lua_State *L, hook_job_t *job, int nargs, int nresults)
 {
+    if (job->watched && job->p->gc_remark) {
+        gc_mark(L);                             /* before the hook reads anything */
+        job->p->gc_remark = false;
+    }
     if (job->watched)
         sandbox_call_watched(L, nargs, nresults, watch_call, job);
     else
@@ -563,6 +617,11 @@ static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
 /* The decision kept for hook `index` and env, if any. */
 static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d)
 {
+    if (p->gc_remark || gc_cleared(sandbox_state(p->sandbox))) {
+        policy_cache_forget(p->cache);          /* weak tables may read otherwise now */
+        p->gc_remark = true;
+        return false;
+    }
     long f = cache_fields(p, env);
     pcache_key_t key;
     if (f < 0 || !policy_cache_key(&key, index, env, (unsigned)f))

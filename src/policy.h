@@ -66,6 +66,7 @@ typedef struct policy {
     const void *pure_fns[40];    /* the C functions known to be pure, by address
                                     (policy.c, pure_names); [0] is ctx.has */
     int pure_fn_count;
+    bool gc_remark;              /* a collection cleared the cache's mark: set it again */
     char *source;                /* the running version's text: rebuilt from it if
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;

@@ -58,6 +58,72 @@ end
         self.assertGreaterEqual(hits - hits0, 8, (hits, misses))
 
 
+class WrappedFunctionsTest(CacheCase):
+    POLICY = r"""
+function filter(msg)
+  if msg.type == "request" and msg.action:byte(1) == 100 and tonumber("1") == 1
+     and ("x"):rep(2) == "xx" and rawequal(msg.src, msg.src) then
+    return false, "d for denied"
+  end
+end
+"""
+
+    def test_functions_the_sandbox_charges_are_pure_too(self):
+        c = self.peer(name="shop-ui")
+        svc = self.peer(register=bp.new_id("svc"))
+        hits0, _ = cache_counts(c)
+        for _ in range(4):
+            self.assertEqual(self.ask(c, svc, "drop", expect="refused"), "d for denied")
+        hits, _ = cache_counts(c)
+        self.assertGreaterEqual(hits - hits0, 3)
+
+
+class AddressTest(CacheCase):
+    POLICY = r"""
+function filter(msg)
+  if msg.type == "request" then return false, "at " .. tostring({}) end
+end
+"""
+
+    def test_a_reason_with_an_address_is_made_every_time(self):
+        c = self.peer(name="shop-ui")
+        svc = self.peer(register=bp.new_id("svc"))
+        reasons = [self.ask(c, svc, "get", expect="refused") for _ in range(6)]
+        self.assertTrue(all(r.startswith("at table: ") for r in reasons), reasons)
+        self.assertGreater(len(set(reasons)), 1, reasons)
+
+
+class WeakTableTest(CacheCase):
+    POLICY = r"""
+local weak = setmetatable({}, { __mode = "v" })
+weak[1] = {}
+function filter(msg)
+  if msg.type ~= "request" then return end
+  if msg.action == "churn" then
+    for i = 1, 50000 do local t = {} end
+    return
+  end
+  if weak[1] then return false, "still there" end
+end
+"""
+
+    def test_what_the_collector_clears_is_seen(self):
+        c = self.peer(name="shop-ui")
+        svc = self.peer(register=bp.new_id("svc"))
+        self.assertEqual(self.ask(c, svc, "get", expect="refused"), "still there")
+        self.assertEqual(self.ask(c, svc, "get", expect="refused"), "still there")
+        for _ in range(40):
+            self.assertIsNone(self.ask(c, svc, "churn"))
+            req = c.request(svc.name, action="get")
+            _, body, _ = c.recv_until(lambda m: m.get("correlation_id") == req["msg_id"]
+                                      or m.get("type") == "error", timeout=0.5) \
+                if svc.recv_raw(0.3) is None else (None, None, None)
+            if body is None:
+                return                              # weak[1] collected, and seen
+            self.assertEqual(body["payload"]["message"], "still there")
+        self.fail("the get stayed refused after 40 collections' worth of garbage")
+
+
 class StateInTheHookTest(CacheCase):
     POLICY = r"""
 local n = 0
