@@ -29,16 +29,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The next port from $NEXT_PORT on that nothing listens on.
+# FREE_PORT: the next port from $NEXT_PORT on that nothing listens on.
+# Set in this shell, not printed for $(...): a subshell's NEXT_PORT would
+# not advance, and a retry after "Address already in use" would pick the
+# same taken port again.
 NEXT_PORT=$PORT
 free_port() {
   while (exec 3<>"/dev/tcp/127.0.0.1/$NEXT_PORT") 2>/dev/null; do NEXT_PORT=$((NEXT_PORT + 1)); done
-  echo "$NEXT_PORT"; NEXT_PORT=$((NEXT_PORT + 1))
+  FREE_PORT=$NEXT_PORT; NEXT_PORT=$((NEXT_PORT + 1))
 }
 
 # nats-server, again on the next free port if it could not listen
 for _ in 1 2 3 4 5; do
-  NPORT=$(free_port)
+  free_port; NPORT=$FREE_PORT
   "$NATS" -a 127.0.0.1 -p "$NPORT" >> "$LOG" 2>&1 &
   NPID=$!
   for _ in $(seq 50); do
@@ -53,7 +56,7 @@ PIDS+=("$NPID")
 start_broker() {   # ID: sets BROKER_PID and BROKER_PORT once it joined the bus
   local id=$1 log=$OUT/xbroker.$1.log pid port attempt
   for attempt in 1 2 3 4 5; do
-    port=$(free_port)
+    free_port; port=$FREE_PORT
     "$BUILD/smartshop-broker" --endpoint "tcp://127.0.0.1:$port" --policy '' --services '' \
       --state-dir '' --nats "nats://127.0.0.1:$NPORT" --broker-id "$id" > "$log" 2>&1 &
     pid=$!

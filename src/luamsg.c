@@ -47,8 +47,9 @@ typedef struct {
     const void *fields[MT__COUNT]; /* the fields tables, by address */
     uint16_t filled[MT__COUNT]; /* the keys set in each, by view_keys index */
     uint16_t guess[MT__COUNT];  /* the keys to bring up to date before a call */
-    uint16_t ever[MT__COUNT];   /* the keys hooks ever read from messages of each
-                                   type (luamsg_fields_read) */
+    uint32_t ever_fields[MT__COUNT]; /* the string fields hooks ever read from messages
+                                   of each type, as 1u << env_field_t (luamsg_fields_read) */
+    bool ever_other[MT__COUNT]; /* and whether they read any other key */
     const void *reader;         /* view_index's closure (luamsg_is_reader) */
     const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
                                             a read is told by one compare a key */
@@ -228,7 +229,10 @@ static int view_index(lua_State *L)
     for (size_t i = 0; i < VIEW_KEY_COUNT; i++) {
         if (view->key_ptr[i] != key)
             continue;
-        view->ever[view->env->type] |= (uint16_t)(1u << i);
+        if (view_keys[i].kind == K_STRING)
+            view->ever_fields[view->env->type] |= 1u << view_keys[i].field;
+        else
+            view->ever_other[view->env->type] = true;
         lua_settop(L, 2);
         lua_pushvalue(L, lua_upvalueindex(1));                  /* 3: the view */
         if (!push_key_value(L, view, 3, i)) {
@@ -456,19 +460,11 @@ void luamsg_push(lua_State *L, const envelope_t *env)
 
 unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other)
 {
-    const view_t *view = *(view_t **)lua_getextraspace(L);
-    unsigned fields = 0;
-    *other = false;
     /* msg.table is in every fields table from the start (never read through
      * view_index): calling it is a C function the caller sees called */
-    for (unsigned todo = view ? view->ever[t] : 0; todo; todo &= todo - 1) {
-        int i = __builtin_ctz(todo);
-        if (view_keys[i].kind == K_STRING)
-            fields |= 1u << view_keys[i].field;
-        else
-            *other = true;
-    }
-    return fields;
+    const view_t *view = *(view_t **)lua_getextraspace(L);
+    *other = view && view->ever_other[t];
+    return view ? view->ever_fields[t] : 0;
 }
 
 bool luamsg_is_reader(lua_State *L, const void *fn)

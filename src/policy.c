@@ -398,6 +398,7 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     p->pure_fn_count = job.pure.count;
     memset(p->impure, 0, sizeof p->impure);
     p->gc_remark = false;                   /* the fresh state has its mark */
+    p->gc_looked_at = UINT64_MAX;           /* to be looked at first */
     if (p->cache)
         policy_cache_forget(p->cache);      /* decisions of the version before */
     return 0;
@@ -617,16 +618,20 @@ static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
 /* The decision kept for hook `index` and env, if any. */
 static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d)
 {
-    if (p->gc_remark || gc_cleared(sandbox_state(p->sandbox))) {
+    /* the collector runs only while the state allocates, inside protected
+     * calls: its mark needs a look only after one */
+    uint64_t calls = sandbox_calls(p->sandbox);
+    if (p->gc_remark || (calls != p->gc_looked_at && gc_cleared(sandbox_state(p->sandbox)))) {
         policy_cache_forget(p->cache);          /* weak tables may read otherwise now */
         p->gc_remark = true;
         return false;
     }
+    p->gc_looked_at = calls;
     long f = cache_fields(p, env);
-    pcache_key_t key;
-    if (f < 0 || !policy_cache_key(&key, index, env, (unsigned)f))
+    if (f < 0)
         return false;
-    bool hit = policy_cache_get(p->cache, &key, registry_generation(p->registry), d);
+    bool hit = policy_cache_get(p->cache, index, env, (unsigned)f,
+                                registry_generation(p->registry), d);
     policy_cache_note(p->cache, (unsigned)(index * MT__COUNT + env->type), hit);
     return hit;
 }
@@ -644,9 +649,9 @@ static void cache_after(policy_t *p, int index, const envelope_t *env, bool impu
         return;
     }
     long f = cache_fields(p, env);
-    pcache_key_t key;
-    if (d && f >= 0 && policy_cache_key(&key, index, env, (unsigned)f))
-        policy_cache_put(p->cache, &key, uses_registry, registry_generation(p->registry), d);
+    if (d && f >= 0)
+        policy_cache_put(p->cache, index, env, (unsigned)f, uses_registry,
+                         registry_generation(p->registry), d);
 }
 
 /* A filter() decision as kept: pass, or a refusal with its reason. */

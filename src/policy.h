@@ -67,6 +67,7 @@ typedef struct policy {
                                     (policy.c, pure_names); [0] is ctx.has */
     int pure_fn_count;
     bool gc_remark;              /* a collection cleared the cache's mark: set it again */
+    uint64_t gc_looked_at;       /* sandbox_calls when the mark was last looked at */
     char *source;                /* the running version's text: rebuilt from it if
                                     its state ever fails (sandbox_is_broken) */
     size_t source_len;

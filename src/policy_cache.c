@@ -14,7 +14,9 @@ typedef struct {
     uint32_t epoch;             /* valid while the cache's epoch is this */
     bool uses_registry;
     uint64_t reg_gen;
-    size_t key_len;
+    int hook, type;
+    unsigned fields;
+    size_t key_len;             /* per field: kind, escaped, length (4), bytes */
     unsigned char key[PCACHE_KEY_MAX];
     int verdict, code;
     size_t text_len;
@@ -55,64 +57,103 @@ void policy_cache_forget(policy_cache_t *c)
     }
 }
 
-static bool put_bytes(pcache_key_t *key, const void *p, size_t n)
-{
-    if (key->len + n > PCACHE_KEY_MAX)
-        return false;
-    memcpy(key->bytes + key->len, p, n);
-    key->len += n;
-    return true;
-}
-
-/* Eight bytes at a time, multiply and fold (a collision only evicts:
+/* Multiply and fold, eight bytes at a time (a collision only evicts:
  * keys are compared whole). */
-static uint64_t hash_bytes(const unsigned char *p, size_t n)
+static inline uint64_t mix(uint64_t h, uint64_t w)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-    for (; n >= 8; p += 8, n -= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
-        h ^= h >> 32;
-    }
-    uint64_t w = 0;
-    memcpy(&w, p, n);
-    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
-    return h ^ (h >> 29);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+    return h ^ (h >> 32);
 }
 
-bool policy_cache_key(pcache_key_t *key, int hook, const envelope_t *env, unsigned fields)
+#define FIELD_META 6            /* kind, escaped, length as 4 bytes */
+
+static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields)
 {
-    key->len = 0;
-    unsigned char head[6] = {(unsigned char)hook, (unsigned char)env->type,
-                             (unsigned char)fields, (unsigned char)(fields >> 8),
-                             (unsigned char)(fields >> 16), (unsigned char)(fields >> 24)};
-    put_bytes(key, head, sizeof head);
+    uint64_t h = mix(0x9E3779B97F4A7C15ull,
+                     (uint64_t)(unsigned)hook | (uint64_t)env->type << 8 | (uint64_t)fields << 32);
     for (unsigned todo = fields; todo; todo &= todo - 1) {
         const env_value_t *v = &env->f[__builtin_ctz(todo)];
-        /* kind, escapes and length first: each field's bytes stand alone */
-        unsigned char meta[6] = {(unsigned char)v->kind, (unsigned char)v->escaped,
-                                 (unsigned char)v->len, (unsigned char)(v->len >> 8),
-                                 (unsigned char)(v->len >> 16), (unsigned char)(v->len >> 24)};
-        bool has_bytes = v->kind != JSON_ABSENT && v->ptr;
-        if (!put_bytes(key, meta, sizeof meta) || (has_bytes && !put_bytes(key, v->ptr, v->len)))
-            return false;
+        h = mix(h, (uint64_t)v->kind | (uint64_t)v->escaped << 8 | (uint64_t)v->len << 32);
+        if (v->kind == JSON_ABSENT || !v->ptr)
+            continue;
+        const unsigned char *p = (const unsigned char *)v->ptr;
+        size_t n = v->len;
+        for (; n >= 8; p += 8, n -= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            h = mix(h, w);
+        }
+        uint64_t w = 0;
+        memcpy(&w, p, n);
+        h = mix(h, w ^ 0x80);
     }
-    key->hash = hash_bytes(key->bytes, key->len);
+    return h;
+}
+
+size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields)
+{
+    return (size_t)(key_hash(hook, env, fields) & (PCACHE_SLOTS - 1));
+}
+
+static void field_meta(const env_value_t *v, unsigned char *meta)
+{
+    meta[0] = (unsigned char)v->kind;
+    meta[1] = (unsigned char)v->escaped;
+    memcpy(meta + 2, &v->len, 4);
+}
+
+static bool has_bytes(const env_value_t *v)
+{
+    return v->kind != JSON_ABSENT && v->ptr;
+}
+
+/* Whether the slot holds the key of (hook, env, fields), byte for byte. */
+static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsigned fields)
+{
+    if (s->hook != hook || s->type != (int)env->type || s->fields != fields)
+        return false;
+    size_t at = 0;
+    for (unsigned todo = fields; todo; todo &= todo - 1) {
+        const env_value_t *v = &env->f[__builtin_ctz(todo)];
+        unsigned char meta[FIELD_META];
+        field_meta(v, meta);
+        size_t n = has_bytes(v) ? v->len : 0;
+        if (at + FIELD_META + n > s->key_len || memcmp(s->key + at, meta, FIELD_META) != 0 ||
+            (n && memcmp(s->key + at + FIELD_META, v->ptr, n) != 0))
+            return false;
+        at += FIELD_META + n;
+    }
+    return at == s->key_len;
+}
+
+/* Writes the key into the slot; false if it is too long. */
+static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned fields)
+{
+    size_t at = 0;
+    for (unsigned todo = fields; todo; todo &= todo - 1) {
+        const env_value_t *v = &env->f[__builtin_ctz(todo)];
+        size_t n = has_bytes(v) ? v->len : 0;
+        if (at + FIELD_META + n > PCACHE_KEY_MAX)
+            return false;
+        field_meta(v, s->key + at);
+        if (n)
+            memcpy(s->key + at + FIELD_META, v->ptr, n);
+        at += FIELD_META + n;
+    }
+    s->hook = hook;
+    s->type = (int)env->type;
+    s->fields = fields;
+    s->key_len = at;
     return true;
 }
 
-static slot_t *slot_of(policy_cache_t *c, const pcache_key_t *key)
+bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
+                      uint64_t reg_gen, pcache_decision_t *out)
 {
-    return &c->slots[key->hash & (PCACHE_SLOTS - 1)];
-}
-
-bool policy_cache_get(policy_cache_t *c, const pcache_key_t *key, uint64_t reg_gen,
-                      pcache_decision_t *out)
-{
-    const slot_t *s = slot_of(c, key);
-    if (s->epoch != c->epoch || s->hash != key->hash || s->key_len != key->len ||
-        memcmp(s->key, key->bytes, key->len) != 0 || (s->uses_registry && s->reg_gen != reg_gen)) {
+    uint64_t h = key_hash(hook, env, fields);
+    const slot_t *s = &c->slots[h & (PCACHE_SLOTS - 1)];
+    if (s->epoch != c->epoch || s->hash != h || (s->uses_registry && s->reg_gen != reg_gen) ||
+        !key_matches(s, hook, env, fields)) {
         c->misses++;
         return false;
     }
@@ -124,24 +165,26 @@ bool policy_cache_get(policy_cache_t *c, const pcache_key_t *key, uint64_t reg_g
     return true;
 }
 
-void policy_cache_put(policy_cache_t *c, const pcache_key_t *key, bool uses_registry,
-                      uint64_t reg_gen, const pcache_decision_t *d)
+void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
+                      bool uses_registry, uint64_t reg_gen, const pcache_decision_t *d)
 {
     if (d->text_len > PCACHE_TEXT_MAX)
         return;
-    slot_t *s = slot_of(c, key);
-    s->hash = key->hash;
-    s->epoch = c->epoch;
+    uint64_t h = key_hash(hook, env, fields);
+    slot_t *s = &c->slots[h & (PCACHE_SLOTS - 1)];
+    s->epoch = 0;                           /* invalid until whole */
+    if (!key_write(s, hook, env, fields))
+        return;
+    s->hash = h;
     s->uses_registry = uses_registry;
     s->reg_gen = reg_gen;
-    s->key_len = key->len;
-    memcpy(s->key, key->bytes, key->len);
     s->verdict = d->verdict;
     s->code = d->code;
     s->text_len = d->text_len;
     if (d->text_len)
         memcpy(s->text, d->text, d->text_len);
     s->text[d->text_len] = '\0';
+    s->epoch = c->epoch;
 }
 
 bool policy_cache_worth(policy_cache_t *c, unsigned cls)

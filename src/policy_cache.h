@@ -24,14 +24,6 @@
 
 typedef struct policy_cache policy_cache_t;
 
-/* Which decision a key asks for: the hook, the message type and the
- * values of the envelope fields in `fields` (bits 1u << env_field_t). */
-typedef struct {
-    uint64_t hash;
-    size_t len;
-    unsigned char bytes[PCACHE_KEY_MAX];
-} pcache_key_t;
-
 /* A kept decision: the caller's verdict and code (small ints it gives
  * meaning to) and a text (a reason, a name) of at most PCACHE_TEXT_MAX. */
 typedef struct {
@@ -47,20 +39,24 @@ void policy_cache_free(policy_cache_t **self_p);
 /* Forgets every decision kept (O(1)): something a hook may read changed. */
 void policy_cache_forget(policy_cache_t *c);
 
-/* Builds the key of (hook, env's type, env's fields in `fields`). False if
- * those fields are too long to key on (the decision is not kept). */
-bool policy_cache_key(pcache_key_t *key, int hook, const envelope_t *env, unsigned fields);
+/* A decision is asked for by (hook, env's type, the values of env's
+ * fields in `fields`, bits 1u << env_field_t): its key, compared whole
+ * (kinds, escapes, lengths and bytes). */
 
-/* The decision kept for `key`, if one is and, for one that asked the
+/* The decision kept for that key, if one is and, for one that asked the
  * registry (uses_registry at put), the registry is still at `reg_gen`.
  * `out->text` is valid until the next put. */
-bool policy_cache_get(policy_cache_t *c, const pcache_key_t *key, uint64_t reg_gen,
-                      pcache_decision_t *out);
+bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
+                      uint64_t reg_gen, pcache_decision_t *out);
 
-/* Keeps `d` for `key` (evicting what held its slot); nothing if its text
- * is too long. */
-void policy_cache_put(policy_cache_t *c, const pcache_key_t *key, bool uses_registry,
-                      uint64_t reg_gen, const pcache_decision_t *d);
+/* Keeps `d` for that key (evicting what held its slot); nothing if the key
+ * (PCACHE_KEY_MAX) or the text (PCACHE_TEXT_MAX) is too long. */
+void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
+                      bool uses_registry, uint64_t reg_gen, const pcache_decision_t *d);
+
+/* The slot that key lands in (for tests: keys that share one evict each
+ * other). */
+size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields);
 
 /* Whether keeping decisions of class `cls` (hook x type) pays: it does
  * until a window of lookups mostly misses (every message with new

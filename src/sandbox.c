@@ -893,6 +893,7 @@ int sandbox_protected(sandbox_t *sb, lua_CFunction body, void *ud, char *err, si
     if (sb->on_enter)
         sb->on_enter(L);
     sb->in_call = true;
+    sb->calls++;
     int status = lua_pcall(L, 1, 0, base + 1);
     sb->in_call = false;
     if (sb->watch)

@@ -63,6 +63,7 @@ typedef struct sandbox {
     long last_used;             /* what the last sandbox_protected call spent */
     long used_before;           /* what it spent before its last sandbox_new_budget */
     size_t alloc_uncharged;     /* bytes allocated in this call, not yet charged */
+    uint64_t calls;             /* sandbox_protected calls so far */
     bool over_budget;           /* the current call ran out of instructions */
     bool in_call;               /* the budget counts only inside sandbox_protected */
     bool broken;                /* Lua panicked: this state must not be used again */
@@ -137,6 +138,13 @@ static inline bool sandbox_is_broken(const sandbox_t *sb)
 static inline lua_State *sandbox_state(const sandbox_t *sb)
 {
     return sb->L;
+}
+
+/* How many sandbox_protected calls the state has run: nothing in it
+ * changes (the collector included) between two equal counts. */
+static inline uint64_t sandbox_calls(const sandbox_t *sb)
+{
+    return sb->calls;
 }
 
 /* What the last sandbox_protected call spent of its budget. */

@@ -33,17 +33,14 @@ static envelope_t env_of(const char *src, const char *dst, const char *action)
 static bool lookup(policy_cache_t *c, const envelope_t *env, unsigned fields, uint64_t gen,
                    pcache_decision_t *d)
 {
-    pcache_key_t key;
-    return policy_cache_key(&key, 0, env, fields) && policy_cache_get(c, &key, gen, d);
+    return policy_cache_get(c, 0, env, fields, gen, d);
 }
 
 static void keep(policy_cache_t *c, const envelope_t *env, unsigned fields, bool registry,
                  uint64_t gen, int verdict, const char *text)
 {
-    pcache_key_t key;
-    CHECK(policy_cache_key(&key, 0, env, fields));
     pcache_decision_t d = {.verdict = verdict, .code = 7, .text = text, .text_len = strlen(text)};
-    policy_cache_put(c, &key, registry, gen, &d);
+    policy_cache_put(c, 0, env, fields, registry, gen, &d);
 }
 
 static void test_store(void)
@@ -85,18 +82,23 @@ static void test_store(void)
     CHECK(hits == 3);
     CHECK(misses >= 8);
 
-    /* a text too long is not kept; a key too long cannot be made */
+    /* another hook, the same names: another key */
+    keep(c, &a, NAMES, false, 0, 1, "");
+    CHECK(lookup(c, &a, NAMES, 0, &d) && d.verdict == 1);
+    CHECK(!policy_cache_get(c, 1, &a, NAMES, 0, &d));
+    /* a text too long is not kept, nor a key too long */
     char reason[PCACHE_TEXT_MAX + 2];
     memset(reason, 'r', sizeof reason - 1);
     reason[sizeof reason - 1] = '\0';
+    policy_cache_forget(c);
     keep(c, &a, NAMES, false, 0, 2, reason);
     CHECK(!lookup(c, &a, NAMES, 0, &d));
     char big[PCACHE_KEY_MAX + 1];
     memset(big, 'd', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     envelope_t huge = env_of("ui", big, "get");
-    pcache_key_t key;
-    CHECK(!policy_cache_key(&key, 0, &huge, NAMES));
+    keep(c, &huge, NAMES, false, 0, 1, "");
+    CHECK(!lookup(c, &huge, NAMES, 0, &d));
     policy_cache_free(&c);
     CHECK(c == NULL);
 }
@@ -106,30 +108,23 @@ static void test_store(void)
 static void test_collisions(void)
 {
     policy_cache_t *c = policy_cache_new();
-    pcache_key_t first, other;
-    envelope_t a = env_of("ui", "svc0", "get");
-    CHECK(policy_cache_key(&first, 0, &a, NAMES));
+    envelope_t a = env_of("ui", "svc0", "get"), b;
+    size_t slot = policy_cache_slot(0, &a, NAMES);
     char dst[32];
-    envelope_t b;
-    for (int i = 1; i < 100000; i++) {
+    bool found = false;
+    for (int i = 1; i < 100000 && !found; i++) {
         snprintf(dst, sizeof dst, "svc%d", i);
         b = env_of("ui", dst, "get");
-        CHECK(policy_cache_key(&other, 0, &b, NAMES));
-        if ((other.hash & (PCACHE_SLOTS - 1)) == (first.hash & (PCACHE_SLOTS - 1)))
-            break;
+        found = policy_cache_slot(0, &b, NAMES) == slot;
     }
-    CHECK((other.hash & (PCACHE_SLOTS - 1)) == (first.hash & (PCACHE_SLOTS - 1)));
+    CHECK(found);
     pcache_decision_t d = {.verdict = 1, .text = "", .text_len = 0};
-    policy_cache_put(c, &first, false, 0, &d);
-    CHECK(!policy_cache_get(c, &other, 0, &d));
+    policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &b, NAMES, 0, &d));
     d.verdict = 2;
-    policy_cache_put(c, &other, false, 0, &d);
-    CHECK(!policy_cache_get(c, &first, 0, &d));
-    CHECK(policy_cache_get(c, &other, 0, &d) && d.verdict == 2);
-    /* the same hash with other bytes (forged here): still a miss */
-    pcache_key_t forged = first;
-    forged.hash = other.hash;
-    CHECK(!policy_cache_get(c, &forged, 0, &d));
+    policy_cache_put(c, 0, &b, NAMES, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, 0, &d));
+    CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d) && d.verdict == 2);
     policy_cache_free(&c);
 }
 
