@@ -396,7 +396,7 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
     memcpy(p->pure_fns, job.pure.fns, sizeof p->pure_fns);
     p->pure_fn_count = job.pure.count;
-    memset(p->impure, 0, sizeof p->impure);
+    memset(p->not_kept, 0, sizeof p->not_kept);
     p->gc_remark = false;                   /* the fresh state has its mark */
     p->gc_looked_at = UINT64_MAX;           /* to be looked at first */
     if (p->cache)
@@ -611,7 +611,7 @@ static long cache_fields(const policy_t *p, const envelope_t *env)
 /* Whether hook `index`'s decisions for env's type are looked up and kept. */
 static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
 {
-    return p->cache && !p->impure[index][env->type] &&
+    return p->cache && !p->not_kept[index][env->type] &&
            policy_cache_worth(p->cache, (unsigned)(index * MT__COUNT + env->type));
 }
 
@@ -628,8 +628,11 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
     }
     p->gc_looked_at = calls;
     long f = cache_fields(p, env);
-    if (f < 0)
+    if (f < 0) {
+        /* hooks of this type read more than names (for good): no watching */
+        p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
         return false;
+    }
     bool hit = policy_cache_get(p->cache, index, env, (unsigned)f,
                                 registry_generation(p->registry), d);
     policy_cache_note(p->cache, (unsigned)(index * MT__COUNT + env->type), hit);
@@ -644,12 +647,14 @@ static void cache_after(policy_t *p, int index, const envelope_t *env, bool impu
                         bool uses_registry, const pcache_decision_t *d)
 {
     if (impure) {
-        p->impure[index][env->type] = true;
+        p->not_kept[index][env->type] = true;
         policy_cache_forget(p->cache);
         return;
     }
     long f = cache_fields(p, env);
-    if (d && f >= 0)
+    if (f < 0)
+        p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
+    else if (d)
         policy_cache_put(p->cache, index, env, (unsigned)f, uses_registry,
                          registry_generation(p->registry), d);
 }

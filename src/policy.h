@@ -61,8 +61,10 @@ typedef struct policy {
                                          by message type: LUA_NOREF for a type the hook
                                          has no function for (never called for it) */
     struct policy_cache *cache;  /* kept decisions (policy_cache.h), or NULL: none kept */
-    bool impure[POLICY_HOOK_COUNT][MT__COUNT]; /* this version's hook was seen to store
-                                    or call what is not known to be pure */
+    bool not_kept[POLICY_HOOK_COUNT][MT__COUNT]; /* this version's hook is not watched
+                                    for the cache: it was seen to store or call what is
+                                    not known to be pure, or its type's hooks read more
+                                    than names */
     const void *pure_fns[40];    /* the C functions known to be pure, by address
                                     (policy.c, pure_names); [0] is ctx.has */
     int pure_fn_count;
