@@ -190,6 +190,17 @@ static void take_pure(lua_State *L, pure_set_t *set, int anchor)
     }
 }
 
+/* A new table whose keys or values (`mode`: "k", "v") the collector may
+ * clear. */
+static void push_weak_table(lua_State *L, const char *mode)
+{
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushstring(L, mode);
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+}
+
 /* In load_body, before the file runs: ctx.has first, then pure_names. */
 static void find_pure_functions(lua_State *L, pure_set_t *set)
 {
@@ -224,17 +235,9 @@ static void find_pure_functions(lua_State *L, pure_set_t *set)
         }
     }
     lua_rawsetp(L, LUA_REGISTRYINDEX, &pure_key);
-    lua_newtable(L);                        /* the memo: weak keys, for functions */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    push_weak_table(L, "k");                /* the memo: judged functions, not held */
     lua_rawsetp(L, LUA_REGISTRYINDEX, &memo_key);
-    lua_newtable(L);                        /* the collector's mark (gc_cleared) */
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "v");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
+    push_weak_table(L, "v");                /* the collector's mark (gc_cleared) */
     lua_newtable(L);
     lua_rawseti(L, -2, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &gc_key);
@@ -539,7 +542,7 @@ static void push_hook(lua_State *L, const hook_job_t *job, int index)
  * field reader). */
 #define MEMO_MEMORY_MARGIN (256u << 10)
 
-static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
+static void watch_call(lua_State *L, lua_Debug *ar, void *ud)
 {
     hook_job_t *job = ud;
     policy_t *p = job->p;
@@ -574,7 +577,6 @@ static bool watch_call(lua_State *L, lua_Debug *ar, void *ud)
     lua_settop(L, top);
     if (!pure)
         job->seen[job->in_route].impure = true;
-    return true;
 }
 
 /* Calls the hook push_hook pushed: watched, if the decision cache wants
@@ -699,17 +701,27 @@ static policy_verdict_t route_from(const pcache_decision_t *d, route_t *out)
     return (policy_verdict_t)d->verdict;
 }
 
-/* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
-static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunction body)
+/* `body` in the policy's state, protected; 0 or -1 (the error in
+ * job->text). A call the cache did not watch may have changed what hooks
+ * read: everything kept is forgotten. */
+static int protected_call(hook_job_t *job, lua_CFunction body)
 {
     policy_t *p = job->p;
-    job->verdict = POLICY_PASS;
     if (job->env)
         luamsg_will_push(sandbox_state(p->sandbox));    /* a message hook */
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
     luamsg_release(sandbox_state(p->sandbox));
     if (!job->watched && p->cache)
-        policy_cache_forget(p->cache);  /* it may have changed what hooks read */
+        policy_cache_forget(p->cache);
+    return rc;
+}
+
+/* Runs `body` for `hook`; FAIL (logged, err in job->text) if it raised. */
+static policy_verdict_t run_hook(hook_job_t *job, const char *hook, lua_CFunction body)
+{
+    policy_t *p = job->p;
+    job->verdict = POLICY_PASS;
+    int rc = protected_call(job, body);
     if (rc < 0) {
         job->verdict = POLICY_FAIL;
         hook_failed(p, hook, job->text);
@@ -823,26 +835,24 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
         return policy_filter(p, env, rewritten, rewritten_len, text, textlen);
     *rewritten = NULL;
     pcache_decision_t d;
-    bool watched = cache_wanted(p, I_FILTER, env) && cache_wanted(p, I_ROUTE, env);
-    if (!hook_wants(p, I_FILTER, env) || (watched && cache_find(p, I_FILTER, env, &d))) {
-        /* no filter(), or its decision kept: route() alone, if it passes */
-        policy_verdict_t v = hook_wants(p, I_FILTER, env) ? filter_from(p, &d, text, textlen)
-                                                          : POLICY_PASS;
+    bool has_filter = hook_wants(p, I_FILTER, env);
+    bool watch_filter = has_filter && cache_wanted(p, I_FILTER, env);
+    if (!has_filter || (watch_filter && cache_find(p, I_FILTER, env, &d))) {
+        /* no filter(), or its decision kept: route() alone (it asks the
+         * cache itself), if it passes */
+        policy_verdict_t v = has_filter ? filter_from(p, &d, text, textlen) : POLICY_PASS;
         if (v == POLICY_PASS) {
             ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
             ahead->taken = true;
         }
         return v;
     }
+    bool watched = watch_filter && cache_wanted(p, I_ROUTE, env);
     hook_job_t job = {.p = p, .env = env, .text = text, .textlen = textlen, .rewritten = rewritten,
                       .rewritten_len = rewritten_len, .route = &ahead->route, .ahead = ahead,
                       .watched = watched};
     job.verdict = POLICY_PASS;
-    luamsg_will_push(sandbox_state(p->sandbox));
-    int rc = sandbox_protected(p->sandbox, filter_body, &job, text, textlen);
-    luamsg_release(sandbox_state(p->sandbox));
-    if (!watched && p->cache)
-        policy_cache_forget(p->cache);  /* it may have changed what hooks read */
+    int rc = protected_call(&job, filter_body);
     if (watched) {
         bool keep = rc == 0 && filter_decision(&job, &d);
         cache_after(p, I_FILTER, env, job.seen[0].impure, job.seen[0].uses_registry,

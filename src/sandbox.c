@@ -97,8 +97,8 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 {
     sandbox_t *sb = sandbox_of(L);
     if (ar->event != LUA_HOOKCOUNT) {
-        if (sb->watch && !sb->watch(L, ar, sb->watch_ud))
-            stop_watching(L, sb);
+        if (sb->watch)
+            sb->watch(L, ar, sb->watch_ud);
         return;
     }
     if (!sb->in_call)
@@ -946,8 +946,7 @@ void sandbox_call_watched(lua_State *L, int nargs, int nresults, sandbox_watch_t
     sb->watch_ud = ud;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT | LUA_MASKCALL, HOOK_EVERY);
     lua_call(L, nargs, nresults);
-    if (sb->watch)
-        stop_watching(L, sb);
+    stop_watching(L, sb);
 }
 
 int sandbox_load_text(lua_State *L, const char *text, size_t len, const char *path)

@@ -49,9 +49,8 @@ typedef struct {
 } sandbox_limits_t;
 
 /* Told of each call a watched call makes (sandbox_call_watched): `ar` is
- * the hook's (lua_getinfo(L, "f", ar) pushes the function called).
- * Plain C apart from that; returns false to be told no more. */
-typedef bool (*sandbox_watch_t)(lua_State *L, lua_Debug *ar, void *ud);
+ * the hook's (lua_getinfo(L, "f", ar) pushes the function called). */
+typedef void (*sandbox_watch_t)(lua_State *L, lua_Debug *ar, void *ud);
 
 typedef struct sandbox {
     lua_State *L;
