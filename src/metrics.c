@@ -107,6 +107,7 @@ metrics_t *metrics_copy(const metrics_t *m)
     }
     *c = *m;
     c->cached = NULL;
+    c->last_found = NULL;          /* a copy is never counted into */
     memset(c->cached_key, 0, sizeof c->cached_key);
     /* one block, linked as series_next walks them (by hh.next only);
      * dst and action point into each copy's own key */
@@ -154,28 +155,15 @@ static const char *label_of(const env_value_t *v, size_t max, size_t *len)
     return METRICS_OTHER_ACTION;
 }
 
-metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_value_t *dst,
-                                   const char (*names)[NAME_MAX_LEN + 1], int name_count,
-                                   const env_value_t *action, size_t max_series)
+metric_series_t *metrics_series_of(metrics_t *m, const char *service, size_t slen,
+                                   const env_value_t *dst, const env_value_t *action,
+                                   size_t max_series)
 {
-    size_t dlen, alen, slen = 0;
-    const char *d = label_of(dst, NAME_MAX_LEN, &dlen);
-    const char *act = label_of(action, MSG_ID_MAX_LEN, &alen);
-    /* the first name with an instance is where the request goes */
-    const char *service = NULL;
-    if (!names) {
-        if (dst && env_is_plain_string(dst) && registry_find_service(reg, d, dlen)) {
-            service = d;
-            slen = dlen;
-        }
-    }
-    for (int i = 0; names && i < name_count && !service; i++) {
-        slen = strlen(names[i]);
-        if (registry_find_service(reg, names[i], slen))
-            service = names[i];
-    }
     if (!service)
         return &m->unrouted;
+    size_t dlen, alen;
+    const char *d = label_of(dst, NAME_MAX_LEN, &dlen);
+    const char *act = label_of(action, MSG_ID_MAX_LEN, &alen);
     char key[sizeof((metric_series_t *)0)->key];
     size_t len = slen + 1 + dlen + 1 + alen;
     memcpy(key, service, slen);
@@ -183,10 +171,15 @@ metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_valu
     memcpy(key + slen + 1, d, dlen);
     key[slen + 1 + dlen] = '\0';
     memcpy(key + slen + 1 + dlen + 1, act, alen);
+    /* one compare instead of a keyed hash when this request is of the last
+     * one's series, as a steady stream's are */
+    metric_series_t *last = m->last_found;
+    if (last && last->key_len == len && memcmp(last->key, key, len) == 0)
+        return last;
     metric_series_t *s = NULL;
     HASH_FIND(hh, m->series, key, len, s);
     if (s)
-        return s;
+        return m->last_found = s;
     if (m->count >= max_series)
         return &m->overflow;
     s = calloc(1, sizeof *s);
@@ -195,7 +188,7 @@ metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_valu
     set_key(s, service, slen, d, dlen, act, alen);
     HASH_ADD(hh, m->series, key[0], len, s);
     m->count++;
-    return s;
+    return m->last_found = s;
 }
 
 static void count_answer(metric_series_t *s, uint64_t latency_us)

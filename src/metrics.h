@@ -102,6 +102,7 @@ typedef struct metrics {
     int topic_count;               /* prefixes in use, not counting "(other)" */
     uint64_t changes;              /* bumped by every count, for the rendering's cache */
     metric_series_t *series;
+    metric_series_t *last_found;   /* metrics_series_of's last answer: most requests repeat it */
     size_t count;                  /* in `series`; `overflow` and `unrouted` are not */
     metric_series_t overflow;      /* _other/(other)/(other): requests past the bound */
     metric_series_t unrouted;      /* _none/(other)/(other): routed to no registered name */
@@ -120,14 +121,14 @@ void metrics_free(metrics_t **self_p);
 metrics_t *metrics_copy(const metrics_t *m);
 void metrics_copy_free(metrics_t **copy_p);
 
-/* The series of a request addressed to `dst` and routed to the first of
- * `names` that is a registered service (NULL, 0: to dst itself), with
- * its `action` (created on first use; the overflow series once
- * `max_series` exist; the unrouted series if none of the names is
- * registered). Never NULL. */
-metric_series_t *metrics_series_of(metrics_t *m, registry_t *reg, const env_value_t *dst,
-                                   const char (*names)[NAME_MAX_LEN + 1], int name_count,
-                                   const env_value_t *action, size_t max_series);
+/* The series of a request addressed to `dst`, with its `action`, routed
+ * to `service` (`slen` bytes: the first name of its route that is a
+ * registered service, which the router has looked up already; NULL: none
+ * is, the unrouted series). Created on first use; the overflow series
+ * once `max_series` exist. Never NULL. */
+metric_series_t *metrics_series_of(metrics_t *m, const char *service, size_t slen,
+                                   const env_value_t *dst, const env_value_t *action,
+                                   size_t max_series);
 
 /* A request of that series was handed to an instance. */
 void metrics_handed_over(metrics_t *m, metric_series_t *s);

@@ -422,9 +422,12 @@ static void note_refused(router_t *r, peer_t *sender, const envelope_t *req, bus
                          const char *why)
 {
     metric_series_t *series = r->routing;
-    if (!series)
-        series = metrics_series_of(r->metrics, r->registry, &req->f[EF_DST], NULL, 0,
+    if (!series) {
+        const env_value_t *dst = &req->f[EF_DST];
+        bool served = env_is_plain_string(dst) && registry_find_service(r->registry, dst->ptr, dst->len);
+        series = metrics_series_of(r->metrics, served ? dst->ptr : NULL, served ? dst->len : 0, dst,
                                    &req->f[EF_ACTION], r->cfg->metrics_max_series);
+    }
     const char *name = bus_err_name(code);
     request_outcome_t o = {.outcome = METRICS_REFUSED, .series = series, .request = req,
                            .code = name, .code_len = strlen(name), .why = why,
@@ -765,7 +768,8 @@ static bool cross_event(router_t *r, peer_t *peer, zmq_msg_t *data, const envelo
 static void cross_once(router_t *r, bus_send_fn send, zmq_msg_t *data,
                        uint64_t *counter);
 
-/* Hands `data` to one live instance of service `name` (or to `instance`,
+/* Hands `data` to one live instance of service `name` (`known`: that
+ * service, if the caller has looked it up; or to `instance`,
  * if a policy chose one), round-robin, skipping instances whose queue is
  * full or that hold their share of the in-flight table, and dropping those
  * found gone. A request (`track` not NULL) is recorded in flight first.
@@ -775,14 +779,17 @@ static void cross_once(router_t *r, bus_send_fn send, zmq_msg_t *data,
  * function knows which (refuse_delivery then sends nothing). */
 static peer_t *deliver_to_service(router_t *r, peer_t *sender, zmq_msg_t *data,
                                   const envelope_t *env, const char *name, size_t len,
-                                  peer_t *instance, const tracking_t *track, bus_err_t *err)
+                                  service_t *known, peer_t *instance, const tracking_t *track,
+                                  bus_err_t *err)
 {
     static log_ratelimit_t refusals_limit;
     int busy_tries = 0, share_tries = 0;
     char why[200];
     bus_err_t code = ERR_BUSY;
     for (;;) {
-        service_t *svc = registry_find_service(r->registry, name, len);
+        /* looked up again after a try: a gone instance may take its service with it */
+        service_t *svc = known ? known : registry_find_service(r->registry, name, len);
+        known = NULL;
         if (!svc) {
             *err = busy_tries ? ERR_BUSY : ERR_NO_SUCH_SERVICE;
             return NULL;
@@ -951,6 +958,23 @@ static void trace_handed_over(router_t *r, peer_t *from, peer_t *to, const char 
     zmq_msg_close(copy);
 }
 
+/* The first of a route's names that is a registered service, and its
+ * index in *at (NULL and route->count if none is): where the request goes
+ * unless every instance refuses, and the name its metrics series is
+ * kept under. */
+static service_t *first_served(router_t *r, const route_t *route, int *at)
+{
+    for (int i = 0; i < route->count; i++) {
+        service_t *svc = registry_find_service(r->registry, route->names[i], strlen(route->names[i]));
+        if (svc) {
+            *at = i;
+            return svc;
+        }
+    }
+    *at = route->count;
+    return NULL;
+}
+
 static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
                            const policy_route_ahead_t *ahead)
 {
@@ -982,7 +1006,10 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
     /* a list of names is an order of preference: the first with a live
      * instance takes the request, so it still gets exactly one answer;
      * its series is that name's (as routed) and dst's (as addressed) */
-    track.series = metrics_series_of(r->metrics, r->registry, dst, route.names, route.count,
+    int at;
+    service_t *served = first_served(r, &route, &at);
+    track.series = metrics_series_of(r->metrics, served ? route.names[at] : NULL,
+                                     served ? strlen(route.names[at]) : 0, dst,
                                      &env->f[EF_ACTION], r->cfg->metrics_max_series);
     metric_series_t *outer = r->routing;
     r->routing = track.series;          /* for a refusal on the way (note_refused) */
@@ -993,8 +1020,8 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
     const char *name = NULL;
     for (int i = 0; i < route.count && !to; i++) {
         name = route.names[i];
-        to = deliver_to_service(r, peer, &m->data, env, name, strlen(name), route.instance,
-                                &track, &err);
+        to = deliver_to_service(r, peer, &m->data, env, name, strlen(name),
+                                i == at ? served : NULL, route.instance, &track, &err);
         if (!to && err != ERR_NO_SUCH_SERVICE)
             break;
     }
@@ -1218,7 +1245,7 @@ static void handle_event(router_t *r, peer_t *peer, wire_msg_t *m, const envelop
         zmq_msg_init(&copy);
         zmq_msg_copy(&copy, &m->data);
         bus_err_t this_err = ERR_NONE;
-        if (deliver_to_service(r, peer, &copy, env, name, strlen(name), route.instance, NULL,
+        if (deliver_to_service(r, peer, &copy, env, name, strlen(name), NULL, route.instance, NULL,
                                &this_err)) {
             r->stats.out[MT_EVENT]++;
             delivered++;
@@ -1742,7 +1769,7 @@ void router_bus_request(router_t *r, const char *origin, uint64_t seq, const cha
             router_send_error(r, bus, &env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id "
                               "is in flight at the broker holding the service");
         } else if ((to = deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL,
-                                            &track, &err))) {
+                                            NULL, &track, &err))) {
             r->stats.out[MT_REQUEST]++;
         } else if (err == ERR_NO_SUCH_SERVICE) {
             /* its last instance went before the bus knew: handed to nobody */
@@ -1772,7 +1799,7 @@ void router_bus_event(router_t *r, const char *origin, uint64_t seq, const char 
         r->stats.in[MT_EVENT]++;
         observe_event(r, bus, &m, &env);
         bus_err_t err = ERR_NONE;
-        if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, NULL, &err)) {
+        if (deliver_to_service(r, bus, &m.data, &env, name, strlen(name), NULL, NULL, NULL, &err)) {
             r->stats.out[MT_EVENT]++;
         } else if (err == ERR_NO_SUCH_SERVICE) {
             char msg_id[MSG_ID_MAX_LEN + 1];

@@ -26,18 +26,14 @@ static void count_view(const metrics_view_t *v, void *ctx)
 int main(void)
 {
     metrics_t *m = metrics_new();
-    registry_t *reg = registry_new();
-    peer_t *p = registry_add_peer(reg, "p", 1, PEER_REMOTE, -1);
-    registry_register(reg, p, "checkout-canary", 15);
     env_value_t dst = S("checkout"), action = S("pay");
-    const char names[2][NAME_MAX_LEN + 1] = {"checkout", "checkout-canary"};
 
-    /* as routed: the first registered name; as addressed: dst */
-    metric_series_t *s = metrics_series_of(m, reg, &dst, names, 2, &action, 10);
+    /* as routed: the service the router found; as addressed: dst */
+    metric_series_t *s = metrics_series_of(m, "checkout-canary", 15, &dst, &action, 10);
     CHECK(!strcmp(s->key, "checkout-canary"));
     CHECK(!strcmp(s->dst, "checkout"));
     CHECK(!strcmp(s->action, "pay"));
-    CHECK(s == metrics_series_of(m, reg, &dst, names, 2, &action, 10));
+    CHECK(s == metrics_series_of(m, "checkout-canary", 15, &dst, &action, 10));
 
     metrics_handed_over(m, s);
     metrics_outcome(m, s, METRICS_OK, NULL, 0, 1500);               /* 1.5 ms */
@@ -74,9 +70,9 @@ int main(void)
 
     /* a route that reaches no registered name: the one unrouted series */
     env_value_t nobody = S("nobody");
-    metric_series_t *u = metrics_series_of(m, reg, &nobody, NULL, 0, &action, 10);
+    metric_series_t *u = metrics_series_of(m, NULL, 0, &nobody, &action, 10);
     CHECK(!strcmp(u->key, METRICS_UNROUTED_SERVICE));
-    CHECK(u == metrics_series_of(m, reg, &dst, NULL, 0, &action, 10));
+    CHECK(u == metrics_series_of(m, NULL, 0, &dst, &action, 10));
     metrics_outcome(m, u, METRICS_REFUSED, "no_such_service", 15, 0);
     metrics_totals_t tot;
     metrics_totals(m, &tot);
@@ -86,7 +82,7 @@ int main(void)
 
     /* past max_series: the overflow series */
     env_value_t other_action = S("other");
-    metric_series_t *o = metrics_series_of(m, reg, &dst, names, 2, &other_action, 1);
+    metric_series_t *o = metrics_series_of(m, "checkout-canary", 15, &dst, &other_action, 1);
     CHECK(!strcmp(o->key, METRICS_OVERFLOW_SERVICE));
 
     /* the text has every outcome and the top buckets */
@@ -102,7 +98,15 @@ int main(void)
     /* a copy renders the same text, and stays as it was while the
      * original counts on (the HTTP thread renders copies: src/http_snapshot.h) */
     env_value_t second = S("refund");
-    metrics_series_of(m, reg, &dst, names, 2, &second, 10);     /* two series, linked */
+    metric_series_t *refund = metrics_series_of(m, "checkout-canary", 15, &dst, &second, 10);
+    CHECK(refund != s && !strcmp(refund->action, "refund"));    /* two series, linked */
+    /* the last series found is remembered: never answered for another */
+    CHECK(metrics_series_of(m, "checkout-canary", 15, &dst, &action, 10) == s);
+    CHECK(metrics_series_of(m, "checkout-canary", 15, &dst, &second, 10) == refund);
+    env_value_t longer = S("refunds");
+    metric_series_t *refunds = metrics_series_of(m, "checkout-canary", 15, &dst, &longer, 10);
+    CHECK(refunds != refund && !strcmp(refunds->action, "refunds"));
+    CHECK(metrics_series_of(m, "checkout", 8, &dst, &second, 10) != refund);
     metrics_text_release(&text);
     text = metrics_prometheus(m, &st, 1, 1, 0);
     metrics_t *copy = metrics_copy(m);
@@ -128,6 +132,5 @@ int main(void)
     metrics_text_release(&text);
 
     metrics_free(&m);
-    registry_free(&reg);
     return check_done("metrics");
 }
