@@ -614,7 +614,7 @@ static long cache_fields(const policy_t *p, const envelope_t *env)
 static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
 {
     return p->cache && !p->not_kept[index][env->type] &&
-           policy_cache_worth(p->cache, (unsigned)(index * MT__COUNT + env->type));
+           policy_cache_worth(p->cache, pcache_class(index, env->type));
 }
 
 /* The decision kept for hook `index` and env, if any. */
@@ -637,7 +637,7 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
     }
     bool hit = policy_cache_get(p->cache, index, env, (unsigned)f,
                                 registry_generation(p->registry), d);
-    policy_cache_note(p->cache, (unsigned)(index * MT__COUNT + env->type), hit);
+    policy_cache_note(p->cache, pcache_class(index, env->type), hit);
     return hit;
 }
 

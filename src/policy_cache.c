@@ -26,6 +26,8 @@ typedef struct {
 typedef struct {
     uint32_t lookups, hits;     /* in the current window */
     uint32_t resting;           /* calls left before the class is tried again */
+    uint32_t last;              /* the slot of its last hit or put: a steady stream's
+                                 * next key is most often the same (no hash then) */
 } class_t;
 
 struct policy_cache {
@@ -150,10 +152,18 @@ static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned field
 bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
                       uint64_t reg_gen, pcache_decision_t *out)
 {
-    uint64_t h = key_hash(hook, env, fields);
-    const slot_t *s = &c->slots[h & (PCACHE_SLOTS - 1)];
-    if (s->epoch != c->epoch || s->hash != h || (s->uses_registry && s->reg_gen != reg_gen) ||
-        !key_matches(s, hook, env, fields)) {
+    class_t *k = &c->classes[pcache_class(hook, env->type)];
+    const slot_t *s = &c->slots[k->last];
+    if (s->epoch != c->epoch || !key_matches(s, hook, env, fields)) {
+        uint64_t h = key_hash(hook, env, fields);
+        s = &c->slots[h & (PCACHE_SLOTS - 1)];
+        if (s->epoch != c->epoch || s->hash != h || !key_matches(s, hook, env, fields)) {
+            c->misses++;
+            return false;
+        }
+        k->last = (uint32_t)(h & (PCACHE_SLOTS - 1));
+    }
+    if (s->uses_registry && s->reg_gen != reg_gen) {
         c->misses++;
         return false;
     }
@@ -185,6 +195,7 @@ void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsign
         memcpy(s->text, d->text, d->text_len);
     s->text[d->text_len] = '\0';
     s->epoch = c->epoch;
+    c->classes[pcache_class(hook, env->type)].last = (uint32_t)(h & (PCACHE_SLOTS - 1));
 }
 
 bool policy_cache_worth(policy_cache_t *c, unsigned cls)

@@ -58,6 +58,13 @@ void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsign
  * other). */
 size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields);
 
+/* The class of (hook, type): what the hit rate is counted by, and each
+ * class's last hit is looked at first. */
+static inline unsigned pcache_class(int hook, msg_type_t type)
+{
+    return (unsigned)(hook * MT__COUNT + (int)type) % PCACHE_CLASSES;
+}
+
 /* Whether keeping decisions of class `cls` (hook x type) pays: it does
  * until a window of lookups mostly misses (every message with new
  * names); then the class rests for a while and is tried again. */

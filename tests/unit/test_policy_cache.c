@@ -128,6 +128,47 @@ static void test_collisions(void)
     policy_cache_free(&c);
 }
 
+/* Each class looks at its last hit first: alternating keys, and a key
+ * that took that slot over, still get their own decisions only. */
+static void test_last_hit(void)
+{
+    policy_cache_t *c = policy_cache_new();
+    envelope_t a = env_of("ui", "orders", "get"), b = env_of("ui", "stock", "get");
+    CHECK(policy_cache_slot(0, &a, NAMES) != policy_cache_slot(0, &b, NAMES));
+    pcache_decision_t d = {.verdict = 1, .text = "", .text_len = 0};
+    policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
+    d.verdict = 2;
+    policy_cache_put(c, 0, &b, NAMES, false, 0, &d);
+    for (int i = 0; i < 4; i++) {
+        CHECK(policy_cache_get(c, 0, &a, NAMES, 0, &d) && d.verdict == 1);
+        CHECK(policy_cache_get(c, 0, &a, NAMES, 0, &d) && d.verdict == 1);
+        CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d) && d.verdict == 2);
+    }
+    /* the same names, another type: not b's decision */
+    envelope_t e = b;
+    e.type = MT_EVENT;
+    CHECK(!policy_cache_get(c, 0, &e, NAMES, 0, &d));
+    /* b's slot taken by a key that collides with it: b is gone */
+    char dst[32];
+    envelope_t x = b;
+    bool found = false;
+    for (int i = 1; i < 100000 && !found; i++) {
+        snprintf(dst, sizeof dst, "svc%d", i);
+        x = env_of("ui", dst, "get");
+        found = policy_cache_slot(0, &x, NAMES) == policy_cache_slot(0, &b, NAMES);
+    }
+    CHECK(found);
+    CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d));        /* b is the last hit */
+    d.verdict = 3;
+    policy_cache_put(c, 0, &x, NAMES, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &b, NAMES, 0, &d));
+    CHECK(policy_cache_get(c, 0, &x, NAMES, 0, &d) && d.verdict == 3);
+    /* forget reaches the last hit too */
+    policy_cache_forget(c);
+    CHECK(!policy_cache_get(c, 0, &x, NAMES, 0, &d));
+    policy_cache_free(&c);
+}
+
 /* A class whose lookups mostly miss rests, then is tried again. */
 static void test_rest(void)
 {
@@ -208,6 +249,7 @@ int main(void)
 {
     test_store();
     test_collisions();
+    test_last_hit();
     test_rest();
     test_lua_code();
     return check_done("policy_cache");
