@@ -67,7 +67,7 @@ static inline uint64_t mix(uint64_t h, uint64_t w)
     return h ^ (h >> 32);
 }
 
-#define FIELD_META 6            /* kind, escaped, length as 4 bytes */
+#define FIELD_META 8            /* kind, escaped, 0, 0, length as 4 bytes: one word */
 
 static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields)
 {
@@ -97,11 +97,37 @@ size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields)
     return (size_t)(key_hash(hook, env, fields) & (PCACHE_SLOTS - 1));
 }
 
-static void field_meta(const env_value_t *v, unsigned char *meta)
+static inline uint64_t field_meta(const env_value_t *v)
 {
-    meta[0] = (unsigned char)v->kind;
-    meta[1] = (unsigned char)v->escaped;
-    memcpy(meta + 2, &v->len, 4);
+    return (uint64_t)(unsigned char)v->kind | (uint64_t)(unsigned char)v->escaped << 8 |
+           (uint64_t)v->len << 32;
+}
+
+/* a[0..n) == b[0..n). Names are short, and a call to memcmp costs more
+ * than their compare: up to 16 bytes, the first and the last word of the
+ * size that fits (overlapping; no load outside [0, n)). */
+static inline bool same_bytes(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n > 16)
+        return memcmp(a, b, n) == 0;
+    if (n >= 8) {
+        uint64_t a0, b0, a1, b1;
+        memcpy(&a0, a, 8);
+        memcpy(&b0, b, 8);
+        memcpy(&a1, a + n - 8, 8);
+        memcpy(&b1, b + n - 8, 8);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    if (n >= 4) {
+        uint32_t a0, b0, a1, b1;
+        memcpy(&a0, a, 4);
+        memcpy(&b0, b, 4);
+        memcpy(&a1, a + n - 4, 4);
+        memcpy(&b1, b + n - 4, 4);
+        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+    }
+    /* 1 to 3 bytes: the first, the middle and the last cover them all */
+    return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
 }
 
 static bool has_bytes(const env_value_t *v)
@@ -117,11 +143,13 @@ static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsign
     size_t at = 0;
     for (unsigned todo = fields; todo; todo &= todo - 1) {
         const env_value_t *v = &env->f[__builtin_ctz(todo)];
-        unsigned char meta[FIELD_META];
-        field_meta(v, meta);
         size_t n = has_bytes(v) ? v->len : 0;
-        if (at + FIELD_META + n > s->key_len || memcmp(s->key + at, meta, FIELD_META) != 0 ||
-            (n && memcmp(s->key + at + FIELD_META, v->ptr, n) != 0))
+        uint64_t meta;
+        if (at + FIELD_META + n > s->key_len)
+            return false;
+        memcpy(&meta, s->key + at, FIELD_META);
+        if (meta != field_meta(v) ||
+            (n && !same_bytes(s->key + at + FIELD_META, (const unsigned char *)v->ptr, n)))
             return false;
         at += FIELD_META + n;
     }
@@ -137,7 +165,8 @@ static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned field
         size_t n = has_bytes(v) ? v->len : 0;
         if (at + FIELD_META + n > PCACHE_KEY_MAX)
             return false;
-        field_meta(v, s->key + at);
+        uint64_t meta = field_meta(v);
+        memcpy(s->key + at, &meta, FIELD_META);
         if (n)
             memcpy(s->key + at + FIELD_META, v->ptr, n);
         at += FIELD_META + n;

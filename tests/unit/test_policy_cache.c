@@ -169,6 +169,31 @@ static void test_last_hit(void)
     policy_cache_free(&c);
 }
 
+/* Names of every length up to past the word compares, each differing
+ * from the kept one in one byte only, at every position: never its
+ * decision (the compare reads each byte, none outside the name). */
+static void test_every_byte(void)
+{
+    policy_cache_t *c = policy_cache_new();
+    char kept[40], other[40];
+    pcache_decision_t d = {.verdict = 1, .text = "", .text_len = 0};
+    for (size_t len = 1; len < sizeof kept; len++) {
+        memset(kept, 'k', len);
+        kept[len] = '\0';
+        envelope_t a = env_of("ui", kept, "get");
+        policy_cache_forget(c);
+        policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
+        for (size_t at = 0; at < len; at++) {
+            memcpy(other, kept, len + 1);
+            other[at] = 'K';
+            envelope_t b = env_of("ui", other, "get");
+            CHECK(!lookup(c, &b, NAMES, 0, &d));
+            CHECK(lookup(c, &a, NAMES, 0, &d) && d.verdict == 1);
+        }
+    }
+    policy_cache_free(&c);
+}
+
 /* A class whose lookups mostly miss rests, then is tried again. */
 static void test_rest(void)
 {
@@ -250,6 +275,7 @@ int main(void)
     test_store();
     test_collisions();
     test_last_hit();
+    test_every_byte();
     test_rest();
     test_lua_code();
     return check_done("policy_cache");
