@@ -958,6 +958,32 @@ static void trace_handed_over(router_t *r, peer_t *from, peer_t *to, const char 
     zmq_msg_close(copy);
 }
 
+/* inflight_hash() of a request's msg_id, once a message: route_comes_next
+ * asks before filter() runs and handle_request after it. Kept with a copy
+ * of the bytes it hashed, so that a filter() that rewrote the message (a
+ * new buffer; its msg_id must be the same) is hashed again only if the
+ * bytes differ. On the stack of one message's route_message. */
+typedef struct {
+    bool known;
+    uint32_t len;
+    unsigned hash;
+    char bytes[MSG_ID_MAX_LEN];
+} id_hash_t;
+
+static unsigned id_hash_of(id_hash_t *memo, const env_value_t *id)
+{
+    if (memo->known && memo->len == id->len && memcmp(memo->bytes, id->ptr, id->len) == 0)
+        return memo->hash;
+    unsigned h = inflight_hash(id->ptr, id->len);
+    memo->known = id->len <= sizeof memo->bytes;
+    if (memo->known) {
+        memo->len = id->len;
+        memo->hash = h;
+        memcpy(memo->bytes, id->ptr, id->len);
+    }
+    return h;
+}
+
 /* The first of a route's names that is a registered service, and its
  * index in *at (NULL and route->count if none is): where the request goes
  * unless every instance refuses, and the name its metrics series is
@@ -976,7 +1002,7 @@ static service_t *first_served(router_t *r, const route_t *route, int *at)
 }
 
 static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envelope_t *env,
-                           const policy_route_ahead_t *ahead)
+                           const policy_route_ahead_t *ahead, id_hash_t *id_memo)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (env_equals(dst, "broker")) {
@@ -995,7 +1021,7 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
         return;
     }
     const env_value_t *id = &env->f[EF_MSG_ID];
-    tracking_t track = {.id_hash = inflight_hash(id->ptr, id->len)};
+    tracking_t track = {.id_hash = id_hash_of(id_memo, id)};
     if (inflight_find_hashed(r->inflight, id->ptr, id->len, track.id_hash)) {
         router_send_error(r, peer, env, ERR_DUPLICATE_MSG_ID, "a request with this msg_id is in flight");
         return;
@@ -1329,7 +1355,7 @@ static bool refuse_too_large(router_t *r, peer_t *peer, size_t len)
  * handle_event would ask route() where `env` goes next: then both run in
  * one call into the policy (policy_filter_route). The same tests as
  * theirs, in their order. */
-static bool route_comes_next(const router_t *r, const envelope_t *env)
+static bool route_comes_next(const router_t *r, const envelope_t *env, id_hash_t *id_memo)
 {
     const env_value_t *dst = &env->f[EF_DST];
     if (!policy_has(r->policy, HOOK_ROUTE) || env_equals(dst, "broker") || env_equals(dst, "broadcast"))
@@ -1339,7 +1365,7 @@ static bool route_comes_next(const router_t *r, const envelope_t *env)
     if (env->type != MT_REQUEST || r->stopping)
         return false;
     const env_value_t *id = &env->f[EF_MSG_ID];
-    return !inflight_find_hashed(r->inflight, id->ptr, id->len, inflight_hash(id->ptr, id->len));
+    return !inflight_find_hashed(r->inflight, id->ptr, id->len, id_hash_of(id_memo, id));
 }
 
 /* The rules after the envelope is read: who may send it, the policy's
@@ -1377,12 +1403,14 @@ static void route_message(router_t *r, peer_t *peer, wire_msg_t *m, envelope_t *
     }
     policy_route_ahead_t ahead;         /* not zeroed: its route is 2 KB */
     ahead.taken = false;
+    id_hash_t id_memo;                  /* not zeroed either: only `known` is read first */
+    id_memo.known = false;
     if (policy_has(r->policy, HOOK_FILTER) &&
-        !apply_filter(r, peer, m, env, route_comes_next(r, env) ? &ahead : NULL))
+        !apply_filter(r, peer, m, env, route_comes_next(r, env, &id_memo) ? &ahead : NULL))
         return;
     switch (env->type) {
     case MT_REQUEST:
-        handle_request(r, peer, m, env, &ahead);
+        handle_request(r, peer, m, env, &ahead, &id_memo);
         break;
     case MT_RESPONSE:
     case MT_ERROR:
