@@ -61,6 +61,14 @@ typedef struct peer {
     uint64_t since_ms, seen_ms;/* first and last message, router clock */
     uint64_t msgs_in, msgs_out;
     char addr[64];             /* remote address (libzmq's Peer-Address), "" if unknown */
+    /* the router's src check (S2) for a connection that holds no name: the
+     * last src it sent as and found held by nobody, at registry generation
+     * free_src_gen (only a registration makes a free name taken, and each
+     * bumps it) */
+    bool free_src_known;
+    uint8_t free_src_len;
+    uint64_t free_src_gen;
+    char free_src[NAME_MAX_LEN];
     UT_hash_handle hh;
 } peer_t;
 

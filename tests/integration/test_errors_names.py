@@ -127,6 +127,24 @@ class SpoofedSrcTest(bp.BrokerTestCase):
         self.assertEqual(body["type"], "response", bp.dump(body))
         self.assertEqual(body["dst"], "free-name-client")
 
+    def test_a_free_name_taken_later_is_spoofed_src(self):
+        # the broker remembers the last free name a client sent as; a
+        # registration by another connection must end that at once
+        p = self.peer()
+        for _ in range(3):
+            body = p.call_broker("ping", src="taken-later")
+            self.assertEqual(body["type"], "response", bp.dump(body))
+        self.peer(register="taken-later")
+        m = p.request("broker", "ping", src="taken-later")
+        self.expectError(p, "spoofed_src", correlation_id=m["msg_id"])
+        # and free again once its holder unregisters
+        other = self.peer(register="taken-then-freed")
+        m = p.request("broker", "ping", src="taken-then-freed")
+        self.expectError(p, "spoofed_src", correlation_id=m["msg_id"])
+        other.unregister("taken-then-freed")
+        body = p.call_broker("ping", src="taken-then-freed")
+        self.assertEqual(body["type"], "response", bp.dump(body))
+
     def test_registered_peer_using_another_name_is_spoofed_src(self):
         p = self.peer(register="honest-a")
         m = p.request("broker", "ping", src="not-mine-at-all")
