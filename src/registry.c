@@ -23,6 +23,7 @@ struct registry {
     int hosted_count;
     int registered_peer_count; /* peers holding at least one name */
     uint64_t generation;       /* bumped by every change to services (registry_generation) */
+    uint64_t hosted_removals;  /* hosted peers removed so far (registry_hosted_removals) */
     int restored_count;        /* peers still `restored` */
     const registry_keeper_t *keeper; /* where remote registrations are kept, or NULL */
     uint64_t serials;          /* peers added so far: the next one's serial */
@@ -193,6 +194,7 @@ void registry_remove_peer(registry_t *reg, peer_t **peer_p)
     if (peer->kind == PEER_LUA) {
         HASH_DEL(reg->hosted, peer);
         reg->hosted_count--;
+        reg->hosted_removals++;
     } else {
         registry_set_fd(reg, peer, -1);
         HASH_DEL(reg->peers, peer);
@@ -295,6 +297,11 @@ peer_t *service_next_instance(service_t *svc)
     peer_t *peer = svc->instances[svc->next % (unsigned)svc->count];
     svc->next++;
     return peer;
+}
+
+uint64_t registry_hosted_removals(const registry_t *reg)
+{
+    return reg->hosted_removals;
 }
 
 uint64_t registry_generation(const registry_t *reg)

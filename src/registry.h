@@ -161,6 +161,12 @@ peer_t *service_next_instance(service_t *svc);
  * what was built from the services (a listing) is current while it holds. */
 uint64_t registry_generation(const registry_t *reg);
 
+/* How many hosted peers have been removed so far: a hosted peer's pointer
+ * taken while this was N is valid while it is still N (for the services
+ * host's queues, which would otherwise find each entry's peer again by
+ * its id). */
+uint64_t registry_hosted_removals(const registry_t *reg);
+
 /* Where remote registrations are kept across restarts: told of each name
  * a remote connection gains (put) or loses (del). The registry knows no
  * file: broker.c hands these to state.c. */

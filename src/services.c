@@ -25,6 +25,8 @@ typedef struct queued_msg {
     uint8_t peer_id[PEER_ID_MAX]; /* by identity (the queue: the service it is for;
                                      the outbox: the one that sent it) */
     uint8_t peer_id_len;
+    peer_t *peer;                /* that hosted peer, valid while no hosted peer has */
+    uint64_t removals;           /* been removed since (registry_hosted_removals) */
 } queued_msg_t;
 
 /* A first-in first-out list of entries. */
@@ -312,7 +314,20 @@ static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *dat
     }
     memcpy(q->peer_id, peer->id, peer->id_len);
     q->peer_id_len = peer->id_len;
+    q->peer = peer->kind == PEER_LUA ? (peer_t *)peer : NULL;
+    q->removals = registry_hosted_removals(router_registry(s->router));
     return q;
+}
+
+/* The hosted peer an entry is for (or from), if it is still there: the
+ * pointer kept while no hosted peer has been removed since the entry was
+ * made (most often: no keyed hash), else found again by its identity. */
+static peer_t *entry_peer(services_t *s, const queued_msg_t *q)
+{
+    registry_t *reg = router_registry(s->router);
+    if (q->peer && q->removals == registry_hosted_removals(reg))
+        return q->peer;
+    return registry_find_hosted(reg, q->peer_id, q->peer_id_len);
 }
 
 static void entry_free(services_t *s, queued_msg_t *q)
@@ -356,7 +371,7 @@ static void hand_to_router(services_t *s, peer_t *from, zmq_msg_t *data, envelop
 /* Hands one sent message to the router, if its service is still there. */
 static void route_sent(services_t *s, queued_msg_t *q)
 {
-    peer_t *from = registry_find_hosted(router_registry(s->router), q->peer_id, q->peer_id_len);
+    peer_t *from = entry_peer(s, q);
     if (from)
         hand_to_router(s, from, &q->data, q->has_env ? &q->env : NULL);
 }
@@ -401,7 +416,7 @@ void services_file_changed(services_t *s, const char *file)
  * false, leaving it queued, if that service has spent this pass. */
 static bool deliver_queued(services_t *s, queued_msg_t *q)
 {
-    peer_t *peer = registry_find_hosted(router_registry(s->router), q->peer_id, q->peer_id_len);
+    peer_t *peer = entry_peer(s, q);
     if (!peer)
         return true;                        /* dropped meanwhile: already answered */
     hosted_t *h = peer->host;
