@@ -16,7 +16,7 @@ typedef struct {
     uint64_t reg_gen;
     int hook, type;
     unsigned fields;
-    size_t key_len;             /* per field: kind, escaped, length (4), bytes */
+    size_t key_len;             /* per field: field_meta (a word), then its bytes */
     unsigned char key[PCACHE_KEY_MAX];
     int verdict, code;
     size_t text_len;
