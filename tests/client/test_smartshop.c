@@ -18,7 +18,14 @@ static const char *broker_path;
 static char endpoint[64];
 static pid_t broker_pid;
 
-static void start_broker(void)
+/* A loopback endpoint on a port below Linux's ephemeral ports (32768-),
+ * which outgoing connections on a shared machine take at random. */
+static void pick_endpoint(void)
+{
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", 20000 + rand() % 12000);
+}
+
+static void spawn_broker(void)
 {
     broker_pid = fork();
     if (broker_pid == 0) {
@@ -26,17 +33,44 @@ static void start_broker(void)
               "--log-level", "warn", (char *)NULL);
         _exit(127);
     }
-    /* ready when it answers a ping */
+}
+
+/* Starts the broker and waits until it answers a ping. A broker that
+ * exits at once could not bind (another test's broker, or an outgoing
+ * connection, holds the port for a moment): started again, on another
+ * port if `may_move` (the first start), else on the same one (a restart
+ * the clients reconnect to). */
+static void start_broker_on(bool may_move)
+{
     ss_options_t quiet = {.quiet = true};
-    for (int i = 0; i < 50; i++) {
+    spawn_broker();
+    for (int i = 0; i < 100; i++) {
+        if (broker_pid < 0 || waitpid(broker_pid, NULL, WNOHANG) == broker_pid) {
+            if (may_move)
+                pick_endpoint();
+            else
+                usleep(100000);
+            spawn_broker();
+        }
         ss_client_t *c = ss_client_new(endpoint, &quiet);
         int rc = ss_request(c, "broker", "ping", NULL, 200, NULL);
         ss_client_destroy(&c);
-        if (rc == SS_OK)
+        /* answered, and by ours: not another test's broker on that port
+         * while ours found it taken */
+        if (rc == SS_OK && waitpid(broker_pid, NULL, WNOHANG) == 0)
             return;
+        if (rc == SS_OK)
+            broker_pid = -1;        /* reaped: started again above next time */
     }
     fprintf(stderr, "broker did not start\n");
+    if (broker_pid > 0)
+        kill(broker_pid, SIGKILL);
     exit(1);
+}
+
+static void start_broker(void)
+{
+    start_broker_on(false);
 }
 
 static void stop_broker(void)
@@ -299,8 +333,8 @@ int main(int argc, char **argv)
     }
     broker_path = argv[1];
     srand((unsigned)getpid());
-    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", 20000 + rand() % 20000);
-    start_broker();
+    pick_endpoint();
+    start_broker_on(true);
     request_gets_response();
     missing_service_is_an_error();
     topics_publish_and_subscribe();
