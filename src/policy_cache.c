@@ -69,6 +69,11 @@ static inline uint64_t mix(uint64_t h, uint64_t w)
 
 #define FIELD_META 8            /* kind, escaped, 0, 0, length as 4 bytes: one word */
 
+static bool has_bytes(const env_value_t *v)
+{
+    return v->kind != JSON_ABSENT && v->ptr;
+}
+
 static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields)
 {
     uint64_t h = mix(0x9E3779B97F4A7C15ull,
@@ -76,7 +81,7 @@ static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields)
     for (unsigned todo = fields; todo; todo &= todo - 1) {
         const env_value_t *v = &env->f[__builtin_ctz(todo)];
         h = mix(h, (uint64_t)v->kind | (uint64_t)v->escaped << 8 | (uint64_t)v->len << 32);
-        if (v->kind == JSON_ABSENT || !v->ptr)
+        if (!has_bytes(v))
             continue;
         const unsigned char *p = (const unsigned char *)v->ptr;
         size_t n = v->len;
@@ -103,36 +108,31 @@ static inline uint64_t field_meta(const env_value_t *v)
            (uint64_t)v->len << 32;
 }
 
+/* Whether the first and the last `w` bytes (w <= 8, w <= n) of a[0..n)
+ * and b[0..n) are the same: two loads each, overlapping when n < 2w. */
+static inline bool same_ends(const unsigned char *a, const unsigned char *b, size_t n, size_t w)
+{
+    uint64_t a0 = 0, b0 = 0, a1 = 0, b1 = 0;
+    memcpy(&a0, a, w);
+    memcpy(&b0, b, w);
+    memcpy(&a1, a + n - w, w);
+    memcpy(&b1, b + n - w, w);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+}
+
 /* a[0..n) == b[0..n). Names are short, and a call to memcmp costs more
  * than their compare: up to 16 bytes, the first and the last word of the
- * size that fits (overlapping; no load outside [0, n)). */
+ * size that fits (no load outside [0, n)). */
 static inline bool same_bytes(const unsigned char *a, const unsigned char *b, size_t n)
 {
     if (n > 16)
         return memcmp(a, b, n) == 0;
-    if (n >= 8) {
-        uint64_t a0, b0, a1, b1;
-        memcpy(&a0, a, 8);
-        memcpy(&b0, b, 8);
-        memcpy(&a1, a + n - 8, 8);
-        memcpy(&b1, b + n - 8, 8);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
-    if (n >= 4) {
-        uint32_t a0, b0, a1, b1;
-        memcpy(&a0, a, 4);
-        memcpy(&b0, b, 4);
-        memcpy(&a1, a + n - 4, 4);
-        memcpy(&b1, b + n - 4, 4);
-        return ((a0 ^ b0) | (a1 ^ b1)) == 0;
-    }
+    if (n >= 8)
+        return same_ends(a, b, n, 8);
+    if (n >= 4)
+        return same_ends(a, b, n, 4);
     /* 1 to 3 bytes: the first, the middle and the last cover them all */
     return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
-}
-
-static bool has_bytes(const env_value_t *v)
-{
-    return v->kind != JSON_ABSENT && v->ptr;
 }
 
 /* Whether the slot holds the key of (hook, env, fields), byte for byte. */
