@@ -1058,7 +1058,9 @@ static void handle_request(router_t *r, peer_t *peer, wire_msg_t *m, const envel
     bus_err_t err = ERR_NO_SUCH_SERVICE;
     peer_t *to = NULL;
     const char *name = NULL;
-    for (int i = 0; i < route.count && !to; i++) {
+    /* the names before the first served one have no service: none to try
+     * (when none is served, each is tried and refused as before) */
+    for (int i = served ? at : 0; i < route.count && !to; i++) {
         name = route.names[i];
         to = deliver_to_service(r, peer, &m->data, env, name, strlen(name),
                                 i == at ? served : NULL, route.instance, &track, &err);
