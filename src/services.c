@@ -295,7 +295,7 @@ void services_free(services_t **self_p)
 
 /* An entry holding `data` (moved in) and its envelope, tagged with `peer`'s
  * identity; NULL if memory ran out. */
-static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *data,
+static queued_msg_t *entry_new(services_t *s, peer_t *peer, zmq_msg_t *data,
                                const envelope_t *env)
 {
     queued_msg_t *q = s->spare;
@@ -314,7 +314,7 @@ static queued_msg_t *entry_new(services_t *s, const peer_t *peer, zmq_msg_t *dat
     }
     memcpy(q->peer_id, peer->id, peer->id_len);
     q->peer_id_len = peer->id_len;
-    q->peer = peer->kind == PEER_LUA ? (peer_t *)peer : NULL;
+    q->peer = peer->kind == PEER_LUA ? peer : NULL;
     q->removals = registry_hosted_removals(router_registry(s->router));
     return q;
 }
