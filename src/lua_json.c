@@ -341,6 +341,11 @@ static void read_value(lua_State *L, reader_t *r, int depth)
 void lua_json_push_checked(lua_State *L, const char *text, size_t len)
 {
     sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "json.decode");
+    lua_json_push_charged(L, text, len);
+}
+
+void lua_json_push_charged(lua_State *L, const char *text, size_t len)
+{
     reader_t r = {text, text + len};
     read_value(L, &r, 0);
 }

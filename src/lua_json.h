@@ -48,6 +48,10 @@ void lua_json_install(lua_State *L);
  * use inside a protected body or a C function Lua called. */
 void lua_json_push_checked(lua_State *L, const char *text, size_t len);
 
+/* The same without the charge: for a part of a text whose whole length
+ * the call was charged for already (a payload's member, read lazily). */
+void lua_json_push_charged(lua_State *L, const char *text, size_t len);
+
 /* The Lua functions themselves: decode(text) -> value (raises on bad
  * JSON); encode(value) -> text (raises on what JSON cannot hold). */
 int lua_json_decode(lua_State *L);

@@ -898,7 +898,7 @@ static void handle_request(lua_version_t *v, const envelope_t *env)
         return;
     }
     call_job_t job = {.v = v, .env = env};
-    luamsg_will_push(sandbox_state(v->sandbox));
+    luamsg_will_push(sandbox_state(v->sandbox), false);
     int rc = run_protected(v, request_body, &job, err, sizeof err);
     v->current = NULL;
     if (v->deferred && rc < 0) {
@@ -942,7 +942,7 @@ static void handle_event(lua_version_t *v, const envelope_t *env)
     const char *name = broadcast && (v->handlers & ON_BROADCAST) ? "on_broadcast" : "on_event";
     char err[1024];
     call_job_t job = {.v = v, .env = env, .handler = name};
-    luamsg_will_push(sandbox_state(v->sandbox));
+    luamsg_will_push(sandbox_state(v->sandbox), false);
     if (run_protected(v, event_body, &job, err, sizeof err) < 0)
         handler_failed(v, name, err);
 }

@@ -20,6 +20,11 @@ static const char view_key;
 /* The fields a view has, in view_keys order. */
 #define VIEW_KEY_COUNT 13
 
+/* How many payload members, of what length, a type's hooks may read from
+ * proxies (luamsg_payload_key) with their decisions still kept. */
+#define PAYLOAD_KEYS_MAX 8
+#define PAYLOAD_KEY_MAX 32
+
 /* How a read is served. The view is a userdata whose metatable's __index
  * is, during a call, a plain table of fields kept for the message's type:
  * a field found there costs the VM one table lookup, no call into C (a
@@ -49,7 +54,19 @@ typedef struct {
     uint16_t guess[MT__COUNT];  /* the keys to bring up to date before a call */
     uint32_t ever_fields[MT__COUNT]; /* the string fields hooks ever read from messages
                                    of each type, as 1u << env_field_t (luamsg_fields_read) */
-    bool ever_other[MT__COUNT]; /* and whether they read any other key */
+    bool ever_other[MT__COUNT]; /* and whether they read any other key, or a payload
+                                   whole (for a payload proxy: was settled) */
+    bool ever_payload[MT__COUNT]; /* whether they read msg.payload */
+    /* the payload members hooks read from proxies (luamsg_payload_key):
+     * the same few, so kept in the order first read */
+    uint8_t pkey_count[MT__COUNT];
+    uint8_t pkey_len[MT__COUNT][PAYLOAD_KEYS_MAX];
+    char pkeys[MT__COUNT][PAYLOAD_KEYS_MAX][PAYLOAD_KEY_MAX];
+    bool lazy;                  /* this call's payload may be a proxy (luamsg_will_push) */
+    bool proxy_live;            /* UV_PROXY is this call's proxy, not yet settled */
+    const void *proxy;          /* it, by address */
+    const void *proxy_reader;   /* payload_index's closure (luamsg_is_reader) */
+    json_object_t members;      /* the live proxy's payload: its members */
     const void *reader;         /* view_index's closure (luamsg_is_reader) */
     const void *key_ptr[VIEW_KEY_COUNT]; /* the keys' interned strings, by address:
                                             a read is told by one compare a key */
@@ -67,7 +84,9 @@ typedef struct {
 #define UV_META (UV_FIELDS + MT__COUNT) /* + type: the metatables; + MT__COUNT: released */
 #define UV_KEYS (UV_META + MT__COUNT + 1) /* + key index: the keys' strings */
 #define UV_TYPES (UV_KEYS + VIEW_KEY_COUNT) /* + type: the names of the types */
-#define UV_COUNT (UV_TYPES + MT__COUNT - 1)
+#define UV_PROXY (UV_TYPES + MT__COUNT) /* this call's payload proxy, or nil */
+#define UV_PROXY_MT (UV_PROXY + 1)      /* the proxies' metatable */
+#define UV_COUNT UV_PROXY_MT
 
 void luamsg_push_decoded(lua_State *L, const char *json, size_t len)
 {
@@ -137,6 +156,238 @@ _Static_assert(VIEW_KEY_COUNT <= 16, "a key set fits in 16 bits");
  * few message after message (a payload is decoded only when read). */
 #define GUESSABLE(kind) ((kind) == K_STRING || (kind) == K_TTL_MS)
 
+/* --- msg.payload as a proxy, in a call the decision cache watches ---
+ *
+ * A kept decision must depend on nothing the key does not hold. A hook
+ * that reads msg.payload.drop depends on that one member, not on the
+ * whole payload: in a watched call (policy.c) an object payload is an
+ * empty table whose __index reads the member asked for from the frame's
+ * bytes (decoded by lua_json.c as the whole payload would be: the same
+ * values) and keeps it in the table, so a second read finds the same
+ * value. Which members hooks read is noted by type (luamsg_payload_key).
+ *
+ * What a plain table would show that an empty one does not (next, #,
+ * rawget, rawlen, getmetatable, encoding, any C function that is not
+ * known to leave tables alone, a call that may store the table where it
+ * outlives the bytes) first settles the proxy: the rest of its members
+ * are decoded into it and its metatable is taken away, so that from then
+ * on it is what msg.payload was before proxies (luamsg_settle; policy.c
+ * calls it for those). The type's decisions then depend on the payload
+ * whole and are not kept. */
+
+/* The members of the object at [text, text+len), if a proxy can stand
+ * for it: at most JSON_SCAN_MAX_MEMBERS members (each handed on, so a
+ * repeated one's last is seen), no escapes in their names (compared as
+ * bytes). Fills `out`. */
+static bool proxy_members(const char *text, size_t len, json_object_t *out)
+{
+    if (json_scan_object(text, len, out, NULL) != JSON_SCAN_OK)
+        return false;
+    for (int i = 0; i < out->count; i++) {
+        if (out->members[i].key_escaped)
+            return false;
+    }
+    return true;
+}
+
+/* The last member of `obj` (in `text`) named key[0..klen), or NULL. */
+static const json_member_t *member_named(const json_object_t *obj, const char *text,
+                                         const char *key, size_t klen)
+{
+    for (int i = obj->count - 1; i >= 0; i--) {
+        const json_member_t *m = &obj->members[i];
+        if (m->key_len == klen && memcmp(text + m->key_off, key, klen) == 0)
+            return m;
+    }
+    return NULL;
+}
+
+/* A member's value as JSON text (a string's with its quotes). */
+static const char *member_json(const json_member_t *m, const char *text, size_t *len)
+{
+    bool quoted = m->kind == JSON_STRING;
+    *len = m->val_len + (quoted ? 2u : 0u);
+    return text + m->val_off - (quoted ? 1 : 0);
+}
+
+/* The payload's text, of the message the view shows. */
+static const char *payload_text_of(const view_t *view, size_t *len)
+{
+    return env_value_json(&view->env->f[EF_PAYLOAD], len);
+}
+
+/* Pushes a proxy for the payload p (an object) at [text, text+len) if
+ * one can stand for it; false (nothing pushed) if not. Charged as its
+ * decode is. */
+static bool push_proxy(lua_State *L, view_t *view, int vi, const env_value_t *p,
+                       const char *text, size_t len)
+{
+    if (p->kind != JSON_OBJECT || view->proxy_live || !proxy_members(text, len, &view->members))
+        return false;
+    sandbox_charge(L, (double)len / SANDBOX_DECODE_BYTES_PER_UNIT, "json.decode");
+    lua_createtable(L, 0, 2);
+    lua_getiuservalue(L, vi, UV_PROXY_MT);
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, vi, UV_PROXY);
+    view->proxy = lua_topointer(L, -1);
+    view->proxy_live = true;
+    return true;
+}
+
+/* Notes that hooks of type t read member key[0..klen) of a proxy. */
+static void note_member(view_t *view, int t, const char *key, size_t klen)
+{
+    if (view->ever_other[t])
+        return;                             /* not kept for this type anyway */
+    for (int i = 0; i < view->pkey_count[t]; i++) {
+        if (view->pkey_len[t][i] == klen && memcmp(view->pkeys[t][i], key, klen) == 0)
+            return;
+    }
+    if (view->pkey_count[t] == PAYLOAD_KEYS_MAX || klen > PAYLOAD_KEY_MAX) {
+        view->ever_other[t] = true;         /* more than a key holds */
+        return;
+    }
+    memcpy(view->pkeys[t][view->pkey_count[t]], key, klen);
+    view->pkey_len[t][view->pkey_count[t]++] = (uint8_t)klen;
+}
+
+/* Whether the value at `index` is this call's live proxy. */
+static bool is_live_proxy(lua_State *L, const view_t *view, int index)
+{
+    return view->proxy_live && view->env && lua_topointer(L, index) == view->proxy;
+}
+
+/* __index of a proxy: the member asked for. Upvalue 1: the view. A proxy
+ * is settled before the bytes it reads go (luamsg_settle, luamsg_release). */
+static int payload_index(lua_State *L)
+{
+    view_t *view = lua_touserdata(L, lua_upvalueindex(1));
+    if (!is_live_proxy(L, view, 1))
+        return luaL_error(L, "a payload was read after its message's call");
+    if (lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);                     /* an object's names are strings */
+        return 1;
+    }
+    size_t klen, len;
+    const char *key = lua_tolstring(L, 2, &klen);
+    note_member(view, view->env->type, key, klen);
+    const char *text = payload_text_of(view, &len);
+    const json_member_t *m = member_named(&view->members, text, key, klen);
+    if (!m) {
+        lua_pushnil(L);
+        return 1;
+    }
+    size_t vlen;
+    const char *value = member_json(m, text, &vlen);
+    lua_settop(L, 2);
+    lua_json_push_charged(L, value, vlen);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, 1);                       /* the same value at the next read */
+    return 1;
+}
+
+/* __len and __newindex of a proxy: what a whole table does. */
+static int payload_len(lua_State *L)
+{
+    luamsg_settle(L);                       /* a proxy is only ever the live one */
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+static int payload_newindex(lua_State *L)
+{
+    luamsg_settle(L);
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+void luamsg_settle(lua_State *L)
+{
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (!view || !view->proxy_live || !view->env)
+        return;
+    luaL_checkstack(L, 6, "settling a payload");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
+    lua_getiuservalue(L, -1, UV_PROXY);
+    int proxy = lua_gettop(L);
+    size_t len;
+    const char *text = payload_text_of(view, &len);
+    lua_json_push_charged(L, text, len);    /* the whole payload, a plain table */
+    int whole = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, whole)) {
+        lua_pushvalue(L, -2);
+        if (lua_rawget(L, proxy) == LUA_TNIL) {   /* a member read already stays as read */
+            lua_pushvalue(L, -3);
+            lua_pushvalue(L, -3);
+            lua_rawset(L, proxy);
+        }
+        lua_pop(L, 2);
+    }
+    lua_pushnil(L);
+    lua_setmetatable(L, proxy);
+    view->proxy_live = false;
+    view->ever_other[view->env->type] = true;    /* read whole: its decisions not kept */
+    lua_settop(L, proxy - 2);
+}
+
+bool luamsg_payload_pending(lua_State *L)
+{
+    const view_t *view = *(view_t **)lua_getextraspace(L);
+    return view && view->proxy_live;
+}
+
+/* The key part of one member: 'a' (absent), or 'p', its length (4
+ * bytes) and its JSON text. False if it does not fit. */
+static bool put_bytes(unsigned char *out, size_t cap, size_t *at, char tag, const char *bytes,
+                      size_t n)
+{
+    if (*at + 1 + (bytes ? 4 + n : 0) > cap)
+        return false;
+    out[(*at)++] = (unsigned char)tag;
+    if (bytes) {
+        uint32_t n32 = (uint32_t)n;
+        memcpy(out + *at, &n32, 4);
+        memcpy(out + *at + 4, bytes, n);
+        *at += 4 + n;
+    }
+    return true;
+}
+
+bool luamsg_payload_key(lua_State *L, const envelope_t *env, unsigned char *out, size_t cap,
+                        size_t *len)
+{
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    int t = env->type;
+    *len = 0;
+    if (!view || !view->ever_payload[t])
+        return true;                        /* not read: not in the key */
+    const env_value_t *p = &env->f[EF_PAYLOAD];
+    if (p->kind == JSON_ABSENT || p->kind == JSON_NULL)
+        return put_bytes(out, cap, len, 'n', NULL, 0);      /* msg.payload is nil */
+    size_t tlen;
+    const char *text = env_value_json(p, &tlen);
+    /* a proxy's reads (the members in view->pkeys), or, where the hooks
+     * were given a plain table, the payload whole */
+    json_object_t members, *obj = &members;
+    if (p->kind != JSON_OBJECT || !proxy_members(text, tlen, obj))
+        return put_bytes(out, cap, len, 'w', text, tlen);
+    if (!put_bytes(out, cap, len, 'o', NULL, 0) ||
+        !put_bytes(out, cap, len, (char)view->pkey_count[t], NULL, 0))
+        return false;
+    for (int i = 0; i < view->pkey_count[t]; i++) {
+        const json_member_t *m = member_named(obj, text, view->pkeys[t][i], view->pkey_len[t][i]);
+        size_t vlen = 0;
+        const char *value = m ? member_json(m, text, &vlen) : NULL;
+        if (!put_bytes(out, cap, len, m ? 'p' : 'a', value, vlen))
+            return false;
+    }
+    return true;
+}
+
 /* Pushes the value of key i of the view at `vi`; false (nothing pushed)
  * if the message has no such field. */
 static bool push_key_value(lua_State *L, view_t *view, int vi, size_t i)
@@ -159,7 +410,8 @@ static bool push_key_value(lua_State *L, view_t *view, int vi, size_t i)
             return false;
         size_t len;
         const char *text = env_value_json(p, &len);
-        luamsg_push_decoded(L, text, len);
+        if (!(view->lazy && push_proxy(L, view, vi, p, text, len)))
+            luamsg_push_decoded(L, text, len);
         return true;
     }
     case K_PAYLOAD_JSON: {
@@ -231,6 +483,8 @@ static int view_index(lua_State *L)
             continue;
         if (view_keys[i].kind == K_STRING)
             view->ever_fields[view->env->type] |= 1u << view_keys[i].field;
+        else if (view_keys[i].kind == K_PAYLOAD)
+            view->ever_payload[view->env->type] = true;     /* what of it: the proxy tells */
         else
             view->ever_other[view->env->type] = true;
         lua_settop(L, 2);
@@ -375,6 +629,20 @@ void luamsg_init(lua_State *L)
         else
             lua_pop(L, 1);                          /* held by its metatable */
     }
+    /* the payload proxies' metatable: no __name, no __metatable (a
+     * proxy is settled before anything could see either) */
+    static const struct { const char *name; lua_CFunction fn; } proxy_methods[] = {
+        {"__index", payload_index}, {"__len", payload_len}, {"__newindex", payload_newindex},
+    };
+    lua_createtable(L, 0, 3);
+    for (size_t i = 0; i < sizeof proxy_methods / sizeof proxy_methods[0]; i++) {
+        lua_pushvalue(L, vi);
+        lua_pushcclosure(L, proxy_methods[i].fn, 1);
+        if (proxy_methods[i].fn == payload_index)
+            view->proxy_reader = lua_topointer(L, -1);  /* anchored by the metatable */
+        lua_setfield(L, -2, proxy_methods[i].name);
+    }
+    lua_setiuservalue(L, vi, UV_PROXY_MT);
     lua_getiuservalue(L, vi, UV_META + MT__COUNT);
     lua_setmetatable(L, vi);
     lua_settop(L, vi);
@@ -470,23 +738,37 @@ unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other)
 bool luamsg_is_reader(lua_State *L, const void *fn)
 {
     const view_t *view = *(view_t **)lua_getextraspace(L);
-    return view && fn == view->reader;
+    return view && (fn == view->reader || fn == view->proxy_reader);
 }
 
 void luamsg_release(lua_State *L)
 {
     view_t *view = *(view_t **)lua_getextraspace(L);
-    if (view) {
-        view->env = NULL;
-        view->payload_text = NULL;
+    if (!view)
+        return;
+    if (view->proxy_live && lua_checkstack(L, 3)) {
+        /* not settled: policy.c found that the call stored nothing, so
+         * nothing holds it; if something did, it keeps what it read
+         * rather than reading bytes that are gone (no allocation here) */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
+        lua_getiuservalue(L, -1, UV_PROXY);
+        lua_pushnil(L);
+        lua_setmetatable(L, -2);
+        lua_pop(L, 2);
     }
+    view->proxy_live = false;
+    view->lazy = false;
+    view->env = NULL;
+    view->payload_text = NULL;
 }
 
-void luamsg_will_push(lua_State *L)
+void luamsg_will_push(lua_State *L, bool lazy)
 {
     view_t *view = *(view_t **)lua_getextraspace(L);
-    if (view)
+    if (view) {
         view->will_push = true;
+        view->lazy = lazy;
+    }
 }
 
 /* sandbox_protected's on_enter: plain C, with calls that cannot raise. A

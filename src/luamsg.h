@@ -32,7 +32,7 @@ void luamsg_push(lua_State *L, const envelope_t *env);
  * the view stays as it is until luamsg_push, instead of being made
  * unreadable first (what every other call does; sandbox_protected calls
  * luamsg.c for it). Only saves work: forgetting it is safe. */
-void luamsg_will_push(lua_State *L);
+void luamsg_will_push(lua_State *L, bool lazy);
 
 /* Detaches the view from the envelope it showed. Plain C, no Lua call:
  * safe after sandbox_protected() returns, whatever happened inside (a
@@ -41,9 +41,36 @@ void luamsg_release(lua_State *L);
 
 /* The envelope's string fields that hooks of this state have read from
  * messages of type t so far, as bits (1u << env_field_t); *other is set
- * if they read any other key (msg.payload, msg.raw, msg.ttl_ms ...).
+ * if they read any other key (msg.raw, msg.ttl_ms ...; msg.payload is
+ * told by luamsg_payload_key), a payload proxy was settled, or they read
+ * more payload members than a key holds.
  * Only grows while the state lives. Plain C. */
 unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other);
+
+/* With `lazy` (luamsg_will_push), msg.payload in that call, if an object,
+ * is a proxy: a table that reads each member from the frame's bytes when
+ * asked, so that what the call read of it is known (luamsg_payload_key).
+ * It is the same as the decoded payload to everything but next, rawget,
+ * rawlen, getmetatable and C code that walks tables; the caller settles
+ * it (luamsg_settle: decodes the rest into it, a plain table from then)
+ * before any of those, before the call's table results are read, and, in
+ * a call that may have stored it, before the call ends (the bytes go):
+ * policy.c does, for the calls it watches. luamsg_release takes an
+ * unsettled proxy's metatable away. luamsg_settle may raise (memory): in
+ * a protected call or a C function Lua called. */
+void luamsg_settle(lua_State *L);
+
+/* Whether this call has a proxy not yet settled (plain C). */
+bool luamsg_payload_pending(lua_State *L);
+
+/* The part of a decision's key that msg.payload of env gives, for the
+ * hooks of its type as they read it so far: nothing (*len 0) if they
+ * never read it; else the members read from proxies (each: absent, or
+ * its JSON text), or the payload's whole text where it was not an object
+ * a proxy stands for. Bytes at out[0..*len); false if more than `cap`.
+ * Plain C. */
+bool luamsg_payload_key(lua_State *L, const envelope_t *env, unsigned char *out, size_t cap,
+                        size_t *len);
 
 /* Whether `fn` (lua_topointer of a function) is the C function that
  * reads a field into a view: Lua calls it as a metamethod for a field

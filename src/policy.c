@@ -168,7 +168,17 @@ static const char gc_key;       /* registry: {[1] = a table nothing else holds},
 typedef struct {
     const void *fns[sizeof ((policy_t *)0)->pure_fns / sizeof(void *)];
     int count;
+    const void *raw[sizeof ((policy_t *)0)->raw_fns / sizeof(void *)];
+    int raw_count;
 } pure_set_t;
+
+/* Of pure_names, those that read a table without its metamethods: a
+ * payload proxy (luamsg.h) is settled before they run. */
+static bool reads_raw(const char *name)
+{
+    return strcmp(name, "next") == 0 || strcmp(name, "rawget") == 0 ||
+           strcmp(name, "rawlen") == 0;
+}
 
 static void take_pure(lua_State *L, pure_set_t *set, int anchor)
 {
@@ -224,7 +234,11 @@ static void find_pure_functions(lua_State *L, pure_set_t *set)
         else
             lua_pushnil(L);
         lua_remove(L, -2);
+        int before = set->count;
         take_pure(L, set, anchor);
+        if (reads_raw(pure_names[i]) && set->count > before &&
+            set->raw_count < (int)(sizeof set->raw / sizeof set->raw[0]))
+            set->raw[set->raw_count++] = set->fns[set->count - 1];
         if (strcmp(pure_names[i], "ipairs") == 0) {
             lua_pushglobaltable(L);
             lua_getfield(L, -1, "ipairs");
@@ -399,6 +413,8 @@ static int load_source(policy_t *p, const char *text, size_t len, char *err, siz
     memcpy(p->hook_refs, job.refs, sizeof p->hook_refs);
     memcpy(p->pure_fns, job.pure.fns, sizeof p->pure_fns);
     p->pure_fn_count = job.pure.count;
+    memcpy(p->raw_fns, job.pure.raw, sizeof p->raw_fns);
+    p->raw_fn_count = job.pure.raw_count;
     memset(p->not_kept, 0, sizeof p->not_kept);
     p->gc_remark = false;                   /* the fresh state has its mark */
     p->gc_looked_at = UINT64_MAX;           /* to be looked at first */
@@ -547,7 +563,7 @@ static void watch_call(lua_State *L, lua_Debug *ar, void *ud)
     hook_job_t *job = ud;
     policy_t *p = job->p;
     int top = lua_gettop(L);
-    bool pure = false;
+    bool pure = false, settles = false;
     if (lua_getinfo(L, "f", ar)) {
         int fn = lua_gettop(L);
         const void *ptr = lua_topointer(L, fn);
@@ -557,6 +573,11 @@ static void watch_call(lua_State *L, lua_Debug *ar, void *ud)
             if (pure && ptr == p->pure_fns[0])
                 job->seen[job->in_route].uses_registry = true;
             pure = pure || luamsg_is_reader(L, ptr);
+            /* C code may walk a table raw: a payload proxy must be whole
+             * by then, unless the function is known to keep to metamethods */
+            settles = !pure;
+            for (int i = 0; i < p->raw_fn_count && !settles; i++)
+                settles = ptr == p->raw_fns[i];
         } else {
             lua_rawgetp(L, LUA_REGISTRYINDEX, &memo_key);
             lua_pushvalue(L, fn);
@@ -577,6 +598,8 @@ static void watch_call(lua_State *L, lua_Debug *ar, void *ud)
     lua_settop(L, top);
     if (!pure)
         job->seen[job->in_route].impure = true;
+    if (settles && luamsg_payload_pending(L))
+        luamsg_settle(L);           /* before the function runs: it sees the payload whole */
 }
 
 /* Calls the hook push_hook pushed: watched, if the decision cache wants
@@ -587,17 +610,23 @@ static void call_hook(lua_State *L, hook_job_t *job, int nargs, int nresults)
         gc_mark(L);                             /* before the hook reads anything */
         job->p->gc_remark = false;
     }
-    if (job->watched)
-        sandbox_call_watched(L, nargs, nresults, watch_call, job);
-    else
+    if (!job->watched) {
         lua_call(L, nargs, nresults);
+        return;
+    }
+    sandbox_call_watched(L, nargs, nresults, watch_call, job);
+    /* its first result, if a table, is read raw (a rewrite, a list of
+     * names): it could be the payload's proxy */
+    if (lua_type(L, -nresults) == LUA_TTABLE && luamsg_payload_pending(L))
+        luamsg_settle(L);
 }
 
 /* --- the decision cache (policy_cache.h; docs/policies.md) --- */
 
-/* The fields a decision may be keyed on: the names. A hook that reads
- * anything else of a message type (msg_id, payload, ...) decides on more
- * than a key can hold. */
+/* The fields a decision may be keyed on: the names, and the payload as
+ * far as hooks read it (luamsg_payload_key: the members they read from
+ * proxies). A hook that reads anything else of a message type (msg_id,
+ * msg.raw, the payload whole, ...) decides on more than a key can hold. */
 #define KEYABLE ((1u << EF_TYPE) | (1u << EF_SRC) | (1u << EF_DST) | (1u << EF_ACTION) | \
                  (1u << EF_TOPIC))
 
@@ -615,6 +644,19 @@ static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
 {
     return p->cache && !p->not_kept[index][env->type] &&
            policy_cache_worth(p->cache, pcache_class(index, env->type));
+}
+
+/* The payload's part of env's key (luamsg_payload_key), in `buf`; false
+ * if it does not fit a key (then nothing is looked up or kept). */
+typedef struct {
+    unsigned char buf[PCACHE_KEY_MAX];
+    pcache_tail_t tail;
+} payload_key_t;
+
+static bool payload_key(policy_t *p, const envelope_t *env, payload_key_t *k)
+{
+    k->tail.bytes = k->buf;
+    return luamsg_payload_key(sandbox_state(p->sandbox), env, k->buf, sizeof k->buf, &k->tail.len);
 }
 
 /* The decision kept for hook `index` and env, if any. */
@@ -635,7 +677,10 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
         return false;
     }
-    bool hit = policy_cache_get(p->cache, index, env, (unsigned)f,
+    payload_key_t k;
+    if (!payload_key(p, env, &k))
+        return false;
+    bool hit = policy_cache_get(p->cache, index, env, (unsigned)f, &k.tail,
                                 registry_generation(p->registry), d);
     policy_cache_note(p->cache, pcache_class(index, env->type), hit);
     return hit;
@@ -654,10 +699,11 @@ static void cache_after(policy_t *p, int index, const envelope_t *env, bool impu
         return;
     }
     long f = cache_fields(p, env);
+    payload_key_t k;
     if (f < 0)
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
-    else if (d)
-        policy_cache_put(p->cache, index, env, (unsigned)f, uses_registry,
+    else if (d && payload_key(p, env, &k))
+        policy_cache_put(p->cache, index, env, (unsigned)f, &k.tail, uses_registry,
                          registry_generation(p->registry), d);
 }
 
@@ -701,16 +747,29 @@ static policy_verdict_t route_from(const pcache_decision_t *d, route_t *out)
     return (policy_verdict_t)d->verdict;
 }
 
+static int settle_body(lua_State *L)
+{
+    luamsg_settle(L);
+    return 0;
+}
+
 /* `body` in the policy's state, protected; 0 or -1 (the error in
  * job->text). A call the cache did not watch may have changed what hooks
  * read: everything kept is forgotten. */
 static int protected_call(hook_job_t *job, lua_CFunction body)
 {
     policy_t *p = job->p;
+    lua_State *L = sandbox_state(p->sandbox);
     if (job->env)
-        luamsg_will_push(sandbox_state(p->sandbox));    /* a message hook */
+        luamsg_will_push(L, job->watched);      /* a message hook; a proxy payload if watched */
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
-    luamsg_release(sandbox_state(p->sandbox));
+    if (luamsg_payload_pending(L) && (job->seen[0].impure || job->seen[1].impure)) {
+        /* the call may have stored the payload's proxy where it outlives
+         * the frame: made whole while the bytes are there */
+        char err[128];
+        sandbox_protected(p->sandbox, settle_body, NULL, err, sizeof err);
+    }
+    luamsg_release(L);
     if (!job->watched && p->cache)
         policy_cache_forget(p->cache);
     return rc;

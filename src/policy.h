@@ -68,6 +68,9 @@ typedef struct policy {
     const void *pure_fns[40];    /* the C functions known to be pure, by address
                                     (policy.c, pure_names); [0] is ctx.has */
     int pure_fn_count;
+    const void *raw_fns[4];      /* of those, the ones that read a table raw (next,
+                                    rawget, rawlen): they see a payload proxy settled */
+    int raw_fn_count;
     bool gc_remark;              /* a collection cleared the cache's mark: set it again */
     uint64_t gc_looked_at;       /* sandbox_calls when the mark was last looked at */
     char *source;                /* the running version's text: rebuilt from it if

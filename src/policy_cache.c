@@ -74,32 +74,37 @@ static bool has_bytes(const env_value_t *v)
     return v->kind != JSON_ABSENT && v->ptr;
 }
 
-static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields)
+/* Folds n bytes into h, a word at a time (the last one padded). */
+static inline uint64_t mix_bytes(uint64_t h, const unsigned char *p, size_t n)
+{
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = mix(h, w);
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    return mix(h, w ^ 0x80);
+}
+
+static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields,
+                         const pcache_tail_t *tail)
 {
     uint64_t h = mix(0x9E3779B97F4A7C15ull,
                      (uint64_t)(unsigned)hook | (uint64_t)env->type << 8 | (uint64_t)fields << 32);
     for (unsigned todo = fields; todo; todo &= todo - 1) {
         const env_value_t *v = &env->f[__builtin_ctz(todo)];
         h = mix(h, (uint64_t)v->kind | (uint64_t)v->escaped << 8 | (uint64_t)v->len << 32);
-        if (!has_bytes(v))
-            continue;
-        const unsigned char *p = (const unsigned char *)v->ptr;
-        size_t n = v->len;
-        for (; n >= 8; p += 8, n -= 8) {
-            uint64_t w;
-            memcpy(&w, p, 8);
-            h = mix(h, w);
-        }
-        uint64_t w = 0;
-        memcpy(&w, p, n);
-        h = mix(h, w ^ 0x80);
+        if (has_bytes(v))
+            h = mix_bytes(h, (const unsigned char *)v->ptr, v->len);
     }
-    return h;
+    return tail ? mix_bytes(h, tail->bytes, tail->len) : h;
 }
 
-size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields)
+size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields,
+                         const pcache_tail_t *tail)
 {
-    return (size_t)(key_hash(hook, env, fields) & (PCACHE_SLOTS - 1));
+    return (size_t)(key_hash(hook, env, fields, tail) & (PCACHE_SLOTS - 1));
 }
 
 static inline uint64_t field_meta(const env_value_t *v)
@@ -135,8 +140,10 @@ static inline bool same_bytes(const unsigned char *a, const unsigned char *b, si
     return n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]);
 }
 
-/* Whether the slot holds the key of (hook, env, fields), byte for byte. */
-static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsigned fields)
+/* Whether the slot holds the key of (hook, env, fields, tail), byte for
+ * byte: the fields, then the tail (its length, then its bytes). */
+static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsigned fields,
+                        const pcache_tail_t *tail)
 {
     if (s->hook != hook || s->type != (int)env->type || s->fields != fields)
         return false;
@@ -153,11 +160,15 @@ static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsign
             return false;
         at += FIELD_META + n;
     }
-    return at == s->key_len;
+    size_t n = tail ? tail->len : 0;
+    uint64_t len = n;
+    return at + sizeof len + n == s->key_len && memcmp(s->key + at, &len, sizeof len) == 0 &&
+           (!n || memcmp(s->key + at + sizeof len, tail->bytes, n) == 0);
 }
 
 /* Writes the key into the slot; false if it is too long. */
-static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned fields)
+static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned fields,
+                      const pcache_tail_t *tail)
 {
     size_t at = 0;
     for (unsigned todo = fields; todo; todo &= todo - 1) {
@@ -171,6 +182,14 @@ static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned field
             memcpy(s->key + at + FIELD_META, v->ptr, n);
         at += FIELD_META + n;
     }
+    size_t n = tail ? tail->len : 0;
+    uint64_t len = n;
+    if (at + sizeof len + n > PCACHE_KEY_MAX)
+        return false;
+    memcpy(s->key + at, &len, sizeof len);
+    if (n)
+        memcpy(s->key + at + sizeof len, tail->bytes, n);
+    at += sizeof len + n;
     s->hook = hook;
     s->type = (int)env->type;
     s->fields = fields;
@@ -179,14 +198,14 @@ static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned field
 }
 
 bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
-                      uint64_t reg_gen, pcache_decision_t *out)
+                      const pcache_tail_t *tail, uint64_t reg_gen, pcache_decision_t *out)
 {
     class_t *k = &c->classes[pcache_class(hook, env->type)];
     const slot_t *s = &c->slots[k->last];
-    if (s->epoch != c->epoch || !key_matches(s, hook, env, fields)) {
-        uint64_t h = key_hash(hook, env, fields);
+    if (s->epoch != c->epoch || !key_matches(s, hook, env, fields, tail)) {
+        uint64_t h = key_hash(hook, env, fields, tail);
         s = &c->slots[h & (PCACHE_SLOTS - 1)];
-        if (s->epoch != c->epoch || s->hash != h || !key_matches(s, hook, env, fields)) {
+        if (s->epoch != c->epoch || s->hash != h || !key_matches(s, hook, env, fields, tail)) {
             c->misses++;
             return false;
         }
@@ -205,14 +224,15 @@ bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsign
 }
 
 void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
-                      bool uses_registry, uint64_t reg_gen, const pcache_decision_t *d)
+                      const pcache_tail_t *tail, bool uses_registry, uint64_t reg_gen,
+                      const pcache_decision_t *d)
 {
     if (d->text_len > PCACHE_TEXT_MAX)
         return;
-    uint64_t h = key_hash(hook, env, fields);
+    uint64_t h = key_hash(hook, env, fields, tail);
     slot_t *s = &c->slots[h & (PCACHE_SLOTS - 1)];
     s->epoch = 0;                           /* invalid until whole */
-    if (!key_write(s, hook, env, fields))
+    if (!key_write(s, hook, env, fields, tail))
         return;
     s->hash = h;
     s->uses_registry = uses_registry;

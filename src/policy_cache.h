@@ -40,23 +40,31 @@ void policy_cache_free(policy_cache_t **self_p);
 void policy_cache_forget(policy_cache_t *c);
 
 /* A decision is asked for by (hook, env's type, the values of env's
- * fields in `fields`, bits 1u << env_field_t): its key, compared whole
- * (kinds, escapes, lengths and bytes). */
+ * fields in `fields`, bits 1u << env_field_t, and `tail`: more bytes the
+ * caller derives from the message, such as the payload members a hook
+ * read; NULL for none): its key, compared whole (kinds, escapes, lengths
+ * and bytes). */
+typedef struct {
+    const unsigned char *bytes;
+    size_t len;
+} pcache_tail_t;
 
 /* The decision kept for that key, if one is and, for one that asked the
  * registry (uses_registry at put), the registry is still at `reg_gen`.
  * `out->text` is valid until the next put. */
 bool policy_cache_get(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
-                      uint64_t reg_gen, pcache_decision_t *out);
+                      const pcache_tail_t *tail, uint64_t reg_gen, pcache_decision_t *out);
 
 /* Keeps `d` for that key (evicting what held its slot); nothing if the key
  * (PCACHE_KEY_MAX) or the text (PCACHE_TEXT_MAX) is too long. */
 void policy_cache_put(policy_cache_t *c, int hook, const envelope_t *env, unsigned fields,
-                      bool uses_registry, uint64_t reg_gen, const pcache_decision_t *d);
+                      const pcache_tail_t *tail, bool uses_registry, uint64_t reg_gen,
+                      const pcache_decision_t *d);
 
 /* The slot that key lands in (for tests: keys that share one evict each
  * other). */
-size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields);
+size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields,
+                         const pcache_tail_t *tail);
 
 /* The class of (hook, type): what the hit rate is counted by, and each
  * class's last hit is looked at first. */

@@ -33,14 +33,14 @@ static envelope_t env_of(const char *src, const char *dst, const char *action)
 static bool lookup(policy_cache_t *c, const envelope_t *env, unsigned fields, uint64_t gen,
                    pcache_decision_t *d)
 {
-    return policy_cache_get(c, 0, env, fields, gen, d);
+    return policy_cache_get(c, 0, env, fields, NULL, gen, d);
 }
 
 static void keep(policy_cache_t *c, const envelope_t *env, unsigned fields, bool registry,
                  uint64_t gen, int verdict, const char *text)
 {
     pcache_decision_t d = {.verdict = verdict, .code = 7, .text = text, .text_len = strlen(text)};
-    policy_cache_put(c, 0, env, fields, registry, gen, &d);
+    policy_cache_put(c, 0, env, fields, NULL, registry, gen, &d);
 }
 
 static void test_store(void)
@@ -85,7 +85,7 @@ static void test_store(void)
     /* another hook, the same names: another key */
     keep(c, &a, NAMES, false, 0, 1, "");
     CHECK(lookup(c, &a, NAMES, 0, &d) && d.verdict == 1);
-    CHECK(!policy_cache_get(c, 1, &a, NAMES, 0, &d));
+    CHECK(!policy_cache_get(c, 1, &a, NAMES, NULL, 0, &d));
     /* a text too long is not kept, nor a key too long */
     char reason[PCACHE_TEXT_MAX + 2];
     memset(reason, 'r', sizeof reason - 1);
@@ -109,22 +109,22 @@ static void test_collisions(void)
 {
     policy_cache_t *c = policy_cache_new();
     envelope_t a = env_of("ui", "svc0", "get"), b;
-    size_t slot = policy_cache_slot(0, &a, NAMES);
+    size_t slot = policy_cache_slot(0, &a, NAMES, NULL);
     char dst[32];
     bool found = false;
     for (int i = 1; i < 100000 && !found; i++) {
         snprintf(dst, sizeof dst, "svc%d", i);
         b = env_of("ui", dst, "get");
-        found = policy_cache_slot(0, &b, NAMES) == slot;
+        found = policy_cache_slot(0, &b, NAMES, NULL) == slot;
     }
     CHECK(found);
     pcache_decision_t d = {.verdict = 1, .text = "", .text_len = 0};
-    policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
-    CHECK(!policy_cache_get(c, 0, &b, NAMES, 0, &d));
+    policy_cache_put(c, 0, &a, NAMES, NULL, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &b, NAMES, NULL, 0, &d));
     d.verdict = 2;
-    policy_cache_put(c, 0, &b, NAMES, false, 0, &d);
-    CHECK(!policy_cache_get(c, 0, &a, NAMES, 0, &d));
-    CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d) && d.verdict == 2);
+    policy_cache_put(c, 0, &b, NAMES, NULL, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, NULL, 0, &d));
+    CHECK(policy_cache_get(c, 0, &b, NAMES, NULL, 0, &d) && d.verdict == 2);
     policy_cache_free(&c);
 }
 
@@ -134,20 +134,20 @@ static void test_last_hit(void)
 {
     policy_cache_t *c = policy_cache_new();
     envelope_t a = env_of("ui", "orders", "get"), b = env_of("ui", "stock", "get");
-    CHECK(policy_cache_slot(0, &a, NAMES) != policy_cache_slot(0, &b, NAMES));
+    CHECK(policy_cache_slot(0, &a, NAMES, NULL) != policy_cache_slot(0, &b, NAMES, NULL));
     pcache_decision_t d = {.verdict = 1, .text = "", .text_len = 0};
-    policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
+    policy_cache_put(c, 0, &a, NAMES, NULL, false, 0, &d);
     d.verdict = 2;
-    policy_cache_put(c, 0, &b, NAMES, false, 0, &d);
+    policy_cache_put(c, 0, &b, NAMES, NULL, false, 0, &d);
     for (int i = 0; i < 4; i++) {
-        CHECK(policy_cache_get(c, 0, &a, NAMES, 0, &d) && d.verdict == 1);
-        CHECK(policy_cache_get(c, 0, &a, NAMES, 0, &d) && d.verdict == 1);
-        CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d) && d.verdict == 2);
+        CHECK(policy_cache_get(c, 0, &a, NAMES, NULL, 0, &d) && d.verdict == 1);
+        CHECK(policy_cache_get(c, 0, &a, NAMES, NULL, 0, &d) && d.verdict == 1);
+        CHECK(policy_cache_get(c, 0, &b, NAMES, NULL, 0, &d) && d.verdict == 2);
     }
     /* the same names, another type: not b's decision */
     envelope_t e = b;
     e.type = MT_EVENT;
-    CHECK(!policy_cache_get(c, 0, &e, NAMES, 0, &d));
+    CHECK(!policy_cache_get(c, 0, &e, NAMES, NULL, 0, &d));
     /* b's slot taken by a key that collides with it: b is gone */
     char dst[32];
     envelope_t x = b;
@@ -155,17 +155,17 @@ static void test_last_hit(void)
     for (int i = 1; i < 100000 && !found; i++) {
         snprintf(dst, sizeof dst, "svc%d", i);
         x = env_of("ui", dst, "get");
-        found = policy_cache_slot(0, &x, NAMES) == policy_cache_slot(0, &b, NAMES);
+        found = policy_cache_slot(0, &x, NAMES, NULL) == policy_cache_slot(0, &b, NAMES, NULL);
     }
     CHECK(found);
-    CHECK(policy_cache_get(c, 0, &b, NAMES, 0, &d));        /* b is the last hit */
+    CHECK(policy_cache_get(c, 0, &b, NAMES, NULL, 0, &d));        /* b is the last hit */
     d.verdict = 3;
-    policy_cache_put(c, 0, &x, NAMES, false, 0, &d);
-    CHECK(!policy_cache_get(c, 0, &b, NAMES, 0, &d));
-    CHECK(policy_cache_get(c, 0, &x, NAMES, 0, &d) && d.verdict == 3);
+    policy_cache_put(c, 0, &x, NAMES, NULL, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &b, NAMES, NULL, 0, &d));
+    CHECK(policy_cache_get(c, 0, &x, NAMES, NULL, 0, &d) && d.verdict == 3);
     /* forget reaches the last hit too */
     policy_cache_forget(c);
-    CHECK(!policy_cache_get(c, 0, &x, NAMES, 0, &d));
+    CHECK(!policy_cache_get(c, 0, &x, NAMES, NULL, 0, &d));
     policy_cache_free(&c);
 }
 
@@ -182,7 +182,7 @@ static void test_every_byte(void)
         kept[len] = '\0';
         envelope_t a = env_of("ui", kept, "get");
         policy_cache_forget(c);
-        policy_cache_put(c, 0, &a, NAMES, false, 0, &d);
+        policy_cache_put(c, 0, &a, NAMES, NULL, false, 0, &d);
         for (size_t at = 0; at < len; at++) {
             memcpy(other, kept, len + 1);
             other[at] = 'K';
