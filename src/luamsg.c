@@ -334,6 +334,15 @@ void luamsg_settle(lua_State *L)
     lua_settop(L, proxy - 2);
 }
 
+void luamsg_whole_payloads(lua_State *L)
+{
+    view_t *view = *(view_t **)lua_getextraspace(L);
+    if (!view)
+        return;
+    luamsg_settle(L);
+    view->lazy = false;
+}
+
 bool luamsg_payload_pending(lua_State *L)
 {
     const view_t *view = *(view_t **)lua_getextraspace(L);
@@ -747,9 +756,9 @@ void luamsg_release(lua_State *L)
     if (!view)
         return;
     if (view->proxy_live && lua_checkstack(L, 3)) {
-        /* not settled: policy.c found that the call stored nothing, so
-         * nothing holds it; if something did, it keeps what it read
-         * rather than reading bytes that are gone (no allocation here) */
+        /* not settled: the call stored nothing (policy.c settles before
+         * anything that may store runs), so nothing holds it; taking its
+         * metatable away only makes sure (no allocation here) */
         lua_rawgeti(L, LUA_REGISTRYINDEX, view->ref);
         lua_getiuservalue(L, -1, UV_PROXY);
         lua_pushnil(L);

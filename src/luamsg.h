@@ -53,12 +53,16 @@ unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other);
  * It is the same as the decoded payload to everything but next, rawget,
  * rawlen, getmetatable and C code that walks tables; the caller settles
  * it (luamsg_settle: decodes the rest into it, a plain table from then)
- * before any of those, before the call's table results are read, and, in
- * a call that may have stored it, before the call ends (the bytes go):
- * policy.c does, for the calls it watches. luamsg_release takes an
- * unsettled proxy's metatable away. luamsg_settle may raise (memory): in
+ * before any of those, before the call's table results are read, and
+ * before code that may store anything runs (luamsg_whole_payloads): policy.c
+ * does, for the calls it watches. luamsg_release takes an unsettled
+ * proxy's metatable away. luamsg_settle may raise (memory): in
  * a protected call or a C function Lua called. */
 void luamsg_settle(lua_State *L);
+
+/* Settles this call's proxy, if any, and gives msg.payload decoded whole
+ * for the rest of the call: for a call found to be one that may store. */
+void luamsg_whole_payloads(lua_State *L);
 
 /* Whether this call has a proxy not yet settled (plain C). */
 bool luamsg_payload_pending(lua_State *L);

@@ -596,10 +596,16 @@ static void watch_call(lua_State *L, lua_Debug *ar, void *ud)
         }
     }
     lua_settop(L, top);
-    if (!pure)
+    if (!pure) {
+        /* before it runs (a Lua function is judged on entry, before it can
+         * store anything): the payload whole from now on, a proxy settled,
+         * so that what it stores or changes is the plain table; a failure
+         * to settle (memory) is this call's */
         job->seen[job->in_route].impure = true;
-    if (settles && luamsg_payload_pending(L))
-        luamsg_settle(L);           /* before the function runs: it sees the payload whole */
+        luamsg_whole_payloads(L);
+    } else if (settles && luamsg_payload_pending(L)) {
+        luamsg_settle(L);           /* it reads tables raw: the payload whole */
+    }
 }
 
 /* Calls the hook push_hook pushed: watched, if the decision cache wants
@@ -646,21 +652,38 @@ static bool cache_wanted(policy_t *p, int index, const envelope_t *env)
            policy_cache_worth(p->cache, pcache_class(index, env->type));
 }
 
-/* The payload's part of env's key (luamsg_payload_key), in `buf`; false
- * if it does not fit a key (then nothing is looked up or kept). */
+/* The payload's part of env's key (luamsg_payload_key), in `buf`, made
+ * once for a message's lookups (filter's, then route's). */
 typedef struct {
-    unsigned char buf[PCACHE_KEY_MAX];
+    int made;                   /* 0: not yet; 1: in tail; -1: it does not fit a key
+                                   (then nothing is looked up or kept) */
     pcache_tail_t tail;
+    unsigned char buf[PCACHE_KEY_MAX];
 } payload_key_t;
 
 static bool payload_key(policy_t *p, const envelope_t *env, payload_key_t *k)
 {
-    k->tail.bytes = k->buf;
-    return luamsg_payload_key(sandbox_state(p->sandbox), env, k->buf, sizeof k->buf, &k->tail.len);
+    if (!k->made) {
+        k->tail.bytes = k->buf;
+        k->made = luamsg_payload_key(sandbox_state(p->sandbox), env, k->buf, sizeof k->buf,
+                                     &k->tail.len) ? 1 : -1;
+    }
+    return k->made > 0;
 }
 
-/* The decision kept for hook `index` and env, if any. */
-static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d)
+/* Whether a hook that reads env's payload could: one whose decode alone
+ * (charged by length) takes the whole budget of a call, or more bytes
+ * than the state has left, fails the hook that reads it, and is not
+ * answered from the cache for it (the limits hold as without one). */
+static bool payload_within_limits(const policy_t *p, const envelope_t *env)
+{
+    return sandbox_decode_fits(p->sandbox, env->f[EF_PAYLOAD].len);
+}
+
+/* The decision kept for hook `index` and env, if any (k: env's payload
+ * key, made here if not yet). */
+static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d,
+                       payload_key_t *k)
 {
     /* the collector runs only while the state allocates, inside protected
      * calls: its mark needs a look only after one */
@@ -677,10 +700,9 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
         return false;
     }
-    payload_key_t k;
-    if (!payload_key(p, env, &k))
+    if (!payload_key(p, env, k) || (k->tail.len && !payload_within_limits(p, env)))
         return false;
-    bool hit = policy_cache_get(p->cache, index, env, (unsigned)f, &k.tail,
+    bool hit = policy_cache_get(p->cache, index, env, (unsigned)f, &k->tail,
                                 registry_generation(p->registry), d);
     policy_cache_note(p->cache, pcache_class(index, env->type), hit);
     return hit;
@@ -699,7 +721,7 @@ static void cache_after(policy_t *p, int index, const envelope_t *env, bool impu
         return;
     }
     long f = cache_fields(p, env);
-    payload_key_t k;
+    payload_key_t k = {.made = 0};      /* again: the call may have read more of it */
     if (f < 0)
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
     else if (d && payload_key(p, env, &k))
@@ -747,12 +769,6 @@ static policy_verdict_t route_from(const pcache_decision_t *d, route_t *out)
     return (policy_verdict_t)d->verdict;
 }
 
-static int settle_body(lua_State *L)
-{
-    luamsg_settle(L);
-    return 0;
-}
-
 /* `body` in the policy's state, protected; 0 or -1 (the error in
  * job->text). A call the cache did not watch may have changed what hooks
  * read: everything kept is forgotten. */
@@ -763,12 +779,6 @@ static int protected_call(hook_job_t *job, lua_CFunction body)
     if (job->env)
         luamsg_will_push(L, job->watched);      /* a message hook; a proxy payload if watched */
     int rc = sandbox_protected(p->sandbox, body, job, job->text, job->textlen);
-    if (luamsg_payload_pending(L) && (job->seen[0].impure || job->seen[1].impure)) {
-        /* the call may have stored the payload's proxy where it outlives
-         * the frame: made whole while the bytes are there */
-        char err[128];
-        sandbox_protected(p->sandbox, settle_body, NULL, err, sizeof err);
-    }
     luamsg_release(L);
     if (!job->watched && p->cache)
         policy_cache_forget(p->cache);
@@ -832,6 +842,8 @@ static policy_verdict_t take_refusal(lua_State *L, hook_job_t *job, const char *
 }
 
 static policy_verdict_t call_route(lua_State *L, hook_job_t *job, int view);
+static policy_verdict_t route_keyed(policy_t *p, const envelope_t *env, route_t *out,
+                                    char *err, size_t errlen, payload_key_t *k);
 
 static int filter_body(lua_State *L)
 {
@@ -873,8 +885,10 @@ policy_verdict_t policy_filter(policy_t *p, const envelope_t *env, char **rewrit
     hook_job_t job = {.p = p, .env = env, .text = reason, .textlen = reasonlen,
                       .rewritten = rewritten, .rewritten_len = rewritten_len};
     pcache_decision_t d;
+    payload_key_t k;
+    k.made = 0;
     job.watched = cache_wanted(p, I_FILTER, env);
-    if (job.watched && cache_find(p, I_FILTER, env, &d))
+    if (job.watched && cache_find(p, I_FILTER, env, &d, &k))
         return filter_from(p, &d, reason, reasonlen);
     policy_verdict_t v = run_hook(&job, "filter", filter_body);
     if (job.watched)
@@ -894,14 +908,16 @@ policy_verdict_t policy_filter_route(policy_t *p, const envelope_t *env, char **
         return policy_filter(p, env, rewritten, rewritten_len, text, textlen);
     *rewritten = NULL;
     pcache_decision_t d;
+    payload_key_t k;
+    k.made = 0;
     bool has_filter = hook_wants(p, I_FILTER, env);
     bool watch_filter = has_filter && cache_wanted(p, I_FILTER, env);
-    if (!has_filter || (watch_filter && cache_find(p, I_FILTER, env, &d))) {
+    if (!has_filter || (watch_filter && cache_find(p, I_FILTER, env, &d, &k))) {
         /* no filter(), or its decision kept: route() alone (it asks the
-         * cache itself), if it passes */
+         * cache itself, with the same payload key), if it passes */
         policy_verdict_t v = has_filter ? filter_from(p, &d, text, textlen) : POLICY_PASS;
         if (v == POLICY_PASS) {
-            ahead->verdict = policy_route(p, env, &ahead->route, text, textlen);
+            ahead->verdict = route_keyed(p, env, &ahead->route, text, textlen, &k);
             ahead->taken = true;
         }
         return v;
@@ -1019,6 +1035,15 @@ static int route_body(lua_State *L)
 policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
                               char *err, size_t errlen)
 {
+    payload_key_t k;
+    k.made = 0;
+    return route_keyed(p, env, out, err, errlen, &k);
+}
+
+/* policy_route, with env's payload key as far as made (k). */
+static policy_verdict_t route_keyed(policy_t *p, const envelope_t *env, route_t *out,
+                                    char *err, size_t errlen, payload_key_t *k)
+{
     out->count = 0;
     out->instance = NULL;
     if (!hook_wants(p, I_ROUTE, env))
@@ -1026,7 +1051,7 @@ policy_verdict_t policy_route(policy_t *p, const envelope_t *env, route_t *out,
     hook_job_t job = {.p = p, .env = env, .text = err, .textlen = errlen, .route = out};
     pcache_decision_t d;
     job.watched = cache_wanted(p, I_ROUTE, env);
-    if (job.watched && cache_find(p, I_ROUTE, env, &d))
+    if (job.watched && cache_find(p, I_ROUTE, env, &d, k))
         return route_from(&d, out);
     policy_verdict_t v = run_hook(&job, "route", route_body);
     if (job.watched)

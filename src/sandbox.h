@@ -170,6 +170,14 @@ static inline size_t sandbox_memory_left(const sandbox_t *sb)
     return sb->limits.memory_limit > sb->memory_used ? sb->limits.memory_limit - sb->memory_used : 0;
 }
 
+/* Whether decoding `len` bytes of JSON (charged by length) could fit in a
+ * call: within one call's whole budget and the bytes left. */
+static inline bool sandbox_decode_fits(const sandbox_t *sb, size_t len)
+{
+    return (double)len / SANDBOX_DECODE_BYTES_PER_UNIT < (double)sb->limits.instruction_limit &&
+           len < sandbox_memory_left(sb);
+}
+
 /* Makes now_ms() read `clock` instead of the monotonic clock, in every
  * state of the process (NULL: back to the monotonic clock). For
  * smartshop-policy, which replays recorded traffic on its recorded times. */
