@@ -195,6 +195,37 @@ static void test_every_byte(void)
 }
 
 /* A class whose lookups mostly miss rests, then is tried again. */
+/* The tail (the payload members a hook read, luamsg_payload_key) is
+ * part of the key: its bytes and its length, whole. */
+static void test_tail(void)
+{
+    policy_cache_t *c = policy_cache_new();
+    pcache_decision_t d = {.verdict = 4, .text = "", .text_len = 0}, got;
+    envelope_t a = env_of("ui", "orders", "get");
+    const pcache_tail_t t1 = {(const unsigned char *)"p\x04\0\0\0true", 9};
+    const pcache_tail_t t1_false = {(const unsigned char *)"p\x05\0\0\0false", 10};
+    const pcache_tail_t t1_prefix = {(const unsigned char *)"p\x04\0\0\0tru", 8};
+    const pcache_tail_t empty = {(const unsigned char *)"", 0};
+    policy_cache_put(c, 0, &a, NAMES, &t1, false, 0, &d);
+    CHECK(policy_cache_get(c, 0, &a, NAMES, &t1, 0, &got) && got.verdict == 4);
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, &t1_false, 0, &got));
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, &t1_prefix, 0, &got));
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, NULL, 0, &got));
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, &empty, 0, &got));
+    /* no tail and an empty one are the same key */
+    d.verdict = 5;
+    policy_cache_put(c, 0, &a, NAMES, NULL, false, 0, &d);
+    CHECK(policy_cache_get(c, 0, &a, NAMES, &empty, 0, &got) && got.verdict == 5);
+    CHECK(policy_cache_get(c, 0, &a, NAMES, &t1, 0, &got) && got.verdict == 4);
+    /* a key whose names and tail exceed PCACHE_KEY_MAX is not kept */
+    unsigned char big[PCACHE_KEY_MAX];
+    memset(big, 'x', sizeof big);
+    const pcache_tail_t too_long = {big, sizeof big};
+    policy_cache_put(c, 0, &a, NAMES, &too_long, false, 0, &d);
+    CHECK(!policy_cache_get(c, 0, &a, NAMES, &too_long, 0, &got));
+    policy_cache_free(&c);
+}
+
 static void test_rest(void)
 {
     policy_cache_t *c = policy_cache_new();
@@ -276,6 +307,7 @@ int main(void)
     test_collisions();
     test_last_hit();
     test_every_byte();
+    test_tail();
     test_rest();
     test_lua_code();
     return check_done("policy_cache");
