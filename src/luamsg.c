@@ -735,12 +735,13 @@ void luamsg_push(lua_State *L, const envelope_t *env)
     }
 }
 
-unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other)
+unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other, bool *payload)
 {
     /* msg.table is in every fields table from the start (never read through
      * view_index): calling it is a C function the caller sees called */
     const view_t *view = *(view_t **)lua_getextraspace(L);
     *other = view && view->ever_other[t];
+    *payload = view && view->ever_payload[t];
     return view ? view->ever_fields[t] : 0;
 }
 

@@ -43,9 +43,10 @@ void luamsg_release(lua_State *L);
  * messages of type t so far, as bits (1u << env_field_t); *other is set
  * if they read any other key (msg.raw, msg.ttl_ms ...; msg.payload is
  * told by luamsg_payload_key), a payload proxy was settled, or they read
- * more payload members than a key holds.
+ * more payload members than a key holds; *payload if they read
+ * msg.payload (then luamsg_payload_key tells what of it).
  * Only grows while the state lives. Plain C. */
-unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other);
+unsigned luamsg_fields_read(lua_State *L, msg_type_t t, bool *other, bool *payload);
 
 /* With `lazy` (luamsg_will_push), msg.payload in that call, if an object,
  * is a proxy: a table that reads each member from the frame's bytes when

@@ -637,11 +637,12 @@ static void call_hook(lua_State *L, hook_job_t *job, int nargs, int nresults)
                  (1u << EF_TOPIC))
 
 /* The fields hooks read from messages of env's type, if a key can hold
- * them; -1 if not (for good: what hooks read only grows). */
-static long cache_fields(const policy_t *p, const envelope_t *env)
+ * them; -1 if not (for good: what hooks read only grows). *payload: if
+ * they read msg.payload too (the key's tail, payload_key). */
+static long cache_fields(const policy_t *p, const envelope_t *env, bool *payload)
 {
     bool other;
-    unsigned f = luamsg_fields_read(sandbox_state(p->sandbox), env->type, &other);
+    unsigned f = luamsg_fields_read(sandbox_state(p->sandbox), env->type, &other, payload);
     return other || (f & ~KEYABLE) ? -1 : (long)f;
 }
 
@@ -661,8 +662,12 @@ typedef struct {
     unsigned char buf[PCACHE_KEY_MAX];
 } payload_key_t;
 
-static bool payload_key(policy_t *p, const envelope_t *env, payload_key_t *k)
+static bool payload_key(policy_t *p, const envelope_t *env, bool payload, payload_key_t *k)
 {
+    if (!payload) {
+        k->tail.len = 0;                    /* not read: not in the key */
+        return true;
+    }
     if (!k->made) {
         k->tail.bytes = k->buf;
         k->made = luamsg_payload_key(sandbox_state(p->sandbox), env, k->buf, sizeof k->buf,
@@ -694,13 +699,14 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
         return false;
     }
     p->gc_looked_at = calls;
-    long f = cache_fields(p, env);
+    bool payload;
+    long f = cache_fields(p, env, &payload);
     if (f < 0) {
         /* hooks of this type read more than names (for good): no watching */
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
         return false;
     }
-    if (!payload_key(p, env, k) || (k->tail.len && !payload_within_limits(p, env)))
+    if (!payload_key(p, env, payload, k) || (k->tail.len && !payload_within_limits(p, env)))
         return false;
     bool hit = policy_cache_get(p->cache, index, env, (unsigned)f, &k->tail,
                                 registry_generation(p->registry), d);
@@ -720,11 +726,13 @@ static void cache_after(policy_t *p, int index, const envelope_t *env, bool impu
         policy_cache_forget(p->cache);
         return;
     }
-    long f = cache_fields(p, env);
-    payload_key_t k = {.made = 0};      /* again: the call may have read more of it */
+    bool payload;
+    long f = cache_fields(p, env, &payload);
+    payload_key_t k;
+    k.made = 0;                         /* again: the call may have read more of it */
     if (f < 0)
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
-    else if (d && payload_key(p, env, &k))
+    else if (d && payload_key(p, env, payload, &k))
         policy_cache_put(p->cache, index, env, (unsigned)f, &k.tail, uses_registry,
                          registry_generation(p->registry), d);
 }

@@ -98,7 +98,7 @@ static uint64_t key_hash(int hook, const envelope_t *env, unsigned fields,
         if (has_bytes(v))
             h = mix_bytes(h, (const unsigned char *)v->ptr, v->len);
     }
-    return tail ? mix_bytes(h, tail->bytes, tail->len) : h;
+    return tail && tail->len ? mix_bytes(h, tail->bytes, tail->len) : h;
 }
 
 size_t policy_cache_slot(int hook, const envelope_t *env, unsigned fields,
@@ -141,7 +141,9 @@ static inline bool same_bytes(const unsigned char *a, const unsigned char *b, si
 }
 
 /* Whether the slot holds the key of (hook, env, fields, tail), byte for
- * byte: the fields, then the tail (its length, then its bytes). */
+ * byte: the fields, then a tail that is not empty (its length, then its
+ * bytes; the fields' part has the length their values give, so a key
+ * without one is never read as one with one). */
 static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsigned fields,
                         const pcache_tail_t *tail)
 {
@@ -161,9 +163,11 @@ static bool key_matches(const slot_t *s, int hook, const envelope_t *env, unsign
         at += FIELD_META + n;
     }
     size_t n = tail ? tail->len : 0;
+    if (!n)
+        return at == s->key_len;
     uint64_t len = n;
     return at + sizeof len + n == s->key_len && memcmp(s->key + at, &len, sizeof len) == 0 &&
-           (!n || memcmp(s->key + at + sizeof len, tail->bytes, n) == 0);
+           memcmp(s->key + at + sizeof len, tail->bytes, n) == 0;
 }
 
 /* Writes the key into the slot; false if it is too long. */
@@ -184,12 +188,13 @@ static bool key_write(slot_t *s, int hook, const envelope_t *env, unsigned field
     }
     size_t n = tail ? tail->len : 0;
     uint64_t len = n;
-    if (at + sizeof len + n > PCACHE_KEY_MAX)
+    if (n && at + sizeof len + n > PCACHE_KEY_MAX)
         return false;
-    memcpy(s->key + at, &len, sizeof len);
-    if (n)
+    if (n) {
+        memcpy(s->key + at, &len, sizeof len);
         memcpy(s->key + at + sizeof len, tail->bytes, n);
-    at += sizeof len + n;
+        at += sizeof len + n;
+    }
     s->hook = hook;
     s->type = (int)env->type;
     s->fields = fields;
