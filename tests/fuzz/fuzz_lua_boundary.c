@@ -91,6 +91,15 @@ static const char *const statements[] = {
     "pcall(rawequal, string.rep('z', 1 << 16), string.rep('z', 1 << 16))",
     "pcall(tonumber, string.rep('9', 1 << 16))",
     "pcall(os.date, string.rep('%c', 1000))",
+    /* the payload proxy (luamsg.c): members read, walked, kept, changed */
+    "local p = type(msg) == 'userdata' and msg.payload local a = type(p) == 'table' and p.k, p.s, p.k == p.k",
+    "local p = type(msg) == 'userdata' and msg.payload if type(p) == 'table' then for k, v in pairs(p) do end end",
+    "local p = type(msg) == 'userdata' and msg.payload if type(p) == 'table' then kept_p = p end",
+    "local p = kept_p if type(p) == 'table' then local n = #p for k in next, p do n = n + 1 end local s = p.s end",
+    "local p = type(msg) == 'userdata' and msg.payload if type(p) == 'table' then p.s = nil p.k = p.s end",
+    "local p = type(msg) == 'userdata' and msg.payload local x = type(p) == 'table' and (rawlen(p) + #p)",
+    "local p = type(msg) == 'userdata' and msg.payload local x = type(p) == 'table' and json.encode(p)",
+    "local p = type(msg) == 'userdata' and msg.payload local x = type(p) == 'table' and pcall(setmetatable, p, {__index = function() error('mine') end}) and p.zz",
 };
 
 static const char *const values[] = {
@@ -98,6 +107,7 @@ static const char *const values[] = {
     "{'svc-a', 'svc-b'}", "{}", "msg", "type(msg) == 'userdata' and msg:table() or {}", "json.null",
     "function() end", "string.rep('x', 300)", "'peer-1'", "'svc-a', 'peer-1'", "'svc-b', 'peer-1'",
     "setmetatable({}, {__len = function() error('len') end})",
+    "type(msg) == 'userdata' and msg.payload",
     "setmetatable({}, {__len = function() while true do end end})",
     "setmetatable({}, {__len = function() return 3 end, __index = function() while true do end end})",
     "setmetatable({'svc-a'}, {__index = function() error('idx') end, __len = function() return 1 << 40 end})",
