@@ -22,9 +22,13 @@ from test_policy_cache import cache_counts  # noqa: E402
 
 
 class PayloadCase(bp.PolicyTestCase):
-    def ask(self, c, svc, payload_text):
-        """A request whose payload is the JSON text given, as it is: the
-        refusal's message, or None if it arrived (then answered)."""
+    def peers(self):
+        return self.peer(name="shop-ui"), self.peer(register=bp.new_id("svc"))
+
+    def exchange(self, c, svc, payload_text):
+        """A request whose payload is the JSON text given, as it is:
+        (the message the service got, then answered; None) if it arrived,
+        (None, the refusal's message) if it was refused."""
         m = bp.msg("request", c.name, svc.name, "get", payload="@P@")
         text = json.dumps(m).replace('"@P@"', payload_text)
         c.send(text)
@@ -36,18 +40,26 @@ class PayloadCase(bp.PolicyTestCase):
                 self.assertEqual(got["msg_id"], m["msg_id"])
                 svc.answer(got, payload={})
                 c.recv_answer(m["msg_id"])
-                return None
+                return got, None
             got_c = c.recv_raw(0.05)
             if got_c is not None:
                 body = json.loads(got_c[-1])
                 self.assertEqual(body.get("correlation_id"), m["msg_id"], body)
                 self.assertEqual(body.get("type"), "error", body)
-                return body["payload"]["message"]
+                return None, body["payload"]["message"]
         self.fail("neither the service nor the client heard of payload %s" % payload_text)
 
+    def ask(self, c, svc, payload_text):
+        """The refusal's message, or None if the request arrived."""
+        return self.exchange(c, svc, payload_text)[1]
+
+    def deliver(self, c, svc, payload_text):
+        """What the service got as payload, or the refusal text."""
+        got, refusal = self.exchange(c, svc, payload_text)
+        return got.get("payload") if got is not None else "REFUSED: " + refusal
+
     def check_cases(self, cases, rounds=3):
-        c = self.peer(name="shop-ui")
-        svc = self.peer(register=bp.new_id("svc"))
+        c, svc = self.peers()
         hits0, _ = cache_counts(c)
         for r in range(rounds):
             for payload_text, want in cases:
@@ -110,8 +122,7 @@ end
         self.assertGreaterEqual(hits, 2 * len(self.CASES), hits)
 
     def test_other_members_do_not_stop_a_hit(self):
-        c = self.peer(name="shop-ui")
-        svc = self.peer(register=bp.new_id("svc"))
+        c, svc = self.peers()
         self.assertEqual(self.ask(c, svc, '{"drop":true,"order":0}'), "dropped")
         hits0, _ = cache_counts(c)
         for i in range(1, 11):
@@ -211,8 +222,7 @@ end
 """
 
     def test_a_payload_kept_in_state_is_whole_later(self):
-        c = self.peer(name="shop-ui")
-        svc = self.peer(register=bp.new_id("svc"))
+        c, svc = self.peers()
         self.assertIsNone(self.ask(c, svc, '{"a":1,"b":2}'))
         self.assertEqual(self.ask(c, svc, '{"a":2}'), "prev a=1 n=2")
         self.assertEqual(self.ask(c, svc, '{"a":3}'), "prev a=2 n=1")
@@ -233,8 +243,7 @@ end
 """
 
     def test_a_payload_a_helper_kept_is_whole_later(self):
-        c = self.peer(name="shop-ui")
-        svc = self.peer(register=bp.new_id("svc"))
+        c, svc = self.peers()
         self.assertIsNone(self.ask(c, svc, '{"a":1,"b":"one"}'))
         self.assertEqual(self.ask(c, svc, '{"a":2,"b":"two"}'), "prev b=one a=2")
         self.assertEqual(self.ask(c, svc, '{"a":3}'), "prev b=two a=3")
@@ -255,32 +264,10 @@ end
         self.check_cases([('{"a":1}', "1,default"), ('{"b":1}', "default,default")])
 
 
-class DeliverCase(PayloadCase):
-    def deliver(self, c, svc, payload_text):
-        """What the service got as payload (a dict), or the refusal text."""
-        m = bp.msg("request", c.name, svc.name, "get", payload="@P@")
-        c.send(json.dumps(m).replace('"@P@"', payload_text))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            got_svc = svc.recv_raw(0.05)
-            if got_svc is not None:
-                got = json.loads(got_svc[-1])
-                svc.answer(got, payload={})
-                c.recv_answer(got["msg_id"])
-                return got.get("payload")
-            got_c = c.recv_raw(0.05)
-            if got_c is not None:
-                return "REFUSED: " + json.loads(got_c[-1])["payload"]["message"]
-        self.fail("nothing heard")
-
-    def peers(self):
-        return self.peer(name="shop-ui"), self.peer(register=bp.new_id("svc"))
-
-
 # A hook that stores gets a plain table from its first call on: were it a
 # proxy, a member read and then set to nil would be found again by the
 # next read (__index) or by a settle.
-class NilAfterReadTest(DeliverCase):
+class NilAfterReadTest(PayloadCase):
     POLICY = r"""
 function filter(msg)
   if msg.type ~= "request" or msg.dst == "broker" then return end
@@ -298,7 +285,7 @@ end
 
 
 # The same, seen by pairs.
-class NilThenPairsTest(DeliverCase):
+class NilThenPairsTest(PayloadCase):
     POLICY = r"""
 function filter(msg)
   if msg.type ~= "request" or msg.dst == "broker" then return end
@@ -317,7 +304,7 @@ end
 
 
 # The realistic form: strip a member and forward the rewrite.
-class StripAndForwardTest(DeliverCase):
+class StripAndForwardTest(PayloadCase):
     POLICY = r"""
 function filter(msg)
   if msg.type ~= "request" or msg.dst == "broker" then return end
@@ -341,7 +328,7 @@ end
 # the payload decoded whole in it; never a table with only the members
 # read. The file fills the state to the cap at load and frees ~40 KB:
 # enough for the hook, not for the 100 KB member.
-class SettleFailsAtEndTest(DeliverCase):
+class SettleFailsAtEndTest(PayloadCase):
     EXTRA_ARGS = ("--lua-memory-limit", str(1 << 20))
     POLICY = r"""
 hog = {}
@@ -372,7 +359,7 @@ end
 # msg.payload is charged by the payload's whole length, which the key does
 # not hold: a payload whose decode alone takes the call's budget is not
 # answered from the cache, and fails the hook as it would without one.
-class BudgetOnHitTest(DeliverCase):
+class BudgetOnHitTest(PayloadCase):
     EXTRA_ARGS = ("--lua-instruction-limit", "10000")
     POLICY = r"""
 function filter(msg)
