@@ -676,15 +676,6 @@ static bool payload_key(policy_t *p, const envelope_t *env, bool payload, payloa
     return k->made > 0;
 }
 
-/* Whether a hook that reads env's payload could: one whose decode alone
- * (charged by length) takes the whole budget of a call, or more bytes
- * than the state has left, fails the hook that reads it, and is not
- * answered from the cache for it (the limits hold as without one). */
-static bool payload_within_limits(const policy_t *p, const envelope_t *env)
-{
-    return sandbox_decode_fits(p->sandbox, env->f[EF_PAYLOAD].len);
-}
-
 /* The decision kept for hook `index` and env, if any (k: env's payload
  * key, made here if not yet). */
 static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_decision_t *d,
@@ -706,7 +697,11 @@ static bool cache_find(policy_t *p, int index, const envelope_t *env, pcache_dec
         p->not_kept[I_FILTER][env->type] = p->not_kept[I_ROUTE][env->type] = true;
         return false;
     }
-    if (!payload_key(p, env, payload, k) || (k->tail.len && !payload_within_limits(p, env)))
+    /* a payload whose decode alone would not fit a call (its budget, the
+     * memory left) fails the hook that reads it: not answered from here,
+     * so the limits hold as without a cache */
+    if (!payload_key(p, env, payload, k) ||
+        (k->tail.len && !sandbox_decode_fits(p->sandbox, env->f[EF_PAYLOAD].len)))
         return false;
     bool hit = policy_cache_get(p->cache, index, env, (unsigned)f, &k->tail,
                                 registry_generation(p->registry), d);
